@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Make sure redis-server is installed: install it with apt when missing and we are root.
+set -euo pipefail
+if command -v redis-server >/dev/null 2>&1; then
+  exit 0
+fi
+if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "redis-server is missing: installing it with apt-get" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq redis-server >/dev/null
+  exit 0
+fi
+cat >&2 <<'MSG'
+redis-server is not installed and this user cannot install it.
+Install it first, e.g.:   sudo apt-get install redis-server   (Debian/Ubuntu)
+or point the router at an existing Redis:   ROUTER_REDIS_URL=redis://host:6379/0 make run
+MSG
+exit 1
