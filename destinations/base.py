@@ -235,9 +235,7 @@ async def send_request(
             allow_redirects=False,
         ) as response:
             body = await response.read()
-            return HttpResponse(
-                status=response.status, headers=dict(response.headers), body=body
-            )
+            return HttpResponse(status=response.status, headers=dict(response.headers), body=body)
     except TimeoutError as exc:
         raise TransportError("timeout", f"no answer within {timeout_s:g}s") from exc
     except aiohttp.ClientError as exc:

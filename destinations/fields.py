@@ -1,0 +1,186 @@
+"""Allowlist minimization and field transforms. Pure.
+
+A destination lists field paths; everything else is removed. Paths are dotted, with ``[]`` for
+"each element of this array": ``properties.products[].product_id``. Listing a path whose value is
+an object allows that whole object.
+
+Transforms apply to allowed fields, and a transformed path is allowed in its transformed form
+(``userId: tokenize`` sends the token, never the raw id):
+
+- ``drop``: remove the field (useful under an allowed parent object);
+- ``hash_sha256``: hex SHA-256 of the trimmed string value;
+- ``tokenize``: hex HMAC-SHA256 with the destination's own key (stable per destination, not
+  joinable across destinations);
+- ``truncate_ip``: IPv4 to /24, IPv6 to /48.
+
+A value a transform cannot handle (an object to hash, an invalid IP) is removed: fail closed.
+``compile_allowlist`` runs once per configuration, so no event re-reads the YAML.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+
+class Transform(StrEnum):
+    """The field transforms a routing file may name."""
+
+    DROP = "drop"
+    HASH_SHA256 = "hash_sha256"
+    TOKENIZE = "tokenize"
+    TRUNCATE_IP = "truncate_ip"
+
+
+class FieldPathError(ValueError):
+    """A field path does not follow the ``a.b[].c`` syntax."""
+
+
+_SEGMENT = re.compile(r"^[^.\[\]\s]+(\[\])?$")
+
+
+def parse_path(path: str) -> tuple[tuple[str, bool], ...]:
+    """Split a path: ``a.b[].c`` -> ``(("a", False), ("b", True), ("c", False))``."""
+    if not path or path != path.strip():
+        raise FieldPathError("a field path must be a non-empty string without surrounding spaces")
+    parts: list[tuple[str, bool]] = []
+    for segment in path.split("."):
+        if not _SEGMENT.match(segment):
+            raise FieldPathError(
+                f"invalid segment {segment!r}: use names separated by dots, with [] for arrays"
+            )
+        each = segment.endswith("[]")
+        parts.append((segment[:-2] if each else segment, each))
+    return tuple(parts)
+
+
+class _Dropped:
+    """Marker for "remove this value"."""
+
+
+DROPPED: Final = _Dropped()
+
+
+@dataclass(slots=True)
+class _Node:
+    children: dict[str, _Node] = field(default_factory=dict)
+    each: _Node | None = None
+    whole: bool = False
+    transform: Transform | None = None
+
+    def child(self, name: str) -> _Node:
+        node = self.children.get(name)
+        if node is None:
+            node = self.children[name] = _Node()
+        return node
+
+
+@dataclass(frozen=True, slots=True)
+class Allowlist:
+    """A compiled allowlist with its transforms, for one destination."""
+
+    root: _Node
+    tokenize_key: bytes
+    transformed_paths: frozenset[str]
+
+    def apply(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """The event reduced to the allowed fields, transforms applied."""
+        result = _apply(self.root, event, self.tokenize_key)
+        return result if isinstance(result, dict) else {}
+
+
+def compile_allowlist(
+    fields: Iterable[str],
+    transforms: Mapping[str, Transform] | None = None,
+    tokenize_key: bytes = b"",
+) -> Allowlist:
+    """Build the tree once; raises ``FieldPathError`` on a bad path."""
+    root = _Node()
+    for path in fields:
+        _insert(root, parse_path(path)).whole = True
+    transforms = transforms or {}
+    for path, transform in transforms.items():
+        _insert(root, parse_path(path)).transform = Transform(transform)
+    transformed = frozenset(p for p, t in transforms.items() if t is not Transform.DROP)
+    return Allowlist(root=root, tokenize_key=tokenize_key, transformed_paths=transformed)
+
+
+def _insert(root: _Node, parts: tuple[tuple[str, bool], ...]) -> _Node:
+    node = root
+    for name, each in parts:
+        node = node.child(name)
+        if each:
+            if node.each is None:
+                node.each = _Node()
+            node = node.each
+    return node
+
+
+def _apply(node: _Node, value: Any, key: bytes) -> Any:
+    if node.transform is not None:
+        return apply_transform(node.transform, value, key)
+    if node.whole and not node.children and node.each is None:
+        return value
+    if isinstance(value, list):
+        if node.each is None:
+            return value if node.whole else DROPPED
+        items = (_apply(node.each, item, key) for item in value)
+        return [item for item in items if item is not DROPPED]
+    if isinstance(value, dict):
+        out: dict[str, Any] = dict(value) if node.whole else {}
+        for name, child in node.children.items():
+            if name in value:
+                result = _apply(child, value[name], key)
+                if result is DROPPED:
+                    out.pop(name, None)
+                else:
+                    out[name] = result
+        return out if out or node.whole else DROPPED
+    return value if node.whole else DROPPED
+
+
+def apply_transform(transform: Transform, value: Any, key: bytes) -> Any:
+    """One transform on one value; ``DROPPED`` when the value cannot be transformed safely."""
+    if transform is Transform.DROP or value is None:
+        return DROPPED
+    if isinstance(value, dict | list | bool):
+        return DROPPED
+    text = str(value).strip()
+    if transform is Transform.HASH_SHA256:
+        return hashlib.sha256(text.encode()).hexdigest()
+    if transform is Transform.TOKENIZE:
+        return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    return truncate_ip(text) or DROPPED
+
+
+def truncate_ip(text: str) -> str | None:
+    """IPv4 -> its /24 network address, IPv6 -> its /48; ``None`` for anything else."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
+
+
+def leaf_paths(value: Any, prefix: str = "") -> set[str]:
+    """Every leaf path of a JSON-like value, in allowlist syntax (for "what was removed")."""
+    if isinstance(value, dict):
+        paths: set[str] = set()
+        for name, item in value.items():
+            paths |= leaf_paths(item, f"{prefix}.{name}" if prefix else str(name))
+        return paths or ({prefix} if prefix else set())
+    if isinstance(value, list):
+        paths = set()
+        for item in value:
+            paths |= leaf_paths(item, f"{prefix}[]")
+        return paths or {prefix}
+    return {prefix}

@@ -1,0 +1,302 @@
+"""Validate and sanitize one decoded event: pure, from ``WireEvent`` to ``Event`` or a rejection.
+
+What it does, in order:
+- checks the type and the fields each type requires (``event`` for track, an identity...);
+- strips control characters, NFC-normalizes strings and keys, caps string length, caps nesting
+  depth (deeper events are rejected, not truncated);
+- parses timestamps, sets ``receivedAt``, generates a ``messageId`` when absent, and corrects
+  the client's clock skew from ``sentAt`` as Segment does:
+  ``timestamp = receivedAt - (sentAt - originalTimestamp)``.
+
+Nothing after this module reads raw input: the ``Event`` it returns is trusted.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from router.schema import EventType, Timestamp, WireEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-event limits (the request limits live with the HTTP edge)."""
+
+    max_string_chars: int = 8192
+    max_key_chars: int = 256
+    max_depth: int = 16
+    max_id_chars: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why an event was refused: a stable code, the field path, a human message."""
+
+    code: str
+    path: str
+    message: str
+
+
+class Event(msgspec.Struct, frozen=True):
+    """A validated, sanitized event.
+
+    ``data`` is the Segment-shaped event (``type``, ``messageId``, ``userId``, ``properties``,
+    ``context``, ISO timestamps...) that minimization reads from.
+    """
+
+    type: EventType
+    message_id: str
+    timestamp: datetime
+    received_at: datetime
+    data: dict[str, Any]
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    name: str | None = None
+
+    @property
+    def subject_ids(self) -> tuple[str, ...]:
+        """The identifiers consent and suppression are looked up by."""
+        return tuple(i for i in (self.user_id, self.anonymous_id) if i)
+
+
+class Rejected(Exception):  # noqa: N818 - internal control flow, never escapes this module
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.message)
+        self.rejection = rejection
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_TYPES = {t.value: t for t in EventType}
+
+
+def _clean_str(value: str, cap: int) -> str:
+    if not value.isascii():
+        value = unicodedata.normalize("NFC", value)
+    if _CONTROL.search(value):
+        value = _CONTROL.sub("", value)
+    if len(value) > cap:
+        value = value[:cap]
+    return value
+
+
+def _clean(value: Any, limits: Limits, path: str, depth: int) -> Any:
+    if isinstance(value, str):
+        return _clean_str(value, limits.max_string_chars)
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise Rejected(Rejection("invalid_number", path, "numbers must be finite"))
+        return value
+    if depth >= limits.max_depth:
+        raise Rejected(
+            Rejection("too_deep", path, f"nesting deeper than {limits.max_depth} levels")
+        )
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            clean_key = _clean_str(key, limits.max_key_chars)
+            out[clean_key] = _clean(item, limits, f"{path}.{clean_key}", depth + 1)
+        return out
+    if isinstance(value, list):
+        return [_clean(item, limits, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+    raise Rejected(Rejection("invalid_value", path, f"unsupported value {type(value).__name__}"))
+
+
+def _id(value: Any, path: str, limits: Limits) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise Rejected(Rejection("invalid_id", path, "an id must be a string or a number"))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise Rejected(Rejection("invalid_id", path, "an id must be finite"))
+        value = int(value) if value.is_integer() else value
+    text = _clean_str(str(value), limits.max_id_chars + 1).strip()
+    if len(text) > limits.max_id_chars:
+        raise Rejected(
+            Rejection("invalid_id", path, f"ids are limited to {limits.max_id_chars} characters")
+        )
+    return text or None
+
+
+def parse_timestamp(value: Timestamp, path: str) -> datetime | None:
+    """An aware UTC datetime from an ISO 8601 string (or epoch seconds/milliseconds)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise Rejected(Rejection("invalid_timestamp", path, "expected an ISO 8601 timestamp"))
+    if isinstance(value, int | float):
+        seconds = float(value) / 1000 if abs(value) > 1e11 else float(value)
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise Rejected(Rejection("invalid_timestamp", path, "timestamp out of range")) from exc
+    text = value.strip()
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise Rejected(
+            Rejection("invalid_timestamp", path, "expected an ISO 8601 timestamp")
+        ) from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise Rejected(Rejection("invalid_timestamp", path, "timestamp out of range")) from exc
+
+
+def iso(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and a ``Z``, as Segment writes timestamps."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _required(value: str | None, path: str, what: str) -> None:
+    if not value:
+        raise Rejected(Rejection("missing_field", path, f"{what} is required"))
+
+
+def sanitize(
+    wire: WireEvent,
+    *,
+    route_type: EventType | None,
+    received_at: datetime,
+    new_id: Callable[[], str],
+    limits: Limits = Limits(),
+    batch_context: Mapping[str, Any] | None = None,
+    batch_integrations: Mapping[str, Any] | None = None,
+    batch_sent_at: Timestamp = None,
+) -> Event | Rejection:
+    """Validate and normalize one event; a ``Rejection`` says why it cannot be accepted."""
+    try:
+        return _sanitize(
+            wire,
+            route_type=route_type,
+            received_at=received_at,
+            new_id=new_id,
+            limits=limits,
+            batch_context=batch_context,
+            batch_integrations=batch_integrations,
+            batch_sent_at=batch_sent_at,
+        )
+    except Rejected as rejected:
+        return rejected.rejection
+    except RecursionError:
+        return Rejection("too_deep", "", f"nesting deeper than {limits.max_depth} levels")
+
+
+def _sanitize(
+    wire: WireEvent,
+    *,
+    route_type: EventType | None,
+    received_at: datetime,
+    new_id: Callable[[], str],
+    limits: Limits,
+    batch_context: Mapping[str, Any] | None,
+    batch_integrations: Mapping[str, Any] | None,
+    batch_sent_at: Timestamp,
+) -> Event:
+    if route_type is not None:
+        event_type = route_type
+    else:
+        if not wire.type:
+            raise Rejected(Rejection("missing_field", "type", "every batch item needs a type"))
+        found = _TYPES.get(wire.type.strip().lower())
+        if found is None:
+            raise Rejected(
+                Rejection(
+                    "invalid_type",
+                    "type",
+                    "type must be one of track, identify, page, screen, group, alias",
+                )
+            )
+        event_type = found
+
+    user_id = _id(wire.user_id, "userId", limits)
+    anonymous_id = _id(wire.anonymous_id, "anonymousId", limits)
+    if not user_id and not anonymous_id:
+        raise Rejected(Rejection("missing_identity", "userId", "userId or anonymousId is required"))
+    message_id = _id(wire.message_id, "messageId", limits) or new_id()
+
+    data: dict[str, Any] = {"type": event_type.value, "messageId": message_id}
+    if user_id:
+        data["userId"] = user_id
+    if anonymous_id:
+        data["anonymousId"] = anonymous_id
+
+    name: str | None = None
+    if event_type is EventType.TRACK:
+        name = _clean_str(wire.event or "", limits.max_string_chars).strip()
+        _required(name, "event", "event (the name of a track call)")
+        data["event"] = name
+    elif event_type in (EventType.PAGE, EventType.SCREEN):
+        if wire.name:
+            name = _clean_str(wire.name, limits.max_string_chars)
+            data["name"] = name
+        if wire.category:
+            data["category"] = _clean_str(wire.category, limits.max_string_chars)
+    elif event_type is EventType.GROUP:
+        group_id = _id(wire.group_id, "groupId", limits)
+        _required(group_id, "groupId", "groupId")
+        data["groupId"] = group_id
+    elif event_type is EventType.ALIAS:
+        previous_id = _id(wire.previous_id, "previousId", limits)
+        _required(previous_id, "previousId", "previousId")
+        _required(user_id, "userId", "userId")
+        data["previousId"] = previous_id
+
+    context: dict[str, Any] = dict(batch_context or {})
+    context.update(wire.context or {})
+    integrations: dict[str, Any] = dict(batch_integrations or {})
+    integrations.update(wire.integrations or {})
+    for key, value in (
+        ("properties", wire.properties),
+        ("traits", wire.traits),
+        ("context", context),
+        ("integrations", integrations),
+    ):
+        if value:
+            data[key] = _clean(value, limits, key, 1)
+    if wire.channel:
+        data["channel"] = _clean_str(wire.channel, 64)
+
+    client_time = parse_timestamp(wire.original_timestamp, "originalTimestamp") or parse_timestamp(
+        wire.timestamp, "timestamp"
+    )
+    sent_at = parse_timestamp(wire.sent_at, "sentAt") or parse_timestamp(batch_sent_at, "sentAt")
+    timestamp = received_at if client_time is None else client_time
+    if client_time is not None and sent_at is not None:
+        try:
+            timestamp = received_at - (sent_at - client_time)
+        except OverflowError:
+            timestamp = client_time
+    if timestamp.year < 1971 or timestamp > received_at + timedelta(days=365 * 10):
+        raise Rejected(
+            Rejection("invalid_timestamp", "timestamp", "timestamp is outside plausible range")
+        )
+    data["timestamp"] = iso(timestamp)
+    if client_time is not None:
+        data["originalTimestamp"] = iso(client_time)
+    if sent_at is not None:
+        data["sentAt"] = iso(sent_at)
+    data["receivedAt"] = iso(received_at)
+
+    return Event(
+        type=event_type,
+        message_id=message_id,
+        timestamp=timestamp,
+        received_at=received_at,
+        data=data,
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        name=name,
+    )

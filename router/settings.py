@@ -1,0 +1,30 @@
+"""Process settings from the environment (prefix ``ROUTER_``), via pydantic-settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """What an operator sets per process; the routing file holds everything else."""
+
+    model_config = SettingsConfigDict(env_prefix="ROUTER_", extra="ignore")
+
+    config: Path = Path("config/router.yaml")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces by default
+    port: int = Field(default=8080, ge=0, le=65535)
+    log_level: str = "INFO"
+    redis_timeout_ms: int = Field(default=2000, ge=50)
+    retry_after_s: int = Field(default=5, ge=1)
+    shutdown_timeout_s: float = Field(default=10.0, ge=0)
+    tokenize_secret: SecretStr | None = None
+    """Master secret from which a per-destination tokenize key is derived (when a destination
+    sets no ``tokenize_key`` of its own)."""
+    operator_token: SecretStr | None = None
+    """Bearer token for the operator endpoints (erasure, outbox...)."""
+    consumer_name: str | None = None
+    """Name of this process in the consumer groups (default: host name and pid)."""
