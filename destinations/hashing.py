@@ -288,10 +288,10 @@ def normalize_date_of_birth(text: str) -> str | None:
 
 
 def hash_external_id(text: str) -> str | None:
-    """Meta ``external_id``: hashed (recommended by Meta) after trimming; case is kept."""
-    value = text.strip()
-    if not value:
-        return None
-    if is_sha256_hex(value):
-        return value
-    return sha256_hex(value)
+    """Meta ``external_id``: spaces removed, lowercased, hashed (hashing is Meta's advice).
+
+    Meta only asks for the format used by the Pixel and other channels; this is the form
+    Segment's Conversions API destination sends, so ids keep matching after a migration.
+    """
+    value = _WHITESPACE.sub("", text).lower()
+    return hash_normalized(value)

@@ -213,9 +213,9 @@ def test_google_address_fields_in_clear() -> None:
     assert hashing.normalize_postal_code_google(" 94043.~ ") == "94043"
 
 
-def test_external_id_keeps_case_and_passes_digests() -> None:
-    """external_id is trimmed then hashed with its case; a digest passes through."""
-    assert hashing.hash_external_id(" User-42 ") == hashing.sha256_hex("User-42")
+def test_external_id_is_compacted_lowercased_and_passes_digests() -> None:
+    """external_id loses spaces and case before hashing; a digest passes through."""
+    assert hashing.hash_external_id(" User-42 ") == hashing.sha256_hex("user-42")
     assert hashing.hash_external_id(META_FN_MARY) == META_FN_MARY
     assert hashing.hash_external_id("  ") is None
 
