@@ -315,6 +315,8 @@ def _destination(
             for p in _pydantic_problems(exc, prefix)
             if not p.startswith(f"{prefix}.requires: required")
         )
+        if isinstance(raw, dict):
+            _settings_of(raw.get("type"), raw.get("settings", {}), prefix, problems)
         return None
     count = len(problems)
     for position, category in enumerate(config.requires):
@@ -327,10 +329,8 @@ def _destination(
             f" (known: {', '.join(sorted(CONNECTORS))})"
         )
         return None
-    try:
-        settings = connector_class.settings_model.model_validate(config.settings)
-    except ValidationError as exc:
-        problems.extend(_pydantic_problems(exc, f"{prefix}.settings"))
+    settings = _settings_of(config.type, config.settings, prefix, problems)
+    if settings is None:
         return None
     allowed = set(config.fields) | {
         p for p, t in config.transforms.items() if t is not Transform.DROP
@@ -368,6 +368,17 @@ def _destination(
         requires=tuple(config.requires),
         events=frozenset(config.events) if config.events is not None else None,
     )
+
+
+def _settings_of(kind: Any, raw: Any, prefix: str, problems: list[str]) -> BaseModel | None:
+    connector_class = CONNECTORS.get(kind) if isinstance(kind, str) else None
+    if connector_class is None:
+        return None
+    try:
+        return connector_class.settings_model.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc, f"{prefix}.settings"))
+        return None
 
 
 def _tokenize_key(config: DestinationConfig, tokenize_secret: str) -> bytes:

@@ -1,0 +1,354 @@
+"""The ``router`` command line.
+
+    router serve [--config PATH] [--host H] [--port P] [--no-workers]
+    router worker [--config PATH]
+    router check-config [PATH]
+    router explain [--config PATH] --event FILE [--consent JSON] [--header 'Sec-GPC: 1'] [--json]
+    router outbox DESTINATION [--config PATH] [--limit N]
+    router dlq list DESTINATION [--limit N]
+
+Every command reads the routing file from ``--config``, else ``ROUTER_CONFIG``, else
+``config/router.yaml``. Exit codes: 0 fine, 1 invalid configuration or input, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from redis.exceptions import RedisError
+
+from consent.resolve import RequestSignals
+from router.config import Routing, load_routing
+from router.errors import ConfigError
+from router.explain import consent_context, explain
+from router.queue import connect, dlq_key, outbox_key
+from router.sanitize import Rejection
+from router.schema import WireEvent
+from router.settings import Settings
+from router.telemetry import configure_logging
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings()
+    if getattr(args, "config", None):
+        settings = settings.model_copy(update={"config": Path(args.config)})
+    return settings
+
+
+def _routing(settings: Settings) -> Routing:
+    secret = settings.tokenize_secret.get_secret_value() if settings.tokenize_secret else ""
+    return load_routing(Path(settings.config), tokenize_secret=secret)
+
+
+def _print_problems(path: Path, error: ConfigError) -> None:
+    print(f"{path}: {len(error.problems)} problem(s)", file=sys.stderr)
+    for problem in error.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the routing file; touch no network."""
+    settings = _settings(args)
+    path = Path(args.path) if args.path else Path(settings.config)
+    try:
+        routing = load_routing(
+            path,
+            tokenize_secret=(
+                settings.tokenize_secret.get_secret_value() if settings.tokenize_secret else ""
+            ),
+        )
+    except ConfigError as error:
+        _print_problems(path, error)
+        return 1
+    print(
+        f"{path}: OK ({len(routing.file.sources)} source(s), "
+        f"{len(routing.destinations)} destination(s))"
+    )
+    return 0
+
+
+def _run(coro: Any) -> Any:
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up, imported only where the loop starts
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTP endpoint (and, unless --no-workers, the delivery workers)."""
+    from aiohttp import web  # noqa: PLC0415 - keep CLI start-up light for the other commands
+
+    from router.app import create_app  # noqa: PLC0415
+
+    settings = _settings(args)
+    updates: dict[str, Any] = {}
+    if args.host:
+        updates["host"] = args.host
+    if args.port is not None:
+        updates["port"] = args.port
+    settings = settings.model_copy(update=updates)
+    configure_logging(settings.log_level)
+    try:
+        routing = _routing(settings)
+    except ConfigError as error:
+        _print_problems(Path(settings.config), error)
+        return 1
+
+    async def main() -> None:
+        app = create_app(settings, routing, workers=not args.no_workers)
+        runner = web.AppRunner(app, handle_signals=True, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(
+            runner,
+            settings.host,
+            settings.port,
+            shutdown_timeout=settings.shutdown_timeout_s,
+            reuse_port=args.reuse_port,
+        )
+        await site.start()
+        print(
+            f"router listening on http://{settings.host}:{settings.port} "
+            f"({len(routing.destinations)} destination(s))",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt, web.GracefulExit):
+        _run(main())
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run only the delivery workers."""
+    import signal  # noqa: PLC0415
+
+    from router.app import default_consumer  # noqa: PLC0415
+    from router.telemetry import Stats  # noqa: PLC0415
+    from router.worker import WorkerOptions, WorkerPool  # noqa: PLC0415
+
+    settings = _settings(args)
+    configure_logging(settings.log_level)
+    try:
+        routing = _routing(settings)
+    except ConfigError as error:
+        _print_problems(Path(settings.config), error)
+        return 1
+
+    async def main() -> None:
+        client = connect(settings.redis_url, settings.redis_timeout_ms)
+        pool = WorkerPool(
+            client,
+            routing.destinations,
+            WorkerOptions(consumer=default_consumer(settings)),
+            Stats(),
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await pool.start()
+        print(f"router worker: {len(routing.destinations)} destination(s)", file=sys.stderr)
+        await stop.wait()
+        await pool.stop(settings.shutdown_timeout_s)
+        await client.aclose()
+
+    _run(main())
+    return 0
+
+
+def _headers(values: Sequence[str]) -> dict[str, list[str]]:
+    headers: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, content = value.partition(":")
+        if not sep:
+            raise SystemExit(f"--header expects 'Name: value', got {value!r}")
+        headers.setdefault(name.strip().lower(), []).append(content.strip())
+    return headers
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Per destination: deliver or skip, why, and the exact payload."""
+    settings = _settings(args)
+    try:
+        routing = _routing(settings)
+    except ConfigError as error:
+        _print_problems(Path(settings.config), error)
+        return 1
+    try:
+        raw = Path(args.event).read_bytes() if args.event != "-" else sys.stdin.buffer.read()
+        data = msgspec.json.decode(raw)
+    except OSError as exc:
+        print(f"cannot read {args.event}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except msgspec.DecodeError:
+        print(f"{args.event}: not valid JSON", file=sys.stderr)
+        return 1
+    if not isinstance(data, dict):
+        print(f"{args.event}: an event must be a JSON object", file=sys.stderr)
+        return 1
+    if args.consent:
+        try:
+            consent = json.loads(args.consent)
+        except json.JSONDecodeError:
+            print("--consent: not valid JSON", file=sys.stderr)
+            return 1
+        context = dict(data.get("context") or {})
+        context.update(consent_context(consent))
+        data["context"] = context
+    data.setdefault("type", "track")
+    try:
+        wire = msgspec.convert(data, WireEvent)
+    except msgspec.ValidationError as exc:
+        print(f"{args.event}: {exc}", file=sys.stderr)
+        return 1
+    headers = _headers(args.header or [])
+    gpc = any(v == "1" for v in headers.get("sec-gpc", []))
+    geo = routing.policy.geo_header
+    region = headers.get(geo.lower(), [None])[0] if geo else None
+    reports = explain(
+        routing,
+        wire,
+        now=datetime.now(UTC),
+        new_id=lambda: str(uuid.uuid4()),
+        signals=RequestSignals(gpc=gpc, region=region),
+    )
+    if isinstance(reports, Rejection):
+        print(
+            f"{args.event}: rejected: {reports.code} at {reports.path or '(event)'}: "
+            f"{reports.message}",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        sys.stdout.write(msgspec.json.format(msgspec.json.encode(reports), indent=2).decode())
+        sys.stdout.write("\n")
+        return 0
+    for report in reports:
+        line = f"{report['id']:<24} {report['decision']:<8} {report['reason']}"
+        if report.get("detail"):
+            line += f" ({report['detail']})"
+        print(line)
+        if report["decision"] == "deliver":
+            print("  payload: " + json.dumps(report["payload"], sort_keys=True))
+            if report["removed"]:
+                print("  removed: " + ", ".join(report["removed"]))
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """Print what a dry-run destination would have sent, newest first."""
+    return _print_stream(args, outbox_key(args.destination), "r")
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    """List a destination's dead letters with their reasons, newest first."""
+    return _print_stream(args, dlq_key(args.destination), None)
+
+
+def _print_stream(args: argparse.Namespace, key: str, field: str | None) -> int:
+    settings = _settings(args)
+    try:
+        routing = _routing(settings)
+    except ConfigError as error:
+        _print_problems(Path(settings.config), error)
+        return 1
+    if routing.destination(args.destination) is None:
+        known = ", ".join(d.id for d in routing.destinations)
+        print(f"unknown destination {args.destination!r} (configured: {known})", file=sys.stderr)
+        return 1
+
+    async def read() -> list[Any]:
+        client = connect(settings.redis_url, settings.redis_timeout_ms)
+        try:
+            return list(await client.xrevrange(key, count=args.limit))
+        finally:
+            await client.aclose()
+
+    try:
+        entries = asyncio.run(read())
+    except (OSError, RedisError) as exc:
+        print(f"cannot reach Redis: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    for entry_id, fields in entries:
+        record: dict[str, Any] = {"id": entry_id.decode()}
+        for name, value in fields.items():
+            text = value.decode("utf-8", "replace")
+            record[name.decode()] = json.loads(text) if name.decode() in ("r", "d") else text
+        if field is not None:
+            record = {"id": record["id"], **record[field]}
+        print(json.dumps(record, sort_keys=True))
+    if not entries:
+        print(f"(nothing in {key})", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="router", description="Consent-aware event router")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP endpoint and the delivery workers")
+    serve.add_argument("--config", help="routing file (default: $ROUTER_CONFIG)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--no-workers", action="store_true", help="HTTP only; run `router worker`")
+    serve.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT, for N processes")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = commands.add_parser("worker", help="run only the delivery workers")
+    worker.add_argument("--config")
+    worker.set_defaults(func=cmd_worker)
+
+    check = commands.add_parser("check-config", help="validate a routing file (no network)")
+    check.add_argument("path", nargs="?")
+    check.add_argument("--config")
+    check.set_defaults(func=cmd_check_config)
+
+    exp = commands.add_parser("explain", help="what each destination would receive, and why")
+    exp.add_argument("--config")
+    exp.add_argument("--event", required=True, help="a JSON event file ('-' for stdin)")
+    exp.add_argument("--consent", help="consent JSON, e.g. '{\"analytics\": true}'")
+    exp.add_argument("--header", action="append", help="a request header, e.g. 'Sec-GPC: 1'")
+    exp.add_argument("--json", action="store_true")
+    exp.set_defaults(func=cmd_explain)
+
+    outbox = commands.add_parser("outbox", help="what a dry-run destination would have sent")
+    outbox.add_argument("destination")
+    outbox.add_argument("--config")
+    outbox.add_argument("--limit", type=int, default=20)
+    outbox.set_defaults(func=cmd_outbox)
+
+    dlq = commands.add_parser("dlq", help="dead letters of a destination")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_commands.add_parser("list")
+    dlq_list.add_argument("destination")
+    dlq_list.add_argument("--config")
+    dlq_list.add_argument("--limit", type=int, default=20)
+    dlq_list.set_defaults(func=cmd_dlq)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``router`` console script."""
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""The ingest handler: ``POST /v1/{type}`` and ``/v1/batch`` (Segment-compatible).
+
+decode -> authenticate -> validate and sanitize each event -> resolve consent -> plan ->
+enqueue every delivery (and every rejection to quarantine) in one group-committed pipeline ->
+answer. The 200 is sent only after Redis has the writes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from consent.resolve import RequestSignals, resolve_consent
+from router.config import Routing, SourceConfig
+from router.errors import QueueUnavailableError
+from router.http import HttpError, basic_auth_key, json_response, read_body
+from router.plan import Deliver, plan
+from router.queue import (
+    ITEM_ENCODER,
+    QUARANTINE,
+    QUARANTINE_MAXLEN,
+    SUPPRESSED,
+    Enqueuer,
+    QueueItem,
+    Write,
+    queue_key,
+    subject_hash,
+)
+from router.sanitize import Event, Limits, Rejection, sanitize
+from router.schema import (
+    BATCH_DECODER,
+    KEY_DECODER,
+    ROUTE_TYPES,
+    WIRE_EVENT_DECODER,
+    EventType,
+    WireEvent,
+    error_path,
+    error_text,
+)
+from router.settings import Settings
+from router.telemetry import Stats
+
+
+@dataclass(slots=True)
+class AppState:
+    """Everything the handlers share, kept in the application under ``STATE``."""
+
+    settings: Settings
+    routing: Routing
+    redis: aioredis.Redis
+    enqueuer: Enqueuer
+    stats: Stats
+    max_inflight: int = 2048
+    inflight: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+STATE = web.AppKey("state", AppState)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(slots=True)
+class _Parsed:
+    write_key: str | None
+    items: list[tuple[bytes, WireEvent | Rejection]]
+    context: dict[str, Any] | None = None
+    integrations: dict[str, Any] | None = None
+    sent_at: Any = None
+
+
+def _decode_event(raw: bytes) -> WireEvent | Rejection:
+    try:
+        return WIRE_EVENT_DECODER.decode(raw)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        path = error_path(text)
+        code = "invalid_number" if "out of range" in text else "invalid_field"
+        return Rejection(code, path, error_text(text))
+    except msgspec.DecodeError:
+        return Rejection("invalid_json", "", "the event is not valid JSON")
+    except RecursionError:
+        return Rejection("too_deep", "", "the event is nested too deeply")
+
+
+def _probe_key(body: bytes) -> str | None:
+    try:
+        return KEY_DECODER.decode(body).write_key
+    except (msgspec.DecodeError, RecursionError):
+        return None
+
+
+def parse_body(body: bytes, route_type: EventType | None, max_event_bytes: int) -> _Parsed:
+    """Decode a request body into raw events; ``HttpError`` when nothing is usable."""
+    if route_type is not None:
+        if len(body) > max_event_bytes:
+            raise HttpError(
+                413, "event_too_large", f"an event is limited to {max_event_bytes} bytes"
+            )
+        decoded = _decode_event(body)
+        if isinstance(decoded, Rejection) and decoded.code == "invalid_json":
+            raise HttpError(400, "invalid_json", "the body is not valid JSON")
+        key = decoded.write_key if isinstance(decoded, WireEvent) else _probe_key(body)
+        return _Parsed(write_key=key, items=[(body, decoded)])
+    try:
+        envelope = BATCH_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        if "Object missing required field `batch`" in text:
+            raise HttpError(
+                400, "invalid_batch", "a batch body needs a `batch` array", path="batch"
+            ) from exc
+        raise HttpError(400, "invalid_batch", error_text(text), path=error_path(text)) from exc
+    except msgspec.DecodeError as exc:
+        raise HttpError(400, "invalid_json", "the body is not valid JSON") from exc
+    except RecursionError as exc:
+        raise HttpError(400, "too_deep", "the body is nested too deeply") from exc
+    items: list[tuple[bytes, WireEvent | Rejection]] = []
+    for raw in envelope.batch:
+        data = bytes(raw)
+        if len(data) > max_event_bytes:
+            items.append(
+                (
+                    data,
+                    Rejection(
+                        "event_too_large", "", f"an event is limited to {max_event_bytes} bytes"
+                    ),
+                )
+            )
+        else:
+            items.append((data, _decode_event(data)))
+    return _Parsed(
+        write_key=envelope.write_key,
+        items=items,
+        context=envelope.context,
+        integrations=envelope.integrations,
+        sent_at=envelope.sent_at,
+    )
+
+
+def request_signals(request: web.Request, geo_header: str | None) -> RequestSignals:
+    """GPC (any ``Sec-GPC`` header exactly ``1``) and the CDN's country header."""
+    gpc = any(value.strip() == "1" for value in request.headers.getall("Sec-GPC", []))
+    region = request.headers.get(geo_header) if geo_header else None
+    return RequestSignals(gpc=gpc, region=region.strip() if region else None)
+
+
+def _authenticate(routing: Routing, request: web.Request, body_key: str | None) -> SourceConfig:
+    header_key = basic_auth_key(request.headers.get("Authorization"))
+    for key in (header_key, body_key, request.query.get("writeKey")):
+        if key:
+            source = routing.sources_by_key.get(key)
+            if source is not None:
+                return source
+            raise HttpError(401, "invalid_write_key", "the write key is not known")
+    raise HttpError(
+        401,
+        "missing_write_key",
+        "send the write key as HTTP Basic user name or as `writeKey` in the body",
+    )
+
+
+async def ingest(request: web.Request) -> web.Response:
+    """``POST /v1/{kind}``: accept events, answer once they are durably queued."""
+    state = request.app[STATE]
+    kind = request.match_info["kind"].lower()
+    if kind not in ROUTE_TYPES:
+        raise HttpError(404, "not_found", f"unknown endpoint /v1/{kind}")
+    route_type = ROUTE_TYPES[kind]
+    if state.inflight >= state.max_inflight:
+        raise HttpError(429, "rate_limited", "too many requests in flight", retry_after=1)
+    state.inflight += 1
+    try:
+        return await _ingest(request, state, kind, route_type)
+    finally:
+        state.inflight -= 1
+
+
+async def _ingest(
+    request: web.Request, state: AppState, kind: str, route_type: EventType | None
+) -> web.Response:
+    routing = state.routing
+    limits = routing.file.limits
+    if basic_auth_key(request.headers.get("Authorization")):
+        _authenticate(routing, request, None)
+    body = await read_body(request, limits.max_request_bytes)
+    parsed = parse_body(body, route_type, limits.max_event_bytes)
+    source = _authenticate(routing, request, parsed.write_key)
+    route = "batch" if route_type is None else route_type.value
+    received_at = datetime.now(UTC)
+    event_limits = Limits(max_string_chars=limits.max_string_chars, max_depth=limits.max_depth)
+
+    events: list[tuple[int, Event]] = []
+    rejected: list[dict[str, Any]] = []
+    writes: list[Write] = []
+    for index, (raw, item) in enumerate(parsed.items):
+        if index >= limits.max_batch_events:
+            outcome: Event | Rejection = Rejection(
+                "too_many_events", "", f"a batch is limited to {limits.max_batch_events} events"
+            )
+        elif isinstance(item, Rejection):
+            outcome = item
+        else:
+            outcome = sanitize(
+                item,
+                route_type=route_type,
+                received_at=received_at,
+                new_id=_new_id,
+                limits=event_limits,
+                batch_context=parsed.context,
+                batch_integrations=parsed.integrations,
+                batch_sent_at=parsed.sent_at,
+            )
+        if isinstance(outcome, Rejection):
+            rejected.append(
+                {
+                    "index": index,
+                    "code": outcome.code,
+                    "path": outcome.path,
+                    "message": outcome.message,
+                }
+            )
+            writes.append(
+                _quarantine(source.id, route, index, outcome, raw=raw, cap=limits.max_event_bytes)
+            )
+            state.stats.add("router_events_rejected_total", source=source.id, code=outcome.code)
+        else:
+            events.append((index, outcome))
+    state.stats.add(
+        "router_events_received_total", amount=len(parsed.items), source=source.id, route=route
+    )
+
+    signals = request_signals(request, routing.policy.geo_header)
+    try:
+        writes.extend(await _plan_writes(state, events, signals))
+        await state.enqueuer.submit(writes)
+    except (QueueUnavailableError, RedisError, OSError) as exc:
+        state.stats.add("router_requests_unavailable_total", route=route)
+        raise HttpError(
+            503,
+            "queue_unavailable",
+            "the event queue is unavailable; retry later",
+            retry_after=state.settings.retry_after_s,
+        ) from exc
+    state.stats.add(
+        "router_events_accepted_total", amount=len(events), source=source.id, route=route
+    )
+
+    if events or not rejected:
+        body_out: dict[str, Any] = {"success": True}
+        if rejected:
+            body_out["rejected"] = rejected
+        return json_response(body_out)
+    if route_type is not None:
+        first = rejected[0]
+        raise HttpError(400, first["code"], first["message"], path=first["path"], details=rejected)
+    raise HttpError(
+        400, "no_valid_events", "no event of the batch could be accepted", details=rejected
+    )
+
+
+async def _plan_writes(
+    state: AppState, events: Sequence[tuple[int, Event]], signals: RequestSignals
+) -> list[Write]:
+    routing = state.routing
+    subjects = {e.message_id: tuple(subject_hash(i) for i in e.subject_ids) for _, e in events}
+    suppressed: set[str] = set()
+    all_hashes = sorted({h for hashes in subjects.values() for h in hashes})
+    if all_hashes:
+        found = await state.redis.smismember(SUPPRESSED, all_hashes)  # type: ignore[misc]
+        suppressed = {h for h, hit in zip(all_hashes, found, strict=True) if hit}
+    writes: list[Write] = []
+    for _, event in events:
+        consent = resolve_consent(event.data.get("context") or {}, signals, routing.policy)
+        hashes = subjects[event.message_id]
+        decisions = plan(
+            event,
+            consent,
+            routing.destinations,
+            routing.policy,
+            suppressed=any(h in suppressed for h in hashes),
+        )
+        for decision in decisions:
+            if isinstance(decision, Deliver):
+                item = QueueItem(
+                    delivery=decision.delivery,
+                    subjects=hashes,
+                    requires=decision.destination.requires,
+                    accepted_at=event.received_at,
+                )
+                writes.append(
+                    Write(queue_key(decision.destination.id), {"d": ITEM_ENCODER.encode(item)})
+                )
+            else:
+                state.stats.add(
+                    "router_events_skipped_total",
+                    destination=decision.destination.id,
+                    reason=decision.reason.value,
+                    stage="ingest",
+                )
+    return writes
+
+
+def _quarantine(
+    source: str, route: str, index: int, rejection: Rejection, *, raw: bytes, cap: int
+) -> Write:
+    return Write(
+        QUARANTINE,
+        {
+            "source": source,
+            "route": route,
+            "index": str(index),
+            "code": rejection.code,
+            "path": rejection.path,
+            "message": rejection.message,
+            "raw": raw[:cap],
+        },
+        maxlen=QUARANTINE_MAXLEN,
+    )

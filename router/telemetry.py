@@ -1,0 +1,90 @@
+"""Counters and structured logs with bounded labels only.
+
+Labels are restricted to a fixed set of keys whose values are identifiers from the routing file
+or bounded reason codes: route, source, destination, type, reason, code, stage, status. Nothing
+else can be attached, so user ids, IPs, emails and consent strings cannot reach telemetry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections import Counter
+from typing import Any, Final
+
+LABEL_KEYS: Final = frozenset(
+    {"route", "source", "destination", "type", "reason", "code", "stage", "status"}
+)
+LOG_KEYS: Final = LABEL_KEYS | {"error", "count", "path", "config", "port", "consumer"}
+
+Labels = tuple[tuple[str, str], ...]
+
+
+class Stats:
+    """Process-local counters, rendered in the Prometheus text format at ``/metrics``."""
+
+    def __init__(self) -> None:
+        self._counters: Counter[tuple[str, Labels]] = Counter()
+
+    def add(self, name: str, amount: int = 1, **labels: str) -> None:
+        """Increment a counter; only keys of ``LABEL_KEYS`` are accepted."""
+        unknown = set(labels) - LABEL_KEYS
+        if unknown:
+            raise ValueError(f"unbounded metric label(s): {sorted(unknown)}")
+        self._counters[(name, tuple(sorted(labels.items())))] += amount
+
+    def get(self, name: str, **labels: str) -> int:
+        """The sum of a counter over every series matching the given labels."""
+        wanted = set(labels.items())
+        return sum(
+            value
+            for (series, series_labels), value in self._counters.items()
+            if series == name and wanted <= set(series_labels)
+        )
+
+    def render(self) -> str:
+        """Prometheus text exposition of every counter."""
+        lines: list[str] = []
+        names = sorted({name for name, _ in self._counters})
+        for name in names:
+            lines.append(f"# TYPE {name} counter")
+            for (series, labels), value in sorted(self._counters.items()):
+                if series != name:
+                    continue
+                rendered = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+                lines.append(f"{name}{{{rendered}}} {value}" if rendered else f"{name} {value}")
+        return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; only the bounded keys of ``LOG_KEYS`` are copied from extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render a record as JSON."""
+        data: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key in LOG_KEYS:
+            if key in record.__dict__:
+                data[key] = record.__dict__[key]
+        if record.exc_info and record.exc_info[0] is not None:
+            data["exception"] = record.exc_info[0].__name__
+        return json.dumps(data, default=str)
+
+
+def configure_logging(level: str) -> None:
+    """JSON logs on stderr at the given level."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -1,0 +1,390 @@
+"""Delivery workers: read a destination's stream, re-check, encode, send, ack or dead-letter.
+
+One consumer group per destination; any number of workers in any process. A worker:
+
+1. reads a batch (its own pending entries first, then entries other consumers left idle for
+   longer than ``reclaim_idle_ms``, claimed with XAUTOCLAIM, then new entries);
+2. re-checks each entry just before sending (suppression, then the optional consent re-check):
+   a withdrawal or erasure that happened while the event waited wins;
+3. encodes with the connector and sends (or writes to the outbox for ``dry_run``);
+4. acks what succeeded, dead-letters permanent failures with the reason, and retries the rest
+   with capped exponential backoff and full jitter, honouring ``Retry-After``.
+
+Only this module sleeps and retries. Entries are acked only once finished, so a crashed worker's
+entries are reclaimed by another one; on shutdown, unfinished entries are simply left pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from destinations.base import HttpRequest, Outcome, send_request
+from destinations.errors import TransportError
+from router.config import CompiledDestination
+from router.queue import (
+    DLQ_MAXLEN,
+    GROUP,
+    ITEM_DECODER,
+    OUTBOX_MAXLEN,
+    QueueItem,
+    dlq_key,
+    ensure_group,
+    entry_fields,
+    outbox_key,
+    queue_key,
+    suppressed_any,
+)
+from router.telemetry import Stats
+
+log = logging.getLogger("router.worker")
+
+Recheck = Callable[[QueueItem], Awaitable[str | None]]
+"""Returns a skip reason (``consent_withdrawn``...) when the item must not be sent any more."""
+
+
+@dataclass(slots=True)
+class WorkerOptions:
+    """Tunables shared by the workers of a process."""
+
+    consumer: str
+    block_ms: int = 1000
+    reclaim_idle_ms: int = 30_000
+    reclaim_every_s: float = 5.0
+
+
+@dataclass(slots=True)
+class _Entry:
+    entry_id: bytes
+    item: QueueItem | None
+    raw: bytes
+    result: str | None = None
+    finished: bool = False
+
+
+@dataclass(slots=True)
+class _Group:
+    positions: list[int]
+    attempt: int = 1
+    reason: str = ""
+    retry_after_s: float | None = None
+
+
+@dataclass(slots=True)
+class DestinationWorker:
+    """The delivery loop of one destination (run ``concurrency`` of them per process)."""
+
+    client: aioredis.Redis
+    session: aiohttp.ClientSession
+    destination: CompiledDestination
+    options: WorkerOptions
+    stats: Stats
+    stopping: asyncio.Event
+    recheck: Recheck | None = None
+    index: int = 0
+    _last_reclaim: float = field(default=0.0)
+    _own_pending_done: bool = field(default=False)
+
+    @property
+    def consumer(self) -> str:
+        """This worker's consumer name in the group."""
+        return f"{self.options.consumer}-{self.index}"
+
+    async def run(self) -> None:
+        """Loop until ``stopping`` is set; Redis outages are waited out, never fatal."""
+        stream = queue_key(self.destination.id)
+        while not self.stopping.is_set():
+            try:
+                await ensure_group(self.client, stream)
+                entries = await self._read(stream)
+                if entries:
+                    await self.process(entries)
+            except (RedisError, OSError) as exc:
+                log.warning(
+                    "redis unavailable in worker",
+                    extra={"destination": self.destination.id, "error": type(exc).__name__},
+                )
+                await self._sleep(1.0)
+
+    async def _read(self, stream: str) -> list[Any]:
+        size = self.destination.config.delivery.batch_size
+        if not self._own_pending_done:
+            own = await self.client.xreadgroup(GROUP, self.consumer, {stream: "0"}, count=size)
+            entries = own[0][1] if own else []
+            if entries:
+                return list(entries)
+            self._own_pending_done = True
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last_reclaim >= self.options.reclaim_every_s:
+            self._last_reclaim = loop.time()
+            claimed = await self.client.xautoclaim(
+                stream, GROUP, self.consumer, self.options.reclaim_idle_ms, "0-0", count=size
+            )
+            if claimed and claimed[1]:
+                self.stats.add("router_entries_reclaimed_total", destination=self.destination.id)
+                return list(claimed[1])
+        block = None if self.stopping.is_set() else self.options.block_ms
+        fresh = await self.client.xreadgroup(
+            GROUP, self.consumer, {stream: ">"}, count=size, block=block
+        )
+        return list(fresh[0][1]) if fresh else []
+
+    async def process(self, raw_entries: Sequence[Any]) -> None:
+        """Re-check, deliver and settle one batch of stream entries."""
+        entries = [self._decode(e) for e in raw_entries]
+        live: list[int] = []
+        for position, entry in enumerate(entries):
+            if entry.item is None:
+                entry.result, entry.finished = "corrupt_entry", True
+                continue
+            reason = await self._recheck(entry.item)
+            if reason is not None:
+                entry.finished = True
+                self.stats.add(
+                    "router_events_skipped_total",
+                    destination=self.destination.id,
+                    reason=reason,
+                    stage="delivery",
+                )
+                continue
+            live.append(position)
+        if live:
+            await self._deliver(entries, live)
+        await self._settle(entries)
+
+    def _decode(self, raw: Any) -> _Entry:
+        fields = entry_fields(raw)
+        data = fields.get("d", b"")
+        try:
+            item: QueueItem | None = ITEM_DECODER.decode(data)
+        except msgspec.DecodeError:
+            item = None
+        return _Entry(entry_id=raw[0], item=item, raw=data)
+
+    async def _recheck(self, item: QueueItem) -> str | None:
+        if await suppressed_any(self.client, item.subjects):
+            return "suppressed"
+        if self.recheck is not None:
+            return await self.recheck(item)
+        return None
+
+    async def _deliver(self, entries: list[_Entry], live: list[int]) -> None:
+        delivery = self.destination.config.delivery
+        todo = [_Group(positions=live)]
+        while todo and not self.stopping.is_set():
+            retry: list[_Group] = []
+            while todo:
+                group = todo.pop()
+                await self._attempt(entries, group, todo, retry)
+            if not retry:
+                return
+            waiting: list[_Group] = []
+            for group in retry:
+                if group.attempt >= delivery.max_attempts:
+                    self.stats.add(
+                        "router_deliveries_exhausted_total", destination=self.destination.id
+                    )
+                    for position in group.positions:
+                        entries[position].result = f"max_attempts:{group.reason}"
+                        entries[position].finished = True
+                else:
+                    waiting.append(group)
+            if not waiting:
+                return
+            delay = max(self._backoff(g.attempt, g.retry_after_s) for g in waiting)
+            self.stats.add(
+                "router_delivery_retries_total",
+                destination=self.destination.id,
+                reason=waiting[0].reason,
+                amount=sum(len(g.positions) for g in waiting),
+            )
+            await self._keep_claim(entries, waiting)
+            await self._sleep(delay)
+            await self._keep_claim(entries, waiting)
+            for group in waiting:
+                group.attempt += 1
+            todo = waiting
+
+    async def _attempt(
+        self, entries: list[_Entry], group: _Group, todo: list[_Group], retry: list[_Group]
+    ) -> None:
+        connector = self.destination.connector
+        batch = []
+        for position in group.positions:
+            item = entries[position].item
+            assert item is not None
+            batch.append(item.delivery)
+        encoded = connector.encode(batch, datetime.now(UTC))
+        for drop in encoded.dropped:
+            entry = entries[group.positions[drop.index]]
+            entry.result, entry.finished = f"dropped:{drop.reason}", True
+        for request in encoded.requests:
+            positions = [group.positions[i] for i in request.indices]
+            outcome = await self._send(request, entries, positions)
+            for failed_at, reason in outcome.failed.items():
+                entry = entries[positions[failed_at]]
+                entry.result, entry.finished = reason or "rejected", True
+            rest = [p for k, p in enumerate(positions) if k not in outcome.failed]
+            if not rest:
+                continue
+            if outcome.kind == "ok":
+                for position in rest:
+                    entries[position].finished = True
+                self.stats.add(
+                    "router_events_delivered_total",
+                    destination=self.destination.id,
+                    amount=len(rest),
+                )
+            elif outcome.kind == "permanent":
+                if connector.split_on_rejection and len(rest) > 1:
+                    middle = len(rest) // 2
+                    todo.append(_Group(rest[:middle], group.attempt))
+                    todo.append(_Group(rest[middle:], group.attempt))
+                    continue
+                for position in rest:
+                    entries[position].result = outcome.reason or "rejected"
+                    entries[position].finished = True
+            else:
+                retry.append(_Group(rest, group.attempt, outcome.reason, outcome.retry_after_s))
+
+    async def _send(
+        self, request: HttpRequest, entries: list[_Entry], positions: list[int]
+    ) -> Outcome:
+        config = self.destination.config
+        if config.dry_run:
+            record = {"at": datetime.now(UTC).isoformat(), "request": request.redacted()}
+            await self.client.xadd(
+                outbox_key(self.destination.id),
+                {"r": msgspec.json.encode(record)},
+                maxlen=OUTBOX_MAXLEN,
+                approximate=True,
+            )
+            return Outcome(kind="ok")
+        if self.destination.connector.forward_traceparent:
+            traces = (entries[p].item for p in positions)
+            trace = next((i.trace for i in traces if i is not None and i.trace), None)
+            if trace:
+                request = msgspec.structs.replace(
+                    request, headers={**request.headers, "traceparent": trace}
+                )
+        try:
+            response = await send_request(self.session, request, config.delivery.timeout_ms / 1000)
+        except TransportError as exc:
+            return Outcome(kind="retry", reason=exc.reason)
+        return self.destination.connector.interpret(response, request)
+
+    def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
+        delivery = self.destination.config.delivery
+        cap = delivery.backoff_max_ms / 1000
+        ceiling = min(cap, delivery.backoff_initial_ms / 1000 * 2 ** (attempt - 1))
+        delay = random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
+        if retry_after_s is not None:
+            delay = max(delay, min(retry_after_s, cap))
+        return delay
+
+    async def _keep_claim(self, entries: list[_Entry], groups: list[_Group]) -> None:
+        """Reset the entries' idle time so no other worker reclaims them while we back off."""
+        ids: list[int | bytes | str | memoryview[int]] = [
+            entries[p].entry_id for g in groups for p in g.positions
+        ]
+        if ids:
+            await self.client.xclaim(
+                queue_key(self.destination.id), GROUP, self.consumer, 0, ids, justid=True
+            )
+
+    async def _settle(self, entries: list[_Entry]) -> None:
+        done = [e for e in entries if e.finished]
+        if not done:
+            return
+        stream = queue_key(self.destination.id)
+        pipe = self.client.pipeline(transaction=True)
+        now = datetime.now(UTC).isoformat()
+        for entry in done:
+            if entry.result is not None:
+                pipe.xadd(
+                    dlq_key(self.destination.id),
+                    {"d": entry.raw, "reason": entry.result, "at": now},
+                    maxlen=DLQ_MAXLEN,
+                    approximate=True,
+                )
+                self.stats.add(
+                    "router_events_dead_lettered_total",
+                    destination=self.destination.id,
+                    reason=entry.result.split(":", 1)[0],
+                )
+        ids = [e.entry_id for e in done]
+        pipe.xack(stream, GROUP, *ids)
+        pipe.xdel(stream, *ids)
+        await pipe.execute()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early when the process is stopping."""
+        try:
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            return
+
+
+class WorkerPool:
+    """Every destination's workers in this process, with one HTTP client session."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        destinations: Sequence[CompiledDestination],
+        options: WorkerOptions,
+        stats: Stats,
+        recheck: Recheck | None = None,
+    ) -> None:
+        self._client = client
+        self._destinations = destinations
+        self._options = options
+        self._stats = stats
+        self._recheck = recheck
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Start ``delivery.concurrency`` workers per destination."""
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256), raise_for_status=False
+        )
+        for destination in self._destinations:
+            for index in range(destination.config.delivery.concurrency):
+                worker = DestinationWorker(
+                    client=self._client,
+                    session=self._session,
+                    destination=destination,
+                    options=self._options,
+                    stats=self._stats,
+                    stopping=self._stopping,
+                    recheck=self._recheck,
+                    index=index,
+                )
+                self._tasks.append(
+                    asyncio.create_task(worker.run(), name=f"worker:{destination.id}:{index}")
+                )
+
+    async def stop(self, timeout_s: float) -> None:
+        """Let in-flight batches finish (up to ``timeout_s``); unfinished entries stay pending."""
+        self._stopping.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._tasks.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
