@@ -1,0 +1,499 @@
+"""Amplitude: events through the HTTP V2 API, erasure through the User Privacy API.
+
+Mapping (Segment-shaped payload -> one Amplitude event):
+
+==========================================  ===============================================
+Segment                                     Amplitude
+==========================================  ===============================================
+``messageId``                               ``insert_id`` (dedup per device, 7 days)
+``userId`` / ``anonymousId``                ``user_id`` / ``device_id``
+track ``event``                             ``event_type``
+page / screen                               ``Loaded a Page`` / ``Loaded a Screen``
+                                            (``page_event_type`` / ``screen_event_type``),
+                                            the page ``name`` goes to ``event_properties``
+identify                                    ``$identify`` with ``user_properties.$set``
+                                            = ``traits``
+``properties``                              ``event_properties``
+``context.traits`` (track, page, screen)    ``user_properties``
+``properties.revenue`` / ``currency``       ``revenue`` / ``currency`` (track only)
+``timestamp``                               ``time`` (ms since epoch)
+``context.*``                               ``ip``, ``user_agent``, ``language``, ``os_name``,
+                                            ``os_version``, ``platform``, ``device_*``,
+                                            ``carrier``, ``app_version``, location fields
+==========================================  ===============================================
+
+Only what the payload holds is read, so only allowlisted fields reach the wire. group and
+alias are dropped (``unsupported_type``). Amplitude removes ids shorter than 5 characters (or
+``min_id_length``) and rejects an event left without any id, so such events are dropped here
+before sending, with ``id_too_short``, ``invalid_id`` or ``missing_id``.
+
+Answers (``interpret``):
+
+- 200: ok.
+- 400 naming events (``events_with_invalid_fields``, ``events_with_missing_fields``,
+  ``silenced_events``): those positions fail permanently; Amplitude ingested *nothing* of the
+  request, so the rest comes back as ``retry`` (reason ``partial_rejection``) and the worker
+  resends the request without the failed positions. Amplitude names only the first bad event
+  per field, so a second bad event surfaces on the next attempt.
+- 400 naming no event: permanent. For a bad API key every position is listed as failed, so
+  the worker does not bisect; any other such 400 may be one bad event, so it may.
+- 413: permanent ``payload_too_large``; ``split_on_rejection`` makes the worker bisect a
+  multi-event request (the encoder already keeps bodies under the documented 1 MB).
+- 429: retry after ``Retry-After`` or the documented 30 s pause; events of users or devices
+  over their daily quota fail permanently (``daily_quota_exceeded``), as Amplitude's SDKs do.
+- 5xx: retry (``insert_id`` makes the retry idempotent).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Literal
+
+import aiohttp
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field
+
+from destinations.base import (
+    Connector,
+    Delivery,
+    Drop,
+    Encoded,
+    HttpRequest,
+    HttpResponse,
+    Outcome,
+    OutcomeKind,
+    classify_status,
+    outcome_from_status,
+    parse_retry_after,
+    send_request,
+)
+from destinations.errors import TransportError
+
+ENDPOINTS = {
+    "us": "https://api2.amplitude.com/2/httpapi",
+    "eu": "https://api.eu.amplitude.com/2/httpapi",
+}
+DELETION_ENDPOINTS = {
+    "us": "https://amplitude.com/api/2/deletions/users",
+    "eu": "https://analytics.eu.amplitude.com/api/2/deletions/users",
+}
+MAX_EVENTS_PER_REQUEST = 1999
+"""Growth/Enterprise plans: fewer than 2,000 events per request."""
+MAX_BODY_BYTES = 1_000_000
+"""Requests over 1 MB are answered 413."""
+MAX_STRING_CHARS = 1024
+MAX_DELETION_IDS = 100
+THROTTLE_PAUSE_S = 30.0
+"""Amplitude: pause a throttled user or device for 30 seconds before retrying."""
+DEFAULT_MIN_ID_LENGTH = 5
+INVALID_IDS = frozenset(
+    {
+        "anonymous",
+        "nil",
+        "none",
+        "null",
+        "n/a",
+        "na",
+        "undefined",
+        "unknown",
+        '""',
+        "00000000-0000-0000-0000-000000000000",
+        "{}",
+        "lmy47d",
+        "0",
+        "-1",
+    }
+)
+"""Ids Amplitude answers 400 to (compared lower-cased)."""
+RESERVED_EVENT_TYPES = frozenset({"$identify", "$groupidentify"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_CONTEXT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("ip", "context.ip"),
+    ("user_agent", "context.userAgent"),
+    ("language", "context.locale"),
+    ("os_name", "context.os.name"),
+    ("os_version", "context.os.version"),
+    ("platform", "context.device.type"),
+    ("device_brand", "context.device.brand"),
+    ("device_manufacturer", "context.device.manufacturer"),
+    ("device_model", "context.device.model"),
+    ("carrier", "context.network.carrier"),
+    ("app_version", "context.app.version"),
+    ("country", "context.location.country"),
+    ("region", "context.location.region"),
+    ("city", "context.location.city"),
+)
+"""Amplitude top-level event field <- payload path, copied when the path holds a string."""
+
+
+class AmplitudeSettings(BaseModel):
+    """The ``settings`` block of an ``amplitude`` destination."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_key: str = Field(min_length=1)
+    secret_key: str | None = Field(default=None, min_length=1)
+    """Needed only for erasure (User Privacy API, Basic ``api_key:secret_key``)."""
+    region: Literal["us", "eu"] = "us"
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+    """Overrides the HTTP V2 URL of the region (tests, proxies)."""
+    deletion_url: str | None = Field(default=None, pattern=r"^https?://")
+    """Overrides the User Privacy API URL of the region."""
+    min_id_length: int | None = Field(default=None, ge=1, le=MAX_STRING_CHARS)
+    """Sent as ``options.min_id_length``; default: Amplitude's 5."""
+    max_events_per_request: int = Field(default=1000, ge=1, le=MAX_EVENTS_PER_REQUEST)
+    """Starter plans should use 10 (Amplitude's recommendation)."""
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=4096, le=MAX_BODY_BYTES)
+    page_event_type: str = Field(default="Loaded a Page", min_length=1)
+    screen_event_type: str = Field(default="Loaded a Screen", min_length=1)
+    deletion_requester: str | None = None
+    """``requester`` recorded by Amplitude on deletion jobs (an email address)."""
+
+
+class AmplitudeConnector(Connector[AmplitudeSettings]):
+    """Amplitude HTTP V2 API."""
+
+    type_name: ClassVar[str] = "amplitude"
+    settings_model: ClassVar[type[BaseModel]] = AmplitudeSettings
+    required_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("userId", "anonymousId"),)
+    max_batch_size: ClassVar[int] = 1000
+    split_on_rejection: ClassVar[bool] = True
+
+    @property
+    def url(self) -> str:
+        """Where events are posted."""
+        return self.settings.endpoint_url or ENDPOINTS[self.settings.region]
+
+    @property
+    def min_id_length(self) -> int:
+        """The shortest id Amplitude keeps."""
+        return self.settings.min_id_length or DEFAULT_MIN_ID_LENGTH
+
+    def encode(self, batch: Sequence[Delivery], now: datetime) -> Encoded:
+        """One request per chunk of at most ``max_events_per_request`` events and the byte limit."""
+        del now  # Amplitude states no time window
+        dropped: list[Drop] = []
+        encoded: list[tuple[int, bytes]] = []
+        for index, delivery in enumerate(batch):
+            event = self.encode_event(delivery)
+            if isinstance(event, Drop):
+                dropped.append(Drop(index, event.reason, event.detail))
+            else:
+                encoded.append((index, msgspec.json.encode(event)))
+
+        head = b'{"api_key":' + msgspec.json.encode(self.settings.api_key) + b',"events":['
+        tail = b"]"
+        if self.settings.min_id_length is not None:
+            options = {"min_id_length": self.settings.min_id_length}
+            tail += b',"options":' + msgspec.json.encode(options)
+        tail += b"}"
+        groups, too_large = _pack(
+            encoded,
+            overhead=len(head) + len(tail),
+            max_events=self.settings.max_events_per_request,
+            max_bytes=self.settings.max_body_bytes,
+        )
+        dropped.extend(
+            Drop(i, "too_large", f"event over {self.settings.max_body_bytes} bytes")
+            for i in too_large
+        )
+        requests = [
+            HttpRequest(
+                method="POST",
+                url=self.url,
+                headers={"Content-Type": "application/json", "Accept": "*/*"},
+                body=head + b",".join(body for _, body in group) + tail,
+                indices=tuple(i for i, _ in group),
+                secrets=(self.settings.api_key,),
+            )
+            for group in groups
+        ]
+        dropped.sort(key=lambda drop: drop.index)
+        return Encoded(requests=requests, dropped=dropped)
+
+    def encode_event(self, delivery: Delivery) -> dict[str, Any] | Drop:
+        """The Amplitude event for one delivery, or why it cannot be sent (index 0)."""
+        payload = delivery.payload
+        event: dict[str, Any] = {}
+        ids = self._ids(payload)
+        if isinstance(ids, Drop):
+            return ids
+        event.update(ids)
+
+        if delivery.type == "track":
+            if not delivery.event:
+                return Drop(0, "missing_event", "track without an event name")
+            if delivery.event in RESERVED_EVENT_TYPES or delivery.event.startswith("[Amplitude]"):
+                return Drop(0, "reserved_event_name", "event name reserved by Amplitude")
+            event["event_type"] = delivery.event[:MAX_STRING_CHARS]
+        elif delivery.type in ("page", "screen"):
+            event["event_type"] = (
+                self.settings.page_event_type
+                if delivery.type == "page"
+                else self.settings.screen_event_type
+            )
+        elif delivery.type == "identify":
+            traits = _mapping(payload.get("traits"))
+            if not traits:
+                return Drop(0, "no_traits", "identify without traits sets nothing")
+            event["event_type"] = "$identify"
+            event["user_properties"] = {"$set": traits}
+        else:
+            return Drop(0, "unsupported_type", f"{delivery.type} is not sent to Amplitude")
+
+        event["time"] = _millis(delivery.timestamp)
+        event["insert_id"] = delivery.message_id[:MAX_STRING_CHARS]
+
+        if delivery.type != "identify":
+            properties = dict(_mapping(payload.get("properties")))
+            name = _text(payload.get("name"))
+            if name and delivery.type in ("page", "screen"):
+                properties.setdefault("name", name)
+            if properties:
+                event["event_properties"] = properties
+            user_properties = _mapping(_path(payload, "context.traits"))
+            if user_properties:
+                event["user_properties"] = dict(user_properties)
+            if delivery.type == "track":
+                revenue = _path(payload, "properties.revenue")
+                if _is_number(revenue):
+                    event["revenue"] = revenue
+                    currency = _text(_path(payload, "properties.currency"))
+                    if currency:
+                        event["currency"] = currency.upper()
+
+        for field, path in _CONTEXT_FIELDS:
+            value = _text(_path(payload, path))
+            if value:
+                event[field] = value[:MAX_STRING_CHARS]
+        for field, path in (
+            ("location_lat", "context.location.latitude"),
+            ("location_lng", "context.location.longitude"),
+        ):
+            value = _path(payload, path)
+            if _is_number(value):
+                event[field] = value
+        return event
+
+    def _ids(self, payload: Mapping[str, Any]) -> dict[str, str] | Drop:
+        ids: dict[str, str] = {}
+        problems: list[str] = []
+        for field, key in (("user_id", "userId"), ("device_id", "anonymousId")):
+            value = _text(payload.get(key))
+            if value is None:
+                continue
+            if value.lower() in INVALID_IDS or len(value) > MAX_STRING_CHARS:
+                problems.append("invalid_id")
+            elif len(value) < self.min_id_length:
+                problems.append("id_too_short")
+            else:
+                ids[field] = value
+        if ids:
+            return ids
+        if "id_too_short" in problems:
+            return Drop(0, "id_too_short", f"ids shorter than {self.min_id_length} characters")
+        if problems:
+            return Drop(0, "invalid_id", "id on Amplitude's list of invalid ids")
+        return Drop(0, "missing_id", "neither userId nor anonymousId")
+
+    def interpret(self, response: HttpResponse, request: HttpRequest) -> Outcome:
+        """Amplitude's answer, with per-event failures for 400 and 429."""
+        count = len(request.indices)
+        if response.status == 400:
+            body = _json_object(response.body)
+            failed: dict[int, str] = {}
+            for key, reason in (
+                ("events_with_invalid_fields", "invalid_field"),
+                ("events_with_missing_fields", "missing_field"),
+            ):
+                for positions in _mapping(body.get(key)).values():
+                    _mark(failed, positions, reason, count)
+            _mark(failed, body.get("silenced_events"), "device_silenced", count)
+            if failed:
+                kind: OutcomeKind = "permanent" if len(failed) == count else "retry"
+                return Outcome(kind=kind, reason="partial_rejection", failed=failed)
+            if body.get("throttled_events"):
+                return Outcome(kind="retry", reason="throttled", retry_after_s=THROTTLE_PAUSE_S)
+            if "api key" in str(body.get("error", "")).lower():
+                # Every event failed for the same reason: listing them all keeps the worker
+                # from bisecting a request that no split can fix.
+                everyone = dict.fromkeys(range(count), "invalid_api_key")
+                return Outcome(kind="permanent", reason="invalid_api_key", failed=everyone)
+            return Outcome(kind="permanent", reason="invalid_request")
+        if response.status == 413:
+            return Outcome(kind="permanent", reason="payload_too_large")
+        if response.status == 429:
+            body = _json_object(response.body)
+            retry_after = parse_retry_after(_header(response.headers, "retry-after"))
+            failed = self._over_quota(body, request)
+            over: OutcomeKind = "permanent" if failed and len(failed) == count else "retry"
+            return Outcome(
+                kind=over,
+                reason="throttled",
+                retry_after_s=THROTTLE_PAUSE_S if retry_after is None else retry_after,
+                failed=failed,
+            )
+        return outcome_from_status(response)
+
+    @staticmethod
+    def _over_quota(body: Mapping[str, Any], request: HttpRequest) -> dict[int, str]:
+        users = _mapping(body.get("exceeded_daily_quota_users"))
+        devices = _mapping(body.get("exceeded_daily_quota_devices"))
+        if not users and not devices:
+            return {}
+        events = _json_object(request.body).get("events")
+        if not isinstance(events, list):
+            return {}
+        failed: dict[int, str] = {}
+        for position, event in enumerate(events[: len(request.indices)]):
+            if not isinstance(event, dict):
+                continue
+            if event.get("user_id") in users or event.get("device_id") in devices:
+                failed[position] = "daily_quota_exceeded"
+        return failed
+
+    async def delete_subject(
+        self,
+        session: aiohttp.ClientSession,
+        user_ids: Sequence[str],
+        *,
+        timeout_s: float = 30.0,
+    ) -> dict[str, Any]:
+        """Ask the User Privacy API to delete these users; a receipt without the ids.
+
+        The receipt's ``status`` is ``scheduled`` (Amplitude accepted the job), ``retry``
+        (try later: rate limit, 5xx, no answer), ``failed`` (permanent) or ``skipped`` (no
+        ``secret_key`` configured, nothing to delete, over 100 ids). Amplitude allows one
+        request per second and at most 100 ids; the caller paces the requests. Deletion does
+        not stop future ingestion: the router's suppression list does.
+        """
+        receipt: dict[str, Any] = {
+            "destination": self.destination_id,
+            "type": self.type_name,
+            "ids": len(user_ids),
+        }
+        if not self.settings.secret_key:
+            return receipt | {"status": "skipped", "reason": "no_secret_key"}
+        if not user_ids:
+            return receipt | {"status": "skipped", "reason": "no_ids"}
+        if len(user_ids) > MAX_DELETION_IDS:
+            return receipt | {"status": "skipped", "reason": "too_many_ids"}
+        request = self.deletion_request(user_ids)
+        try:
+            response = await send_request(session, request, timeout_s)
+        except TransportError as exc:
+            return receipt | {"status": "retry", "reason": exc.reason}
+        receipt["http_status"] = response.status
+        kind = classify_status(response.status)
+        if kind != "ok":
+            status = "retry" if kind == "retry" else "failed"
+            return receipt | {"status": status, "reason": f"http_{response.status}"}
+        body = _json_object(response.body)
+        invalid = body.get("invalid_ids")
+        return receipt | {
+            "status": "scheduled",
+            "reason": "",
+            "job_day": body.get("day"),
+            "invalid_ids": len(invalid) if isinstance(invalid, list) else 0,
+        }
+
+    def deletion_request(self, user_ids: Sequence[str]) -> HttpRequest:
+        """The User Privacy API request for these user ids (pure)."""
+        secret = self.settings.secret_key or ""
+        credentials = f"{self.settings.api_key}:{secret}".encode()
+        token = base64.b64encode(credentials).decode()
+        body: dict[str, Any] = {"user_ids": list(user_ids), "ignore_invalid_id": True}
+        if self.settings.deletion_requester:
+            body["requester"] = self.settings.deletion_requester
+        return HttpRequest(
+            method="POST",
+            url=self.settings.deletion_url or DELETION_ENDPOINTS[self.settings.region],
+            headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"},
+            body=msgspec.json.encode(body),
+            indices=(),
+            secrets=(self.settings.api_key, secret, token),
+        )
+
+
+def _pack(
+    items: Sequence[tuple[int, bytes]], *, overhead: int, max_events: int, max_bytes: int
+) -> tuple[list[list[tuple[int, bytes]]], list[int]]:
+    """Group encoded events so that each body (``overhead`` + events + commas) fits the limits.
+
+    Returns the groups in order and the indices of events too large to fit even alone.
+    """
+    groups: list[list[tuple[int, bytes]]] = []
+    too_large: list[int] = []
+    current: list[tuple[int, bytes]] = []
+    size = overhead
+    for index, body in items:
+        if overhead + len(body) > max_bytes:
+            too_large.append(index)
+            continue
+        extra = len(body) + (1 if current else 0)
+        if current and (len(current) >= max_events or size + extra > max_bytes):
+            groups.append(current)
+            current, size, extra = [], overhead, len(body)
+        current.append((index, body))
+        size += extra
+    if current:
+        groups.append(current)
+    return groups, too_large
+
+
+def _mark(failed: dict[int, str], positions: Any, reason: str, count: int) -> None:
+    if not isinstance(positions, list):
+        return
+    for position in positions:
+        if isinstance(position, int) and not isinstance(position, bool) and 0 <= position < count:
+            failed.setdefault(position, reason)
+
+
+def _path(payload: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = payload
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: Any) -> str | None:
+    """A string id or label: strings as is, integers as digits, anything else absent."""
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _millis(timestamp: datetime) -> int:
+    return (timestamp - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        decoded = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None

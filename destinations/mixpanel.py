@@ -1,0 +1,454 @@
+"""Mixpanel: events through ``/import`` (strict mode), erasure through the GDPR API v3.
+
+Mapping (Segment-shaped payload -> one Mixpanel event):
+
+==========================================  ===============================================
+Segment                                     Mixpanel
+==========================================  ===============================================
+track ``event``                             ``event``
+page / screen                               ``Loaded a Page`` / ``Loaded a Screen``
+                                            (``page_event_name`` / ``screen_event_name``),
+                                            the page ``name`` as property ``name``
+``messageId``                               ``properties.$insert_id`` (as is when it is 1-36
+                                            characters of ``[A-Za-z0-9-]``, else the first
+                                            32 hex digits of its SHA-256)
+``userId`` else ``anonymousId``             ``properties.distinct_id``
+``userId`` / ``anonymousId``                ``properties.$user_id`` / ``$device_id``
+                                            (Simplified ID Merge; ``id_merge: false`` omits)
+``timestamp``                               ``properties.time`` (ms since epoch)
+``properties``                              ``properties`` (the keys above win)
+``context.ip``                              ``properties.ip``; ``0`` when absent, so Mixpanel
+                                            does not geolocate the router's own address
+``context.page.url`` / ``referrer``         ``$current_url`` / ``$referrer``
+``context.os.name`` / ``version``           ``$os`` / ``$os_version``
+``context.device.manufacturer`` / model     ``$manufacturer`` / ``$model``
+``context.app.version``                     ``$app_version_string``
+``context.campaign.*``                      ``utm_source``, ``utm_medium``, ``utm_campaign``,
+                                            ``utm_term``, ``utm_content``
+==========================================  ===============================================
+
+identify, group and alias are not sent (``unsupported_type``): profiles live in ``/engage``,
+which this connector does not write. Events without a usable id (``missing_id``,
+``invalid_id``) or more than an hour in the future (``time_in_future``) are dropped before
+sending, as strict mode would refuse them.
+
+Answers (``interpret``): 200 ok; 400 with ``failed_records`` is a partial success (Mixpanel
+ingested the valid rows: the rest is ``ok``, the named positions fail permanently); any other
+400, 401, 403 and 413 are permanent; 429 and 5xx retry (``$insert_id`` dedups retries).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Literal, Self, TypeGuard
+from urllib.parse import urlencode
+
+import aiohttp
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from destinations.base import (
+    Connector,
+    Delivery,
+    Drop,
+    Encoded,
+    HttpRequest,
+    HttpResponse,
+    Outcome,
+    OutcomeKind,
+    classify_status,
+    outcome_from_status,
+    send_request,
+)
+from destinations.errors import TransportError
+
+HOSTS = {
+    "us": "https://api.mixpanel.com",
+    "eu": "https://api-eu.mixpanel.com",
+    "in": "https://api-in.mixpanel.com",
+}
+GDPR_HOSTS = {
+    "us": "https://mixpanel.com/api/app",
+    "eu": "https://eu.mixpanel.com/api/app",
+    "in": "https://in.mixpanel.com/api/app",
+}
+MAX_EVENTS_PER_REQUEST = 2000
+MAX_BODY_BYTES = 10 * 1024 * 1024
+"""The documented uncompressed limit of ``/import``."""
+DEFAULT_BODY_BYTES = 1024 * 1024
+"""Default ceiling: under the 2 MiB the API reference's own 413 example names, and no larger
+than what aiohttp sends from bytes without a ``ResourceWarning``."""
+MAX_DELETION_IDS = 1999
+MAX_FUTURE = timedelta(hours=1)
+MIN_TIME = datetime(1971, 1, 1, tzinfo=UTC)
+DISALLOWED_IDS = frozenset(
+    {
+        "00000000-0000-0000-0000-000000000000",
+        "anon",
+        "anonymous",
+        "nil",
+        "none",
+        "null",
+        "n/a",
+        "na",
+        "undefined",
+        "unknown",
+        "<nil>",
+        "0",
+        "-1",
+        "true",
+        "false",
+        "[]",
+        "{}",
+    }
+)
+"""Values Mixpanel refuses as ``distinct_id`` or ``$insert_id`` (compared lower-cased)."""
+INSERT_ID = re.compile(r"[A-Za-z0-9-]{1,36}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_CONTEXT_PROPERTIES: tuple[tuple[str, str], ...] = (
+    ("$current_url", "context.page.url"),
+    ("$referrer", "context.page.referrer"),
+    ("$os", "context.os.name"),
+    ("$os_version", "context.os.version"),
+    ("$manufacturer", "context.device.manufacturer"),
+    ("$model", "context.device.model"),
+    ("$app_version_string", "context.app.version"),
+    ("utm_source", "context.campaign.source"),
+    ("utm_medium", "context.campaign.medium"),
+    ("utm_campaign", "context.campaign.name"),
+    ("utm_term", "context.campaign.term"),
+    ("utm_content", "context.campaign.content"),
+)
+
+
+class MixpanelSettings(BaseModel):
+    """The ``settings`` block of a ``mixpanel`` destination.
+
+    ``/import`` authenticates with one of: a service account (``service_account_username``,
+    ``service_account_secret`` and ``project_id``), the legacy project ``api_secret``, or the
+    ``project_token``. Erasure needs ``gdpr_token`` (the GDPR OAuth token) and
+    ``project_token``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    project_id: str | None = Field(default=None, pattern=r"^[0-9]+$")
+    service_account_username: str | None = Field(default=None, min_length=1)
+    service_account_secret: str | None = Field(default=None, min_length=1)
+    api_secret: str | None = Field(default=None, min_length=1)
+    project_token: str | None = Field(default=None, min_length=1)
+    gdpr_token: str | None = Field(default=None, min_length=1)
+    region: Literal["us", "eu", "in"] = "us"
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+    """Overrides the ``/import`` URL (tests, proxies); query parameters are added to it."""
+    gdpr_url: str | None = Field(default=None, pattern=r"^https?://")
+    """Overrides the GDPR API base (``.../api/app``)."""
+    max_events_per_request: int = Field(default=MAX_EVENTS_PER_REQUEST, ge=1, le=2000)
+    max_body_bytes: int = Field(default=DEFAULT_BODY_BYTES, ge=4096, le=MAX_BODY_BYTES)
+    page_event_name: str = Field(default="Loaded a Page", min_length=1)
+    screen_event_name: str = Field(default="Loaded a Screen", min_length=1)
+    id_merge: bool = True
+    """Send ``$user_id`` / ``$device_id`` for Simplified ID Merge."""
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> Self:
+        service = (self.service_account_username, self.service_account_secret)
+        if any(service) and not all(service):
+            raise ValueError("service_account_username and service_account_secret go together")
+        if all(service) and not self.project_id:
+            raise ValueError("a service account needs project_id")
+        if not (all(service) or self.api_secret or self.project_token):
+            raise ValueError(
+                "one credential is required: a service account, api_secret or project_token"
+            )
+        return self
+
+
+class MixpanelConnector(Connector[MixpanelSettings]):
+    """Mixpanel ``/import`` in strict mode."""
+
+    type_name: ClassVar[str] = "mixpanel"
+    settings_model: ClassVar[type[BaseModel]] = MixpanelSettings
+    required_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("userId", "anonymousId"),)
+    max_batch_size: ClassVar[int] = MAX_EVENTS_PER_REQUEST
+    split_on_rejection: ClassVar[bool] = False
+    """Strict mode names the bad events itself; bisecting a 401 would only multiply requests."""
+
+    @property
+    def url(self) -> str:
+        """The ``/import`` URL with ``strict=1`` and, when set, ``project_id``."""
+        base = self.settings.endpoint_url or f"{HOSTS[self.settings.region]}/import"
+        query: dict[str, str] = {"strict": "1"}
+        if self.settings.project_id:
+            query["project_id"] = self.settings.project_id
+        separator = "&" if "?" in base else "?"
+        return f"{base}{separator}{urlencode(query)}"
+
+    def _credentials(self) -> tuple[str, str]:
+        settings = self.settings
+        if settings.service_account_username and settings.service_account_secret:
+            return settings.service_account_username, settings.service_account_secret
+        return settings.api_secret or settings.project_token or "", ""
+
+    def encode(self, batch: Sequence[Delivery], now: datetime) -> Encoded:
+        """One request per chunk of at most ``max_events_per_request`` events and the byte limit."""
+        dropped: list[Drop] = []
+        encoded: list[tuple[int, bytes]] = []
+        for index, delivery in enumerate(batch):
+            event = self.encode_event(delivery, now)
+            if isinstance(event, Drop):
+                dropped.append(Drop(index, event.reason, event.detail))
+            else:
+                encoded.append((index, msgspec.json.encode(event)))
+        groups, too_large = _pack(
+            encoded,
+            overhead=2,
+            max_events=self.settings.max_events_per_request,
+            max_bytes=self.settings.max_body_bytes,
+        )
+        dropped.extend(
+            Drop(i, "too_large", f"event over {self.settings.max_body_bytes} bytes")
+            for i in too_large
+        )
+        user, password = self._credentials()
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        requests = [
+            HttpRequest(
+                method="POST",
+                url=self.url,
+                headers={
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                    "Authorization": f"Basic {token}",
+                },
+                body=b"[" + b",".join(body for _, body in group) + b"]",
+                indices=tuple(i for i, _ in group),
+                secrets=tuple(s for s in (user, password, token) if s),
+            )
+            for group in groups
+        ]
+        dropped.sort(key=lambda drop: drop.index)
+        return Encoded(requests=requests, dropped=dropped)
+
+    def encode_event(self, delivery: Delivery, now: datetime) -> dict[str, Any] | Drop:
+        """The Mixpanel event for one delivery, or why it cannot be sent (index 0)."""
+        payload = delivery.payload
+        if delivery.type == "track":
+            if not delivery.event:
+                return Drop(0, "missing_event", "track without an event name")
+            name = delivery.event
+        elif delivery.type == "page":
+            name = self.settings.page_event_name
+        elif delivery.type == "screen":
+            name = self.settings.screen_event_name
+        else:
+            return Drop(0, "unsupported_type", f"{delivery.type} is not sent to /import")
+
+        if delivery.timestamp > now + MAX_FUTURE:
+            return Drop(0, "time_in_future", "more than 1 hour after now")
+        if delivery.timestamp < MIN_TIME:
+            return Drop(0, "time_too_old", "before 1971-01-01")
+
+        user_id = _usable_id(payload.get("userId"))
+        device_id = _usable_id(payload.get("anonymousId"))
+        distinct_id = user_id or device_id
+        if distinct_id is None:
+            present = payload.get("userId") is not None or payload.get("anonymousId") is not None
+            if present:
+                return Drop(0, "invalid_id", "id on Mixpanel's list of disallowed ids")
+            return Drop(0, "missing_id", "neither userId nor anonymousId")
+
+        properties: dict[str, Any] = dict(_mapping(payload.get("properties")))
+        page_name = _text(payload.get("name"))
+        if page_name and delivery.type in ("page", "screen"):
+            properties.setdefault("name", page_name)
+        for key, path in _CONTEXT_PROPERTIES:
+            value = _text(_path(payload, path))
+            if value:
+                properties[key] = value
+        ip = _text(_path(payload, "context.ip"))
+        properties["ip"] = ip or 0
+        properties["time"] = _millis(delivery.timestamp)
+        properties["distinct_id"] = distinct_id
+        properties["$insert_id"] = insert_id(delivery.message_id)
+        properties.pop("token", None)
+        if self.settings.id_merge:
+            if user_id:
+                properties["$user_id"] = user_id
+            if device_id:
+                properties["$device_id"] = device_id
+        return {"event": name, "properties": properties}
+
+    def interpret(self, response: HttpResponse, request: HttpRequest) -> Outcome:
+        """Mixpanel's answer; strict mode's ``failed_records`` become per-event failures."""
+        count = len(request.indices)
+        if response.status == 400:
+            body = _json_object(response.body)
+            failed: dict[int, str] = {}
+            records = body.get("failed_records")
+            for record in records if isinstance(records, list) else []:
+                if not isinstance(record, dict):
+                    continue
+                position = record.get("index")
+                if _is_position(position, count):
+                    failed.setdefault(position, _field_reason(record.get("field")))
+            if failed:
+                kind: OutcomeKind = "permanent" if len(failed) == count else "ok"
+                return Outcome(kind=kind, reason="partial_rejection", failed=failed)
+            return Outcome(kind="permanent", reason="invalid_request")
+        if response.status == 401:
+            return Outcome(kind="permanent", reason="invalid_credentials")
+        if response.status == 413:
+            return Outcome(kind="permanent", reason="payload_too_large")
+        return outcome_from_status(response)
+
+    async def delete_subject(
+        self,
+        session: aiohttp.ClientSession,
+        distinct_ids: Sequence[str],
+        *,
+        compliance_type: Literal["GDPR", "CCPA"] = "GDPR",
+        timeout_s: float = 30.0,
+    ) -> dict[str, Any]:
+        """Create a GDPR API v3 deletion task for these distinct ids; a receipt without the ids.
+
+        ``status``: ``scheduled`` (with Mixpanel's ``task_id``), ``retry`` (rate limit of one
+        request a second, 5xx, no answer), ``failed`` or ``skipped`` (no ``gdpr_token`` or
+        ``project_token``, nothing to delete, too many ids).
+        """
+        receipt: dict[str, Any] = {
+            "destination": self.destination_id,
+            "type": self.type_name,
+            "ids": len(distinct_ids),
+        }
+        if not (self.settings.gdpr_token and self.settings.project_token):
+            return receipt | {"status": "skipped", "reason": "no_gdpr_token"}
+        if not distinct_ids:
+            return receipt | {"status": "skipped", "reason": "no_ids"}
+        if len(distinct_ids) > MAX_DELETION_IDS:
+            return receipt | {"status": "skipped", "reason": "too_many_ids"}
+        request = self.deletion_request(distinct_ids, compliance_type)
+        try:
+            response = await send_request(session, request, timeout_s)
+        except TransportError as exc:
+            return receipt | {"status": "retry", "reason": exc.reason}
+        receipt["http_status"] = response.status
+        kind = classify_status(response.status)
+        if kind != "ok":
+            status = "retry" if kind == "retry" else "failed"
+            return receipt | {"status": status, "reason": f"http_{response.status}"}
+        results = _mapping(_json_object(response.body).get("results"))
+        return receipt | {"status": "scheduled", "reason": "", "task_id": results.get("task_id")}
+
+    def deletion_request(
+        self, distinct_ids: Sequence[str], compliance_type: str = "GDPR"
+    ) -> HttpRequest:
+        """The GDPR API v3 "create a deletion" request (pure)."""
+        gdpr_token = self.settings.gdpr_token or ""
+        project_token = self.settings.project_token or ""
+        base = self.settings.gdpr_url or GDPR_HOSTS[self.settings.region]
+        body = {"distinct_ids": list(distinct_ids), "compliance_type": compliance_type}
+        return HttpRequest(
+            method="POST",
+            url=f"{base}/data-deletions/v3.0/?{urlencode({'token': project_token})}",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {gdpr_token}"},
+            body=msgspec.json.encode(body),
+            indices=(),
+            secrets=(gdpr_token, project_token),
+        )
+
+
+def insert_id(message_id: str) -> str:
+    """``$insert_id`` for a message id: itself when Mixpanel accepts it, else a stable hash."""
+    if INSERT_ID.fullmatch(message_id) and message_id.lower() not in DISALLOWED_IDS:
+        return message_id
+    return hashlib.sha256(message_id.encode()).hexdigest()[:32]
+
+
+def _usable_id(value: Any) -> str | None:
+    text = _text(value)
+    if text is None or text.lower() in DISALLOWED_IDS:
+        return None
+    return text
+
+
+def _is_position(value: Any, count: int) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < count
+
+
+def _field_reason(field: Any) -> str:
+    name = str(field or "")
+    if name.endswith("time"):
+        return "invalid_time"
+    if name.endswith("distinct_id"):
+        return "invalid_distinct_id"
+    if name.endswith("insert_id"):
+        return "invalid_insert_id"
+    return "invalid_event"
+
+
+def _pack(
+    items: Sequence[tuple[int, bytes]], *, overhead: int, max_events: int, max_bytes: int
+) -> tuple[list[list[tuple[int, bytes]]], list[int]]:
+    """Group encoded events so that each body (``overhead`` + events + commas) fits the limits.
+
+    Returns the groups in order and the indices of events too large to fit even alone.
+    """
+    groups: list[list[tuple[int, bytes]]] = []
+    too_large: list[int] = []
+    current: list[tuple[int, bytes]] = []
+    size = overhead
+    for index, body in items:
+        if overhead + len(body) > max_bytes:
+            too_large.append(index)
+            continue
+        extra = len(body) + (1 if current else 0)
+        if current and (len(current) >= max_events or size + extra > max_bytes):
+            groups.append(current)
+            current, size, extra = [], overhead, len(body)
+        current.append((index, body))
+        size += extra
+    if current:
+        groups.append(current)
+    return groups, too_large
+
+
+def _path(payload: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = payload
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: Any) -> str | None:
+    """A string id or label: strings as is, integers as digits, anything else absent."""
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return None
+
+
+def _millis(timestamp: datetime) -> int:
+    return (timestamp - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        decoded = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}

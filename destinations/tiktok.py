@@ -1,0 +1,400 @@
+"""TikTok Events API 2.0 (``event/track/``) for web events of one pixel.
+
+Event names (Segment e-commerce spec -> TikTok standard event; ``event_names`` overrides or
+adds; any other track event goes as a custom event under its own name):
+
+==============================  ====================================================
+Segment                         TikTok
+==============================  ====================================================
+Order Completed                 ``purchase_event`` setting: ``CompletePayment``
+                                (default), ``Purchase`` or ``PlaceAnOrder``
+Product Added                   AddToCart
+Product Added to Wishlist       AddToWishlist
+Product Viewed                  ViewContent
+Checkout Started                InitiateCheckout
+Payment Info Entered            AddPaymentInfo
+Products Searched               Search
+Signed Up                       CompleteRegistration
+page                            ``page_event`` setting (default: pages are not sent)
+==============================  ====================================================
+
+Fields (``data[]`` entry):
+
+==========================================  ===============================================
+Segment                                     TikTok
+==========================================  ===============================================
+``messageId``                               ``event_id`` (dedup with the pixel, 48 h)
+``timestamp``                               ``event_time`` (Unix seconds)
+``context.traits.email`` / ``traits.email``  ``user.email``: SHA-256 of trimmed lower-case
+/ ``properties.email``                      email (already hashed values pass through)
+same paths, ``phone``                       ``user.phone``: SHA-256 of E.164 with ``+``
+``userId``                                  ``user.external_id``: SHA-256 of the trimmed id
+``context.ip`` / ``userAgent`` / ``locale``  ``user.ip`` / ``user_agent`` / ``locale``
+``properties.ttclid`` / ``context.ttclid``  ``user.ttclid`` (else ``ttclid`` in the page URL)
+``properties.ttp`` / ``context.ttp``        ``user.ttp`` (the ``_ttp`` cookie)
+``context.page.url`` / ``referrer``         ``page.url`` / ``page.referrer``
+``properties.value|revenue|total|price``    ``properties.value`` (first number found)
+``properties.currency``                     ``properties.currency`` (upper case)
+``properties.products[]`` (or the product   ``properties.contents[]``: ``content_id``
+itself for single-product events)           (product_id/sku), ``content_name``,
+                                            ``content_category``, ``price``, ``quantity``,
+                                            ``brand``; ``content_type: product``
+``properties.query`` / ``order_id``         ``properties.query`` / ``order_id``
+ConsentFacts ``us_opt_out`` or ``gpc``      ``limited_data_use: true``
+==========================================  ===============================================
+
+Dropped before sending: identify, group, alias, and pages without ``page_event``
+(``unsupported_type``); track without a name (``missing_event``).
+
+TikTok answers HTTP 200 with a ``code``: 0 ok; 20001 partial success (ok: TikTok does not
+say which events failed); 40100 rate limit and 40700, 5xxxx internal errors retry; every
+other code is permanent (40001 no permission, 40002 invalid parameters, 401xx access token).
+Non-200 statuses follow the shared retry table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Literal
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field
+
+from destinations.base import (
+    Connector,
+    Delivery,
+    Drop,
+    Encoded,
+    HttpRequest,
+    HttpResponse,
+    Outcome,
+    OutcomeKind,
+    outcome_from_status,
+)
+from destinations.hashing import hash_email, hash_external_id, hash_phone
+
+ENDPOINT = "https://business-api.tiktok.com/open_api/v1.3/event/track/"
+MAX_EVENTS_PER_REQUEST = 1000
+"""What RudderStack batches for Events API 2.0; TikTok's own limit is not verified."""
+DEFAULT_BODY_BYTES = 1024 * 1024
+"""TikTok's body limit could not be verified; 1 MiB is what Tealium batches to, and no larger
+than what aiohttp sends from bytes without a ``ResourceWarning``."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+STANDARD_EVENTS: dict[str, str] = {
+    "Product Added": "AddToCart",
+    "Product Added to Wishlist": "AddToWishlist",
+    "Product Viewed": "ViewContent",
+    "Checkout Started": "InitiateCheckout",
+    "Payment Info Entered": "AddPaymentInfo",
+    "Products Searched": "Search",
+    "Signed Up": "CompleteRegistration",
+}
+"""Segment spec event -> TikTok standard event (Order Completed: ``purchase_event``)."""
+SINGLE_PRODUCT_EVENTS = frozenset(
+    {"Product Added", "Product Added to Wishlist", "Product Viewed", "Product Clicked"}
+)
+"""Events whose properties describe one product (Segment spec) rather than ``products[]``."""
+
+RESPONSE_CODES: dict[int, tuple[OutcomeKind, str]] = {
+    0: ("ok", ""),
+    20001: ("ok", "partial_success"),
+    40001: ("permanent", "no_permission"),
+    40002: ("permanent", "invalid_params"),
+    40100: ("retry", "rate_limited"),
+    40104: ("permanent", "missing_access_token"),
+    40105: ("permanent", "invalid_access_token"),
+    40700: ("retry", "platform_error"),
+}
+"""Business API ``code`` -> outcome (RudderStack's handling and TikTok's help pages)."""
+
+
+class TikTokSettings(BaseModel):
+    """The ``settings`` block of a ``tiktok`` destination."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    access_token: str = Field(min_length=1)
+    """The Events API access token generated for the pixel (``Access-Token`` header)."""
+    pixel_code: str = Field(pattern=r"^[A-Za-z0-9]+$")
+    """``event_source_id``."""
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+    """Overrides the ``event/track/`` URL (tests, proxies)."""
+    test_event_code: str | None = Field(default=None, min_length=1)
+    purchase_event: Literal["CompletePayment", "Purchase", "PlaceAnOrder"] = "CompletePayment"
+    """What Order Completed becomes: match what the site's pixel sends, or dedup fails."""
+    event_names: dict[str, str] = Field(default_factory=dict)
+    """Extra or overriding Segment event -> TikTok event names."""
+    page_event: str | None = Field(default=None, min_length=1)
+    """The TikTok event for page calls (``ViewContent``, ``Pageview``); ``None``: not sent."""
+    default_phone_country_code: str | None = Field(default=None, pattern=r"^\+?[0-9]{1,3}$")
+    """Country code for phone numbers written without one (``"44"``)."""
+    max_events_per_request: int = Field(default=MAX_EVENTS_PER_REQUEST, ge=1, le=1000)
+    max_body_bytes: int = Field(default=DEFAULT_BODY_BYTES, ge=4096, le=16 * 1024 * 1024)
+
+
+class TikTokConnector(Connector[TikTokSettings]):
+    """TikTok Events API 2.0, web events."""
+
+    type_name: ClassVar[str] = "tiktok"
+    settings_model: ClassVar[type[BaseModel]] = TikTokSettings
+    max_batch_size: ClassVar[int] = MAX_EVENTS_PER_REQUEST
+    split_on_rejection: ClassVar[bool] = False
+    """TikTok rejects a request for a bad token as for a bad event: bisecting would mostly
+    multiply requests that fail for the same reason."""
+
+    @property
+    def url(self) -> str:
+        """Where events are posted."""
+        return self.settings.endpoint_url or ENDPOINT
+
+    def event_name(self, delivery: Delivery) -> str | None:
+        """The TikTok event for a delivery, or ``None`` when it is not sent."""
+        if delivery.type == "page":
+            return self.settings.page_event
+        if delivery.type != "track" or not delivery.event:
+            return None
+        if delivery.event in self.settings.event_names:
+            return self.settings.event_names[delivery.event]
+        if delivery.event == "Order Completed":
+            return self.settings.purchase_event
+        return STANDARD_EVENTS.get(delivery.event, delivery.event)
+
+    def encode(self, batch: Sequence[Delivery], now: datetime) -> Encoded:
+        """One request per chunk of at most ``max_events_per_request`` events."""
+        del now  # TikTok's maximum event age is not documented anywhere we could verify
+        dropped: list[Drop] = []
+        encoded: list[tuple[int, bytes]] = []
+        for index, delivery in enumerate(batch):
+            event = self.encode_event(delivery)
+            if isinstance(event, Drop):
+                dropped.append(Drop(index, event.reason, event.detail))
+            else:
+                encoded.append((index, msgspec.json.encode(event)))
+
+        envelope: dict[str, Any] = {
+            "event_source": "web",
+            "event_source_id": self.settings.pixel_code,
+        }
+        if self.settings.test_event_code:
+            envelope["test_event_code"] = self.settings.test_event_code
+        head = msgspec.json.encode(envelope)[:-1] + b',"data":['
+        tail = b"]}"
+        groups, too_large = _pack(
+            encoded,
+            overhead=len(head) + len(tail),
+            max_events=self.settings.max_events_per_request,
+            max_bytes=self.settings.max_body_bytes,
+        )
+        dropped.extend(
+            Drop(i, "too_large", f"event over {self.settings.max_body_bytes} bytes")
+            for i in too_large
+        )
+        requests = [
+            HttpRequest(
+                method="POST",
+                url=self.url,
+                headers={
+                    "Content-Type": "application/json",
+                    "Access-Token": self.settings.access_token,
+                },
+                body=head + b",".join(body for _, body in group) + tail,
+                indices=tuple(i for i, _ in group),
+                secrets=(self.settings.access_token,),
+            )
+            for group in groups
+        ]
+        dropped.sort(key=lambda drop: drop.index)
+        return Encoded(requests=requests, dropped=dropped)
+
+    def encode_event(self, delivery: Delivery) -> dict[str, Any] | Drop:
+        """The ``data[]`` entry for one delivery, or why it is not sent (index 0)."""
+        if delivery.type == "track" and not delivery.event:
+            return Drop(0, "missing_event", "track without an event name")
+        name = self.event_name(delivery)
+        if name is None:
+            return Drop(0, "unsupported_type", f"{delivery.type} is not sent to TikTok")
+        payload = delivery.payload
+        event: dict[str, Any] = {
+            "event": name,
+            "event_time": (delivery.timestamp - _EPOCH) // timedelta(seconds=1),
+            "event_id": delivery.message_id,
+        }
+        user = self._user(payload)
+        if user:
+            event["user"] = user
+        page = {
+            key: value
+            for key, path in (("url", "context.page.url"), ("referrer", "context.page.referrer"))
+            if (value := _text(_path(payload, path)))
+        }
+        if page:
+            event["page"] = page
+        properties = _properties(delivery)
+        if properties:
+            event["properties"] = properties
+        consent = delivery.consent
+        event["limited_data_use"] = consent.us_opt_out or consent.gpc
+        return event
+
+    def _user(self, payload: Mapping[str, Any]) -> dict[str, str]:
+        user: dict[str, str] = {}
+        email = _first_text(payload, ("context.traits.email", "traits.email", "properties.email"))
+        if email and (hashed := hash_email(email)):
+            user["email"] = hashed
+        phone = _first_text(payload, ("context.traits.phone", "traits.phone", "properties.phone"))
+        if phone and (hashed := hash_phone(phone, self.settings.default_phone_country_code)):
+            user["phone"] = hashed
+        user_id = _text(payload.get("userId"))
+        if user_id and (hashed := hash_external_id(user_id)):
+            user["external_id"] = hashed
+        for key, path in (
+            ("ip", "context.ip"),
+            ("user_agent", "context.userAgent"),
+            ("locale", "context.locale"),
+        ):
+            if value := _text(_path(payload, path)):
+                user[key] = value
+        ttclid = _first_text(payload, ("properties.ttclid", "context.ttclid")) or _url_param(
+            _text(_path(payload, "context.page.url")), "ttclid"
+        )
+        if ttclid:
+            user["ttclid"] = ttclid
+        if ttp := _first_text(payload, ("properties.ttp", "context.ttp")):
+            user["ttp"] = ttp
+        return user
+
+    def interpret(self, response: HttpResponse, request: HttpRequest) -> Outcome:
+        """TikTok's answer: the body's ``code`` decides when the HTTP status is 200."""
+        del request
+        if response.status != 200:
+            return outcome_from_status(response)
+        try:
+            body = msgspec.json.decode(response.body)
+        except msgspec.DecodeError:
+            return Outcome(kind="retry", reason="invalid_response")
+        code = body.get("code") if isinstance(body, dict) else None
+        if not isinstance(code, int) or isinstance(code, bool):
+            return Outcome(kind="retry", reason="invalid_response")
+        if code in RESPONSE_CODES:
+            kind, reason = RESPONSE_CODES[code]
+            return Outcome(kind=kind, reason=reason)
+        if 50000 <= code < 60000:
+            return Outcome(kind="retry", reason="platform_error")
+        if 40100 <= code < 40200:
+            return Outcome(kind="permanent", reason="auth_error")
+        return Outcome(kind="permanent", reason="api_error")
+
+
+def _properties(delivery: Delivery) -> dict[str, Any]:
+    source = _mapping(delivery.payload.get("properties"))
+    properties: dict[str, Any] = {}
+    for key in ("value", "revenue", "total", "price"):
+        if _is_number(source.get(key)):
+            properties["value"] = source[key]
+            break
+    if currency := _text(source.get("currency")):
+        properties["currency"] = currency.upper()
+    if delivery.event in SINGLE_PRODUCT_EVENTS:
+        products: list[Any] = [source]
+    else:
+        raw = source.get("products")
+        products = raw if isinstance(raw, list) else []
+    contents = [content for product in products if (content := _content(product))]
+    if contents:
+        properties["contents"] = contents
+        properties["content_type"] = "product"
+    for key in ("query", "order_id"):
+        if value := _text(source.get(key)):
+            properties[key] = value
+    return properties
+
+
+def _content(product: Any) -> dict[str, Any] | None:
+    if not isinstance(product, Mapping):
+        return None
+    content: dict[str, Any] = {}
+    content_id = _text(product.get("product_id")) or _text(product.get("sku"))
+    if content_id:
+        content["content_id"] = content_id
+    for key, field in (
+        ("name", "content_name"),
+        ("category", "content_category"),
+        ("brand", "brand"),
+    ):
+        if value := _text(product.get(key)):
+            content[field] = value
+    for key in ("price", "quantity"):
+        if _is_number(product.get(key)):
+            content[key] = product[key]
+    return content or None
+
+
+def _pack(
+    items: Sequence[tuple[int, bytes]], *, overhead: int, max_events: int, max_bytes: int
+) -> tuple[list[list[tuple[int, bytes]]], list[int]]:
+    """Group encoded events so that each body (``overhead`` + events + commas) fits the limits.
+
+    Returns the groups in order and the indices of events too large to fit even alone.
+    """
+    groups: list[list[tuple[int, bytes]]] = []
+    too_large: list[int] = []
+    current: list[tuple[int, bytes]] = []
+    size = overhead
+    for index, body in items:
+        if overhead + len(body) > max_bytes:
+            too_large.append(index)
+            continue
+        extra = len(body) + (1 if current else 0)
+        if current and (len(current) >= max_events or size + extra > max_bytes):
+            groups.append(current)
+            current, size, extra = [], overhead, len(body)
+        current.append((index, body))
+        size += extra
+    if current:
+        groups.append(current)
+    return groups, too_large
+
+
+def _url_param(url: str | None, name: str) -> str | None:
+    if not url:
+        return None
+    values = parse_qs(urlsplit(url).query).get(name)
+    return values[0] if values and values[0] else None
+
+
+def _first_text(payload: Mapping[str, Any], paths: Sequence[str]) -> str | None:
+    for path in paths:
+        if value := _text(_path(payload, path)):
+            return value
+    return None
+
+
+def _path(payload: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = payload
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: Any) -> str | None:
+    """A string id or label: strings as is, integers as digits, anything else absent."""
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
