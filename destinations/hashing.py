@@ -34,6 +34,7 @@ __all__ = [
     "hash_normalized",
     "hash_phone",
     "hash_phone_meta",
+    "hash_street_google",
     "hash_zip_meta",
     "is_sha256_hex",
     "normalize_address_google",
@@ -46,6 +47,7 @@ __all__ = [
     "normalize_phone_e164",
     "normalize_phone_meta",
     "normalize_postal_code_google",
+    "normalize_street_google",
     "normalize_zip_meta",
     "sha256_hex",
 ]
@@ -257,6 +259,21 @@ def hash_country_meta(text: str) -> str | None:
 def normalize_address_google(text: str) -> str:
     """Google ``city``/``region`` (sent in clear): no digits or symbols, lowercase, trimmed."""
     return _letters_only(text, keep_spaces=True)
+
+
+def normalize_street_google(text: str) -> str:
+    """Google ``sha256_street``: symbols removed (digits kept), lowercase, trimmed."""
+    kept = "".join(
+        ch for ch in unicodedata.normalize("NFC", text).lower() if ch.isalnum() or ch.isspace()
+    )
+    return " ".join(kept.split())
+
+
+def hash_street_google(text: str) -> str | None:
+    """The SHA-256 of Google's street form."""
+    if (digest := _prehashed(text)) is not None:
+        return digest
+    return hash_normalized(normalize_street_google(text))
 
 
 def normalize_postal_code_google(text: str) -> str:

@@ -207,10 +207,12 @@ def test_gender_is_f_or_m() -> None:
     assert hashing.normalize_gender("nonbinary") is None
 
 
-def test_google_address_fields_in_clear() -> None:
-    """Google city/region lose digits and symbols; postal codes lose . and ~."""
+def test_google_address_fields() -> None:
+    """Google city/region drop digits and symbols, postal codes . and ~; streets keep digits."""
     assert hashing.normalize_address_google(" San Francisco 94 ") == "san francisco"
     assert hashing.normalize_postal_code_google(" 94043.~ ") == "94043"
+    assert hashing.normalize_street_google(" 1600 Amphitheatre Pkwy. ") == "1600 amphitheatre pkwy"
+    assert hashing.hash_street_google("1 Main St.") == hashing.sha256_hex("1 main st")
 
 
 def test_external_id_is_compacted_lowercased_and_passes_digests() -> None:
