@@ -1,0 +1,447 @@
+"""Meta Conversions API connector (``type: meta_capi``).
+
+Meta rejects a whole request when one event is bad (and every event when one ``event_time``
+is more than 7 days old), so the encoder drops what Meta would refuse before sending:
+stale events, website events without a page URL or user agent, and events whose customer
+information cannot match anyone. ``split_on_rejection`` lets the worker bisect a rejected batch
+to isolate an event the encoder could not foresee.
+https://developers.facebook.com/docs/marketing-api/conversions-api/parameters
+
+Customer information is normalized and hashed per Meta's rules (``destinations.hashing``);
+``client_ip_address``, ``client_user_agent``, ``fbc`` and ``fbp`` are never hashed. A person
+who opted out under US state law (``consent.us_opt_out``) or sent GPC gets Limited Data Use.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Literal, NamedTuple
+from urllib.parse import urlencode
+
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from destinations import hashing
+from destinations.base import (
+    Connector,
+    Delivery,
+    Drop,
+    Encoded,
+    HttpRequest,
+    HttpResponse,
+    Outcome,
+    outcome_from_status,
+    parse_retry_after,
+)
+
+__all__ = ["MetaCapiConnector", "MetaCapiSettings", "meta_event_name"]
+
+DEFAULT_API_VERSION = "v25.0"
+MAX_EVENTS_PER_REQUEST = 1000
+MAX_AGE = timedelta(days=7)
+MAX_CLOCK_SKEW = timedelta(hours=1)
+MAX_CUSTOM_EVENT_NAME = 50  # Pixel rule for custom event names (not restated for CAPI)
+# Graph API error codes whose documented recovery is "wait and retry" (error-handling guide):
+# 1 unknown, 2 service, 4 app throttled, 17 user throttled, 32 page throttled,
+# 341 application limit, 368 temporarily blocked, 613 rate limit.
+RETRY_CODES = frozenset({1, 2, 4, 17, 32, 341, 368, 613})
+ActionSource = Literal[
+    "website",
+    "email",
+    "phone_call",
+    "chat",
+    "physical_store",
+    "system_generated",
+    "business_messaging",
+    "other",
+]
+
+# Segment spec event -> Meta standard event.
+_STANDARD_EVENTS = {
+    "products searched": "Search",
+    "product viewed": "ViewContent",
+    "product list viewed": "ViewContent",
+    "product added": "AddToCart",
+    "product added to wishlist": "AddToWishlist",
+    "checkout started": "InitiateCheckout",
+    "payment info entered": "AddPaymentInfo",
+    "order completed": "Purchase",
+    "signed up": "CompleteRegistration",
+    "lead generated": "Lead",
+    "subscription started": "Subscribe",
+    "trial started": "StartTrial",
+}
+# Properties that become standard custom_data fields or user_data (not custom keys).
+_STANDARD_KEYS = frozenset(
+    {
+        "value", "revenue", "total", "price", "quantity", "currency", "products", "product_id",
+        "sku", "name", "category", "order_id", "query", "fbc", "fbp",
+    }
+)  # fmt: skip
+_CURRENCY = re.compile(r"[A-Za-z]{3}")
+_DIGITS = re.compile(r"[0-9]{1,20}")
+# Customer information that is never enough on its own (best practices, "baseline
+# requirements for matching"): an event whose keys fit in one of these sets is invalid.
+# Website events always carry client_user_agent, so it is added to the fn/ln sets too.
+INSUFFICIENT_USER_DATA = (
+    frozenset({"ct", "country", "st", "zp", "ge", "client_user_agent"}),
+    frozenset({"db", "client_user_agent"}),
+    frozenset({"fn", "ge", "client_user_agent"}),
+    frozenset({"ln", "ge", "client_user_agent"}),
+)
+
+
+class _Refusal(NamedTuple):
+    """Why Meta would refuse an event: a bounded reason and a human detail."""
+
+    reason: str
+    detail: str
+
+
+def meta_event_name(event: str) -> str:
+    """The Meta name of a Segment track event: a standard event, or the name itself."""
+    return _STANDARD_EVENTS.get(event.strip().lower(), event.strip())
+
+
+class MetaCapiSettings(BaseModel):
+    """The ``settings`` block of a ``meta_capi`` destination."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pixel_id: str = Field(pattern=r"^[0-9]{5,20}$")
+    access_token: SecretStr = Field(min_length=1)
+    api_version: str = Field(default=DEFAULT_API_VERSION, pattern=r"^v[0-9]+\.[0-9]+$")
+    test_event_code: str | None = None
+    """Events Manager test code; events still count, remove it in production."""
+    endpoint_url: str | None = None
+    """Full ``/events`` URL instead of graph.facebook.com (tests point it at a fake)."""
+    action_source: ActionSource = "website"
+    """Where conversions happen. ``app`` is not offered: app events need ``app_data``."""
+    event_names: dict[str, str] = Field(default_factory=dict)
+    """Segment track event name -> Meta event name, before the built-in mapping."""
+    limited_data_use: Literal["when_opted_out", "always"] = "when_opted_out"
+    """LDU for people who opted out (US state law or GPC), or for every event."""
+    ldu_country: int = Field(default=0, ge=0)
+    """``data_processing_options_country``: 0 lets Meta geolocate, 1 is the US."""
+    ldu_state: int = Field(default=0, ge=0)
+    """``data_processing_options_state``: 0 lets Meta geolocate, 1000 is California."""
+    default_phone_country_code: str | None = Field(default=None, pattern=r"^\+?[1-9][0-9]{0,3}$")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @field_validator("event_names")
+    @classmethod
+    def _event_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value.values():
+            if not name.strip() or len(name) > MAX_CUSTOM_EVENT_NAME:
+                raise ValueError(f"{name!r}: Meta event names are 1 to 50 characters")
+        return value
+
+
+class MetaCapiConnector(Connector[MetaCapiSettings]):
+    """Encodes deliveries as Conversions API ``/events`` requests."""
+
+    type_name: ClassVar[str] = "meta_capi"
+    settings_model: ClassVar[type[BaseModel]] = MetaCapiSettings
+    max_batch_size: ClassVar[int] = MAX_EVENTS_PER_REQUEST
+    split_on_rejection: ClassVar[bool] = True
+
+    def encode(self, batch: Sequence[Delivery], now: datetime) -> Encoded:
+        """One request per 1,000 events; events Meta would refuse come back as drops."""
+        dropped: list[Drop] = []
+        events: list[tuple[int, dict[str, Any]]] = []
+        for index, delivery in enumerate(batch):
+            built = self._event(delivery, now)
+            if isinstance(built, _Refusal):
+                dropped.append(Drop(index, built.reason, built.detail))
+            else:
+                events.append((index, built))
+        requests = [
+            self._request(events[start : start + MAX_EVENTS_PER_REQUEST])
+            for start in range(0, len(events), MAX_EVENTS_PER_REQUEST)
+        ]
+        return Encoded(requests=requests, dropped=dropped)
+
+    def interpret(self, response: HttpResponse, request: HttpRequest) -> Outcome:
+        """Graph API errors: rate limits and transient codes retry, the rest is permanent.
+
+        Meta often answers rate limits with 400 or 403, so the error code decides, not the
+        status; an answer without a Graph error object falls back to the status table.
+        """
+        del request
+        if 200 <= response.status < 300:
+            return Outcome(kind="ok")
+        error = _graph_error(response.body)
+        if error is None:
+            return outcome_from_status(response)
+        code = _code(error.get("code"))
+        subcode = _code(error.get("error_subcode"))
+        reason = f"meta_error_{code or 'unknown'}" + (f"_{subcode}" if subcode else "")
+        transient = error.get("is_transient") is True or response.status >= 500
+        if transient or response.status in (408, 429) or int(code or 0) in RETRY_CODES:
+            retry_after = parse_retry_after(_header(response.headers, "retry-after"))
+            return Outcome(kind="retry", reason=reason, retry_after_s=retry_after)
+        return Outcome(kind="permanent", reason=reason)
+
+    # --- one event -----------------------------------------------------------------------
+
+    def _event(self, delivery: Delivery, now: datetime) -> dict[str, Any] | _Refusal:
+        """The server event, or why Meta would refuse it."""
+        payload = delivery.payload
+        timestamp = delivery.timestamp
+        if timestamp.tzinfo is None:
+            timestamp = timestamp.replace(tzinfo=UTC)
+        if now - timestamp > MAX_AGE:
+            return _Refusal("too_old", "Meta fails the whole request for events over 7 days old")
+        if timestamp - now > MAX_CLOCK_SKEW:
+            return _Refusal("future_timestamp", "more than an hour in the future")
+        name = self._event_name(delivery)
+        if isinstance(name, _Refusal):
+            return name
+        event: dict[str, Any] = {
+            "event_name": name,
+            "event_time": math.floor(min(timestamp, now).timestamp()),
+            "event_id": delivery.message_id,
+            "action_source": self.settings.action_source,
+        }
+        page = _mapping(_mapping(payload.get("context")).get("page"))
+        properties = _mapping(payload.get("properties"))
+        url = page.get("url", properties.get("url") if delivery.type == "page" else None)
+        if _is_http_url(url):
+            event["event_source_url"] = url
+        referrer = page.get("referrer")
+        if _is_http_url(referrer):
+            event["referrer_url"] = referrer
+        user_data = self._user_data(payload)
+        if self.settings.action_source == "website":
+            if "event_source_url" not in event:
+                return _Refusal("missing_event_source_url", "website events need context.page.url")
+            if "client_user_agent" not in user_data:
+                return _Refusal("missing_user_agent", "website events need context.userAgent")
+        if not user_data or any(set(user_data) <= weak for weak in INSUFFICIENT_USER_DATA):
+            return _Refusal("insufficient_user_data", "no customer information Meta can match")
+        event["user_data"] = user_data
+        if custom_data := _custom_data(properties):
+            event["custom_data"] = custom_data
+        opted_out = delivery.consent.us_opt_out or delivery.consent.gpc
+        if self.settings.limited_data_use == "always" or opted_out:
+            event["data_processing_options"] = ["LDU"]
+            event["data_processing_options_country"] = self.settings.ldu_country
+            event["data_processing_options_state"] = self.settings.ldu_state
+        else:
+            event["data_processing_options"] = []
+        return event
+
+    def _event_name(self, delivery: Delivery) -> str | _Refusal:
+        if delivery.type == "page":
+            return "PageView"
+        if delivery.type != "track":
+            return _Refusal("unsupported_event_type", f"{delivery.type} events are not sent")
+        event = (delivery.event or "").strip()
+        if not event:
+            return _Refusal("invalid_event_name", "track event without a name")
+        name = self.settings.event_names.get(event) or meta_event_name(event)
+        if len(name) > MAX_CUSTOM_EVENT_NAME:
+            return _Refusal("invalid_event_name", "Meta event names are at most 50 characters")
+        return name
+
+    def _user_data(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        context = _mapping(payload.get("context"))
+        properties = _mapping(payload.get("properties"))
+        address = _mapping(_trait(payload, "address"))
+        phone_code = self.settings.default_phone_country_code
+        hashed: tuple[tuple[str, Any, Callable[[str], str | None]], ...] = (
+            ("em", _trait(payload, "email"), hashing.hash_email),
+            ("ph", _trait(payload, "phone"), lambda v: hashing.hash_phone_meta(v, phone_code)),
+            ("fn", _trait(payload, "firstName"), hashing.hash_name),
+            ("ln", _trait(payload, "lastName"), hashing.hash_name),
+            ("ge", _trait(payload, "gender"), _hash_gender),
+            ("db", _trait(payload, "birthday"), _hash_birthday),
+            ("ct", address.get("city"), hashing.hash_city_meta),
+            ("st", address.get("state"), hashing.hash_city_meta),
+            ("zp", address.get("postalCode"), hashing.hash_zip_meta),
+            ("country", address.get("country"), hashing.hash_country_meta),
+        )
+        user_data: dict[str, Any] = {}
+        for key, value, hash_value in hashed:
+            if isinstance(value, str) and (digest := hash_value(value)):
+                user_data[key] = [digest] if key in ("em", "ph") else digest
+        external_ids = [
+            digest
+            for raw in (payload.get("userId"), payload.get("anonymousId"))
+            if isinstance(raw, str) and (digest := hashing.hash_external_id(raw))
+        ]
+        if external_ids:
+            user_data["external_id"] = list(dict.fromkeys(external_ids))
+        ip = context.get("ip")
+        if isinstance(ip, str) and _is_ip(ip):
+            user_data["client_ip_address"] = ip.strip()
+        user_agent = context.get("userAgent")
+        if isinstance(user_agent, str) and user_agent.strip():
+            user_data["client_user_agent"] = user_agent.strip()
+        for key in ("fbc", "fbp"):
+            cookie = properties.get(key, context.get(key))
+            if isinstance(cookie, str) and cookie.startswith("fb."):
+                user_data[key] = cookie.strip()
+        return user_data
+
+    # --- request -------------------------------------------------------------------------
+
+    def _request(self, events: list[tuple[int, dict[str, Any]]]) -> HttpRequest:
+        settings = self.settings
+        token = settings.access_token.get_secret_value()
+        base = settings.endpoint_url or (
+            f"https://graph.facebook.com/{settings.api_version}/{settings.pixel_id}/events"
+        )
+        url = f"{base}{'&' if '?' in base else '?'}{urlencode({'access_token': token})}"
+        body: dict[str, Any] = {"data": [event for _, event in events]}
+        if settings.test_event_code:
+            body["test_event_code"] = settings.test_event_code
+        return HttpRequest(
+            method="POST",
+            url=url,
+            headers={"Content-Type": "application/json"},
+            body=msgspec.json.encode(body),
+            indices=tuple(index for index, _ in events),
+            secrets=(token,),
+        )
+
+
+# --- pure helpers ------------------------------------------------------------------------
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _trait(payload: Mapping[str, Any], name: str) -> Any:
+    """A trait from ``traits`` (identify) or ``context.traits`` (every other call)."""
+    traits = _mapping(payload.get("traits"))
+    if name in traits:
+        return traits[name]
+    return _mapping(_mapping(payload.get("context")).get("traits")).get(name)
+
+
+def _hash_gender(value: str) -> str | None:
+    return hashing.hash_normalized(hashing.normalize_gender(value))
+
+
+def _hash_birthday(value: str) -> str | None:
+    return hashing.hash_normalized(hashing.normalize_date_of_birth(value))
+
+
+def _is_http_url(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(("https://", "http://"))
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float | str) and str(value).strip():
+        return str(value).strip()
+    return None
+
+
+def _custom_data(properties: Mapping[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    value = next(
+        (
+            amount
+            for key in ("value", "revenue", "total", "price")
+            if (amount := _number(properties.get(key))) is not None
+        ),
+        None,
+    )
+    if value is not None:
+        data["value"] = value
+    currency = properties.get("currency")
+    if isinstance(currency, str) and _CURRENCY.fullmatch(currency.strip()):
+        data["currency"] = currency.strip().upper()
+    products = properties.get("products")
+    if isinstance(products, list):
+        contents = [c for p in products if (c := _content(_mapping(p))) is not None]
+    else:
+        single = _content(properties)
+        contents = [single] if single is not None else []
+    if contents:
+        data["content_ids"] = [content["id"] for content in contents]
+        data["contents"] = contents
+        data["content_type"] = "product"
+        data["num_items"] = sum(int(content.get("quantity", 1)) for content in contents)
+    for field, key in (
+        ("content_name", "name"),
+        ("content_category", "category"),
+        ("order_id", "order_id"),
+        ("search_string", "query"),
+    ):
+        if (text := _text(properties.get(key))) is not None:
+            data[field] = text
+    for key, raw in properties.items():
+        if key in _STANDARD_KEYS or key in data:
+            continue
+        if isinstance(raw, bool):
+            data[key] = raw
+        elif (number := _number(raw)) is not None:
+            data[key] = number
+        elif isinstance(raw, str) and raw.strip():
+            data[key] = raw.strip()
+    return data
+
+
+def _content(product: Mapping[str, Any]) -> dict[str, Any] | None:
+    content_id = _text(product.get("product_id")) or _text(product.get("sku"))
+    if content_id is None:
+        return None
+    content: dict[str, Any] = {"id": content_id}
+    quantity = _number(product.get("quantity"))
+    if quantity is not None and quantity == int(quantity) and quantity > 0:
+        content["quantity"] = int(quantity)
+    price = _number(product.get("price"))
+    if price is not None:
+        content["item_price"] = price
+    return content
+
+
+def _graph_error(body: bytes) -> Mapping[str, Any] | None:
+    try:
+        decoded = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return None
+    error = decoded.get("error") if isinstance(decoded, dict) else None
+    return error if isinstance(error, dict) else None
+
+
+def _code(value: Any) -> str:
+    """An error code as bounded digits for a metric label."""
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else ""
+    return text if _DIGITS.fullmatch(text) else ""
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
