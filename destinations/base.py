@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import email.utils
+import io
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -131,6 +132,9 @@ class Outcome(msgspec.Struct, frozen=True):
     reason: str = ""
     retry_after_s: float | None = None
     failed: dict[int, str] = msgspec.field(default_factory=dict)
+    event_specific: bool = True
+    """A permanent failure may come from some of the request's events, so bisecting can
+    isolate them; False for request-wide causes (bad credentials, unknown pixel)."""
 
 
 def classify_status(status: int) -> OutcomeKind:
@@ -221,15 +225,22 @@ class Connector(abc.ABC, Generic[SettingsT]):
         return True
 
 
+_STREAM_ABOVE = 1024 * 1024
+
+
 async def send_request(
     session: aiohttp.ClientSession, request: HttpRequest, timeout_s: float
 ) -> HttpResponse:
     """Send one request; ``TransportError`` when no HTTP answer came back. Never retries."""
+    # aiohttp wants large bodies as streams (it warns about bytes over 1 MiB).
+    data: bytes | io.BytesIO = request.body
+    if len(request.body) > _STREAM_ABOVE:
+        data = io.BytesIO(request.body)
     try:
         async with session.request(
             request.method,
             request.url,
-            data=request.body,
+            data=data,
             headers=request.headers,
             timeout=aiohttp.ClientTimeout(total=timeout_s),
             allow_redirects=False,

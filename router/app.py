@@ -104,7 +104,8 @@ def create_app(
     worker_options: WorkerOptions | None = None,
 ) -> web.Application:
     """The application; Redis and workers start with it and stop with it."""
-    app = web.Application(middlewares=[errors, cors])
+    # auto_decompress off: bodies are inflated by router.http.inflate, bounded, with our codes.
+    app = web.Application(middlewares=[errors, cors], handler_args={"auto_decompress": False})
     client = connect(settings.redis_url, settings.redis_timeout_ms)
     state = AppState(
         settings=settings,

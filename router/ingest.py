@@ -7,6 +7,8 @@ answer. The 200 is sent only after Redis has the writes.
 
 from __future__ import annotations
 
+import json
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from consent.resolve import RequestSignals, resolve_consent
+from router import jsonscan
 from router.config import Routing, SourceConfig
 from router.errors import QueueUnavailableError
 from router.http import HttpError, basic_auth_key, json_response, read_body
@@ -40,6 +43,7 @@ from router.schema import (
     KEY_DECODER,
     ROUTE_TYPES,
     WIRE_EVENT_DECODER,
+    BatchEnvelope,
     EventType,
     WireEvent,
     error_path,
@@ -84,13 +88,36 @@ def _decode_event(raw: bytes) -> WireEvent | Rejection:
         return WIRE_EVENT_DECODER.decode(raw)
     except msgspec.ValidationError as exc:
         text = str(exc)
-        path = error_path(text)
-        code = "invalid_number" if "out of range" in text else "invalid_field"
-        return Rejection(code, path, error_text(text))
+        if "out of range" in text:
+            return Rejection("invalid_number", _non_finite_path(raw), "numbers must be finite")
+        return Rejection("invalid_field", error_path(text), error_text(text))
     except msgspec.DecodeError:
         return Rejection("invalid_json", "", "the event is not valid JSON")
     except RecursionError:
         return Rejection("too_deep", "", "the event is nested too deeply")
+
+
+def _non_finite_path(raw: bytes) -> str:
+    """Where a number overflows (msgspec names dict values only as ``[...]``)."""
+
+    def find(value: Any, path: str) -> str | None:
+        if isinstance(value, float) and not math.isfinite(value):
+            return path
+        items: Any = ()
+        if isinstance(value, dict):
+            items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+        for child_path, child in items:
+            found = find(child, child_path)
+            if found is not None:
+                return found
+        return None
+
+    try:
+        return find(json.loads(raw), "") or ""
+    except (ValueError, RecursionError):
+        return ""
 
 
 def _probe_key(body: bytes) -> str | None:
@@ -123,8 +150,8 @@ def parse_body(body: bytes, route_type: EventType | None, max_event_bytes: int) 
         raise HttpError(400, "invalid_batch", error_text(text), path=error_path(text)) from exc
     except msgspec.DecodeError as exc:
         raise HttpError(400, "invalid_json", "the body is not valid JSON") from exc
-    except RecursionError as exc:
-        raise HttpError(400, "too_deep", "the body is nested too deeply") from exc
+    except RecursionError:
+        envelope = _split_deep_batch(body)
     items: list[tuple[bytes, WireEvent | Rejection]] = []
     for raw in envelope.batch:
         data = bytes(raw)
@@ -146,6 +173,23 @@ def parse_body(body: bytes, route_type: EventType | None, max_event_bytes: int) 
         integrations=envelope.integrations,
         sent_at=envelope.sent_at,
     )
+
+
+def _split_deep_batch(body: bytes) -> BatchEnvelope:
+    """Split a batch too deep for msgspec: the envelope's other members must be shallow."""
+    try:
+        members = jsonscan.object_members(body)
+        raw_batch = members.pop(b'"batch"', None)
+        if raw_batch is None:
+            raise HttpError(
+                400, "invalid_batch", "a batch body needs a `batch` array", path="batch"
+            )
+        shallow = b"{" + b",".join(k + b":" + v for k, v in members.items()) + b"}"
+        envelope = BATCH_DECODER.decode(shallow[:-1] + (b"," if members else b"") + b'"batch":[]}')
+        items = [msgspec.Raw(item) for item in jsonscan.array_items(raw_batch)]
+    except (jsonscan.ScanError, msgspec.DecodeError, RecursionError) as exc:
+        raise HttpError(400, "too_deep", "the body is nested too deeply") from exc
+    return msgspec.structs.replace(envelope, batch=items)
 
 
 def request_signals(request: web.Request, geo_header: str | None) -> RequestSignals:

@@ -246,7 +246,7 @@ class DestinationWorker:
                     amount=len(rest),
                 )
             elif outcome.kind == "permanent":
-                if connector.split_on_rejection and len(rest) > 1:
+                if connector.split_on_rejection and outcome.event_specific and len(rest) > 1:
                     middle = len(rest) // 2
                     todo.append(_Group(rest[:middle], group.attempt))
                     todo.append(_Group(rest[middle:], group.attempt))

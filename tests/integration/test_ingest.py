@@ -1,0 +1,379 @@
+"""The ingestion API on a real Redis: statuses, error codes, partial batches, quarantine."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from typing import Any
+
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+
+from router.queue import QUARANTINE, queue_key
+from tests.conftest import WRITE_KEY, AppFactory, routing_from
+
+
+def _auth(key: str = WRITE_KEY) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+def _track(**extra: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event": "Order Completed",
+        "anonymousId": "anon-1",
+        "properties": {"order_id": "o-1", "revenue": 10},
+    }
+    event.update(extra)
+    return event
+
+
+async def _queued(client: aioredis.Redis, destination: str) -> list[dict[str, Any]]:
+    entries = await client.xrange(queue_key(destination))
+    return [msgspec.json.decode(fields[b"d"]) for _, fields in entries]
+
+
+@pytest.fixture
+async def router(make_router: AppFactory) -> Any:
+    """The router without workers, so queued entries stay in Redis for inspection."""
+    return await make_router(routing_from(), workers=False)
+
+
+@pytest.mark.parametrize("route", ["track", "t"])
+async def test_track_and_alias_route_accept_one_event(router: Any, route: str) -> None:
+    """`/v1/track` and analytics.js's `/v1/t` accept an event and answer success."""
+    response = await router.post(f"/v1/{route}", json=_track(), headers=_auth())
+    assert response.status == 200
+    assert await response.json() == {"success": True}
+
+
+@pytest.mark.parametrize(
+    ("route", "event"),
+    [
+        ("identify", {"userId": "u1", "traits": {"plan": "pro"}}),
+        ("i", {"userId": "u1"}),
+        ("page", {"anonymousId": "a", "name": "Home"}),
+        ("p", {"anonymousId": "a"}),
+        ("screen", {"anonymousId": "a", "name": "Cart"}),
+        ("s", {"anonymousId": "a"}),
+        ("group", {"userId": "u1", "groupId": "g1"}),
+        ("g", {"userId": "u1", "groupId": "g1"}),
+        ("alias", {"userId": "u2", "previousId": "u1"}),
+        ("a", {"userId": "u2", "previousId": "u1"}),
+    ],
+)
+async def test_every_event_type_is_accepted(router: Any, route: str, event: dict[str, Any]) -> None:
+    """All six types and their one-letter aliases are accepted."""
+    response = await router.post(f"/v1/{route}", json=event, headers=_auth())
+    assert response.status == 200, await response.text()
+
+
+async def test_write_key_in_text_plain_body_is_accepted(router: Any) -> None:
+    """analytics.js posts text/plain with the write key inside the body."""
+    body = json.dumps(_track(writeKey=WRITE_KEY))
+    response = await router.post("/v1/t", data=body, headers={"Content-Type": "text/plain"})
+    assert response.status == 200
+
+
+async def test_unknown_write_key_gets_401(router: Any) -> None:
+    """A wrong key is refused with the one error shape."""
+    response = await router.post("/v1/track", json=_track(), headers=_auth("nope"))
+    assert response.status == 401
+    body = await response.json()
+    assert body["success"] is False
+    assert body["code"] == "invalid_write_key"
+    assert body["message"]
+
+
+async def test_missing_write_key_gets_401(router: Any) -> None:
+    """No key anywhere: 401 missing_write_key."""
+    response = await router.post("/v1/track", json=_track())
+    assert response.status == 401
+    assert (await response.json())["code"] == "missing_write_key"
+
+
+async def test_non_json_body_gets_400(router: Any) -> None:
+    """Nothing usable: 400 invalid_json."""
+    response = await router.post("/v1/batch", data=b"{not json", headers=_auth())
+    assert response.status == 400
+    assert (await response.json())["code"] == "invalid_json"
+
+
+async def test_batch_with_one_invalid_event_accepts_the_others(
+    router: Any, redis_client: aioredis.Redis
+) -> None:
+    """The bad event is reported with index, code and path and quarantined; the rest queue."""
+    batch = [
+        {"type": "track", **_track(messageId="m-0")},
+        {"type": "track", **_track(messageId="m-1", timestamp="yesterday")},
+        {"type": "track", **_track(messageId="m-2")},
+    ]
+    response = await router.post("/v1/batch", json={"batch": batch}, headers=_auth())
+    assert response.status == 200
+    body = await response.json()
+    assert body["success"] is True
+    assert body["rejected"] == [
+        {
+            "index": 1,
+            "code": "invalid_timestamp",
+            "path": "timestamp",
+            "message": "expected an ISO 8601 timestamp",
+        }
+    ]
+    queued = await _queued(redis_client, "ops-hook")
+    assert [q["delivery"]["message_id"] for q in queued] == ["m-0", "m-2"]
+    quarantined = await redis_client.xrange(QUARANTINE)
+    assert len(quarantined) == 1
+    fields = quarantined[0][1]
+    assert fields[b"code"] == b"invalid_timestamp"
+    assert fields[b"index"] == b"1"
+    assert json.loads(fields[b"raw"])["messageId"] == "m-1"
+
+
+@pytest.mark.parametrize(
+    ("event", "code", "path"),
+    [
+        ({"type": "track", "anonymousId": "a"}, "missing_field", "event"),
+        ({"type": "track", "event": "E"}, "missing_identity", "userId"),
+        ({"type": "nope", "anonymousId": "a"}, "invalid_type", "type"),
+        ({"anonymousId": "a", "event": "E"}, "missing_field", "type"),
+        (
+            {"type": "track", "event": "E", "anonymousId": "a", "properties": [1]},
+            "invalid_field",
+            "properties",
+        ),
+        (
+            {"type": "track", "event": "E", "anonymousId": "a", "properties": {"x": 1e999}},
+            "invalid_number",
+            "properties.x",
+        ),
+        ({"type": "group", "userId": "u"}, "missing_field", "groupId"),
+        ({"type": "alias", "userId": "u"}, "missing_field", "previousId"),
+        ({"type": "track", "event": "E", "anonymousId": True}, "invalid_field", "anonymousId"),
+    ],
+)
+async def test_each_rejection_has_its_code_and_path(
+    router: Any, redis_client: aioredis.Redis, event: dict[str, Any], code: str, path: str
+) -> None:
+    """Every per-event rejection names its code and field path, and the good event survives."""
+    good = {"type": "track", **_track(messageId="good")}
+    raw = json.dumps({"batch": [good, event]}).replace("Infinity", "1e999")
+    response = await router.post("/v1/batch", data=raw, headers=_auth())
+    assert response.status == 200
+    rejected = (await response.json())["rejected"]
+    assert rejected[0]["index"] == 1
+    assert rejected[0]["code"] == code
+    assert rejected[0]["path"] == path
+    assert [q["delivery"]["message_id"] for q in await _queued(redis_client, "ops-hook")] == [
+        "good"
+    ]
+
+
+async def test_deep_nesting_is_rejected_not_crashing(router: Any) -> None:
+    """An event nested deeper than the limit gets too_deep; a 10,000-deep one too."""
+    deep: Any = "x"
+    for _ in range(40):
+        deep = {"k": deep}
+    very_deep = "[" * 10_000 + "]" * 10_000
+    raw = (
+        '{"batch": [' + json.dumps({"type": "track", **_track(properties=deep)}) + ","
+        '{"type": "track", "event": "E", "anonymousId": "a", "properties": {"x": '
+        + very_deep
+        + "}}"
+        + ","
+        + json.dumps({"type": "track", **_track()})
+        + "]}"
+    )
+    response = await router.post("/v1/batch", data=raw, headers=_auth())
+    assert response.status == 200
+    body = await response.json()
+    assert [r["code"] for r in body["rejected"]] == ["too_deep", "too_deep"]
+    assert [r["index"] for r in body["rejected"]] == [0, 1]
+
+
+async def test_single_invalid_event_gets_400_with_path(router: Any) -> None:
+    """A single-event request whose event is invalid has nothing usable: 400, code and path."""
+    response = await router.post("/v1/track", json={"anonymousId": "a"}, headers=_auth())
+    assert response.status == 400
+    body = await response.json()
+    assert body["code"] == "missing_field"
+    assert body["path"] == "event"
+    assert body["details"][0]["index"] == 0
+
+
+async def test_all_events_rejected_gets_400(router: Any) -> None:
+    """A batch with no valid event is refused as a whole, listing every rejection."""
+    batch = [{"type": "track"}, {"type": "bogus"}]
+    response = await router.post("/v1/batch", json={"batch": batch}, headers=_auth())
+    assert response.status == 400
+    body = await response.json()
+    assert body["code"] == "no_valid_events"
+    assert [d["index"] for d in body["details"]] == [0, 1]
+
+
+async def test_oversized_event_in_batch_is_rejected_alone(router: Any) -> None:
+    """An event over 32 KB is a per-event rejection inside a batch."""
+    big = {"type": "track", **_track(properties={"blob": "x" * 40_000})}
+    batch = [big, {"type": "track", **_track()}]
+    response = await router.post("/v1/batch", json={"batch": batch}, headers=_auth())
+    assert response.status == 200
+    assert (await response.json())["rejected"][0]["code"] == "event_too_large"
+
+
+async def test_oversized_single_event_gets_413(router: Any) -> None:
+    """A single event over 32 KB: 413 event_too_large."""
+    event = _track(properties={"blob": "x" * 40_000})
+    response = await router.post("/v1/track", json=event, headers=_auth())
+    assert response.status == 413
+    assert (await response.json())["code"] == "event_too_large"
+
+
+async def test_oversized_body_gets_413(router: Any) -> None:
+    """A request over 500 KB: 413 body_too_large."""
+    batch = [{"type": "track", **_track(properties={"b": "x" * 20_000})} for _ in range(30)]
+    response = await router.post("/v1/batch", json={"batch": batch}, headers=_auth())
+    assert response.status == 413
+    assert (await response.json())["code"] == "body_too_large"
+
+
+async def test_gzip_body_is_accepted(router: Any, redis_client: aioredis.Redis) -> None:
+    """SDKs gzip their bodies (Content-Encoding: gzip)."""
+    body = gzip.compress(json.dumps({"batch": [{"type": "track", **_track()}]}).encode())
+    headers = {**_auth(), "Content-Encoding": "gzip", "Content-Type": "application/json"}
+    response = await router.post("/v1/batch", data=body, headers=headers)
+    assert response.status == 200
+    assert len(await _queued(redis_client, "ops-hook")) == 1
+
+
+async def test_gzip_bomb_gets_413(router: Any) -> None:
+    """A small gzip body that inflates past the limit is refused without inflating it all."""
+    bomb = gzip.compress(b"[" + b" " * 50_000_000 + b"]")
+    assert len(bomb) < 500 * 1024
+    headers = {**_auth(), "Content-Encoding": "gzip"}
+    response = await router.post("/v1/batch", data=bomb, headers=headers)
+    assert response.status == 413
+    assert (await response.json())["code"] == "body_too_large"
+
+
+async def test_corrupt_gzip_gets_400(router: Any) -> None:
+    """A body that claims gzip but is not: 400 invalid_encoding."""
+    headers = {**_auth(), "Content-Encoding": "gzip"}
+    response = await router.post("/v1/batch", data=b"definitely not gzip", headers=headers)
+    assert response.status == 400
+    assert (await response.json())["code"] == "invalid_encoding"
+
+
+async def test_unsupported_encoding_gets_415(router: Any) -> None:
+    """Only gzip/deflate are understood."""
+    headers = {**_auth(), "Content-Encoding": "br"}
+    response = await router.post("/v1/batch", data=b"x", headers=headers)
+    assert response.status == 415
+    assert (await response.json())["code"] == "unsupported_encoding"
+
+
+async def test_batch_over_event_limit_rejects_the_excess(
+    make_router: AppFactory, redis_client: aioredis.Redis
+) -> None:
+    """Events past max_batch_events are rejected one by one; the first ones are accepted."""
+    text = (routing_from.__globals__["TEST_CONFIG"]).read_text()
+    text = text.replace("destinations:", "limits: {max_batch_events: 3}\n\ndestinations:", 1)
+    router = await make_router(routing_from(text), workers=False)
+    batch = [{"type": "track", **_track(messageId=f"m{i}")} for i in range(5)]
+    response = await router.post("/v1/batch", json={"batch": batch}, headers=_auth())
+    assert response.status == 200
+    rejected = (await response.json())["rejected"]
+    assert [(r["index"], r["code"]) for r in rejected] == [
+        (3, "too_many_events"),
+        (4, "too_many_events"),
+    ]
+    assert len(await _queued(redis_client, "ops-hook")) == 3
+
+
+async def test_sdk_nulls_and_offsets_are_accepted(
+    router: Any, redis_client: aioredis.Redis
+) -> None:
+    """analytics-python sends anonymousId null and +00:00 offsets; skew is corrected."""
+    event = {
+        "type": "track",
+        "event": "Order Completed",
+        "userId": "u1",
+        "anonymousId": None,
+        "timestamp": "2026-01-01T00:00:00+00:00",
+        "messageId": "m-null",
+    }
+    body = {"batch": [event], "sentAt": "2026-01-01T00:00:10+00:00"}
+    response = await router.post("/v1/batch", json=body, headers=_auth())
+    assert response.status == 200, await response.text()
+    assert (await response.json()) == {"success": True}
+
+
+async def test_cors_preflight_and_response_for_configured_origin(router: Any) -> None:
+    """A configured origin gets CORS headers; another origin does not."""
+    preflight = await router.options(
+        "/v1/t",
+        headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    response = await router.post(
+        "/v1/t", json=_track(writeKey=WRITE_KEY), headers={"Origin": "http://localhost:3000"}
+    )
+    assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    other = await router.post(
+        "/v1/t", json=_track(writeKey=WRITE_KEY), headers={"Origin": "http://evil.example"}
+    )
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+async def test_unknown_route_gets_404_in_error_shape(router: Any) -> None:
+    """Unknown endpoints answer the one error shape."""
+    response = await router.post("/v1/nope", json={}, headers=_auth())
+    assert response.status == 404
+    assert (await response.json())["code"] == "not_found"
+    other = await router.get("/v2/anything")
+    assert other.status == 404
+    assert (await other.json())["code"] == "not_found"
+
+
+async def test_health_and_readiness(router: Any, redis_server: Any) -> None:
+    """/healthz answers while the process lives; /readyz fails when Redis is down."""
+    assert (await router.get("/healthz")).status == 200
+    assert (await router.get("/readyz")).status == 200
+    redis_server.kill()
+    assert (await router.get("/healthz")).status == 200
+    ready = await router.get("/readyz")
+    assert ready.status == 503
+    assert (await ready.json())["code"] == "redis_unavailable"
+    assert "Retry-After" in ready.headers
+
+
+async def test_redis_down_gets_503_with_retry_after(router: Any, redis_server: Any) -> None:
+    """When the queue cannot take the write, the SDK is told to retry."""
+    redis_server.kill()
+    response = await router.post("/v1/track", json=_track(), headers=_auth())
+    assert response.status == 503
+    assert response.headers["Retry-After"].isdigit()
+    assert (await response.json())["code"] == "queue_unavailable"
+
+
+async def test_queued_payload_is_minimized_before_redis(
+    router: Any, redis_client: aioredis.Redis
+) -> None:
+    """What rests in a destination's stream is only what it may receive."""
+    event = _track(
+        userId="user-42",
+        properties={"order_id": "o-9", "revenue": 5, "email": "x@example.com"},
+        context={"consent": {"categoryPreferences": {"C0002": True}}, "ip": "10.1.2.3"},
+    )
+    response = await router.post("/v1/track", json=event, headers=_auth())
+    assert response.status == 200
+    analytics = await _queued(redis_client, "analytics-hook")
+    raw_stream = str(await redis_client.xrange(queue_key("analytics-hook")))
+    assert "x@example.com" not in raw_stream
+    assert "user-42" not in raw_stream
+    assert "10.1.2.3" not in raw_stream
+    payload = analytics[0]["delivery"]["payload"]
+    assert payload["properties"] == {"revenue": 5}
+    assert len(payload["userId"]) == 64
