@@ -74,6 +74,7 @@ class DeliveryConfig(_Strict):
     timeout_ms: int = Field(default=10_000, ge=100)
     backoff_initial_ms: int = Field(default=500, ge=1)
     backoff_max_ms: int = Field(default=60_000, ge=1)
+    retry_after_max_ms: int = Field(default=300_000, ge=0)
     concurrency: int = Field(default=1, ge=1, le=64)
 
 

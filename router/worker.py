@@ -289,7 +289,7 @@ class DestinationWorker:
         ceiling = min(cap, delivery.backoff_initial_ms / 1000 * 2 ** (attempt - 1))
         delay = random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
         if retry_after_s is not None:
-            delay = max(delay, min(retry_after_s, cap))
+            delay = max(delay, min(retry_after_s, delivery.retry_after_max_ms / 1000))
         return delay
 
     async def _keep_claim(self, entries: list[_Entry], groups: list[_Group]) -> None:

@@ -6,6 +6,7 @@ scripted statuses first (e.g. ``[500, 200]``), and records every accepted delive
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -36,6 +37,10 @@ class WebhookReceiver:
     tolerance_s: int = 300
     requests: list[Received] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
+    retry_after: str | None = None
+    hang_first: bool = False
+    hanging: int = 0
+    times: list[float] = field(default_factory=list)
 
     @property
     def accepted(self) -> list[Received]:
@@ -81,11 +86,17 @@ class WebhookReceiver:
             if problem is not None:
                 self.invalid.append(problem)
                 return web.json_response({"error": problem}, status=401)
+            if self.hang_first:
+                self.hang_first = False
+                self.hanging += 1
+                await asyncio.sleep(3600)
             status = self.script.pop(0) if self.script else 200
+            self.times.append(time.monotonic())
             self.requests.append(
                 Received(headers.get("webhook-id", ""), status, json.loads(body), headers)
             )
-            return web.json_response({"ok": status < 300}, status=status)
+            headers_out = {"Retry-After": self.retry_after} if self.retry_after else None
+            return web.json_response({"ok": status < 300}, status=status, headers=headers_out)
 
         app = web.Application()
         app.router.add_post("/hook", hook)
