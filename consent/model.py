@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from consent.tcf import TCString
 
 
 class DenyReason(StrEnum):
@@ -58,8 +62,8 @@ class ConsentState:
     region: str | None = None
     collected_at: datetime | None = None
     expired: bool = False
-    vendor_consents: frozenset[int] | None = None
-    """TCF vendors with consent, when a TC string was given (``None``: no TCF signal)."""
+    tcf: TCString | None = None
+    """The decoded TC string, for per-vendor checks (``None``: no TCF signal)."""
 
     @property
     def denied(self) -> frozenset[str]:
@@ -77,3 +81,13 @@ class Verdict:
 
 
 ALLOWED = Verdict(allowed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredConsent:
+    """A subject's consent as stored (consent API or consent events): newest wins."""
+
+    granted: frozenset[str]
+    denied: frozenset[str]
+    source: str
+    updated_at: datetime

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
-from consent.model import ALLOWED, ConsentState, DenyReason, Verdict
+from consent.model import ALLOWED, ConsentState, DenyReason, StoredConsent, Verdict
+from consent.tcf import vendor_allowed
 
 DEFAULT_CATEGORIES = ("necessary", "functional", "analytics", "advertising", "personalization")
 
@@ -60,11 +62,15 @@ class ConsentPolicy:
 
 
 def evaluate(
-    state: ConsentState, requires: Iterable[str], vendor_id: int | None = None
+    state: ConsentState,
+    requires: Iterable[str],
+    vendor_id: int | None = None,
+    tcf_purposes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> Verdict:
     """Fail closed: every required category granted, none denied; else the first reason.
 
-    With a ``vendor_id`` and a TC string on the event, that TCF vendor must have consent too.
+    With a ``vendor_id`` and a TC string on the event, that TCF vendor must have consent for
+    the purposes of the required categories (``tcf_purposes``), publisher restrictions included.
     """
     required = tuple(requires)
     if not required:
@@ -80,10 +86,15 @@ def evaluate(
     for category in required:
         if category not in state.granted:
             return Verdict(False, DenyReason.NO_CONSENT, category)
-    if (
-        vendor_id is not None
-        and state.vendor_consents is not None
-        and vendor_id not in state.vendor_consents
-    ):
-        return Verdict(False, DenyReason.VENDOR_DENIED)
+    if vendor_id is not None and state.tcf is not None:
+        purposes = {p for c in required for p in (tcf_purposes or {}).get(c, ())}
+        if not vendor_allowed(state.tcf, vendor_id, purposes):
+            return Verdict(False, DenyReason.VENDOR_DENIED)
     return ALLOWED
+
+
+def withdrawn(stored: StoredConsent | None, requires: Iterable[str], since: datetime) -> bool:
+    """Whether a stored record newer than ``since`` denies one of ``requires`` (delivery check)."""
+    if stored is None or stored.updated_at <= since:
+        return False
+    return any(category in stored.denied for category in requires)

@@ -11,12 +11,33 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from consent.errors import DecodeError
-from consent.model import ConsentState, DenyReason, Signal
+from consent.iab import read_consent_mode, read_gpp, read_onetrust, read_tcf, read_us_privacy
+from consent.model import ConsentState, DenyReason, Signal, StoredConsent
 from consent.policy import ConsentPolicy, Missing
-from consent.signals import EXTRACTORS, Extractor, SignalReading, gpc_reading
+from consent.signals import (
+    Extractor,
+    SignalReading,
+    gpc_reading,
+    read_gpc_flag,
+    read_rudderstack,
+    read_segment,
+)
+
+EXTRACTORS: tuple[tuple[Signal, Extractor], ...] = (
+    (Signal.SEGMENT, read_segment),
+    (Signal.RUDDERSTACK, read_rudderstack),
+    (Signal.ONETRUST, read_onetrust),
+    (Signal.TCF, read_tcf),
+    (Signal.GPP, read_gpp),
+    (Signal.US_PRIVACY, read_us_privacy),
+    (Signal.CONSENT_MODE, read_consent_mode),
+    (Signal.GPC, read_gpc_flag),
+)
+"""Every in-event signal, in the order their readings are merged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,20 +63,22 @@ def merge(
     unparseable: Sequence[Signal],
     policy: ConsentPolicy,
     region: str | None,
+    *,
+    expired: bool = False,
 ) -> ConsentState:
     """Merge signal readings into one state; denials win, absence falls to the policy."""
     granted: set[str] = set()
     denied_by: dict[str, DenyReason] = {}
-    vendor_consents: frozenset[int] | None = None
+    tcf = None
     for reading in readings:
         for category, vote in reading.votes.items():
             if vote:
                 granted.add(category)
             elif category not in denied_by:
                 denied_by[category] = reading.deny_reason
-        if reading.vendor_consents is not None:
-            vendor_consents = reading.vendor_consents
-    no_choice = not any(r.cmp for r in readings) and not unparseable
+        if reading.tcf is not None:
+            tcf = reading.tcf
+    no_choice = not any(r.cmp for r in readings) and not unparseable and not expired
     if no_choice and policy.missing_for(region) is Missing.ALLOW:
         granted.update(policy.categories)
     granted.difference_update(denied_by)
@@ -67,7 +90,8 @@ def merge(
         gpc=any(r.gpc for r in readings),
         us_opt_out=any(r.us_opt_out for r in readings),
         region=region,
-        vendor_consents=vendor_consents,
+        expired=expired,
+        tcf=tcf,
     )
 
 
@@ -76,8 +100,18 @@ def resolve_consent(
     request: RequestSignals,
     policy: ConsentPolicy,
     extractors: Sequence[tuple[Signal, Extractor]] = EXTRACTORS,
+    *,
+    stored: StoredConsent | None = None,
+    event_time: datetime | None = None,
+    now: datetime | None = None,
 ) -> ConsentState:
-    """Every signal of an event and its request, merged under the policy."""
+    """Every signal of an event and its request, merged under the policy.
+
+    Stored consent (``stored``) is used when the event carries no CMP choice; when the event
+    does carry one, only a stored withdrawal newer than the event counts, and it wins. A stored
+    record older than ``max_age_days`` is expired: without another choice, nothing is granted
+    (``consent_expired``).
+    """
     readings: list[SignalReading] = []
     unparseable: list[Signal] = []
     for signal, extract in extractors:
@@ -90,4 +124,32 @@ def resolve_consent(
             readings.append(reading)
     if request.gpc and not any(r.gpc for r in readings):
         readings.append(gpc_reading(policy))
-    return merge(readings, unparseable, policy, region_of(context, request))
+    expired = False
+    if stored is not None:
+        has_choice = any(r.cmp for r in readings) or bool(unparseable)
+        limit = timedelta(days=policy.max_age_days)
+        if now is not None and stored.updated_at < now - limit:
+            expired = not has_choice
+        elif not has_choice:
+            readings.append(stored_reading(stored))
+        elif event_time is not None and stored.updated_at > event_time:
+            readings.append(withdrawal_reading(stored))
+    return merge(readings, unparseable, policy, region_of(context, request), expired=expired)
+
+
+def stored_reading(stored: StoredConsent) -> SignalReading:
+    """A stored record as a CMP choice."""
+    reading = SignalReading(Signal.STORED)
+    for category in stored.granted:
+        reading.vote(category, True)
+    for category in stored.denied:
+        reading.vote(category, False)
+    return reading
+
+
+def withdrawal_reading(stored: StoredConsent) -> SignalReading:
+    """Only the denials of a stored record newer than the event: they win."""
+    reading = SignalReading(Signal.STORED, deny_reason=DenyReason.CONSENT_WITHDRAWN)
+    for category in stored.denied:
+        reading.vote(category, False)
+    return reading

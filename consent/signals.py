@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consent.errors import CMPFormatError
 from consent.model import DenyReason, Signal
 from consent.policy import ConsentPolicy
+
+if TYPE_CHECKING:
+    from consent.tcf import TCString
 
 
 @dataclass(slots=True)
@@ -25,7 +28,7 @@ class SignalReading:
     deny_reason: DenyReason = DenyReason.CATEGORY_DENIED
     gpc: bool = False
     us_opt_out: bool = False
-    vendor_consents: frozenset[int] | None = None
+    tcf: TCString | None = None
     cmp: bool = True
     """True for a CMP choice (it replaces the ``missing`` policy); False for opt-outs only."""
 
@@ -98,11 +101,3 @@ def gpc_reading(policy: ConsentPolicy) -> SignalReading:
         for category in policy.gpc_denies:
             reading.vote(category, False)
     return reading
-
-
-EXTRACTORS: tuple[tuple[Signal, Extractor], ...] = (
-    (Signal.SEGMENT, read_segment),
-    (Signal.RUDDERSTACK, read_rudderstack),
-    (Signal.GPC, read_gpc_flag),
-)
-"""Every in-event signal, in the order their readings are merged."""

@@ -107,6 +107,7 @@ def plan(
                 facts=facts,
                 integrations=integrations,
                 suppressed=suppressed,
+                tcf_purposes=policy.tcf,
             )
         )
     return decisions
@@ -120,6 +121,7 @@ def _decide(
     facts: ConsentFacts,
     integrations: Any,
     suppressed: bool,
+    tcf_purposes: Mapping[str, tuple[int, ...]],
 ) -> Decision:
     if not destination.config.enabled:
         return Skip(destination, SkipReason.DESTINATION_DISABLED)
@@ -129,7 +131,9 @@ def _decide(
         return Skip(destination, SkipReason.EVENT_NOT_LISTED)
     if not integrations_allow(integrations, destination):
         return Skip(destination, SkipReason.INTEGRATIONS_DISABLED, "integrations object")
-    verdict = evaluate(consent, destination.requires, destination.config.tcf_vendor_id)
+    verdict = evaluate(
+        consent, destination.requires, destination.config.tcf_vendor_id, tcf_purposes
+    )
     if not verdict.allowed:
         assert verdict.reason is not None
         detail = f"category {verdict.category}" if verdict.category else ""
