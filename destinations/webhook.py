@@ -100,5 +100,6 @@ class WebhookConnector(Connector[WebhookSettings]):
             headers=headers,
             body=body,
             indices=tuple(range(len(batch))),
+            secrets=tuple(self.settings.headers.values()),
         )
         return Encoded(requests=[request])
