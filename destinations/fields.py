@@ -130,8 +130,9 @@ def _apply(node: _Node, value: Any, key: bytes) -> Any:
     if isinstance(value, list):
         if node.each is None:
             return value if node.whole else DROPPED
-        items = (_apply(node.each, item, key) for item in value)
-        return [item for item in items if item is not DROPPED]
+        results = (_apply(node.each, item, key) for item in value)
+        items = [item for item in results if item is not DROPPED]
+        return items if items or node.whole else DROPPED
     if isinstance(value, dict):
         out: dict[str, Any] = dict(value) if node.whole else {}
         for name, child in node.children.items():
@@ -182,5 +183,5 @@ def leaf_paths(value: Any, prefix: str = "") -> set[str]:
         paths = set()
         for item in value:
             paths |= leaf_paths(item, f"{prefix}[]")
-        return paths or {prefix}
+        return paths or {f"{prefix}[]"}
     return {prefix}
