@@ -7,6 +7,7 @@ Keys (all under ``rt:``):
 - ``rt:outbox:{destination}`` encoded requests of a ``dry_run`` destination (bounded)
 - ``rt:quarantine``          rejected input events, with code and path (bounded)
 - ``rt:suppressed``          hashed identifiers of erased subjects
+- ``rt:consent:*``           stored consent, by hashed subject (``consent.store``)
 
 What rests in a destination's queue is only what that destination may receive (the minimized
 payload), plus hashed subject ids for the re-checks at delivery.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +28,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from consent.store import subject_key
 from destinations.base import Delivery
 from router.errors import QueueUnavailableError
 
@@ -55,8 +56,8 @@ def outbox_key(destination_id: str) -> str:
 
 
 def subject_hash(identifier: str) -> str:
-    """How a subject id is stored in Redis: SHA-256 hex, never the id itself."""
-    return hashlib.sha256(identifier.strip().encode()).hexdigest()
+    """How a subject id is stored in Redis: SHA-256 hex (``consent.store.subject_key``)."""
+    return subject_key(identifier)
 
 
 class QueueItem(msgspec.Struct, frozen=True):

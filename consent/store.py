@@ -1,0 +1,449 @@
+"""Stored consent in Redis: one record per subject, a bounded history, a coherent local cache.
+
+Keys (hashed subject ids only, never the ids themselves):
+
+- ``rt:consent:{sha256}``      the subject's current record (JSON), expiring ``max_age_days``
+  after the consent's own timestamp
+- ``rt:consent-log:{sha256}``  the subject's history: a stream capped at the last
+  ``history_max`` applied changes, kept as proof of what was recorded and when
+- channel ``rt:consent:changed`` carries the hashed subject of every write and erasure
+
+A write is one Lua script (atomic per request): a record older than the stored one is ignored
+(newest wins), a subject in the suppression set (erased) gets no record back, and every applied
+change is appended to the history and published. Each process keeps an LRU cache of records,
+negative lookups included, and evicts a subject when its hash is published; while the
+subscription is down the cache is bypassed and cleared, so a withdrawal is seen by every process
+as soon as Redis delivers the message (milliseconds), and a hot subject costs no round trip.
+
+This is the I/O edge of the consent package: the rules stay in ``consent.resolve`` and
+``consent.policy``; ``merge_records`` is pure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from consent.model import StoredConsent
+
+log = logging.getLogger("consent.store")
+
+CHANNEL = "rt:consent:changed"
+HISTORY_MAX = 100
+CACHE_SIZE = 50_000
+
+
+def subject_key(identifier: str) -> str:
+    """How a subject id is stored in Redis: SHA-256 hex of the stripped id, never the id."""
+    return hashlib.sha256(identifier.strip().encode()).hexdigest()
+
+
+def record_key(subject: str) -> str:
+    """The record of a hashed subject."""
+    return f"rt:consent:{subject}"
+
+
+def history_key(subject: str) -> str:
+    """The change history of a hashed subject."""
+    return f"rt:consent-log:{subject}"
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRecord:
+    """One subject's stored consent."""
+
+    granted: frozenset[str]
+    denied: frozenset[str]
+    source: str
+    updated_at: datetime
+    """The consent's own timestamp (the CMP choice), never later than ``received_at``."""
+    received_at: datetime
+    expires_at: datetime
+
+    @classmethod
+    def build(
+        cls,
+        votes: dict[str, bool],
+        *,
+        source: str,
+        updated_at: datetime,
+        received_at: datetime,
+        max_age_days: int,
+    ) -> ConsentRecord:
+        """A record from category votes; a timestamp from the future is clamped to receipt."""
+        updated = min(updated_at, received_at)
+        return cls(
+            granted=frozenset(c for c, v in votes.items() if v),
+            denied=frozenset(c for c, v in votes.items() if not v),
+            source=source,
+            updated_at=updated,
+            received_at=received_at,
+            expires_at=updated + timedelta(days=max_age_days),
+        )
+
+    def consent(self) -> StoredConsent:
+        """What the resolver reads."""
+        return StoredConsent(self.granted, self.denied, self.source, self.updated_at)
+
+    def encode(self) -> str:
+        """The JSON stored under the record key."""
+        return json.dumps(
+            {
+                "granted": sorted(self.granted),
+                "denied": sorted(self.denied),
+                "source": self.source,
+                "updated_at_ms": _ms(self.updated_at),
+                "received_at_ms": _ms(self.received_at),
+                "expires_at_ms": _ms(self.expires_at),
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> ConsentRecord:
+        """A stored record; an unreadable one grants nothing (fail closed)."""
+        try:
+            data = json.loads(raw)
+            return cls(
+                granted=frozenset(str(c) for c in data["granted"]),
+                denied=frozenset(str(c) for c in data["denied"]),
+                source=str(data["source"]),
+                updated_at=_at(int(data["updated_at_ms"])),
+                received_at=_at(int(data["received_at_ms"])),
+                expires_at=_at(int(data["expires_at_ms"])),
+            )
+        except (ValueError, TypeError, KeyError, OverflowError):
+            log.warning("unreadable consent record; it grants nothing")
+            now = datetime.now(UTC)
+            return cls(frozenset(), frozenset(), "unreadable", now, now, now + timedelta(days=1))
+
+
+def merge_records(records: Iterable[ConsentRecord | None]) -> StoredConsent | None:
+    """A person's records (user id, anonymous id) as one: a denial wins, newest timestamp."""
+    present = [r for r in records if r is not None]
+    if not present:
+        return None
+    denied = frozenset().union(*(r.denied for r in present))
+    granted = frozenset().union(*(r.granted for r in present)) - denied
+    newest = max(present, key=lambda r: r.updated_at)
+    return StoredConsent(granted, denied, newest.source, newest.updated_at)
+
+
+class WriteOutcome(StrEnum):
+    """What a write did to one subject's record."""
+
+    WRITTEN = "written"
+    STALE = "stale"
+    """A newer record is stored: the write was ignored."""
+    SUPPRESSED = "suppressed"
+    """The subject was erased: nothing is stored for it any more."""
+    EXPIRED = "expired"
+    """The consent is older than ``max_age_days``: nothing to store."""
+
+
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """What an erasure removed (counts only)."""
+
+    consent_records: int
+    history_entries: int
+    newly_suppressed: int
+
+
+# KEYS: record and history key of each subject, then the suppression set when ARGV[1] is "1".
+# ARGV: guard flag, record JSON, updated_at ms, expires_at ms, history cap, channel, granted,
+# denied, source, received_at ms, then the hashed subjects.
+_WRITE = """
+local n = #ARGV - 10
+local guard = nil
+if ARGV[1] == '1' then guard = KEYS[2 * n + 1] end
+local out = {}
+for i = 1, n do
+  local subject = ARGV[10 + i]
+  local record, history = KEYS[2 * i - 1], KEYS[2 * i]
+  local outcome = 'written'
+  if guard and redis.call('SISMEMBER', guard, subject) == 1 then
+    outcome = 'suppressed'
+  else
+    local current = redis.call('GET', record)
+    if current then
+      local ok, stored = pcall(cjson.decode, current)
+      if ok and type(stored) == 'table' then
+        local at = tonumber(stored['updated_at_ms'])
+        if at and at > tonumber(ARGV[3]) then outcome = 'stale' end
+      end
+    end
+  end
+  if outcome == 'written' then
+    redis.call('SET', record, ARGV[2], 'PXAT', ARGV[4])
+    redis.call('XADD', history, 'MAXLEN', ARGV[5], '*', 'granted', ARGV[7], 'denied', ARGV[8],
+      'source', ARGV[9], 'updated_at_ms', ARGV[3], 'received_at_ms', ARGV[10])
+    redis.call('PEXPIREAT', history, ARGV[4])
+    redis.call('PUBLISH', ARGV[6], subject)
+  end
+  out[i] = outcome
+end
+return out
+"""
+
+_MISSING = object()
+
+
+class ConsentStore:
+    """Stored consent with a process-local cache kept coherent by pub/sub invalidation.
+
+    ``suppressed_key`` names the set of erased subjects (hashed): writes for them are refused
+    atomically, and ``erase`` adds to it. Call ``start`` before use and ``aclose`` at the end.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        suppressed_key: str | None = None,
+        cache_size: int = CACHE_SIZE,
+        history_max: int = HISTORY_MAX,
+        channel: str = CHANNEL,
+        ping_interval_s: float = 5.0,
+    ) -> None:
+        self._client = client
+        self._suppressed_key = suppressed_key
+        self._cache_size = cache_size
+        self._history_max = history_max
+        self._channel = channel
+        self._ping_interval_s = ping_interval_s
+        self._cache: OrderedDict[str, ConsentRecord | None] = OrderedDict()
+        self._live = asyncio.Event()
+        self._generation = 0
+        self._reading: Counter[str] = Counter()
+        self._dirty: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle and coherence -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Subscribe to invalidations (in the background: Redis may be down at start-up)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._listen(), name="consent-invalidations")
+
+    async def aclose(self) -> None:
+        """Stop listening and drop the cache."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._go_dark()
+
+    @property
+    def live(self) -> bool:
+        """Whether the cache is in use (the invalidation subscription is confirmed)."""
+        return self._live.is_set()
+
+    async def wait_live(self, timeout_s: float = 5.0) -> bool:
+        """Wait until the cache is in use; ``False`` after ``timeout_s``."""
+        try:
+            await asyncio.wait_for(self._live.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    @property
+    def cached(self) -> int:
+        """How many subjects (records or known absences) the cache holds."""
+        return len(self._cache)
+
+    def invalidate(self, subject: str) -> None:
+        """Forget a subject here (a read in flight for it will not be cached)."""
+        self._cache.pop(subject, None)
+        if self._reading[subject]:
+            self._dirty.add(subject)
+
+    def _go_live(self) -> None:
+        self._cache.clear()
+        self._generation += 1
+        self._live.set()
+
+    def _go_dark(self) -> None:
+        self._live.clear()
+        self._generation += 1
+        self._cache.clear()
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub: Any = self._client.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                await self._receive(pubsub)
+            except (RedisError, OSError) as exc:
+                if self.live:
+                    log.warning("consent invalidations lost", extra={"error": type(exc).__name__})
+                self._go_dark()
+                await asyncio.sleep(0.25)
+            finally:
+                self._go_dark()
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+
+    async def _receive(self, pubsub: Any) -> None:
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
+        pinged = False
+        while True:
+            message = await pubsub.get_message(timeout=self._ping_interval_s)
+            if message is None:
+                if loop.time() - heard < self._ping_interval_s:
+                    continue
+                if pinged:
+                    raise ConnectionError("no answer to the invalidation channel's ping")
+                await pubsub.ping()
+                pinged = True
+                continue
+            heard, pinged = loop.time(), False
+            kind = message.get("type")
+            if kind == "subscribe":
+                self._go_live()
+            elif kind == "message":
+                data = message.get("data")
+                self.invalidate(data.decode() if isinstance(data, bytes) else str(data))
+
+    def _remember(self, subject: str, record: ConsentRecord | None) -> None:
+        self._cache[subject] = record
+        self._cache.move_to_end(subject)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def lookup(self, subjects: Iterable[str]) -> dict[str, ConsentRecord | None]:
+        """Records of hashed subjects: cached ones free, the rest in one round trip (MGET)."""
+        now = datetime.now(UTC)
+        found: dict[str, ConsentRecord | None] = {}
+        misses: list[str] = []
+        live = self.live
+        for subject in dict.fromkeys(subjects):
+            hit = self._cache.get(subject, _MISSING) if live else _MISSING
+            if isinstance(hit, ConsentRecord) and hit.expires_at <= now:
+                self._cache.pop(subject, None)
+                hit = _MISSING
+            if hit is _MISSING:
+                misses.append(subject)
+            else:
+                self._cache.move_to_end(subject)
+                found[subject] = hit if isinstance(hit, ConsentRecord) else None
+        if not misses:
+            return found
+        generation = self._generation
+        self._reading.update(misses)
+        try:
+            values = await self._client.mget([record_key(s) for s in misses])
+            fresh = {s for s in misses if s not in self._dirty}
+        finally:
+            self._reading.subtract(misses)
+            for subject in misses:
+                if not self._reading[subject]:
+                    del self._reading[subject]
+                    self._dirty.discard(subject)
+        keep = live and self.live and generation == self._generation
+        for subject, raw in zip(misses, values, strict=True):
+            record = None if raw is None else ConsentRecord.decode(raw)
+            if record is not None and record.expires_at <= now:
+                record = None
+            found[subject] = record
+            if keep and subject in fresh:
+                self._remember(subject, record)
+        return found
+
+    async def get_hashed(self, subjects: Iterable[str]) -> StoredConsent | None:
+        """The merged stored consent of a person's hashed subject ids."""
+        return merge_records((await self.lookup(subjects)).values())
+
+    async def get(self, subject_ids: Iterable[str]) -> StoredConsent | None:
+        """The merged stored consent of a person's raw ids (user id, anonymous id...)."""
+        return await self.get_hashed(subject_key(i) for i in subject_ids if i.strip())
+
+    async def history(self, subject: str, count: int = HISTORY_MAX) -> list[dict[str, str]]:
+        """A hashed subject's recorded changes, newest first (proof)."""
+        entries = await self._client.xrevrange(history_key(subject), count=count)
+        return [
+            {"id": entry_id.decode(), **{k.decode(): v.decode() for k, v in fields.items()}}
+            for entry_id, fields in entries
+        ]
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def write(
+        self, subjects: Sequence[str], record: ConsentRecord
+    ) -> dict[str, WriteOutcome]:
+        """Store ``record`` for each hashed subject unless a newer one is there (one command)."""
+        subjects = list(dict.fromkeys(subjects))
+        if not subjects:
+            return {}
+        if record.expires_at <= datetime.now(UTC):
+            return dict.fromkeys(subjects, WriteOutcome.EXPIRED)
+        keys = [k for s in subjects for k in (record_key(s), history_key(s))]
+        if self._suppressed_key is not None:
+            keys.append(self._suppressed_key)
+        args = [
+            "1" if self._suppressed_key is not None else "0",
+            record.encode(),
+            _ms(record.updated_at),
+            _ms(record.expires_at),
+            self._history_max,
+            self._channel,
+            ",".join(sorted(record.granted)),
+            ",".join(sorted(record.denied)),
+            record.source,
+            _ms(record.received_at),
+            *subjects,
+        ]
+        outcomes = await self._client.eval(_WRITE, len(keys), *keys, *args)  # type: ignore[misc]
+        result: dict[str, WriteOutcome] = {}
+        for subject, outcome in zip(subjects, outcomes, strict=True):
+            result[subject] = WriteOutcome(outcome.decode())
+            if result[subject] is WriteOutcome.WRITTEN:
+                self.invalidate(subject)
+        return result
+
+    async def erase(self, subjects: Sequence[str]) -> Erased:
+        """Suppress the subjects, delete their records and histories, tell every process."""
+        subjects = list(dict.fromkeys(subjects))
+        if not subjects:
+            return Erased(0, 0, 0)
+        pipe = self._client.pipeline(transaction=True)
+        if self._suppressed_key is not None:
+            pipe.sadd(self._suppressed_key, *subjects)
+        for subject in subjects:
+            pipe.xlen(history_key(subject))
+            pipe.delete(record_key(subject))
+            pipe.delete(history_key(subject))
+            pipe.publish(self._channel, subject)
+        results = list(await pipe.execute())
+        suppressed = int(results.pop(0)) if self._suppressed_key is not None else 0
+        for subject in subjects:
+            self.invalidate(subject)
+        return Erased(
+            consent_records=sum(int(r) for r in results[1::4]),
+            history_entries=sum(int(r) for r in results[0::4]),
+            newly_suppressed=suppressed,
+        )
