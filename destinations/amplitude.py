@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 import aiohttp
@@ -70,6 +70,16 @@ from destinations.base import (
     send_request,
 )
 from destinations.errors import TransportError
+from destinations.payload import (
+    header,
+    id_text,
+    is_number,
+    json_object,
+    mapping,
+    millis,
+    pack,
+    path_value,
+)
 
 ENDPOINTS = {
     "us": "https://api2.amplitude.com/2/httpapi",
@@ -108,7 +118,6 @@ INVALID_IDS = frozenset(
 )
 """Ids Amplitude answers 400 to (compared lower-cased)."""
 RESERVED_EVENT_TYPES = frozenset({"$identify", "$groupidentify"})
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _CONTEXT_FIELDS: tuple[tuple[str, str], ...] = (
     ("ip", "context.ip"),
@@ -190,7 +199,7 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
             options = {"min_id_length": self.settings.min_id_length}
             tail += b',"options":' + msgspec.json.encode(options)
         tail += b"}"
-        groups, too_large = _pack(
+        groups, too_large = pack(
             encoded,
             overhead=len(head) + len(tail),
             max_events=self.settings.max_events_per_request,
@@ -236,7 +245,7 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
                 else self.settings.screen_event_type
             )
         elif delivery.type == "identify":
-            traits = _mapping(payload.get("traits"))
+            traits = mapping(payload.get("traits"))
             if not traits:
                 return Drop(0, "no_traits", "identify without traits sets nothing")
             event["event_type"] = "$identify"
@@ -244,37 +253,37 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
         else:
             return Drop(0, "unsupported_type", f"{delivery.type} is not sent to Amplitude")
 
-        event["time"] = _millis(delivery.timestamp)
+        event["time"] = millis(delivery.timestamp)
         event["insert_id"] = delivery.message_id[:MAX_STRING_CHARS]
 
         if delivery.type != "identify":
-            properties = dict(_mapping(payload.get("properties")))
-            name = _text(payload.get("name"))
+            properties = dict(mapping(payload.get("properties")))
+            name = id_text(payload.get("name"))
             if name and delivery.type in ("page", "screen"):
                 properties.setdefault("name", name)
             if properties:
                 event["event_properties"] = properties
-            user_properties = _mapping(_path(payload, "context.traits"))
+            user_properties = mapping(path_value(payload, "context.traits"))
             if user_properties:
                 event["user_properties"] = dict(user_properties)
             if delivery.type == "track":
-                revenue = _path(payload, "properties.revenue")
-                if _is_number(revenue):
+                revenue = path_value(payload, "properties.revenue")
+                if is_number(revenue):
                     event["revenue"] = revenue
-                    currency = _text(_path(payload, "properties.currency"))
+                    currency = id_text(path_value(payload, "properties.currency"))
                     if currency:
                         event["currency"] = currency.upper()
 
         for field, path in _CONTEXT_FIELDS:
-            value = _text(_path(payload, path))
+            value = id_text(path_value(payload, path))
             if value:
                 event[field] = value[:MAX_STRING_CHARS]
         for field, path in (
             ("location_lat", "context.location.latitude"),
             ("location_lng", "context.location.longitude"),
         ):
-            value = _path(payload, path)
-            if _is_number(value):
+            value = path_value(payload, path)
+            if is_number(value):
                 event[field] = value
         return event
 
@@ -282,7 +291,7 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
         ids: dict[str, str] = {}
         problems: list[str] = []
         for field, key in (("user_id", "userId"), ("device_id", "anonymousId")):
-            value = _text(payload.get(key))
+            value = id_text(payload.get(key))
             if value is None:
                 continue
             if value.lower() in INVALID_IDS or len(value) > MAX_STRING_CHARS:
@@ -303,13 +312,13 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
         """Amplitude's answer, with per-event failures for 400 and 429."""
         count = len(request.indices)
         if response.status == 400:
-            body = _json_object(response.body)
+            body = json_object(response.body)
             failed: dict[int, str] = {}
             for key, reason in (
                 ("events_with_invalid_fields", "invalid_field"),
                 ("events_with_missing_fields", "missing_field"),
             ):
-                for positions in _mapping(body.get(key)).values():
+                for positions in mapping(body.get(key)).values():
                     _mark(failed, positions, reason, count)
             _mark(failed, body.get("silenced_events"), "device_silenced", count)
             if failed:
@@ -326,8 +335,8 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
         if response.status == 413:
             return Outcome(kind="permanent", reason="payload_too_large")
         if response.status == 429:
-            body = _json_object(response.body)
-            retry_after = parse_retry_after(_header(response.headers, "retry-after"))
+            body = json_object(response.body)
+            retry_after = parse_retry_after(header(response.headers, "retry-after"))
             failed = self._over_quota(body, request)
             over: OutcomeKind = "permanent" if failed and len(failed) == count else "retry"
             return Outcome(
@@ -340,11 +349,11 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
 
     @staticmethod
     def _over_quota(body: Mapping[str, Any], request: HttpRequest) -> dict[int, str]:
-        users = _mapping(body.get("exceeded_daily_quota_users"))
-        devices = _mapping(body.get("exceeded_daily_quota_devices"))
+        users = mapping(body.get("exceeded_daily_quota_users"))
+        devices = mapping(body.get("exceeded_daily_quota_devices"))
         if not users and not devices:
             return {}
-        events = _json_object(request.body).get("events")
+        events = json_object(request.body).get("events")
         if not isinstance(events, list):
             return {}
         failed: dict[int, str] = {}
@@ -391,7 +400,7 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
         if kind != "ok":
             status = "retry" if kind == "retry" else "failed"
             return receipt | {"status": status, "reason": f"http_{response.status}"}
-        body = _json_object(response.body)
+        body = json_object(response.body)
         invalid = body.get("invalid_ids")
         return receipt | {
             "status": "scheduled",
@@ -418,82 +427,9 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
         )
 
 
-def _pack(
-    items: Sequence[tuple[int, bytes]], *, overhead: int, max_events: int, max_bytes: int
-) -> tuple[list[list[tuple[int, bytes]]], list[int]]:
-    """Group encoded events so that each body (``overhead`` + events + commas) fits the limits.
-
-    Returns the groups in order and the indices of events too large to fit even alone.
-    """
-    groups: list[list[tuple[int, bytes]]] = []
-    too_large: list[int] = []
-    current: list[tuple[int, bytes]] = []
-    size = overhead
-    for index, body in items:
-        if overhead + len(body) > max_bytes:
-            too_large.append(index)
-            continue
-        extra = len(body) + (1 if current else 0)
-        if current and (len(current) >= max_events or size + extra > max_bytes):
-            groups.append(current)
-            current, size, extra = [], overhead, len(body)
-        current.append((index, body))
-        size += extra
-    if current:
-        groups.append(current)
-    return groups, too_large
-
-
 def _mark(failed: dict[int, str], positions: Any, reason: str, count: int) -> None:
     if not isinstance(positions, list):
         return
     for position in positions:
         if isinstance(position, int) and not isinstance(position, bool) and 0 <= position < count:
             failed.setdefault(position, reason)
-
-
-def _path(payload: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = payload
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    return node
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _text(value: Any) -> str | None:
-    """A string id or label: strings as is, integers as digits, anything else absent."""
-    if isinstance(value, str):
-        return value if value.strip() else None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _millis(timestamp: datetime) -> int:
-    return (timestamp - _EPOCH) // timedelta(milliseconds=1)
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        decoded = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return {}
-    return decoded if isinstance(decoded, dict) else {}
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None

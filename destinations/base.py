@@ -16,7 +16,7 @@ import abc
 import email.utils
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
@@ -25,6 +25,7 @@ import msgspec
 from pydantic import BaseModel
 
 from destinations.errors import TransportError
+from destinations.payload import header
 
 
 class ConsentFacts(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -171,16 +172,9 @@ def outcome_from_status(response: HttpResponse) -> Outcome:
     kind = classify_status(response.status)
     retry_after = None
     if kind == "retry":
-        retry_after = parse_retry_after(_header(response.headers, "retry-after"))
+        retry_after = parse_retry_after(header(response.headers, "retry-after"))
     reason = "" if kind == "ok" else f"http_{response.status}"
     return Outcome(kind=kind, reason=reason, retry_after_s=retry_after)
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseModel)

@@ -38,6 +38,7 @@ from destinations.base import (
     Outcome,
     outcome_from_status,
 )
+from destinations.payload import finite_number, mapping, trait
 
 __all__ = ["GA4Connector", "GA4Settings", "ga4_event_name"]
 
@@ -321,8 +322,8 @@ class GA4Connector(Connector[GA4Settings]):
 
     def _params(self, delivery: Delivery, name: str) -> dict[str, Any]:
         payload = delivery.payload
-        properties = _mapping(payload.get("properties"))
-        page = _mapping(_mapping(payload.get("context")).get("page"))
+        properties = mapping(payload.get("properties"))
+        page = mapping(mapping(payload.get("context")).get("page"))
         standard: dict[str, Any] = {}
         consumed: set[str] = set()
         if delivery.type == "page":
@@ -375,7 +376,7 @@ class GA4Connector(Connector[GA4Settings]):
         else:
             products = properties.get("products")
             products = products if isinstance(products, list) else []
-            items = [it for p in products if (it := _item(_mapping(p))) is not None]
+            items = [it for p in products if (it := _item(mapping(p))) is not None]
         currency = properties.get("currency")
         if isinstance(currency, str) and _CURRENCY.fullmatch(currency.strip()):
             standard["currency"] = currency.strip().upper()
@@ -408,10 +409,10 @@ class GA4Connector(Connector[GA4Settings]):
 
     def _user_data(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         user_data: dict[str, Any] = {}
-        email = _trait(payload, "email")
+        email = trait(payload, "email")
         if isinstance(email, str) and (digest := hashing.hash_email(email, google=True)):
             user_data["sha256_email_address"] = [digest]
-        phone = _trait(payload, "phone")
+        phone = trait(payload, "phone")
         if isinstance(phone, str):
             code = self.settings.default_phone_country_code
             if digest := hashing.hash_phone(phone, code):
@@ -476,25 +477,13 @@ class GA4Connector(Connector[GA4Settings]):
 # --- pure helpers ------------------------------------------------------------------------
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _trait(payload: Mapping[str, Any], name: str) -> Any:
-    """A trait from ``traits`` (identify) or ``context.traits`` (every other call)."""
-    traits = _mapping(payload.get("traits"))
-    if name in traits:
-        return traits[name]
-    return _mapping(_mapping(payload.get("context")).get("traits")).get(name)
-
-
 def _google_address(payload: Mapping[str, Any]) -> dict[str, str]:
     address: dict[str, str] = {}
-    for field, trait in (("sha256_first_name", "firstName"), ("sha256_last_name", "lastName")):
-        value = _trait(payload, trait)
+    for field, name in (("sha256_first_name", "firstName"), ("sha256_last_name", "lastName")):
+        value = trait(payload, name)
         if isinstance(value, str) and (digest := hashing.hash_name(value)):
             address[field] = digest
-    place = _mapping(_trait(payload, "address"))
+    place = mapping(trait(payload, "address"))
     street = place.get("street")
     if isinstance(street, str) and (digest := hashing.hash_street_google(street)):
         address["sha256_street"] = digest
@@ -532,19 +521,13 @@ def _param_value(name: str, value: Any) -> str | int | float | None:
     return None
 
 
-def _number(value: Any) -> float | int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value if math.isfinite(value) else None
-
-
 def _money(properties: Mapping[str, Any], *, single: bool) -> float | int | None:
     for key in ("value", "total", "revenue"):
-        if (amount := _number(properties.get(key))) is not None:
+        if (amount := finite_number(properties.get(key))) is not None:
             return amount
-    price = _number(properties.get("price"))
+    price = finite_number(properties.get("price"))
     if single and price is not None:
-        quantity = _number(properties.get("quantity"))
+        quantity = finite_number(properties.get("quantity"))
         return round(price * (quantity if quantity is not None else 1), 6)
     return None
 
@@ -560,7 +543,7 @@ def _item(product: Mapping[str, Any]) -> dict[str, Any] | None:
         value = _param_value(param, product.get(prop))
         if value is None:
             continue
-        if param in ("price", "discount", "quantity", "index") and _number(value) is None:
+        if param in ("price", "discount", "quantity", "index") and finite_number(value) is None:
             continue
         item[param] = value
     if "item_id" not in item and "item_name" not in item:

@@ -37,6 +37,7 @@ from destinations.base import (
     outcome_from_status,
     parse_retry_after,
 )
+from destinations.payload import finite_number, header, mapping, trait
 
 __all__ = ["MetaCapiConnector", "MetaCapiSettings", "meta_event_name"]
 
@@ -188,7 +189,7 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
         reason = f"meta_error_{code or 'unknown'}" + (f"_{subcode}" if subcode else "")
         transient = error.get("is_transient") is True or response.status >= 500
         if transient or response.status in (408, 429) or int(code or 0) in RETRY_CODES:
-            retry_after = parse_retry_after(_header(response.headers, "retry-after"))
+            retry_after = parse_retry_after(header(response.headers, "retry-after"))
             return Outcome(kind="retry", reason=reason, retry_after_s=retry_after)
         return Outcome(kind="permanent", reason=reason)
 
@@ -213,8 +214,8 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
             "event_id": delivery.message_id,
             "action_source": self.settings.action_source,
         }
-        page = _mapping(_mapping(payload.get("context")).get("page"))
-        properties = _mapping(payload.get("properties"))
+        page = mapping(mapping(payload.get("context")).get("page"))
+        properties = mapping(payload.get("properties"))
         url = page.get("url", properties.get("url") if delivery.type == "page" else None)
         if _is_http_url(url):
             event["event_source_url"] = url
@@ -255,17 +256,17 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
         return name
 
     def _user_data(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        context = _mapping(payload.get("context"))
-        properties = _mapping(payload.get("properties"))
-        address = _mapping(_trait(payload, "address"))
+        context = mapping(payload.get("context"))
+        properties = mapping(payload.get("properties"))
+        address = mapping(trait(payload, "address"))
         phone_code = self.settings.default_phone_country_code
         hashed: tuple[tuple[str, Any, Callable[[str], str | None]], ...] = (
-            ("em", _trait(payload, "email"), hashing.hash_email),
-            ("ph", _trait(payload, "phone"), lambda v: hashing.hash_phone_meta(v, phone_code)),
-            ("fn", _trait(payload, "firstName"), hashing.hash_name),
-            ("ln", _trait(payload, "lastName"), hashing.hash_name),
-            ("ge", _trait(payload, "gender"), _hash_gender),
-            ("db", _trait(payload, "birthday"), _hash_birthday),
+            ("em", trait(payload, "email"), hashing.hash_email),
+            ("ph", trait(payload, "phone"), lambda v: hashing.hash_phone_meta(v, phone_code)),
+            ("fn", trait(payload, "firstName"), hashing.hash_name),
+            ("ln", trait(payload, "lastName"), hashing.hash_name),
+            ("ge", trait(payload, "gender"), _hash_gender),
+            ("db", trait(payload, "birthday"), _hash_birthday),
             ("ct", address.get("city"), hashing.hash_city_meta),
             ("st", address.get("state"), hashing.hash_city_meta),
             ("zp", address.get("postalCode"), hashing.hash_zip_meta),
@@ -319,18 +320,6 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
 # --- pure helpers ------------------------------------------------------------------------
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _trait(payload: Mapping[str, Any], name: str) -> Any:
-    """A trait from ``traits`` (identify) or ``context.traits`` (every other call)."""
-    traits = _mapping(payload.get("traits"))
-    if name in traits:
-        return traits[name]
-    return _mapping(_mapping(payload.get("context")).get("traits")).get(name)
-
-
 def _hash_gender(value: str) -> str | None:
     return hashing.hash_normalized(hashing.normalize_gender(value))
 
@@ -351,12 +340,6 @@ def _is_ip(value: str) -> bool:
     return True
 
 
-def _number(value: Any) -> float | int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value if math.isfinite(value) else None
-
-
 def _text(value: Any) -> str | None:
     if isinstance(value, bool):
         return None
@@ -371,7 +354,7 @@ def _custom_data(properties: Mapping[str, Any]) -> dict[str, Any]:
         (
             amount
             for key in ("value", "revenue", "total", "price")
-            if (amount := _number(properties.get(key))) is not None
+            if (amount := finite_number(properties.get(key))) is not None
         ),
         None,
     )
@@ -382,7 +365,7 @@ def _custom_data(properties: Mapping[str, Any]) -> dict[str, Any]:
         data["currency"] = currency.strip().upper()
     products = properties.get("products")
     if isinstance(products, list):
-        contents = [c for p in products if (c := _content(_mapping(p))) is not None]
+        contents = [c for p in products if (c := _content(mapping(p))) is not None]
     else:
         single = _content(properties)
         contents = [single] if single is not None else []
@@ -404,7 +387,7 @@ def _custom_data(properties: Mapping[str, Any]) -> dict[str, Any]:
             continue
         if isinstance(raw, bool):
             data[key] = raw
-        elif (number := _number(raw)) is not None:
+        elif (number := finite_number(raw)) is not None:
             data[key] = number
         elif isinstance(raw, str) and raw.strip():
             data[key] = raw.strip()
@@ -416,10 +399,10 @@ def _content(product: Mapping[str, Any]) -> dict[str, Any] | None:
     if content_id is None:
         return None
     content: dict[str, Any] = {"id": content_id}
-    quantity = _number(product.get("quantity"))
+    quantity = finite_number(product.get("quantity"))
     if quantity is not None and quantity == int(quantity) and quantity > 0:
         content["quantity"] = int(quantity)
-    price = _number(product.get("price"))
+    price = finite_number(product.get("price"))
     if price is not None:
         content["item_price"] = price
     return content
@@ -438,10 +421,3 @@ def _code(value: Any) -> str:
     """An error code as bounded digits for a metric label."""
     text = str(value) if isinstance(value, int) and not isinstance(value, bool) else ""
     return text if _DIGITS.fullmatch(text) else ""
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None

@@ -42,7 +42,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal, Self, TypeGuard
 from urllib.parse import urlencode
@@ -65,6 +65,7 @@ from destinations.base import (
     send_request,
 )
 from destinations.errors import TransportError
+from destinations.payload import id_text, json_object, mapping, millis, pack, path_value
 
 HOSTS = {
     "us": "https://api.mixpanel.com",
@@ -108,7 +109,6 @@ DISALLOWED_IDS = frozenset(
 )
 """Values Mixpanel refuses as ``distinct_id`` or ``$insert_id`` (compared lower-cased)."""
 INSERT_ID = re.compile(r"[A-Za-z0-9-]{1,36}")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _CONTEXT_PROPERTIES: tuple[tuple[str, str], ...] = (
     ("$current_url", "context.page.url"),
@@ -205,7 +205,7 @@ class MixpanelConnector(Connector[MixpanelSettings]):
                 dropped.append(Drop(index, event.reason, event.detail))
             else:
                 encoded.append((index, msgspec.json.encode(event)))
-        groups, too_large = _pack(
+        groups, too_large = pack(
             encoded,
             overhead=2,
             max_events=self.settings.max_events_per_request,
@@ -263,17 +263,17 @@ class MixpanelConnector(Connector[MixpanelSettings]):
                 return Drop(0, "invalid_id", "id on Mixpanel's list of disallowed ids")
             return Drop(0, "missing_id", "neither userId nor anonymousId")
 
-        properties: dict[str, Any] = dict(_mapping(payload.get("properties")))
-        page_name = _text(payload.get("name"))
+        properties: dict[str, Any] = dict(mapping(payload.get("properties")))
+        page_name = id_text(payload.get("name"))
         if page_name and delivery.type in ("page", "screen"):
             properties.setdefault("name", page_name)
         for key, path in _CONTEXT_PROPERTIES:
-            value = _text(_path(payload, path))
+            value = id_text(path_value(payload, path))
             if value:
                 properties[key] = value
-        ip = _text(_path(payload, "context.ip"))
+        ip = id_text(path_value(payload, "context.ip"))
         properties["ip"] = ip or 0
-        properties["time"] = _millis(delivery.timestamp)
+        properties["time"] = millis(delivery.timestamp)
         properties["distinct_id"] = distinct_id
         properties["$insert_id"] = insert_id(delivery.message_id)
         properties.pop("token", None)
@@ -288,7 +288,7 @@ class MixpanelConnector(Connector[MixpanelSettings]):
         """Mixpanel's answer; strict mode's ``failed_records`` become per-event failures."""
         count = len(request.indices)
         if response.status == 400:
-            body = _json_object(response.body)
+            body = json_object(response.body)
             failed: dict[int, str] = {}
             records = body.get("failed_records")
             for record in records if isinstance(records, list) else []:
@@ -342,7 +342,7 @@ class MixpanelConnector(Connector[MixpanelSettings]):
         if kind != "ok":
             status = "retry" if kind == "retry" else "failed"
             return receipt | {"status": status, "reason": f"http_{response.status}"}
-        results = _mapping(_json_object(response.body).get("results"))
+        results = mapping(json_object(response.body).get("results"))
         return receipt | {"status": "scheduled", "reason": "", "task_id": results.get("task_id")}
 
     def deletion_request(
@@ -371,7 +371,7 @@ def insert_id(message_id: str) -> str:
 
 
 def _usable_id(value: Any) -> str | None:
-    text = _text(value)
+    text = id_text(value)
     if text is None or text.lower() in DISALLOWED_IDS:
         return None
     return text
@@ -390,65 +390,3 @@ def _field_reason(field: Any) -> str:
     if name.endswith("insert_id"):
         return "invalid_insert_id"
     return "invalid_event"
-
-
-def _pack(
-    items: Sequence[tuple[int, bytes]], *, overhead: int, max_events: int, max_bytes: int
-) -> tuple[list[list[tuple[int, bytes]]], list[int]]:
-    """Group encoded events so that each body (``overhead`` + events + commas) fits the limits.
-
-    Returns the groups in order and the indices of events too large to fit even alone.
-    """
-    groups: list[list[tuple[int, bytes]]] = []
-    too_large: list[int] = []
-    current: list[tuple[int, bytes]] = []
-    size = overhead
-    for index, body in items:
-        if overhead + len(body) > max_bytes:
-            too_large.append(index)
-            continue
-        extra = len(body) + (1 if current else 0)
-        if current and (len(current) >= max_events or size + extra > max_bytes):
-            groups.append(current)
-            current, size, extra = [], overhead, len(body)
-        current.append((index, body))
-        size += extra
-    if current:
-        groups.append(current)
-    return groups, too_large
-
-
-def _path(payload: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = payload
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    return node
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _text(value: Any) -> str | None:
-    """A string id or label: strings as is, integers as digits, anything else absent."""
-    if isinstance(value, str):
-        return value if value.strip() else None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return None
-
-
-def _millis(timestamp: datetime) -> int:
-    return (timestamp - _EPOCH) // timedelta(milliseconds=1)
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        decoded = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return {}
-    return decoded if isinstance(decoded, dict) else {}

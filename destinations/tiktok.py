@@ -74,6 +74,7 @@ from destinations.base import (
     outcome_from_status,
 )
 from destinations.hashing import hash_email, hash_external_id, hash_phone
+from destinations.payload import id_text, is_number, mapping, pack, path_value
 
 ENDPOINT = "https://business-api.tiktok.com/open_api/v1.3/event/track/"
 MAX_EVENTS_PER_REQUEST = 1000
@@ -182,7 +183,7 @@ class TikTokConnector(Connector[TikTokSettings]):
             envelope["test_event_code"] = self.settings.test_event_code
         head = msgspec.json.encode(envelope)[:-1] + b',"data":['
         tail = b"]}"
-        groups, too_large = _pack(
+        groups, too_large = pack(
             encoded,
             overhead=len(head) + len(tail),
             max_events=self.settings.max_events_per_request,
@@ -228,7 +229,7 @@ class TikTokConnector(Connector[TikTokSettings]):
         page = {
             key: value
             for key, path in (("url", "context.page.url"), ("referrer", "context.page.referrer"))
-            if (value := _text(_path(payload, path)))
+            if (value := id_text(path_value(payload, path)))
         }
         if page:
             event["page"] = page
@@ -247,7 +248,7 @@ class TikTokConnector(Connector[TikTokSettings]):
         phone = _first_text(payload, ("context.traits.phone", "traits.phone", "properties.phone"))
         if phone and (hashed := hash_phone(phone, self.settings.default_phone_country_code)):
             user["phone"] = hashed
-        user_id = _text(payload.get("userId"))
+        user_id = id_text(payload.get("userId"))
         if user_id and (hashed := hash_external_id(user_id)):
             user["external_id"] = hashed
         for key, path in (
@@ -255,10 +256,10 @@ class TikTokConnector(Connector[TikTokSettings]):
             ("user_agent", "context.userAgent"),
             ("locale", "context.locale"),
         ):
-            if value := _text(_path(payload, path)):
+            if value := id_text(path_value(payload, path)):
                 user[key] = value
         ttclid = _first_text(payload, ("properties.ttclid", "context.ttclid")) or _url_param(
-            _text(_path(payload, "context.page.url")), "ttclid"
+            id_text(path_value(payload, "context.page.url")), "ttclid"
         )
         if ttclid:
             user["ttclid"] = ttclid
@@ -289,13 +290,13 @@ class TikTokConnector(Connector[TikTokSettings]):
 
 
 def _properties(delivery: Delivery) -> dict[str, Any]:
-    source = _mapping(delivery.payload.get("properties"))
+    source = mapping(delivery.payload.get("properties"))
     properties: dict[str, Any] = {}
     for key in ("value", "revenue", "total", "price"):
-        if _is_number(source.get(key)):
+        if is_number(source.get(key)):
             properties["value"] = source[key]
             break
-    if currency := _text(source.get("currency")):
+    if currency := id_text(source.get("currency")):
         properties["currency"] = currency.upper()
     if delivery.event in SINGLE_PRODUCT_EVENTS:
         products: list[Any] = [source]
@@ -307,7 +308,7 @@ def _properties(delivery: Delivery) -> dict[str, Any]:
         properties["contents"] = contents
         properties["content_type"] = "product"
     for key in ("query", "order_id"):
-        if value := _text(source.get(key)):
+        if value := id_text(source.get(key)):
             properties[key] = value
     return properties
 
@@ -316,7 +317,7 @@ def _content(product: Any) -> dict[str, Any] | None:
     if not isinstance(product, Mapping):
         return None
     content: dict[str, Any] = {}
-    content_id = _text(product.get("product_id")) or _text(product.get("sku"))
+    content_id = id_text(product.get("product_id")) or id_text(product.get("sku"))
     if content_id:
         content["content_id"] = content_id
     for key, field in (
@@ -324,38 +325,12 @@ def _content(product: Any) -> dict[str, Any] | None:
         ("category", "content_category"),
         ("brand", "brand"),
     ):
-        if value := _text(product.get(key)):
+        if value := id_text(product.get(key)):
             content[field] = value
     for key in ("price", "quantity"):
-        if _is_number(product.get(key)):
+        if is_number(product.get(key)):
             content[key] = product[key]
     return content or None
-
-
-def _pack(
-    items: Sequence[tuple[int, bytes]], *, overhead: int, max_events: int, max_bytes: int
-) -> tuple[list[list[tuple[int, bytes]]], list[int]]:
-    """Group encoded events so that each body (``overhead`` + events + commas) fits the limits.
-
-    Returns the groups in order and the indices of events too large to fit even alone.
-    """
-    groups: list[list[tuple[int, bytes]]] = []
-    too_large: list[int] = []
-    current: list[tuple[int, bytes]] = []
-    size = overhead
-    for index, body in items:
-        if overhead + len(body) > max_bytes:
-            too_large.append(index)
-            continue
-        extra = len(body) + (1 if current else 0)
-        if current and (len(current) >= max_events or size + extra > max_bytes):
-            groups.append(current)
-            current, size, extra = [], overhead, len(body)
-        current.append((index, body))
-        size += extra
-    if current:
-        groups.append(current)
-    return groups, too_large
 
 
 def _url_param(url: str | None, name: str) -> str | None:
@@ -367,34 +342,6 @@ def _url_param(url: str | None, name: str) -> str | None:
 
 def _first_text(payload: Mapping[str, Any], paths: Sequence[str]) -> str | None:
     for path in paths:
-        if value := _text(_path(payload, path)):
+        if value := id_text(path_value(payload, path)):
             return value
     return None
-
-
-def _path(payload: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = payload
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    return node
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _text(value: Any) -> str | None:
-    """A string id or label: strings as is, integers as digits, anything else absent."""
-    if isinstance(value, str):
-        return value if value.strip() else None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,106 @@
+"""Small helpers the connectors share for reading payloads and packing requests. Pure."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def mapping(value: Any) -> Mapping[str, Any]:
+    """The value if it is a mapping, else an empty one."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def path_value(payload: Mapping[str, Any], dotted: str) -> Any:
+    """The value at a dotted path, or ``None``."""
+    node: Any = payload
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
+def trait(payload: Mapping[str, Any], name: str) -> Any:
+    """A trait from ``traits`` (identify) or ``context.traits`` (every other call)."""
+    traits = mapping(payload.get("traits"))
+    if name in traits:
+        return traits[name]
+    return mapping(mapping(payload.get("context")).get("traits")).get(name)
+
+
+def id_text(value: Any) -> str | None:
+    """A string id or label: strings as is, integers as digits, anything else absent."""
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return None
+
+
+def is_number(value: Any) -> bool:
+    """An int or float, not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def finite_number(value: Any) -> float | int | None:
+    """A finite int or float (not a bool), else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def millis(timestamp: datetime) -> int:
+    """Unix time in milliseconds."""
+    return (timestamp - _EPOCH) // timedelta(milliseconds=1)
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A response body as a JSON object, or an empty dict."""
+    try:
+        decoded = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header value by lower-case name, whatever the case it was sent in."""
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def pack(
+    items: Sequence[tuple[int, bytes]], *, overhead: int, max_events: int, max_bytes: int
+) -> tuple[list[list[tuple[int, bytes]]], list[int]]:
+    """Group encoded events so that each body (``overhead`` + events + commas) fits the limits.
+
+    Returns the groups in order and the indices of events too large to fit even alone.
+    """
+    groups: list[list[tuple[int, bytes]]] = []
+    too_large: list[int] = []
+    current: list[tuple[int, bytes]] = []
+    size = overhead
+    for index, body in items:
+        if overhead + len(body) > max_bytes:
+            too_large.append(index)
+            continue
+        extra = len(body) + (1 if current else 0)
+        if current and (len(current) >= max_events or size + extra > max_bytes):
+            groups.append(current)
+            current, size, extra = [], overhead, len(body)
+        current.append((index, body))
+        size += extra
+    if current:
+        groups.append(current)
+    return groups, too_large
