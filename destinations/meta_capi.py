@@ -148,6 +148,11 @@ class MetaCapiSettings(BaseModel):
         return value
 
 
+REQUEST_WIDE_CODES = frozenset({10, 102, 190, 803})
+"""Graph errors about the token, permissions or the pixel itself: splitting the batch cannot
+help (200-299 are permission codes too)."""
+
+
 class MetaCapiConnector(Connector[MetaCapiSettings]):
     """Encodes deliveries as Conversions API ``/events`` requests."""
 
@@ -191,7 +196,9 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
         if transient or response.status in (408, 429) or int(code or 0) in RETRY_CODES:
             retry_after = parse_retry_after(header(response.headers, "retry-after"))
             return Outcome(kind="retry", reason=reason, retry_after_s=retry_after)
-        return Outcome(kind="permanent", reason=reason)
+        number = int(code or 0)
+        request_wide = number in REQUEST_WIDE_CODES or 200 <= number < 300
+        return Outcome(kind="permanent", reason=reason, event_specific=not request_wide)
 
     # --- one event -----------------------------------------------------------------------
 

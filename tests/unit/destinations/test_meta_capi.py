@@ -423,3 +423,20 @@ def test_is_transient_and_server_errors_retry() -> None:
     assert outcome(503).kind == "retry"
     assert outcome(429).kind == "retry"
     assert (outcome(404, "not json").kind, outcome(404).reason) == ("permanent", "http_404")
+
+
+def test_token_errors_are_not_bisected() -> None:
+    """An invalid token (code 190) fails the whole request without splitting the batch."""
+    connector = MetaCapiConnector("meta", MetaCapiSettings(pixel_id="1234567890", access_token="t"))
+    body = b'{"error": {"message": "bad token", "type": "OAuthException", "code": 190}}'
+    outcome = connector.interpret(HttpResponse(400, {}, body), _any_request())
+    assert outcome.kind == "permanent"
+    assert outcome.event_specific is False
+    bad_event = b'{"error": {"message": "x", "type": "OAuthException", "code": 100, "error_subcode": 2804003}}'
+    assert (
+        connector.interpret(HttpResponse(400, {}, bad_event), _any_request()).event_specific is True
+    )
+
+
+def _any_request() -> HttpRequest:
+    return HttpRequest(method="POST", url="https://x", headers={}, body=b"", indices=(0, 1))
