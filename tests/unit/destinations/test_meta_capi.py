@@ -432,7 +432,9 @@ def test_token_errors_are_not_bisected() -> None:
     outcome = connector.interpret(HttpResponse(400, {}, body), _any_request())
     assert outcome.kind == "permanent"
     assert outcome.event_specific is False
-    bad_event = b'{"error": {"message": "x", "type": "OAuthException", "code": 100, "error_subcode": 2804003}}'
+    bad_event = json.dumps(
+        {"error": {"message": "x", "type": "OAuthException", "code": 100, "error_subcode": 2804003}}
+    ).encode()
     assert (
         connector.interpret(HttpResponse(400, {}, bad_event), _any_request()).event_specific is True
     )
