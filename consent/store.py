@@ -396,15 +396,45 @@ class ConsentStore:
         self, subjects: Sequence[str], record: ConsentRecord
     ) -> dict[str, WriteOutcome]:
         """Store ``record`` for each hashed subject unless a newer one is there (one command)."""
-        subjects = list(dict.fromkeys(subjects))
-        if not subjects:
-            return {}
-        if record.expires_at <= datetime.now(UTC):
-            return dict.fromkeys(subjects, WriteOutcome.EXPIRED)
+        [outcomes] = await self.write_many([(subjects, record)])
+        return outcomes
+
+    async def write_many(
+        self, writes: Sequence[tuple[Sequence[str], ConsentRecord]]
+    ) -> list[dict[str, WriteOutcome]]:
+        """Several writes in one round trip (each one atomic), in order."""
+        results: list[dict[str, WriteOutcome]] = []
+        pipe = self._client.pipeline(transaction=False)
+        sent: list[tuple[list[str], dict[str, WriteOutcome]]] = []
+        now = datetime.now(UTC)
+        for subjects, record in writes:
+            unique = list(dict.fromkeys(subjects))
+            outcomes: dict[str, WriteOutcome] = {}
+            results.append(outcomes)
+            if record.expires_at <= now:
+                outcomes.update(dict.fromkeys(unique, WriteOutcome.EXPIRED))
+            elif unique:
+                keys, args = self._script_arguments(unique, record)
+                pipe.eval(_WRITE, len(keys), *keys, *args)
+                sent.append((unique, outcomes))
+        if not sent:
+            return results
+        replies = await pipe.execute()
+        for (subjects, outcomes), reply in zip(sent, replies, strict=True):
+            for subject, outcome in zip(subjects, reply, strict=True):
+                text = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+                outcomes[subject] = WriteOutcome(text)
+                if outcomes[subject] is WriteOutcome.WRITTEN:
+                    self.invalidate(subject)
+        return results
+
+    def _script_arguments(
+        self, subjects: list[str], record: ConsentRecord
+    ) -> tuple[list[str], list[str | int]]:
         keys = [k for s in subjects for k in (record_key(s), history_key(s))]
         if self._suppressed_key is not None:
             keys.append(self._suppressed_key)
-        args = [
+        args: list[str | int] = [
             "1" if self._suppressed_key is not None else "0",
             record.encode(),
             _ms(record.updated_at),
@@ -417,13 +447,7 @@ class ConsentStore:
             _ms(record.received_at),
             *subjects,
         ]
-        outcomes = await self._client.eval(_WRITE, len(keys), *keys, *args)  # type: ignore[misc]
-        result: dict[str, WriteOutcome] = {}
-        for subject, outcome in zip(subjects, outcomes, strict=True):
-            result[subject] = WriteOutcome(outcome.decode())
-            if result[subject] is WriteOutcome.WRITTEN:
-                self.invalidate(subject)
-        return result
+        return keys, args
 
     async def erase(self, subjects: Sequence[str]) -> Erased:
         """Suppress the subjects, delete their records and histories, tell every process."""

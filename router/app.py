@@ -1,7 +1,8 @@
 """The aiohttp application: ``create_app(settings, routing)``.
 
-Routes: ``POST /v1/{type}`` (and ``/v1/batch``, the one-letter aliases), CORS preflight,
-``GET /healthz``, ``GET /readyz``, ``GET /metrics``. Redis, the group-commit enqueuer and the
+Routes: ``POST /v1/{type}`` (and ``/v1/batch``, the one-letter aliases), ``POST /v1/consent``,
+``POST /admin/erase``, CORS preflight, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
+Redis, the consent store (and its cache invalidations), the group-commit enqueuer and the
 delivery workers are started and stopped together in one ``cleanup_ctx``; SIGHUP reloads the
 routing file (a reload that fails keeps the running configuration).
 """
@@ -19,12 +20,15 @@ from pathlib import Path
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from consent.store import ConsentStore
 from router.config import Routing, load_routing
 from router.errors import ConfigError
 from router.http import PREFLIGHT_HEADERS, HttpError, cors_headers, error_response, json_response
 from router.ingest import STATE, AppState, ingest
-from router.queue import Enqueuer, connect
+from router.privacy import post_consent, post_erase
+from router.queue import SUPPRESSED, Enqueuer, connect
 from router.settings import Settings
+from router.stored_consent import consent_recheck
 from router.telemetry import Stats
 from router.worker import WorkerOptions, WorkerPool
 
@@ -107,21 +111,26 @@ def create_app(
     # auto_decompress off: bodies are inflated by router.http.inflate, bounded, with our codes.
     app = web.Application(middlewares=[errors, cors], handler_args={"auto_decompress": False})
     client = connect(settings.redis_url, settings.redis_timeout_ms)
+    store = ConsentStore(client, suppressed_key=SUPPRESSED)
     state = AppState(
         settings=settings,
         routing=routing,
         redis=client,
         enqueuer=Enqueuer(client),
         stats=Stats(),
+        consent=store,
     )
     app[STATE] = state
     options = worker_options or WorkerOptions(consumer=default_consumer(settings))
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         state.enqueuer.start()
+        await store.start()
         pool: WorkerPool | None = None
         if workers:
-            pool = WorkerPool(client, state.routing.destinations, options, state.stats)
+            pool = WorkerPool(
+                client, state.routing.destinations, options, state.stats, consent_recheck(store)
+            )
             await pool.start()
             app[WORKERS] = pool
         _install_reload(app, settings, options, workers=workers)
@@ -129,10 +138,13 @@ def create_app(
         if WORKERS in app:
             await app[WORKERS].stop(settings.shutdown_timeout_s)
         await state.enqueuer.close()
+        await store.aclose()
         await client.aclose()
 
     app.cleanup_ctx.append(resources)
+    app.router.add_post("/v1/consent", post_consent)  # before /v1/{kind}, which would match
     app.router.add_post("/v1/{kind}", ingest)
+    app.router.add_post("/admin/erase", post_erase)
     app.router.add_route("OPTIONS", "/v1/{kind}", healthz)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -159,7 +171,8 @@ async def reload_routing(
     state.routing = routing
     if workers:
         old = app[WORKERS]
-        pool = WorkerPool(state.redis, routing.destinations, options, state.stats)
+        recheck = consent_recheck(state.consent) if state.consent is not None else None
+        pool = WorkerPool(state.redis, routing.destinations, options, state.stats, recheck)
         await old.stop(settings.shutdown_timeout_s)
         await pool.start()
         app[WORKERS] = pool

@@ -6,6 +6,10 @@
     router explain [--config PATH] --event FILE [--consent JSON] [--header 'Sec-GPC: 1'] [--json]
     router outbox DESTINATION [--config PATH] [--limit N]
     router dlq list DESTINATION [--limit N]
+    router erase [ID...] [--user-id U] [--anonymous-id A] [--email E] [--config PATH]
+
+``router erase`` does what ``POST /admin/erase`` does, directly against Redis (bare ids are
+user ids and anonymous ids both) and prints the receipt as JSON (hashes and counts only).
 
 Every command reads the routing file from ``--config``, else ``ROUTER_CONFIG``, else
 ``config/router.yaml``. Exit codes: 0 fine, 1 invalid configuration or input, 2 usage.
@@ -137,7 +141,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run only the delivery workers."""
     import signal  # noqa: PLC0415
 
+    from consent.store import ConsentStore  # noqa: PLC0415
     from router.app import default_consumer  # noqa: PLC0415
+    from router.queue import SUPPRESSED  # noqa: PLC0415
+    from router.stored_consent import consent_recheck  # noqa: PLC0415
     from router.telemetry import Stats  # noqa: PLC0415
     from router.worker import WorkerOptions, WorkerPool  # noqa: PLC0415
 
@@ -151,11 +158,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         client = connect(settings.redis_url, settings.redis_timeout_ms)
+        store = ConsentStore(client, suppressed_key=SUPPRESSED)
+        await store.start()
         pool = WorkerPool(
             client,
             routing.destinations,
             WorkerOptions(consumer=default_consumer(settings)),
             Stats(),
+            consent_recheck(store),
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -165,9 +175,48 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"router worker: {len(routing.destinations)} destination(s)", file=sys.stderr)
         await stop.wait()
         await pool.stop(settings.shutdown_timeout_s)
+        await store.aclose()
         await client.aclose()
 
     _run(main())
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    """Erase a person (stored consent, suppression, destination deletions); print the receipt."""
+    from consent.store import ConsentStore  # noqa: PLC0415
+    from router.erasure import Identifiers, erase  # noqa: PLC0415
+    from router.queue import SUPPRESSED  # noqa: PLC0415
+
+    settings = _settings(args)
+    try:
+        routing = _routing(settings)
+    except ConfigError as error:
+        _print_problems(Path(settings.config), error)
+        return 1
+    identifiers = Identifiers.of(
+        [*args.ids, *(args.user_id or [])],
+        [*args.ids, *(args.anonymous_id or [])],
+        args.email or [],
+    )
+    if not identifiers.count:
+        print("give at least one identifier", file=sys.stderr)
+        return 2
+
+    async def run() -> dict[str, Any]:
+        client = connect(settings.redis_url, settings.redis_timeout_ms)
+        try:
+            store = ConsentStore(client, suppressed_key=SUPPRESSED)
+            return await erase(client, store, routing, identifiers)
+        finally:
+            await client.aclose()
+
+    try:
+        receipt = asyncio.run(run())
+    except (OSError, RedisError) as exc:
+        print(f"cannot reach Redis: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    print(json.dumps({"success": True, "receipt": receipt}, sort_keys=True))
     return 0
 
 
@@ -340,6 +389,14 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_list.add_argument("--config")
     dlq_list.add_argument("--limit", type=int, default=20)
     dlq_list.set_defaults(func=cmd_dlq)
+
+    erase_cmd = commands.add_parser("erase", help="erase a person: consent, queue, destinations")
+    erase_cmd.add_argument("ids", nargs="*", help="ids to erase as user id and anonymous id")
+    erase_cmd.add_argument("--user-id", action="append")
+    erase_cmd.add_argument("--anonymous-id", action="append")
+    erase_cmd.add_argument("--email", action="append")
+    erase_cmd.add_argument("--config")
+    erase_cmd.set_defaults(func=cmd_erase)
     return parser
 
 

@@ -7,6 +7,7 @@ answer. The 200 is sent only after Redis has the writes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import uuid
@@ -21,6 +22,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from consent.resolve import RequestSignals, resolve_consent
+from consent.store import ConsentRecord, ConsentStore, merge_records
 from router import jsonscan
 from router.config import Routing, SourceConfig
 from router.errors import QueueUnavailableError
@@ -50,6 +52,7 @@ from router.schema import (
     error_text,
 )
 from router.settings import Settings
+from router.stored_consent import consent_update
 from router.telemetry import Stats
 
 
@@ -65,6 +68,8 @@ class AppState:
     max_inflight: int = 2048
     inflight: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    consent: ConsentStore | None = None
+    """Stored consent (``None``: events carry their own consent only)."""
 
 
 STATE = web.AppKey("state", AppState)
@@ -199,7 +204,7 @@ def request_signals(request: web.Request, geo_header: str | None) -> RequestSign
     return RequestSignals(gpc=gpc, region=region.strip() if region else None)
 
 
-def _authenticate(routing: Routing, request: web.Request, body_key: str | None) -> SourceConfig:
+def authenticate(routing: Routing, request: web.Request, body_key: str | None) -> SourceConfig:
     header_key = basic_auth_key(request.headers.get("Authorization"))
     for key in (header_key, body_key, request.query.get("writeKey")):
         if key:
@@ -236,10 +241,10 @@ async def _ingest(
     routing = state.routing
     limits = routing.file.limits
     if basic_auth_key(request.headers.get("Authorization")):
-        _authenticate(routing, request, None)
+        authenticate(routing, request, None)
     body = await read_body(request, limits.max_request_bytes)
     parsed = parse_body(body, route_type, limits.max_event_bytes)
-    source = _authenticate(routing, request, parsed.write_key)
+    source = authenticate(routing, request, parsed.write_key)
     route = "batch" if route_type is None else route_type.value
     received_at = datetime.now(UTC)
     event_limits = Limits(max_string_chars=limits.max_string_chars, max_depth=limits.max_depth)
@@ -318,21 +323,34 @@ async def _plan_writes(
 ) -> list[Write]:
     routing = state.routing
     subjects = {e.message_id: tuple(subject_hash(i) for i in e.subject_ids) for _, e in events}
-    suppressed: set[str] = set()
     all_hashes = sorted({h for hashes in subjects.values() for h in hashes})
-    if all_hashes:
-        found = await state.redis.smismember(SUPPRESSED, all_hashes)  # type: ignore[misc]
-        suppressed = {h for h, hit in zip(all_hashes, found, strict=True) if hit}
+    suppressed, records = await _lookups(state, all_hashes)
     writes: list[Write] = []
+    updates: list[tuple[tuple[str, ...], ConsentRecord]] = []
     for _, event in events:
-        consent = resolve_consent(event.data.get("context") or {}, signals, routing.policy)
         hashes = subjects[event.message_id]
+        is_suppressed = any(h in suppressed for h in hashes)
+        consent = resolve_consent(
+            event.data.get("context") or {},
+            signals,
+            routing.policy,
+            stored=merge_records(records.get(h) for h in hashes),
+            event_time=event.timestamp,
+            now=event.received_at,
+        )
+        update = None if is_suppressed else consent_update(event, routing.policy)
+        if update is not None:
+            updates.append((hashes, update))
+            for h in hashes:  # later events of this request see the new choice
+                known = records.get(h)
+                if known is None or known.updated_at <= update.updated_at:
+                    records[h] = update
         decisions = plan(
             event,
             consent,
             routing.destinations,
             routing.policy,
-            suppressed=any(h in suppressed for h in hashes),
+            suppressed=is_suppressed,
         )
         for decision in decisions:
             if isinstance(decision, Deliver):
@@ -352,7 +370,32 @@ async def _plan_writes(
                     reason=decision.reason.value,
                     stage="ingest",
                 )
+    if updates and state.consent is not None:
+        await state.consent.write_many(updates)
+        state.stats.add("router_consent_writes_total", amount=len(updates), route="event")
     return writes
+
+
+async def _lookups(
+    state: AppState, hashes: list[str]
+) -> tuple[set[str], dict[str, ConsentRecord | None]]:
+    """Suppressed subjects and stored consent, concurrently (at most one round trip each)."""
+    if not hashes:
+        return set(), {}
+
+    async def suppressed() -> set[str]:
+        found = await state.redis.smismember(SUPPRESSED, hashes)  # type: ignore[misc]
+        return {h for h, hit in zip(hashes, found, strict=True) if hit}
+
+    async def stored() -> dict[str, ConsentRecord | None]:
+        return {} if state.consent is None else await state.consent.lookup(hashes)
+
+    found, records = await asyncio.gather(suppressed(), stored(), return_exceptions=True)
+    if isinstance(found, BaseException):
+        raise found
+    if isinstance(records, BaseException):
+        raise records
+    return found, records
 
 
 def _quarantine(

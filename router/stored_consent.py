@@ -1,0 +1,161 @@
+"""The router's use of the consent store: consent events, the consent API body, the re-check.
+
+- ``consent_update``: the reserved track events ``Segment Consent Preference Updated`` (and the
+  older ``Segment Consent Preference``) carry the user's new choice in
+  ``context.consent.categoryPreferences``; it becomes a stored record (malformed: no write).
+- ``parse_consent_body``: ``POST /v1/consent`` bodies, validated once, ids hashed.
+- ``consent_recheck``: the delivery worker's hook: a stored withdrawal newer than the event
+  skips the send with ``consent_withdrawn``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+
+from consent.errors import DecodeError
+from consent.model import DenyReason
+from consent.policy import ConsentPolicy, withdrawn
+from consent.signals import read_segment
+from consent.store import ConsentRecord, ConsentStore, subject_key
+from router.http import HttpError
+from router.queue import QueueItem
+from router.sanitize import Event
+from router.schema import EventType, error_path, error_text
+from router.worker import Recheck
+
+RESERVED_EVENTS = frozenset({"Segment Consent Preference Updated", "Segment Consent Preference"})
+SOURCE_EVENT = "segment_event"
+SOURCE_API = "api"
+_SOURCE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+
+Id = Annotated[str, msgspec.Meta(max_length=512)]
+
+
+def consent_update(event: Event, policy: ConsentPolicy) -> ConsentRecord | None:
+    """The stored record a reserved consent event asks for; ``None`` for any other event."""
+    if event.type is not EventType.TRACK or event.name not in RESERVED_EVENTS:
+        return None
+    context = event.data.get("context")
+    if not isinstance(context, dict):
+        return None
+    try:
+        reading = read_segment(context, policy)
+    except DecodeError:
+        return None
+    if reading is None or not reading.votes:
+        return None
+    return ConsentRecord.build(
+        reading.votes,
+        source=SOURCE_EVENT,
+        updated_at=event.timestamp,
+        received_at=event.received_at,
+        max_age_days=policy.max_age_days,
+    )
+
+
+class ConsentBody(msgspec.Struct, frozen=True):
+    """``POST /v1/consent``: whose consent, the category choices, when, from where."""
+
+    categories: dict[Annotated[str, msgspec.Meta(max_length=128)], bool]
+    user_id: Id | int | None = msgspec.field(default=None, name="userId")
+    anonymous_id: Id | int | None = msgspec.field(default=None, name="anonymousId")
+    timestamp: str | None = None
+    source: str | None = None
+    write_key: str | None = msgspec.field(default=None, name="writeKey")
+
+
+_BODY_DECODER = msgspec.json.Decoder(ConsentBody)
+_KEY_DECODER = msgspec.json.Decoder(dict[str, Any])
+
+
+def body_write_key(body: bytes) -> str | None:
+    """The ``writeKey`` member of a body, if any (for authentication before validation)."""
+    try:
+        key = _KEY_DECODER.decode(body).get("writeKey")
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    return key if isinstance(key, str) else None
+
+
+def parse_consent_body(
+    body: bytes, policy: ConsentPolicy, received_at: datetime
+) -> tuple[list[str], ConsentRecord]:
+    """Hashed subject ids and the record to store; ``HttpError`` 400 when invalid."""
+    try:
+        parsed = _BODY_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        raise HttpError(400, "invalid_field", error_text(text), path=error_path(text)) from exc
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise HttpError(400, "invalid_json", "the body is not valid JSON") from exc
+    ids = [str(i).strip() for i in (parsed.user_id, parsed.anonymous_id) if i is not None]
+    ids = [i for i in ids if i]
+    if not ids:
+        raise HttpError(400, "missing_identity", "userId or anonymousId is required", path="userId")
+    votes: dict[str, bool] = {}
+    for cmp_id, granted in parsed.categories.items():
+        category = policy.category_of(cmp_id)
+        if category is not None:
+            votes[category] = votes.get(category, True) and granted
+    if not votes:
+        raise HttpError(
+            400,
+            "unknown_categories",
+            "no key of `categories` is a configured category or category id",
+            path="categories",
+        )
+    source = SOURCE_API if parsed.source is None else parsed.source
+    if not _SOURCE.match(source):
+        raise HttpError(400, "invalid_source", "source: up to 32 of a-z 0-9 _ . -", path="source")
+    updated_at = received_at if parsed.timestamp is None else _timestamp(parsed.timestamp)
+    record = ConsentRecord.build(
+        votes,
+        source=source,
+        updated_at=updated_at,
+        received_at=received_at,
+        max_age_days=policy.max_age_days,
+    )
+    if record.expires_at <= received_at:
+        raise HttpError(
+            400,
+            "consent_expired",
+            f"the timestamp is older than max_age_days ({policy.max_age_days})",
+            path="timestamp",
+        )
+    return [subject_key(i) for i in dict.fromkeys(ids)], record
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise HttpError(
+            400, "invalid_timestamp", "expected an ISO 8601 timestamp", path="timestamp"
+        ) from exc
+
+
+def consent_recheck(store: ConsentStore) -> Recheck:
+    """The delivery re-check: a stored withdrawal newer than the event wins.
+
+    "Newer" is compared with the earlier of the event's own time and its acceptance: a denial
+    recorded after either was not known to the ingest decision (which already applied every
+    stored denial newer than the event time), so it wins now.
+    """
+
+    async def recheck(item: QueueItem) -> str | None:
+        if item.accepted_at is None or not item.subjects or not item.requires:
+            return None
+        stored = await store.get_hashed(item.subjects)
+        since = min(item.accepted_at, item.delivery.timestamp)
+        if withdrawn(stored, item.requires, since):
+            return DenyReason.CONSENT_WITHDRAWN.value
+        return None
+
+    return recheck
