@@ -166,6 +166,7 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
     """Amplitude HTTP V2 API."""
 
     type_name: ClassVar[str] = "amplitude"
+    identifier_fields: ClassVar[Mapping[str, str]] = {"context.ip": "ip"}
     settings_model: ClassVar[type[BaseModel]] = AmplitudeSettings
     required_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("userId", "anonymousId"),)
     max_batch_size: ClassVar[int] = 1000

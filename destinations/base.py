@@ -16,7 +16,7 @@ import abc
 import email.utils
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
@@ -199,6 +199,9 @@ class Connector(abc.ABC, Generic[SettingsT]):
     """A permanent failure of a multi-event request means one event is bad: bisect to find it."""
     forward_traceparent: ClassVar[bool] = False
     """Send the W3C ``traceparent`` header (webhooks yes, third-party ad platforms no)."""
+    identifier_fields: ClassVar[Mapping[str, str]] = {}
+    """Payload paths this connector reads as identifiers of a kind (``email``, ``phone``,
+    ``ip``) and normalizes or hashes itself: the PII safety net lets that kind through there."""
 
     def __init__(self, destination_id: str, settings: SettingsT) -> None:
         self.destination_id = destination_id

@@ -88,11 +88,22 @@ class Allowlist:
     root: _Node
     tokenize_key: bytes
     transformed_paths: frozenset[str]
+    fields: tuple[str, ...] = ()
 
     def apply(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """The event reduced to the allowed fields, transforms applied."""
         result = _apply(self.root, event, self.tokenize_key)
         return result if isinstance(result, dict) else {}
+
+    def rule_for(self, path: str) -> str:
+        """The listed path that let ``path`` through (bounded: a metric label), or ``other``."""
+        best = ""
+        for rule in self.fields:
+            if (path == rule or path.startswith((rule + ".", rule + "["))) and len(rule) > len(
+                best
+            ):
+                best = rule
+        return best or "other"
 
 
 def compile_allowlist(
@@ -101,6 +112,7 @@ def compile_allowlist(
     tokenize_key: bytes = b"",
 ) -> Allowlist:
     """Build the tree once; raises ``FieldPathError`` on a bad path."""
+    fields = tuple(fields)
     root = _Node()
     for path in fields:
         _insert(root, parse_path(path)).whole = True
@@ -108,7 +120,10 @@ def compile_allowlist(
     for path, transform in transforms.items():
         _insert(root, parse_path(path)).transform = Transform(transform)
     transformed = frozenset(p for p, t in transforms.items() if t is not Transform.DROP)
-    return Allowlist(root=root, tokenize_key=tokenize_key, transformed_paths=transformed)
+    listed = tuple(dict.fromkeys([*fields, *transforms]))
+    return Allowlist(
+        root=root, tokenize_key=tokenize_key, transformed_paths=transformed, fields=listed
+    )
 
 
 def _insert(root: _Node, parts: tuple[tuple[str, bool], ...]) -> _Node:

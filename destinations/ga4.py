@@ -221,6 +221,13 @@ class GA4Connector(Connector[GA4Settings]):
     """Encodes deliveries as Measurement Protocol requests."""
 
     type_name: ClassVar[str] = "ga4"
+    identifier_fields: ClassVar[Mapping[str, str]] = {
+        "traits.email": "email",
+        "context.traits.email": "email",
+        "traits.phone": "phone",
+        "context.traits.phone": "phone",
+        "context.ip": "ip",
+    }
     settings_model: ClassVar[type[BaseModel]] = GA4Settings
     required_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("anonymousId",),)
     max_batch_size: ClassVar[int] = MAX_EVENTS_PER_REQUEST

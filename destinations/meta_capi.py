@@ -157,6 +157,13 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
     """Encodes deliveries as Conversions API ``/events`` requests."""
 
     type_name: ClassVar[str] = "meta_capi"
+    identifier_fields: ClassVar[Mapping[str, str]] = {
+        "traits.email": "email",
+        "context.traits.email": "email",
+        "traits.phone": "phone",
+        "context.traits.phone": "phone",
+        "context.ip": "ip",
+    }
     settings_model: ClassVar[type[BaseModel]] = MetaCapiSettings
     max_batch_size: ClassVar[int] = MAX_EVENTS_PER_REQUEST
     split_on_rejection: ClassVar[bool] = True

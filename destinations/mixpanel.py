@@ -42,7 +42,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal, Self, TypeGuard
 from urllib.parse import urlencode
@@ -173,6 +173,7 @@ class MixpanelConnector(Connector[MixpanelSettings]):
     """Mixpanel ``/import`` in strict mode."""
 
     type_name: ClassVar[str] = "mixpanel"
+    identifier_fields: ClassVar[Mapping[str, str]] = {"context.ip": "ip"}
     settings_model: ClassVar[type[BaseModel]] = MixpanelSettings
     required_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("userId", "anonymousId"),)
     max_batch_size: ClassVar[int] = MAX_EVENTS_PER_REQUEST

@@ -140,6 +140,13 @@ class TikTokConnector(Connector[TikTokSettings]):
     """TikTok Events API 2.0, web events."""
 
     type_name: ClassVar[str] = "tiktok"
+    identifier_fields: ClassVar[Mapping[str, str]] = {
+        "traits.email": "email",
+        "context.traits.email": "email",
+        "traits.phone": "phone",
+        "context.traits.phone": "phone",
+        "context.ip": "ip",
+    }
     settings_model: ClassVar[type[BaseModel]] = TikTokSettings
     max_batch_size: ClassVar[int] = MAX_EVENTS_PER_REQUEST
     split_on_rejection: ClassVar[bool] = False

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -35,6 +35,7 @@ def _path(value: str) -> str:
 
 FieldPath = Annotated[str, AfterValidator(_path)]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+IdentifierKind = Literal["card", "email", "phone", "iban", "ssn", "ip"]
 
 
 class _Strict(BaseModel):
@@ -92,6 +93,8 @@ class DestinationConfig(_Strict):
     enabled: bool = True
     tokenize_key: str | None = None
     tcf_vendor_id: int | None = Field(default=None, ge=1)
+    identifiers: dict[FieldPath, IdentifierKind] = Field(default_factory=dict)
+    """Fields that legitimately carry personal data of a kind: the safety net lets it through."""
 
 
 class LimitsConfig(_Strict):
@@ -120,6 +123,8 @@ class CompiledDestination:
     allowlist: Allowlist
     requires: tuple[str, ...]
     events: frozenset[str] | None
+    identifiers: Mapping[str, str]
+    """Connector-declared and configured identifier fields, for the PII safety net."""
 
     def wants(self, event_type: EventType, name: str | None) -> bool:
         """Whether the ``events`` filter lets this event through."""
@@ -368,6 +373,7 @@ def _destination(
         allowlist=compile_allowlist(config.fields, config.transforms, key),
         requires=tuple(config.requires),
         events=frozenset(config.events) if config.events is not None else None,
+        identifiers={**connector_class.identifier_fields, **config.identifiers},
     )
 
 

@@ -2,7 +2,9 @@
 
 For each destination, in order: enabled, not suppressed, listed in ``events``, not switched off
 in the event's ``integrations`` object, consent granted for every required category; then the
-event is minimized to the destination's allowlist. This is what ``router explain`` runs.
+event is minimized to the destination's allowlist and passed through the PII safety net
+(``destinations.dlp``): card numbers are always redacted, other personal data unless the field
+is declared as that kind of identifier. This is what ``router explain`` runs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from consent.model import ConsentState
 from consent.policy import ConsentPolicy, evaluate
 from destinations.base import ConsentFacts, Delivery
+from destinations.dlp import Detection, scan_payload
 from destinations.fields import leaf_paths
 from router.config import CompiledDestination
 from router.sanitize import Event
@@ -39,10 +42,11 @@ class SkipReason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
-    """Send this minimized event to this destination."""
+    """Send this minimized event to this destination; ``detections`` are the safety net's."""
 
     destination: CompiledDestination
     delivery: Delivery
+    detections: tuple[Detection, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +142,10 @@ def _decide(
         assert verdict.reason is not None
         detail = f"category {verdict.category}" if verdict.category else ""
         return Skip(destination, SkipReason(verdict.reason.value), detail)
-    payload = destination.allowlist.apply(event.data)
+    allowlist = destination.allowlist
+    payload, found = scan_payload(
+        allowlist.apply(event.data), destination.identifiers, allowlist.transformed_paths
+    )
     delivery = Delivery(
         message_id=event.message_id,
         type=event.type.value,
@@ -147,7 +154,7 @@ def _decide(
         event=event.name,
         consent=facts,
     )
-    return Deliver(destination, delivery)
+    return Deliver(destination, delivery, tuple(found))
 
 
 def removed_fields(event: Event, delivery: Delivery) -> list[str]:

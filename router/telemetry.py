@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any, Final
 
 LABEL_KEYS: Final = frozenset(
-    {"route", "source", "destination", "type", "reason", "code", "stage", "status"}
+    {"route", "source", "destination", "type", "reason", "code", "stage", "status", "kind", "field"}
 )
 LOG_KEYS: Final = LABEL_KEYS | {"error", "count", "path", "config", "port", "consumer"}
 
