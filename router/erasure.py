@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 from consent.store import ConsentStore, subject_key
 from router.config import CompiledDestination, Routing
 from router.http import HttpError
-from router.schema import error_path, error_text
+from router.stored_consent import invalid_field
 
 log = logging.getLogger("router.erasure")
 
@@ -107,8 +107,7 @@ def parse_erase_body(body: bytes) -> Identifiers:
     try:
         parsed = _ERASE_DECODER.decode(body)
     except msgspec.ValidationError as exc:
-        text = str(exc)
-        raise HttpError(400, "invalid_field", error_text(text), path=error_path(text)) from exc
+        raise invalid_field(exc) from exc
     except (msgspec.DecodeError, RecursionError) as exc:
         raise HttpError(400, "invalid_json", "the body is not valid JSON") from exc
 

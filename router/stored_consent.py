@@ -81,6 +81,19 @@ def body_write_key(body: bytes) -> str | None:
     return key if isinstance(key, str) else None
 
 
+_NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
+
+
+def invalid_field(error: msgspec.ValidationError) -> HttpError:
+    """A 400 ``invalid_field`` with the field's path (a missing or unknown field's name too)."""
+    text = str(error)
+    path = error_path(text)
+    named = _NAMED_FIELD.search(text)
+    if named is not None:
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
+    return HttpError(400, "invalid_field", error_text(text), path=path or None)
+
+
 def parse_consent_body(
     body: bytes, policy: ConsentPolicy, received_at: datetime
 ) -> tuple[list[str], ConsentRecord]:
@@ -88,8 +101,7 @@ def parse_consent_body(
     try:
         parsed = _BODY_DECODER.decode(body)
     except msgspec.ValidationError as exc:
-        text = str(exc)
-        raise HttpError(400, "invalid_field", error_text(text), path=error_path(text)) from exc
+        raise invalid_field(exc) from exc
     except (msgspec.DecodeError, RecursionError) as exc:
         raise HttpError(400, "invalid_json", "the body is not valid JSON") from exc
     ids = [str(i).strip() for i in (parsed.user_id, parsed.anonymous_id) if i is not None]

@@ -1,0 +1,274 @@
+"""Erasure on a real Redis: POST /admin/erase and `router erase`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestServer
+
+from consent.store import record_key, subject_key
+from router.erasure import ERASURES
+from router.ingest import STATE
+from router.queue import SUPPRESSED, queue_key
+from tests.conftest import HOOK_SECRET, TEST_CONFIG, WRITE_KEY, AppFactory, routing_from, wait_for
+from tests.fakes.amplitude import AmplitudeFake, create_app
+from tests.fakes.webhook import WebhookReceiver
+from tests.redis_server import RedisServer
+
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
+TOKEN = "operator-token-for-tests"
+OPERATOR = {"Authorization": f"Bearer {TOKEN}"}
+GRANTED = {"consent": {"categoryPreferences": {"C0002": True}}}
+
+
+def order(message_id: str, user: str) -> dict[str, Any]:
+    """An Order Completed event of ``user`` granting analytics."""
+    return {
+        "type": "track",
+        "event": "Order Completed",
+        "messageId": message_id,
+        "userId": user,
+        "anonymousId": f"anon-of-{user}",
+        "properties": {"order_id": f"o-{message_id}", "revenue": 3.0},
+        "context": GRANTED,
+    }
+
+
+def received(receiver: WebhookReceiver) -> list[str]:
+    """Every messageId the hooks accepted (one per destination)."""
+    return [e["messageId"] for e in receiver.events()]
+
+
+async def all_redis_text(client: aioredis.Redis) -> str:
+    """Every key, and every string and stream value, of the test's Redis, as one string."""
+    parts: list[str] = []
+    for key in await client.keys("*"):
+        parts.append(key.decode())
+        kind = (await client.type(key)).decode()
+        if kind == "string":
+            parts.append((await client.get(key)).decode())
+        elif kind == "stream":
+            parts.extend(str(fields) for _, fields in await client.xrange(key))
+        elif kind == "set":
+            parts.extend(m.decode() for m in await client.smembers(key))  # type: ignore[misc]
+    return "\n".join(parts)
+
+
+async def test_an_erased_users_queued_and_new_events_reach_no_destination(
+    make_router: AppFactory,
+    receiver: tuple[WebhookReceiver, str],
+    redis_client: aioredis.Redis,
+) -> None:
+    """Erase user-1 with events queued: none is delivered, user-2's are; the receipt counts."""
+    state, url = receiver
+    routing = routing_from(hook_url=url)
+    ingest = await make_router(routing, workers=False, operator_token=TOKEN)
+    grant = {"userId": "user-1", "categories": {"C0002": True}}
+    assert (await ingest.post("/v1/consent", json=grant, headers=AUTH)).status == 200
+    for message_id, user in (("a1", "user-1"), ("b1", "user-2"), ("a2", "user-1")):
+        assert (await ingest.post("/v1/track", json=order(message_id, user), headers=AUTH)).status
+    assert await redis_client.xlen(queue_key("analytics-hook")) == 3
+
+    response = await ingest.post("/admin/erase", json={"userId": "user-1"}, headers=OPERATOR)
+    assert response.status == 200
+    answer = await response.json()
+    assert answer["success"] is True
+    receipt = answer["receipt"]
+    assert receipt["identifiers"] == 1
+    assert receipt["subjects"] == [subject_key("user-1")]
+    assert receipt["removed"] == {"consent_records": 1, "history_entries": 1}
+    assert receipt["suppressed"] == 1
+    assert [(d["destination"], d["status"], d["reason"]) for d in receipt["destinations"]] == [
+        ("analytics-hook", "skipped", "no_deletion_api"),
+        ("ops-hook", "skipped", "no_deletion_api"),
+    ]
+    assert await redis_client.exists(record_key(subject_key("user-1"))) == 0
+
+    assert (await ingest.post("/v1/track", json=order("a3", "user-1"), headers=AUTH)).status == 200
+    assert (await ingest.post("/v1/track", json=order("b2", "user-2"), headers=AUTH)).status == 200
+    workers = await make_router(routing, consumer="after")
+    await wait_for(lambda: sorted(received(state)) == ["b1", "b1", "b2", "b2"])
+    stats = workers.server.app[STATE].stats
+    await wait_for(
+        lambda: stats.get("router_events_skipped_total", reason="suppressed", stage="delivery") == 4
+    )
+    await asyncio.sleep(0.2)
+    assert sorted(received(state)) == ["b1", "b1", "b2", "b2"]
+
+    text = json.dumps(answer) + await all_redis_text(redis_client)
+    assert "user-1" not in text
+    assert "anon-of-user-1" not in text
+
+
+async def test_erase_needs_the_operator_token(
+    make_router: AppFactory, redis_client: aioredis.Redis
+) -> None:
+    """Wrong, missing or non-Bearer token: 401; no token configured: 503; nothing suppressed."""
+    body = {"userId": "user-1"}
+    router = await make_router(routing_from(), workers=False, operator_token=TOKEN)
+    for headers in (
+        {"Authorization": "Bearer wrong-token"},
+        {},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": f"Bearer {TOKEN}x"},
+    ):
+        response = await router.post("/admin/erase", json=body, headers=headers)
+        assert response.status == 401
+        assert (await response.json())["code"] == "invalid_token"
+    disabled = await make_router(routing_from(), workers=False)
+    response = await disabled.post("/admin/erase", json=body, headers=OPERATOR)
+    assert response.status == 503
+    assert (await response.json())["code"] == "erasure_disabled"
+    assert await redis_client.scard(SUPPRESSED) == 0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "path"),
+    [
+        (b"{}", "missing_identity", "userId"),
+        (b'{"userId": ["  "]}', "missing_identity", "userId"),
+        (b'{"userId": 5}', "invalid_field", "userId"),
+        (b'{"phone": "+33600000000"}', "invalid_field", "phone"),
+        (b"{nope", "invalid_json", None),
+        (b"[]", "invalid_field", None),
+    ],
+)
+async def test_invalid_erase_bodies_are_refused(
+    make_router: AppFactory, redis_client: aioredis.Redis, body: bytes, code: str, path: str | None
+) -> None:
+    """A body without a usable identifier is a 400 with its code and path; nothing is done."""
+    router = await make_router(routing_from(), workers=False, operator_token=TOKEN)
+    response = await router.post("/admin/erase", data=body, headers=OPERATOR)
+    assert response.status == 400
+    answer = await response.json()
+    assert (answer["code"], answer.get("path")) == (code, path)
+    assert await redis_client.exists(SUPPRESSED, ERASURES) == 0
+
+
+async def test_erased_subject_gets_no_consent_record_back(
+    make_router: AppFactory, redis_client: aioredis.Redis
+) -> None:
+    """After erasure neither the consent API nor a consent event stores anything for the id."""
+    router = await make_router(routing_from(), workers=False, operator_token=TOKEN)
+    body = {"anonymousId": ["anon-7", "anon-8"], "email": "Jane@Example.com"}
+    response = await router.post("/admin/erase", json=body, headers=OPERATOR)
+    receipt = (await response.json())["receipt"]
+    assert receipt["identifiers"] == 3
+    assert receipt["suppressed"] == 4  # the email as given and lower-cased
+    grant = {"anonymousId": "anon-7", "categories": {"C0002": True}}
+    assert (await router.post("/v1/consent", json=grant, headers=AUTH)).status == 200
+    event = {
+        "type": "track",
+        "event": "Segment Consent Preference Updated",
+        "anonymousId": "anon-8",
+        "context": GRANTED,
+    }
+    assert (await router.post("/v1/track", json=event, headers=AUTH)).status == 200
+    assert await redis_client.keys("rt:consent*") == []
+    assert await redis_client.sismember(SUPPRESSED, subject_key("jane@example.com"))  # type: ignore[misc]
+    assert await redis_client.xlen(ERASURES) == 1
+
+
+AMPLITUDE_AND_MIXPANEL = """
+  - id: amp
+    type: amplitude
+    requires: [analytics]
+    fields: [userId, anonymousId, event, properties.revenue]
+    settings:
+      api_key: amp-api-key-123
+      secret_key: amp-secret-456
+      endpoint_url: "${AMP_URL}/2/httpapi"
+      deletion_url: "${AMP_URL}/api/2/deletions/users"
+
+  - id: mixpanel-try
+    type: mixpanel
+    requires: [analytics]
+    dry_run: true
+    fields: [userId, anonymousId, event]
+    settings: {project_token: mp-token, gdpr_token: mp-gdpr}
+"""
+
+
+async def test_erase_forwards_to_destinations_with_a_deletion_api(
+    make_router: AppFactory, receiver: tuple[WebhookReceiver, str]
+) -> None:
+    """Amplitude gets a deletion job for the user id; a dry_run destination is skipped."""
+    _, url = receiver
+    fake = AmplitudeFake()
+    server = TestServer(create_app(fake))
+    await server.start_server()
+    try:
+        text = TEST_CONFIG.read_text() + AMPLITUDE_AND_MIXPANEL
+        routing = routing_from(text.replace("${AMP_URL}", str(server.make_url(""))), url)
+        router = await make_router(routing, workers=False, operator_token=TOKEN)
+        body = {"userId": "user-00001", "anonymousId": "device-1"}
+        response = await router.post("/admin/erase", json=body, headers=OPERATOR)
+        assert response.status == 200
+        receipt = (await response.json())["receipt"]
+    finally:
+        await server.close()
+    by_destination = {d["destination"]: d for d in receipt["destinations"]}
+    assert by_destination["amp"]["status"] == "scheduled"
+    assert by_destination["amp"]["ids"] == 1
+    assert by_destination["mixpanel-try"] == {
+        "destination": "mixpanel-try",
+        "type": "mixpanel",
+        "status": "skipped",
+        "reason": "dry_run",
+    }
+    assert [d["user_ids"] for d in fake.deletions] == [["user-00001"]]
+    assert "user-00001" not in json.dumps(receipt)
+    assert "device-1" not in json.dumps(receipt)
+
+
+async def test_router_erase_command_suppresses_and_prints_the_receipt(
+    redis_server: RedisServer, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    """`router erase ID --email E` works against Redis directly and prints a receipt as JSON."""
+    config = tmp_path / "routing.yaml"
+    config.write_text(TEST_CONFIG.read_text())
+    env = {
+        **os.environ,
+        "ROUTER_REDIS_URL": redis_server.url,
+        "HOOK_URL": "http://127.0.0.1:9/hook",
+        "HOOK_SECRET": HOOK_SECRET,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "router.cli",
+        "erase",
+        "user-9",
+        "--email",
+        "Jane@Example.com",
+        "--config",
+        str(config),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr.decode()
+    answer = json.loads(stdout)
+    receipt = answer["receipt"]
+    assert receipt["identifiers"] == 2
+    assert set(receipt["subjects"]) == {
+        subject_key("user-9"),
+        subject_key("Jane@Example.com"),
+        subject_key("jane@example.com"),
+    }
+    members = await redis_client.smembers(SUPPRESSED)  # type: ignore[misc]
+    assert {m.decode() for m in members} == set(receipt["subjects"])
+    assert "user-9" not in stdout.decode() + stderr.decode()
+    assert "jane" not in (stdout.decode() + stderr.decode()).lower()
+    [(_, fields)] = await redis_client.xrange(ERASURES)
+    assert msgspec.json.decode(fields[b"receipt"])["id"] == receipt["id"]
