@@ -1,0 +1,595 @@
+"""OpenTelemetry: providers from the ``OTEL_*`` variables, W3C trace context, bounded attributes.
+
+Set-up, once per process (in the app's ``cleanup_ctx``; ``shutdown()`` flushes the exporters)::
+
+    telemetry = setup_telemetry()            # reads os.environ; pass env= in tests
+
+Exporters: OTLP over HTTP (``opentelemetry-exporter-otlp-proto-http``, imported lazily) when
+``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` say ``otlp``, or when they are unset and an
+``OTEL_EXPORTER_OTLP[_TRACES|_METRICS]_ENDPOINT`` is set; ``console`` prints spans; ``none``, or
+nothing configured, exports nothing (spans are still created, so trace ids still propagate).
+Service name, resource attributes and sampler come from the SDK's own ``OTEL_*`` handling.
+
+The hot path (ingest)::
+
+    with start_ingest_span(tracer, request.headers, route=route, source=source.id):
+        with stage_span(tracer, "consent"): ...
+        with stage_span(tracer, "plan"): ...
+        trace = current_traceparent()        # stored in QueueItem.trace
+        with stage_span(tracer, "enqueue"): ...
+
+The delivery worker::
+
+    with start_delivery_span(tracer, destination.id, [item.trace for item in batch]):
+        with start_client_span(tracer, destination.id, request.method) as span:
+            if connector.forward_traceparent:
+                headers["traceparent"] = inject_traceparent(span.get_span_context())
+            ...
+            set_span_attributes(span, status=response.status)
+
+No personal data: every attribute goes through ``span_attributes`` (a fixed set of keys whose
+values must be short identifiers or enums), exceptions set only their class name as the status,
+and exporters are wrapped so that any attribute or event added some other way (a library's
+instrumentation) is filtered the same way before it leaves the process. Baggage is never read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    Gauge,
+    Histogram,
+    InMemoryMetricReader,
+    MetricReader,
+    PeriodicExportingMetricReader,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
+
+log = logging.getLogger("router.tracing")
+
+SERVICE_NAME: Final = "consent-router"
+SCOPE: Final = "router"
+_PROPAGATOR: Final = TraceContextTextMapPropagator()
+
+# --- bounded attributes --------------------------------------------------------------------------
+
+SPAN_KEYS: Final[Mapping[str, str]] = {
+    "route": "router.route",
+    "source": "router.source",
+    "destination": "router.destination",
+    "event_type": "router.event_type",
+    "reason": "router.reason",
+    "status": "http.response.status_code",
+    "method": "http.request.method",
+}
+"""Short names accepted by ``span_attributes`` and the span attribute each one becomes."""
+
+EVENT_TYPES: Final = frozenset({"track", "identify", "page", "screen", "group", "alias", "batch"})
+HTTP_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+STAGES: Final = frozenset({"consent", "plan", "enqueue", "sanitize", "recheck", "encode"})
+_SAFE_VALUE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+_CODE: Final = re.compile(r"[a-z0-9][a-z0-9_:]{0,47}")
+CODE_KEYS: Final = frozenset({"route", "reason", "status", "type"})
+"""Keys whose values are codes (``http_400``, ``consent_withdrawn``, ``batch``): lower case,
+digits, ``_`` and ``:`` only. Source and destination ids come from the routing file."""
+_LONG_DIGITS: Final = re.compile(r"[0-9]{7}")  # a phone or account number, never an identifier
+_ALLOWED: Final = frozenset(SPAN_KEYS.values())
+
+
+def safe_value(value: object, *, code: bool = False) -> bool:
+    """Whether a string is short and shaped like an identifier (no ``@``, spaces, long digit
+    runs...), or with ``code``, like a lower-case code."""
+    pattern = _CODE if code else _SAFE_VALUE
+    return (
+        isinstance(value, str)
+        and pattern.fullmatch(value) is not None
+        and _LONG_DIGITS.search(value) is None
+    )
+
+
+def span_attributes(**values: object) -> dict[str, AttributeValue]:
+    """The span attributes for these short names; unknown keys and unsafe values are dropped."""
+    attributes: dict[str, AttributeValue] = {}
+    for name, value in values.items():
+        key = SPAN_KEYS.get(name)
+        if key is None or value is None:
+            continue
+        if name == "status":
+            if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+                attributes[key] = value
+        elif name == "method":
+            if isinstance(value, str) and value.upper() in HTTP_METHODS:
+                attributes[key] = value.upper()
+        elif name == "event_type":
+            if value in EVENT_TYPES:
+                attributes[key] = str(value)
+        elif safe_value(value, code=name in CODE_KEYS):
+            attributes[key] = str(value)
+    return attributes
+
+
+def set_span_attributes(span: Span, **values: object) -> None:
+    """Set bounded attributes on a span (the only way the router sets any)."""
+    span.set_attributes(span_attributes(**values))
+
+
+def _filter(attributes: Mapping[str, Any] | None) -> dict[str, AttributeValue]:
+    """Re-check finished attributes by their full key: allowed keys with safe values only."""
+    kept: dict[str, AttributeValue] = {}
+    for key, value in (attributes or {}).items():
+        if key not in _ALLOWED:
+            continue
+        code = key in ("router.route", "router.reason")
+        if (isinstance(value, int) and not isinstance(value, bool)) or safe_value(value, code=code):
+            kept[key] = value
+    return kept
+
+
+# --- W3C trace context ---------------------------------------------------------------------------
+
+
+def extract_context(headers: Mapping[str, str]) -> otel_context.Context:
+    """The context of an incoming ``traceparent`` (and ``tracestate``); empty when absent."""
+    carrier: dict[str, str] = {}
+    for name in ("traceparent", "tracestate"):
+        value = headers.get(name)
+        if value is not None:
+            carrier[name] = value
+    return _PROPAGATOR.extract(carrier)
+
+
+def inject_traceparent(span_context: SpanContext) -> str | None:
+    """The ``traceparent`` header value of a span context, or None for an invalid one."""
+    if not span_context.is_valid:
+        return None
+    return (
+        f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}"
+        f"-{int(span_context.trace_flags):02x}"
+    )
+
+
+def parse_traceparent(value: str | None) -> SpanContext | None:
+    """The span context stored in a ``traceparent`` string, or None when it does not parse."""
+    if not value:
+        return None
+    span_context = trace.get_current_span(extract_context({"traceparent": value}))
+    found = span_context.get_span_context()
+    return found if found.is_valid else None
+
+
+def current_traceparent() -> str | None:
+    """The ``traceparent`` of the current span (what the ingest stores in the stream entry)."""
+    return inject_traceparent(trace.get_current_span().get_span_context())
+
+
+# --- spans of the hot path -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _span(
+    tracer: trace.Tracer,
+    name: str,
+    *,
+    kind: SpanKind,
+    attributes: Mapping[str, object],
+    context: otel_context.Context | None = None,
+    links: Sequence[Link] = (),
+) -> Iterator[Span]:
+    with tracer.start_as_current_span(
+        name,
+        context=context,
+        kind=kind,
+        attributes=span_attributes(**attributes),
+        links=links,
+        record_exception=False,  # an exception's message may quote user data
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+
+
+def start_ingest_span(
+    tracer: trace.Tracer,
+    headers: Mapping[str, str],
+    *,
+    route: str,
+    source: str | None = None,
+) -> contextlib.AbstractContextManager[Span]:
+    """The SERVER span of one ingest request, continuing the SDK's ``traceparent``."""
+    return _span(
+        tracer,
+        "ingest",
+        kind=SpanKind.SERVER,
+        attributes={"route": route, "source": source, "method": "POST"},
+        context=extract_context(headers),
+    )
+
+
+def stage_span(
+    tracer: trace.Tracer, stage: str, **attributes: object
+) -> contextlib.AbstractContextManager[Span]:
+    """A child span for one step of the ingest (``consent``, ``plan``, ``enqueue``...)."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r} (known: {', '.join(sorted(STAGES))})")
+    return _span(tracer, stage, kind=SpanKind.INTERNAL, attributes=attributes)
+
+
+MAX_LINKS: Final = 128
+
+
+def delivery_links(traceparents: Iterable[str | None]) -> list[Link]:
+    """Links to the ingest spans whose ``traceparent`` travelled in the stream entries."""
+    links: list[Link] = []
+    seen: set[str] = set()
+    for value in traceparents:
+        if not value or value in seen or len(links) >= MAX_LINKS:
+            continue
+        seen.add(value)
+        span_context = parse_traceparent(value)
+        if span_context is not None:
+            links.append(Link(span_context))
+    return links
+
+
+def start_delivery_span(
+    tracer: trace.Tracer, destination: str, traceparents: Iterable[str | None]
+) -> contextlib.AbstractContextManager[Span]:
+    """The CONSUMER span of one delivery batch: a new trace, linked to every ingest span."""
+    return _span(
+        tracer,
+        "deliver",
+        kind=SpanKind.CONSUMER,
+        attributes={"destination": destination},
+        context=otel_context.Context(),  # a root span: a batch mixes many ingest traces
+        links=delivery_links(traceparents),
+    )
+
+
+def start_client_span(
+    tracer: trace.Tracer, destination: str, method: str
+) -> contextlib.AbstractContextManager[Span]:
+    """The CLIENT span of one outgoing request (no URL: it may hold an API key)."""
+    return _span(
+        tracer,
+        "send",
+        kind=SpanKind.CLIENT,
+        attributes={"destination": destination, "method": method},
+    )
+
+
+# --- exporters that re-check what leaves ---------------------------------------------------------
+
+
+def scrub_span(span: ReadableSpan) -> ReadableSpan:
+    """A copy of a finished span holding only allowed attributes, events reduced to names."""
+    status = span.status
+    if status.description and not safe_value(status.description):
+        status = Status(status.status_code, None)
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=_filter(span.attributes),
+        events=tuple(Event(e.name, {}, e.timestamp) for e in span.events),
+        links=tuple(Link(link.context, _filter(link.attributes)) for link in span.links),
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class ScrubbingSpanExporter(SpanExporter):
+    """Wraps an exporter: every span goes through ``scrub_span`` first."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Scrub, then export."""
+        return self.inner.export([scrub_span(s) for s in spans])
+
+    def shutdown(self) -> None:
+        """Shut the wrapped exporter down."""
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Flush the wrapped exporter."""
+        return self.inner.force_flush(timeout_millis)
+
+
+# --- set-up --------------------------------------------------------------------------------------
+
+OTLP_PACKAGE: Final = "opentelemetry-exporter-otlp-proto-http"
+
+
+def _wanted(env: Mapping[str, str], signal: str) -> str:
+    """``otlp``, ``console`` or ``none`` for ``traces`` or ``metrics``."""
+    configured = env.get(f"OTEL_{signal.upper()}_EXPORTER", "").strip().lower()
+    if configured:
+        return configured.split(",")[0].strip()
+    endpoints = ("OTEL_EXPORTER_OTLP_ENDPOINT", f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+    return "otlp" if any(env.get(name) for name in endpoints) else "none"
+
+
+def otlp_endpoint(env: Mapping[str, str], signal: str) -> str | None:
+    """The signal's OTLP/HTTP URL: its own variable as is, or the base one plus ``/v1/...``."""
+    specific = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+    if specific:
+        return specific
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return f"{base.rstrip('/')}/v1/{signal}" if base else None
+
+
+def _check_protocol(env: Mapping[str, str], signal: str) -> None:
+    protocol = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL") or env.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    )
+    if protocol.strip().lower() != "http/protobuf":
+        log.warning(
+            "only OTLP over HTTP (http/protobuf) is supported; using it",
+            extra={"config": protocol.strip()[:32]},
+        )
+
+
+def _span_exporter(env: Mapping[str, str]) -> SpanExporter | None:
+    wanted = _wanted(env, "traces")
+    if wanted == "console":
+        return ConsoleSpanExporter()
+    if wanted != "otlp":
+        return None
+    _check_protocol(env, "traces")
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415 - optional package
+            OTLPSpanExporter,
+        )
+    except ImportError:
+        log.warning("OTLP export requested but %s is not installed", OTLP_PACKAGE)
+        return None
+    exporter: SpanExporter = OTLPSpanExporter(endpoint=otlp_endpoint(env, "traces"))
+    return exporter
+
+
+def _metric_reader(env: Mapping[str, str]) -> MetricReader | None:
+    if _wanted(env, "metrics") != "otlp":
+        return None
+    _check_protocol(env, "metrics")
+    try:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415 - optional package
+            OTLPMetricExporter,
+        )
+    except ImportError:
+        log.warning("OTLP export requested but %s is not installed", OTLP_PACKAGE)
+        return None
+    return PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=otlp_endpoint(env, "metrics")))
+
+
+@dataclass(slots=True)
+class Telemetry:
+    """The process's providers, its tracer and meter, and the router's instruments."""
+
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    tracer: trace.Tracer
+    meter: metrics.Meter
+    metrics: RouterMetrics
+    prometheus_reader: InMemoryMetricReader
+    exporting: tuple[str, ...] = ()
+    """What is exported (``traces``, ``metrics``), for the start-up log line."""
+
+    def render_prometheus(self) -> str:
+        """The histograms and gauges in the Prometheus text format (append to ``/metrics``)."""
+        return render_prometheus(self.prometheus_reader)
+
+    def shutdown(self) -> None:
+        """Flush and stop the exporters."""
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+def setup_telemetry(
+    env: Mapping[str, str] | None = None,
+    *,
+    span_exporter: SpanExporter | None = None,
+    metric_readers: Sequence[MetricReader] = (),
+    install_global: bool = False,
+) -> Telemetry:
+    """Providers configured from ``OTEL_*`` (``env`` defaults to ``os.environ``).
+
+    ``span_exporter`` / ``metric_readers`` add exporters (tests pass an in-memory one). Spans go
+    through ``ScrubbingSpanExporter`` whatever the exporter. ``install_global`` also makes them
+    the global providers (for libraries that use ``trace.get_tracer``); off by default so that
+    tests and several apps in one process do not share state.
+    """
+    env = os.environ if env is None else env
+    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or SERVICE_NAME})
+    tracer_provider = TracerProvider(resource=resource)
+    exporting: list[str] = []
+    configured = _span_exporter(env)
+    if configured is not None:
+        tracer_provider.add_span_processor(BatchSpanProcessor(ScrubbingSpanExporter(configured)))
+        exporting.append("traces")
+    if span_exporter is not None:
+        tracer_provider.add_span_processor(
+            SimpleSpanProcessor(ScrubbingSpanExporter(span_exporter))
+        )
+    prometheus = InMemoryMetricReader()
+    readers: list[MetricReader] = [prometheus, *metric_readers]
+    reader = _metric_reader(env)
+    if reader is not None:
+        readers.append(reader)
+        exporting.append("metrics")
+    meter_provider = MeterProvider(metric_readers=readers, resource=resource)
+    if install_global:
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(meter_provider)
+    meter = meter_provider.get_meter(SCOPE)
+    return Telemetry(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        tracer=tracer_provider.get_tracer(SCOPE),
+        meter=meter,
+        metrics=RouterMetrics(meter),
+        prometheus_reader=prometheus,
+        exporting=tuple(exporting),
+    )
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+METRIC_LABELS: Final = frozenset({"route", "source", "destination", "type", "reason", "status"})
+LATENCY_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+CounterSeries = Callable[[], Iterable[tuple[str, Sequence[tuple[str, str]], int]]]
+"""``(name, labels, value)`` of every counter series (what ``Stats`` holds)."""
+
+
+def metric_attributes(**labels: object) -> dict[str, str]:
+    """Metric labels: keys of ``METRIC_LABELS`` only, values shaped like identifiers."""
+    return {
+        k: str(v)
+        for k, v in labels.items()
+        if k in METRIC_LABELS and safe_value(str(v), code=k in CODE_KEYS)
+    }
+
+
+@dataclass(slots=True)
+class RouterMetrics:
+    """Histograms and gauges (the counters stay in ``router.telemetry.Stats``)."""
+
+    meter: metrics.Meter
+    queue_lag_s: dict[str, float] = field(default_factory=dict)
+    _latency: metrics.Histogram | None = None
+    _request: metrics.Histogram | None = None
+
+    def __post_init__(self) -> None:
+        self._latency = self.meter.create_histogram(
+            "router_delivery_latency_seconds",
+            unit="s",
+            description="From acceptance at the edge to the destination's answer",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+        )
+        self._request = self.meter.create_histogram(
+            "router_delivery_request_seconds",
+            unit="s",
+            description="Duration of one outgoing request to a destination",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+        )
+        self.meter.create_observable_gauge(
+            "router_queue_lag_seconds",
+            callbacks=[self._observe_lag],
+            unit="s",
+            description="Age of the oldest queued entry, per destination",
+        )
+
+    def record_delivery_latency(self, destination: str, seconds: float, *, status: str) -> None:
+        """One delivered (or dead-lettered) event: accepted_at to the final answer."""
+        assert self._latency is not None
+        self._latency.record(
+            max(seconds, 0.0), metric_attributes(destination=destination, status=status)
+        )
+
+    def record_request(self, destination: str, seconds: float, *, status: str) -> None:
+        """One outgoing request's duration; ``status`` is the HTTP status or a reason code."""
+        assert self._request is not None
+        self._request.record(
+            max(seconds, 0.0), metric_attributes(destination=destination, status=status)
+        )
+
+    def set_queue_lag(self, destination: str, seconds: float) -> None:
+        """The latest sampled lag of a destination (read at each collection)."""
+        self.queue_lag_s[destination] = max(seconds, 0.0)
+
+    def bridge_counters(self, names: Iterable[str], series: CounterSeries) -> None:
+        """Export ``Stats`` counters through OTLP as observable counters, one per name."""
+        for name in names:
+            self.meter.create_observable_counter(name, callbacks=[_counter_callback(name, series)])
+
+    def _observe_lag(self, options: metrics.CallbackOptions) -> Iterator[metrics.Observation]:
+        del options
+        for destination, seconds in sorted(self.queue_lag_s.items()):
+            yield metrics.Observation(seconds, metric_attributes(destination=destination))
+
+
+def _counter_callback(
+    name: str, series: CounterSeries
+) -> Callable[[metrics.CallbackOptions], Iterator[metrics.Observation]]:
+    def callback(options: metrics.CallbackOptions) -> Iterator[metrics.Observation]:
+        del options
+        for series_name, labels, value in series():
+            if series_name == name:
+                yield metrics.Observation(value, metric_attributes(**dict(labels)))
+
+    return callback
+
+
+def render_prometheus(reader: InMemoryMetricReader) -> str:
+    """The reader's metrics in the Prometheus text format (histograms, gauges, sums)."""
+    data = reader.get_metrics_data()
+    lines: list[str] = []
+    if data is None:
+        return ""
+    for resource_metrics in data.resource_metrics:
+        for scope in resource_metrics.scope_metrics:
+            for metric in scope.metrics:
+                points = metric.data
+                if isinstance(points, Histogram):
+                    lines.append(f"# TYPE {metric.name} histogram")
+                    for point in points.data_points:
+                        labels = _labels(point.attributes)
+                        cumulative = 0
+                        for bound, count in zip(
+                            (*point.explicit_bounds, float("inf")), point.bucket_counts, strict=True
+                        ):
+                            cumulative += count
+                            le = "+Inf" if bound == float("inf") else f"{bound:g}"
+                            lines.append(
+                                f"{metric.name}_bucket{_labels(point.attributes, le=le)} "
+                                f"{cumulative}"
+                            )
+                        lines.append(f"{metric.name}_sum{labels} {point.sum:g}")
+                        lines.append(f"{metric.name}_count{labels} {point.count}")
+                elif isinstance(points, Gauge | Sum):
+                    kind = "gauge" if isinstance(points, Gauge) else "counter"
+                    lines.append(f"# TYPE {metric.name} {kind}")
+                    for number in points.data_points:
+                        lines.append(f"{metric.name}{_labels(number.attributes)} {number.value:g}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _labels(attributes: Mapping[str, Any] | None, **extra: str) -> str:
+    pairs = {**{k: str(v) for k, v in (attributes or {}).items()}, **extra}
+    if not pairs:
+        return ""
+    escaped = (
+        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+        for k, v in sorted(pairs.items())
+    )
+    return "{" + ",".join(escaped) + "}"

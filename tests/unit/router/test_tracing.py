@@ -1,0 +1,297 @@
+"""Tracing and metrics: W3C continuation, span links, client spans, bounded attributes."""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from router.tracing import (
+    ScrubbingSpanExporter,
+    Telemetry,
+    current_traceparent,
+    delivery_links,
+    inject_traceparent,
+    otlp_endpoint,
+    parse_traceparent,
+    set_span_attributes,
+    setup_telemetry,
+    span_attributes,
+    stage_span,
+    start_client_span,
+    start_delivery_span,
+    start_ingest_span,
+)
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
+
+
+@pytest.fixture
+def traced() -> Iterator[tuple[Telemetry, InMemorySpanExporter]]:
+    """Providers with an in-memory exporter and no OTLP export."""
+    exporter = InMemorySpanExporter()
+    telemetry = setup_telemetry({}, span_exporter=exporter)
+    yield telemetry, exporter
+    telemetry.shutdown()
+
+
+def test_ingest_span_continues_the_sdk_traceparent(
+    traced: tuple[Telemetry, InMemorySpanExporter],
+) -> None:
+    """The ingest span joins the caller's trace as a child of its span."""
+    telemetry, exporter = traced
+    with start_ingest_span(
+        telemetry.tracer, {"traceparent": TRACEPARENT}, route="batch", source="web"
+    ):
+        pass
+    (span,) = exporter.get_finished_spans()
+    assert span.kind is SpanKind.SERVER
+    assert f"{span.context.trace_id:032x}" == TRACE_ID
+    assert span.parent is not None
+    assert f"{span.parent.span_id:016x}" == PARENT_ID
+    assert span.attributes == {
+        "router.route": "batch",
+        "router.source": "web",
+        "http.request.method": "POST",
+    }
+
+
+def test_invalid_traceparent_starts_a_new_trace(
+    traced: tuple[Telemetry, InMemorySpanExporter],
+) -> None:
+    """A malformed traceparent is ignored: the ingest span is a root."""
+    telemetry, exporter = traced
+    with start_ingest_span(telemetry.tracer, {"traceparent": "00-zz-zz-01"}, route="track"):
+        pass
+    (span,) = exporter.get_finished_spans()
+    assert span.parent is None
+
+
+def test_stages_are_children_of_the_ingest_span(
+    traced: tuple[Telemetry, InMemorySpanExporter],
+) -> None:
+    """consent, plan and enqueue spans hang under the ingest span; the stored traceparent is
+    the ingest span's."""
+    telemetry, exporter = traced
+    tracer = telemetry.tracer
+    with start_ingest_span(tracer, {}, route="track", source="web") as ingest:
+        stored = current_traceparent()
+        for stage in ("consent", "plan", "enqueue"):
+            with stage_span(tracer, stage):
+                pass
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {"ingest", "consent", "plan", "enqueue"}
+    for stage in ("consent", "plan", "enqueue"):
+        parent = spans[stage].parent
+        assert parent is not None
+        assert parent.span_id == spans["ingest"].context.span_id
+    assert stored == inject_traceparent(ingest.get_span_context())
+    with pytest.raises(ValueError, match="unknown stage"):
+        stage_span(tracer, "user@example.com")
+
+
+def test_delivery_span_links_to_the_ingest_spans(
+    traced: tuple[Telemetry, InMemorySpanExporter],
+) -> None:
+    """The delivery span starts a new trace linked to each stored traceparent (deduplicated)."""
+    telemetry, exporter = traced
+    other = f"00-{'a' * 32}-{'b' * 16}-01"
+    with start_delivery_span(telemetry.tracer, "ga4", [TRACEPARENT, None, other, TRACEPARENT]):
+        pass
+    (span,) = exporter.get_finished_spans()
+    assert span.kind is SpanKind.CONSUMER
+    assert span.parent is None
+    assert f"{span.context.trace_id:032x}" != TRACE_ID
+    linked = [(f"{k.context.trace_id:032x}", f"{k.context.span_id:016x}") for k in span.links]
+    assert linked == [(TRACE_ID, PARENT_ID), ("a" * 32, "b" * 16)]
+    assert span.attributes == {"router.destination": "ga4"}
+
+
+def test_client_span_is_the_traceparent_sent_to_webhooks(
+    traced: tuple[Telemetry, InMemorySpanExporter],
+) -> None:
+    """The outgoing request's span is a CLIENT child of the delivery; its traceparent is what
+    a webhook receives; the status goes through the sanitizer."""
+    telemetry, exporter = traced
+    with (
+        start_delivery_span(telemetry.tracer, "hook", [TRACEPARENT]) as delivery,
+        start_client_span(telemetry.tracer, "hook", "post") as client,
+    ):
+        header = inject_traceparent(client.get_span_context())
+        set_span_attributes(client, status=202, reason="ok")
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    send = spans["send"]
+    assert send.kind is SpanKind.CLIENT
+    assert send.parent is not None
+    assert send.parent.span_id == delivery.get_span_context().span_id
+    assert header is not None
+    parsed = parse_traceparent(header)
+    assert parsed is not None
+    assert parsed.span_id == send.context.span_id
+    assert send.attributes == {
+        "router.destination": "hook",
+        "http.request.method": "POST",
+        "http.response.status_code": 202,
+        "router.reason": "ok",
+    }
+
+
+def test_sanitizer_keeps_only_bounded_keys_and_values() -> None:
+    """Unknown keys, personal data and free text are dropped; identifiers and enums stay."""
+    attributes = span_attributes(
+        route="batch",
+        source="web",
+        destination="ga4-web",
+        event_type="track",
+        reason="consent_withdrawn",
+        status=503,
+        method="get",
+        user_id="u-1",
+        email="jane@example.com",
+    )
+    assert attributes == {
+        "router.route": "batch",
+        "router.source": "web",
+        "router.destination": "ga4-web",
+        "router.event_type": "track",
+        "router.reason": "consent_withdrawn",
+        "http.response.status_code": 503,
+        "http.request.method": "GET",
+    }
+    rejected = span_attributes(
+        source="jane@example.com",
+        destination="call 650 555 1212",
+        reason="6505551212",
+        event_type="Order Completed",
+        status="200",
+        method="BREW",
+        route="x" * 65,
+    )
+    assert rejected == {}
+
+
+def test_exception_status_carries_only_the_class_name(
+    traced: tuple[Telemetry, InMemorySpanExporter],
+) -> None:
+    """A failing stage records ERROR with the exception's class, never its message."""
+    telemetry, exporter = traced
+    with (
+        pytest.raises(KeyError),
+        start_ingest_span(telemetry.tracer, {}, route="track"),
+    ):
+        raise KeyError("jane@example.com")
+    (span,) = exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "KeyError"
+    assert not span.events
+
+
+def test_exporter_scrubs_attributes_set_by_other_code(
+    traced: tuple[Telemetry, InMemorySpanExporter],
+) -> None:
+    """Attributes and events set directly on a span (by a library) are filtered on export."""
+    telemetry, exporter = traced
+    with telemetry.tracer.start_as_current_span("library") as span:
+        span.set_attribute("user.email", "jane@example.com")
+        span.set_attribute("router.destination", "jane@example.com")
+        span.set_attribute("router.source", "web")
+        span.add_event("log", {"message": "jane@example.com"})
+        span.record_exception(ValueError("jane@example.com"))
+    (exported,) = exporter.get_finished_spans()
+    assert exported.attributes == {"router.source": "web"}
+    assert all(not e.attributes for e in exported.events)
+    assert "jane" not in exported.to_json()
+
+
+def test_no_exporter_without_configuration() -> None:
+    """Without OTEL variables nothing is exported, but spans still get trace ids."""
+    telemetry = setup_telemetry({})
+    assert telemetry.exporting == ()
+    with start_ingest_span(telemetry.tracer, {}, route="track") as span:
+        assert span.get_span_context().is_valid
+    telemetry.shutdown()
+    none = setup_telemetry({"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"})
+    assert none.exporting == ()
+    none.shutdown()
+
+
+def test_otlp_endpoint_turns_on_the_otlp_http_exporter() -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT selects the OTLP/HTTP exporters with per-signal paths."""
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9/", "OTEL_METRICS_EXPORTER": "none"}
+    assert otlp_endpoint(env, "traces") == "http://127.0.0.1:9/v1/traces"
+    assert otlp_endpoint({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c/t"}, "traces") == (
+        "http://c/t"
+    )
+    telemetry = setup_telemetry(env)
+    assert telemetry.exporting == ("traces",)
+    telemetry.tracer_provider.shutdown()
+
+
+def test_missing_otlp_package_is_a_warning_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Asking for OTLP without the exporter package logs a warning and exports nothing."""
+    real_import = builtins.__import__
+
+    def no_otlp(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name.startswith("opentelemetry.exporter.otlp"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_otlp)
+    with caplog.at_level(logging.WARNING, logger="router.tracing"):
+        telemetry = setup_telemetry({"OTEL_TRACES_EXPORTER": "otlp"})
+    assert telemetry.exporting == ()
+    assert "opentelemetry-exporter-otlp-proto-http" in caplog.text
+    telemetry.shutdown()
+
+
+def test_histograms_and_gauges_render_for_prometheus() -> None:
+    """Delivery latency, request duration and queue lag appear in the Prometheus text."""
+    telemetry = setup_telemetry({})
+    telemetry.metrics.record_delivery_latency("ga4", 0.2, status="delivered")
+    telemetry.metrics.record_request("ga4", 0.03, status="200")
+    telemetry.metrics.set_queue_lag("ga4", 12.5)
+    telemetry.metrics.bridge_counters(
+        ["router_events_delivered_total"],
+        lambda: [("router_events_delivered_total", (("destination", "ga4"),), 7)],
+    )
+    text = telemetry.render_prometheus()
+    assert "# TYPE router_delivery_latency_seconds histogram" in text
+    assert 'router_delivery_latency_seconds_bucket{destination="ga4",le="0.25",' in text
+    assert 'router_delivery_latency_seconds_count{destination="ga4",status="delivered"} 1' in text
+    assert 'router_queue_lag_seconds{destination="ga4"} 12.5' in text
+    assert 'router_events_delivered_total{destination="ga4"} 7' in text
+    telemetry.shutdown()
+
+
+def test_metric_labels_drop_personal_data() -> None:
+    """A label value shaped like personal data is dropped from the series."""
+    telemetry = setup_telemetry({})
+    telemetry.metrics.record_request("jane@example.com", 0.1, status="200")
+    text = telemetry.render_prometheus()
+    assert "jane" not in text
+    assert 'router_delivery_request_seconds_count{status="200"} 1' in text
+    telemetry.shutdown()
+
+
+def test_delivery_links_are_capped_and_skip_garbage() -> None:
+    """Unparseable traceparents are skipped and the links are bounded."""
+    values = [f"00-{i:032x}-{1:016x}-01" for i in range(1, 300)] + ["garbage"]
+    assert len(delivery_links(values)) == 128
+
+
+def test_scrubbing_exporter_forwards_flush_and_shutdown() -> None:
+    """The wrapper delegates flush and shutdown to the wrapped exporter."""
+    inner = InMemorySpanExporter()
+    wrapper = ScrubbingSpanExporter(inner)
+    assert wrapper.force_flush()
+    wrapper.shutdown()
