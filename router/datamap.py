@@ -1,0 +1,234 @@
+"""The data map: per destination and day, which field paths left, which kinds of personal data
+among them, how many events and bytes.
+
+Redis keys (``<day>`` is ``YYYY-MM-DD`` in UTC; every key expires after ``retention_days``):
+
+- ``rt:dm:<day>:destinations``       the destinations that received anything that day (set)
+- ``rt:dm:<day>:<destination>:fields`` field paths sent (set; keys normalized by ``field_paths``)
+- ``rt:dm:<day>:<destination>:pii``    personal-data kinds sent (set)
+- ``rt:dm:<day>:<destination>:counts`` ``events`` and ``bytes`` (hash counters)
+
+Entry point (the delivery worker, after a destination accepted a batch; or the ingest, if the
+map should say "queued for" rather than "sent to")::
+
+    recorder.record(destination.id, delivery.payload, pii_kinds, size_bytes)   # sync, cheap
+
+``DataMapRecorder`` aggregates in memory and writes once per ``flush_every_s`` in one pipeline.
+``read_datamap`` and ``render_table`` serve ``GET /admin/datamap`` and ``router datamap``.
+
+Field paths are computed from the payload's structure by ``field_paths``: a key that does not
+look like a field name (an email or a phone number used as a key, anything with spaces or long
+digit runs) becomes ``*``, so no value-like key reaches the map, the anomaly store or the audit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("router.datamap")
+
+MAX_PATHS: Final = 256
+MAX_DEPTH: Final = 16
+_SEGMENT: Final = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]{0,63}")
+_DIGIT_RUN: Final = re.compile(r"[0-9]{5}")
+WILDCARD: Final = "*"
+
+
+def safe_segment(name: object) -> str:
+    """A key as it may appear in a field path: itself if it looks like a field name, else ``*``."""
+    if isinstance(name, str) and _SEGMENT.fullmatch(name) and not _DIGIT_RUN.search(name):
+        return name
+    return WILDCARD
+
+
+def field_paths(
+    value: Any, *, max_paths: int = MAX_PATHS, max_depth: int = MAX_DEPTH
+) -> frozenset[str]:
+    """Leaf paths of a JSON-like value in allowlist syntax (``a.b[].c``), keys normalized.
+
+    At most ``max_paths`` paths, at most ``max_depth`` levels (deeper values count as a leaf).
+    """
+    found: set[str] = set()
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack and len(found) < max_paths:
+        item, prefix, depth = stack.pop()
+        if depth < max_depth and isinstance(item, dict) and item:
+            for name, child in item.items():
+                segment = safe_segment(name)
+                stack.append((child, f"{prefix}.{segment}" if prefix else segment, depth + 1))
+        elif depth < max_depth and isinstance(item, list) and item:
+            stack.extend((child, f"{prefix}[]", depth + 1) for child in item)
+        elif prefix:
+            found.add(prefix)
+    return frozenset(found)
+
+
+def safe_path(path: str) -> str:
+    """A configured or computed path re-checked segment by segment (for paths from elsewhere)."""
+    parts = []
+    for part in path.split(".")[:MAX_DEPTH]:
+        name, brackets, _ = part.partition("[]")
+        parts.append(safe_segment(name) + ("[]" * part.count("[]") if brackets else ""))
+    return ".".join(parts)
+
+
+def declared_kinds(paths: Iterable[str], declarations: Mapping[str, str]) -> frozenset[str]:
+    """The personal-data kinds declared (``destinations[].pii``) for the paths sent."""
+    return frozenset(declarations[p] for p in paths if p in declarations)
+
+
+def day_of(moment: datetime) -> str:
+    """The data map's day of a moment: ``YYYY-MM-DD`` in UTC."""
+    return moment.astimezone(UTC).date().isoformat()
+
+
+def _key(day: str, destination: str, part: str) -> str:
+    return f"rt:dm:{day}:{destination}:{part}"
+
+
+def _index(day: str) -> str:
+    return f"rt:dm:{day}:destinations"
+
+
+@dataclass(slots=True)
+class _Tally:
+    fields: set[str] = field(default_factory=set)
+    pii: set[str] = field(default_factory=set)
+    events: int = 0
+    bytes: int = 0
+
+
+@dataclass(slots=True)
+class DataMapRecorder:
+    """Buffers what was sent and writes it to Redis once per ``flush_every_s``."""
+
+    client: aioredis.Redis
+    flush_every_s: float = 1.0
+    retention_days: int = 400
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    _pending: dict[tuple[str, str], _Tally] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = None
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def record(
+        self,
+        destination: str,
+        payload: Mapping[str, Any],
+        pii_kinds: Iterable[str] = (),
+        size_bytes: int = 0,
+        *,
+        events: int = 1,
+    ) -> None:
+        """Count one sent payload (or ``events`` alike); no I/O."""
+        tally = self._pending.setdefault((day_of(self.clock()), destination), _Tally())
+        tally.fields |= field_paths(payload)
+        tally.pii.update(pii_kinds)
+        tally.events += events
+        tally.bytes += size_bytes
+
+    async def flush(self) -> None:
+        """Write the buffered counts (they are kept for the next flush when Redis fails)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        ttl = self.retention_days * 86_400
+        pipe = self.client.pipeline(transaction=False)
+        for (day, destination), tally in pending.items():
+            pipe.sadd(_index(day), destination)
+            pipe.expire(_index(day), ttl)
+            if tally.fields:
+                pipe.sadd(_key(day, destination, "fields"), *sorted(tally.fields))
+            if tally.pii:
+                pipe.sadd(_key(day, destination, "pii"), *sorted(tally.pii))
+            counts = _key(day, destination, "counts")
+            pipe.hincrby(counts, "events", tally.events)
+            pipe.hincrby(counts, "bytes", tally.bytes)
+            for part in ("fields", "pii", "counts"):
+                pipe.expire(_key(day, destination, part), ttl)
+        try:
+            await pipe.execute()
+        except (RedisError, OSError):
+            for key, tally in pending.items():
+                merged = self._pending.setdefault(key, _Tally())
+                merged.fields |= tally.fields
+                merged.pii |= tally.pii
+                merged.events += tally.events
+                merged.bytes += tally.bytes
+            raise
+
+    def start(self) -> None:
+        """Start the periodic flush."""
+        if self._task is None:
+            self._stopping.clear()
+            self._task = asyncio.create_task(self._run(), name="datamap")
+
+    async def close(self) -> None:
+        """Stop and flush what is left."""
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        with contextlib.suppress(RedisError, OSError):
+            await self.flush()
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.flush_every_s)
+            try:
+                await self.flush()
+            except (RedisError, OSError) as exc:
+                log.warning("data map flush failed", extra={"error": type(exc).__name__})
+
+
+async def read_datamap(client: aioredis.Redis, day: str | date) -> dict[str, Any]:
+    """``{"day", "destinations": {id: {"fields", "pii", "events", "bytes"}}}`` for one day."""
+    day = day.isoformat() if isinstance(day, date) else date.fromisoformat(day).isoformat()
+    members = await client.smembers(_index(day))  # type: ignore[misc]
+    destinations = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+    pipe = client.pipeline(transaction=False)
+    for destination in destinations:
+        pipe.smembers(_key(day, destination, "fields"))
+        pipe.smembers(_key(day, destination, "pii"))
+        pipe.hgetall(_key(day, destination, "counts"))
+    results = await pipe.execute()
+    out: dict[str, Any] = {}
+    for index, destination in enumerate(destinations):
+        fields, pii, counts = results[3 * index : 3 * index + 3]
+        out[destination] = {
+            "fields": sorted(_text(f) for f in fields),
+            "pii": sorted(_text(k) for k in pii),
+            "events": int(counts.get(b"events", 0)),
+            "bytes": int(counts.get(b"bytes", 0)),
+        }
+    return {"day": day, "destinations": out}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def render_table(datamap: Mapping[str, Any]) -> str:
+    """A plain-text table of one day's data map (for ``router datamap``)."""
+    lines = [f"data map for {datamap['day']}"]
+    destinations: Mapping[str, Any] = datamap["destinations"]
+    if not destinations:
+        lines.append("(nothing sent)")
+        return "\n".join(lines) + "\n"
+    lines.append(f"{'destination':<24} {'events':>10} {'bytes':>12}  personal data")
+    for destination, row in destinations.items():
+        kinds = ", ".join(row["pii"]) or "-"
+        lines.append(f"{destination:<24} {row['events']:>10} {row['bytes']:>12}  {kinds}")
+        for path in row["fields"]:
+            lines.append(f"    {path}")
+    return "\n".join(lines) + "\n"

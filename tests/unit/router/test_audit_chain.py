@@ -1,0 +1,169 @@
+"""The audit chain's pure core: hashing, verification, decision records without PII."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime
+
+from consent.model import ConsentState, Signal
+from router.audit import (
+    GENESIS,
+    GENESIS_ANCHOR,
+    Anchor,
+    AuditKind,
+    AuditRecord,
+    canonical,
+    chain,
+    chain_hash,
+    decision_entries,
+    parse_record,
+    seal,
+    subject_token,
+    verify_records,
+)
+from router.plan import plan
+from router.sanitize import Event
+from router.schema import EventType
+from tests.conftest import routing_from
+
+AT = "2026-11-22T10:00:00.000+00:00"
+
+
+def _records(count: int) -> list[AuditRecord]:
+    return chain(GENESIS_ANCHOR, [(AT, "release", {"destination": f"d{i}"}) for i in range(count)])
+
+
+def test_chain_hash_covers_every_field() -> None:
+    """Changing seq, at, kind, data or prev_hash changes the hash; the hash itself is excluded."""
+    record = seal(1, AT, "hold", {"destination": "ga4"}, GENESIS)
+    assert record.hash == chain_hash(record)
+    for change in (
+        {"seq": 2},
+        {"at": "2026-11-22T10:00:01.000+00:00"},
+        {"kind": "release"},
+        {"data": {"destination": "meta"}},
+        {"prev_hash": "1" * 64},
+    ):
+        assert chain_hash(dataclasses.replace(record, **change)) != record.hash
+    assert chain_hash(dataclasses.replace(record, hash="x")) == record.hash
+
+
+def test_canonical_json_ignores_key_order() -> None:
+    """The canonical form sorts keys, so the same data always hashes the same."""
+    assert canonical({"b": 1, "a": [1, {"d": 2, "c": 3}]}) == b'{"a":[1,{"c":3,"d":2}],"b":1}'
+
+
+def test_intact_chain_verifies() -> None:
+    """Records chained from genesis verify, and every record is counted."""
+    records = _records(5)
+    result = verify_records(records, head=Anchor(5, records[-1].hash))
+    assert result.ok
+    assert result.checked == 5
+
+
+def test_edited_record_is_named() -> None:
+    """Editing one record's data without resealing makes that record fail."""
+    records = _records(5)
+    records[2] = dataclasses.replace(records[2], data={"destination": "evil"})
+    result = verify_records(records)
+    assert not result.ok
+    assert result.first_bad_seq == 3
+    assert "record 3" in result.reason
+
+
+def test_resealed_record_is_named_by_the_next_link() -> None:
+    """A record edited and resealed is caught by the next record's prev_hash, and named."""
+    records = _records(5)
+    records[2] = seal(3, AT, "release", {"destination": "evil"}, records[1].hash)
+    result = verify_records(records)
+    assert not result.ok
+    assert result.first_bad_seq == 3
+
+
+def test_resealed_last_record_is_caught_by_the_head() -> None:
+    """Resealing the last record is caught by the stored head."""
+    records = _records(3)
+    head = Anchor(3, records[-1].hash)
+    records[-1] = seal(3, AT, "release", {"destination": "evil"}, records[1].hash)
+    result = verify_records(records, head=head)
+    assert not result.ok
+    assert result.first_bad_seq == 3
+
+
+def test_removed_record_is_reported_missing() -> None:
+    """Deleting a record in the middle names the missing seq."""
+    records = _records(5)
+    del records[1]
+    result = verify_records(records)
+    assert not result.ok
+    assert result.first_bad_seq == 2
+    assert "missing" in result.reason
+
+
+def test_removed_tail_is_caught_by_the_head() -> None:
+    """Deleting the newest records is noticed through the head."""
+    records = _records(5)
+    head = Anchor(5, records[-1].hash)
+    result = verify_records(records[:3], head=head)
+    assert not result.ok
+    assert result.first_bad_seq == 4
+
+
+def test_verification_starts_from_an_anchor() -> None:
+    """After trimming, the rest verifies from the last trimmed record's seq and hash."""
+    records = _records(6)
+    anchor = Anchor(records[2].seq, records[2].hash)
+    assert verify_records(records[3:], anchor).ok
+    assert not verify_records(records[3:]).ok
+    assert verify_records(records[3:], None).ok
+
+
+def test_exported_lines_parse_back_and_verify() -> None:
+    """An exported JSON line parses into the same record."""
+    records = _records(3)
+    lines = [canonical(r.to_json()).decode() for r in records]
+    parsed = [parse_record(line) for line in lines]
+    assert parsed == records
+    assert verify_records(parsed).ok
+
+
+def test_decision_entries_tokenize_subjects_and_hold_no_values() -> None:
+    """Decision records name destination, decision, reason and paths, never ids or values."""
+    routing = routing_from()
+    now = datetime(2026, 11, 22, 10, tzinfo=UTC)
+    data = {
+        "type": "track",
+        "event": "Order Completed",
+        "messageId": "msg-1",
+        "userId": "jane.doe@example.com",
+        "anonymousId": "anon-555-0100",
+        "properties": {"order_id": "o-1", "jane.doe@example.com": 1, "note": "call +1 650 555"},
+    }
+    event = Event(
+        type=EventType.TRACK,
+        message_id="msg-1",
+        timestamp=now,
+        received_at=now,
+        data=data,
+        user_id="jane.doe@example.com",
+        anonymous_id="anon-555-0100",
+        name="Order Completed",
+    )
+    consent = ConsentState(
+        granted=frozenset({"necessary"}), signals=(Signal.SEGMENT,), collected_at=now
+    )
+    decisions = plan(event, consent, routing.destinations, routing.policy)
+    entries = decision_entries(event, consent, decisions, key=b"k")
+    assert [kind for kind, _ in entries] == [AuditKind.DECISION, AuditKind.DECISION]
+    by_destination = {d["destination"]: d for _, d in entries}
+    assert by_destination["analytics-hook"]["decision"] == "skip"
+    ops = by_destination["ops-hook"]
+    assert ops["decision"] == "deliver"
+    assert "properties.note" in ops["removed"]
+    assert "properties.*" in ops["removed"]
+    assert ops["consent"] == {"sources": ["segment"], "at": now.isoformat()}
+    assert subject_token("jane.doe@example.com", b"k") in ops["subjects"]
+    text = json.dumps(entries)
+    for secret in ("jane.doe", "example.com", "anon-555", "650 555", "msg-1"):
+        assert secret not in text

@@ -1,0 +1,72 @@
+"""The data map's pure parts: normalized field paths, declared kinds, the table."""
+
+from __future__ import annotations
+
+from router.datamap import declared_kinds, field_paths, render_table, safe_path
+
+
+def test_field_paths_in_allowlist_syntax() -> None:
+    """Nested objects and arrays give dotted paths with ``[]``."""
+    payload = {"event": "x", "properties": {"products": [{"sku": "a"}, {"price": 1}]}, "e": {}}
+    assert field_paths(payload) == {
+        "event",
+        "properties.products[].sku",
+        "properties.products[].price",
+        "e",
+    }
+
+
+def test_value_like_keys_become_wildcards() -> None:
+    """Emails, phone numbers, spaces and long digit runs used as keys are never kept."""
+    payload = {
+        "properties": {
+            "jane@example.com": 1,
+            "+16505551212": 2,
+            "Jane Doe": 3,
+            "order_12345678": 4,
+            "plan": 5,
+        }
+    }
+    assert field_paths(payload) == {"properties.*", "properties.plan"}
+
+
+def test_field_paths_are_bounded() -> None:
+    """At most ``max_paths`` paths; nesting past ``max_depth`` counts as a leaf."""
+    wide = {f"k{i}": i for i in range(1000)}
+    assert len(field_paths(wide, max_paths=10)) == 10
+    deep: dict[str, object] = {}
+    node = deep
+    for _ in range(40):
+        child: dict[str, object] = {}
+        node["a"] = child
+        node = child
+    node["leaf"] = 1
+    (path,) = field_paths(deep, max_depth=4)
+    assert path == "a.a.a.a"
+
+
+def test_safe_path_rechecks_segments() -> None:
+    """A path from elsewhere is re-checked segment by segment."""
+    assert safe_path("properties.products[].sku") == "properties.products[].sku"
+    assert safe_path("traits.+4915112345678.x") == "traits.*.x"
+
+
+def test_declared_kinds_of_sent_paths() -> None:
+    """Only the declared paths that were sent count."""
+    declarations = {"traits.email": "email", "traits.phone": "phone"}
+    assert declared_kinds({"traits.email", "event"}, declarations) == {"email"}
+
+
+def test_table_lists_destinations_counts_kinds_and_paths() -> None:
+    """The table has one line per destination, then its field paths."""
+    datamap = {
+        "day": "2026-11-22",
+        "destinations": {
+            "ga4": {"fields": ["event", "userId"], "pii": ["email"], "events": 3, "bytes": 120}
+        },
+    }
+    text = render_table(datamap)
+    assert "ga4" in text
+    assert "email" in text
+    assert "    userId" in text
+    assert "(nothing sent)" in render_table({"day": "2026-11-22", "destinations": {}})
