@@ -1,0 +1,569 @@
+"""The operator API under ``/admin``: bearer tokens with roles, every call audited.
+
+Wiring (in ``create_app``, after ``app[STATE]`` is set)::
+
+    add_admin_routes(app)                 # tokens from ROUTER_ADMIN_TOKENS, key ROUTER_AUDIT_KEY
+
+Tokens: ``ROUTER_ADMIN_TOKENS`` is a JSON object ``{"<sha256 hex of the token>": "<role>"}`` or
+the path of a file holding one. Only hashes are stored; a presented ``Authorization: Bearer``
+token is hashed and compared with every stored hash in constant time. Make a token with
+``python -c 'import secrets; print(secrets.token_urlsafe(32))'`` and store
+``sha256sum``'s hex of it. No token: 401. A role not in the endpoint's row of ``ROLE_TABLE``:
+403. Each call, allowed or not, appends an ``admin_call`` record to the audit trail (endpoint,
+method, status, role, and the first 12 hex digits of the token's hash: never the token).
+
+Roles: ``viewer`` < ``operator`` < ``admin``, and ``auditor`` beside them (privacy and legal:
+the data map, anomalies, explain and the audit trail, but not queues or dead letters).
+
+Endpoints (``ROLE_TABLE`` is the source of truth):
+
+- ``GET  /admin/destinations``                      id, type, purpose, requires, queue, held...
+- ``GET  /admin/datamap?day=YYYY-MM-DD``            what left, per destination (default today)
+- ``GET  /admin/anomalies?limit=N``                 newest first
+- ``POST /admin/holds/{destination}/release``       the held events flow again
+- ``POST /admin/holds/{destination}/discard``       drop the queued events, then release
+- ``GET  /admin/dlq/{destination}?limit=N``         dead letters: id, reason, time, event id
+- ``POST /admin/dlq/{destination}/replay``          body ``{"ids": [...]}`` or all (up to limit)
+- ``GET  /admin/audit/export``                      JSON lines
+- ``GET  /admin/audit/verify``                      the chain check
+- ``POST /admin/explain``                           ``{"event": {...}, "consent"?, "headers"?}``
+
+No endpoint returns an event's payload (design guarantee 7): dead letters are listed by id,
+reason and message id only; ``explain`` answers about the event posted to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+import redis.asyncio as aioredis
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from consent.resolve import RequestSignals
+from router import anomaly
+from router.audit import AuditKind, AuditLog
+from router.datamap import day_of, read_datamap
+from router.explain import consent_context, explain
+from router.http import HttpError, error_response, json_response
+from router.ingest import STATE, AppState
+from router.queue import GROUP, ITEM_DECODER, dlq_key, queue_key
+from router.sanitize import Rejection
+from router.schema import WireEvent
+from router.tracing import RouterMetrics
+
+
+class Role(StrEnum):
+    """What a token may do."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+    AUDITOR = "auditor"
+
+
+VIEW: Final = frozenset({Role.VIEWER, Role.OPERATOR, Role.ADMIN})
+PRIVACY: Final = VIEW | {Role.AUDITOR}
+OPERATE: Final = frozenset({Role.OPERATOR, Role.ADMIN})
+AUDIT: Final = frozenset({Role.AUDITOR, Role.ADMIN})
+
+MAX_BODY_BYTES: Final = 64 * 1024
+MAX_LIMIT: Final = 1000
+
+
+# --- tokens --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who called: the role and a short, non-secret id of the token (its hash's prefix)."""
+
+    role: Role
+    token_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenTable:
+    """Token hashes and their roles."""
+
+    entries: tuple[tuple[str, Role], ...] = ()
+
+    def authenticate(self, token: str) -> Identity | None:
+        """The identity of a presented token; every stored hash is compared (constant time)."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        found: Identity | None = None
+        for stored, role in self.entries:
+            if hmac.compare_digest(stored, digest):
+                found = Identity(role, stored[:12])
+        return found
+
+
+def parse_tokens(value: str) -> TokenTable:
+    """``ROUTER_ADMIN_TOKENS``: a JSON object of hash -> role, or a path to a file holding it.
+
+    Raises ``ValueError`` naming every bad entry (never echoing a value that might be a token).
+    """
+    text = value.strip()
+    if not text.startswith("{"):
+        try:
+            text = Path(text).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"ROUTER_ADMIN_TOKENS: cannot read the file: {exc.strerror}") from exc
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise ValueError("ROUTER_ADMIN_TOKENS: not a JSON object") from exc
+    if not isinstance(raw, dict):
+        raise ValueError("ROUTER_ADMIN_TOKENS: not a JSON object")
+    problems: list[str] = []
+    entries: list[tuple[str, Role]] = []
+    roles = {r.value for r in Role}
+    for position, (digest, role) in enumerate(raw.items()):
+        if not (isinstance(digest, str) and len(digest) == 64 and _is_hex(digest)):
+            problems.append(f"entry {position}: the key must be a SHA-256 hex digest")
+        elif role not in roles:
+            problems.append(f"entry {position}: unknown role (roles: {', '.join(sorted(roles))})")
+        else:
+            entries.append((digest.lower(), Role(role)))
+    if problems:
+        raise ValueError("ROUTER_ADMIN_TOKENS: " + "; ".join(problems))
+    return TokenTable(tuple(entries))
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        int(text, 16)
+    except ValueError:
+        return False
+    return True
+
+
+def token_hash(token: str) -> str:
+    """What to store in ``ROUTER_ADMIN_TOKENS`` for a token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# --- state ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AdminState:
+    """What the admin routes need beyond ``STATE``."""
+
+    tokens: TokenTable
+    audit_key: bytes = b""
+
+
+ADMIN = web.AppKey("admin", AdminState)
+
+AdminHandler = Callable[[web.Request, "Call"], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """An authorised call: who, and the audit log to write to."""
+
+    identity: Identity
+    audit: AuditLog
+    state: AppState
+
+    @property
+    def actor(self) -> str:
+        """How the caller appears in audit records."""
+        return f"{self.identity.role.value}:{self.identity.token_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One row of the role table."""
+
+    method: str
+    path: str
+    roles: frozenset[Role]
+    handler: AdminHandler
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def _guard(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        admin = request.app[ADMIN]
+        state = request.app[STATE]
+        audit = AuditLog(state.redis, key=admin.audit_key)
+        token = _bearer(request)
+        identity = admin.tokens.authenticate(token) if token else None
+        response: web.StreamResponse
+        if identity is None:
+            response = error_response(
+                HttpError(401, "unauthorized", "send a valid `Authorization: Bearer` token")
+            )
+            response.headers["WWW-Authenticate"] = "Bearer"
+        elif identity.role not in endpoint.roles:
+            allowed = ", ".join(sorted(r.value for r in endpoint.roles))
+            response = error_response(
+                HttpError(403, "forbidden", f"this endpoint needs one of the roles: {allowed}")
+            )
+        else:
+            try:
+                response = await endpoint.handler(request, Call(identity, audit, state))
+            except HttpError as error:
+                response = error_response(error)
+            except (RedisError, OSError) as exc:
+                response = error_response(
+                    HttpError(
+                        503, "redis_unavailable", f"Redis is unavailable ({type(exc).__name__})"
+                    )
+                )
+        destination = request.match_info.get("destination")
+        data: dict[str, Any] = {
+            "endpoint": endpoint.path,
+            "method": endpoint.method,
+            "status": response.status,
+            "role": identity.role.value if identity else None,
+            "token": identity.token_id if identity else None,
+        }
+        if destination is not None:
+            known = state.routing.destination(destination) is not None
+            data["destination"] = destination if known else "(unknown)"
+        try:
+            await audit.append(AuditKind.ADMIN_CALL, data)
+        except (RedisError, OSError):
+            if response.prepared:
+                raise
+            response = error_response(
+                HttpError(503, "audit_unavailable", "the call could not be audited")
+            )
+        return response
+
+    return guarded
+
+
+# --- queue status --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    """One destination's queue: length, pending (read, not acked), dead letters, lag, hold."""
+
+    length: int
+    pending: int
+    dlq_length: int
+    lag_seconds: float
+    hold: dict[str, Any] | None
+
+
+async def queue_status(
+    client: aioredis.Redis, destination_ids: list[str], now: datetime | None = None
+) -> dict[str, QueueStatus]:
+    """Every destination's queue status in one pipeline (also for the queue lag gauge)."""
+    moment = (now or datetime.now(UTC)).timestamp()
+    pipe = client.pipeline(transaction=False)
+    for destination in destination_ids:
+        stream = queue_key(destination)
+        pipe.xlen(stream)
+        pipe.xpending(stream, GROUP)
+        pipe.xlen(dlq_key(destination))
+        pipe.xrange(stream, count=1)
+        pipe.get(anomaly.hold_key(destination))
+    results = await pipe.execute(raise_on_error=False)
+    out: dict[str, QueueStatus] = {}
+    for index, destination in enumerate(destination_ids):
+        length, pending, dlq, first, held = results[5 * index : 5 * index + 5]
+        for value in (length, dlq, first, held):
+            if isinstance(value, Exception):
+                raise value
+        lag = 0.0
+        if first:
+            first_ms = int(first[0][0].split(b"-")[0])
+            lag = max(0.0, moment - first_ms / 1000)
+        hold = None
+        if held is not None:
+            try:
+                hold = json.loads(held)
+            except ValueError:
+                hold = {"reason": "unknown"}
+        out[destination] = QueueStatus(
+            length=int(length),
+            pending=0 if isinstance(pending, Exception) else int(pending["pending"]),
+            dlq_length=int(dlq),
+            lag_seconds=round(lag, 3),
+            hold=hold,
+        )
+    return out
+
+
+# --- handlers ------------------------------------------------------------------------------------
+
+
+def _destination(call: Call, request: web.Request) -> str:
+    destination = request.match_info["destination"]
+    if call.state.routing.destination(destination) is None:
+        raise HttpError(404, "unknown_destination", "no destination with this id is configured")
+    return destination
+
+
+def _limit(request: web.Request, default: int = 100) -> int:
+    try:
+        limit = int(request.query.get("limit", default))
+    except ValueError as exc:
+        raise HttpError(400, "invalid_limit", "limit must be an integer") from exc
+    if not 1 <= limit <= MAX_LIMIT:
+        raise HttpError(400, "invalid_limit", f"limit must be between 1 and {MAX_LIMIT}")
+    return limit
+
+
+async def _json_body(request: web.Request) -> Any:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise HttpError(413, "body_too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
+    body = await request.content.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        raise HttpError(413, "body_too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise HttpError(400, "invalid_json", "the body is not valid JSON") from exc
+
+
+async def list_destinations(request: web.Request, call: Call) -> web.StreamResponse:
+    """``GET /admin/destinations``."""
+    del request
+    routing = call.state.routing
+    status = await queue_status(call.state.redis, [d.id for d in routing.destinations])
+    rows = []
+    for destination in routing.destinations:
+        queue = status[destination.id]
+        rows.append(
+            {
+                "id": destination.id,
+                "type": destination.type,
+                "purpose": destination.config.purpose,
+                "requires": list(destination.requires),
+                "enabled": destination.config.enabled,
+                "dry_run": destination.config.dry_run,
+                "queue_length": queue.length,
+                "pending": queue.pending,
+                "dlq_length": queue.dlq_length,
+                "lag_seconds": queue.lag_seconds,
+                "held": queue.hold is not None,
+                "hold": queue.hold,
+            }
+        )
+    return json_response({"destinations": rows})
+
+
+async def get_datamap(request: web.Request, call: Call) -> web.StreamResponse:
+    """``GET /admin/datamap?day=``."""
+    day = request.query.get("day") or day_of(datetime.now(UTC))
+    try:
+        parsed = date.fromisoformat(day)
+    except ValueError as exc:
+        raise HttpError(400, "invalid_day", "day must be YYYY-MM-DD") from exc
+    return json_response(await read_datamap(call.state.redis, parsed))
+
+
+async def list_anomalies(request: web.Request, call: Call) -> web.StreamResponse:
+    """``GET /admin/anomalies?limit=``."""
+    limit = _limit(request)
+    return json_response({"anomalies": await anomaly.recent_anomalies(call.state.redis, limit)})
+
+
+async def release_hold(request: web.Request, call: Call) -> web.StreamResponse:
+    """``POST /admin/holds/{destination}/release``."""
+    destination = _destination(call, request)
+    released = await anomaly.release(
+        call.state.redis, destination, audit=call.audit, actor=call.actor
+    )
+    return json_response({"destination": destination, "released": released})
+
+
+async def discard_hold(request: web.Request, call: Call) -> web.StreamResponse:
+    """``POST /admin/holds/{destination}/discard``."""
+    destination = _destination(call, request)
+    count = await anomaly.discard(call.state.redis, destination, audit=call.audit, actor=call.actor)
+    return json_response({"destination": destination, "discarded": count})
+
+
+async def list_dlq(request: web.Request, call: Call) -> web.StreamResponse:
+    """``GET /admin/dlq/{destination}?limit=``: newest first, without payloads."""
+    destination = _destination(call, request)
+    entries = await call.state.redis.xrevrange(dlq_key(destination), count=_limit(request))
+    rows = []
+    for entry_id, fields in entries:
+        row: dict[str, Any] = {
+            "id": entry_id.decode(),
+            "reason": fields.get(b"reason", b"").decode("utf-8", "replace"),
+            "at": fields.get(b"at", b"").decode("utf-8", "replace"),
+        }
+        try:
+            item = ITEM_DECODER.decode(fields.get(b"d", b""))
+        except msgspec.DecodeError:
+            row["corrupt"] = True
+        else:
+            row.update(
+                message_id=item.delivery.message_id,
+                type=item.delivery.type,
+                event=item.delivery.event,
+            )
+        rows.append(row)
+    return json_response({"destination": destination, "dead_letters": rows})
+
+
+async def replay_dlq(request: web.Request, call: Call) -> web.StreamResponse:
+    """``POST /admin/dlq/{destination}/replay``: move dead letters back to the queue.
+
+    Replayed entries re-enter the destination's stream like any other entry, so the delivery
+    worker's re-check (suppression, then the current consent) applies to them before any send:
+    an erasure or withdrawal since the first attempt wins.
+    """
+    destination = _destination(call, request)
+    body = await _json_body(request)
+    client = call.state.redis
+    dlq = dlq_key(destination)
+    if isinstance(body, dict) and body.get("ids") is not None:
+        ids = body["ids"]
+        if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+            raise HttpError(400, "invalid_ids", "ids must be a list of dead-letter ids")
+        if len(ids) > MAX_LIMIT:
+            raise HttpError(400, "invalid_ids", f"at most {MAX_LIMIT} ids per call")
+        pipe = client.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.xrange(dlq, min=entry_id, max=entry_id)
+        try:
+            found = [e for page in await pipe.execute() for e in page]
+        except RedisError as exc:
+            raise HttpError(400, "invalid_ids", "an id is not a stream id") from exc
+    else:
+        found = await client.xrange(dlq, count=_limit(request, MAX_LIMIT))
+    pipe = client.pipeline(transaction=True)
+    for entry_id, fields in found:
+        pipe.xadd(queue_key(destination), {"d": fields.get(b"d", b"")})
+        pipe.xdel(dlq, entry_id)
+    if found:
+        await pipe.execute()
+    await call.audit.append(
+        AuditKind.DLQ_REPLAY,
+        {"destination": destination, "count": len(found), "actor": call.actor},
+    )
+    return json_response({"destination": destination, "replayed": len(found)})
+
+
+async def export_audit(request: web.Request, call: Call) -> web.StreamResponse:
+    """``GET /admin/audit/export``: every record as a JSON line, oldest first."""
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    async for line in call.audit.export():
+        await response.write(line.encode())
+    await response.write_eof()
+    return response
+
+
+async def verify_audit(request: web.Request, call: Call) -> web.StreamResponse:
+    """``GET /admin/audit/verify``."""
+    del request
+    result = await call.audit.verify()
+    return json_response(
+        {
+            "ok": result.ok,
+            "first_bad_seq": result.first_bad_seq,
+            "reason": result.reason,
+            "checked": result.checked,
+        }
+    )
+
+
+async def explain_event(request: web.Request, call: Call) -> web.StreamResponse:
+    """``POST /admin/explain``: per destination, deliver or skip, why, and the payload."""
+    body = await _json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("event"), dict):
+        raise HttpError(400, "invalid_request", 'send {"event": {...}, "consent"?: {...}}')
+    data = dict(body["event"])
+    if body.get("consent") is not None:
+        context = dict(data.get("context") or {})
+        context.update(consent_context(body["consent"]))
+        data["context"] = context
+    data.setdefault("type", "track")
+    try:
+        wire = msgspec.convert(data, WireEvent)
+    except msgspec.ValidationError as exc:
+        raise HttpError(400, "invalid_event", str(exc)) from exc
+    headers = body.get("headers") if isinstance(body.get("headers"), dict) else {}
+    assert isinstance(headers, dict)
+    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    routing = call.state.routing
+    geo = routing.policy.geo_header
+    reports = explain(
+        routing,
+        wire,
+        now=datetime.now(UTC),
+        new_id=lambda: str(uuid.uuid4()),
+        signals=RequestSignals(
+            gpc=lowered.get("sec-gpc", "").strip() == "1",
+            region=lowered.get(geo.lower()) if geo else None,
+        ),
+    )
+    if isinstance(reports, Rejection):
+        raise HttpError(400, reports.code, reports.message, path=reports.path)
+    return json_response({"destinations": reports})
+
+
+ROLE_TABLE: Final[tuple[Endpoint, ...]] = (
+    Endpoint("GET", "/admin/destinations", VIEW, list_destinations),
+    Endpoint("GET", "/admin/datamap", PRIVACY, get_datamap),
+    Endpoint("GET", "/admin/anomalies", PRIVACY, list_anomalies),
+    Endpoint("POST", "/admin/holds/{destination}/release", OPERATE, release_hold),
+    Endpoint("POST", "/admin/holds/{destination}/discard", OPERATE, discard_hold),
+    Endpoint("GET", "/admin/dlq/{destination}", OPERATE, list_dlq),
+    Endpoint("POST", "/admin/dlq/{destination}/replay", OPERATE, replay_dlq),
+    Endpoint("GET", "/admin/audit/export", AUDIT, export_audit),
+    Endpoint("GET", "/admin/audit/verify", AUDIT, verify_audit),
+    Endpoint("POST", "/admin/explain", PRIVACY, explain_event),
+)
+
+
+def add_admin_routes(
+    app: web.Application,
+    *,
+    tokens: TokenTable | None = None,
+    audit_key: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Register ``/admin/*``. Tokens and the audit key default to ``ROUTER_ADMIN_TOKENS`` and
+    ``ROUTER_AUDIT_KEY``; without tokens every call answers 401. ``app[STATE]`` must be set
+    before the first request."""
+    env = os.environ if env is None else env
+    if tokens is None:
+        configured = env.get("ROUTER_ADMIN_TOKENS", "")
+        tokens = parse_tokens(configured) if configured.strip() else TokenTable()
+    if audit_key is None:
+        audit_key = env.get("ROUTER_AUDIT_KEY", "").encode()
+    app[ADMIN] = AdminState(tokens=tokens, audit_key=audit_key)
+    for endpoint in ROLE_TABLE:
+        app.router.add_route(endpoint.method, endpoint.path, _guard(endpoint))
+
+
+async def refresh_queue_lag(
+    client: aioredis.Redis, destination_ids: list[str], metrics: RouterMetrics
+) -> None:
+    """Sample every destination's queue lag into the ``router_queue_lag_seconds`` gauge (call
+    from the ``/metrics`` handler before rendering, and every few seconds for OTLP)."""
+    for destination, status in (await queue_status(client, destination_ids)).items():
+        metrics.set_queue_lag(destination, status.lag_seconds)
