@@ -16,7 +16,7 @@ subscription is down the cache is bypassed and cleared, so a withdrawal is seen 
 as soon as Redis delivers the message (milliseconds), and a hot subject costs no round trip.
 
 This is the I/O edge of the consent package: the rules stay in ``consent.resolve`` and
-``consent.policy``; ``merge_records`` is pure.
+``consent.policy``, the record and the merge of a person's records in ``consent.records``.
 """
 
 from __future__ import annotations
@@ -24,12 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -37,6 +36,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from consent.model import StoredConsent
+from consent.records import ConsentRecord, merge_records, millis
 
 log = logging.getLogger("consent.store")
 
@@ -58,95 +58,6 @@ def record_key(subject: str) -> str:
 def history_key(subject: str) -> str:
     """The change history of a hashed subject."""
     return f"rt:consent-log:{subject}"
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def _at(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class ConsentRecord:
-    """One subject's stored consent."""
-
-    granted: frozenset[str]
-    denied: frozenset[str]
-    source: str
-    updated_at: datetime
-    """The consent's own timestamp (the CMP choice), never later than ``received_at``."""
-    received_at: datetime
-    expires_at: datetime
-
-    @classmethod
-    def build(
-        cls,
-        votes: dict[str, bool],
-        *,
-        source: str,
-        updated_at: datetime,
-        received_at: datetime,
-        max_age_days: int,
-    ) -> ConsentRecord:
-        """A record from category votes; a timestamp from the future is clamped to receipt."""
-        updated = min(updated_at, received_at)
-        return cls(
-            granted=frozenset(c for c, v in votes.items() if v),
-            denied=frozenset(c for c, v in votes.items() if not v),
-            source=source,
-            updated_at=updated,
-            received_at=received_at,
-            expires_at=updated + timedelta(days=max_age_days),
-        )
-
-    def consent(self) -> StoredConsent:
-        """What the resolver reads."""
-        return StoredConsent(self.granted, self.denied, self.source, self.updated_at)
-
-    def encode(self) -> str:
-        """The JSON stored under the record key."""
-        return json.dumps(
-            {
-                "granted": sorted(self.granted),
-                "denied": sorted(self.denied),
-                "source": self.source,
-                "updated_at_ms": _ms(self.updated_at),
-                "received_at_ms": _ms(self.received_at),
-                "expires_at_ms": _ms(self.expires_at),
-            },
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def decode(cls, raw: bytes | str) -> ConsentRecord:
-        """A stored record; an unreadable one grants nothing (fail closed)."""
-        try:
-            data = json.loads(raw)
-            return cls(
-                granted=frozenset(str(c) for c in data["granted"]),
-                denied=frozenset(str(c) for c in data["denied"]),
-                source=str(data["source"]),
-                updated_at=_at(int(data["updated_at_ms"])),
-                received_at=_at(int(data["received_at_ms"])),
-                expires_at=_at(int(data["expires_at_ms"])),
-            )
-        except (ValueError, TypeError, KeyError, OverflowError):
-            log.warning("unreadable consent record; it grants nothing")
-            now = datetime.now(UTC)
-            return cls(frozenset(), frozenset(), "unreadable", now, now, now + timedelta(days=1))
-
-
-def merge_records(records: Iterable[ConsentRecord | None]) -> StoredConsent | None:
-    """A person's records (user id, anonymous id) as one: a denial wins, newest timestamp."""
-    present = [r for r in records if r is not None]
-    if not present:
-        return None
-    denied = frozenset().union(*(r.denied for r in present))
-    granted = frozenset().union(*(r.granted for r in present)) - denied
-    newest = max(present, key=lambda r: r.updated_at)
-    return StoredConsent(granted, denied, newest.source, newest.updated_at)
 
 
 class WriteOutcome(StrEnum):
@@ -437,14 +348,14 @@ class ConsentStore:
         args: list[str | int] = [
             "1" if self._suppressed_key is not None else "0",
             record.encode(),
-            _ms(record.updated_at),
-            _ms(record.expires_at),
+            millis(record.updated_at),
+            millis(record.expires_at),
             self._history_max,
             self._channel,
             ",".join(sorted(record.granted)),
             ",".join(sorted(record.denied)),
             record.source,
-            _ms(record.received_at),
+            millis(record.received_at),
             *subjects,
         ]
         return keys, args

@@ -21,8 +21,9 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from consent.records import ConsentRecord, merge_records
 from consent.resolve import RequestSignals, resolve_consent
-from consent.store import ConsentRecord, ConsentStore, merge_records
+from consent.store import ConsentStore
 from router import jsonscan
 from router.config import Routing, SourceConfig
 from router.errors import QueueUnavailableError

@@ -19,8 +19,9 @@ import msgspec
 from consent.errors import DecodeError
 from consent.model import DenyReason
 from consent.policy import ConsentPolicy, withdrawn
+from consent.records import ConsentRecord
 from consent.signals import read_segment
-from consent.store import ConsentRecord, ConsentStore, subject_key
+from consent.store import ConsentStore, subject_key
 from router.http import HttpError
 from router.queue import QueueItem
 from router.sanitize import Event

@@ -1,11 +1,12 @@
-"""consent.store's pure parts: merging a person's records, building and encoding a record."""
+"""consent.records: merging a person's records, building and encoding a record."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from consent.model import StoredConsent
-from consent.store import ConsentRecord, merge_records, subject_key
+from consent.records import ConsentRecord, merge_records
+from consent.store import subject_key
 from router.queue import subject_hash
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

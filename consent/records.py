@@ -1,0 +1,110 @@
+"""A subject's stored consent record, and how a person's records merge. Pure.
+
+``ConsentRecord`` is what ``consent.store`` keeps per hashed subject id: the granted and denied
+categories, the source of the choice (``api``, ``segment_event``...), the consent's own
+timestamp, when it reached us and when it expires (``max_age_days`` after the timestamp).
+``merge_records`` folds a person's records (user id, anonymous id) into the ``StoredConsent``
+the resolver reads: a denial on any id wins, the newest timestamp counts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from consent.model import StoredConsent
+
+log = logging.getLogger("consent.records")
+
+
+def millis(moment: datetime) -> int:
+    """Epoch milliseconds: how the store's script compares timestamps."""
+    return int(moment.timestamp() * 1000)
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRecord:
+    """One subject's stored consent."""
+
+    granted: frozenset[str]
+    denied: frozenset[str]
+    source: str
+    updated_at: datetime
+    """The consent's own timestamp (the CMP choice), never later than ``received_at``."""
+    received_at: datetime
+    expires_at: datetime
+
+    @classmethod
+    def build(
+        cls,
+        votes: dict[str, bool],
+        *,
+        source: str,
+        updated_at: datetime,
+        received_at: datetime,
+        max_age_days: int,
+    ) -> ConsentRecord:
+        """A record from category votes; a timestamp from the future is clamped to receipt."""
+        updated = min(updated_at, received_at)
+        return cls(
+            granted=frozenset(c for c, v in votes.items() if v),
+            denied=frozenset(c for c, v in votes.items() if not v),
+            source=source,
+            updated_at=updated,
+            received_at=received_at,
+            expires_at=updated + timedelta(days=max_age_days),
+        )
+
+    def consent(self) -> StoredConsent:
+        """What the resolver reads."""
+        return StoredConsent(self.granted, self.denied, self.source, self.updated_at)
+
+    def encode(self) -> str:
+        """The JSON stored under the record key."""
+        return json.dumps(
+            {
+                "granted": sorted(self.granted),
+                "denied": sorted(self.denied),
+                "source": self.source,
+                "updated_at_ms": millis(self.updated_at),
+                "received_at_ms": millis(self.received_at),
+                "expires_at_ms": millis(self.expires_at),
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> ConsentRecord:
+        """A stored record; an unreadable one grants nothing (fail closed)."""
+        try:
+            data = json.loads(raw)
+            return cls(
+                granted=frozenset(str(c) for c in data["granted"]),
+                denied=frozenset(str(c) for c in data["denied"]),
+                source=str(data["source"]),
+                updated_at=_at(int(data["updated_at_ms"])),
+                received_at=_at(int(data["received_at_ms"])),
+                expires_at=_at(int(data["expires_at_ms"])),
+            )
+        except (ValueError, TypeError, KeyError, OverflowError):
+            log.warning("unreadable consent record; it grants nothing")
+            now = datetime.now(UTC)
+            return cls(frozenset(), frozenset(), "unreadable", now, now, now + timedelta(days=1))
+
+
+def merge_records(records: Iterable[ConsentRecord | None]) -> StoredConsent | None:
+    """A person's records (user id, anonymous id) as one: a denial wins, newest timestamp."""
+    present = [r for r in records if r is not None]
+    if not present:
+        return None
+    denied = frozenset().union(*(r.denied for r in present))
+    granted = frozenset().union(*(r.granted for r in present)) - denied
+    newest = max(present, key=lambda r: r.updated_at)
+    return StoredConsent(granted, denied, newest.source, newest.updated_at)
