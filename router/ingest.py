@@ -355,6 +355,14 @@ async def _plan_writes(
         )
         for decision in decisions:
             if isinstance(decision, Deliver):
+                for detection in decision.detections:
+                    state.stats.add(
+                        "router_pii_detections_total",
+                        destination=decision.destination.id,
+                        kind=detection.kind,
+                        field=decision.destination.allowlist.rule_for(detection.path),
+                        status="redacted" if detection.redacted else "declared",
+                    )
                 item = QueueItem(
                     delivery=decision.delivery,
                     subjects=hashes,
