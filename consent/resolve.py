@@ -27,17 +27,51 @@ from consent.signals import (
     read_segment,
 )
 
-EXTRACTORS: tuple[tuple[Signal, Extractor], ...] = (
-    (Signal.SEGMENT, read_segment),
-    (Signal.RUDDERSTACK, read_rudderstack),
-    (Signal.ONETRUST, read_onetrust),
-    (Signal.TCF, read_tcf),
-    (Signal.GPP, read_gpp),
-    (Signal.US_PRIVACY, read_us_privacy),
-    (Signal.CONSENT_MODE, read_consent_mode),
-    (Signal.GPC, read_gpc_flag),
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """One signal's extractor and the keys whose presence means the signal may be there."""
+
+    signal: Signal
+    extract: Extractor
+    consent_keys: frozenset[str] = frozenset()
+    """Keys of ``context.consent`` that carry the signal."""
+    context_keys: frozenset[str] = frozenset()
+    """Keys of ``context`` itself that carry it."""
+
+
+READERS: tuple[Reader, ...] = (
+    Reader(Signal.SEGMENT, read_segment, frozenset({"categoryPreferences"})),
+    Reader(Signal.RUDDERSTACK, read_rudderstack, context_keys=frozenset({"consentManagement"})),
+    Reader(
+        Signal.ONETRUST,
+        read_onetrust,
+        frozenset(
+            {"oneTrust", "onetrust", "onetrustGroups", "OptanonConsent", "OnetrustActiveGroups"}
+        ),
+    ),
+    Reader(
+        Signal.TCF,
+        read_tcf,
+        frozenset({"tcString", "tcfString", "gdpr_consent"}),
+        frozenset({"gdpr_consent"}),
+    ),
+    Reader(Signal.GPP, read_gpp, frozenset({"gppString", "gpp"})),
+    Reader(
+        Signal.US_PRIVACY,
+        read_us_privacy,
+        frozenset({"usPrivacy", "us_privacy", "uspString"}),
+        frozenset({"us_privacy"}),
+    ),
+    Reader(
+        Signal.CONSENT_MODE,
+        read_consent_mode,
+        frozenset({"googleConsentMode", "consentMode", "gcm"}),
+    ),
+    Reader(Signal.GPC, read_gpc_flag, frozenset({"gpc"})),
 )
-"""Every in-event signal, in the order their readings are merged."""
+"""Every in-event signal, in the order their readings are merged. A reader runs only when one
+of its keys is present, so an event without consent fields costs almost nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +133,7 @@ def resolve_consent(
     context: Mapping[str, Any],
     request: RequestSignals,
     policy: ConsentPolicy,
-    extractors: Sequence[tuple[Signal, Extractor]] = EXTRACTORS,
+    readers: Sequence[Reader] = READERS,
     *,
     stored: StoredConsent | None = None,
     event_time: datetime | None = None,
@@ -114,11 +148,15 @@ def resolve_consent(
     """
     readings: list[SignalReading] = []
     unparseable: list[Signal] = []
-    for signal, extract in extractors:
+    consent = context.get("consent")
+    consent_keys = consent.keys() if isinstance(consent, dict) else frozenset()
+    for reader in readers:
+        if reader.consent_keys.isdisjoint(consent_keys) and reader.context_keys.isdisjoint(context):
+            continue
         try:
-            reading = extract(context, policy)
+            reading = reader.extract(context, policy)
         except DecodeError:
-            unparseable.append(signal)
+            unparseable.append(reader.signal)
             continue
         if reading is not None:
             readings.append(reading)
