@@ -17,6 +17,7 @@ Where each signal is read from the event's ``context``:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -30,6 +31,12 @@ from consent.policy import ConsentPolicy
 from consent.signals import SignalReading
 from consent.tcf import TCString, decode_tc_string, purposes_consented
 from consent.usp import decode_us_privacy
+
+# The same person's strings arrive again and again: decode each distinct string once. The
+# decoders are pure and their results immutable, so sharing them is safe; invalid strings raise
+# and are not cached.
+_decode_tc = functools.lru_cache(maxsize=4096)(decode_tc_string)
+_decode_gpp = functools.lru_cache(maxsize=4096)(decode_gpp_string)
 
 
 def _first(mapping: Mapping[str, Any] | None, names: Iterable[str]) -> Any:
@@ -73,7 +80,7 @@ def read_tcf(context: Mapping[str, Any], policy: ConsentPolicy) -> SignalReading
     applies = _first(consent, ("gdprApplies", "gdpr"))
     if applies is False or applies == 0:
         return None
-    return tcf_reading(decode_tc_string(_text(value, "tcString")), policy)
+    return tcf_reading(_decode_tc(_text(value, "tcString")), policy)
 
 
 def _gpp_sid(consent: Mapping[str, Any] | None) -> tuple[int, ...] | None:
@@ -102,7 +109,7 @@ def read_gpp(context: Mapping[str, Any], policy: ConsentPolicy) -> SignalReading
     value = _first(consent, ("gppString", "gpp"))
     if value is None:
         return None
-    gpp = decode_gpp_string(_text(value, "gppString"))
+    gpp = _decode_gpp(_text(value, "gppString"))
     sid = _gpp_sid(consent)
     applicable = set(gpp.applicable_section_ids(sid))
     tcf = _embedded_tcf(gpp, applicable)
@@ -127,7 +134,7 @@ def _embedded_tcf(gpp: GPPString, applicable: set[int]) -> TCString | None:
     section = gpp.section(2)
     if not isinstance(section, TcfEuV2Section) or (applicable and 2 not in applicable):
         return None
-    return decode_tc_string(section.tc_string)
+    return _decode_tc(section.tc_string)
 
 
 def read_us_privacy(context: Mapping[str, Any], policy: ConsentPolicy) -> SignalReading | None:
