@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from consent.resolve import RequestSignals, resolve_consent
+from consent.resolve import READERS, RequestSignals, resolve_consent
 from router.config import Routing
 from router.plan import Deliver, plan, removed_fields
 from router.sanitize import Limits, Rejection, sanitize
@@ -22,16 +22,18 @@ from router.schema import WireEvent
 def consent_context(consent: Any) -> dict[str, Any]:
     """Interpret ``--consent JSON`` as context fields.
 
-    Accepts a ``context.consent`` object (``{"categoryPreferences": {...}}``), an object with
-    ``consent`` and/or ``consentManagement`` keys, or a bare ``{category: bool}`` map.
+    Accepts a ``context.consent`` object (``{"categoryPreferences": {...}}``, ``{"tcString":
+    ...}``, ``{"gpc": true}``...), an object with ``consent`` and/or ``consentManagement`` keys,
+    or a bare ``{category id: bool}`` map.
     """
     if not isinstance(consent, Mapping):
         return {"consent": {"categoryPreferences": consent}}
     if "consent" in consent or "consentManagement" in consent:
         return dict(consent)
-    if all(isinstance(v, bool) for v in consent.values()) and consent:
-        return {"consent": {"categoryPreferences": dict(consent)}}
-    return {"consent": dict(consent)}
+    known = {key for reader in READERS for key in reader.consent_keys}
+    if known.intersection(consent) or not consent:
+        return {"consent": dict(consent)}
+    return {"consent": {"categoryPreferences": dict(consent)}}
 
 
 def explain(
