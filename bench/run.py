@@ -1,0 +1,1055 @@
+"""``python -m bench``: the whole benchmark, start to finish, every process stopped at the end.
+
+Phases (see ``bench/README.md``):
+
+1. a private ``redis-server`` (temporary dir, ``appendonly yes``, ``appendfsync everysec``), the
+   fake receivers and the bare aiohttp baseline;
+2. ingest: for single ``/v1/track`` events, then ``/v1/batch`` with 100 events, the same wrk
+   load on the baseline and on ``router serve --no-workers`` (a fresh process per scenario);
+3. delivery: a ``router worker`` process drains everything the ingest phase accepted, measured
+   in its steady window; then the zero-loss check per destination;
+4. one process with its workers (``router serve``) under single events, drained and checked;
+5. optionally ``--profile`` (py-spy on the ingest and on a worker) and ``--soak SECONDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import redis
+
+from bench import payload, profile
+from bench.load import LoadResult, ensure_wrk, run_python_load, run_wrk
+from bench.procs import (
+    Proc,
+    Processes,
+    cpus_busy_seconds,
+    free_port,
+    http_get,
+    http_post,
+    wait_http,
+    wait_port,
+)
+from bench.report import (
+    Delivery,
+    DestinationCheck,
+    Measured,
+    Scenario,
+    delivery_table,
+    render_targets,
+    table,
+    targets,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+ROUTING = REPO / "bench" / "routing.yaml"
+RESULTS = REPO / "bench" / "results"
+WRITE_KEY = "bench-write-key"
+AMPLITUDE_KEY = "bench-amplitude-api-key"
+SATURATED_SHARE = 0.75
+"""A server using less of its core than this during a run was not the bottleneck."""
+NOISE_SHARE = 0.10
+"""Other load on the server's core above this share of it is reported with the figures."""
+EXPECTED: dict[str, bool] = {"hook-batch": True, "amplitude": True, "ads-hook": False}
+"""Per destination of ``bench/routing.yaml``: whether it must receive every accepted event
+(analytics granted) or none (advertising denied)."""
+
+
+@dataclass
+class Options:
+    """Command-line options."""
+
+    duration: int
+    repeat: int
+    connections: int
+    threads: int
+    warmup: int
+    batch_size: int
+    drain_timeout: int
+    soak: int | None
+    profile: bool
+    pin: bool
+    load: str
+    json_path: Path | None
+    keep_logs: bool
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Router vs bare aiohttp: throughput, latency, CPU, RSS, delivery, zero loss.",
+    )
+    parser.add_argument("--duration", type=int, default=15, help="seconds per load run (15)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measured runs per server and scenario, alternating baseline and router; the "
+        "best run is reported (use 3 on a shared machine)",
+    )
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds per server (2)")
+    parser.add_argument("--batch-size", type=int, default=100, help="events per batch (100)")
+    parser.add_argument("--quick", action="store_true", help="5 s runs, 1 s warm-up")
+    parser.add_argument(
+        "--drain-timeout", type=int, default=600, help="max seconds to wait for the queues (600)"
+    )
+    parser.add_argument(
+        "--soak",
+        type=int,
+        metavar="SECONDS",
+        help="instead of the scenarios: single events for SECONDS on one process with its "
+        "workers, RSS sampled every 10 s (use 300 for the 5-minute target)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile ingest and a worker with py-spy"
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument(
+        "--load", choices=["auto", "wrk", "python"], default="auto", help="load generator"
+    )
+    parser.add_argument(
+        "--json",
+        default=str(RESULTS / "latest.json"),
+        help="where to write the JSON results ('' for nowhere)",
+    )
+    parser.add_argument("--keep-logs", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    duration, warmup = (5, 1) if args.quick else (args.duration, args.warmup)
+    return Options(
+        duration=duration,
+        repeat=max(1, args.repeat),
+        connections=args.connections,
+        threads=args.threads,
+        warmup=warmup,
+        batch_size=args.batch_size,
+        drain_timeout=args.drain_timeout,
+        soak=args.soak,
+        profile=args.profile,
+        pin=not args.no_pin,
+        load=args.load,
+        json_path=Path(args.json) if args.json else None,
+        keep_logs=args.keep_logs,
+    )
+
+
+def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Prometheus text -> {name: [(labels, value)]}."""
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for line in text.splitlines():
+        match = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)$", line)
+        if not match:
+            continue
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
+        out.setdefault(match.group(1), []).append((labels, float(match.group(3))))
+    return out
+
+
+def metric_sum(
+    metrics: dict[str, list[tuple[dict[str, str], float]]], name: str, **want: str
+) -> int:
+    """Sum of a counter over the series whose labels include ``want``."""
+    return int(
+        sum(
+            value
+            for labels, value in metrics.get(name, [])
+            if all(labels.get(k) == v for k, v in want.items())
+        )
+    )
+
+
+@dataclass
+class Bench:
+    """The run's processes, ports and results."""
+
+    opts: Options
+    procs: Processes
+    tmp: Path
+    sut_cpus: set[int] | None = None
+    aux_cpus: set[int] | None = None
+    redis_port: int = 0
+    receivers_port: int = 0
+    redis_proc: Proc | None = None
+    hook_secret: str = ""
+    wrk: str | None = None
+    in_event_consent: bool = True
+    scenarios: list[Scenario] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+    delivery_rate: float | None = None
+    soak: dict[str, Any] | None = None
+    profiles: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    _runs: int = 0
+
+    # -- infrastructure -------------------------------------------------------------------
+
+    def pin_layout(self) -> None:
+        """System under test on CPU 0, everything else on the other CPUs."""
+        cpus = sorted(os.sched_getaffinity(0))
+        if self.opts.pin and len(cpus) >= 2:
+            self.sut_cpus, self.aux_cpus = {cpus[0]}, set(cpus[1:])
+            aux = ",".join(str(c) for c in cpus[1:])
+            print(
+                f"pinning: system under test (router / worker / baseline) on CPU {cpus[0]}; "
+                f"load generator, Redis, receivers, py-spy on CPU {aux}"
+            )
+        else:
+            print(f"pinning: off ({len(cpus)} CPU(s)); every process shares every CPU")
+
+    def start_redis(self) -> None:
+        """A private redis-server on a free port, AOF on with fsync every second."""
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
+        self.redis_port = free_port()
+        data = self.tmp / "redis"
+        data.mkdir()
+        argv = [
+            exe,
+            "--port",
+            str(self.redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+        ]
+        self.redis_proc = self.procs.start("redis", argv, cpus=self.aux_cpus)
+        wait_port(self.redis_port, self.redis_proc)
+        version = subprocess.run(
+            [exe, "--version"], capture_output=True, text=True, check=False
+        ).stdout.split()
+        self.meta["redis"] = next((v[2:] for v in version if v.startswith("v=")), "?")
+        print(
+            f"redis-server {self.meta['redis']}: private, 127.0.0.1:{self.redis_port}, "
+            f"dir {data}, appendonly yes, appendfsync everysec (an acknowledged event is at "
+            f"most ~1 s from disk), no RDB snapshots"
+        )
+
+    def client(self) -> redis.Redis:
+        """A client of the private Redis."""
+        return redis.Redis(host="127.0.0.1", port=self.redis_port, socket_timeout=30)
+
+    def start_receivers(self) -> None:
+        """The fake destinations (one process)."""
+        self.hook_secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+        self.receivers_port = free_port()
+        proc = self.procs.start(
+            "receivers",
+            [
+                sys.executable,
+                "-m",
+                "bench.receivers",
+                "--port",
+                str(self.receivers_port),
+                "--secret",
+                self.hook_secret,
+                "--amplitude-key",
+                AMPLITUDE_KEY,
+            ],
+            cpus=self.aux_cpus,
+            cwd=REPO,
+        )
+        wait_http(f"http://127.0.0.1:{self.receivers_port}/stats", proc)
+        print(
+            f"receivers on 127.0.0.1:{self.receivers_port}: batching webhook (hook-batch, "
+            f"batch_size 500), fake Amplitude /2/httpapi (batch_size 1000), ads-hook"
+        )
+
+    def receiver_stats(self) -> dict[str, dict[str, Any]]:
+        """What each fake destination received."""
+        status, body = http_get(f"http://127.0.0.1:{self.receivers_port}/stats")
+        if status != 200:
+            raise RuntimeError(f"receivers' /stats answered {status}")
+        data: dict[str, dict[str, Any]] = json.loads(body)
+        return data
+
+    def reset_receivers(self) -> None:
+        """Forget what the receivers counted."""
+        http_post(f"http://127.0.0.1:{self.receivers_port}/reset", b"", {})
+
+    def router_env(self) -> dict[str, str]:
+        """The router's environment: private Redis, receivers' URLs, quiet logs."""
+        base = f"http://127.0.0.1:{self.receivers_port}"
+        return {
+            "ROUTER_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "ROUTER_LOG_LEVEL": "WARNING",
+            "BENCH_WRITE_KEY": WRITE_KEY,
+            "BENCH_HOOK_URL": f"{base}/hook/hook-batch",
+            "BENCH_ADS_URL": f"{base}/hook/ads-hook",
+            "BENCH_AMPLITUDE_URL": f"{base}/2/httpapi",
+            "BENCH_HOOK_SECRET": self.hook_secret,
+            "BENCH_AMPLITUDE_KEY": AMPLITUDE_KEY,
+        }
+
+    def router_command(self) -> list[str]:
+        """``.venv/bin/router`` next to this interpreter, else ``python -m router.cli``."""
+        exe = Path(sys.executable).parent / "router"
+        return [str(exe)] if exe.exists() else [sys.executable, "-m", "router.cli"]
+
+    def start_router(self, name: str, *, workers: bool) -> tuple[Proc, int]:
+        """``router serve --config bench/routing.yaml --port P [--no-workers]``."""
+        port = free_port()
+        argv = [
+            *self.router_command(),
+            "serve",
+            "--config",
+            str(ROUTING),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+        if not workers:
+            argv.append("--no-workers")
+        proc = self.procs.start(name, argv, env=self.router_env(), cpus=self.sut_cpus, cwd=REPO)
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc)
+        return proc, port
+
+    def start_worker(self, name: str) -> Proc:
+        """``router worker --config bench/routing.yaml``."""
+        argv = [*self.router_command(), "worker", "--config", str(ROUTING)]
+        return self.procs.start(name, argv, env=self.router_env(), cpus=self.sut_cpus, cwd=REPO)
+
+    def start_baseline(self) -> tuple[Proc, int]:
+        """The bare aiohttp handler (uvloop, one process)."""
+        port = free_port()
+        argv = [sys.executable, "-m", "bench.baseline", "--port", str(port)]
+        proc = self.procs.start("baseline", argv, cpus=self.sut_cpus, cwd=REPO)
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        return proc, port
+
+    def accepted(self, port: int) -> int:
+        """``router_events_accepted_total`` of a router process."""
+        status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+        if status != 200:
+            raise RuntimeError(f"/metrics answered {status}")
+        return metric_sum(parse_metrics(body.decode()), "router_events_accepted_total")
+
+    def settled_accepted(self, port: int, timeout_s: float = 60.0) -> int:
+        """The accepted count once it stops moving: requests the load generator gave up on
+        at the end of a run may still be in the router, and they count once enqueued."""
+        deadline = time.monotonic() + timeout_s
+        last, stable_since = self.accepted(port), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            now_count = self.accepted(port)
+            if now_count != last:
+                last, stable_since = now_count, time.monotonic()
+            elif time.monotonic() - stable_since >= 1.0:
+                return last
+        self.notes.append(f"the accepted count on port {port} still moved after {timeout_s:g}s")
+        return last
+
+    def skipped(self, port: int, destination: str) -> int:
+        """``router_events_skipped_total`` at ingest for one destination."""
+        _, body = http_get(f"http://127.0.0.1:{port}/metrics")
+        return metric_sum(
+            parse_metrics(body.decode()),
+            "router_events_skipped_total",
+            destination=destination,
+            stage="ingest",
+        )
+
+    # -- consent --------------------------------------------------------------------------
+
+    def probe_stored_consent(self, port: int) -> None:
+        """Store the user's consent with ``POST /v1/consent`` if the router has it.
+
+        When it does not exist yet (404), the events carry the same choice in
+        ``context.consent.categoryPreferences`` instead.
+        """
+        # The body follows router/privacy.py: {"userId"?, "anonymousId"?, "categories"}.
+        # While the endpoint did not exist (404), the fallback below put the same choice in
+        # the events; it stays for routers built before it.
+        body = json.dumps(
+            {
+                "userId": payload.USER_ID,
+                "anonymousId": payload.ANONYMOUS_ID,
+                "categories": payload.STORED_CONSENT,
+                "source": "bench",
+            }
+        ).encode()
+        status, answer = http_post(
+            f"http://127.0.0.1:{port}/v1/consent",
+            body,
+            {
+                "Content-Type": "application/json",
+                "Authorization": payload.auth_header(WRITE_KEY),
+            },
+        )
+        if 200 <= status < 300:
+            self.in_event_consent = False
+            message = "stored with POST /v1/consent (the events carry no consent of their own)"
+        else:
+            self.in_event_consent = True
+            detail = answer[:200].decode(errors="replace")
+            message = (
+                f"TODO: POST /v1/consent answered {status} ({detail}); the stored-consent API "
+                "is not there yet, so the events carry the consent in "
+                "context.consent.categoryPreferences (C0001, C0002 granted; C0004 denied)"
+            )
+        print(f"consent: {message}")
+        self.meta["consent"] = message
+
+    # -- load -----------------------------------------------------------------------------
+
+    def workloads(self) -> tuple[payload.Workload, payload.Workload]:
+        """Single events and batches, with consent where the probe decided."""
+        single = payload.single(WRITE_KEY, in_event_consent=self.in_event_consent)
+        batch = payload.batch(
+            WRITE_KEY, size=self.opts.batch_size, in_event_consent=self.in_event_consent
+        )
+        return single, batch
+
+    def drive(self, workload: payload.Workload, port: int, seconds: int, label: str) -> LoadResult:
+        """One load run (wrk, or the Python fallback)."""
+        self._runs += 1
+        run_id = f"r{int(time.time())}{self._runs:03d}{label}"
+        base = f"http://127.0.0.1:{port}"
+        if self.wrk is not None:
+            return run_wrk(
+                self.wrk,
+                self.procs,
+                workload,
+                base,
+                connections=self.opts.connections,
+                threads=self.opts.threads,
+                duration_s=seconds,
+                run_id=run_id,
+                workdir=self.tmp,
+                cpus=self.aux_cpus,
+            )
+        return run_python_load(
+            self.procs,
+            workload,
+            base,
+            connections=self.opts.connections,
+            processes=max(2, len(self.aux_cpus or {0, 1})),
+            duration_s=seconds,
+            run_id=run_id,
+            workdir=self.tmp,
+            cpus=self.aux_cpus,
+        )
+
+    def measure(
+        self,
+        proc: Proc,
+        port: int,
+        workload: payload.Workload,
+        label: str,
+        *,
+        router: bool,
+        warm: bool = True,
+    ) -> Measured:
+        """Warm up, then one measured run with the server's CPU, peak RSS and accepted count."""
+        if warm and self.opts.warmup:
+            self.drive(workload, port, self.opts.warmup, f"{label}-warm")
+        # Start from an idle server: the warm-up's last requests may still be in the router.
+        before_events = self.settled_accepted(port) if router else 0
+        time.sleep(0.2)
+        cpu0 = proc.cpu_seconds()
+        busy0 = cpus_busy_seconds(self.sut_cpus) if self.sut_cpus else 0.0
+        redis0 = self.redis_proc.cpu_seconds() if self.redis_proc else 0.0
+        result = self.drive(workload, port, self.opts.duration, label)
+        # Counted at the end of the load window: what the router accepted during it.
+        cpu = proc.cpu_seconds() - cpu0
+        foreign = (
+            cpus_busy_seconds(self.sut_cpus) - busy0 - cpu if self.sut_cpus is not None else None
+        )
+        redis_cpu = (self.redis_proc.cpu_seconds() - redis0) if self.redis_proc else 0.0
+        if router:
+            events = self.accepted(port) - before_events
+        else:
+            events = result.ok_requests * workload.events_per_request
+        measured = Measured(
+            load=result,
+            events=events,
+            cpu_s=cpu,
+            peak_rss_mb=proc.peak_rss_mb(),
+            redis_cpu_s=redis_cpu if router else 0.0,
+            foreign_cpu_s=foreign,
+        )
+        problems = []
+        if measured.foreign_share is not None and measured.foreign_share > NOISE_SHARE:
+            problems.append(
+                f"other processes used {measured.foreign_share:.0%} of the server's core: "
+                "figures are pessimistic"
+            )
+        elif measured.cpu_share < SATURATED_SHARE:
+            problems.append(
+                f"the server used only {measured.cpu_share:.0%} of its core: the load "
+                "generator or the network stack limited this run"
+            )
+        if result.non_2xx:
+            problems.append(f"{result.non_2xx} non-2xx")
+        if result.socket_errors or result.timeouts:
+            problems.append(f"{result.socket_errors} socket errors, {result.timeouts} timeouts")
+        who = "router" if router else "baseline"
+        extra = f" ({'; '.join(problems)})" if problems else ""
+        print(
+            f"  {who:<8} {label:<22} {measured.ok_rps:>9,.0f} req/s  "
+            f"{measured.events_per_s:>9,.0f} events/s  p50 {result.p50_ms:.2f} ms  "
+            f"p99 {result.p99_ms:.2f} ms  CPU {measured.cpu_ms_per_1k:.1f} ms/1k "
+            f"({measured.cpu_share:.0%} of a core)  "
+            f"peak RSS {measured.peak_rss_mb:.0f} MB{extra}",
+            flush=True,
+        )
+        measured.problems = problems
+        return measured
+
+    def note(self, who: str, label: str, measured: Measured | None) -> None:
+        """Carry a reported run's problems (noise, errors) into the summary's notes."""
+        if measured is not None and measured.problems:
+            self.notes.append(f"{who} {label}: {', '.join(measured.problems)}")
+
+    # -- delivery -------------------------------------------------------------------------
+
+    def backlog(self) -> tuple[int, int]:
+        """(entries in the destination queues, entries pending in their groups)."""
+        client = self.client()
+        try:
+            length = pending = 0
+            for destination in EXPECTED:
+                stream = f"rt:q:{destination}"
+                length += int(client.xlen(stream))
+                with contextlib.suppress(redis.ResponseError):
+                    pending += int(client.xpending(stream, "delivery")["pending"])
+            return length, pending
+        finally:
+            client.close()
+
+    def dead_letters(self, destination: str) -> int:
+        """Entries in a destination's dead-letter stream."""
+        client = self.client()
+        try:
+            return int(client.xlen(f"rt:dlq:{destination}"))
+        finally:
+            client.close()
+
+    def drain(self, label: str, worker: Proc | None) -> tuple[bool, float, dict[str, Any]]:
+        """Wait until the queues are empty and the receivers stop counting.
+
+        While waiting, samples the receivers' total and the worker's CPU every 0.25 s; the
+        steady window (from the first sample with deliveries to the last sample that grew)
+        gives the delivery rate and the CPU per event, without the worker's start-up.
+        """
+        start = time.monotonic()
+        samples: list[tuple[float, int, float]] = []
+        stable_since: float | None = None
+        last_total = -1
+        last_print = start
+        drained = False
+        while time.monotonic() - start < self.opts.drain_timeout:
+            length, pending = self.backlog()
+            stats = self.receiver_stats()
+            total = sum(int(s["events"]) for s in stats.values())
+            now = time.monotonic()
+            cpu = worker.cpu_seconds() if worker is not None and worker.alive() else 0.0
+            samples.append((now, total, cpu))
+            if worker is not None and not worker.alive():
+                raise RuntimeError(f"{worker.name} exited:\n{worker.tail()}")
+            if length == 0 and pending == 0 and total == last_total:
+                stable_since = stable_since or now
+                if now - stable_since >= 1.0:
+                    drained = True
+                    break
+            else:
+                stable_since = None
+            last_total = total
+            if now - last_print >= 5:
+                print(
+                    f"  {label}: {total:,} events delivered, backlog {length:,} "
+                    f"(+{pending:,} pending) after {now - start:.0f}s",
+                    flush=True,
+                )
+                last_print = now
+            time.sleep(0.25)
+        waited = time.monotonic() - start
+        window: dict[str, Any] = {}
+        growing = [i for i in range(1, len(samples)) if samples[i][1] > samples[i - 1][1]]
+        if growing:
+            first = max(0, growing[0])  # first sample that already had deliveries
+            last = growing[-1]
+            t0, n0, c0 = samples[first]
+            t1, n1, c1 = samples[last]
+            if t1 > t0 and n1 > n0:
+                window = {
+                    "events": n1 - n0,
+                    "seconds": t1 - t0,
+                    "events_per_s": (n1 - n0) / (t1 - t0),
+                    "cpu_ms_per_1k": (c1 - c0) * 1e6 / (n1 - n0) if worker is not None else None,
+                }
+        return drained, waited, window
+
+    def check(
+        self, label: str, accepted: int, drained: bool, waited: float, window: dict[str, Any]
+    ) -> Delivery:
+        """Compare the accepted events with what each destination received."""
+        stats = self.receiver_stats()
+        checks = []
+        for destination, wanted in EXPECTED.items():
+            got = stats.get(destination, {})
+            first, last = got.get("first"), got.get("last")
+            unique = int(got.get("unique", 0))
+            rate = unique / (last - first) if first and last and last > first else None
+            checks.append(
+                DestinationCheck(
+                    destination=destination,
+                    expected=accepted if wanted else 0,
+                    received_unique=unique,
+                    received_total=int(got.get("events", 0)),
+                    dead_lettered=self.dead_letters(destination),
+                    rejected_requests=int(got.get("rejected", 0)),
+                    events_per_s=rate,
+                )
+            )
+        return Delivery(
+            label=label,
+            accepted=accepted,
+            drained=drained,
+            drain_s=waited,
+            checks=checks,
+            events_per_s=window.get("events_per_s"),
+            cpu_ms_per_1k=window.get("cpu_ms_per_1k"),
+        )
+
+    def clear_dead_letters(self) -> None:
+        """Start a phase with no dead letters (they would be counted against it)."""
+        client = self.client()
+        try:
+            for destination in EXPECTED:
+                client.delete(f"rt:dlq:{destination}")
+        finally:
+            client.close()
+
+    # -- phases ---------------------------------------------------------------------------
+
+    def run_scenarios(self) -> None:
+        """Ingest (baseline vs router), delivery by a worker, one process with workers."""
+        baseline, baseline_port = self.start_baseline()
+        single, batch = self.workloads()
+        print(
+            f"bodies: single {len(single.sample_body):,} bytes; batch of {self.opts.batch_size}: "
+            f"{len(batch.sample_body):,} bytes"
+        )
+        accepted_total = 0
+        for name, workload in (
+            ("single /v1/track", single),
+            (f"batch{self.opts.batch_size} /v1/batch", batch),
+        ):
+            print(f"\n== ingest: {name}", flush=True)
+            router, port = self.start_router(f"router-{workload.name}", workers=False)
+            try:
+                base_runs: list[Measured] = []
+                router_runs: list[Measured] = []
+                for attempt in range(self.opts.repeat):
+                    warm = attempt == 0
+                    base_runs.append(
+                        self.measure(
+                            baseline,
+                            baseline_port,
+                            workload,
+                            workload.name,
+                            router=False,
+                            warm=warm,
+                        )
+                    )
+                    router_runs.append(
+                        self.measure(router, port, workload, workload.name, router=True, warm=warm)
+                    )
+                base = max(base_runs, key=lambda m: m.ok_rps)
+                measured = max(router_runs, key=lambda m: m.ok_rps)
+                self.note("baseline", workload.name, base)
+                self.note("router", workload.name, measured)
+                accepted = self.settled_accepted(port)
+                accepted_total += accepted
+                denied = self.skipped(port, "ads-hook")
+                if denied != accepted:
+                    self.notes.append(
+                        f"{name}: ads-hook skipped at ingest {denied:,} of {accepted:,} "
+                        "accepted events (expected all: advertising is denied)"
+                    )
+            finally:
+                self.procs.stop(router)
+            self.scenarios.append(
+                Scenario(
+                    name,
+                    workload.events_per_request,
+                    measured,
+                    base,
+                    router_runs=router_runs,
+                    baseline_runs=base_runs,
+                )
+            )
+        self.procs.stop(baseline)
+
+        print(f"\n== delivery: one `router worker` drains {accepted_total:,} accepted events")
+        worker = self.start_worker("worker")
+        try:
+            drained, waited, window = self.drain("delivery", worker)
+            delivery = self.check(
+                "delivery (router worker)", accepted_total, drained, waited, window
+            )
+            delivery.peak_rss_mb = worker.peak_rss_mb()
+        finally:
+            self.procs.stop(worker)
+        self.delivery_rate = delivery.events_per_s
+        self.deliveries.append(delivery)
+        print(delivery_table(delivery))
+
+        print("\n== one process with its workers (router serve): single events", flush=True)
+        self.reset_receivers()
+        self.clear_dead_letters()
+        router, port = self.start_router("router-serve-workers", workers=True)
+        try:
+            measured = self.measure(router, port, single, "single+workers", router=True)
+            self.note("router", "single+workers", measured)
+            accepted = self.settled_accepted(port)
+            drained, waited, window = self.drain("serve+workers", router)
+            delivery = self.check("one process (serve + workers)", accepted, drained, waited, {})
+            delivery.peak_rss_mb = router.peak_rss_mb()
+            delivery.notes.append(
+                "ingest and delivery share one process and one core; CPU ms/1k in the table "
+                "covers both during the load window"
+            )
+        finally:
+            self.procs.stop(router)
+        base_single = self.scenarios[0].baseline if self.scenarios else None
+        self.scenarios.append(Scenario("single + workers (1 proc)", 1, measured, base_single))
+        self.deliveries.append(delivery)
+        print(delivery_table(delivery))
+
+    def run_profile(self) -> None:
+        """py-spy on the ingest of single events, then on a worker draining them."""
+        if profile.py_spy() is None:
+            print("\n== profile: py-spy is not installed (.venv/bin/pip install py-spy); skipped")
+            return
+        single, _ = self.workloads()
+        print("\n== profile (py-spy, a separate run: its figures are not in the table)", flush=True)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        router, port = self.start_router("router-profile", workers=False)
+        try:
+            self.drive(single, port, self.opts.warmup or 1, "profile-warm")
+            out = RESULTS / "profile-ingest.txt"
+            spy = profile.start(self.procs, router.pid, out, self.opts.duration, self.aux_cpus)
+            self.drive(single, port, self.opts.duration, "profile")
+            profile.finish(self.procs, spy, self.opts.duration)
+        finally:
+            self.procs.stop(router)
+        self._summarize("ingest, single /v1/track (router serve --no-workers)", out)
+
+        worker = self.start_worker("worker-profile")
+        try:
+            time.sleep(0.2)
+            out = RESULTS / "profile-worker.txt"
+            spy = profile.start(self.procs, worker.pid, out, self.opts.duration, self.aux_cpus)
+            self.drain("profile-worker", worker)
+            profile.finish(self.procs, spy, self.opts.duration)
+        finally:
+            self.procs.stop(worker)
+        self._summarize("delivery (router worker draining the profiled events)", out)
+
+    def _summarize(self, title: str, path: Path) -> None:
+        if not path.exists():
+            print(f"  {title}: py-spy wrote nothing")
+            return
+        samples, by_self, by_total = profile.summarize(path)
+        text = profile.render(title, samples, by_self, by_total)
+        self.profiles[title] = text
+        print(text)
+        print(f"  (collapsed stacks: {path.relative_to(REPO)}; flamegraph.pl or speedscope)")
+
+    def run_soak(self, seconds: int) -> None:
+        """Single events for ``seconds`` on one process with its workers; RSS every 10 s."""
+        single, _ = self.workloads()
+        print(f"\n== soak: single events for {seconds}s, router serve with workers", flush=True)
+        router, port = self.start_router("router-soak", workers=True)
+        try:
+            self.drive(single, port, self.opts.warmup or 1, "soak-warm")
+            samples: list[tuple[float, float]] = []
+            backlog: list[tuple[float, int, int, int]] = []
+            start = time.monotonic()
+            loader = self._background_load(single, port, seconds)
+            try:
+                while loader.is_alive():
+                    time.sleep(
+                        min(10.0, max(0.1, start + 10 * (len(samples) + 1) - time.monotonic()))
+                    )
+                    if not router.alive():
+                        raise RuntimeError(f"router exited:\n{router.tail()}")
+                    rss = router.rss_mb()
+                    elapsed = time.monotonic() - start
+                    if elapsed <= seconds + 1:
+                        samples.append((elapsed, rss))
+                        queued, _ = self.backlog()
+                        delivered = sum(int(c["events"]) for c in self.receiver_stats().values())
+                        redis_mb = self.redis_memory_mb()
+                        backlog.append((elapsed, queued, delivered, redis_mb))
+                        print(
+                            f"  t={elapsed:5.0f}s  RSS {rss:7.1f} MB  delivered {delivered:,}  "
+                            f"queued {queued:,}  Redis used_memory {redis_mb:,} MB",
+                            flush=True,
+                        )
+            finally:
+                loader.join()
+            result = loader.result
+            accepted = self.settled_accepted(port)
+            drained, waited, _ = self.drain("soak", router)
+            delivery = self.check("soak (serve + workers)", accepted, drained, waited, {})
+            delivery.peak_rss_mb = router.peak_rss_mb()
+        finally:
+            self.procs.stop(router)
+        first = samples[0][1] if samples else 0.0
+        last = samples[-1][1] if samples else 0.0
+        peak = max((s[1] for s in samples), default=0.0)
+        drift = (last - first) / first if first else None
+        self.soak = {
+            "seconds": seconds,
+            "samples": samples,
+            "first_mb": first,
+            "last_mb": last,
+            "max_mb": peak,
+            "drift": drift,
+            "max_drift": (peak - first) / first if first else None,
+            "load": result.as_dict() if result else None,
+            "accepted": accepted,
+            "queue": [
+                {"t": t, "queued": q, "delivered": d, "redis_used_memory_mb": m}
+                for t, q, d, m in backlog
+            ],
+        }
+        self.deliveries.append(delivery)
+        if result is not None:
+            print(
+                f"soak: {result.ok_requests / result.duration_s:,.0f} req/s, "
+                f"p99 {result.p99_ms:.2f} ms"
+            )
+        print(
+            f"RSS: first sample {first:.1f} MB (t=10s), last {last:.1f} MB, max {peak:.1f} MB: "
+            f"drift {0.0 if drift is None else drift:+.1%} (last vs first), "
+            f"max {self.soak['max_drift'] or 0.0:+.1%}"
+        )
+        if len(backlog) >= 2 and backlog[-1][1] > backlog[0][1] + 1000:
+            grew = backlog[-1][1] - backlog[0][1]
+            rate = grew / (backlog[-1][0] - backlog[0][0])
+            self.notes.append(
+                f"soak: the delivery queues grew by {grew:,} entries ({rate:,.0f}/s): the "
+                "in-process workers deliver slower than the same process ingests"
+            )
+        print(delivery_table(delivery))
+
+    def redis_memory_mb(self) -> int:
+        """Redis's ``used_memory`` in MB."""
+        client = self.client()
+        try:
+            return int(client.info("memory")["used_memory"]) // (1024 * 1024)
+        finally:
+            client.close()
+
+    def _background_load(self, workload: payload.Workload, port: int, seconds: int) -> _Loader:
+        loader = _Loader(self, workload, port, seconds)
+        loader.start()
+        return loader
+
+
+class _Loader:
+    """A load run in a thread, so the main thread can sample RSS meanwhile."""
+
+    def __init__(self, bench: Bench, workload: payload.Workload, port: int, seconds: int) -> None:
+        import threading  # noqa: PLC0415 - only the soak needs a thread
+
+        self.result: LoadResult | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(bench, workload, port, seconds), daemon=True
+        )
+
+    def _run(self, bench: Bench, workload: payload.Workload, port: int, seconds: int) -> None:
+        try:
+            self.result = bench.drive(workload, port, seconds, "soak")
+        except BaseException as exc:  # reported by join
+            self.error = exc
+
+    def start(self) -> None:
+        """Start the load."""
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        """Whether the load still runs."""
+        return self._thread.is_alive()
+
+    def join(self) -> None:
+        """Wait for the end of the load; re-raise its error."""
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _versions(wrk: str | None) -> dict[str, Any]:
+    from importlib.metadata import version  # noqa: PLC0415
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "cpus": len(os.sched_getaffinity(0)),
+        "cpu_model": next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "?",
+        ),
+    }
+    for package in ("aiohttp", "uvloop", "redis", "msgspec"):
+        with contextlib.suppress(Exception):
+            info[package] = version(package)
+    if wrk:
+        out = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
+        info["wrk"] = (out.stdout or out.stderr).split(" [")[0].strip()
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        info["commit"] = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    return info
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    del frame
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run everything; exit 1 when the zero-loss check fails, 2 when the harness failed."""
+    opts = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    tmp = Path(tempfile.mkdtemp(prefix="router-bench-"))
+    procs = Processes(tmp)
+    bench = Bench(opts, procs, tmp)
+    error: str | None = None
+    started = datetime.now(UTC)
+    try:
+        bench.wrk = None if opts.load == "python" else ensure_wrk()
+        if bench.wrk is None and opts.load == "wrk":
+            raise RuntimeError("wrk is not available (apt-get install -y wrk)")
+        bench.meta.update(_versions(bench.wrk))
+        tool = (
+            f"wrk ({bench.meta.get('wrk', 'wrk')}), {opts.threads} threads, Lua script"
+            if bench.wrk
+            else "FALLBACK python aiohttp multi-process client (wrk unavailable)"
+        )
+        print(
+            f"bench: {bench.meta['cpus']} CPU(s) {bench.meta['cpu_model']}, Python "
+            f"{bench.meta['python']}, aiohttp {bench.meta.get('aiohttp')}, uvloop, commit "
+            f"{bench.meta.get('commit', '?')}"
+        )
+        print(
+            f"load: {tool}; {opts.connections} connections, {opts.duration}s per run after a "
+            f"{opts.warmup}s warm-up, best of {opts.repeat} run(s); the same script for the "
+            "baseline and the router"
+        )
+        load1, load5, _ = os.getloadavg()
+        bench.meta["loadavg_at_start"] = [load1, load5]
+        print(
+            f"machine load average before the run: {load1:.2f} (1 min), {load5:.2f} (5 min); "
+            "other processes on the server's core are reported per run"
+        )
+        bench.pin_layout()
+        bench.start_redis()
+        bench.start_receivers()
+        probe, probe_port = bench.start_router("router-probe", workers=False)
+        try:
+            bench.probe_stored_consent(probe_port)
+        finally:
+            procs.stop(probe)
+        if opts.soak:
+            bench.run_soak(opts.soak)
+        else:
+            bench.run_scenarios()
+            if opts.profile:
+                bench.run_profile()
+    except (RuntimeError, OSError, redis.RedisError, json.JSONDecodeError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        print(f"\nbench failed: {error}", file=sys.stderr)
+    finally:
+        procs.stop_all()
+
+    _print_summary(bench)
+    _write_json(bench, opts, started, error)
+    if opts.keep_logs or error:
+        print(f"logs: {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if error:
+        return 2
+    return 0 if all(d.passed for d in bench.deliveries) else 1
+
+
+def _print_summary(bench: Bench) -> None:
+    if bench.scenarios:
+        print("\n== results (server pinned to one core; req/s count 2xx answers)\n")
+        print(table(bench.scenarios))
+    if bench.notes:
+        print()
+        for note in bench.notes:
+            print(f"note: {note}")
+    if bench.scenarios or bench.deliveries or bench.soak:
+        drift = bench.soak["drift"] if bench.soak else None
+        rows = targets(
+            bench.scenarios, bench.deliveries, bench.delivery_rate, drift, bench.opts.connections
+        )
+        print("\n== targets (printed, not asserted)\n")
+        print(render_targets(rows))
+
+
+def _write_json(bench: Bench, opts: Options, started: datetime, error: str | None) -> None:
+    if opts.json_path is None:
+        return
+    opts.json_path.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "started": started.isoformat(),
+        "error": error,
+        "options": {k: str(v) for k, v in opts.__dict__.items()},
+        "meta": bench.meta,
+        "scenarios": [s.as_dict() for s in bench.scenarios],
+        "deliveries": [d.as_dict() for d in bench.deliveries],
+        "delivery_events_per_s": bench.delivery_rate,
+        "soak": bench.soak,
+        "profiles": bench.profiles,
+        "notes": bench.notes,
+    }
+    opts.json_path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    with contextlib.suppress(ValueError):
+        print(f"\nresults: {opts.json_path.resolve().relative_to(REPO)}")
