@@ -97,10 +97,11 @@ in which something was redacted.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, Final, Literal, NamedTuple
 
 Kind = Literal["card", "email", "phone", "iban", "ssn", "ip"]
@@ -448,14 +449,19 @@ def _resolve(found: list[Finding]) -> list[Finding]:
 
 def scan_text(text: str) -> list[Finding]:
     """Personal data found in ``text``: disjoint findings in order of position."""
-    if len(text) < _MIN_TEXT:
-        return []
+    return list(_scan_cached(text)) if len(text) >= _MIN_TEXT else []
+
+
+@functools.lru_cache(maxsize=16384)
+def _scan_cached(text: str) -> tuple[Finding, ...]:
+    """Findings of one string, memoized: an event's strings are scanned once for all its
+    destinations, and recurring strings (product names, page URLs) once per process."""
     found = _candidates(text)
-    return _resolve(found) if len(found) > 1 else found
+    return tuple(_resolve(found) if len(found) > 1 else found)
 
 
 def _redact(
-    text: str, kinds: Collection[Kind], found: list[Finding]
+    text: str, kinds: Collection[Kind], found: Sequence[Finding]
 ) -> tuple[str, list[Kind], list[Kind]]:
     """Redact until nothing of ``kinds`` is left; the redacted and the kept kinds, in order.
 
@@ -504,7 +510,9 @@ _REDACT_IN_DECLARED: Final[dict[str, frozenset[Kind]]] = {
 def _scan_string(
     value: str, path: str, declared: Mapping[str, str], detections: list[Detection]
 ) -> str:
-    found = scan_text(value)
+    if len(value) < _MIN_TEXT:
+        return value
+    found = _scan_cached(value)
     if not found:
         return value
     kinds = _REDACT_IN_DECLARED.get(declared.get(path, ""), _ALL_KINDS)

@@ -19,6 +19,7 @@ A value a transform cannot handle (an object to hash, an invalid IP) is removed:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -81,7 +82,13 @@ class _Node:
         return node
 
 
-@dataclass(frozen=True, slots=True)
+ROUTER_FIELDS: Final = frozenset(
+    {"messageId", "type", "timestamp", "originalTimestamp", "sentAt", "receivedAt"}
+)
+"""Top-level fields written by the router's sanitizer (ids and ISO timestamps), never free text."""
+
+
+@dataclass(frozen=True)
 class Allowlist:
     """A compiled allowlist with its transforms, for one destination."""
 
@@ -94,6 +101,12 @@ class Allowlist:
         """The event reduced to the allowed fields, transforms applied."""
         result = _apply(self.root, event, self.tokenize_key)
         return result if isinstance(result, dict) else {}
+
+    @functools.cached_property
+    def unscanned_paths(self) -> frozenset[str]:
+        """Paths the PII safety net leaves alone: transformed values (a hash must not be
+        rewritten) and the fields the router itself generated or validated as ids and times."""
+        return self.transformed_paths | ROUTER_FIELDS
 
     def rule_for(self, path: str) -> str:
         """The listed path that let ``path`` through (bounded: a metric label), or ``other``."""
@@ -171,12 +184,30 @@ def apply_transform(transform: Transform, value: Any, key: bytes) -> Any:
     if transform is Transform.HASH_SHA256:
         return hashlib.sha256(text.encode()).hexdigest()
     if transform is Transform.TOKENIZE:
-        return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+        return _keyed(key, text)
     return truncate_ip(text) or DROPPED
+
+
+@functools.lru_cache(maxsize=64)
+def _hmac_base(key: bytes) -> hmac.HMAC:
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
+def _keyed(key: bytes, text: str) -> str:
+    """HMAC-SHA256 hex of ``text``, from a keyed state prepared once per key."""
+    state = _hmac_base(key).copy()
+    state.update(text.encode())
+    return state.hexdigest()
 
 
 def truncate_ip(text: str) -> str | None:
     """IPv4 -> its /24 network address, IPv6 -> its /48; ``None`` for anything else."""
+    parts = text.split(".")
+    if len(parts) == 4 and all(
+        p.isdigit() and p.isascii() and len(p) <= 3 and int(p) <= 255 and (p == "0" or p[0] != "0")
+        for p in parts
+    ):
+        return f"{int(parts[0])}.{int(parts[1])}.{int(parts[2])}.0"
     try:
         address = ipaddress.ip_address(text)
     except ValueError:

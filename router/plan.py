@@ -144,7 +144,7 @@ def _decide(
         return Skip(destination, SkipReason(verdict.reason.value), detail)
     allowlist = destination.allowlist
     payload, found = scan_payload(
-        allowlist.apply(event.data), destination.identifiers, allowlist.transformed_paths
+        allowlist.apply(event.data), destination.identifiers, allowlist.unscanned_paths
     )
     delivery = Delivery(
         message_id=event.message_id,

@@ -78,37 +78,131 @@ _TYPES = {t.value: t for t in EventType}
 
 
 def _clean_str(value: str, cap: int) -> str:
-    if not value.isascii():
-        value = unicodedata.normalize("NFC", value)
-    if _CONTROL.search(value):
-        value = _CONTROL.sub("", value)
+    # Fast path: printable ASCII (the usual case) needs neither NFC nor control stripping.
+    if not (value.isascii() and value.isprintable()):
+        if not value.isascii():
+            value = unicodedata.normalize("NFC", value)
+        if _CONTROL.search(value):
+            value = _CONTROL.sub("", value)
     if len(value) > cap:
         value = value[:cap]
     return value
 
 
-def _clean(value: Any, limits: Limits, path: str, depth: int) -> Any:
-    if isinstance(value, str):
+class _Invalid(Exception):  # noqa: N818 - internal control flow, never escapes this module
+    """A bad value deep in a tree; the path is collected while the stack unwinds."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.parts: list[str] = []
+
+    def rejection(self, root: str) -> Rejection:
+        return Rejection(self.code, root + "".join(reversed(self.parts)), self.message)
+
+
+def _clean(value: Any, limits: Limits, depth: int) -> Any:
+    """A cleaned copy of a JSON value. No path is built unless something is wrong."""
+    kind = type(value)
+    if kind is str:
         return _clean_str(value, limits.max_string_chars)
-    if isinstance(value, bool) or value is None or isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise Rejected(Rejection("invalid_number", path, "numbers must be finite"))
-        return value
-    if depth >= limits.max_depth:
-        raise Rejected(
-            Rejection("too_deep", path, f"nesting deeper than {limits.max_depth} levels")
-        )
-    if isinstance(value, dict):
+    if kind is dict:
+        if depth >= limits.max_depth:
+            raise _Invalid("too_deep", f"nesting deeper than {limits.max_depth} levels")
         out: dict[str, Any] = {}
         for key, item in value.items():
             clean_key = _clean_str(key, limits.max_key_chars)
-            out[clean_key] = _clean(item, limits, f"{path}.{clean_key}", depth + 1)
+            try:
+                out[clean_key] = _clean(item, limits, depth + 1)
+            except _Invalid as invalid:
+                invalid.parts.append(f".{clean_key}")
+                raise
         return out
-    if isinstance(value, list):
-        return [_clean(item, limits, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
-    raise Rejected(Rejection("invalid_value", path, f"unsupported value {type(value).__name__}"))
+    if kind is list:
+        if depth >= limits.max_depth:
+            raise _Invalid("too_deep", f"nesting deeper than {limits.max_depth} levels")
+        items: list[Any] = []
+        for index, item in enumerate(value):
+            try:
+                items.append(_clean(item, limits, depth + 1))
+            except _Invalid as invalid:
+                invalid.parts.append(f"[{index}]")
+                raise
+        return items
+    if kind is float and not math.isfinite(value):
+        raise _Invalid("invalid_number", "numbers must be finite")
+    if kind in (int, float, bool) or value is None:
+        return value
+    raise _Invalid("invalid_value", f"unsupported value {kind.__name__}")
+
+
+class _KeyTooLong(Exception):  # noqa: N818 - internal control flow
+    """A key over the cap: the tree needs the full cleaning walk after all."""
+
+
+def _check_depth(value: Any, limits: Limits, depth: int) -> None:
+    """Only the nesting limit (and key lengths), for trees whose strings need no cleaning.
+
+    Mirrors ``_clean``: the same limit at the same depth, the same path on failure.
+    """
+    if type(value) is dict:
+        if value and max(map(len, value)) > limits.max_key_chars:
+            raise _KeyTooLong
+        for key, item in value.items():
+            if type(item) is dict or type(item) is list:
+                try:
+                    _descend(item, limits, depth)
+                except _Invalid as invalid:
+                    invalid.parts.append(f".{key}")
+                    raise
+        return
+    for index, item in enumerate(value):
+        if type(item) is dict or type(item) is list:
+            try:
+                _descend(item, limits, depth)
+            except _Invalid as invalid:
+                invalid.parts.append(f"[{index}]")
+                raise
+
+
+def _descend(item: Any, limits: Limits, depth: int) -> None:
+    if depth >= limits.max_depth:
+        raise _Invalid("too_deep", f"nesting deeper than {limits.max_depth} levels")
+    _check_depth(item, limits, depth + 1)
+
+
+def clean_source(raw: bytes, limits: Limits) -> bool:
+    """Whether an event's raw JSON can hold no string that sanitizing would change.
+
+    True for printable ASCII without escapes that decode to control or non-ASCII characters,
+    shorter than the string cap: then sanitizing reduces to the depth check.
+    """
+    return (
+        len(raw) <= limits.max_string_chars
+        and raw.isascii()
+        and b"\\u" not in raw
+        and b"\\b" not in raw
+        and b"\\f" not in raw
+        and b"\x7f" not in raw
+    )
+
+
+def _clean_field(
+    value: dict[str, Any], limits: Limits, name: str, *, trusted: bool
+) -> dict[str, Any]:
+    try:
+        if trusted:
+            try:
+                _check_depth(value, limits, 2)
+            except _KeyTooLong:
+                pass
+            else:
+                return value
+        cleaned: dict[str, Any] = _clean(value, limits, 1)
+    except _Invalid as invalid:
+        raise Rejected(invalid.rejection(name)) from None
+    return cleaned
 
 
 def _id(value: Any, path: str, limits: Limits) -> str | None:
@@ -175,11 +269,16 @@ def sanitize(
     batch_context: Mapping[str, Any] | None = None,
     batch_integrations: Mapping[str, Any] | None = None,
     batch_sent_at: Timestamp = None,
+    raw: bytes | None = None,
 ) -> Event | Rejection:
-    """Validate and normalize one event; a ``Rejection`` says why it cannot be accepted."""
+    """Validate and normalize one event; a ``Rejection`` says why it cannot be accepted.
+
+    ``raw`` (the event's JSON as received) lets a clean event skip the string walk.
+    """
     try:
         return _sanitize(
             wire,
+            trusted=raw is not None and clean_source(raw, limits),
             route_type=route_type,
             received_at=received_at,
             new_id=new_id,
@@ -197,6 +296,7 @@ def sanitize(
 def _sanitize(
     wire: WireEvent,
     *,
+    trusted: bool,
     route_type: EventType | None,
     received_at: datetime,
     new_id: Callable[[], str],
@@ -265,7 +365,7 @@ def _sanitize(
         ("integrations", integrations),
     ):
         if value:
-            data[key] = _clean(value, limits, key, 1)
+            data[key] = _clean_field(value, limits, key, trusted=trusted)
     if wire.channel:
         data["channel"] = _clean_str(wire.channel, 64)
 

@@ -9,7 +9,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.sanitize import Event, Limits, Rejection, sanitize
+from router.sanitize import Event, Limits, Rejection, clean_source, sanitize
 from router.schema import EventType, WireEvent
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -182,3 +182,52 @@ def test_any_input_gives_an_event_or_a_rejection(data: dict[str, Any]) -> None:
     if isinstance(result, Event):
         msgspec.json.encode(result.data)
         assert result.data["messageId"]
+
+
+def _both(
+    data: dict[str, Any], limits: Limits = Limits()
+) -> tuple[Event | Rejection, Event | Rejection]:
+    """Sanitize with and without the raw-bytes fast path."""
+    raw = msgspec.json.encode(data)
+    wire = msgspec.json.decode(raw, type=WireEvent)
+    slow = sanitize(wire, route_type=None, received_at=NOW, new_id=lambda: "x", limits=limits)
+    fast = sanitize(
+        wire, route_type=None, received_at=NOW, new_id=lambda: "x", limits=limits, raw=raw
+    )
+    return slow, fast
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(st.text(max_size=300), json_values, max_size=6),
+    st.integers(min_value=2, max_value=6),
+)
+def test_fast_path_gives_the_same_result_as_the_full_walk(
+    properties: dict[str, Any], depth: int
+) -> None:
+    """Whether the raw bytes let sanitize skip the string walk or not, the outcome is equal."""
+    data = {
+        "type": "track",
+        "event": "E",
+        "anonymousId": "a",
+        "messageId": "m",
+        "properties": properties,
+    }
+    limits = Limits(max_depth=depth, max_string_chars=4096)
+    slow, fast = _both(data, limits)
+    if isinstance(slow, Rejection):
+        assert isinstance(fast, Rejection)
+        assert (fast.code, fast.path) == (slow.code, slow.path)
+    else:
+        assert isinstance(fast, Event)
+        assert fast.data == slow.data
+
+
+def test_clean_source_detects_what_needs_cleaning() -> None:
+    """Escapes that decode to control or non-ASCII characters force the full walk."""
+    limits = Limits()
+    assert clean_source(b'{"a": "plain text"}', limits)
+    assert not clean_source(b'{"a": "caf\\u00e9"}', limits)
+    assert not clean_source('{"a": "café"}'.encode(), limits)
+    assert not clean_source(b'{"a": "bell\\b"}', limits)
+    assert not clean_source(b'{"a": "' + b"x" * 9000 + b'"}', limits)
