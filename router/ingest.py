@@ -270,6 +270,7 @@ async def _ingest(
                 batch_context=parsed.context,
                 batch_integrations=parsed.integrations,
                 batch_sent_at=parsed.sent_at,
+                raw=raw,
             )
         if isinstance(outcome, Rejection):
             rejected.append(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -191,13 +191,12 @@ async def ensure_group(client: aioredis.Redis, stream: str) -> None:
         await client.xgroup_create(stream, GROUP, id="0", mkstream=True)
 
 
-async def suppressed_any(client: aioredis.Redis, hashes: Iterable[str]) -> bool:
-    """Whether any of these hashed ids was erased."""
-    values = list(hashes)
-    if not values:
-        return False
-    found = await client.smismember(SUPPRESSED, values)  # type: ignore[misc]
-    return any(found)
+async def suppressed_among(client: aioredis.Redis, hashes: Sequence[str]) -> set[str]:
+    """Which of these hashed ids were erased (one round trip)."""
+    if not hashes:
+        return set()
+    found = await client.smismember(SUPPRESSED, list(hashes))  # type: ignore[misc]
+    return {h for h, hit in zip(hashes, found, strict=True) if hit}
 
 
 def entry_fields(entry: Any) -> dict[str, bytes]:

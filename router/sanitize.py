@@ -364,8 +364,12 @@ def _sanitize(
         ("context", context),
         ("integrations", integrations),
     ):
+        # Merged batch-level context / integrations were not part of the event's raw bytes.
+        from_batch = (key == "context" and batch_context) or (
+            key == "integrations" and batch_integrations
+        )
         if value:
-            data[key] = _clean_field(value, limits, key, trusted=trusted)
+            data[key] = _clean_field(value, limits, key, trusted=trusted and not from_batch)
     if wire.channel:
         data["channel"] = _clean_str(wire.channel, 64)
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -19,7 +20,7 @@ import msgspec
 from consent.errors import DecodeError
 from consent.model import DenyReason
 from consent.policy import ConsentPolicy, withdrawn
-from consent.records import ConsentRecord
+from consent.records import ConsentRecord, merge_records
 from consent.signals import read_segment
 from consent.store import ConsentStore, subject_key
 from router.http import HttpError
@@ -162,13 +163,18 @@ def consent_recheck(store: ConsentStore) -> Recheck:
     stored denial newer than the event time), so it wins now.
     """
 
-    async def recheck(item: QueueItem) -> str | None:
-        if item.accepted_at is None or not item.subjects or not item.requires:
-            return None
-        stored = await store.get_hashed(item.subjects)
-        since = min(item.accepted_at, item.delivery.timestamp)
-        if withdrawn(stored, item.requires, since):
-            return DenyReason.CONSENT_WITHDRAWN.value
-        return None
+    async def recheck(items: Sequence[QueueItem]) -> list[str | None]:
+        subjects = {h for item in items if item.requires for h in item.subjects}
+        records = await store.lookup(subjects) if subjects else {}
+        reasons: list[str | None] = []
+        for item in items:
+            if item.accepted_at is None or not item.subjects or not item.requires:
+                reasons.append(None)
+                continue
+            stored = merge_records(records.get(h) for h in item.subjects)
+            since = min(item.accepted_at, item.delivery.timestamp)
+            withdrawal = withdrawn(stored, item.requires, since)
+            reasons.append(DenyReason.CONSENT_WITHDRAWN.value if withdrawal else None)
+        return reasons
 
     return recheck

@@ -43,14 +43,14 @@ from router.queue import (
     entry_fields,
     outbox_key,
     queue_key,
-    suppressed_any,
+    suppressed_among,
 )
 from router.telemetry import Stats
 
 log = logging.getLogger("router.worker")
 
-Recheck = Callable[[QueueItem], Awaitable[str | None]]
-"""Returns a skip reason (``consent_withdrawn``...) when the item must not be sent any more."""
+Recheck = Callable[[Sequence[QueueItem]], Awaitable[list[str | None]]]
+"""For a batch of items, a skip reason each (``consent_withdrawn``...) or ``None`` to send."""
 
 
 @dataclass(slots=True)
@@ -143,11 +143,13 @@ class DestinationWorker:
         """Re-check, deliver and settle one batch of stream entries."""
         entries = [self._decode(e) for e in raw_entries]
         live: list[int] = []
-        for position, entry in enumerate(entries):
+        for entry in entries:
             if entry.item is None:
                 entry.result, entry.finished = "corrupt_entry", True
-                continue
-            reason = await self._recheck(entry.item)
+        decoded = [(p, e.item) for p, e in enumerate(entries) if e.item is not None]
+        reasons = await self._recheck([item for _, item in decoded])
+        for (position, _), reason in zip(decoded, reasons, strict=True):
+            entry = entries[position]
             if reason is not None:
                 entry.finished = True
                 self.stats.add(
@@ -171,12 +173,22 @@ class DestinationWorker:
             item = None
         return _Entry(entry_id=raw[0], item=item, raw=data)
 
-    async def _recheck(self, item: QueueItem) -> str | None:
-        if await suppressed_any(self.client, item.subjects):
-            return "suppressed"
+    async def _recheck(self, items: Sequence[QueueItem]) -> list[str | None]:
+        """Suppression, then the consent re-check, for the whole batch: one round trip each."""
+        if not items:
+            return []
+        hashes = sorted({h for item in items for h in item.subjects})
+        erased = await suppressed_among(self.client, hashes)
+        reasons: list[str | None] = [
+            "suppressed" if erased.intersection(item.subjects) else None for item in items
+        ]
         if self.recheck is not None:
-            return await self.recheck(item)
-        return None
+            pending = [i for i, reason in enumerate(reasons) if reason is None]
+            if pending:
+                later = await self.recheck([items[i] for i in pending])
+                for i, reason in zip(pending, later, strict=True):
+                    reasons[i] = reason
+        return reasons
 
     async def _deliver(self, entries: list[_Entry], live: list[int]) -> None:
         delivery = self.destination.config.delivery

@@ -184,9 +184,7 @@ def test_any_input_gives_an_event_or_a_rejection(data: dict[str, Any]) -> None:
         assert result.data["messageId"]
 
 
-def _both(
-    data: dict[str, Any], limits: Limits = Limits()
-) -> tuple[Event | Rejection, Event | Rejection]:
+def _both(data: dict[str, Any], limits: Limits) -> tuple[Event | Rejection, Event | Rejection]:
     """Sanitize with and without the raw-bytes fast path."""
     raw = msgspec.json.encode(data)
     wire = msgspec.json.decode(raw, type=WireEvent)
@@ -231,3 +229,19 @@ def test_clean_source_detects_what_needs_cleaning() -> None:
     assert not clean_source('{"a": "café"}'.encode(), limits)
     assert not clean_source(b'{"a": "bell\\b"}', limits)
     assert not clean_source(b'{"a": "' + b"x" * 9000 + b'"}', limits)
+
+
+def test_batch_context_is_cleaned_even_when_the_event_is_clean() -> None:
+    """The fast path covers the event's own bytes, not the merged batch context."""
+    raw = b'{"type": "track", "event": "E", "anonymousId": "a"}'
+    wire = msgspec.json.decode(raw, type=WireEvent)
+    event = sanitize(
+        wire,
+        route_type=None,
+        received_at=NOW,
+        new_id=lambda: "x",
+        raw=raw,
+        batch_context={"note": "bell\x07 and Cafe\u0301"},
+    )
+    assert isinstance(event, Event)
+    assert event.data["context"] == {"note": "bell and Caf\u00e9"}
