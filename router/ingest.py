@@ -37,6 +37,7 @@ from router.queue import (
     Enqueuer,
     QueueItem,
     Write,
+    entry_for,
     queue_key,
     subject_hash,
 )
@@ -327,7 +328,7 @@ async def _plan_writes(
     subjects = {e.message_id: tuple(subject_hash(i) for i in e.subject_ids) for _, e in events}
     all_hashes = sorted({h for hashes in subjects.values() for h in hashes})
     suppressed, records = await _lookups(state, all_hashes)
-    writes: list[Write] = []
+    queued: dict[str, list[bytes]] = {}
     updates: list[tuple[tuple[str, ...], ConsentRecord]] = []
     for _, event in events:
         hashes = subjects[event.message_id]
@@ -370,9 +371,7 @@ async def _plan_writes(
                     requires=decision.destination.requires,
                     accepted_at=event.received_at,
                 )
-                writes.append(
-                    Write(queue_key(decision.destination.id), {"d": ITEM_ENCODER.encode(item)})
-                )
+                queued.setdefault(decision.destination.id, []).append(ITEM_ENCODER.encode(item))
             else:
                 state.stats.add(
                     "router_events_skipped_total",
@@ -383,7 +382,7 @@ async def _plan_writes(
     if updates and state.consent is not None:
         await state.consent.write_many(updates)
         state.stats.add("router_consent_writes_total", amount=len(updates), route="event")
-    return writes
+    return [Write(queue_key(d), entry_for(items)) for d, items in queued.items()]
 
 
 async def _lookups(

@@ -72,6 +72,28 @@ class QueueItem(msgspec.Struct, frozen=True):
 
 ITEM_ENCODER = msgspec.json.Encoder()
 ITEM_DECODER = msgspec.json.Decoder(QueueItem)
+_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def entry_for(encoded_items: Sequence[bytes]) -> dict[str, bytes | str]:
+    """The stream entry holding one request's deliveries to one destination.
+
+    One delivery: ``{"d": item}``; several: ``{"b": [item, ...]}``, so a batch of 100 events
+    costs one XADD per destination instead of 100. Dead letters always hold one item (``d``).
+    """
+    if len(encoded_items) == 1:
+        return {"d": encoded_items[0]}
+    return {"b": b"[" + b",".join(encoded_items) + b"]"}
+
+
+def entry_items(fields: dict[str, bytes]) -> list[bytes]:
+    """The raw JSON of each delivery in a stream entry (``[]`` when it is unreadable)."""
+    if "d" in fields:
+        return [fields["d"]]
+    try:
+        return [bytes(raw) for raw in _RAW_LIST.decode(fields.get("b", b""))]
+    except msgspec.DecodeError:
+        return []
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from router.queue import (
     dlq_key,
     ensure_group,
     entry_fields,
+    entry_items,
     outbox_key,
     queue_key,
     suppressed_among,
@@ -141,7 +142,7 @@ class DestinationWorker:
 
     async def process(self, raw_entries: Sequence[Any]) -> None:
         """Re-check, deliver and settle one batch of stream entries."""
-        entries = [self._decode(e) for e in raw_entries]
+        entries = [entry for raw in raw_entries for entry in self._decode(raw)]
         live: list[int] = []
         for entry in entries:
             if entry.item is None:
@@ -164,14 +165,16 @@ class DestinationWorker:
             await self._deliver(entries, live)
         await self._settle(entries)
 
-    def _decode(self, raw: Any) -> _Entry:
-        fields = entry_fields(raw)
-        data = fields.get("d", b"")
-        try:
-            item: QueueItem | None = ITEM_DECODER.decode(data)
-        except msgspec.DecodeError:
-            item = None
-        return _Entry(entry_id=raw[0], item=item, raw=data)
+    def _decode(self, raw: Any) -> list[_Entry]:
+        """One ``_Entry`` per delivery of a stream entry (an entry may hold a batch)."""
+        found: list[_Entry] = []
+        for data in entry_items(entry_fields(raw)) or [b""]:
+            try:
+                item: QueueItem | None = ITEM_DECODER.decode(data)
+            except msgspec.DecodeError:
+                item = None
+            found.append(_Entry(entry_id=raw[0], item=item, raw=data))
+        return found
 
     async def _recheck(self, items: Sequence[QueueItem]) -> list[str | None]:
         """Suppression, then the consent re-check, for the whole batch: one round trip each."""
@@ -192,7 +195,9 @@ class DestinationWorker:
 
     async def _deliver(self, entries: list[_Entry], live: list[int]) -> None:
         delivery = self.destination.config.delivery
-        todo = [_Group(positions=live)]
+        size = delivery.batch_size
+        todo = [_Group(positions=live[i : i + size]) for i in range(0, len(live), size)]
+        todo.reverse()
         while todo and not self.stopping.is_set():
             retry: list[_Group] = []
             while todo:
@@ -306,9 +311,9 @@ class DestinationWorker:
 
     async def _keep_claim(self, entries: list[_Entry], groups: list[_Group]) -> None:
         """Reset the entries' idle time so no other worker reclaims them while we back off."""
-        ids: list[int | bytes | str | memoryview[int]] = [
-            entries[p].entry_id for g in groups for p in g.positions
-        ]
+        ids: list[int | bytes | str | memoryview[int]] = list(
+            dict.fromkeys(entries[p].entry_id for g in groups for p in g.positions)
+        )
         if ids:
             await self.client.xclaim(
                 queue_key(self.destination.id), GROUP, self.consumer, 0, ids, justid=True
@@ -334,9 +339,12 @@ class DestinationWorker:
                     destination=self.destination.id,
                     reason=entry.result.split(":", 1)[0],
                 )
-        ids = [e.entry_id for e in done]
-        pipe.xack(stream, GROUP, *ids)
-        pipe.xdel(stream, *ids)
+        # An entry is acknowledged once every delivery it holds is finished.
+        unfinished = {e.entry_id for e in entries if not e.finished}
+        ids = list(dict.fromkeys(e.entry_id for e in done if e.entry_id not in unfinished))
+        if ids:
+            pipe.xack(stream, GROUP, *ids)
+            pipe.xdel(stream, *ids)
         await pipe.execute()
 
     async def _sleep(self, seconds: float) -> None:

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from router.queue import QUARANTINE, queue_key
+from router.queue import QUARANTINE, entry_items, queue_key
 from tests.conftest import WRITE_KEY, AppFactory, routing_from
 
 
@@ -31,7 +31,11 @@ def _track(**extra: Any) -> dict[str, Any]:
 
 async def _queued(client: aioredis.Redis, destination: str) -> list[dict[str, Any]]:
     entries = await client.xrange(queue_key(destination))
-    return [msgspec.json.decode(fields[b"d"]) for _, fields in entries]
+    return [
+        msgspec.json.decode(raw)
+        for _, fields in entries
+        for raw in entry_items({k.decode(): v for k, v in fields.items()})
+    ]
 
 
 @pytest.fixture
