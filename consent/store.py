@@ -117,8 +117,6 @@ end
 return out
 """
 
-_MISSING = object()
-
 
 class ConsentStore:
     """Stored consent with a process-local cache kept coherent by pub/sub invalidation.
@@ -143,7 +141,8 @@ class ConsentStore:
         self._history_max = history_max
         self._channel = channel
         self._ping_interval_s = ping_interval_s
-        self._cache: OrderedDict[str, ConsentRecord | None] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[ConsentRecord | None, bool]] = OrderedDict()
+        """Hashed subject -> (its record or None, whether it is suppressed)."""
         self._live = asyncio.Event()
         self._generation = 0
         self._reading: Counter[str] = Counter()
@@ -238,8 +237,8 @@ class ConsentStore:
                 data = message.get("data")
                 self.invalidate(data.decode() if isinstance(data, bytes) else str(data))
 
-    def _remember(self, subject: str, record: ConsentRecord | None) -> None:
-        self._cache[subject] = record
+    def _remember(self, subject: str, record: ConsentRecord | None, *, erased: bool) -> None:
+        self._cache[subject] = (record, erased)
         self._cache.move_to_end(subject)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -248,26 +247,45 @@ class ConsentStore:
 
     async def lookup(self, subjects: Iterable[str]) -> dict[str, ConsentRecord | None]:
         """Records of hashed subjects: cached ones free, the rest in one round trip (MGET)."""
+        records, _ = await self.lookup_all(subjects)
+        return records
+
+    async def lookup_all(
+        self, subjects: Iterable[str]
+    ) -> tuple[dict[str, ConsentRecord | None], set[str]]:
+        """Records and the suppressed subjects among them: cached ones cost no round trip,
+        the rest one pipelined round trip (MGET, and SMISMEMBER of the suppression set).
+
+        Suppression is cached with the record: erasure publishes the erased hashes on the
+        invalidation channel like any write, so a cached "not suppressed" never outlives it.
+        """
         now = datetime.now(UTC)
         found: dict[str, ConsentRecord | None] = {}
+        suppressed: set[str] = set()
         misses: list[str] = []
         live = self.live
         for subject in dict.fromkeys(subjects):
-            hit = self._cache.get(subject, _MISSING) if live else _MISSING
-            if isinstance(hit, ConsentRecord) and hit.expires_at <= now:
+            hit = self._cache.get(subject) if live else None
+            if hit is not None and hit[0] is not None and hit[0].expires_at <= now:
                 self._cache.pop(subject, None)
-                hit = _MISSING
-            if hit is _MISSING:
+                hit = None
+            if hit is None:
                 misses.append(subject)
-            else:
-                self._cache.move_to_end(subject)
-                found[subject] = hit if isinstance(hit, ConsentRecord) else None
+                continue
+            self._cache.move_to_end(subject)
+            found[subject] = hit[0]
+            if hit[1]:
+                suppressed.add(subject)
         if not misses:
-            return found
+            return found, suppressed
         generation = self._generation
         self._reading.update(misses)
         try:
-            values = await self._client.mget([record_key(s) for s in misses])
+            pipe = self._client.pipeline(transaction=False)
+            pipe.mget([record_key(s) for s in misses])
+            if self._suppressed_key is not None:
+                pipe.smismember(self._suppressed_key, misses)
+            replies = await pipe.execute()
             fresh = {s for s in misses if s not in self._dirty}
         finally:
             self._reading.subtract(misses)
@@ -275,15 +293,19 @@ class ConsentStore:
                 if not self._reading[subject]:
                     del self._reading[subject]
                     self._dirty.discard(subject)
+        values = replies[0]
+        flags = replies[1] if self._suppressed_key is not None else [0] * len(misses)
         keep = live and self.live and generation == self._generation
-        for subject, raw in zip(misses, values, strict=True):
+        for subject, raw, flag in zip(misses, values, flags, strict=True):
             record = None if raw is None else ConsentRecord.decode(raw)
             if record is not None and record.expires_at <= now:
                 record = None
             found[subject] = record
+            if flag:
+                suppressed.add(subject)
             if keep and subject in fresh:
-                self._remember(subject, record)
-        return found
+                self._remember(subject, record, erased=bool(flag))
+        return found, suppressed
 
     async def get_hashed(self, subjects: Iterable[str]) -> StoredConsent | None:
         """The merged stored consent of a person's hashed subject ids."""

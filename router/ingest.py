@@ -7,7 +7,6 @@ answer. The 200 is sent only after Redis has the writes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import uuid
@@ -388,23 +387,14 @@ async def _plan_writes(
 async def _lookups(
     state: AppState, hashes: list[str]
 ) -> tuple[set[str], dict[str, ConsentRecord | None]]:
-    """Suppressed subjects and stored consent, concurrently (at most one round trip each)."""
+    """Suppressed subjects and stored consent: free for cached subjects, else one round trip."""
     if not hashes:
         return set(), {}
-
-    async def suppressed() -> set[str]:
-        found = await state.redis.smismember(SUPPRESSED, hashes)  # type: ignore[misc]
-        return {h for h, hit in zip(hashes, found, strict=True) if hit}
-
-    async def stored() -> dict[str, ConsentRecord | None]:
-        return {} if state.consent is None else await state.consent.lookup(hashes)
-
-    found, records = await asyncio.gather(suppressed(), stored(), return_exceptions=True)
-    if isinstance(found, BaseException):
-        raise found
-    if isinstance(records, BaseException):
-        raise records
-    return found, records
+    if state.consent is not None:
+        records, suppressed = await state.consent.lookup_all(hashes)
+        return suppressed, records
+    found = await state.redis.smismember(SUPPRESSED, hashes)  # type: ignore[misc]
+    return {h for h, hit in zip(hashes, found, strict=True) if hit}, {}
 
 
 def _quarantine(

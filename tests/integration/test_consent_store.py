@@ -496,3 +496,25 @@ async def test_a_withdrawal_reaches_another_router_process_within_a_second(
     await wait_for(lambda: {"q1", "q2", "p1", "p2"} <= ops_ids(state))
     await wait_for(lambda: skipped(workers, "consent_withdrawn", stage="delivery") == 2)
     assert analytics_ids(state) == set()
+
+
+async def test_a_hot_subject_costs_no_suppression_round_trip_and_erasure_still_wins(
+    make_router: AppFactory, redis_client: aioredis.Redis
+) -> None:
+    """Suppression is cached with consent; an erasure's invalidation makes the next event skip."""
+    router = await make_router(routing_from(), workers=False)
+    store = await live(router)
+    assert (await router.post("/v1/track", json=order("s1"), headers=AUTH)).status == 200
+    checks = await command_calls(redis_client, "smismember")
+    assert checks == 1
+    for i in range(5):
+        assert (await router.post("/v1/track", json=order(f"s{i + 2}"), headers=AUTH)).status == 200
+    assert await command_calls(redis_client, "smismember") == checks
+    assert await redis_client.xlen(queue_key("ops-hook")) == 6
+
+    await store.erase([subject_key("user-1")])
+    assert (await router.post("/v1/track", json=order("s9"), headers=AUTH)).status == 200
+    assert await command_calls(redis_client, "smismember") == checks + 1
+    assert await redis_client.xlen(queue_key("ops-hook")) == 6
+    stats = router.server.app[STATE].stats
+    assert stats.get("router_events_skipped_total", reason="suppressed", stage="ingest") == 2
