@@ -76,8 +76,9 @@ never scanned, nor is anything below it: a SHA-256 hex digest can hold a Luhn-va
 Because transformed paths are left exactly as given, the caller may pass the payload before or
 after running its transforms: every other path comes out the same, and a transformed path
 keeps whatever it held (the raw value, which the transform then replaces, or the digest).
-Containers are rebuilt, so the input is never mutated and the output shares no dict or list
-with it.
+The input is never mutated. When something is reported, containers are rebuilt and the output
+shares no dict or list with the input; when nothing is (the usual case, found by a quick walk
+over memoized string scans), the payload comes back as a shallow copy.
 
 Cost
 ----
@@ -540,6 +541,43 @@ def _scan_number(value: float, path: str, detections: list[Detection]) -> object
 _Frame = tuple[Iterator[tuple[Any, Any]], dict[Any, Any] | list[Any], str, bool]
 
 
+def _at(payload: Mapping[str, Any], path: str) -> Any:
+    node: Any = payload
+    for part in path.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _may_hold_findings(payload: Mapping[str, Any], skip: Collection[str]) -> bool:
+    """Whether any value could be reported: a quick walk (no copies, no paths) over memoized
+    string scans. False for the usual payload, which then needs no rewriting at all.
+
+    Values at skipped dotted paths (transformed fields) are left out by identity; a skipped
+    path inside an array is not resolved here, which can only make the answer True (and the
+    full walk then applies the skip exactly).
+    """
+    ignored = {id(v) for path in skip if "[" not in path and (v := _at(payload, path)) is not None}
+    stack: list[Any] = [payload]
+    while stack:
+        node = stack.pop()
+        values = node.values() if isinstance(node, Mapping) else node
+        for value in values:
+            if id(value) in ignored:
+                continue
+            kind = type(value)
+            if kind is str:
+                if len(value) >= _MIN_TEXT and _scan_cached(value):
+                    return True
+            elif kind is int or kind is float:
+                if value >= 10**12 and _scan_number(value, "", []) is not value:
+                    return True
+            elif isinstance(value, Mapping | list | tuple):
+                stack.append(value)
+    return False
+
+
 def scan_payload(
     payload: Mapping[str, Any], declared: Mapping[str, str], transformed: Collection[str]
 ) -> tuple[dict[str, Any], list[Detection]]:
@@ -548,10 +586,14 @@ def scan_payload(
     Strings are scanned; an integer (or an integral float) that is a Luhn-valid 13 to 19 digit
     number becomes the string ``[redacted:card]``. Dict keys, booleans and ``None`` are kept;
     tuples come back as lists. Detections come in document order (per string: the redacted
-    ones, then the kept ones). The walk keeps its own stack, so no nesting depth can overflow
+    ones, then the kept ones). The input is never changed; when something is reported the
+    result is a fresh copy, otherwise a shallow copy that may share containers with it. The
+    walk keeps its own stack, so no nesting depth can overflow
     the interpreter's.
     """
     skip = transformed if isinstance(transformed, set | frozenset) else frozenset(transformed)
+    if not _may_hold_findings(payload, skip):
+        return dict(payload), []
     detections: list[Detection] = []
     root: dict[str, Any] = {}
     # A frame: the source's remaining items, the copy being filled, the path of the items

@@ -508,7 +508,6 @@ def test_does_not_scan_below_a_transformed_path() -> None:
     redacted, detections = scan_payload(payload, {}, ["context.traits"])
     assert redacted == payload
     assert detections == []
-    assert redacted["context"]["traits"]["ids"] is not payload["context"]["traits"]["ids"]
 
 
 def test_gives_the_same_result_before_and_after_transforms() -> None:
@@ -687,8 +686,13 @@ def containers(value: Any) -> list[int]:
 @PROPERTY_SETTINGS
 @given(payloads, st.sets(st.sampled_from(["userId", "traits", "traits.email", "x[]"])))
 def test_payload_walk_never_mutates_input(payload: dict[str, Any], transformed: set[str]) -> None:
-    """scan_payload leaves its input equal to a deep copy and shares no container with it."""
+    """scan_payload leaves its input unchanged; a rewritten result shares no container with it."""
     original = copy.deepcopy(payload)
-    redacted, _ = scan_payload(payload, {"traits.email": "email", "context.ip": "ip"}, transformed)
+    redacted, found = scan_payload(
+        payload, {"traits.email": "email", "context.ip": "ip"}, transformed
+    )
     assert payload == original
-    assert not set(containers(redacted)) & set(containers(payload))
+    if found:
+        assert not set(containers(redacted)) & set(containers(payload))
+    else:
+        assert redacted == payload
