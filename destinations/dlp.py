@@ -564,15 +564,17 @@ def _may_hold_findings(payload: Mapping[str, Any], skip: Collection[str]) -> boo
         node = stack.pop()
         values = node.values() if isinstance(node, Mapping) else node
         for value in values:
-            if id(value) in ignored:
-                continue
             kind = type(value)
             if kind is str:
-                if len(value) >= _MIN_TEXT and _scan_cached(value):
+                if len(value) >= _MIN_TEXT and _scan_cached(value) and id(value) not in ignored:
                     return True
             elif kind is int or kind is float:
-                if value >= 10**12 and _scan_number(value, "", []) is not value:
+                card = value >= 10**12 and _scan_number(value, "", []) is not value
+                if card and id(value) not in ignored:
                     return True
+            elif kind is dict or kind is list:
+                if id(value) not in ignored:
+                    stack.append(value)
             elif isinstance(value, Mapping | list | tuple):
                 stack.append(value)
     return False

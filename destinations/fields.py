@@ -74,6 +74,18 @@ class _Node:
     each: _Node | None = None
     whole: bool = False
     transform: Transform | None = None
+    leaf: bool = False
+    """Allowed as is: whole, with no child rule and no transform (set once compiled)."""
+
+    def seal(self) -> None:
+        """Compute ``leaf`` for this node and every node below it."""
+        self.leaf = (
+            self.whole and not self.children and self.each is None and self.transform is None
+        )
+        for child in self.children.values():
+            child.seal()
+        if self.each is not None:
+            self.each.seal()
 
     def child(self, name: str) -> _Node:
         node = self.children.get(name)
@@ -132,6 +144,7 @@ def compile_allowlist(
     transforms = transforms or {}
     for path, transform in transforms.items():
         _insert(root, parse_path(path)).transform = Transform(transform)
+    root.seal()
     transformed = frozenset(p for p, t in transforms.items() if t is not Transform.DROP)
     listed = tuple(dict.fromkeys([*fields, *transforms]))
     return Allowlist(
@@ -153,18 +166,22 @@ def _insert(root: _Node, parts: tuple[tuple[str, bool], ...]) -> _Node:
 def _apply(node: _Node, value: Any, key: bytes) -> Any:
     if node.transform is not None:
         return apply_transform(node.transform, value, key)
-    if node.whole and not node.children and node.each is None:
+    if node.leaf:
         return value
-    if isinstance(value, list):
+    kind = type(value)
+    if kind is list:
         if node.each is None:
             return value if node.whole else DROPPED
         results = (_apply(node.each, item, key) for item in value)
         items = [item for item in results if item is not DROPPED]
         return items if items or node.whole else DROPPED
-    if isinstance(value, dict):
+    if kind is dict:
         out: dict[str, Any] = dict(value) if node.whole else {}
         for name, child in node.children.items():
             if name in value:
+                if child.leaf:  # the common case, without a call
+                    out[name] = value[name]
+                    continue
                 result = _apply(child, value[name], key)
                 if result is DROPPED:
                     out.pop(name, None)
