@@ -18,6 +18,25 @@ LABEL_KEYS: Final = frozenset(
 )
 LOG_KEYS: Final = LABEL_KEYS | {"error", "count", "path", "config", "port", "consumer"}
 
+COUNTER_NAMES: Final = (
+    "router_anomalies_total",
+    "router_anomaly_alerts_total",
+    "router_consent_writes_total",
+    "router_deliveries_exhausted_total",
+    "router_delivery_retries_total",
+    "router_entries_reclaimed_total",
+    "router_erasures_total",
+    "router_events_accepted_total",
+    "router_events_dead_lettered_total",
+    "router_events_delivered_total",
+    "router_events_received_total",
+    "router_events_rejected_total",
+    "router_events_skipped_total",
+    "router_pii_detections_total",
+    "router_requests_unavailable_total",
+)
+"""Every counter the router increments: the ones bridged to OTLP (a test keeps it complete)."""
+
 Labels = tuple[tuple[str, str], ...]
 
 
@@ -42,6 +61,10 @@ class Stats:
             for (series, series_labels), value in self._counters.items()
             if series == name and wanted <= set(series_labels)
         )
+
+    def series(self) -> list[tuple[str, Labels, int]]:
+        """Every series as ``(name, labels, value)`` (what the OTLP bridge observes)."""
+        return [(name, labels, value) for (name, labels), value in self._counters.items()]
 
     def render(self) -> str:
         """Prometheus text exposition of every counter."""

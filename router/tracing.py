@@ -39,7 +39,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -91,7 +91,7 @@ HTTP_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"
 STAGES: Final = frozenset({"consent", "plan", "enqueue", "sanitize", "recheck", "encode"})
 _SAFE_VALUE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _CODE: Final = re.compile(r"[a-z0-9][a-z0-9_:]{0,47}")
-CODE_KEYS: Final = frozenset({"route", "reason", "status", "type"})
+CODE_KEYS: Final = frozenset({"route", "reason", "status", "type", "code", "stage", "kind"})
 """Keys whose values are codes (``http_400``, ``consent_withdrawn``, ``batch``): lower case,
 digits, ``_`` and ``:`` only. Source and destination ids come from the routing file."""
 _LONG_DIGITS: Final = re.compile(r"[0-9]{7}")  # a phone or account number, never an identifier
@@ -404,9 +404,10 @@ class Telemetry:
     exporting: tuple[str, ...] = ()
     """What is exported (``traces``, ``metrics``), for the start-up log line."""
 
-    def render_prometheus(self) -> str:
-        """The histograms and gauges in the Prometheus text format (append to ``/metrics``)."""
-        return render_prometheus(self.prometheus_reader)
+    def render_prometheus(self, skip: Collection[str] = ()) -> str:
+        """The histograms and gauges in the Prometheus text format (append to ``/metrics``);
+        ``skip``: metric names rendered elsewhere (the bridged ``Stats`` counters)."""
+        return render_prometheus(self.prometheus_reader, skip)
 
     def shutdown(self) -> None:
         """Flush and stop the exporters."""
@@ -464,7 +465,9 @@ def setup_telemetry(
 
 # --- metrics -------------------------------------------------------------------------------------
 
-METRIC_LABELS: Final = frozenset({"route", "source", "destination", "type", "reason", "status"})
+METRIC_LABELS: Final = frozenset(
+    {"route", "source", "destination", "type", "reason", "status", "code", "stage", "kind"}
+)
 LATENCY_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 CounterSeries = Callable[[], Iterable[tuple[str, Sequence[tuple[str, str]], int]]]
@@ -543,15 +546,22 @@ def _counter_callback(
 ) -> Callable[[metrics.CallbackOptions], Iterator[metrics.Observation]]:
     def callback(options: metrics.CallbackOptions) -> Iterator[metrics.Observation]:
         del options
+        # Series that differ only in a label dropped here (an unsafe value, a key outside
+        # METRIC_LABELS) are summed: one observation per attribute set, or the SDK keeps the last.
+        totals: dict[tuple[tuple[str, str], ...], int] = {}
         for series_name, labels, value in series():
             if series_name == name:
-                yield metrics.Observation(value, metric_attributes(**dict(labels)))
+                key = tuple(sorted(metric_attributes(**dict(labels)).items()))
+                totals[key] = totals.get(key, 0) + value
+        for key, value in totals.items():
+            yield metrics.Observation(value, dict(key))
 
     return callback
 
 
-def render_prometheus(reader: InMemoryMetricReader) -> str:
-    """The reader's metrics in the Prometheus text format (histograms, gauges, sums)."""
+def render_prometheus(reader: InMemoryMetricReader, skip: Collection[str] = ()) -> str:
+    """The reader's metrics in the Prometheus text format (histograms, gauges, sums), except
+    those named in ``skip``."""
     data = reader.get_metrics_data()
     lines: list[str] = []
     if data is None:
@@ -559,6 +569,8 @@ def render_prometheus(reader: InMemoryMetricReader) -> str:
     for resource_metrics in data.resource_metrics:
         for scope in resource_metrics.scope_metrics:
             for metric in scope.metrics:
+                if metric.name in skip:
+                    continue
                 points = metric.data
                 if isinstance(points, Histogram):
                     lines.append(f"# TYPE {metric.name} histogram")
