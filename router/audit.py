@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -141,6 +142,16 @@ def chain_hash(record: AuditRecord) -> str:
         "prev_hash": record.prev_hash,
     }
     return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def _sealed_hash(seq: int, at: str, kind: str, data_json: str, prev_hash: str) -> str:
+    """``chain_hash`` with the record's data already in canonical JSON (``canonical(data)``):
+    the same bytes, written out in the keys' sorted order, so the data is encoded only once."""
+    body = (
+        f'{{"at":{json.dumps(at)},"data":{data_json},"kind":{json.dumps(kind)},'
+        f'"prev_hash":{json.dumps(prev_hash)},"seq":{int(seq)}}}'
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 def seal(seq: int, at: str, kind: str, data: Mapping[str, Any], prev_hash: str) -> AuditRecord:
@@ -257,6 +268,12 @@ def _paths(paths: Iterable[str]) -> list[str]:
     return sorted({safe_path(p) for p in paths})[:MAX_PATHS]
 
 
+@functools.lru_cache(maxsize=1024)
+def _configured_paths(paths: frozenset[str]) -> tuple[str, ...]:
+    """``_paths`` of a destination's configured paths (the same few sets, every event)."""
+    return tuple(_paths(paths))
+
+
 def decision_entries(
     event: Event,
     consent: ConsentState,
@@ -264,12 +281,14 @@ def decision_entries(
     *,
     key: bytes,
     stage: str = "ingest",
+    event_paths: frozenset[str] | None = None,
 ) -> list[tuple[AuditKind, dict[str, Any]]]:
     """One ``decision`` record per destination, with no personal data.
 
     Records the destination, deliver or skip, the reason, the removed and transformed field
     paths (keys normalized), the consent snapshot's sources and time; the event and its
-    subjects appear as keyed tokens only.
+    subjects appear as keyed tokens only. ``event_paths``: ``field_paths(event.data)`` when
+    the caller computed it already.
     """
     event_data = event.data
     message_id = event.message_id
@@ -280,7 +299,7 @@ def decision_entries(
     subjects = sorted(subject_token(s, key) for s in subject_ids)
     sources = sorted({str(s) for s in consent_sources})
     snapshot_at = consent_at.astimezone(UTC).isoformat() if consent_at else None
-    all_paths: frozenset[str] | None = None
+    all_paths = event_paths
     entries: list[tuple[AuditKind, dict[str, Any]]] = []
     for decision in decisions:
         destination = decision.destination
@@ -298,8 +317,9 @@ def decision_entries(
             data.update(
                 decision="deliver",
                 reason="consent_granted" if destination.requires else "no_consent_required",
-                removed=_paths(all_paths - sent),
-                transformed=_paths(destination.allowlist.transformed_paths),
+                # field_paths' output is normalized already: no second check, just the cap
+                removed=sorted(all_paths - sent)[:MAX_PATHS],
+                transformed=list(_configured_paths(destination.allowlist.transformed_paths)),
             )
         else:
             data.update(decision="skip", reason=decision.reason.value, removed=[], transformed=[])
@@ -426,21 +446,23 @@ class AuditLog:
             times = [_now_text(t) for t in at]
         else:
             times = [_now_text(at or self.clock())] * len(items)
-        entries = [(t, str(kind), dict(data)) for t, (kind, data) in zip(times, items, strict=True)]
+        # Each record's data is encoded once; on a conflict only the links are hashed again.
+        entries = [
+            (t, str(kind), dict(data), canonical(data).decode())
+            for t, (kind, data) in zip(times, items, strict=True)
+        ]
         script = self.client.register_script(_APPEND)
         head = await self.head()
         for _ in range(self.max_attempts):
-            records = chain(head, entries)
+            records: list[AuditRecord] = []
             args: list[str | int] = [GENESIS, str(head.seq), head.hash]
-            for record in records:
-                args += [
-                    str(record.seq),
-                    record.at,
-                    record.kind,
-                    canonical(record.data).decode(),
-                    record.prev_hash,
-                    record.hash,
-                ]
+            seq, prev = head.seq, head.hash
+            for moment, kind, data, data_json in entries:
+                seq += 1
+                digest = _sealed_hash(seq, moment, kind, data_json, prev)
+                records.append(AuditRecord(seq, moment, kind, data, prev, digest))
+                args += [str(seq), moment, kind, data_json, prev, digest]
+                prev = digest
             applied, seq, last = await script(keys=[self.stream, self.head_key], args=args)
             if int(applied) == 1:
                 return records

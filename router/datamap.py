@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -44,9 +45,21 @@ _DIGIT_RUN: Final = re.compile(r"[0-9]{5}")
 WILDCARD: Final = "*"
 
 
+_FIELD_NAMES: Final[set[str]] = set()
+"""Keys already found to look like field names (the same few recur in every event), bounded;
+value-like keys are never kept here."""
+_MAX_FIELD_NAMES: Final = 8192
+
+
 def safe_segment(name: object) -> str:
     """A key as it may appear in a field path: itself if it looks like a field name, else ``*``."""
-    if isinstance(name, str) and _SEGMENT.fullmatch(name) and not _DIGIT_RUN.search(name):
+    if not isinstance(name, str):
+        return WILDCARD
+    if name in _FIELD_NAMES:
+        return name
+    if _SEGMENT.fullmatch(name) and not _DIGIT_RUN.search(name):
+        if len(_FIELD_NAMES) < _MAX_FIELD_NAMES:
+            _FIELD_NAMES.add(name)
         return name
     return WILDCARD
 
@@ -73,6 +86,7 @@ def field_paths(
     return frozenset(found)
 
 
+@functools.lru_cache(maxsize=4096)
 def safe_path(path: str) -> str:
     """A configured or computed path re-checked segment by segment (for paths from elsewhere)."""
     parts = []

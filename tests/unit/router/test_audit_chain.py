@@ -13,6 +13,7 @@ from router.audit import (
     Anchor,
     AuditKind,
     AuditRecord,
+    _sealed_hash,
     canonical,
     chain,
     chain_hash,
@@ -167,3 +168,14 @@ def test_decision_entries_tokenize_subjects_and_hold_no_values() -> None:
     text = json.dumps(entries)
     for secret in ("jane.doe", "example.com", "anon-555", "650 555", "msg-1"):
         assert secret not in text
+
+
+def test_appended_records_hash_like_chain_hash() -> None:
+    """The append path's single-encoding hash equals ``chain_hash`` (unicode, escapes, nesting)."""
+    for data in (
+        {"a": [1, "é", None, True, 2.5], "z": {"y": 'x\n"q'}},
+        {},
+        {"destination": "ga4", "removed": ["a.b[]", "properties.*"]},
+    ):
+        record = seal(7, AT, "decision", data, GENESIS)
+        assert _sealed_hash(7, AT, "decision", canonical(data).decode(), GENESIS) == record.hash
