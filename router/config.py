@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from consent.policy import DEFAULT_CATEGORIES, ConsentPolicy, Missing
 from destinations.base import Connector
@@ -95,6 +102,12 @@ class DestinationConfig(_Strict):
     tcf_vendor_id: int | None = Field(default=None, ge=1)
     identifiers: dict[FieldPath, IdentifierKind] = Field(default_factory=dict)
     """Fields that legitimately carry personal data of a kind: the safety net lets it through."""
+    hold_on_anomaly: bool = False
+    """Stop delivering (events stay queued) when an anomaly is detected for this destination,
+    until an operator releases or discards the hold."""
+    forward_traceparent: bool | None = None
+    """Send the W3C ``traceparent`` header; ``None``: the connector's default (webhooks yes,
+    ad platforms no)."""
 
 
 class LimitsConfig(_Strict):
@@ -105,11 +118,32 @@ class LimitsConfig(_Strict):
     max_depth: int = Field(default=16, ge=2, le=64)
 
 
+class MonitoringConfig(_Strict):
+    """Anomaly detection (``router.anomaly.MonitorSettings`` takes the same names)."""
+
+    alert_webhook: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    alert_timeout_ms: int = Field(default=5000, ge=100)
+    volume_floor: int = Field(default=1000, ge=0)
+    volume_factor: float = Field(default=10.0, gt=1)
+    baseline_days: int = Field(default=7, ge=1, le=60)
+    min_baseline_days: int = Field(default=3, ge=1, le=60)
+    recent_hours: int = Field(default=24, ge=1, le=24 * 14)
+    drift_learning_minutes: int = Field(default=60, ge=0)
+    max_fields_per_source: int = Field(default=10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _baseline_days(self) -> MonitoringConfig:
+        if self.min_baseline_days > self.baseline_days:
+            raise ValueError("min_baseline_days must not exceed baseline_days")
+        return self
+
+
 class RoutingFile(_Strict):
     sources: list[SourceConfig] = Field(min_length=1)
     consent: ConsentConfig = Field(default_factory=ConsentConfig)
     destinations: list[dict[str, Any]] = Field(default_factory=list)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +177,8 @@ class Routing:
     policy: ConsentPolicy
     destinations: tuple[CompiledDestination, ...]
     sources_by_key: Mapping[str, SourceConfig]
+    digest: str = ""
+    """SHA-256 hex of the routing file's text (what the audit trail records)."""
 
     def destination(self, destination_id: str) -> CompiledDestination | None:
         """The destination with this id, if configured."""
@@ -250,6 +286,7 @@ def parse_routing(
         policy=policy_of(consent),
         destinations=tuple(destinations),
         sources_by_key={s.write_key: s for s in file.sources},
+        digest=hashlib.sha256(text.encode()).hexdigest(),
     )
 
 

@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     """Master secret from which a per-destination tokenize key is derived (when a destination
     sets no ``tokenize_key`` of its own)."""
     operator_token: SecretStr | None = None
-    """Bearer token for the operator endpoints (erasure, outbox...)."""
+    """Bearer token with the ``operator`` role of the operator API (erasure, holds, dead
+    letters); kept from 0.1, where it authorised ``POST /admin/erase``."""
+    admin_tokens: SecretStr | None = None
+    """The operator API's tokens: a JSON object ``{"<sha256 hex of a token>": "<role>"}`` or
+    the path of a file holding one (``router.admin.parse_tokens``)."""
+    audit_key: SecretStr | None = None
+    """Key of the keyed tokens that stand for subject ids in the audit trail."""
     consumer_name: str | None = None
     """Name of this process in the consumer groups (default: host name and pid)."""

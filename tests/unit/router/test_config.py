@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from router.config import parse_routing
+from router.anomaly import MonitorSettings
+from router.config import MonitoringConfig, parse_routing
 from router.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -120,3 +121,62 @@ def test_unknown_mapping_category_is_refused() -> None:
 def test_not_yaml_is_one_clear_problem() -> None:
     """Broken YAML is reported, not raised as a traceback."""
     assert problems("sources: [unclosed")[0].startswith("(root): not valid YAML")
+
+
+MONITORED = f"""
+sources: [{{id: web, write_key: k}}]
+monitoring:
+  alert_webhook: https://alerts.example/hook
+  volume_floor: 50
+  volume_factor: 4
+destinations:
+  - id: held
+    type: webhook
+    requires: []
+    fields: [event]
+    hold_on_anomaly: true
+    forward_traceparent: false
+    identifiers: {{properties.email: email}}
+    settings: {{url: "https://x.example", secret: {SECRET}}}
+"""
+
+
+def test_monitoring_hold_and_traceparent_keys() -> None:
+    """The monitoring block, hold_on_anomaly and the traceparent override are read."""
+    routing = parse_routing(MONITORED, env={})
+    (held,) = routing.destinations
+    assert held.config.hold_on_anomaly is True
+    assert held.config.forward_traceparent is False
+    assert held.identifiers["properties.email"] == "email"
+    settings = MonitorSettings(**routing.file.monitoring.model_dump())
+    assert (settings.volume_floor, settings.volume_factor) == (50, 4.0)
+    assert settings.alert_webhook == "https://alerts.example/hook"
+    assert len(routing.digest) == 64
+
+
+def test_monitoring_defaults_are_the_monitors_defaults() -> None:
+    """An absent monitoring block gives the monitor its own defaults; destinations hold nothing
+    and use the connector's traceparent default."""
+    routing = parse_routing(MONITORED.replace("hold_on_anomaly: true", ""), env={})
+    assert MonitorSettings(**MonitoringConfig().model_dump()) == MonitorSettings()
+    assert routing.destinations[0].config.hold_on_anomaly is False
+    assert parse_routing(MONITORED, env={}).digest != routing.digest
+
+
+def test_bad_monitoring_values_are_reported_with_their_paths() -> None:
+    """Factors, floors, day counts and the alert URL are checked, each with its path."""
+    text = MONITORED.replace("volume_factor: 4", "volume_factor: 1\n  baseline_days: 2").replace(
+        "https://alerts.example/hook", "ftp://nope"
+    )
+    text = text.replace("volume_floor: 50", "volume_floor: -1\n  min_baseline_days: 3")
+    found = problems(text)
+    for prefix in (
+        "monitoring.volume_factor:",
+        "monitoring.volume_floor:",
+        "monitoring.alert_webhook:",
+    ):
+        assert any(p.startswith(prefix) for p in found), (prefix, found)
+    found = problems(
+        MONITORED.replace("volume_floor: 50", "baseline_days: 2\n  min_baseline_days: 3")
+    )
+    assert found == ["monitoring: min_baseline_days must not exceed baseline_days"]
