@@ -10,21 +10,27 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import redis.asyncio as aioredis
 from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.trace import Span
 from redis.exceptions import RedisError
 
 from consent.records import ConsentRecord, merge_records
 from consent.resolve import RequestSignals, resolve_consent
 from consent.store import ConsentStore
 from router import jsonscan
+from router.anomaly import AnomalyMonitor
+from router.audit import AuditKind, AuditWriter, decision_entries, subject_token
 from router.config import Routing, SourceConfig
+from router.datamap import field_paths
 from router.errors import QueueUnavailableError
 from router.http import HttpError, basic_auth_key, json_response, read_body
 from router.plan import Deliver, plan
@@ -55,6 +61,15 @@ from router.schema import (
 from router.settings import Settings
 from router.stored_consent import consent_update
 from router.telemetry import Stats
+from router.tracing import (
+    Telemetry,
+    current_traceparent,
+    set_span_attributes,
+    stage_span,
+    start_ingest_span,
+)
+
+_NO_TRACER: Final = trace.NoOpTracer()
 
 
 @dataclass(slots=True)
@@ -71,6 +86,19 @@ class AppState:
     extra: dict[str, Any] = field(default_factory=dict)
     consent: ConsentStore | None = None
     """Stored consent (``None``: events carry their own consent only)."""
+    telemetry: Telemetry | None = None
+    """Tracer and histograms (``None``: no spans, as in bare test apps)."""
+    audit: AuditWriter | None = None
+    """The buffered audit trail: decisions and consent writes (memory only on the hot path)."""
+    monitor: AnomalyMonitor | None = None
+    """Anomaly detection: volume and field paths per source, PII kinds per destination."""
+    audit_key: bytes = b""
+    """Key of the subject tokens in audit records (``ROUTER_AUDIT_KEY``)."""
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        """The tracer of the process, or a no-op one."""
+        return self.telemetry.tracer if self.telemetry is not None else _NO_TRACER
 
 
 STATE = web.AppKey("state", AppState)
@@ -239,6 +267,25 @@ async def ingest(request: web.Request) -> web.Response:
 async def _ingest(
     request: web.Request, state: AppState, kind: str, route_type: EventType | None
 ) -> web.Response:
+    del kind
+    route = "batch" if route_type is None else route_type.value
+    with start_ingest_span(state.tracer, request.headers, route=route) as span:
+        try:
+            response = await _accept(request, state, route_type, route, span)
+        except HttpError as error:
+            set_span_attributes(span, status=error.status, reason=error.code)
+            raise
+        set_span_attributes(span, status=response.status)
+        return response
+
+
+async def _accept(
+    request: web.Request,
+    state: AppState,
+    route_type: EventType | None,
+    route: str,
+    span: Span,
+) -> web.Response:
     routing = state.routing
     limits = routing.file.limits
     if basic_auth_key(request.headers.get("Authorization")):
@@ -246,7 +293,7 @@ async def _ingest(
     body = await read_body(request, limits.max_request_bytes)
     parsed = parse_body(body, route_type, limits.max_event_bytes)
     source = authenticate(routing, request, parsed.write_key)
-    route = "batch" if route_type is None else route_type.value
+    set_span_attributes(span, source=source.id)
     received_at = datetime.now(UTC)
     event_limits = Limits(max_string_chars=limits.max_string_chars, max_depth=limits.max_depth)
 
@@ -292,9 +339,15 @@ async def _ingest(
     )
 
     signals = request_signals(request, routing.policy.geo_header)
+    tracer = state.tracer
+    trace_parent = current_traceparent()  # stored with each delivery: its span links here
     try:
-        writes.extend(await _plan_writes(state, events, signals))
-        await state.enqueuer.submit(writes)
+        planned = await _plan_writes(state, events, signals, trace_parent)
+        writes.extend(planned.writes)
+        with stage_span(tracer, "enqueue"):
+            if planned.updates and state.consent is not None:
+                await state.consent.write_many(planned.updates)
+            await state.enqueuer.submit(writes)
     except (QueueUnavailableError, RedisError, OSError) as exc:
         state.stats.add("router_requests_unavailable_total", route=route)
         raise HttpError(
@@ -306,6 +359,7 @@ async def _ingest(
     state.stats.add(
         "router_events_accepted_total", amount=len(events), source=source.id, route=route
     )
+    _observe(state, source.id, events, planned)
 
     if events or not rejected:
         body_out: dict[str, Any] = {"success": True}
@@ -320,15 +374,57 @@ async def _ingest(
     )
 
 
+@dataclass(slots=True)
+class _Planned:
+    """What the plan step of one request produced, and what it tells the monitor and audit."""
+
+    queued: dict[str, list[bytes]] = field(default_factory=dict)
+    """Encoded deliveries per destination: one stream entry each (``entry_for``)."""
+    writes: list[Write] = field(default_factory=list)
+    updates: list[tuple[tuple[str, ...], ConsentRecord]] = field(default_factory=list)
+    consent_audit: list[tuple[AuditKind | str, dict[str, Any]]] = field(default_factory=list)
+    decision_audit: list[tuple[AuditKind | str, dict[str, Any]]] = field(default_factory=list)
+    deliveries: Counter[str] = field(default_factory=Counter)
+    paths: set[str] = field(default_factory=set)
+    pii: dict[str, set[str]] = field(default_factory=dict)
+
+
 async def _plan_writes(
-    state: AppState, events: Sequence[tuple[int, Event]], signals: RequestSignals
-) -> list[Write]:
-    routing = state.routing
+    state: AppState,
+    events: Sequence[tuple[int, Event]],
+    signals: RequestSignals,
+    trace_parent: str | None = None,
+) -> _Planned:
+    tracer = state.tracer
     subjects = {e.message_id: tuple(subject_hash(i) for i in e.subject_ids) for _, e in events}
     all_hashes = sorted({h for hashes in subjects.values() for h in hashes})
-    suppressed, records = await _lookups(state, all_hashes)
-    queued: dict[str, list[bytes]] = {}
-    updates: list[tuple[tuple[str, ...], ConsentRecord]] = []
+    with stage_span(tracer, "consent"):
+        suppressed, records = await _lookups(state, all_hashes)
+    with stage_span(tracer, "plan"):
+        return _plan_events(
+            state,
+            events,
+            signals=signals,
+            trace_parent=trace_parent,
+            subjects=subjects,
+            suppressed=suppressed,
+            records=records,
+        )
+
+
+def _plan_events(
+    state: AppState,
+    events: Sequence[tuple[int, Event]],
+    *,
+    signals: RequestSignals,
+    trace_parent: str | None,
+    subjects: dict[str, tuple[str, ...]],
+    suppressed: set[str],
+    records: dict[str, ConsentRecord | None],
+) -> _Planned:
+    routing = state.routing
+    observed = state.monitor is not None or state.audit is not None
+    planned = _Planned()
     for _, event in events:
         hashes = subjects[event.message_id]
         is_suppressed = any(h in suppressed for h in hashes)
@@ -342,11 +438,15 @@ async def _plan_writes(
         )
         update = None if is_suppressed else consent_update(event, routing.policy)
         if update is not None:
-            updates.append((hashes, update))
+            planned.updates.append((hashes, update))
             for h in hashes:  # later events of this request see the new choice
                 known = records.get(h)
                 if known is None or known.updated_at <= update.updated_at:
                     records[h] = update
+            if state.audit is not None:
+                planned.consent_audit.append(
+                    consent_written(update, event.subject_ids, "event", state.audit_key)
+                )
         decisions = plan(
             event,
             consent,
@@ -355,33 +455,82 @@ async def _plan_writes(
             suppressed=is_suppressed,
         )
         for decision in decisions:
+            destination = decision.destination
             if isinstance(decision, Deliver):
-                for detection in decision.detections:
-                    state.stats.add(
-                        "router_pii_detections_total",
-                        destination=decision.destination.id,
-                        kind=detection.kind,
-                        field=decision.destination.allowlist.rule_for(detection.path),
-                        status="redacted" if detection.redacted else "declared",
-                    )
+                kept: tuple[str, ...] = ()
+                if decision.detections:
+                    kept = _count_detections(state, decision, planned)
                 item = QueueItem(
                     delivery=decision.delivery,
                     subjects=hashes,
-                    requires=decision.destination.requires,
+                    requires=destination.requires,
                     accepted_at=event.received_at,
+                    trace=trace_parent,
+                    pii=kept,
                 )
-                queued.setdefault(decision.destination.id, []).append(ITEM_ENCODER.encode(item))
+                planned.queued.setdefault(destination.id, []).append(ITEM_ENCODER.encode(item))
+                planned.deliveries[destination.id] += 1
             else:
                 state.stats.add(
                     "router_events_skipped_total",
-                    destination=decision.destination.id,
+                    destination=destination.id,
                     reason=decision.reason.value,
                     stage="ingest",
                 )
-    if updates and state.consent is not None:
-        await state.consent.write_many(updates)
-        state.stats.add("router_consent_writes_total", amount=len(updates), route="event")
-    return [Write(queue_key(d), entry_for(items)) for d, items in queued.items()]
+        if observed:
+            event_paths = field_paths(event.data)
+            planned.paths |= event_paths
+            if state.audit is not None:
+                planned.decision_audit += decision_entries(
+                    event, consent, decisions, key=state.audit_key, event_paths=event_paths
+                )
+    planned.writes = [Write(queue_key(d), entry_for(items)) for d, items in planned.queued.items()]
+    return planned
+
+
+def _count_detections(state: AppState, decision: Deliver, planned: _Planned) -> tuple[str, ...]:
+    """Count the safety net's findings; the kinds let through (declared fields), sorted."""
+    destination = decision.destination
+    for detection in decision.detections:
+        state.stats.add(
+            "router_pii_detections_total",
+            destination=destination.id,
+            kind=detection.kind,
+            field=destination.allowlist.rule_for(detection.path),
+            status="redacted" if detection.redacted else "declared",
+        )
+    planned.pii.setdefault(destination.id, set()).update(d.kind for d in decision.detections)
+    return tuple(sorted({d.kind for d in decision.detections if not d.redacted}))
+
+
+def _observe(
+    state: AppState, source_id: str, events: Sequence[tuple[int, Event]], planned: _Planned
+) -> None:
+    """Tell the monitor and the audit trail about an accepted request (memory only)."""
+    if state.monitor is not None:
+        state.monitor.observe(source_id, planned.deliveries, planned.paths, events=len(events))
+        for destination_id, kinds in planned.pii.items():
+            state.monitor.observe_pii(destination_id, kinds)
+    if state.audit is not None:
+        state.audit.record_many(planned.consent_audit)
+        state.audit.record_many(planned.decision_audit)
+
+
+def consent_written(
+    record: ConsentRecord, subject_ids: Sequence[str], route: str, key: bytes
+) -> tuple[AuditKind, dict[str, Any]]:
+    """The ``consent_written`` audit record of a stored choice (subjects as keyed tokens)."""
+    return (
+        AuditKind.CONSENT_WRITTEN,
+        {
+            "route": route,
+            "source": record.source,
+            "subjects": sorted({subject_token(i, key) for i in subject_ids}),
+            "granted": sorted(record.granted),
+            "denied": sorted(record.denied),
+            "at": record.updated_at.astimezone(UTC).isoformat(),
+        },
+    )
 
 
 async def _lookups(

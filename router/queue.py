@@ -68,6 +68,9 @@ class QueueItem(msgspec.Struct, frozen=True):
     requires: tuple[str, ...] = ()
     accepted_at: datetime | None = None
     trace: str | None = None
+    """The ``traceparent`` of the ingest span: the delivery span links to it."""
+    pii: tuple[str, ...] = ()
+    """Kinds of personal data the PII safety net found and let through (declared fields)."""
 
 
 ITEM_ENCODER = msgspec.json.Encoder()
