@@ -142,10 +142,12 @@ class DataMapRecorder:
         size_bytes: int = 0,
         *,
         events: int = 1,
+        paths: frozenset[str] | None = None,
     ) -> None:
-        """Count one sent payload (or ``events`` alike); no I/O."""
+        """Count one sent payload (or ``events`` alike); no I/O. ``paths``:
+        ``field_paths(payload)`` when the caller computed it already."""
         tally = self._pending.setdefault((day_of(self.clock()), destination), _Tally())
-        tally.fields |= field_paths(payload)
+        tally.fields |= field_paths(payload) if paths is None else paths
         tally.pii.update(pii_kinds)
         tally.events += events
         tally.bytes += size_bytes

@@ -10,6 +10,13 @@ One consumer group per destination; any number of workers in any process. A work
 4. acks what succeeded, dead-letters permanent failures with the reason, and retries the rest
    with capped exponential backoff and full jitter, honouring ``Retry-After``.
 
+Before reading, a worker asks the ``HoldGate`` (cached a second) whether its destination is
+held after an anomaly: a held destination's events stay queued until an operator releases it.
+Each batch is a ``deliver`` span linked to the ingest spans whose ``traceparent`` travelled in
+the entries, each request a ``send`` client span; webhooks (or any destination with
+``forward_traceparent: true``) receive that span's ``traceparent``. Delivered events feed the
+latency histogram and the data map (in memory; both flush on their own).
+
 Only this module sleeps and retries. Entries are acked only once finished, so a crashed worker's
 entries are reclaimed by another one; on shutdown, unfinished entries are simply left pending.
 """
@@ -19,19 +26,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import msgspec
 import redis.asyncio as aioredis
+from opentelemetry import trace
 from redis.exceptions import RedisError
 
 from destinations.base import HttpRequest, Outcome, send_request
 from destinations.errors import TransportError
+from router.anomaly import HoldGate
 from router.config import CompiledDestination
+from router.datamap import DataMapRecorder, declared_kinds, field_paths
 from router.queue import (
     DLQ_MAXLEN,
     GROUP,
@@ -47,8 +58,16 @@ from router.queue import (
     suppressed_among,
 )
 from router.telemetry import Stats
+from router.tracing import (
+    Telemetry,
+    inject_traceparent,
+    set_span_attributes,
+    start_client_span,
+    start_delivery_span,
+)
 
 log = logging.getLogger("router.worker")
+_NO_TRACER: Final = trace.NoOpTracer()
 
 Recheck = Callable[[Sequence[QueueItem]], Awaitable[list[str | None]]]
 """For a batch of items, a skip reason each (``consent_withdrawn``...) or ``None`` to send."""
@@ -93,8 +112,22 @@ class DestinationWorker:
     stopping: asyncio.Event
     recheck: Recheck | None = None
     index: int = 0
+    telemetry: Telemetry | None = None
+    datamap: DataMapRecorder | None = None
+    gate: HoldGate | None = None
     _last_reclaim: float = field(default=0.0)
     _own_pending_done: bool = field(default=False)
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        """The process's tracer, or a no-op one."""
+        return self.telemetry.tracer if self.telemetry is not None else _NO_TRACER
+
+    @property
+    def forward_traceparent(self) -> bool:
+        """The destination's ``forward_traceparent``, else its connector's default."""
+        configured = self.destination.config.forward_traceparent
+        return self.destination.connector.forward_traceparent if configured is None else configured
 
     @property
     def consumer(self) -> str:
@@ -106,6 +139,9 @@ class DestinationWorker:
         stream = queue_key(self.destination.id)
         while not self.stopping.is_set():
             try:
+                if self.gate is not None and await self.gate.held(self.destination.id):
+                    await self._sleep(1.0)
+                    continue
                 await ensure_group(self.client, stream)
                 entries = await self._read(stream)
                 if entries:
@@ -143,27 +179,29 @@ class DestinationWorker:
     async def process(self, raw_entries: Sequence[Any]) -> None:
         """Re-check, deliver and settle one batch of stream entries."""
         entries = [entry for raw in raw_entries for entry in self._decode(raw)]
-        live: list[int] = []
-        for entry in entries:
-            if entry.item is None:
-                entry.result, entry.finished = "corrupt_entry", True
-        decoded = [(p, e.item) for p, e in enumerate(entries) if e.item is not None]
-        reasons = await self._recheck([item for _, item in decoded])
-        for (position, _), reason in zip(decoded, reasons, strict=True):
-            entry = entries[position]
-            if reason is not None:
-                entry.finished = True
-                self.stats.add(
-                    "router_events_skipped_total",
-                    destination=self.destination.id,
-                    reason=reason,
-                    stage="delivery",
-                )
-                continue
-            live.append(position)
-        if live:
-            await self._deliver(entries, live)
-        await self._settle(entries)
+        traces = (e.item.trace for e in entries if e.item is not None)
+        with start_delivery_span(self.tracer, self.destination.id, traces):
+            live: list[int] = []
+            for entry in entries:
+                if entry.item is None:
+                    entry.result, entry.finished = "corrupt_entry", True
+            decoded = [(p, e.item) for p, e in enumerate(entries) if e.item is not None]
+            reasons = await self._recheck([item for _, item in decoded])
+            for (position, _), reason in zip(decoded, reasons, strict=True):
+                entry = entries[position]
+                if reason is not None:
+                    entry.finished = True
+                    self.stats.add(
+                        "router_events_skipped_total",
+                        destination=self.destination.id,
+                        reason=reason,
+                        stage="delivery",
+                    )
+                    continue
+                live.append(position)
+            if live:
+                await self._deliver(entries, live)
+            await self._settle(entries)
 
     def _decode(self, raw: Any) -> list[_Entry]:
         """One ``_Entry`` per delivery of a stream entry (an entry may hold a batch)."""
@@ -247,7 +285,7 @@ class DestinationWorker:
             entry.result, entry.finished = f"dropped:{drop.reason}", True
         for request in encoded.requests:
             positions = [group.positions[i] for i in request.indices]
-            outcome = await self._send(request, entries, positions)
+            outcome = await self._send(request)
             for failed_at, reason in outcome.failed.items():
                 entry = entries[positions[failed_at]]
                 entry.result, entry.finished = reason or "rejected", True
@@ -262,6 +300,7 @@ class DestinationWorker:
                     destination=self.destination.id,
                     amount=len(rest),
                 )
+                self._delivered(entries, rest)
             elif outcome.kind == "permanent":
                 if connector.split_on_rejection and outcome.event_specific and len(rest) > 1:
                     middle = len(rest) // 2
@@ -274,9 +313,7 @@ class DestinationWorker:
             else:
                 retry.append(_Group(rest, group.attempt, outcome.reason, outcome.retry_after_s))
 
-    async def _send(
-        self, request: HttpRequest, entries: list[_Entry], positions: list[int]
-    ) -> Outcome:
+    async def _send(self, request: HttpRequest) -> Outcome:
         config = self.destination.config
         if config.dry_run:
             record = {"at": datetime.now(UTC).isoformat(), "request": request.redacted()}
@@ -287,18 +324,56 @@ class DestinationWorker:
                 approximate=True,
             )
             return Outcome(kind="ok")
-        if self.destination.connector.forward_traceparent:
-            traces = (entries[p].item for p in positions)
-            trace = next((i.trace for i in traces if i is not None and i.trace), None)
-            if trace:
-                request = msgspec.structs.replace(
-                    request, headers={**request.headers, "traceparent": trace}
+        destination = self.destination.id
+        with start_client_span(self.tracer, destination, request.method) as span:
+            if self.forward_traceparent:
+                header = inject_traceparent(span.get_span_context())
+                if header is not None:
+                    request = msgspec.structs.replace(
+                        request, headers={**request.headers, "traceparent": header}
+                    )
+            started = time.perf_counter()
+            try:
+                response = await send_request(
+                    self.session, request, config.delivery.timeout_ms / 1000
                 )
-        try:
-            response = await send_request(self.session, request, config.delivery.timeout_ms / 1000)
-        except TransportError as exc:
-            return Outcome(kind="retry", reason=exc.reason)
-        return self.destination.connector.interpret(response, request)
+            except TransportError as exc:
+                self._record_request(time.perf_counter() - started, exc.reason)
+                set_span_attributes(span, reason=exc.reason)
+                return Outcome(kind="retry", reason=exc.reason)
+            self._record_request(time.perf_counter() - started, str(response.status))
+            outcome = self.destination.connector.interpret(response, request)
+            set_span_attributes(span, status=response.status, reason=outcome.reason or None)
+            return outcome
+
+    def _record_request(self, seconds: float, status: str) -> None:
+        if self.telemetry is not None:
+            self.telemetry.metrics.record_request(self.destination.id, seconds, status=status)
+
+    def _delivered(self, entries: list[_Entry], positions: list[int]) -> None:
+        """Latency and data map of delivered entries (memory only; a dry run sends nothing,
+        so it stays out of the data map)."""
+        telemetry = self.telemetry
+        datamap = None if self.destination.config.dry_run else self.datamap
+        if telemetry is None and datamap is None:
+            return
+        destination = self.destination.id
+        declared = self.destination.identifiers
+        now = datetime.now(UTC)
+        for position in positions:
+            entry = entries[position]
+            item = entry.item
+            assert item is not None
+            if telemetry is not None and item.accepted_at is not None:
+                seconds = (now - item.accepted_at).total_seconds()
+                telemetry.metrics.record_delivery_latency(destination, seconds, status="delivered")
+            if datamap is not None:
+                payload = item.delivery.payload
+                paths = field_paths(payload)
+                kinds = set(item.pii)
+                if declared:
+                    kinds |= declared_kinds(paths, declared)
+                datamap.record(destination, payload, kinds, len(entry.raw), paths=paths)
 
     def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
         delivery = self.destination.config.delivery
@@ -325,7 +400,8 @@ class DestinationWorker:
             return
         stream = queue_key(self.destination.id)
         pipe = self.client.pipeline(transaction=True)
-        now = datetime.now(UTC).isoformat()
+        moment = datetime.now(UTC)
+        now = moment.isoformat()
         for entry in done:
             if entry.result is not None:
                 pipe.xadd(
@@ -346,6 +422,15 @@ class DestinationWorker:
             pipe.xack(stream, GROUP, *ids)
             pipe.xdel(stream, *ids)
         await pipe.execute()
+        if self.telemetry is not None:
+            for entry in done:
+                item = entry.item
+                if entry.result is not None and item is not None and item.accepted_at is not None:
+                    self.telemetry.metrics.record_delivery_latency(
+                        self.destination.id,
+                        (moment - item.accepted_at).total_seconds(),
+                        status="dead_lettered",
+                    )
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early when the process is stopping."""
@@ -365,12 +450,19 @@ class WorkerPool:
         options: WorkerOptions,
         stats: Stats,
         recheck: Recheck | None = None,
+        *,
+        telemetry: Telemetry | None = None,
+        datamap: DataMapRecorder | None = None,
+        gate: HoldGate | None = None,
     ) -> None:
         self._client = client
         self._destinations = destinations
         self._options = options
         self._stats = stats
         self._recheck = recheck
+        self._telemetry = telemetry
+        self._datamap = datamap
+        self._gate = gate
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
@@ -391,6 +483,9 @@ class WorkerPool:
                     stopping=self._stopping,
                     recheck=self._recheck,
                     index=index,
+                    telemetry=self._telemetry,
+                    datamap=self._datamap,
+                    gate=self._gate,
                 )
                 self._tasks.append(
                     asyncio.create_task(worker.run(), name=f"worker:{destination.id}:{index}")
