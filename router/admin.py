@@ -27,6 +27,12 @@ Endpoints (``ROLE_TABLE`` is the source of truth):
 - ``GET  /admin/audit/export``                      JSON lines
 - ``GET  /admin/audit/verify``                      the chain check
 - ``POST /admin/explain``                           ``{"event": {...}, "consent"?, "headers"?}``
+- ``POST /admin/erase``                             ``{"userId"?, "anonymousId"?, "email"?}``:
+                                                    erase a person (``router.erasure``)
+
+``ROUTER_OPERATOR_TOKEN`` (the 0.1 erasure token) counts as a token with the ``operator`` role
+(``create_app`` adds its hash to the table). ``/admin/erase`` keeps its 0.1 answers: 401
+``invalid_token``, and 503 ``erasure_disabled`` when no token at all is configured.
 
 No endpoint returns an event's payload (design guarantee 7): dead letters are listed by id,
 reason and message id only; ``explain`` answers about the event posted to it.
@@ -55,12 +61,14 @@ from consent.resolve import RequestSignals
 from router import anomaly
 from router.audit import AuditKind, AuditLog
 from router.datamap import day_of, read_datamap
+from router.erasure import erase, parse_erase_body
 from router.explain import consent_context, explain
-from router.http import HttpError, error_response, json_response
+from router.http import HttpError, error_response, json_response, read_body
 from router.ingest import STATE, AppState
 from router.queue import GROUP, ITEM_DECODER, dlq_key, queue_key
 from router.sanitize import Rejection
 from router.schema import WireEvent
+from router.settings import Settings
 from router.tracing import RouterMetrics
 
 
@@ -107,6 +115,17 @@ class TokenTable:
             if hmac.compare_digest(stored, digest):
                 found = Identity(role, stored[:12])
         return found
+
+
+def tokens_of(settings: Settings) -> TokenTable:
+    """The token table of the process: ``ROUTER_ADMIN_TOKENS``, plus ``ROUTER_OPERATOR_TOKEN``
+    as an ``operator`` token. ``ValueError`` when ``ROUTER_ADMIN_TOKENS`` is invalid."""
+    entries: list[tuple[str, Role]] = []
+    if settings.operator_token is not None and settings.operator_token.get_secret_value():
+        entries.append((token_hash(settings.operator_token.get_secret_value()), Role.OPERATOR))
+    if settings.admin_tokens is not None and settings.admin_tokens.get_secret_value().strip():
+        entries += parse_tokens(settings.admin_tokens.get_secret_value()).entries
+    return TokenTable(tuple(entries))
 
 
 def parse_tokens(value: str) -> TokenTable:
@@ -192,6 +211,10 @@ class Endpoint:
     path: str
     roles: frozenset[Role]
     handler: AdminHandler
+    unauthorized: HttpError | None = None
+    """The 401 answer, when it is not the default ``unauthorized`` (an older contract)."""
+    disabled: HttpError | None = None
+    """The answer when no token at all is configured (default: 401 like any other call)."""
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -210,9 +233,12 @@ def _guard(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRe
         token = _bearer(request)
         identity = admin.tokens.authenticate(token) if token else None
         response: web.StreamResponse
-        if identity is None:
+        if identity is None and endpoint.disabled is not None and not admin.tokens.entries:
+            response = error_response(endpoint.disabled)
+        elif identity is None:
             response = error_response(
-                HttpError(401, "unauthorized", "send a valid `Authorization: Bearer` token")
+                endpoint.unauthorized
+                or HttpError(401, "unauthorized", "send a valid `Authorization: Bearer` token")
             )
             response.headers["WWW-Authenticate"] = "Bearer"
         elif identity.role not in endpoint.roles:
@@ -466,13 +492,45 @@ async def replay_dlq(request: web.Request, call: Call) -> web.StreamResponse:
     return json_response({"destination": destination, "replayed": len(found)})
 
 
+async def erase_subject(request: web.Request, call: Call) -> web.StreamResponse:
+    """``POST /admin/erase``: erase a person (``router.erasure``); the receipt.
+
+    The erasure is audited twice: the ``admin_call`` of every call, and an ``erasure`` record
+    naming the caller, the receipt and the subjects as keyed tokens.
+    """
+    identifiers = parse_erase_body(await read_body(request, MAX_BODY_BYTES))
+    state = call.state
+    unavailable = HttpError(
+        503,
+        "consent_store_unavailable",
+        "the consent store is unavailable; retry later",
+        retry_after=state.settings.retry_after_s,
+    )
+    if state.consent is None:
+        raise unavailable
+    try:
+        receipt = await erase(
+            state.redis,
+            state.consent,
+            state.routing,
+            identifiers,
+            audit=call.audit,
+            actor=call.actor,
+        )
+    except (RedisError, OSError) as exc:
+        raise unavailable from exc
+    state.stats.add("router_erasures_total")
+    return json_response({"success": True, "receipt": receipt})
+
+
 async def export_audit(request: web.Request, call: Call) -> web.StreamResponse:
     """``GET /admin/audit/export``: every record as a JSON line, oldest first."""
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
     async for line in call.audit.export():
         await response.write(line.encode())
-    await response.write_eof()
+    # No write_eof here: aiohttp ends the response after the guard has audited the call, so a
+    # client that read the whole export finds its own admin_call recorded.
     return response
 
 
@@ -536,6 +594,20 @@ ROLE_TABLE: Final[tuple[Endpoint, ...]] = (
     Endpoint("GET", "/admin/audit/export", AUDIT, export_audit),
     Endpoint("GET", "/admin/audit/verify", AUDIT, verify_audit),
     Endpoint("POST", "/admin/explain", PRIVACY, explain_event),
+    Endpoint(
+        "POST",
+        "/admin/erase",
+        OPERATE,
+        erase_subject,
+        unauthorized=HttpError(
+            401, "invalid_token", "send Authorization: Bearer <operator or admin token>"
+        ),
+        disabled=HttpError(
+            503,
+            "erasure_disabled",
+            "erasure is disabled: set ROUTER_OPERATOR_TOKEN or ROUTER_ADMIN_TOKENS to enable it",
+        ),
+    ),
 )
 
 

@@ -1,15 +1,21 @@
 """The aiohttp application: ``create_app(settings, routing)``.
 
 Routes: ``POST /v1/{type}`` (and ``/v1/batch``, the one-letter aliases), ``POST /v1/consent``,
-``POST /admin/erase``, CORS preflight, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
-Redis, the consent store (and its cache invalidations), the group-commit enqueuer and the
-delivery workers are started and stopped together in one ``cleanup_ctx``; SIGHUP reloads the
-routing file (a reload that fails keeps the running configuration).
+the operator API ``/admin/*`` (``router.admin``, erasure included), CORS preflight,
+``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (counters, histograms, queue lag).
+
+Redis, the consent store (and its cache invalidations), the group-commit enqueuer, the
+delivery workers, and the background flushers of the audit trail, the anomaly monitor and the
+data map are started and stopped together in one ``cleanup_ctx``; OpenTelemetry providers come
+from the ``OTEL_*`` variables (``router.tracing``) and are flushed on the way out. SIGHUP
+reloads the routing file (a reload that fails keeps the running configuration); each load is
+recorded in the audit trail with the file's SHA-256.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -21,21 +27,29 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from consent.store import ConsentStore
+from router.admin import add_admin_routes, refresh_queue_lag, tokens_of
+from router.anomaly import AnomalyMonitor, HoldGate, MonitorSettings
+from router.audit import AuditKind, AuditLog, AuditWriter
 from router.config import Routing, load_routing
+from router.datamap import DataMapRecorder
 from router.errors import ConfigError
 from router.http import PREFLIGHT_HEADERS, HttpError, cors_headers, error_response, json_response
 from router.ingest import STATE, AppState, ingest
-from router.privacy import post_consent, post_erase
+from router.privacy import post_consent
 from router.queue import SUPPRESSED, Enqueuer, connect
 from router.settings import Settings
 from router.stored_consent import consent_recheck
-from router.telemetry import Stats
+from router.telemetry import COUNTER_NAMES, Stats
+from router.tracing import Telemetry, setup_telemetry
 from router.worker import WorkerOptions, WorkerPool
 
 log = logging.getLogger("router.app")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 WORKERS = web.AppKey("workers", WorkerPool)
+DATAMAP = web.AppKey("datamap", DataMapRecorder)
+LAG_SAMPLE_EVERY_S = 5.0
+"""How often the queue lag gauge is sampled for OTLP export (``/metrics`` samples on scrape)."""
 
 
 def default_consumer(settings: Settings) -> str:
@@ -95,9 +109,66 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Counters in the Prometheus text format (bounded labels only)."""
-    text = request.app[STATE].stats.render()
+    """Counters, latency histograms and queue lag in the Prometheus text format (bounded labels
+    only). The lag is sampled now, in one pipeline; when Redis is down the last sample stays."""
+    state = request.app[STATE]
+    text = state.stats.render()
+    if state.telemetry is not None:
+        try:
+            await refresh_queue_lag(
+                state.redis, [d.id for d in state.routing.destinations], state.telemetry.metrics
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("queue lag not sampled", extra={"error": type(exc).__name__})
+        text += state.telemetry.render_prometheus(skip=COUNTER_NAMES)
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+def monitor_settings(routing: Routing) -> MonitorSettings:
+    """The anomaly monitor's settings from the routing file's ``monitoring`` block."""
+    return MonitorSettings(**routing.file.monitoring.model_dump())
+
+
+def configure_monitor(monitor: AnomalyMonitor, routing: Routing) -> None:
+    """Point the monitor at a (re)loaded routing file: thresholds, holds, expected PII."""
+    monitor.settings = monitor_settings(routing)
+    monitor.hold_destinations = frozenset(
+        d.id for d in routing.destinations if d.config.hold_on_anomaly
+    )
+    monitor.expected_pii = {d.id: frozenset(d.identifiers.values()) for d in routing.destinations}
+
+
+def _config_record(routing: Routing) -> dict[str, object]:
+    return {
+        "digest": routing.digest,
+        "sources": [s.id for s in routing.file.sources],
+        "destinations": [d.id for d in routing.destinations],
+    }
+
+
+def _worker_pool(app: web.Application, state: AppState, options: WorkerOptions) -> WorkerPool:
+    recheck = consent_recheck(state.consent) if state.consent is not None else None
+    return WorkerPool(
+        state.redis,
+        state.routing.destinations,
+        options,
+        state.stats,
+        recheck,
+        telemetry=state.telemetry,
+        datamap=app[DATAMAP],
+        gate=HoldGate(state.redis),
+    )
+
+
+async def _sample_lag(state: AppState, telemetry: Telemetry) -> None:
+    """Keep the queue lag gauge fresh for OTLP export."""
+    while True:
+        await asyncio.sleep(LAG_SAMPLE_EVERY_S)
+        try:
+            ids = [d.id for d in state.routing.destinations]
+            await refresh_queue_lag(state.redis, ids, telemetry.metrics)
+        except (RedisError, OSError) as exc:
+            log.warning("queue lag not sampled", extra={"error": type(exc).__name__})
 
 
 def create_app(
@@ -106,49 +177,85 @@ def create_app(
     *,
     workers: bool = True,
     worker_options: WorkerOptions | None = None,
+    telemetry: Telemetry | None = None,
 ) -> web.Application:
-    """The application; Redis and workers start with it and stop with it."""
+    """The application; Redis and workers start with it and stop with it.
+
+    ``telemetry``: providers to use (tests pass in-memory exporters); by default they are set
+    up from the ``OTEL_*`` variables and shut down with the application. ``ValueError`` when
+    ``ROUTER_ADMIN_TOKENS`` is invalid.
+    """
     # auto_decompress off: bodies are inflated by router.http.inflate, bounded, with our codes.
     app = web.Application(middlewares=[errors, cors], handler_args={"auto_decompress": False})
+    tokens = tokens_of(settings)
     client = connect(settings.redis_url, settings.redis_timeout_ms)
     store = ConsentStore(client, suppressed_key=SUPPRESSED)
+    owned_telemetry = telemetry is None
+    telemetry = setup_telemetry() if telemetry is None else telemetry
+    audit_key = settings.audit_key.get_secret_value().encode() if settings.audit_key else b""
+    audit_log = AuditLog(client, key=audit_key)
+    stats = Stats()
+    monitor = AnomalyMonitor(client, stats=stats, audit=audit_log)
+    configure_monitor(monitor, routing)
     state = AppState(
         settings=settings,
         routing=routing,
         redis=client,
         enqueuer=Enqueuer(client),
-        stats=Stats(),
+        stats=stats,
         consent=store,
+        telemetry=telemetry,
+        audit=AuditWriter(audit_log),
+        monitor=monitor,
+        audit_key=audit_key,
     )
     app[STATE] = state
+    app[DATAMAP] = DataMapRecorder(client)
+    telemetry.metrics.bridge_counters(COUNTER_NAMES, stats.series)
     options = worker_options or WorkerOptions(consumer=default_consumer(settings))
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
+        assert state.audit is not None
+        if not audit_key:
+            log.warning("ROUTER_AUDIT_KEY is not set: audit subject tokens use an empty key")
         state.enqueuer.start()
         await store.start()
-        pool: WorkerPool | None = None
+        state.audit.start()
+        monitor.start()
+        app[DATAMAP].start()
+        state.audit.record(AuditKind.CONFIG_LOADED, _config_record(state.routing))
+        sampler = None
+        if "metrics" in telemetry.exporting:
+            sampler = asyncio.create_task(_sample_lag(state, telemetry), name="queue-lag")
         if workers:
-            pool = WorkerPool(
-                client, state.routing.destinations, options, state.stats, consent_recheck(store)
-            )
+            pool = _worker_pool(app, state, options)
             await pool.start()
             app[WORKERS] = pool
         _install_reload(app, settings, options, workers=workers)
         yield
         if WORKERS in app:
             await app[WORKERS].stop(settings.shutdown_timeout_s)
+        if sampler is not None:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
         await state.enqueuer.close()
+        await app[DATAMAP].close()
+        await monitor.close()
+        await state.audit.close()
         await store.aclose()
         await client.aclose()
+        if owned_telemetry:
+            telemetry.shutdown()
 
     app.cleanup_ctx.append(resources)
     app.router.add_post("/v1/consent", post_consent)  # before /v1/{kind}, which would match
     app.router.add_post("/v1/{kind}", ingest)
-    app.router.add_post("/admin/erase", post_erase)
     app.router.add_route("OPTIONS", "/v1/{kind}", healthz)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    add_admin_routes(app, tokens=tokens, audit_key=audit_key)
     return app
 
 
@@ -169,10 +276,13 @@ async def reload_routing(
             log.error("config problem: %s", problem)
         return False
     state.routing = routing
+    if state.monitor is not None:
+        configure_monitor(state.monitor, routing)
+    if state.audit is not None:
+        state.audit.record(AuditKind.CONFIG_CHANGED, _config_record(routing))
     if workers:
         old = app[WORKERS]
-        recheck = consent_recheck(state.consent) if state.consent is not None else None
-        pool = WorkerPool(state.redis, routing.destinations, options, state.stats, recheck)
+        pool = _worker_pool(app, state, options)
         await old.stop(settings.shutdown_timeout_s)
         await pool.start()
         app[WORKERS] = pool

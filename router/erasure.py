@@ -10,7 +10,11 @@
    unless the destination is ``dry_run``, with the ids as that destination received them
    (tokenized when its allowlist tokenizes them);
 4. returns a receipt, also appended to ``rt:erasures``: counts, hashes and per-destination
-   statuses, never a raw identifier.
+   statuses, never a raw identifier;
+5. appends an ``erasure`` record to the audit trail (when given one): who asked, the receipt's
+   id and counts, per-destination statuses, and the subjects as the audit trail's keyed tokens
+   (the same tokens its decision records carry), so an auditor holding the key can show that
+   nothing was sent for them afterwards.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from consent.store import ConsentStore, subject_key
+from router.audit import AuditKind, AuditLog
 from router.config import CompiledDestination, Routing
 from router.http import HttpError
 from router.stored_consent import invalid_field
@@ -161,8 +166,12 @@ async def erase(
     routing: Routing,
     identifiers: Identifiers,
     session: aiohttp.ClientSession | None = None,
+    *,
+    audit: AuditLog | None = None,
+    actor: str | None = None,
 ) -> dict[str, Any]:
-    """Erase a person everywhere we can; the receipt (no raw identifiers)."""
+    """Erase a person everywhere we can; the receipt (no raw identifiers). ``actor``: who
+    asked, as the audit trail names them (``operator:<token id>``, ``cli``)."""
     hashes = identifiers.hashes()
     erased = await store.erase(hashes)
     owned = session is None
@@ -192,5 +201,27 @@ async def erase(
         maxlen=ERASURES_MAXLEN,
         approximate=True,
     )
+    if audit is not None:
+        await audit.append(AuditKind.ERASURE, erasure_record(receipt, identifiers, audit, actor))
     log.info("erasure done", extra={"count": identifiers.count})
     return receipt
+
+
+def erasure_record(
+    receipt: dict[str, Any], identifiers: Identifiers, audit: AuditLog, actor: str | None
+) -> dict[str, Any]:
+    """The audit trail's ``erasure`` record: counts, bounded statuses, keyed subject tokens."""
+    every = {*identifiers.user_ids, *identifiers.anonymous_ids, *identifiers.emails}
+    every |= {email.lower() for email in identifiers.emails}
+    return {
+        "receipt": receipt["id"],
+        "actor": actor,
+        "identifiers": identifiers.count,
+        "subjects": sorted({audit.token(i) for i in every}),
+        "suppressed": receipt["suppressed"],
+        "removed": receipt["removed"],
+        "destinations": [
+            {k: d[k] for k in ("destination", "status", "reason") if k in d}
+            for d in receipt["destinations"]
+        ],
+    }

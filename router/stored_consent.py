@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
@@ -96,9 +96,16 @@ def invalid_field(error: msgspec.ValidationError) -> HttpError:
     return HttpError(400, "invalid_field", error_text(text), path=path or None)
 
 
-def parse_consent_body(
-    body: bytes, policy: ConsentPolicy, received_at: datetime
-) -> tuple[list[str], ConsentRecord]:
+class ConsentRequest(NamedTuple):
+    """A valid ``POST /v1/consent``: hashed subjects, the record, and the ids as given (for
+    the audit trail's keyed tokens; never stored)."""
+
+    subjects: list[str]
+    record: ConsentRecord
+    ids: list[str]
+
+
+def parse_consent_body(body: bytes, policy: ConsentPolicy, received_at: datetime) -> ConsentRequest:
     """Hashed subject ids and the record to store; ``HttpError`` 400 when invalid."""
     try:
         parsed = _BODY_DECODER.decode(body)
@@ -140,7 +147,8 @@ def parse_consent_body(
             f"the timestamp is older than max_age_days ({policy.max_age_days})",
             path="timestamp",
         )
-    return [subject_key(i) for i in dict.fromkeys(ids)], record
+    unique = list(dict.fromkeys(ids))
+    return ConsentRequest([subject_key(i) for i in unique], record, unique)
 
 
 def _timestamp(text: str) -> datetime:

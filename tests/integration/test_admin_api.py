@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from consent.model import ConsentState, Signal
+from consent.store import ConsentStore
 from destinations.base import Delivery
 from router.admin import ROLE_TABLE, Endpoint, Role, add_admin_routes, parse_tokens, token_hash
 from router.anomaly import AnomalyMonitor, hold
@@ -25,7 +26,15 @@ from router.audit import AuditLog, AuditWriter, decision_entries, parse_record, 
 from router.datamap import DataMapRecorder, field_paths
 from router.ingest import STATE, AppState
 from router.plan import plan
-from router.queue import ITEM_ENCODER, Enqueuer, QueueItem, dlq_key, ensure_group, queue_key
+from router.queue import (
+    ITEM_ENCODER,
+    SUPPRESSED,
+    Enqueuer,
+    QueueItem,
+    dlq_key,
+    ensure_group,
+    queue_key,
+)
 from router.sanitize import Event
 from router.schema import EventType
 from router.settings import Settings
@@ -42,6 +51,9 @@ EXPLAIN_BODY = {
 }
 
 
+BODIES: dict[str, Any] = {"/admin/explain": EXPLAIN_BODY, "/admin/erase": {"userId": "user-1"}}
+
+
 def _bearer(role: Role | None) -> dict[str, str]:
     return {} if role is None else {"Authorization": f"Bearer {TOKENS[role]}"}
 
@@ -56,6 +68,7 @@ async def admin(redis_client: aioredis.Redis) -> AsyncIterator[Client]:
         redis=redis_client,
         enqueuer=Enqueuer(redis_client),
         stats=Stats(),
+        consent=ConsentStore(redis_client, suppressed_key=SUPPRESSED),
     )
     table = parse_tokens(json.dumps({token_hash(t): r.value for r, t in TOKENS.items()}))
     add_admin_routes(app, tokens=table, audit_key=b"audit-key")
@@ -71,7 +84,7 @@ async def _audit(redis_client: aioredis.Redis) -> list[dict[str, Any]]:
 
 async def _call(client: Client, endpoint: Endpoint, role: Role | None) -> Any:
     path = endpoint.path.replace("{destination}", DESTINATION)
-    body = EXPLAIN_BODY if endpoint.path == "/admin/explain" else None
+    body = BODIES.get(endpoint.path)
     return await client.request(endpoint.method, path, json=body, headers=_bearer(role))
 
 
