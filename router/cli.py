@@ -7,9 +7,18 @@
     router outbox DESTINATION [--config PATH] [--limit N]
     router dlq list DESTINATION [--limit N]
     router erase [ID...] [--user-id U] [--anonymous-id A] [--email E] [--config PATH]
+    router datamap [--day YYYY-MM-DD] [--json]
+    router audit verify
+    router audit export
 
 ``router erase`` does what ``POST /admin/erase`` does, directly against Redis (bare ids are
-user ids and anonymous ids both) and prints the receipt as JSON (hashes and counts only).
+user ids and anonymous ids both), prints the receipt as JSON (hashes and counts only) and
+records the erasure in the audit trail (actor ``cli``).
+
+``router datamap`` prints what left for each destination on a day (UTC, default today): field
+paths, personal-data kinds, events and bytes. ``router audit verify`` checks the hash chain of
+the audit trail: exit 0 when intact, else 1 with the first bad record named and printed.
+``router audit export`` prints every record as JSON lines (verifiable offline).
 
 Every command reads the routing file from ``--config``, else ``ROUTER_CONFIG``, else
 ``config/router.yaml``. Exit codes: 0 fine, 1 invalid configuration or input, 2 usage.
@@ -23,12 +32,13 @@ import contextlib
 import json
 import sys
 import uuid
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from consent.resolve import RequestSignals
@@ -93,6 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP endpoint (and, unless --no-workers, the delivery workers)."""
     from aiohttp import web  # noqa: PLC0415 - keep CLI start-up light for the other commands
 
+    from router.admin import tokens_of  # noqa: PLC0415
     from router.app import create_app  # noqa: PLC0415
 
     settings = _settings(args)
@@ -107,6 +118,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         routing = _routing(settings)
     except ConfigError as error:
         _print_problems(Path(settings.config), error)
+        return 1
+    try:
+        tokens_of(settings)
+    except ValueError as error:
+        print(str(error), file=sys.stderr)
         return 1
 
     async def main() -> None:
@@ -142,10 +158,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import signal  # noqa: PLC0415
 
     from consent.store import ConsentStore  # noqa: PLC0415
+    from router.anomaly import HoldGate  # noqa: PLC0415
     from router.app import default_consumer  # noqa: PLC0415
+    from router.datamap import DataMapRecorder  # noqa: PLC0415
     from router.queue import SUPPRESSED  # noqa: PLC0415
     from router.stored_consent import consent_recheck  # noqa: PLC0415
-    from router.telemetry import Stats  # noqa: PLC0415
+    from router.telemetry import COUNTER_NAMES, Stats  # noqa: PLC0415
+    from router.tracing import setup_telemetry  # noqa: PLC0415
     from router.worker import WorkerOptions, WorkerPool  # noqa: PLC0415
 
     settings = _settings(args)
@@ -160,12 +179,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
         client = connect(settings.redis_url, settings.redis_timeout_ms)
         store = ConsentStore(client, suppressed_key=SUPPRESSED)
         await store.start()
+        telemetry = setup_telemetry()
+        stats = Stats()
+        telemetry.metrics.bridge_counters(COUNTER_NAMES, stats.series)
+        datamap = DataMapRecorder(client)
+        datamap.start()
         pool = WorkerPool(
             client,
             routing.destinations,
             WorkerOptions(consumer=default_consumer(settings)),
-            Stats(),
+            stats,
             consent_recheck(store),
+            telemetry=telemetry,
+            datamap=datamap,
+            gate=HoldGate(client),
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -175,8 +202,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"router worker: {len(routing.destinations)} destination(s)", file=sys.stderr)
         await stop.wait()
         await pool.stop(settings.shutdown_timeout_s)
+        await datamap.close()
         await store.aclose()
         await client.aclose()
+        telemetry.shutdown()
 
     _run(main())
     return 0
@@ -185,6 +214,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_erase(args: argparse.Namespace) -> int:
     """Erase a person (stored consent, suppression, destination deletions); print the receipt."""
     from consent.store import ConsentStore  # noqa: PLC0415
+    from router.audit import AuditLog  # noqa: PLC0415
     from router.erasure import Identifiers, erase  # noqa: PLC0415
     from router.queue import SUPPRESSED  # noqa: PLC0415
 
@@ -207,7 +237,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
         client = connect(settings.redis_url, settings.redis_timeout_ms)
         try:
             store = ConsentStore(client, suppressed_key=SUPPRESSED)
-            return await erase(client, store, routing, identifiers)
+            audit = AuditLog(client, key=_audit_key(settings))
+            return await erase(client, store, routing, identifiers, audit=audit, actor="cli")
         finally:
             await client.aclose()
 
@@ -218,6 +249,91 @@ def cmd_erase(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps({"success": True, "receipt": receipt}, sort_keys=True))
     return 0
+
+
+def _audit_key(settings: Settings) -> bytes:
+    return settings.audit_key.get_secret_value().encode() if settings.audit_key else b""
+
+
+def _with_redis(settings: Settings, work: Callable[[Redis], Awaitable[int]]) -> int:
+    """Run ``work`` with a Redis client; exit 1 with a clear message when Redis is down."""
+
+    async def run() -> int:
+        client = connect(settings.redis_url, settings.redis_timeout_ms)
+        try:
+            return await work(client)
+        finally:
+            await client.aclose()
+
+    try:
+        return int(asyncio.run(run()))
+    except (OSError, RedisError) as exc:
+        print(f"cannot reach Redis: {type(exc).__name__}", file=sys.stderr)
+        return 1
+
+
+def cmd_datamap(args: argparse.Namespace) -> int:
+    """What left for each destination on a day: fields, personal-data kinds, events, bytes."""
+    from router.datamap import day_of, read_datamap, render_table  # noqa: PLC0415
+
+    settings = _settings(args)
+    try:
+        day = date.fromisoformat(args.day) if args.day else date.fromisoformat(day_of(_now()))
+    except ValueError:
+        print(f"--day: expected YYYY-MM-DD, got {args.day!r}", file=sys.stderr)
+        return 1
+
+    async def show(client: Redis) -> int:
+        datamap = await read_datamap(client, day)
+        if args.json:
+            print(json.dumps(datamap, indent=2, sort_keys=True))
+        else:
+            sys.stdout.write(render_table(datamap))
+        return 0
+
+    return _with_redis(settings, show)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Check the audit trail's hash chain; name and print the first bad record."""
+    from router.audit import AuditLog, canonical  # noqa: PLC0415
+
+    settings = _settings(args)
+
+    async def check(client: Redis) -> int:
+        log = AuditLog(client)
+        result = await log.verify()
+        if result.ok:
+            print(f"audit trail intact: {result.checked} record(s) verified")
+            return 0
+        print(f"audit trail BROKEN at record {result.first_bad_seq}: {result.reason}")
+        async for record in log.records():
+            if record.seq == result.first_bad_seq:
+                print(f"record {record.seq} as stored: {canonical(record.to_json()).decode()}")
+                break
+        else:
+            print(f"record {result.first_bad_seq} is not in the stream")
+        return 1
+
+    return _with_redis(settings, check)
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    """Every audit record as one JSON line, oldest first."""
+    from router.audit import export  # noqa: PLC0415
+
+    settings = _settings(args)
+
+    async def dump(client: Redis) -> int:
+        async for line in export(client):
+            sys.stdout.write(line)
+        return 0
+
+    return _with_redis(settings, dump)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _headers(values: Sequence[str]) -> dict[str, list[str]]:
@@ -397,6 +513,18 @@ def build_parser() -> argparse.ArgumentParser:
     erase_cmd.add_argument("--email", action="append")
     erase_cmd.add_argument("--config")
     erase_cmd.set_defaults(func=cmd_erase)
+
+    datamap = commands.add_parser("datamap", help="what left for each destination on a day")
+    datamap.add_argument("--day", help="YYYY-MM-DD, UTC (default: today)")
+    datamap.add_argument("--json", action="store_true")
+    datamap.set_defaults(func=cmd_datamap)
+
+    audit = commands.add_parser("audit", help="the hash-chained audit trail")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser("verify", help="check the chain; exit 1 when broken")
+    verify.set_defaults(func=cmd_audit_verify)
+    export = audit_commands.add_parser("export", help="every record as JSON lines")
+    export.set_defaults(func=cmd_audit_export)
     return parser
 
 
