@@ -30,7 +30,10 @@ The delivery worker::
 No personal data: every attribute goes through ``span_attributes`` (a fixed set of keys whose
 values must be short identifiers or enums), exceptions set only their class name as the status,
 and exporters are wrapped so that any attribute or event added some other way (a library's
-instrumentation) is filtered the same way before it leaves the process. Baggage is never read.
+instrumentation) is filtered the same way before it leaves the process. Baggage is never read,
+and neither is ``tracestate``: its values are opaque to us and a client may put anything there
+(a user id, an email), which every span of the trace would then carry to the exporter; the
+exporter wrapper also drops any trace state that reached a span some other way.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import os
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, overload
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
@@ -151,13 +154,12 @@ def _filter(attributes: Mapping[str, Any] | None) -> dict[str, AttributeValue]:
 
 
 def extract_context(headers: Mapping[str, str]) -> otel_context.Context:
-    """The context of an incoming ``traceparent`` (and ``tracestate``); empty when absent."""
-    carrier: dict[str, str] = {}
-    for name in ("traceparent", "tracestate"):
-        value = headers.get(name)
-        if value is not None:
-            carrier[name] = value
-    return _PROPAGATOR.extract(carrier)
+    """The context of an incoming ``traceparent``; empty when absent. ``tracestate`` is not
+    read (opaque client data that would ride along on every span)."""
+    value = headers.get("traceparent")
+    if value is None:
+        return otel_context.Context()
+    return _PROPAGATOR.extract({"traceparent": value})
 
 
 def inject_traceparent(span_context: SpanContext) -> str | None:
@@ -285,6 +287,26 @@ def start_client_span(
 # --- exporters that re-check what leaves ---------------------------------------------------------
 
 
+@overload
+def _stateless(span_context: SpanContext) -> SpanContext: ...
+
+
+@overload
+def _stateless(span_context: SpanContext | None) -> SpanContext | None: ...
+
+
+def _stateless(span_context: SpanContext | None) -> SpanContext | None:
+    """The span context without its ``tracestate`` (vendor data we cannot vet)."""
+    if span_context is None or not span_context.trace_state:
+        return span_context
+    return SpanContext(
+        span_context.trace_id,
+        span_context.span_id,
+        span_context.is_remote,
+        span_context.trace_flags,
+    )
+
+
 def scrub_span(span: ReadableSpan) -> ReadableSpan:
     """A copy of a finished span holding only allowed attributes, events reduced to names."""
     status = span.status
@@ -292,12 +314,14 @@ def scrub_span(span: ReadableSpan) -> ReadableSpan:
         status = Status(status.status_code, None)
     return ReadableSpan(
         name=span.name,
-        context=span.context,
-        parent=span.parent,
+        context=_stateless(span.context),
+        parent=_stateless(span.parent),
         resource=span.resource,
         attributes=_filter(span.attributes),
         events=tuple(Event(e.name, {}, e.timestamp) for e in span.events),
-        links=tuple(Link(link.context, _filter(link.attributes)) for link in span.links),
+        links=tuple(
+            Link(_stateless(link.context), _filter(link.attributes)) for link in span.links
+        ),
         kind=span.kind,
         status=status,
         start_time=span.start_time,

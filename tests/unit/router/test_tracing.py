@@ -8,8 +8,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 
 from router.tracing import (
     ScrubbingSpanExporter,
@@ -295,3 +304,29 @@ def test_scrubbing_exporter_forwards_flush_and_shutdown() -> None:
     wrapper = ScrubbingSpanExporter(inner)
     assert wrapper.force_flush()
     wrapper.shutdown()
+
+
+def test_tracestate_is_neither_read_nor_exported(
+    traced: tuple[Telemetry, InMemorySpanExporter],
+) -> None:
+    """A client's tracestate (opaque, may hold a user id) reaches no span; state set on a span
+    context some other way is dropped on export."""
+    telemetry, exporter = traced
+    headers = {"traceparent": TRACEPARENT, "tracestate": "vendor=jane.doe@example.com"}
+    with start_ingest_span(telemetry.tracer, headers, route="track"):
+        pass
+    state = TraceState([("vendor", "user-42")])
+    parent = SpanContext(int(TRACE_ID, 16), int(PARENT_ID, 16), True, TraceFlags(1), state)
+    context = trace.set_span_in_context(NonRecordingSpan(parent))
+    with telemetry.tracer.start_as_current_span("library", context=context, links=[Link(parent)]):
+        pass
+    ingest, library = exporter.get_finished_spans()
+    assert f"{ingest.context.trace_id:032x}" == TRACE_ID
+    assert not ingest.context.trace_state
+    assert not library.context.trace_state
+    assert library.parent is not None
+    assert not library.parent.trace_state
+    assert not library.links[0].context.trace_state
+    exported = ingest.to_json() + library.to_json()
+    assert "jane" not in exported
+    assert "user-42" not in exported
