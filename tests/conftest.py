@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from router.app import create_app
 from router.config import Routing, parse_routing
 from router.settings import Settings
+from router.tracing import Telemetry, setup_telemetry
 from router.worker import WorkerOptions
 from tests.fakes.webhook import WebhookReceiver
 from tests.redis_server import RedisServer
@@ -70,15 +71,26 @@ async def make_router(
 ) -> AsyncIterator[AppFactory]:
     """Start router apps on the test's Redis: ``await make_router(routing, workers=True)``."""
     clients: list[TestClient[web.Request, web.Application]] = []
+    providers: list[Telemetry] = []
 
     async def factory(
-        routing: Routing, *, workers: bool = True, consumer: str = "test", **settings: Any
+        routing: Routing,
+        *,
+        workers: bool = True,
+        consumer: str = "test",
+        telemetry: Telemetry | None = None,
+        **settings: Any,
     ) -> TestClient[web.Request, web.Application]:
         config = Settings(redis_url=redis_server.url, redis_timeout_ms=500, **settings)
         options = WorkerOptions(
             consumer=consumer, block_ms=50, reclaim_idle_ms=300, reclaim_every_s=0.1
         )
-        app = create_app(config, routing, workers=workers, worker_options=options)
+        if telemetry is None:  # no OTEL_* of the developer's shell: nothing exported
+            telemetry = setup_telemetry({})
+            providers.append(telemetry)
+        app = create_app(
+            config, routing, workers=workers, worker_options=options, telemetry=telemetry
+        )
         client = TestClient(TestServer(app))
         await client.start_server()
         clients.append(client)
@@ -87,6 +99,8 @@ async def make_router(
     yield factory
     for client in clients:
         await client.close()
+    for telemetry in providers:
+        telemetry.shutdown()
 
 
 async def wait_for(condition: Callable[[], bool], within_s: float = 10.0) -> None:

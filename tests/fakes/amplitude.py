@@ -78,6 +78,8 @@ class AmplitudeFake:
     over_quota_users: set[str] = field(default_factory=set)
     events: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
+    headers: list[dict[str, str]] = field(default_factory=list)
+    """The headers of every ``/2/httpapi`` request (names lower-cased)."""
     responses: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     deletions: list[dict[str, Any]] = field(default_factory=list)
     seen: set[tuple[str, str]] = field(default_factory=set)
@@ -121,6 +123,7 @@ def _injected_failure(fake: AmplitudeFake, events: int) -> web.Response | None:
 async def _httpapi(request: web.Request) -> web.Response:
     fake = request.app[FAKE]
     fake.requests += 1
+    fake.headers.append({k.lower(): v for k, v in request.headers.items()})
     raw = await request.read()
     try:
         body = msgspec.json.decode(raw)

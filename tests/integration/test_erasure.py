@@ -16,6 +16,8 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
 from consent.store import record_key, subject_key
+from router.admin import token_hash
+from router.audit import AuditLog, subject_token
 from router.erasure import ERASURES
 from router.ingest import STATE
 from router.queue import SUPPRESSED, queue_key
@@ -272,3 +274,47 @@ async def test_router_erase_command_suppresses_and_prints_the_receipt(
     assert "jane" not in (stdout.decode() + stderr.decode()).lower()
     [(_, fields)] = await redis_client.xrange(ERASURES)
     assert msgspec.json.decode(fields[b"receipt"])["id"] == receipt["id"]
+
+
+async def test_erasure_is_authorised_by_role_and_audited(
+    make_router: AppFactory, redis_client: aioredis.Redis
+) -> None:
+    """With ROUTER_ADMIN_TOKENS only: a viewer gets 403, no token 401, an admin erases; every
+    call and the erasure itself are in the audit trail, the subject as a keyed token."""
+    tokens = {token_hash("viewer-token"): "viewer", token_hash("admin-token"): "admin"}
+    router = await make_router(
+        routing_from(), workers=False, admin_tokens=json.dumps(tokens), audit_key="audit-key"
+    )
+    body = {"userId": "user-1", "email": "Jane@Example.com"}
+    viewer = await router.post(
+        "/admin/erase", json=body, headers={"Authorization": "Bearer viewer-token"}
+    )
+    assert viewer.status == 403
+    assert (await viewer.json())["code"] == "forbidden"
+    anonymous = await router.post("/admin/erase", json=body)
+    assert anonymous.status == 401
+    assert (await anonymous.json())["code"] == "invalid_token"
+    assert await redis_client.scard(SUPPRESSED) == 0  # type: ignore[misc]
+    admin = await router.post(
+        "/admin/erase", json=body, headers={"Authorization": "Bearer admin-token"}
+    )
+    assert admin.status == 200
+    receipt = (await admin.json())["receipt"]
+    records = [json.loads(line) async for line in AuditLog(redis_client).export()]
+    calls = [r["data"] for r in records if r["kind"] == "admin_call"]
+    assert [(c["endpoint"], c["status"], c["role"]) for c in calls] == [
+        ("/admin/erase", 403, "viewer"),
+        ("/admin/erase", 401, None),
+        ("/admin/erase", 200, "admin"),
+    ]
+    (erasure,) = [r["data"] for r in records if r["kind"] == "erasure"]
+    assert erasure["receipt"] == receipt["id"]
+    assert erasure["actor"] == f"admin:{token_hash('admin-token')[:12]}"
+    key = b"audit-key"
+    assert erasure["subjects"] == sorted(
+        {subject_token(i, key) for i in ("user-1", "Jane@Example.com", "jane@example.com")}
+    )
+    assert erasure["suppressed"] == receipt["suppressed"]
+    text = json.dumps(records)
+    assert "user-1" not in text
+    assert "jane" not in text.lower()
