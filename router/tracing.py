@@ -7,8 +7,14 @@ Set-up, once per process (in the app's ``cleanup_ctx``; ``shutdown()`` flushes t
 Exporters: OTLP over HTTP (``opentelemetry-exporter-otlp-proto-http``, imported lazily) when
 ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` say ``otlp``, or when they are unset and an
 ``OTEL_EXPORTER_OTLP[_TRACES|_METRICS]_ENDPOINT`` is set; ``console`` prints spans; ``none``, or
-nothing configured, exports nothing (spans are still created, so trace ids still propagate).
-Service name, resource attributes and sampler come from the SDK's own ``OTEL_*`` handling.
+nothing configured, exports nothing. Service name, resource attributes and sampler come from
+the SDK's own ``OTEL_*`` handling.
+
+With no span exporter at all, the tracer is a ``PropagatingTracer``: every span still gets its
+ids and the SDK sampler's decision (so the ingest continues the SDK's trace, the stream entries
+carry it and webhooks receive a ``traceparent`` exactly as with a recording tracer), but
+nothing is recorded that no one would read: the four spans of an ingest request cost about a
+third of what recorded SDK spans cost.
 
 The hot path (ingest)::
 
@@ -44,7 +50,7 @@ import os
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, overload
+from typing import TYPE_CHECKING, Any, Final, overload
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
@@ -66,9 +72,25 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
-from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from opentelemetry.util.types import AttributeValue
+from opentelemetry.util.types import Attributes, AttributeValue
+
+if TYPE_CHECKING:
+    from opentelemetry.util._decorator import _AgnosticContextManager
+
+_Links = Sequence[Link] | None
 
 log = logging.getLogger("router.tracing")
 
@@ -284,6 +306,70 @@ def start_client_span(
     )
 
 
+# --- no exporter: carry the trace, record nothing ------------------------------------------------
+
+
+class PropagatingTracer(trace.Tracer):
+    """Non-recording spans with real ids and the sampler's decision (for when nothing exports).
+
+    A recorded SDK span allocates attributes, events, links and locks, and is handed to the span
+    processors at its end; with no processor that work is thrown away. These spans are the
+    ``SpanContext`` only, made current like any other, so ``traceparent`` propagation (incoming,
+    in the stream entries, to webhooks) is unchanged.
+    """
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.sampler = sampler
+        self._ids = RandomIdGenerator()
+
+    def start_span(  # noqa: PLR0917 - the signature of opentelemetry's Tracer
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: _Links = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> Span:
+        """A non-recording span, child of the context's span (or a new trace's root)."""
+        del start_time, record_exception, set_status_on_exception
+        parent = trace.get_current_span(context).get_span_context()
+        trace_id = parent.trace_id if parent.is_valid else self._ids.generate_trace_id()
+        result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+        sampled = result.decision is Decision.RECORD_AND_SAMPLE
+        flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
+        span_context = SpanContext(
+            trace_id,
+            self._ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=TraceFlags(flags),
+        )
+        return NonRecordingSpan(span_context)
+
+    def start_as_current_span(  # noqa: PLR0917 - the signature of opentelemetry's Tracer
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: _Links = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> _AgnosticContextManager[Span]:
+        """``start_span``, made the current span for the ``with`` block."""
+        span = self.start_span(name, context, kind, attributes, links, start_time)
+        return trace.use_span(
+            span,
+            end_on_exit=end_on_exit,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
+        )
+
+
 # --- exporters that re-check what leaves ---------------------------------------------------------
 
 
@@ -476,10 +562,16 @@ def setup_telemetry(
         trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(meter_provider)
     meter = meter_provider.get_meter(SCOPE)
+    recording = configured is not None or span_exporter is not None
+    tracer: trace.Tracer = (
+        tracer_provider.get_tracer(SCOPE)
+        if recording
+        else PropagatingTracer(tracer_provider.sampler)
+    )
     return Telemetry(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
-        tracer=tracer_provider.get_tracer(SCOPE),
+        tracer=tracer,
         meter=meter,
         metrics=RouterMetrics(meter),
         prometheus_reader=prometheus,

@@ -31,7 +31,7 @@ from router.audit import STREAM, AuditLog, parse_record, subject_token, verify_r
 from router.cli import main
 from router.config import Routing, parse_routing
 from router.ingest import STATE
-from router.queue import dlq_key, queue_key
+from router.queue import ITEM_DECODER, dlq_key, queue_key
 from router.settings import Settings
 from router.telemetry import JsonFormatter
 from router.tracing import parse_traceparent, setup_telemetry
@@ -247,6 +247,28 @@ async def test_one_event_traced_from_the_sdk_traceparent_to_the_webhook_call(
         assert deliver.attributes is not None
         destinations.add(deliver.attributes["router.destination"])
     assert destinations == {"analytics-hook", "ops-hook"}
+
+
+async def test_without_an_exporter_the_trace_still_reaches_the_queue_and_the_webhook(
+    make_router: AppFactory,
+    receiver: Receiver,
+    ops_receiver: Receiver,
+    redis_client: aioredis.Redis,
+) -> None:
+    """No OTEL exporter (the default): nothing is recorded, but the stream entry carries the
+    SDK's trace and the webhook still receives a traceparent."""
+    routing = routing_of(receiver, ops_receiver)
+    ingest = await make_router(routing, workers=False)
+    headers = {**AUTH, "traceparent": TRACEPARENT}
+    assert (await ingest.post("/v1/track", json=event("m-1"), headers=headers)).status == 200
+    [(_, fields)] = await redis_client.xrange(queue_key("ops-hook"))
+    stored = ITEM_DECODER.decode(fields[b"d"]).trace
+    assert stored is not None
+    assert stored.startswith(f"00-{TRACE_ID}-")
+    await make_router(routing, consumer="worker")
+    await wait_for(lambda: bool(ops_receiver[0].accepted))
+    sent = parse_traceparent(ops_receiver[0].accepted[0].headers["traceparent"])
+    assert sent is not None
 
 
 AMPLITUDE = """

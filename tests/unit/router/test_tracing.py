@@ -21,6 +21,7 @@ from opentelemetry.trace import (
 )
 
 from router.tracing import (
+    PropagatingTracer,
     ScrubbingSpanExporter,
     Telemetry,
     current_traceparent,
@@ -330,3 +331,47 @@ def test_tracestate_is_neither_read_nor_exported(
     exported = ingest.to_json() + library.to_json()
     assert "jane" not in exported
     assert "user-42" not in exported
+
+
+def test_without_an_exporter_spans_propagate_but_record_nothing() -> None:
+    """No exporter: a PropagatingTracer; the ingest continues the caller's trace and flags,
+    stages are its children, a new trace is sampled as the SDK's default sampler says."""
+    telemetry = setup_telemetry({})
+    tracer = telemetry.tracer
+    assert isinstance(tracer, PropagatingTracer)
+    with start_ingest_span(tracer, {"traceparent": TRACEPARENT}, route="track") as ingest:
+        assert not ingest.is_recording()
+        stored = current_traceparent()
+        with stage_span(tracer, "plan") as plan:
+            inner = plan.get_span_context()
+    assert stored is not None
+    assert stored.startswith(f"00-{TRACE_ID}-")
+    assert stored.endswith("-01")
+    assert stored != TRACEPARENT  # its own span id
+    assert inner.trace_id == int(TRACE_ID, 16)
+    assert inner.span_id != ingest.get_span_context().span_id
+    unsampled = f"00-{TRACE_ID}-{PARENT_ID}-00"
+    with start_ingest_span(tracer, {"traceparent": unsampled}, route="track"):
+        assert current_traceparent() is not None
+        assert str(current_traceparent()).endswith("-00")  # the caller's decision is kept
+    with start_delivery_span(tracer, "hook", [stored]) as delivery:
+        root = delivery.get_span_context()
+        with start_client_span(tracer, "hook", "POST") as client:
+            header = inject_traceparent(client.get_span_context())
+    assert root.is_valid
+    assert root.trace_id != int(TRACE_ID, 16)
+    assert header is not None
+    assert header.startswith(f"00-{root.trace_id:032x}-")
+    assert header.endswith("-01")
+    telemetry.shutdown()
+
+
+def test_propagating_tracer_follows_otel_traces_sampler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_TRACES_SAMPLER still decides the flag of a new trace."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    telemetry = setup_telemetry({})
+    with start_ingest_span(telemetry.tracer, {}, route="track"):
+        value = current_traceparent()
+    assert value is not None
+    assert value.endswith("-00")
+    telemetry.shutdown()
