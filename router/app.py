@@ -50,6 +50,9 @@ WORKERS = web.AppKey("workers", WorkerPool)
 DATAMAP = web.AppKey("datamap", DataMapRecorder)
 LAG_SAMPLE_EVERY_S = 5.0
 """How often the queue lag gauge is sampled for OTLP export (``/metrics`` samples on scrape)."""
+AUDIT_TRIM_EVERY_S = 60.0
+"""How often the audit stream is trimmed to its retention: decision records arrive at event
+rate, so an hourly trim would let the stream overshoot its cap by an hour of traffic."""
 
 
 def default_consumer(settings: Settings) -> str:
@@ -205,7 +208,7 @@ def create_app(
         stats=stats,
         consent=store,
         telemetry=telemetry,
-        audit=AuditWriter(audit_log),
+        audit=AuditWriter(audit_log, trim_every_s=AUDIT_TRIM_EVERY_S),
         monitor=monitor,
         audit_key=audit_key,
     )
