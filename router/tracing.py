@@ -257,9 +257,17 @@ def start_ingest_span(
 def stage_span(
     tracer: trace.Tracer, stage: str, **attributes: object
 ) -> contextlib.AbstractContextManager[Span]:
-    """A child span for one step of the ingest (``consent``, ``plan``, ``enqueue``...)."""
+    """A child span for one step of the ingest (``consent``, ``plan``, ``enqueue``...).
+
+    Under a span that is not recording (no exporter, or sampled out) no span is made: a stage
+    span has no children and its context goes nowhere, so it could only cost time; the ``with``
+    block then gets the current span.
+    """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r} (known: {', '.join(sorted(STAGES))})")
+    current = trace.get_current_span()
+    if not current.is_recording():
+        return contextlib.nullcontext(current)
     return _span(tracer, stage, kind=SpanKind.INTERNAL, attributes=attributes)
 
 

@@ -343,13 +343,11 @@ def test_without_an_exporter_spans_propagate_but_record_nothing() -> None:
         assert not ingest.is_recording()
         stored = current_traceparent()
         with stage_span(tracer, "plan") as plan:
-            inner = plan.get_span_context()
+            assert plan is ingest  # no span under a non-recording one: nobody would see it
     assert stored is not None
     assert stored.startswith(f"00-{TRACE_ID}-")
     assert stored.endswith("-01")
     assert stored != TRACEPARENT  # its own span id
-    assert inner.trace_id == int(TRACE_ID, 16)
-    assert inner.span_id != ingest.get_span_context().span_id
     unsampled = f"00-{TRACE_ID}-{PARENT_ID}-00"
     with start_ingest_span(tracer, {"traceparent": unsampled}, route="track"):
         assert current_traceparent() is not None
