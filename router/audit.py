@@ -443,7 +443,8 @@ class AuditLog:
         if not items:
             return []
         if isinstance(at, Sequence):
-            times = [_now_text(t) for t in at]
+            texts: dict[datetime, str] = {}  # records of one request share their time
+            times = [texts[t] if t in texts else texts.setdefault(t, _now_text(t)) for t in at]
         else:
             times = [_now_text(at or self.clock())] * len(items)
         # Each record's data is encoded once; on a conflict only the links are hashed again.
@@ -585,15 +586,19 @@ class AuditWriter:
     def record(self, kind: AuditKind | str, data: Mapping[str, Any]) -> None:
         """Queue one record for the next flush."""
         self._buffer.append((str(kind), data, self.log.clock()))
+        self._bound()
+
+    def record_many(self, entries: Iterable[tuple[AuditKind | str, Mapping[str, Any]]]) -> None:
+        """Queue several records (``decision_entries``' output), all with the same time."""
+        moment = self.log.clock()
+        self._buffer.extend((str(kind), data, moment) for kind, data in entries)
+        self._bound()
+
+    def _bound(self) -> None:
         if len(self._buffer) > self.max_buffer:
             excess = len(self._buffer) - self.max_buffer
             del self._buffer[:excess]
             self.dropped += excess
-
-    def record_many(self, entries: Iterable[tuple[AuditKind | str, Mapping[str, Any]]]) -> None:
-        """Queue several records (``decision_entries``' output)."""
-        for kind, data in entries:
-            self.record(kind, data)
 
     async def flush(self) -> int:
         """Append what is buffered; the count appended."""
