@@ -347,6 +347,9 @@ async def _accept(
         with stage_span(tracer, "enqueue"):
             if planned.updates and state.consent is not None:
                 await state.consent.write_many(planned.updates)
+                state.stats.add(
+                    "router_consent_writes_total", amount=len(planned.updates), route="event"
+                )
             await state.enqueuer.submit(writes)
     except (QueueUnavailableError, RedisError, OSError) as exc:
         state.stats.add("router_requests_unavailable_total", route=route)

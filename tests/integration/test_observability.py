@@ -502,6 +502,11 @@ async def test_audit_verify_passes_then_names_the_tampered_record(
     assert (await router.post("/v1/track", json=event("a1"), headers=AUTH)).status == 200
     consent = {"userId": "user-1", "categories": {"C0002": True}}
     assert (await router.post("/v1/consent", json=consent, headers=AUTH)).status == 200
+    choice = event("c1", "Segment Consent Preference Updated", userId="user-2")
+    assert (await router.post("/v1/track", json=choice, headers=AUTH)).status == 200
+    stats = router.server.app[STATE].stats
+    assert stats.get("router_consent_writes_total", route="event") == 1
+    assert stats.get("router_consent_writes_total", route="consent") == 1
     erase = await router.post(
         "/admin/erase", json={"userId": "user-1"}, headers=bearer(OPERATOR_TOKEN)
     )
@@ -511,6 +516,15 @@ async def test_audit_verify_passes_then_names_the_tampered_record(
     kinds = [r["kind"] for r in records]
     for kind in ("config_loaded", "decision", "consent_written", "erasure", "admin_call"):
         assert kind in kinds
+    written = [r["data"] for r in records if r["kind"] == "consent_written"]
+    assert [(w["route"], w["granted"]) for w in written] == [
+        ("consent", ["analytics"]),
+        ("event", ["analytics"]),
+    ]
+    key = AUDIT_KEY.encode()
+    assert written[1]["subjects"] == sorted(
+        {subject_token("user-2", key), subject_token("anon-0001", key)}
+    )
     erasure = next(r["data"] for r in records if r["kind"] == "erasure")
     assert erasure["subjects"] == [subject_token("user-1", AUDIT_KEY.encode())]
     assert erasure["actor"] == f"operator:{token_hash(OPERATOR_TOKEN)[:12]}"
