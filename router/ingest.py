@@ -516,7 +516,7 @@ def _observe(
             state.monitor.observe_pii(destination_id, kinds)
     if state.audit is not None:
         state.audit.record_many(planned.consent_audit)
-        state.audit.record_many(planned.decision_audit)
+        state.audit.record_decisions(planned.decision_audit)
 
 
 def consent_written(

@@ -514,7 +514,7 @@ async def test_audit_verify_passes_then_names_the_tampered_record(
     await router.close()  # flushes the buffered records
     records = await audit_records(redis_client)
     kinds = [r["kind"] for r in records]
-    for kind in ("config_loaded", "decision", "consent_written", "erasure", "admin_call"):
+    for kind in ("config_loaded", "decisions", "consent_written", "erasure", "admin_call"):
         assert kind in kinds
     written = [r["data"] for r in records if r["kind"] == "consent_written"]
     assert [(w["route"], w["granted"]) for w in written] == [
@@ -538,7 +538,7 @@ async def test_audit_verify_passes_then_names_the_tampered_record(
     assert [r.seq for r in exported] == list(range(1, len(records) + 1))
     assert verify_records(exported).ok
 
-    victim = next(r for r in records if r["kind"] == "decision")
+    victim = next(r for r in records if r["kind"] == "decisions")
     await _rewrite_record(redis_client, victim["seq"], {**victim["data"], "decision": "skip"})
     code, out, _ = await _cli(monkeypatch, capsys, redis_server, "audit", "verify")
     assert code == 1
@@ -782,7 +782,7 @@ async def test_no_personal_data_in_logs_spans_metric_labels_or_audit_records(
     assert 'reason="http_400"' in metrics_text
     audit = "\n".join(json.dumps(r) for r in await audit_records(redis_client))
     assert '"kind": "erasure"' in audit
-    assert '"kind": "decision"' in audit
+    assert '"kind": "decisions"' in audit
     stored = await _stored_monitoring(redis_client)
 
     redis_server.kill()  # and the unavailable paths log and answer without leaking either

@@ -5,14 +5,18 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from consent.model import ConsentState, Signal
 from router.audit import (
     GENESIS,
     GENESIS_ANCHOR,
+    MAX_EVENTS_PER_RECORD,
     Anchor,
     AuditKind,
+    AuditLog,
     AuditRecord,
+    AuditWriter,
     _sealed_hash,
     canonical,
     chain,
@@ -179,3 +183,64 @@ def test_appended_records_hash_like_chain_hash() -> None:
     ):
         record = seal(7, AT, "decision", data, GENESIS)
         assert _sealed_hash(7, AT, "decision", canonical(data).decode(), GENESIS) == record.hash
+
+
+def _decisions(message_id: str, revenue: object, granted: frozenset[str]) -> list[Any]:
+    routing = routing_from()
+    now = datetime(2026, 11, 22, 10, tzinfo=UTC)
+    data = {
+        "type": "track",
+        "event": "Order Completed",
+        "messageId": message_id,
+        "anonymousId": f"anon-{message_id}",
+        "properties": {"order_id": "o-1", "revenue": revenue},
+    }
+    event = Event(
+        type=EventType.TRACK,
+        message_id=message_id,
+        timestamp=now,
+        received_at=now,
+        data=data,
+        anonymous_id=f"anon-{message_id}",
+        name="Order Completed",
+    )
+    consent = ConsentState(granted=granted, signals=(Signal.SEGMENT,), collected_at=now)
+    return decision_entries(
+        event, consent, plan(event, consent, routing.destinations, routing.policy), key=b"k"
+    )
+
+
+def test_decisions_of_same_shaped_events_share_one_record() -> None:
+    """Decisions differing only in their event are grouped: shared part once, events listed;
+    another outcome or another field set gets its own record; large groups are split."""
+    writer = AuditWriter(AuditLog(client=None, key=b"k"))
+    analytics = frozenset({"analytics", "necessary"})
+    for index in range(3):
+        writer.record_decisions(_decisions(f"m{index}", 5, analytics))
+    writer.record_decisions(_decisions("m3", 5, frozenset({"necessary"})))  # analytics: skip
+    writer.record_decisions(_decisions("m4", {"nested": 1}, analytics))  # ops: other paths
+    records = [r for g in writer._groups.values() for r in g.records()]
+    shapes = sorted((d["destination"], d["decision"], d["count"]) for _, d, _ in records)
+    assert shapes == [
+        ("analytics-hook", "deliver", 4),
+        ("analytics-hook", "skip", 1),
+        ("ops-hook", "deliver", 1),
+        ("ops-hook", "deliver", 4),
+    ]
+    assert {kind for kind, _, _ in records} == {AuditKind.DECISIONS.value}
+    group = next(
+        d for _, d, _ in records if d["destination"] == "analytics-hook" and d["count"] == 4
+    )
+    assert group["reason"] == "consent_granted"
+    assert group["removed"] == ["properties.order_id"]
+    tokens = [subject_token(f"m{i}", b"k") for i in (0, 1, 2, 4)]
+    assert [e["event"] for e in group["events"]] == tokens
+    assert group["events"][0]["subjects"] == [subject_token("anon-m0", b"k")]
+    assert group["consent"] == {"sources": ["segment"]}
+    assert "event" not in group
+    assert "subjects" not in group
+    big = AuditWriter(AuditLog(client=None, key=b"k"))
+    for index in range(MAX_EVENTS_PER_RECORD + 1):
+        big.record_decisions(_decisions(f"n{index}", 5, analytics)[:1])
+    (only,) = big._groups.values()
+    assert [d["count"] for _, d, _ in only.records()] == [MAX_EVENTS_PER_RECORD, 1]
