@@ -791,7 +791,9 @@ async def test_no_personal_data_in_logs_spans_metric_labels_or_audit_records(
     stored = await _stored_monitoring(redis_client)
 
     redis_server.kill()  # and the unavailable paths log and answer without leaking either
-    down = await router.post("/v1/track", json=pii_event("p7"), headers=headers)
+    # a subject the consent cache has not seen: the lookup needs Redis
+    fresh = pii_event("p7", userId=f"{USER}-2", anonymousId=f"2.{EMAIL}")
+    down = await router.post("/v1/track", json=fresh, headers=headers)
     assert down.status == 503
     await asyncio.sleep(0.5)
     await router.close()
