@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -387,7 +386,7 @@ class _Planned:
     updates: list[tuple[tuple[str, ...], ConsentRecord]] = field(default_factory=list)
     consent_audit: list[tuple[AuditKind | str, dict[str, Any]]] = field(default_factory=list)
     decision_audit: list[tuple[AuditKind | str, dict[str, Any]]] = field(default_factory=list)
-    deliveries: Counter[str] = field(default_factory=Counter)
+    deliveries: dict[str, int] = field(default_factory=dict)
     paths: set[str] = field(default_factory=set)
     pii: dict[str, set[str]] = field(default_factory=dict)
 
@@ -472,7 +471,7 @@ def _plan_events(
                     pii=kept,
                 )
                 planned.queued.setdefault(destination.id, []).append(ITEM_ENCODER.encode(item))
-                planned.deliveries[destination.id] += 1
+                planned.deliveries[destination.id] = planned.deliveries.get(destination.id, 0) + 1
             else:
                 state.stats.add(
                     "router_events_skipped_total",

@@ -156,8 +156,10 @@ def span_attributes(**values: object) -> dict[str, AttributeValue]:
 
 
 def set_span_attributes(span: Span, **values: object) -> None:
-    """Set bounded attributes on a span (the only way the router sets any)."""
-    span.set_attributes(span_attributes(**values))
+    """Set bounded attributes on a span (the only way the router sets any); nothing to check
+    on a span that records nothing."""
+    if span.is_recording():
+        span.set_attributes(span_attributes(**values))
 
 
 def _filter(attributes: Mapping[str, Any] | None) -> dict[str, AttributeValue]:
@@ -221,11 +223,12 @@ def _span(
     context: otel_context.Context | None = None,
     links: Sequence[Link] = (),
 ) -> Iterator[Span]:
+    recording = not isinstance(tracer, PropagatingTracer)  # else attributes go nowhere
     with tracer.start_as_current_span(
         name,
         context=context,
         kind=kind,
-        attributes=span_attributes(**attributes),
+        attributes=span_attributes(**attributes) if recording else None,
         links=links,
         record_exception=False,  # an exception's message may quote user data
         set_status_on_exception=False,
@@ -615,6 +618,8 @@ class RouterMetrics:
     queue_lag_s: dict[str, float] = field(default_factory=dict)
     _latency: metrics.Histogram | None = None
     _request: metrics.Histogram | None = None
+    _labels: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    """Checked labels of (destination, status), kept: every delivered event records one."""
 
     def __post_init__(self) -> None:
         self._latency = self.meter.create_histogram(
@@ -639,16 +644,20 @@ class RouterMetrics:
     def record_delivery_latency(self, destination: str, seconds: float, *, status: str) -> None:
         """One delivered (or dead-lettered) event: accepted_at to the final answer."""
         assert self._latency is not None
-        self._latency.record(
-            max(seconds, 0.0), metric_attributes(destination=destination, status=status)
-        )
+        self._latency.record(max(seconds, 0.0), self._labels_of(destination, status))
 
     def record_request(self, destination: str, seconds: float, *, status: str) -> None:
         """One outgoing request's duration; ``status`` is the HTTP status or a reason code."""
         assert self._request is not None
-        self._request.record(
-            max(seconds, 0.0), metric_attributes(destination=destination, status=status)
-        )
+        self._request.record(max(seconds, 0.0), self._labels_of(destination, status))
+
+    def _labels_of(self, destination: str, status: str) -> dict[str, str]:
+        labels = self._labels.get((destination, status))
+        if labels is None:
+            labels = metric_attributes(destination=destination, status=status)
+            if len(self._labels) < 4096:  # bounded: ids from the routing file, status codes
+                self._labels[(destination, status)] = labels
+        return labels
 
     def set_queue_lag(self, destination: str, seconds: float) -> None:
         """The latest sampled lag of a destination (read at each collection)."""
