@@ -66,6 +66,7 @@ from destinations.base import (
     OutcomeKind,
     classify_status,
     outcome_from_status,
+    packed_requests,
     parse_retry_after,
     send_request,
 )
@@ -77,7 +78,6 @@ from destinations.payload import (
     json_object,
     mapping,
     millis,
-    pack,
     path_value,
 )
 
@@ -200,29 +200,17 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
             options = {"min_id_length": self.settings.min_id_length}
             tail += b',"options":' + msgspec.json.encode(options)
         tail += b"}"
-        groups, too_large = pack(
+        return packed_requests(
             encoded,
-            overhead=len(head) + len(tail),
+            dropped,
+            head=head,
+            tail=tail,
             max_events=self.settings.max_events_per_request,
             max_bytes=self.settings.max_body_bytes,
+            url=self.url,
+            headers={"Content-Type": "application/json", "Accept": "*/*"},
+            secrets=(self.settings.api_key,),
         )
-        dropped.extend(
-            Drop(i, "too_large", f"event over {self.settings.max_body_bytes} bytes")
-            for i in too_large
-        )
-        requests = [
-            HttpRequest(
-                method="POST",
-                url=self.url,
-                headers={"Content-Type": "application/json", "Accept": "*/*"},
-                body=head + b",".join(body for _, body in group) + tail,
-                indices=tuple(i for i, _ in group),
-                secrets=(self.settings.api_key,),
-            )
-            for group in groups
-        ]
-        dropped.sort(key=lambda drop: drop.index)
-        return Encoded(requests=requests, dropped=dropped)
 
     def encode_event(self, delivery: Delivery) -> dict[str, Any] | Drop:
         """The Amplitude event for one delivery, or why it cannot be sent (index 0)."""

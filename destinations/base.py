@@ -25,7 +25,7 @@ import msgspec
 from pydantic import BaseModel
 
 from destinations.errors import TransportError
-from destinations.payload import header
+from destinations.payload import header, pack
 
 
 class ConsentFacts(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -220,6 +220,39 @@ class Connector(abc.ABC, Generic[SettingsT]):
         """Whether the platform looks reachable and the credentials valid; default: assume so."""
         del session
         return True
+
+
+def packed_requests(
+    encoded: Sequence[tuple[int, bytes]],
+    dropped: Sequence[Drop],
+    *,
+    head: bytes,
+    tail: bytes,
+    max_events: int,
+    max_bytes: int,
+    url: str,
+    headers: dict[str, str],
+    secrets: tuple[str, ...],
+) -> Encoded:
+    """Encoded events (``(index, json)``) joined into as few POSTs as the limits allow, each
+    body ``head + e1,e2,... + tail``; an event too large even alone is dropped (``too_large``)."""
+    groups, too_large = pack(
+        encoded, overhead=len(head) + len(tail), max_events=max_events, max_bytes=max_bytes
+    )
+    drops = [*dropped, *(Drop(i, "too_large", f"event over {max_bytes} bytes") for i in too_large)]
+    requests = [
+        HttpRequest(
+            method="POST",
+            url=url,
+            headers=headers,
+            body=head + b",".join(body for _, body in group) + tail,
+            indices=tuple(i for i, _ in group),
+            secrets=secrets,
+        )
+        for group in groups
+    ]
+    drops.sort(key=lambda drop: drop.index)
+    return Encoded(requests=requests, dropped=drops)
 
 
 _STREAM_ABOVE = 1024 * 1024

@@ -62,10 +62,11 @@ from destinations.base import (
     OutcomeKind,
     classify_status,
     outcome_from_status,
+    packed_requests,
     send_request,
 )
 from destinations.errors import TransportError
-from destinations.payload import id_text, json_object, mapping, millis, pack, path_value
+from destinations.payload import id_text, json_object, mapping, millis, path_value
 
 HOSTS = {
     "us": "https://api.mixpanel.com",
@@ -206,35 +207,23 @@ class MixpanelConnector(Connector[MixpanelSettings]):
                 dropped.append(Drop(index, event.reason, event.detail))
             else:
                 encoded.append((index, msgspec.json.encode(event)))
-        groups, too_large = pack(
-            encoded,
-            overhead=2,
-            max_events=self.settings.max_events_per_request,
-            max_bytes=self.settings.max_body_bytes,
-        )
-        dropped.extend(
-            Drop(i, "too_large", f"event over {self.settings.max_body_bytes} bytes")
-            for i in too_large
-        )
         user, password = self._credentials()
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        requests = [
-            HttpRequest(
-                method="POST",
-                url=self.url,
-                headers={
-                    "Content-Type": "application/json",
-                    "Accept": "application/json",
-                    "Authorization": f"Basic {token}",
-                },
-                body=b"[" + b",".join(body for _, body in group) + b"]",
-                indices=tuple(i for i, _ in group),
-                secrets=tuple(s for s in (user, password, token) if s),
-            )
-            for group in groups
-        ]
-        dropped.sort(key=lambda drop: drop.index)
-        return Encoded(requests=requests, dropped=dropped)
+        return packed_requests(
+            encoded,
+            dropped,
+            head=b"[",
+            tail=b"]",
+            max_events=self.settings.max_events_per_request,
+            max_bytes=self.settings.max_body_bytes,
+            url=self.url,
+            headers={
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "Authorization": f"Basic {token}",
+            },
+            secrets=tuple(s for s in (user, password, token) if s),
+        )
 
     def encode_event(self, delivery: Delivery, now: datetime) -> dict[str, Any] | Drop:
         """The Mixpanel event for one delivery, or why it cannot be sent (index 0)."""

@@ -72,9 +72,10 @@ from destinations.base import (
     Outcome,
     OutcomeKind,
     outcome_from_status,
+    packed_requests,
 )
 from destinations.hashing import hash_email, hash_external_id, hash_phone
-from destinations.payload import id_text, is_number, mapping, pack, path_value
+from destinations.payload import id_text, is_number, mapping, path_value
 
 ENDPOINT = "https://business-api.tiktok.com/open_api/v1.3/event/track/"
 MAX_EVENTS_PER_REQUEST = 1000
@@ -190,32 +191,20 @@ class TikTokConnector(Connector[TikTokSettings]):
             envelope["test_event_code"] = self.settings.test_event_code
         head = msgspec.json.encode(envelope)[:-1] + b',"data":['
         tail = b"]}"
-        groups, too_large = pack(
+        return packed_requests(
             encoded,
-            overhead=len(head) + len(tail),
+            dropped,
+            head=head,
+            tail=tail,
             max_events=self.settings.max_events_per_request,
             max_bytes=self.settings.max_body_bytes,
+            url=self.url,
+            headers={
+                "Content-Type": "application/json",
+                "Access-Token": self.settings.access_token,
+            },
+            secrets=(self.settings.access_token,),
         )
-        dropped.extend(
-            Drop(i, "too_large", f"event over {self.settings.max_body_bytes} bytes")
-            for i in too_large
-        )
-        requests = [
-            HttpRequest(
-                method="POST",
-                url=self.url,
-                headers={
-                    "Content-Type": "application/json",
-                    "Access-Token": self.settings.access_token,
-                },
-                body=head + b",".join(body for _, body in group) + tail,
-                indices=tuple(i for i, _ in group),
-                secrets=(self.settings.access_token,),
-            )
-            for group in groups
-        ]
-        dropped.sort(key=lambda drop: drop.index)
-        return Encoded(requests=requests, dropped=dropped)
 
     def encode_event(self, delivery: Delivery) -> dict[str, Any] | Drop:
         """The ``data[]`` entry for one delivery, or why it is not sent (index 0)."""
