@@ -1,6 +1,6 @@
 """The ``router`` command line.
 
-    router serve [--config PATH] [--host H] [--port P] [--no-workers]
+    router serve [--config PATH] [--host H] [--port P] [--no-workers] [--processes N]
     router worker [--config PATH]
     router check-config [PATH]
     router explain [--config PATH] --event FILE [--consent JSON] [--header 'Sec-GPC: 1'] [--json]
@@ -124,6 +124,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(str(error), file=sys.stderr)
         return 1
+    if args.processes > 1:
+        return _serve_processes(args, settings.host, settings.port)
 
     async def main() -> None:
         app = create_app(settings, routing, workers=not args.no_workers)
@@ -151,6 +153,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt, web.GracefulExit):
         _run(main())
     return 0
+
+
+def _serve_processes(args: argparse.Namespace, host: str, port: int) -> int:
+    """``--processes N``: N single-process routers sharing the port (SO_REUSEPORT).
+
+    The kernel spreads connections across them; each runs its own workers (distinct consumer
+    names in the same groups). SIGINT/SIGTERM are passed on; the parent exits when they have.
+    """
+    import signal  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    command = [sys.executable, "-m", "router.cli", "serve", "--reuse-port", "--processes", "1"]
+    command += ["--host", host, "--port", str(port)]
+    if args.config:
+        command += ["--config", args.config]
+    if args.no_workers:
+        command.append("--no-workers")
+    children = [subprocess.Popen(command) for _ in range(args.processes)]  # noqa: S603
+
+    def forward(signum: int, frame: object) -> None:
+        del frame
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, default=0) if any(codes) else 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -473,6 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--no-workers", action="store_true", help="HTTP only; run `router worker`")
     serve.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT, for N processes")
+    serve.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="run N router processes on the same port (SO_REUSEPORT); one per core",
+    )
     serve.set_defaults(func=cmd_serve)
 
     worker = commands.add_parser("worker", help="run only the delivery workers")
