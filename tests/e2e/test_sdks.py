@@ -174,11 +174,17 @@ def split_deliveries(state: WebhookReceiver) -> tuple[list[dict[str, Any]], list
     """Accepted deliveries by destination: analytics-hook events, ops-hook requests.
 
     Both destinations post to the same receiver; analytics-hook's allowlist has ``type`` and
-    ops-hook's has not, and ops-hook sends one event per request (batch_size 1).
+    ops-hook's has not, and ops-hook sends one event per request (batch_size 1). Delivery is
+    at-least-once: a retry (e.g. after the worker's request timed out on a busy machine)
+    carries the same webhook-id, and like any Standard Webhooks receiver this one dedupes on it.
     """
     analytics: list[dict[str, Any]] = []
     ops: list[Received] = []
+    seen: set[str] = set()
     for request in state.accepted:
+        if request.webhook_id in seen:
+            continue
+        seen.add(request.webhook_id)
         body = request.body
         if "batch" in body:
             analytics.extend(body["batch"])
