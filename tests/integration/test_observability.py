@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import json
 import logging
@@ -23,7 +24,6 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from consent.tcf import TCString
 from router.admin import token_hash
 from router.anomaly import ANOMALIES, AnomalyMonitor, MonitorSettings, is_held
 from router.app import create_app, reload_routing
@@ -42,6 +42,7 @@ from tests.fakes.amplitude import create_app as amplitude_app
 from tests.fakes.webhook import WebhookReceiver
 from tests.redis_server import RedisServer
 from tests.unit.consent.tcf_encoder import encode_core
+from tests.unit.consent.test_tcf import BASE
 
 Client = TestClient[web.Request, web.Application]
 Receiver = tuple[WebhookReceiver, str]
@@ -652,32 +653,7 @@ CARD = "4111 1111 1111 1111"
 IP = "203.0.113.77"
 USER = "user-PII-4711"
 USP = "1YYN"
-TC_STRING = encode_core(
-    TCString(
-        version=2,
-        created=datetime(2024, 5, 1, tzinfo=UTC),
-        last_updated=datetime(2024, 5, 1, tzinfo=UTC),
-        cmp_id=7,
-        cmp_version=3,
-        consent_screen=1,
-        consent_language="EN",
-        vendor_list_version=80,
-        tcf_policy_version=5,
-        is_service_specific=True,
-        use_non_standard_texts=False,
-        special_feature_optins=frozenset({1}),
-        purpose_consents=frozenset({1, 2, 7, 8}),
-        purpose_legitimate_interests=frozenset({2, 7}),
-        purpose_one_treatment=False,
-        publisher_cc="DE",
-        vendor_consents=frozenset({1, 2, 3, 10, 755}),
-        vendor_legitimate_interests=frozenset({10}),
-        publisher_restrictions=(),
-        disclosed_vendors=frozenset(),
-        publisher_tc=None,
-    ),
-    "bitfield",
-)
+TC_STRING = encode_core(dataclasses.replace(BASE, disclosed_vendors=frozenset()), "bitfield")
 GPP = f"DBABMA~{TC_STRING}"
 PII_VALUES = (EMAIL, PHONE, CARD, IP, USER, USP, TC_STRING, GPP, "jane.doe", "650 555")
 
