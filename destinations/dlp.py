@@ -550,16 +550,26 @@ def _at(payload: Mapping[str, Any], path: str) -> Any:
     return node
 
 
-def _may_hold_findings(payload: Mapping[str, Any], skip: Collection[str]) -> bool:
+@functools.lru_cache(maxsize=256)
+def _split_skip(skip: frozenset[str]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Skipped paths as top-level names (skipped by key) and dotted paths (resolved per
+    payload); paths inside arrays are left to the full walk."""
+    top = frozenset(p for p in skip if "." not in p and "[" not in p)
+    nested = tuple(p for p in skip if "." in p and "[" not in p)
+    return top, nested
+
+
+def _may_hold_findings(payload: Mapping[str, Any], skip: frozenset[str]) -> bool:
     """Whether any value could be reported: a quick walk (no copies, no paths) over memoized
     string scans. False for the usual payload, which then needs no rewriting at all.
 
-    Values at skipped dotted paths (transformed fields) are left out by identity; a skipped
-    path inside an array is not resolved here, which can only make the answer True (and the
-    full walk then applies the skip exactly).
+    Top-level skipped fields (transformed values, the router's own ids and times) are left out
+    by name, nested ones by identity; a skipped path inside an array is not resolved here,
+    which can only make the answer True (and the full walk then applies the skip exactly).
     """
-    ignored = {id(v) for path in skip if "[" not in path and (v := _at(payload, path)) is not None}
-    stack: list[Any] = [payload]
+    top, nested = _split_skip(skip)
+    ignored = {id(v) for path in nested if (v := _at(payload, path)) is not None}
+    stack: list[Any] = [[v for k, v in payload.items() if k not in top]]
     while stack:
         node = stack.pop()
         values = node.values() if isinstance(node, Mapping) else node
@@ -593,7 +603,7 @@ def scan_payload(
     walk keeps its own stack, so no nesting depth can overflow
     the interpreter's.
     """
-    skip = transformed if isinstance(transformed, set | frozenset) else frozenset(transformed)
+    skip = transformed if isinstance(transformed, frozenset) else frozenset(transformed)
     if not _may_hold_findings(payload, skip):
         return dict(payload), []
     detections: list[Detection] = []

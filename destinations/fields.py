@@ -172,8 +172,12 @@ def _apply(node: _Node, value: Any, key: bytes) -> Any:
     if kind is list:
         if node.each is None:
             return value if node.whole else DROPPED
-        results = (_apply(node.each, item, key) for item in value)
-        items = [item for item in results if item is not DROPPED]
+        each = node.each
+        items = []
+        for item in value:
+            result = _apply(each, item, key)
+            if result is not DROPPED:
+                items.append(result)
         return items if items or node.whole else DROPPED
     if kind is dict:
         out: dict[str, Any] = dict(value) if node.whole else {}
@@ -197,7 +201,13 @@ def apply_transform(transform: Transform, value: Any, key: bytes) -> Any:
         return DROPPED
     if isinstance(value, dict | list | bool):
         return DROPPED
-    text = str(value).strip()
+    return _transform_text(transform, str(value).strip(), key)
+
+
+@functools.lru_cache(maxsize=16384)
+def _transform_text(transform: Transform, text: str, key: bytes) -> Any:
+    """Memoized: the same ids and addresses recur event after event (an HMAC or an address
+    parse costs more than the lookup)."""
     if transform is Transform.HASH_SHA256:
         return hashlib.sha256(text.encode()).hexdigest()
     if transform is Transform.TOKENIZE:

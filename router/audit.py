@@ -260,9 +260,28 @@ def parse_record(line: str | bytes) -> AuditRecord:
     )
 
 
+@functools.lru_cache(maxsize=16)
+def _token_base(key: bytes) -> hmac.HMAC:
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
 def subject_token(identifier: str, key: bytes) -> str:
     """How a subject id appears in the audit trail: HMAC-SHA256 under the audit key."""
-    return hmac.new(key, identifier.strip().encode(), hashlib.sha256).hexdigest()[:32]
+    state = _token_base(key).copy()  # the keyed state is prepared once per key
+    state.update(identifier.strip().encode())
+    return state.hexdigest()[:32]
+
+
+@functools.lru_cache(maxsize=8192)
+def _subject_tokens(identifiers: tuple[str, ...], key: bytes) -> list[str]:
+    """Sorted tokens of an event's subjects: the same few subjects recur event after event.
+    The list is shared between records: nobody may change it."""
+    return sorted(subject_token(i, key) for i in identifiers)
+
+
+@functools.lru_cache(maxsize=256)
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
 
 
 def _paths(paths: Iterable[str]) -> list[str]:
@@ -273,6 +292,13 @@ def _paths(paths: Iterable[str]) -> list[str]:
 def _configured_paths(paths: frozenset[str]) -> tuple[str, ...]:
     """``_paths`` of a destination's configured paths (the same few sets, every event)."""
     return tuple(_paths(paths))
+
+
+@functools.lru_cache(maxsize=4096)
+def _removed(all_paths: frozenset[str], sent: frozenset[str]) -> list[str]:
+    """What minimization removed, sorted and capped: events of one shape give the same sets.
+    ``field_paths``' output is normalized already: no second check. Shared: never change it."""
+    return sorted(all_paths - sent)[:MAX_PATHS]
 
 
 def decision_entries(
@@ -292,14 +318,11 @@ def decision_entries(
     the caller computed it already.
     """
     event_data = event.data
-    message_id = event.message_id
-    subject_ids = event.subject_ids
-    consent_sources = [s.value for s in consent.signals]
+    event_token = subject_token(event.message_id, key)
+    subjects = _subject_tokens(event.subject_ids, key)
+    sources = sorted({s.value for s in consent.signals})
     consent_at = consent.collected_at
-    event_token = subject_token(message_id, key)
-    subjects = sorted(subject_token(s, key) for s in subject_ids)
-    sources = sorted({str(s) for s in consent_sources})
-    snapshot_at = consent_at.astimezone(UTC).isoformat() if consent_at else None
+    snapshot_at = _iso(consent_at) if consent_at else None
     all_paths = event_paths
     entries: list[tuple[AuditKind, dict[str, Any]]] = []
     for decision in decisions:
@@ -314,12 +337,10 @@ def decision_entries(
         if isinstance(decision, Deliver):
             if all_paths is None:
                 all_paths = field_paths(event_data)
-            sent = field_paths(decision.delivery.payload)
             data.update(
                 decision="deliver",
                 reason="consent_granted" if destination.requires else "no_consent_required",
-                # field_paths' output is normalized already: no second check, just the cap
-                removed=sorted(all_paths - sent)[:MAX_PATHS],
+                removed=_removed(all_paths, field_paths(decision.delivery.payload)),
                 transformed=list(_configured_paths(destination.allowlist.transformed_paths)),
             )
         else:

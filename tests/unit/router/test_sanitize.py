@@ -9,7 +9,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.sanitize import Event, Limits, Rejection, clean_source, sanitize
+from router.sanitize import Event, Limits, Rejection, clean_source, sanitize, shallow_source
 from router.schema import EventType, WireEvent
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -229,6 +229,32 @@ def test_clean_source_detects_what_needs_cleaning() -> None:
     assert not clean_source('{"a": "café"}'.encode(), limits)
     assert not clean_source(b'{"a": "bell\\b"}', limits)
     assert not clean_source(b'{"a": "' + b"x" * 9000 + b'"}', limits)
+
+
+def test_shallow_source_bounds_depth_and_key_length() -> None:
+    """No walk is skipped unless the bytes prove the depth and key limits hold."""
+    limits = Limits(max_depth=3, max_key_chars=4)
+    assert shallow_source(b'{"a":{"b":["c"]}}', limits)
+    assert not shallow_source(b'{"a":{"b":[{}]}}', limits)
+    assert not shallow_source(b'{"a":"[[[["}', limits)  # brackets in strings count too
+    assert shallow_source(b'{"abcd":"x"}', limits)
+    assert not shallow_source(b'{"a":[12345]}', limits)  # any long run between quotes: walk
+    assert not shallow_source(b'{"abcde":1}', limits)
+
+
+def test_fast_path_still_rejects_too_deep_and_truncates_long_keys() -> None:
+    """Events beyond the shortcut's bounds take the walks and get the same treatment."""
+    limits = Limits(max_depth=3, max_key_chars=4)
+    deep = {"type": "track", "event": "E", "anonymousId": "a", "properties": {"a": {"b": {}}}}
+    slow, fast = _both(deep, limits)
+    assert isinstance(slow, Rejection)
+    assert isinstance(fast, Rejection)
+    assert (fast.code, fast.path) == (slow.code, slow.path) == ("too_deep", "properties.a.b")
+    long_key = {"type": "track", "event": "E", "anonymousId": "a", "properties": {"abcdef": 1}}
+    slow, fast = _both(long_key, limits)
+    assert isinstance(fast, Event)
+    assert isinstance(slow, Event)
+    assert fast.data["properties"] == slow.data["properties"] == {"abcd": 1}
 
 
 def test_batch_context_is_cleaned_even_when_the_event_is_clean() -> None:
