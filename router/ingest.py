@@ -19,7 +19,7 @@ import msgspec
 import redis.asyncio as aioredis
 from aiohttp import web
 from opentelemetry import trace
-from opentelemetry.trace import Span
+from opentelemetry.trace import INVALID_SPAN, Span
 from redis.exceptions import RedisError
 
 from consent.records import ConsentRecord, merge_records
@@ -38,10 +38,10 @@ from router.queue import (
     QUARANTINE,
     QUARANTINE_MAXLEN,
     SUPPRESSED,
+    Deliveries,
     Enqueuer,
     QueueItem,
     Write,
-    entry_for,
     queue_key,
     subject_hash,
 )
@@ -61,8 +61,10 @@ from router.settings import Settings
 from router.stored_consent import consent_update
 from router.telemetry import Stats
 from router.tracing import (
+    PropagatingTracer,
     Telemetry,
     current_traceparent,
+    incoming_traceparent,
     set_span_attributes,
     stage_span,
     start_ingest_span,
@@ -268,9 +270,19 @@ async def _ingest(
 ) -> web.Response:
     del kind
     route = "batch" if route_type is None else route_type.value
-    with start_ingest_span(state.tracer, request.headers, route=route) as span:
+    tracer = state.tracer
+    if isinstance(tracer, PropagatingTracer):
+        # No exporter: a span would record nothing. Only the SDK's trace is carried along.
+        trace_parent = incoming_traceparent(request.headers)
+        return await _accept(
+            request, state, route_type, route, span=INVALID_SPAN, trace_parent=trace_parent
+        )
+    with start_ingest_span(tracer, request.headers, route=route) as span:
         try:
-            response = await _accept(request, state, route_type, route, span)
+            # stored with each delivery: its span links here
+            response = await _accept(
+                request, state, route_type, route, span=span, trace_parent=current_traceparent()
+            )
         except HttpError as error:
             set_span_attributes(span, status=error.status, reason=error.code)
             raise
@@ -283,7 +295,9 @@ async def _accept(
     state: AppState,
     route_type: EventType | None,
     route: str,
+    *,
     span: Span,
+    trace_parent: str | None,
 ) -> web.Response:
     routing = state.routing
     limits = routing.file.limits
@@ -298,7 +312,7 @@ async def _accept(
 
     events: list[tuple[int, Event]] = []
     rejected: list[dict[str, Any]] = []
-    writes: list[Write] = []
+    writes: list[Write | Deliveries] = []
     for index, (raw, item) in enumerate(parsed.items):
         if index >= limits.max_batch_events:
             outcome: Event | Rejection = Rejection(
@@ -339,7 +353,6 @@ async def _accept(
 
     signals = request_signals(request, routing.policy.geo_header)
     tracer = state.tracer
-    trace_parent = current_traceparent()  # stored with each delivery: its span links here
     try:
         planned = await _plan_writes(state, events, signals, trace_parent)
         writes.extend(planned.writes)
@@ -382,7 +395,7 @@ class _Planned:
 
     queued: dict[str, list[bytes]] = field(default_factory=dict)
     """Encoded deliveries per destination: one stream entry each (``entry_for``)."""
-    writes: list[Write] = field(default_factory=list)
+    writes: list[Deliveries] = field(default_factory=list)
     updates: list[tuple[tuple[str, ...], ConsentRecord]] = field(default_factory=list)
     consent_audit: list[tuple[AuditKind | str, dict[str, Any]]] = field(default_factory=list)
     decision_audit: list[tuple[AuditKind | str, dict[str, Any]]] = field(default_factory=list)
@@ -427,6 +440,7 @@ def _plan_events(
     routing = state.routing
     observed = state.monitor is not None or state.audit is not None
     planned = _Planned()
+    skipped: dict[tuple[str, str], int] = {}  # counted once per request, not per event
     for _, event in events:
         hashes = subjects[event.message_id]
         is_suppressed = any(h in suppressed for h in hashes)
@@ -473,12 +487,8 @@ def _plan_events(
                 planned.queued.setdefault(destination.id, []).append(ITEM_ENCODER.encode(item))
                 planned.deliveries[destination.id] = planned.deliveries.get(destination.id, 0) + 1
             else:
-                state.stats.add(
-                    "router_events_skipped_total",
-                    destination=destination.id,
-                    reason=decision.reason.value,
-                    stage="ingest",
-                )
+                skip = (destination.id, decision.reason.value)
+                skipped[skip] = skipped.get(skip, 0) + 1
         if observed:
             event_paths = field_paths(event.data)
             planned.paths |= event_paths
@@ -486,7 +496,15 @@ def _plan_events(
                 planned.decision_audit += decision_entries(
                     event, consent, decisions, key=state.audit_key, event_paths=event_paths
                 )
-    planned.writes = [Write(queue_key(d), entry_for(items)) for d, items in planned.queued.items()]
+    for (destination_id, reason), count in skipped.items():
+        state.stats.add(
+            "router_events_skipped_total",
+            amount=count,
+            destination=destination_id,
+            reason=reason,
+            stage="ingest",
+        )
+    planned.writes = [Deliveries(queue_key(d), items) for d, items in planned.queued.items()]
     return planned
 
 

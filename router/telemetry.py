@@ -48,8 +48,8 @@ class Stats:
 
     def add(self, name: str, amount: int = 1, **labels: str) -> None:
         """Increment a counter; only keys of ``LABEL_KEYS`` are accepted."""
-        unknown = set(labels) - LABEL_KEYS
-        if unknown:
+        if not LABEL_KEYS.issuperset(labels):
+            unknown = set(labels) - LABEL_KEYS
             raise ValueError(f"unbounded metric label(s): {sorted(unknown)}")
         self._counters[(name, tuple(sorted(labels.items())))] += amount
 

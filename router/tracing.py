@@ -205,6 +205,15 @@ def parse_traceparent(value: str | None) -> SpanContext | None:
     return found if found.is_valid else None
 
 
+def incoming_traceparent(headers: Mapping[str, str]) -> str | None:
+    """The SDK's ``traceparent`` (normalized), or None when absent or invalid: what a stream
+    entry carries when no span is recorded (``PropagatingTracer``), so the delivery can still
+    be linked to the caller's trace."""
+    value = headers.get("traceparent")
+    found = parse_traceparent(value) if value else None
+    return inject_traceparent(found) if found is not None else None
+
+
 def current_traceparent() -> str | None:
     """The ``traceparent`` of the current span (what the ingest stores in the stream entry)."""
     return inject_traceparent(trace.get_current_span().get_span_context())
