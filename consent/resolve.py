@@ -74,6 +74,19 @@ READERS: tuple[Reader, ...] = (
 of its keys is present, so an event without consent fields costs almost nothing."""
 
 
+_CONSENT_KEYS = frozenset().union(*(r.consent_keys for r in READERS))
+_CONTEXT_KEYS = frozenset().union(*(r.context_keys for r in READERS))
+
+
+def carries_signals(context: Mapping[str, Any]) -> bool:
+    """Whether an event's context holds any key a reader of ``READERS`` looks at. Without one,
+    the event's consent depends only on its stored record, its region and its request."""
+    if not _CONTEXT_KEYS.isdisjoint(context):
+        return True
+    consent = context.get("consent")
+    return isinstance(consent, dict) and not _CONSENT_KEYS.isdisjoint(consent)
+
+
 @dataclass(frozen=True, slots=True)
 class RequestSignals:
     """Consent facts carried by the HTTP request rather than the event."""

@@ -22,8 +22,9 @@ from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span
 from redis.exceptions import RedisError
 
+from consent.model import ConsentState
 from consent.records import ConsentRecord, merge_records
-from consent.resolve import RequestSignals, resolve_consent
+from consent.resolve import RequestSignals, carries_signals, region_of, resolve_consent
 from consent.store import ConsentStore
 from router import jsonscan
 from router.anomaly import AnomalyMonitor
@@ -411,8 +412,8 @@ async def _plan_writes(
     trace_parent: str | None = None,
 ) -> _Planned:
     tracer = state.tracer
-    subjects = {e.message_id: tuple(subject_hash(i) for i in e.subject_ids) for _, e in events}
-    all_hashes = sorted({h for hashes in subjects.values() for h in hashes})
+    subjects = [tuple(subject_hash(i) for i in e.subject_ids) for _, e in events]
+    all_hashes = sorted({h for hashes in subjects for h in hashes})
     with stage_span(tracer, "consent"):
         suppressed, records = await _lookups(state, all_hashes)
     with stage_span(tracer, "plan"):
@@ -433,7 +434,7 @@ def _plan_events(
     *,
     signals: RequestSignals,
     trace_parent: str | None,
-    subjects: dict[str, tuple[str, ...]],
+    subjects: list[tuple[str, ...]],
     suppressed: set[str],
     records: dict[str, ConsentRecord | None],
 ) -> _Planned:
@@ -441,19 +442,31 @@ def _plan_events(
     observed = state.monitor is not None or state.audit is not None
     planned = _Planned()
     skipped: dict[tuple[str, str], int] = {}  # counted once per request, not per event
-    for _, event in events:
-        hashes = subjects[event.message_id]
+    # Events of one request without consent fields of their own, of the same subjects and
+    # region, have the same consent: resolved once (cleared when the request stores a choice).
+    resolved: dict[tuple[tuple[str, ...], str | None], ConsentState] = {}
+    for (_, event), hashes in zip(events, subjects, strict=True):
         is_suppressed = any(h in suppressed for h in hashes)
-        consent = resolve_consent(
-            event.data.get("context") or {},
-            signals,
-            routing.policy,
-            stored=merge_records(records.get(h) for h in hashes),
-            event_time=event.timestamp,
-            now=event.received_at,
-        )
+        context = event.data.get("context") or {}
+        memo_key = None
+        consent = None
+        if not carries_signals(context):
+            memo_key = (hashes, region_of(context, signals))
+            consent = resolved.get(memo_key)
+        if consent is None:
+            consent = resolve_consent(
+                context,
+                signals,
+                routing.policy,
+                stored=merge_records(records.get(h) for h in hashes),
+                event_time=event.timestamp,
+                now=event.received_at,
+            )
+            if memo_key is not None:
+                resolved[memo_key] = consent
         update = None if is_suppressed else consent_update(event, routing.policy)
         if update is not None:
+            resolved.clear()
             planned.updates.append((hashes, update))
             for h in hashes:  # later events of this request see the new choice
                 known = records.get(h)

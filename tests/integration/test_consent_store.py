@@ -518,3 +518,43 @@ async def test_a_hot_subject_costs_no_suppression_round_trip_and_erasure_still_w
     assert await redis_client.xlen(queue_key("ops-hook")) == 6
     stats = router.server.app[STATE].stats
     assert stats.get("router_events_skipped_total", reason="suppressed", stage="ingest") == 2
+
+
+async def test_a_choice_in_a_batch_applies_from_that_event_on(
+    make_router: AppFactory, receiver: tuple[WebhookReceiver, str]
+) -> None:
+    """Events of one batch without consent fields share one resolution per subject, until an
+    event of the batch stores a new choice: those before it keep the old one."""
+    state, url = receiver
+    router = await make_router(routing_from(hook_url=url))
+    denial = preference_event("d0", {"C0002": False})
+    assert (await router.post("/v1/track", json=denial, headers=AUTH)).status == 200
+    batch = [order("d1"), order("d2"), preference_event("d3", {"C0002": True}), order("d4")]
+    response = await router.post("/v1/batch", json={"batch": batch}, headers=AUTH)
+    assert response.status == 200
+    await wait_for(lambda: {"d1", "d2", "d4"} <= ops_ids(state))
+    await wait_for(lambda: {"d3", "d4"} <= analytics_ids(state))
+    assert not {"d1", "d2"} & analytics_ids(state)
+
+
+async def test_events_sharing_a_message_id_keep_their_own_subjects(
+    make_router: AppFactory, receiver: tuple[WebhookReceiver, str]
+) -> None:
+    """Two events of one batch with the same messageId but different users are each decided
+    by their own user's stored consent."""
+    state, url = receiver
+    router = await make_router(routing_from(hook_url=url))
+    denial = preference_event("p0", {"C0002": False}, user="user-denied")
+    assert (await router.post("/v1/track", json=denial, headers=AUTH)).status == 200
+    grant = preference_event("p1", {"C0002": True}, user="user-granted")
+    assert (await router.post("/v1/track", json=grant, headers=AUTH)).status == 200
+    granted = order("same-id", user="user-denied")
+    other = order("same-id", user="user-granted")
+    before = skipped(router, "category_denied")
+    response = await router.post("/v1/batch", json={"batch": [other, granted]}, headers=AUTH)
+    assert response.status == 200
+    assert skipped(router, "category_denied") == before + 1  # decided at ingest
+    await wait_for(lambda: "same-id" in analytics_ids(state))
+    sent = [e.get("anonymousId") for e in state.events() if e.get("messageId") == "same-id"]
+    assert "anon-of-user-granted" in sent
+    assert "anon-of-user-denied" not in sent
