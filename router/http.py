@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -68,14 +69,11 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
     )
     if request.content_length is not None and request.content_length > max_bytes:
         raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > max_bytes:
-            raise too_large
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    if request.content_length is not None:
+        # The parser stops at the announced length, checked above; no aiohttp size limit.
+        body = await request.content.read()
+    else:
+        body = await _read_bounded(request, max_bytes, too_large)
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding in ("", "identity"):
         return body
@@ -84,6 +82,18 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
     raise HttpError(
         415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported; use gzip"
     )
+
+
+async def _read_bounded(request: web.Request, max_bytes: int, too_large: HttpError) -> bytes:
+    """A body of unannounced length (chunked), read no further than ``max_bytes``."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def inflate(body: bytes, max_bytes: int, *, gzip: bool) -> bytes:
@@ -107,6 +117,12 @@ def basic_auth_key(header: str | None) -> str | None:
     """The write key of ``Authorization: Basic base64(key:)``; ``None`` without that header."""
     if not header:
         return None
+    return _basic_auth_key(header)
+
+
+@functools.lru_cache(maxsize=256)
+def _basic_auth_key(header: str) -> str | None:
+    """Memoized: every request of an SDK sends the same header."""
     scheme, _, value = header.strip().partition(" ")
     if scheme.lower() != "basic":
         return None

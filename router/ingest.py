@@ -302,11 +302,14 @@ async def _accept(
 ) -> web.Response:
     routing = state.routing
     limits = routing.file.limits
+    # A key in the header is checked before the body is read, and then it is the one used.
+    source = None
     if basic_auth_key(request.headers.get("Authorization")):
-        authenticate(routing, request, None)
+        source = authenticate(routing, request, None)
     body = await read_body(request, limits.max_request_bytes)
     parsed = parse_body(body, route_type, limits.max_event_bytes)
-    source = authenticate(routing, request, parsed.write_key)
+    if source is None:
+        source = authenticate(routing, request, parsed.write_key)
     set_span_attributes(span, source=source.id)
     received_at = datetime.now(UTC)
     event_limits = Limits(max_string_chars=limits.max_string_chars, max_depth=limits.max_depth)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import io
 import json
 from typing import Any
 
@@ -292,6 +293,33 @@ async def test_batch_over_event_limit_rejects_the_excess(
         (4, "too_many_events"),
     ]
     assert len(await _queued(redis_client, "ops-hook")) == 3
+
+
+async def test_request_limit_above_aiohttps_default_is_honoured(
+    make_router: AppFactory, redis_client: aioredis.Redis
+) -> None:
+    """A routing file may allow bodies over aiohttp's own 1 MB default: the router's limit is
+    the one that applies, in both directions."""
+    text = (routing_from.__globals__["TEST_CONFIG"]).read_text()
+    limits = "limits: {max_request_bytes: 3000000, max_batch_events: 5000}"
+    text = text.replace("destinations:", limits + "\n\ndestinations:", 1)
+    router = await make_router(routing_from(text), workers=False)
+    padding = "x" * 400
+    batch = [
+        {"type": "track", **_track(messageId=f"big{i}"), "properties": {"note": padding}}
+        for i in range(3000)
+    ]
+    body = json.dumps({"batch": batch}).encode()
+    assert 1024**2 < len(body) < 3_000_000
+    response = await router.post("/v1/batch", data=io.BytesIO(body), headers=_auth())
+    assert response.status == 200, await response.text()
+    assert "rejected" not in await response.json()
+    assert len(await _queued(redis_client, "ops-hook")) == 3000
+    too_big = json.dumps({"batch": batch * 3}).encode()
+    assert len(too_big) > 3_000_000
+    response = await router.post("/v1/batch", data=io.BytesIO(too_big), headers=_auth())
+    assert response.status == 413
+    assert (await response.json())["code"] == "body_too_large"
 
 
 async def test_sdk_nulls_and_offsets_are_accepted(
