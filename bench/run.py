@@ -84,6 +84,7 @@ class Options:
     batch_size: int
     drain_timeout: int
     soak: int | None
+    scaling: bool
     profile: bool
     pin: bool
     load: str
@@ -121,6 +122,12 @@ def parse_args(argv: list[str] | None) -> Options:
         "workers, RSS sampled every 10 s (use 300 for the 5-minute target)",
     )
     parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="instead of the scenarios: single events on `router serve --processes 1`, then 2, "
+        "unpinned, then a worker drains both runs (zero-loss check)",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="also profile ingest and a worker with py-spy"
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
@@ -144,6 +151,7 @@ def parse_args(argv: list[str] | None) -> Options:
         batch_size=args.batch_size,
         drain_timeout=args.drain_timeout,
         soak=args.soak,
+        scaling=args.scaling,
         profile=args.profile,
         pin=not args.no_pin,
         load=args.load,
@@ -196,6 +204,7 @@ class Bench:
     deliveries: list[Delivery] = field(default_factory=list)
     delivery_rate: float | None = None
     soak: dict[str, Any] | None = None
+    scaling: list[dict[str, Any]] = field(default_factory=list)
     profiles: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
@@ -316,8 +325,8 @@ class Bench:
         exe = Path(sys.executable).parent / "router"
         return [str(exe)] if exe.exists() else [sys.executable, "-m", "router.cli"]
 
-    def start_router(self, name: str, *, workers: bool) -> tuple[Proc, int]:
-        """``router serve --config bench/routing.yaml --port P [--no-workers]``."""
+    def start_router(self, name: str, *, workers: bool, processes: int = 1) -> tuple[Proc, int]:
+        """``router serve --config bench/routing.yaml --port P [--no-workers] [--processes N]``."""
         port = free_port()
         argv = [
             *self.router_command(),
@@ -331,6 +340,8 @@ class Bench:
         ]
         if not workers:
             argv.append("--no-workers")
+        if processes > 1:
+            argv += ["--processes", str(processes)]
         proc = self.procs.start(name, argv, env=self.router_env(), cpus=self.sut_cpus, cwd=REPO)
         wait_http(f"http://127.0.0.1:{port}/readyz", proc)
         return proc, port
@@ -868,6 +879,76 @@ class Bench:
             )
         print(delivery_table(delivery))
 
+    def run_scaling(self) -> None:
+        """Single events on ``router serve --no-workers --processes N`` for N = 1, 2.
+
+        Nothing is pinned (N processes need N cores; wrk shares them), so the figures are
+        req/s and latency of the whole machine, not per core. The events both runs accepted
+        (counted in the queue, since N processes have N ``/metrics``) are then drained by one
+        worker and checked at the receivers.
+        """
+        self.sut_cpus = self.aux_cpus = None
+        single, _ = self.workloads()
+        print("\n== scaling: router serve --no-workers --processes N, every CPU shared", flush=True)
+        for processes in (1, 2):
+            router, port = self.start_router(
+                f"router-p{processes}", workers=False, processes=processes
+            )
+            try:
+                if self.opts.warmup:
+                    self.drive(single, port, self.opts.warmup, f"p{processes}-warm")
+                runs = [
+                    self.drive(single, port, self.opts.duration, f"p{processes}")
+                    for _ in range(self.opts.repeat)
+                ]
+            finally:
+                self.procs.stop(router)
+            best = max(runs, key=lambda r: r.ok_requests / r.duration_s)
+            rps = best.ok_requests / best.duration_s
+            self.scaling.append(
+                {
+                    "processes": processes,
+                    "req_per_s": rps,
+                    "p50_ms": best.p50_ms,
+                    "p99_ms": best.p99_ms,
+                    "non_2xx": best.non_2xx,
+                    "runs": [r.as_dict() for r in runs],
+                }
+            )
+            print(
+                f"  --processes {processes}: {rps:,.0f} req/s  p50 {best.p50_ms:.2f} ms  "
+                f"p99 {best.p99_ms:.2f} ms",
+                flush=True,
+            )
+        accepted = self.queued_items("hook-batch")
+        worker = self.start_worker("worker-scaling")
+        try:
+            drained, waited, window = self.drain("scaling", worker)
+        finally:
+            self.procs.stop(worker)
+        delivery = self.check("scaling (serve --processes 1, 2)", accepted, drained, waited, window)
+        self.deliveries.append(delivery)
+        one, two = self.scaling[0]["req_per_s"], self.scaling[1]["req_per_s"]
+        print(f"scaling: 2 processes {two:,.0f} req/s = {two / one:.2f} x 1 process ({one:,.0f})")
+        print(delivery_table(delivery))
+
+    def queued_items(self, destination: str) -> int:
+        """Deliveries waiting in a destination's stream (an entry may hold several)."""
+        client = self.client()
+        count = 0
+        try:
+            start = "-"
+            while True:
+                entries = client.xrange(f"rt:q:{destination}", min=start, count=1000)
+                for _, fields in entries:
+                    raw = fields.get(b"b")
+                    count += len(json.loads(raw)) if raw is not None else 1
+                if len(entries) < 1000:
+                    return count
+                start = "(" + entries[-1][0].decode()
+        finally:
+            client.close()
+
     def redis_memory_mb(self) -> int:
         """Redis's ``used_memory`` in MB."""
         client = self.client()
@@ -996,6 +1077,8 @@ def main(argv: list[str] | None = None) -> int:
             procs.stop(probe)
         if opts.soak:
             bench.run_soak(opts.soak)
+        elif opts.scaling:
+            bench.run_scaling()
         else:
             bench.run_scenarios()
             if opts.profile:
@@ -1047,6 +1130,7 @@ def _write_json(bench: Bench, opts: Options, started: datetime, error: str | Non
         "deliveries": [d.as_dict() for d in bench.deliveries],
         "delivery_events_per_s": bench.delivery_rate,
         "soak": bench.soak,
+        "scaling": bench.scaling,
         "profiles": bench.profiles,
         "notes": bench.notes,
     }
