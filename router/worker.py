@@ -352,28 +352,43 @@ class DestinationWorker:
 
     def _delivered(self, entries: list[_Entry], positions: list[int]) -> None:
         """Latency and data map of delivered entries (memory only; a dry run sends nothing,
-        so it stays out of the data map)."""
+        so it stays out of the data map).
+
+        Both are fed once per batch: the latency histogram gets one value per event
+        (``record_delivery_latencies``), the data map the union of the batch's field paths and
+        kinds with its event and byte totals, which is what per-event records added up to
+        (``declared_kinds`` maps path by path, so the kinds of the union are the union of
+        the kinds). The batch is recorded on the day it was delivered.
+        """
         telemetry = self.telemetry
         datamap = None if self.destination.config.dry_run else self.datamap
         if telemetry is None and datamap is None:
             return
         destination = self.destination.id
-        declared = self.destination.identifiers
-        now = datetime.now(UTC)
-        for position in positions:
-            entry = entries[position]
-            item = entry.item
-            assert item is not None
-            if telemetry is not None and item.accepted_at is not None:
-                seconds = (now - item.accepted_at).total_seconds()
-                telemetry.metrics.record_delivery_latency(destination, seconds, status="delivered")
-            if datamap is not None:
-                payload = item.delivery.payload
-                paths = field_paths(payload)
-                kinds = set(item.pii)
-                if declared:
-                    kinds |= declared_kinds(paths, declared)
-                datamap.record(destination, payload, kinds, len(entry.raw), paths=paths)
+        items = [entries[p].item for p in positions]
+        if telemetry is not None:
+            now = datetime.now(UTC)
+            ages = [
+                (now - item.accepted_at).total_seconds()
+                for item in items
+                if item is not None and item.accepted_at is not None
+            ]
+            telemetry.metrics.record_delivery_latencies(destination, ages, status="delivered")
+        if datamap is not None:
+            shapes: set[frozenset[str]] = set()  # alike events: equal path sets
+            kinds: set[str] = set()
+            size = 0
+            for position, item in zip(positions, items, strict=True):
+                assert item is not None
+                shapes.add(field_paths(item.delivery.payload))
+                if item.pii:
+                    kinds.update(item.pii)
+                size += len(entries[position].raw)
+            paths = frozenset().union(*shapes)
+            declared = self.destination.identifiers
+            if declared:
+                kinds |= declared_kinds(paths, declared)
+            datamap.record(destination, {}, kinds, size, events=len(positions), paths=paths)
 
     def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
         delivery = self.destination.config.delivery
@@ -423,14 +438,16 @@ class DestinationWorker:
             pipe.xdel(stream, *ids)
         await pipe.execute()
         if self.telemetry is not None:
-            for entry in done:
-                item = entry.item
-                if entry.result is not None and item is not None and item.accepted_at is not None:
-                    self.telemetry.metrics.record_delivery_latency(
-                        self.destination.id,
-                        (moment - item.accepted_at).total_seconds(),
-                        status="dead_lettered",
-                    )
+            ages = [
+                (moment - entry.item.accepted_at).total_seconds()
+                for entry in done
+                if entry.result is not None
+                and entry.item is not None
+                and entry.item.accepted_at is not None
+            ]
+            self.telemetry.metrics.record_delivery_latencies(
+                self.destination.id, ages, status="dead_lettered"
+            )
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early when the process is stopping."""
