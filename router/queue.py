@@ -60,7 +60,7 @@ def subject_hash(identifier: str) -> str:
     return subject_key(identifier)
 
 
-class QueueItem(msgspec.Struct, frozen=True):
+class QueueItem(msgspec.Struct, frozen=True, gc=False):
     """One delivery as stored in a destination's stream."""
 
     delivery: Delivery
