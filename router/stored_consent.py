@@ -18,7 +18,7 @@ from typing import Annotated, Any, NamedTuple
 import msgspec
 
 from consent.errors import DecodeError
-from consent.model import DenyReason
+from consent.model import DenyReason, StoredConsent
 from consent.policy import ConsentPolicy, withdrawn
 from consent.records import ConsentRecord, merge_records
 from consent.signals import read_segment
@@ -174,15 +174,24 @@ def consent_recheck(store: ConsentStore) -> Recheck:
     async def recheck(items: Sequence[QueueItem]) -> list[str | None]:
         subjects = {h for item in items if item.requires for h in item.subjects}
         records = await store.lookup(subjects) if subjects else {}
-        reasons: list[str | None] = []
-        for item in items:
+        reasons: list[str | None] = [None] * len(items)
+        if not any(records.values()):
+            return reasons  # no stored record: nothing can have been withdrawn
+        # A batch holds many events of the same few people: merge their records once.
+        merged: dict[tuple[str, ...], StoredConsent | None] = {}
+        for index, item in enumerate(items):
             if item.accepted_at is None or not item.subjects or not item.requires:
-                reasons.append(None)
                 continue
-            stored = merge_records(records.get(h) for h in item.subjects)
+            key = item.subjects
+            if key in merged:
+                stored = merged[key]
+            else:
+                stored = merged[key] = merge_records(records.get(h) for h in key)
+            if stored is None:
+                continue
             since = min(item.accepted_at, item.delivery.timestamp)
-            withdrawal = withdrawn(stored, item.requires, since)
-            reasons.append(DenyReason.CONSENT_WITHDRAWN.value if withdrawal else None)
+            if withdrawn(stored, item.requires, since):
+                reasons[index] = DenyReason.CONSENT_WITHDRAWN.value
         return reasons
 
     return recheck

@@ -220,9 +220,11 @@ class DestinationWorker:
             return []
         hashes = sorted({h for item in items for h in item.subjects})
         erased = await suppressed_among(self.client, hashes)
-        reasons: list[str | None] = [
-            "suppressed" if erased.intersection(item.subjects) else None for item in items
-        ]
+        reasons: list[str | None] = (
+            ["suppressed" if erased.intersection(item.subjects) else None for item in items]
+            if erased
+            else [None] * len(items)
+        )
         if self.recheck is not None:
             pending = [i for i, reason in enumerate(reasons) if reason is None]
             if pending:

@@ -3,6 +3,7 @@ would have written it."""
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -118,3 +119,15 @@ def test_a_dry_run_batch_stays_out_of_the_data_map() -> None:
     assert recorder._pending == {}
     assert worker.telemetry is not None
     worker.telemetry.shutdown()
+
+
+def test_decoded_queue_items_stay_out_of_the_garbage_collectors_lists() -> None:
+    """A backlog decodes 100,000s of items that cannot form cycles: their structs are not
+    tracked (gc=False), so collections walk only the payloads' dicts and lists."""
+    item = _items()[1]
+    decoded = msgspec.json.decode(ITEM_ENCODER.encode(item), type=QueueItem)
+    assert decoded == item
+    assert not gc.is_tracked(decoded)
+    assert not gc.is_tracked(decoded.delivery)
+    assert not gc.is_tracked(decoded.delivery.consent)
+    assert gc.is_tracked(decoded.delivery.payload)
