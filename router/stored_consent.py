@@ -24,10 +24,9 @@ from consent.records import ConsentRecord, merge_records
 from consent.signals import read_segment
 from consent.store import ConsentStore, subject_key
 from router.http import HttpError
-from router.queue import QueueItem
 from router.sanitize import Event
 from router.schema import EventType, error_path, error_text
-from router.worker import Recheck
+from router.worker import Recheck, RecheckItem
 
 RESERVED_EVENTS = frozenset({"Segment Consent Preference Updated", "Segment Consent Preference"})
 SOURCE_EVENT = "segment_event"
@@ -171,7 +170,7 @@ def consent_recheck(store: ConsentStore) -> Recheck:
     stored denial newer than the event time), so it wins now.
     """
 
-    async def recheck(items: Sequence[QueueItem]) -> list[str | None]:
+    async def recheck(items: Sequence[RecheckItem]) -> list[str | None]:
         subjects = {h for item in items if item.requires for h in item.subjects}
         records = await store.lookup(subjects) if subjects else {}
         reasons: list[str | None] = [None] * len(items)

@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import aiohttp
 import msgspec
@@ -46,9 +46,10 @@ from router.datamap import DataMapRecorder, declared_kinds, field_paths
 from router.queue import (
     DLQ_MAXLEN,
     GROUP,
-    ITEM_DECODER,
     OUTBOX_MAXLEN,
+    QueuedItem,
     QueueItem,
+    decode_queued,
     dlq_key,
     ensure_group,
     entry_fields,
@@ -69,7 +70,30 @@ from router.tracing import (
 log = logging.getLogger("router.worker")
 _NO_TRACER: Final = trace.NoOpTracer()
 
-Recheck = Callable[[Sequence[QueueItem]], Awaitable[list[str | None]]]
+
+class _Timed(Protocol):
+    @property
+    def timestamp(self) -> datetime: ...
+
+
+class RecheckItem(Protocol):
+    """What a re-check reads of a queued delivery (``QueueItem`` and ``QueuedItem`` both are):
+    the hashed subjects, the categories it requires, when it was accepted, the event time."""
+
+    @property
+    def subjects(self) -> tuple[str, ...]: ...
+
+    @property
+    def requires(self) -> tuple[str, ...]: ...
+
+    @property
+    def accepted_at(self) -> datetime | None: ...
+
+    @property
+    def delivery(self) -> _Timed: ...
+
+
+Recheck = Callable[[Sequence[RecheckItem]], Awaitable[list[str | None]]]
 """For a batch of items, a skip reason each (``consent_withdrawn``...) or ``None`` to send."""
 
 
@@ -86,7 +110,8 @@ class WorkerOptions:
 @dataclass(slots=True)
 class _Entry:
     entry_id: bytes
-    item: QueueItem | None
+    item: QueuedItem | None
+    """The delivery, its payload still raw JSON (``None``: not a queue item)."""
     raw: bytes
     result: str | None = None
     finished: bool = False
@@ -207,14 +232,10 @@ class DestinationWorker:
         """One ``_Entry`` per delivery of a stream entry (an entry may hold a batch)."""
         found: list[_Entry] = []
         for data in entry_items(entry_fields(raw)) or [b""]:
-            try:
-                item: QueueItem | None = ITEM_DECODER.decode(data)
-            except msgspec.DecodeError:
-                item = None
-            found.append(_Entry(entry_id=raw[0], item=item, raw=data))
+            found.append(_Entry(entry_id=raw[0], item=decode_queued(data), raw=data))
         return found
 
-    async def _recheck(self, items: Sequence[QueueItem]) -> list[str | None]:
+    async def _recheck(self, items: Sequence[QueuedItem]) -> list[str | None]:
         """Suppression, then the consent re-check, for the whole batch: one round trip each."""
         if not items:
             return []
@@ -276,17 +297,26 @@ class DestinationWorker:
         self, entries: list[_Entry], group: _Group, todo: list[_Group], retry: list[_Group]
     ) -> None:
         connector = self.destination.connector
-        batch = []
+        # Payloads are decoded here, for this group only: they are garbage once it is sent.
+        sendable: list[int] = []
+        items: dict[int, QueueItem] = {}
         for position in group.positions:
-            item = entries[position].item
-            assert item is not None
-            batch.append(item.delivery)
-        encoded = connector.encode(batch, datetime.now(UTC))
+            entry = entries[position]
+            assert entry.item is not None
+            try:
+                items[position] = entry.item.item()
+            except msgspec.DecodeError:
+                entry.result, entry.finished = "corrupt_entry", True
+                continue
+            sendable.append(position)
+        if not sendable:
+            return
+        encoded = connector.encode([items[p].delivery for p in sendable], datetime.now(UTC))
         for drop in encoded.dropped:
-            entry = entries[group.positions[drop.index]]
+            entry = entries[sendable[drop.index]]
             entry.result, entry.finished = f"dropped:{drop.reason}", True
         for request in encoded.requests:
-            positions = [group.positions[i] for i in request.indices]
+            positions = [sendable[i] for i in request.indices]
             outcome = await self._send(request)
             for failed_at, reason in outcome.failed.items():
                 entry = entries[positions[failed_at]]
@@ -302,7 +332,7 @@ class DestinationWorker:
                     destination=self.destination.id,
                     amount=len(rest),
                 )
-                self._delivered(entries, rest)
+                self._delivered(entries, rest, [items[p] for p in rest])
             elif outcome.kind == "permanent":
                 if connector.split_on_rejection and outcome.event_specific and len(rest) > 1:
                     middle = len(rest) // 2
@@ -352,7 +382,9 @@ class DestinationWorker:
         if self.telemetry is not None:
             self.telemetry.metrics.record_request(self.destination.id, seconds, status=status)
 
-    def _delivered(self, entries: list[_Entry], positions: list[int]) -> None:
+    def _delivered(
+        self, entries: list[_Entry], positions: list[int], items: Sequence[QueueItem]
+    ) -> None:
         """Latency and data map of delivered entries (memory only; a dry run sends nothing,
         so it stays out of the data map).
 
@@ -367,13 +399,12 @@ class DestinationWorker:
         if telemetry is None and datamap is None:
             return
         destination = self.destination.id
-        items = [entries[p].item for p in positions]
         if telemetry is not None:
             now = datetime.now(UTC)
             ages = [
                 (now - item.accepted_at).total_seconds()
                 for item in items
-                if item is not None and item.accepted_at is not None
+                if item.accepted_at is not None
             ]
             telemetry.metrics.record_delivery_latencies(destination, ages, status="delivered")
         if datamap is not None:
@@ -381,7 +412,6 @@ class DestinationWorker:
             kinds: set[str] = set()
             size = 0
             for position, item in zip(positions, items, strict=True):
-                assert item is not None
                 shapes.add(field_paths(item.delivery.payload))
                 if item.pii:
                     kinds.update(item.pii)
