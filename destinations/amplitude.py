@@ -289,8 +289,13 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
         if context:
             for group, fields in _CONTEXT_GROUPS:
                 node = context if group is None else mapping(context.get(group))
+                if not node:
+                    continue
                 for field, key in fields:
-                    value = id_text(node.get(key))
+                    found = node.get(key)
+                    if found is None:
+                        continue
+                    value = id_text(found)
                     if value:
                         event[field] = value[:MAX_STRING_CHARS]
             location = mapping(context.get("location"))
