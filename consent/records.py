@@ -104,6 +104,9 @@ def merge_records(records: Iterable[ConsentRecord | None]) -> StoredConsent | No
     present = [r for r in records if r is not None]
     if not present:
         return None
+    if len(present) == 1:  # one id known (or the same record): nothing to fold
+        only = present[0]
+        return StoredConsent(only.granted - only.denied, only.denied, only.source, only.updated_at)
     denied = frozenset().union(*(r.denied for r in present))
     granted = frozenset().union(*(r.granted for r in present)) - denied
     newest = max(present, key=lambda r: r.updated_at)

@@ -49,7 +49,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Final, Literal
 
 import aiohttp
 import msgspec
@@ -78,7 +78,6 @@ from destinations.payload import (
     json_object,
     mapping,
     millis,
-    path_value,
 )
 
 ENDPOINTS = {
@@ -138,6 +137,27 @@ _CONTEXT_FIELDS: tuple[tuple[str, str], ...] = (
 """Amplitude top-level event field <- payload path, copied when the path holds a string."""
 
 
+def _groups(
+    fields: tuple[tuple[str, str], ...],
+) -> tuple[tuple[str | None, tuple[tuple[str, str], ...]], ...]:
+    """``_CONTEXT_FIELDS`` by object under ``context`` (``None``: ``context`` itself), in order:
+    each object is looked up once per event."""
+    groups: list[tuple[str | None, list[tuple[str, str]]]] = []
+    for field, path in fields:
+        parts = path.split(".")
+        assert parts[0] == "context", path
+        assert len(parts) in {2, 3}, path
+        group = parts[1] if len(parts) == 3 else None
+        if not groups or groups[-1][0] != group:
+            groups.append((group, []))
+        groups[-1][1].append((field, parts[-1]))
+    return tuple((group, tuple(members)) for group, members in groups)
+
+
+_CONTEXT_GROUPS: Final = _groups(_CONTEXT_FIELDS)
+_EVENT_ENCODER: Final = msgspec.json.Encoder()
+
+
 class AmplitudeSettings(BaseModel):
     """The ``settings`` block of an ``amplitude`` destination."""
 
@@ -192,7 +212,7 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
             if isinstance(event, Drop):
                 dropped.append(Drop(index, event.reason, event.detail))
             else:
-                encoded.append((index, msgspec.json.encode(event)))
+                encoded.append((index, _EVENT_ENCODER.encode(event)))
 
         head = b'{"api_key":' + msgspec.json.encode(self.settings.api_key) + b',"events":['
         tail = b"]"
@@ -245,35 +265,44 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
         event["time"] = millis(delivery.timestamp)
         event["insert_id"] = delivery.message_id[:MAX_STRING_CHARS]
 
+        # path_value(payload, "context.x.y"), reading each object once.
+        context = mapping(payload.get("context"))
         if delivery.type != "identify":
-            properties = dict(mapping(payload.get("properties")))
+            given = mapping(payload.get("properties"))
+            properties = dict(given)
             name = id_text(payload.get("name"))
             if name and delivery.type in ("page", "screen"):
                 properties.setdefault("name", name)
             if properties:
                 event["event_properties"] = properties
-            user_properties = mapping(path_value(payload, "context.traits"))
+            user_properties = mapping(context.get("traits"))
             if user_properties:
                 event["user_properties"] = dict(user_properties)
             if delivery.type == "track":
-                revenue = path_value(payload, "properties.revenue")
+                revenue = given.get("revenue")
                 if is_number(revenue):
                     event["revenue"] = revenue
-                    currency = id_text(path_value(payload, "properties.currency"))
+                    currency = id_text(given.get("currency"))
                     if currency:
                         event["currency"] = currency.upper()
 
-        for field, path in _CONTEXT_FIELDS:
-            value = id_text(path_value(payload, path))
-            if value:
-                event[field] = value[:MAX_STRING_CHARS]
-        for field, path in (
-            ("location_lat", "context.location.latitude"),
-            ("location_lng", "context.location.longitude"),
-        ):
-            value = path_value(payload, path)
-            if is_number(value):
-                event[field] = value
+        if context:
+            for group, fields in _CONTEXT_GROUPS:
+                node = context if group is None else mapping(context.get(group))
+                if not node:
+                    continue
+                for field, key in fields:
+                    found = node.get(key)
+                    if found is None:
+                        continue
+                    value = id_text(found)
+                    if value:
+                        event[field] = value[:MAX_STRING_CHARS]
+            location = mapping(context.get("location"))
+            for field, key in (("location_lat", "latitude"), ("location_lng", "longitude")):
+                value = location.get(key)
+                if is_number(value):
+                    event[field] = value
         return event
 
     def _ids(self, payload: Mapping[str, Any]) -> dict[str, str] | Drop:

@@ -28,7 +28,7 @@ from destinations.errors import TransportError
 from destinations.payload import header, pack
 
 
-class ConsentFacts(msgspec.Struct, frozen=True, omit_defaults=True):
+class ConsentFacts(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """What a connector may know about the person's consent (no raw consent strings).
 
     The router fills it from its consent record; connectors use it for platform privacy flags
@@ -43,7 +43,7 @@ class ConsentFacts(msgspec.Struct, frozen=True, omit_defaults=True):
     ad_personalization: bool | None = None
 
 
-class Delivery(msgspec.Struct, frozen=True):
+class Delivery(msgspec.Struct, frozen=True, gc=False):
     """One event, already minimized for one destination, as it waits in that destination's queue.
 
     ``payload`` is the Segment-shaped event holding only the allowlisted (and transformed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -10,18 +11,32 @@ from typing import Any
 import msgspec
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+_JSON_SCALARS = frozenset({str, int, float, bool, list})
+_NUMBERS = (int, float)  # a tuple: ``int | float`` would build a union at every call
 
 
 def mapping(value: Any) -> Mapping[str, Any]:
     """The value if it is a mapping, else an empty one."""
+    # A payload holds dicts, lists and scalars: the ABC check (slow) only for anything else.
+    kind = type(value)
+    if kind is dict:
+        return value  # type: ignore[no-any-return]
+    if value is None or kind in _JSON_SCALARS:
+        return {}
     return value if isinstance(value, Mapping) else {}
+
+
+@functools.lru_cache(maxsize=1024)
+def _parts(dotted: str) -> tuple[str, ...]:
+    return tuple(dotted.split("."))
 
 
 def path_value(payload: Mapping[str, Any], dotted: str) -> Any:
     """The value at a dotted path, or ``None``."""
     node: Any = payload
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping):
+    for part in _parts(dotted):
+        if type(node) is not dict and not isinstance(node, Mapping):
             return None
         node = node.get(part)
     return node
@@ -48,19 +63,19 @@ def id_text(value: Any) -> str | None:
 
 def is_number(value: Any) -> bool:
     """An int or float, not a bool."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, _NUMBERS) and not isinstance(value, bool)
 
 
 def finite_number(value: Any) -> float | int | None:
     """A finite int or float (not a bool), else ``None``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, _NUMBERS):
         return None
     return value if math.isfinite(value) else None
 
 
 def millis(timestamp: datetime) -> int:
     """Unix time in milliseconds."""
-    return (timestamp - _EPOCH) // timedelta(milliseconds=1)
+    return (timestamp - _EPOCH) // _MILLISECOND
 
 
 def json_object(body: bytes) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from consent.store import subject_key
-from destinations.base import Delivery
+from destinations.base import ConsentFacts, Delivery
 from router.errors import QueueUnavailableError
 
 GROUP = "delivery"
@@ -60,7 +60,7 @@ def subject_hash(identifier: str) -> str:
     return subject_key(identifier)
 
 
-class QueueItem(msgspec.Struct, frozen=True):
+class QueueItem(msgspec.Struct, frozen=True, gc=False):
     """One delivery as stored in a destination's stream."""
 
     delivery: Delivery
@@ -75,6 +75,79 @@ class QueueItem(msgspec.Struct, frozen=True):
 
 ITEM_ENCODER = msgspec.json.Encoder()
 ITEM_DECODER = msgspec.json.Decoder(QueueItem)
+
+
+class QueuedDelivery(msgspec.Struct, frozen=True, gc=False):
+    """``Delivery`` as a worker first reads it: every field but the payload, left as raw JSON."""
+
+    message_id: str
+    type: str
+    timestamp: datetime
+    payload: msgspec.Raw
+    event: str | None = None
+    consent: ConsentFacts = ConsentFacts()
+
+
+class QueuedItem(msgspec.Struct, frozen=True, gc=False):
+    """``QueueItem`` with its payload not decoded yet (the same fields; a test keeps them so).
+
+    A worker reads hundreds of entries at once (tens of thousands of deliveries when they come
+    from ``/v1/batch``) and keeps them until they are settled; the re-checks read only ids and
+    times. Decoded payloads held that long were most of what the garbage collector walked, so
+    the payload is decoded by ``item()`` just before its group is encoded, and dropped after.
+    """
+
+    delivery: QueuedDelivery
+    subjects: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    accepted_at: datetime | None = None
+    trace: str | None = None
+    pii: tuple[str, ...] = ()
+
+    def item(self) -> QueueItem:
+        """The whole item; ``msgspec.DecodeError`` when the payload is not valid UTF-8 (the only
+        thing ``decode_queued`` lets through that ``ITEM_DECODER`` refuses)."""
+        head = self.delivery
+        try:
+            payload = _PAYLOAD_DECODER.decode(head.payload)
+        except UnicodeDecodeError as exc:  # msgspec's own error type for invalid UTF-8
+            raise msgspec.DecodeError("the payload is not valid UTF-8") from exc
+        delivery = Delivery(
+            message_id=head.message_id,
+            type=head.type,
+            timestamp=head.timestamp,
+            payload=payload,
+            event=head.event,
+            consent=head.consent,
+        )
+        return QueueItem(
+            delivery=delivery,
+            subjects=self.subjects,
+            requires=self.requires,
+            accepted_at=self.accepted_at,
+            trace=self.trace,
+            pii=self.pii,
+        )
+
+
+_QUEUED_DECODER = msgspec.json.Decoder(QueuedItem)
+_PAYLOAD_DECODER = msgspec.json.Decoder(dict[str, Any])
+_OPEN_BRACE = ord("{")
+
+
+def decode_queued(data: bytes) -> QueuedItem | None:
+    """A stream entry's delivery with its payload undecoded; ``None`` when it is not a queue
+    item (what ``ITEM_DECODER`` refuses: malformed JSON or UTF-8, a missing or mistyped field, a
+    payload that is not an object)."""
+    try:
+        queued = _QUEUED_DECODER.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError):  # invalid UTF-8 raises the latter
+        return None
+    if memoryview(queued.delivery.payload)[0] != _OPEN_BRACE:  # a JSON value: never empty
+        return None
+    return queued
+
+
 _RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 
 

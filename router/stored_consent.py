@@ -18,16 +18,15 @@ from typing import Annotated, Any, NamedTuple
 import msgspec
 
 from consent.errors import DecodeError
-from consent.model import DenyReason
+from consent.model import DenyReason, StoredConsent
 from consent.policy import ConsentPolicy, withdrawn
 from consent.records import ConsentRecord, merge_records
 from consent.signals import read_segment
 from consent.store import ConsentStore, subject_key
 from router.http import HttpError
-from router.queue import QueueItem
 from router.sanitize import Event
 from router.schema import EventType, error_path, error_text
-from router.worker import Recheck
+from router.worker import Recheck, RecheckItem
 
 RESERVED_EVENTS = frozenset({"Segment Consent Preference Updated", "Segment Consent Preference"})
 SOURCE_EVENT = "segment_event"
@@ -171,18 +170,27 @@ def consent_recheck(store: ConsentStore) -> Recheck:
     stored denial newer than the event time), so it wins now.
     """
 
-    async def recheck(items: Sequence[QueueItem]) -> list[str | None]:
+    async def recheck(items: Sequence[RecheckItem]) -> list[str | None]:
         subjects = {h for item in items if item.requires for h in item.subjects}
         records = await store.lookup(subjects) if subjects else {}
-        reasons: list[str | None] = []
-        for item in items:
+        reasons: list[str | None] = [None] * len(items)
+        if not any(records.values()):
+            return reasons  # no stored record: nothing can have been withdrawn
+        # A batch holds many events of the same few people: merge their records once.
+        merged: dict[tuple[str, ...], StoredConsent | None] = {}
+        for index, item in enumerate(items):
             if item.accepted_at is None or not item.subjects or not item.requires:
-                reasons.append(None)
                 continue
-            stored = merge_records(records.get(h) for h in item.subjects)
+            key = item.subjects
+            if key in merged:
+                stored = merged[key]
+            else:
+                stored = merged[key] = merge_records(records.get(h) for h in key)
+            if stored is None:
+                continue
             since = min(item.accepted_at, item.delivery.timestamp)
-            withdrawal = withdrawn(stored, item.requires, since)
-            reasons.append(DenyReason.CONSENT_WITHDRAWN.value if withdrawal else None)
+            if withdrawn(stored, item.requires, since):
+                reasons[index] = DenyReason.CONSENT_WITHDRAWN.value
         return reasons
 
     return recheck

@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import aiohttp
 import msgspec
@@ -46,9 +46,10 @@ from router.datamap import DataMapRecorder, declared_kinds, field_paths
 from router.queue import (
     DLQ_MAXLEN,
     GROUP,
-    ITEM_DECODER,
     OUTBOX_MAXLEN,
+    QueuedItem,
     QueueItem,
+    decode_queued,
     dlq_key,
     ensure_group,
     entry_fields,
@@ -69,7 +70,30 @@ from router.tracing import (
 log = logging.getLogger("router.worker")
 _NO_TRACER: Final = trace.NoOpTracer()
 
-Recheck = Callable[[Sequence[QueueItem]], Awaitable[list[str | None]]]
+
+class _Timed(Protocol):
+    @property
+    def timestamp(self) -> datetime: ...
+
+
+class RecheckItem(Protocol):
+    """What a re-check reads of a queued delivery (``QueueItem`` and ``QueuedItem`` both are):
+    the hashed subjects, the categories it requires, when it was accepted, the event time."""
+
+    @property
+    def subjects(self) -> tuple[str, ...]: ...
+
+    @property
+    def requires(self) -> tuple[str, ...]: ...
+
+    @property
+    def accepted_at(self) -> datetime | None: ...
+
+    @property
+    def delivery(self) -> _Timed: ...
+
+
+Recheck = Callable[[Sequence[RecheckItem]], Awaitable[list[str | None]]]
 """For a batch of items, a skip reason each (``consent_withdrawn``...) or ``None`` to send."""
 
 
@@ -86,7 +110,8 @@ class WorkerOptions:
 @dataclass(slots=True)
 class _Entry:
     entry_id: bytes
-    item: QueueItem | None
+    item: QueuedItem | None
+    """The delivery, its payload still raw JSON (``None``: not a queue item)."""
     raw: bytes
     result: str | None = None
     finished: bool = False
@@ -207,22 +232,20 @@ class DestinationWorker:
         """One ``_Entry`` per delivery of a stream entry (an entry may hold a batch)."""
         found: list[_Entry] = []
         for data in entry_items(entry_fields(raw)) or [b""]:
-            try:
-                item: QueueItem | None = ITEM_DECODER.decode(data)
-            except msgspec.DecodeError:
-                item = None
-            found.append(_Entry(entry_id=raw[0], item=item, raw=data))
+            found.append(_Entry(entry_id=raw[0], item=decode_queued(data), raw=data))
         return found
 
-    async def _recheck(self, items: Sequence[QueueItem]) -> list[str | None]:
+    async def _recheck(self, items: Sequence[QueuedItem]) -> list[str | None]:
         """Suppression, then the consent re-check, for the whole batch: one round trip each."""
         if not items:
             return []
         hashes = sorted({h for item in items for h in item.subjects})
         erased = await suppressed_among(self.client, hashes)
-        reasons: list[str | None] = [
-            "suppressed" if erased.intersection(item.subjects) else None for item in items
-        ]
+        reasons: list[str | None] = (
+            ["suppressed" if erased.intersection(item.subjects) else None for item in items]
+            if erased
+            else [None] * len(items)
+        )
         if self.recheck is not None:
             pending = [i for i, reason in enumerate(reasons) if reason is None]
             if pending:
@@ -274,17 +297,26 @@ class DestinationWorker:
         self, entries: list[_Entry], group: _Group, todo: list[_Group], retry: list[_Group]
     ) -> None:
         connector = self.destination.connector
-        batch = []
+        # Payloads are decoded here, for this group only: they are garbage once it is sent.
+        sendable: list[int] = []
+        items: dict[int, QueueItem] = {}
         for position in group.positions:
-            item = entries[position].item
-            assert item is not None
-            batch.append(item.delivery)
-        encoded = connector.encode(batch, datetime.now(UTC))
+            entry = entries[position]
+            assert entry.item is not None
+            try:
+                items[position] = entry.item.item()
+            except msgspec.DecodeError:
+                entry.result, entry.finished = "corrupt_entry", True
+                continue
+            sendable.append(position)
+        if not sendable:
+            return
+        encoded = connector.encode([items[p].delivery for p in sendable], datetime.now(UTC))
         for drop in encoded.dropped:
-            entry = entries[group.positions[drop.index]]
+            entry = entries[sendable[drop.index]]
             entry.result, entry.finished = f"dropped:{drop.reason}", True
         for request in encoded.requests:
-            positions = [group.positions[i] for i in request.indices]
+            positions = [sendable[i] for i in request.indices]
             outcome = await self._send(request)
             for failed_at, reason in outcome.failed.items():
                 entry = entries[positions[failed_at]]
@@ -300,7 +332,7 @@ class DestinationWorker:
                     destination=self.destination.id,
                     amount=len(rest),
                 )
-                self._delivered(entries, rest)
+                self._delivered(entries, rest, [items[p] for p in rest])
             elif outcome.kind == "permanent":
                 if connector.split_on_rejection and outcome.event_specific and len(rest) > 1:
                     middle = len(rest) // 2
@@ -350,30 +382,45 @@ class DestinationWorker:
         if self.telemetry is not None:
             self.telemetry.metrics.record_request(self.destination.id, seconds, status=status)
 
-    def _delivered(self, entries: list[_Entry], positions: list[int]) -> None:
+    def _delivered(
+        self, entries: list[_Entry], positions: list[int], items: Sequence[QueueItem]
+    ) -> None:
         """Latency and data map of delivered entries (memory only; a dry run sends nothing,
-        so it stays out of the data map)."""
+        so it stays out of the data map).
+
+        Both are fed once per batch: the latency histogram gets one value per event
+        (``record_delivery_latencies``), the data map the union of the batch's field paths and
+        kinds with its event and byte totals, which is what per-event records added up to
+        (``declared_kinds`` maps path by path, so the kinds of the union are the union of
+        the kinds). The batch is recorded on the day it was delivered.
+        """
         telemetry = self.telemetry
         datamap = None if self.destination.config.dry_run else self.datamap
         if telemetry is None and datamap is None:
             return
         destination = self.destination.id
-        declared = self.destination.identifiers
-        now = datetime.now(UTC)
-        for position in positions:
-            entry = entries[position]
-            item = entry.item
-            assert item is not None
-            if telemetry is not None and item.accepted_at is not None:
-                seconds = (now - item.accepted_at).total_seconds()
-                telemetry.metrics.record_delivery_latency(destination, seconds, status="delivered")
-            if datamap is not None:
-                payload = item.delivery.payload
-                paths = field_paths(payload)
-                kinds = set(item.pii)
-                if declared:
-                    kinds |= declared_kinds(paths, declared)
-                datamap.record(destination, payload, kinds, len(entry.raw), paths=paths)
+        if telemetry is not None:
+            now = datetime.now(UTC)
+            ages = [
+                (now - item.accepted_at).total_seconds()
+                for item in items
+                if item.accepted_at is not None
+            ]
+            telemetry.metrics.record_delivery_latencies(destination, ages, status="delivered")
+        if datamap is not None:
+            shapes: set[frozenset[str]] = set()  # alike events: equal path sets
+            kinds: set[str] = set()
+            size = 0
+            for position, item in zip(positions, items, strict=True):
+                shapes.add(field_paths(item.delivery.payload))
+                if item.pii:
+                    kinds.update(item.pii)
+                size += len(entries[position].raw)
+            paths = frozenset().union(*shapes)
+            declared = self.destination.identifiers
+            if declared:
+                kinds |= declared_kinds(paths, declared)
+            datamap.record(destination, {}, kinds, size, events=len(positions), paths=paths)
 
     def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
         delivery = self.destination.config.delivery
@@ -423,14 +470,16 @@ class DestinationWorker:
             pipe.xdel(stream, *ids)
         await pipe.execute()
         if self.telemetry is not None:
-            for entry in done:
-                item = entry.item
-                if entry.result is not None and item is not None and item.accepted_at is not None:
-                    self.telemetry.metrics.record_delivery_latency(
-                        self.destination.id,
-                        (moment - item.accepted_at).total_seconds(),
-                        status="dead_lettered",
-                    )
+            ages = [
+                (moment - entry.item.accepted_at).total_seconds()
+                for entry in done
+                if entry.result is not None
+                and entry.item is not None
+                and entry.item.accepted_at is not None
+            ]
+            self.telemetry.metrics.record_delivery_latencies(
+                self.destination.id, ages, status="dead_lettered"
+            )
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early when the process is stopping."""

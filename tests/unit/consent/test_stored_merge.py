@@ -81,3 +81,19 @@ def test_subject_hashing_is_shared_with_the_queue() -> None:
     assert subject_key(" user-1 ") == subject_key("user-1") == subject_hash("user-1")
     assert len(subject_key("user-1")) == 64
     assert "user-1" not in subject_key("user-1")
+
+
+def test_one_record_merges_to_itself_with_grants_it_also_denies_removed() -> None:
+    """A single record (the common case) merges as the general fold does: a category both
+    granted and denied is denied."""
+    only = ConsentRecord(
+        granted=frozenset({"analytics", "advertising"}),
+        denied=frozenset({"advertising"}),
+        source="api",
+        updated_at=T0,
+        received_at=T0,
+        expires_at=T0 + timedelta(days=1),
+    )
+    expected = StoredConsent(frozenset({"analytics"}), frozenset({"advertising"}), "api", T0)
+    assert merge_records([None, only]) == expected
+    assert merge_records([only, only]) == expected
