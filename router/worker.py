@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -46,6 +47,7 @@ from router.datamap import DataMapRecorder, declared_kinds, field_paths
 from router.queue import (
     DLQ_MAXLEN,
     GROUP,
+    MAX_ITEMS_PER_ENTRY,
     OUTBOX_MAXLEN,
     QueuedItem,
     QueueItem,
@@ -142,6 +144,10 @@ class DestinationWorker:
     gate: HoldGate | None = None
     _last_reclaim: float = field(default=0.0)
     _own_pending_done: bool = field(default=False)
+    _items_per_entry: float = field(default=float(MAX_ITEMS_PER_ENTRY))
+    """Deliveries per stream entry lately (an entry holds one request's deliveries or several
+    requests'): reads ask for about ``batch_size`` deliveries, not entries. It starts at the
+    largest size an entry can have, so the first read is bounded too."""
 
     @property
     def tracer(self) -> trace.Tracer:
@@ -179,7 +185,10 @@ class DestinationWorker:
                 await self._sleep(1.0)
 
     async def _read(self, stream: str) -> list[Any]:
-        size = self.destination.config.delivery.batch_size
+        # About batch_size deliveries per read: with entries of up to MAX_ITEMS_PER_ENTRY,
+        # batch_size entries could hold a hundred times that, all in memory until settled.
+        batch_size = self.destination.config.delivery.batch_size
+        size = max(1, math.ceil(batch_size / self._items_per_entry))
         if not self._own_pending_done:
             own = await self.client.xreadgroup(GROUP, self.consumer, {stream: "0"}, count=size)
             entries = own[0][1] if own else []
@@ -204,6 +213,8 @@ class DestinationWorker:
     async def process(self, raw_entries: Sequence[Any]) -> None:
         """Re-check, deliver and settle one batch of stream entries."""
         entries = [entry for raw in raw_entries for entry in self._decode(raw)]
+        if raw_entries:
+            self._items_per_entry = (self._items_per_entry + len(entries) / len(raw_entries)) / 2
         traces = (e.item.trace for e in entries if e.item is not None)
         with start_delivery_span(self.tracer, self.destination.id, traces):
             live: list[int] = []

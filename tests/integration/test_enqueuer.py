@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
@@ -14,10 +16,15 @@ from router.queue import (
     Deliveries,
     Enqueuer,
     Write,
+    ensure_group,
     entry_fields,
+    entry_for,
     entry_items,
     queue_key,
 )
+from router.telemetry import Stats
+from router.worker import DestinationWorker, WorkerOptions
+from tests.conftest import routing_from
 from tests.redis_server import RedisServer
 
 STREAM = queue_key("hook")
@@ -82,3 +89,36 @@ async def test_a_request_larger_than_the_entry_cap_is_not_split(
     await enqueuer.submit([Deliveries(STREAM, items)])
     await enqueuer.close()
     assert await _entries(redis_client, STREAM) == [items]
+
+
+async def test_a_worker_reads_about_batch_size_deliveries_not_entries(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Entries may hold up to MAX_ITEMS_PER_ENTRY deliveries: a read asks for about
+    ``batch_size`` deliveries, so a backlog of big entries is not all pulled into memory."""
+    text = """
+sources: [{id: web, write_key: k}]
+destinations:
+  - id: hook
+    type: webhook
+    requires: []
+    fields: [messageId]
+    settings: {url: "http://127.0.0.1:9/hook", secret: "${HOOK_SECRET}"}
+    delivery: {batch_size: 100}
+"""
+    (destination,) = routing_from(text).destinations
+    worker = DestinationWorker(
+        client=redis_client,
+        session=cast(aiohttp.ClientSession, None),
+        destination=destination,
+        options=WorkerOptions(consumer="test", block_ms=10),
+        stats=Stats(),
+        stopping=asyncio.Event(),
+    )
+    await ensure_group(redis_client, STREAM)
+    for n in range(10):
+        await redis_client.xadd(STREAM, entry_for([f'"{n}-{i}"'.encode() for i in range(100)]))
+    first = await worker._read(STREAM)
+    assert len(first) == 1  # 100 deliveries: one entry, not batch_size (100) entries
+    worker._items_per_entry = 1.0  # as after reading entries of single requests
+    assert len(await worker._read(STREAM)) == 9
