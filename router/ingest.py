@@ -449,7 +449,7 @@ def _plan_events(
     # region, have the same consent: resolved once (cleared when the request stores a choice).
     resolved: dict[tuple[tuple[str, ...], str | None], ConsentState] = {}
     for (_, event), hashes in zip(events, subjects, strict=True):
-        is_suppressed = any(h in suppressed for h in hashes)
+        is_suppressed = bool(suppressed) and not suppressed.isdisjoint(hashes)
         context = event.data.get("context") or {}
         memo_key = None
         consent = None
@@ -501,7 +501,6 @@ def _plan_events(
                     pii=kept,
                 )
                 planned.queued.setdefault(destination.id, []).append(ITEM_ENCODER.encode(item))
-                planned.deliveries[destination.id] = planned.deliveries.get(destination.id, 0) + 1
             else:
                 skip = (destination.id, decision.reason.value)
                 skipped[skip] = skipped.get(skip, 0) + 1
@@ -521,6 +520,7 @@ def _plan_events(
             stage="ingest",
         )
     planned.writes = [Deliveries(queue_key(d), items) for d, items in planned.queued.items()]
+    planned.deliveries = {d: len(items) for d, items in planned.queued.items()}
     return planned
 
 
