@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import io
+import itertools
 import json
 from typing import Any
 
@@ -12,6 +14,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from router import ingest as ingest_module
 from router.queue import QUARANTINE, entry_items, queue_key
 from tests.conftest import WRITE_KEY, AppFactory, routing_from
 
@@ -409,3 +412,35 @@ async def test_queued_payload_is_minimized_before_redis(
     payload = analytics[0]["delivery"]["payload"]
     assert payload["properties"] == {"revenue": 5}
     assert len(payload["userId"]) == 64
+
+
+async def test_a_big_batch_is_planned_in_slices_that_let_other_tasks_run(
+    router: Any, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between two slices of PLAN_SLICE events the handler yields to the event loop, so a
+    2,500-event batch does not hold every other request for its whole plan step."""
+    ticks = 0
+    seen: list[int] = []
+    real = ingest_module._plan_events
+
+    def recording(*args: Any, **kwargs: Any) -> None:
+        seen.append(ticks)
+        real(*args, **kwargs)
+
+    async def ticker(stop: asyncio.Event) -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(ingest_module, "_plan_events", recording)
+    stop = asyncio.Event()
+    task = asyncio.create_task(ticker(stop))
+    batch = [{"type": "track", **_track(messageId=f"s{i}")} for i in range(1000)]
+    response = await router.post("/v1/batch", json={"batch": batch}, headers=_auth())
+    stop.set()
+    await task
+    assert response.status == 200
+    assert len(seen) == 1000 // ingest_module.PLAN_SLICE
+    assert all(later > earlier for earlier, later in itertools.pairwise(seen))
+    assert len(await _queued(redis_client, "ops-hook")) == 1000
