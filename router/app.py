@@ -208,7 +208,12 @@ def create_app(
         stats=stats,
         consent=store,
         telemetry=telemetry,
-        audit=AuditWriter(audit_log, trim_every_s=AUDIT_TRIM_EVERY_S),
+        audit=AuditWriter(
+            audit_log,
+            trim_every_s=AUDIT_TRIM_EVERY_S,
+            retention_records=settings.audit_max_records,
+            retention_days=settings.audit_retention_days,
+        ),
         monitor=monitor,
         audit_key=audit_key,
     )

@@ -42,7 +42,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
@@ -642,6 +642,7 @@ class AuditWriter:
     flush_every_s: float = 1.0
     max_buffer: int = 100_000
     retention_records: int | None = 10_000_000
+    retention_days: float | None = None
     trim_every_s: float = 3600.0
     dropped: int = 0
     _buffer: list[tuple[str, Mapping[str, Any], datetime]] = field(default_factory=list)
@@ -730,6 +731,13 @@ class AuditWriter:
         with contextlib.suppress(RedisError, OSError, AuditConflictError):
             await self.flush()
 
+    async def trim(self) -> int:
+        """Apply the retention (records beyond the count, records older than the age)."""
+        older_than = None
+        if self.retention_days is not None:
+            older_than = self.log.clock() - timedelta(days=self.retention_days)
+        return await self.log.trim(max_records=self.retention_records, older_than=older_than)
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         last_trim = loop.time()
@@ -738,8 +746,9 @@ class AuditWriter:
                 await asyncio.wait_for(self._stopping.wait(), self.flush_every_s)
             try:
                 await self.flush()
-                if self.retention_records and loop.time() - last_trim >= self.trim_every_s:
+                retains = self.retention_records or self.retention_days
+                if retains and loop.time() - last_trim >= self.trim_every_s:
                     last_trim = loop.time()
-                    await self.log.trim(max_records=self.retention_records)
+                    await self.trim()
             except (RedisError, OSError, AuditConflictError) as exc:
                 log.warning("audit flush failed", extra={"error": type(exc).__name__})

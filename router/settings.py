@@ -32,5 +32,10 @@ class Settings(BaseSettings):
     the path of a file holding one (``router.admin.parse_tokens``)."""
     audit_key: SecretStr | None = None
     """Key of the keyed tokens that stand for subject ids in the audit trail."""
+    audit_max_records: int = Field(default=10_000_000, ge=1000)
+    """How many audit records Redis keeps (a ``decisions`` record lists up to 500 events)."""
+    audit_retention_days: float | None = Field(default=None, gt=0)
+    """Also drop audit records older than this (export them first: ``router audit export``).
+    At sustained volume, age bounds Redis memory where a record count cannot."""
     consumer_name: str | None = None
     """Name of this process in the consumer groups (default: host name and pid)."""

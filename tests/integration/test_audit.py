@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from router.audit import (
@@ -162,6 +163,32 @@ async def test_trim_by_age(redis_client: aioredis.Redis) -> None:
     result = await log.verify()
     assert result.ok
     assert result.checked == 1
+
+
+@pytest.mark.parametrize(
+    ("days", "records", "kept"), [(3.0, None, 5), (1.0, None, 0), (None, 1000, 5), (3.0, 1000, 5)]
+)
+async def test_writer_retention_by_age_and_count(
+    redis_client: aioredis.Redis, days: float | None, records: int | None, kept: int
+) -> None:
+    """ROUTER_AUDIT_RETENTION_DAYS and ROUTER_AUDIT_MAX_RECORDS: the writer's trim drops what
+    is older than the age (here the clock is two days ahead) or beyond the count."""
+    log = AuditLog(redis_client)
+    await _fill(log, 5)
+    ahead = AuditLog(redis_client, clock=lambda: datetime.now(UTC) + timedelta(days=2))
+    writer = AuditWriter(ahead, retention_records=records, retention_days=days)
+    await writer.trim()
+    assert await redis_client.xlen(STREAM) == kept
+    assert (await log.verify()).ok
+
+
+async def test_writer_retention_by_count(redis_client: aioredis.Redis) -> None:
+    """The oldest records beyond the count go; the rest still verifies."""
+    log = AuditLog(redis_client)
+    await _fill(log, 1005)
+    await AuditWriter(log, retention_records=1000).trim()
+    assert await redis_client.xlen(STREAM) == 1000
+    assert (await log.verify()).ok
 
 
 async def test_export_is_json_lines_that_verify(redis_client: aioredis.Redis) -> None:
