@@ -64,16 +64,14 @@ def error_response(error: HttpError) -> web.Response:
 
 async def read_body(request: web.Request, max_bytes: int) -> bytes:
     """The request body, decompressed, never more than ``max_bytes`` (413 past that)."""
-    too_large = HttpError(
-        413, "body_too_large", f"the request body is larger than {max_bytes} bytes"
-    )
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise too_large
-    if request.content_length is not None:
+    length = request.content_length
+    if length is not None:
+        if length > max_bytes:
+            raise _too_large(max_bytes)
         # The parser stops at the announced length, checked above; no aiohttp size limit.
         body = await request.content.read()
     else:
-        body = await _read_bounded(request, max_bytes, too_large)
+        body = await _read_bounded(request, max_bytes)
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding in ("", "identity"):
         return body
@@ -84,14 +82,18 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
     )
 
 
-async def _read_bounded(request: web.Request, max_bytes: int, too_large: HttpError) -> bytes:
+def _too_large(max_bytes: int) -> HttpError:
+    return HttpError(413, "body_too_large", f"the request body is larger than {max_bytes} bytes")
+
+
+async def _read_bounded(request: web.Request, max_bytes: int) -> bytes:
     """A body of unannounced length (chunked), read no further than ``max_bytes``."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(64 * 1024):
         size += len(chunk)
         if size > max_bytes:
-            raise too_large
+            raise _too_large(max_bytes)
         chunks.append(chunk)
     return b"".join(chunks)
 
