@@ -23,6 +23,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
@@ -49,6 +50,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 WORKERS = web.AppKey("workers", WorkerPool)
 DATAMAP = web.AppKey("datamap", DataMapRecorder)
 LAG_SAMPLE_EVERY_S = 5.0
+BACKLOG_SAMPLE_EVERY_S = 1.0
+"""How often Redis' memory is compared with ``limits.backlog_memory_ratio``."""
 """How often the queue lag gauge is sampled for OTLP export (``/metrics`` samples on scrape)."""
 AUDIT_TRIM_EVERY_S = 60.0
 """How often the audit stream is trimmed to its retention: decision records arrive at event
@@ -163,6 +166,28 @@ def _worker_pool(app: web.Application, state: AppState, options: WorkerOptions) 
     )
 
 
+async def backlog_of(client: aioredis.Redis, ratio: float) -> bool:
+    """Whether Redis' ``used_memory`` is above ``ratio`` of its ``maxmemory`` (False without
+    a ``maxmemory``: then only the 503 of a refused write protects it)."""
+    info = await client.info("memory")
+    limit = int(info.get("maxmemory", 0))
+    return limit > 0 and int(info.get("used_memory", 0)) > ratio * limit
+
+
+async def _watch_backlog(state: AppState) -> None:
+    """Keep ``state.backlogged`` fresh (the ingest answers 429 while it holds)."""
+    while True:
+        try:
+            ratio = state.routing.file.limits.backlog_memory_ratio
+            backlogged = await backlog_of(state.redis, ratio)
+            if backlogged != state.backlogged:
+                log.warning("backlog" if backlogged else "backlog cleared")
+            state.backlogged = backlogged
+        except (RedisError, OSError) as exc:  # Redis down: writes fail and answer 503
+            log.warning("backlog not sampled", extra={"error": type(exc).__name__})
+        await asyncio.sleep(BACKLOG_SAMPLE_EVERY_S)
+
+
 async def _sample_lag(state: AppState, telemetry: Telemetry) -> None:
     """Keep the queue lag gauge fresh for OTLP export."""
     while True:
@@ -232,6 +257,7 @@ def create_app(
         monitor.start()
         app[DATAMAP].start()
         state.audit.record(AuditKind.CONFIG_LOADED, _config_record(state.routing))
+        watcher = asyncio.create_task(_watch_backlog(state), name="backlog")
         sampler = None
         if "metrics" in telemetry.exporting:
             sampler = asyncio.create_task(_sample_lag(state, telemetry), name="queue-lag")
@@ -243,10 +269,11 @@ def create_app(
         yield
         if WORKERS in app:
             await app[WORKERS].stop(settings.shutdown_timeout_s)
-        if sampler is not None:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+        for task in (watcher, sampler):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await state.enqueuer.close()
         await app[DATAMAP].close()
         await monitor.close()

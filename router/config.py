@@ -116,6 +116,9 @@ class LimitsConfig(_Strict):
     max_batch_events: int = Field(default=2500, ge=1)
     max_string_chars: int = Field(default=8192, ge=16)
     max_depth: int = Field(default=16, ge=2, le=64)
+    backlog_memory_ratio: float = Field(default=0.9, gt=0, le=1)
+    """Answer 429 (``backlog``) while Redis' ``used_memory`` is above this share of its
+    ``maxmemory``, before a full Redis refuses writes (no check when ``maxmemory`` is 0)."""
 
 
 class MonitoringConfig(_Strict):

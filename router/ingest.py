@@ -89,6 +89,8 @@ class AppState:
     stats: Stats
     max_inflight: int = 2048
     inflight: int = 0
+    backlogged: bool = False
+    """Redis is near its ``maxmemory`` (``limits.backlog_memory_ratio``): new events get 429."""
     extra: dict[str, Any] = field(default_factory=dict)
     consent: ConsentStore | None = None
     """Stored consent (``None``: events carry their own consent only)."""
@@ -262,7 +264,16 @@ async def ingest(request: web.Request) -> web.Response:
         raise HttpError(404, "not_found", f"unknown endpoint /v1/{kind}")
     route_type = ROUTE_TYPES[kind]
     if state.inflight >= state.max_inflight:
+        state.stats.add("router_requests_throttled_total", reason="inflight")
         raise HttpError(429, "rate_limited", "too many requests in flight", retry_after=1)
+    if state.backlogged:
+        state.stats.add("router_requests_throttled_total", reason="backlog")
+        raise HttpError(
+            429,
+            "backlog",
+            "the event queue is near Redis' memory limit; retry later",
+            retry_after=state.settings.retry_after_s,
+        )
     state.inflight += 1
     try:
         return await _ingest(request, state, kind, route_type)

@@ -33,6 +33,7 @@ COUNTER_NAMES: Final = (
     "router_events_rejected_total",
     "router_events_skipped_total",
     "router_pii_detections_total",
+    "router_requests_throttled_total",
     "router_requests_unavailable_total",
 )
 """Every counter the router increments: the ones bridged to OTLP (a test keeps it complete)."""

@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from router import ingest as ingest_module
+from router.app import backlog_of
 from router.queue import QUARANTINE, entry_items, queue_key
 from tests.conftest import WRITE_KEY, AppFactory, routing_from
 
@@ -444,3 +445,34 @@ async def test_a_big_batch_is_planned_in_slices_that_let_other_tasks_run(
     assert len(seen) == 1000 // ingest_module.PLAN_SLICE
     assert all(later > earlier for earlier, later in itertools.pairwise(seen))
     assert len(await _queued(redis_client, "ops-hook")) == 1000
+
+
+async def _post_until(router: Any, status: int) -> Any:
+    """Post an event until the answer has ``status`` (the backlog is sampled every second)."""
+    for _ in range(50):
+        response = await router.post("/v1/track", json=_track(), headers=_auth())
+        if response.status == status:
+            return response
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"never answered {status}")
+
+
+async def test_429_backlog_while_redis_is_near_its_memory_limit(
+    make_router: AppFactory, redis_client: aioredis.Redis
+) -> None:
+    """Past limits.backlog_memory_ratio of Redis' maxmemory, new events get 429 `backlog`
+    with Retry-After (SDKs retry), before a full Redis would refuse writes; then 200 again."""
+    text = (routing_from.__globals__["TEST_CONFIG"]).read_text()
+    text = text.replace("destinations:", "limits: {backlog_memory_ratio: 0.5}\n\ndestinations:", 1)
+    router = await make_router(routing_from(text), workers=False)
+    used = int((await redis_client.info("memory"))["used_memory"])
+    assert not await backlog_of(redis_client, 0.01)  # no maxmemory: never a backlog
+    await redis_client.config_set("maxmemory", str(used * 10))
+    await _post_until(router, 200)
+    for index in range(6):  # in parts: a command's own buffer counts against maxmemory
+        await redis_client.set(f"ballast:{index}", b"x" * used)
+    refused = await _post_until(router, 429)
+    assert (await refused.json())["code"] == "backlog"
+    assert int(refused.headers["Retry-After"]) >= 1
+    await redis_client.delete(*(f"ballast:{index}" for index in range(6)))
+    await _post_until(router, 200)
