@@ -175,7 +175,9 @@ async def backlog_of(client: aioredis.Redis, ratio: float) -> bool:
 
 
 async def _watch_backlog(state: AppState) -> None:
-    """Keep ``state.backlogged`` fresh (the ingest answers 429 while it holds)."""
+    """Keep ``state.backlogged`` fresh (the ingest answers 429 while it holds). Logs changes
+    only, not every second of an outage."""
+    failing = False
     while True:
         try:
             ratio = state.routing.file.limits.backlog_memory_ratio
@@ -183,8 +185,11 @@ async def _watch_backlog(state: AppState) -> None:
             if backlogged != state.backlogged:
                 log.warning("backlog" if backlogged else "backlog cleared")
             state.backlogged = backlogged
+            failing = False
         except (RedisError, OSError) as exc:  # Redis down: writes fail and answer 503
-            log.warning("backlog not sampled", extra={"error": type(exc).__name__})
+            if not failing:
+                log.warning("backlog not sampled", extra={"error": type(exc).__name__})
+            failing = True
         await asyncio.sleep(BACKLOG_SAMPLE_EVERY_S)
 
 
