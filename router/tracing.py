@@ -674,10 +674,6 @@ class RouterMetrics:
             description="Age of the oldest queued entry, per destination",
         )
 
-    def record_delivery_latency(self, destination: str, seconds: float, *, status: str) -> None:
-        """One delivered (or dead-lettered) event: accepted_at to the final answer."""
-        self.record_delivery_latencies(destination, (seconds,), status=status)
-
     def record_delivery_latencies(
         self, destination: str, seconds: Sequence[float], *, status: str
     ) -> None:

@@ -61,7 +61,7 @@ def test_batches_give_the_same_histogram_as_one_sdk_record_per_event() -> None:
     telemetry = setup_telemetry({})
     telemetry.metrics.record_delivery_latencies("ga4", VALUES[:5], status="delivered")
     telemetry.metrics.record_delivery_latencies("ga4", [], status="delivered")
-    telemetry.metrics.record_delivery_latency("ga4", VALUES[5], status="delivered")
+    telemetry.metrics.record_delivery_latencies("ga4", (VALUES[5],), status="delivered")
     telemetry.metrics.record_delivery_latencies("ga4", VALUES[6:], status="delivered")
     telemetry.metrics.record_delivery_latencies("ga4", [0.2, 0.3], status="dead_lettered")
     points = _points(telemetry.prometheus_reader.get_metrics_data())
@@ -82,7 +82,7 @@ def test_batches_give_the_same_histogram_as_one_sdk_record_per_event() -> None:
     assert f'{NAME}_bucket{{destination="ga4",le="+Inf",status="delivered"}} 13' in text
     assert f'{NAME}_count{{destination="ga4",status="dead_lettered"}} 2' in text
     # Cumulative: a second scrape still has everything, plus what came since.
-    telemetry.metrics.record_delivery_latency("ga4", 1.0, status="delivered")
+    telemetry.metrics.record_delivery_latencies("ga4", (1.0,), status="delivered")
     again = telemetry.render_prometheus()
     assert f'{NAME}_count{{destination="ga4",status="delivered"}} {len(VALUES) + 1}' in again
     telemetry.shutdown()

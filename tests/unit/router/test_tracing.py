@@ -267,7 +267,7 @@ def test_missing_otlp_package_is_a_warning_not_a_crash(
 def test_histograms_and_gauges_render_for_prometheus() -> None:
     """Delivery latency, request duration and queue lag appear in the Prometheus text."""
     telemetry = setup_telemetry({})
-    telemetry.metrics.record_delivery_latency("ga4", 0.2, status="delivered")
+    telemetry.metrics.record_delivery_latencies("ga4", (0.2,), status="delivered")
     telemetry.metrics.record_request("ga4", 0.03, status="200")
     telemetry.metrics.set_queue_lag("ga4", 12.5)
     telemetry.metrics.bridge_counters(
