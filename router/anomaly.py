@@ -29,7 +29,6 @@ task flushes to Redis once per ``flush_every_s``. The detector core (``baseline`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import Counter
@@ -44,6 +43,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from router.audit import AuditKind, AuditLog
+from router.periodic import Periodic
 from router.queue import GROUP, queue_key
 from router.telemetry import Stats
 
@@ -317,10 +317,19 @@ class AnomalyMonitor:
     _known_pii: dict[str, set[str]] = field(default_factory=dict)
     _thresholds: dict[tuple[SubjectKind, str, int], float | None] = field(default_factory=dict)
     _alarmed: set[tuple[SubjectKind, str, int]] = field(default_factory=set)
-    _task: asyncio.Task[None] | None = None
-    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _session: aiohttp.ClientSession | None = None
     _alerts: set[asyncio.Task[None]] = field(default_factory=set)
+    _flusher: Periodic = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._flusher = Periodic(
+            "anomaly-monitor",
+            self.flush,
+            self.flush_every_s,
+            (RedisError, OSError),
+            log,
+            "anomaly flush failed",
+        )
 
     # -- hot path: memory only --
 
@@ -546,32 +555,16 @@ class AnomalyMonitor:
 
     def start(self) -> None:
         """Start flushing every ``flush_every_s``."""
-        if self._task is None:
-            self._stopping.clear()
-            self._task = asyncio.create_task(self._run(), name="anomaly-monitor")
+        self._flusher.start()
 
     async def close(self) -> None:
         """Flush, wait for pending alerts (bounded by their timeout), release the session."""
-        self._stopping.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        with contextlib.suppress(RedisError, OSError):
-            await self.flush()
+        await self._flusher.close()
         if self._alerts:
             await asyncio.gather(*self._alerts, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.flush_every_s)
-            try:
-                await self.flush()
-            except (RedisError, OSError) as exc:
-                log.warning("anomaly flush failed", extra={"error": type(exc).__name__})
 
 
 def _hour_text(hour: int) -> str:

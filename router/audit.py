@@ -34,7 +34,6 @@ for more, keep ``head()`` (or an export's last hash) somewhere else now and then
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import hmac
@@ -51,6 +50,7 @@ from redis.exceptions import RedisError
 
 from consent.model import ConsentState
 from router.datamap import field_paths, safe_path
+from router.periodic import Periodic
 from router.plan import Decision, Deliver
 from router.sanitize import Event
 
@@ -648,8 +648,19 @@ class AuditWriter:
     _buffer: list[tuple[str, Mapping[str, Any], datetime]] = field(default_factory=list)
     _groups: dict[tuple[Any, ...], _DecisionGroup] = field(default_factory=dict)
     _grouped: int = 0
-    _task: asyncio.Task[None] | None = None
-    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _last_trim: float | None = None
+    _flusher: Periodic = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._flusher = Periodic(
+            "audit-writer",
+            self._tick,
+            self.flush_every_s,
+            (RedisError, OSError, AuditConflictError),
+            log,
+            "audit flush failed",
+            final=self.flush,
+        )
 
     def record(self, kind: AuditKind | str, data: Mapping[str, Any]) -> None:
         """Queue one record for the next flush."""
@@ -718,18 +729,11 @@ class AuditWriter:
 
     def start(self) -> None:
         """Start the periodic flush (and trim)."""
-        if self._task is None:
-            self._stopping.clear()
-            self._task = asyncio.create_task(self._run(), name="audit-writer")
+        self._flusher.start()
 
     async def close(self) -> None:
         """Stop and flush what is left."""
-        self._stopping.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        with contextlib.suppress(RedisError, OSError, AuditConflictError):
-            await self.flush()
+        await self._flusher.close()
 
     async def trim(self) -> int:
         """Apply the retention (records beyond the count, records older than the age)."""
@@ -738,17 +742,13 @@ class AuditWriter:
             older_than = self.log.clock() - timedelta(days=self.retention_days)
         return await self.log.trim(max_records=self.retention_records, older_than=older_than)
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        last_trim = loop.time()
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.flush_every_s)
-            try:
-                await self.flush()
-                retains = self.retention_records or self.retention_days
-                if retains and loop.time() - last_trim >= self.trim_every_s:
-                    last_trim = loop.time()
-                    await self.trim()
-            except (RedisError, OSError, AuditConflictError) as exc:
-                log.warning("audit flush failed", extra={"error": type(exc).__name__})
+    async def _tick(self) -> None:
+        """Flush; trim to the retention every ``trim_every_s``."""
+        await self.flush()
+        now = asyncio.get_running_loop().time()
+        if self._last_trim is None:
+            self._last_trim = now
+        retains = self.retention_records or self.retention_days
+        if retains and now - self._last_trim >= self.trim_every_s:
+            self._last_trim = now
+            await self.trim()

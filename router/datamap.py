@@ -23,8 +23,6 @@ digit runs) becomes ``*``, so no value-like key reaches the map, the anomaly sto
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
 import re
@@ -35,6 +33,8 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from router.periodic import Periodic
 
 log = logging.getLogger("router.datamap")
 
@@ -163,8 +163,17 @@ class DataMapRecorder:
     retention_days: int = 400
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     _pending: dict[tuple[str, str], _Tally] = field(default_factory=dict)
-    _task: asyncio.Task[None] | None = None
-    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _flusher: Periodic = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._flusher = Periodic(
+            "datamap",
+            self.flush,
+            self.flush_every_s,
+            (RedisError, OSError),
+            log,
+            "data map flush failed",
+        )
 
     def record(
         self,
@@ -216,27 +225,11 @@ class DataMapRecorder:
 
     def start(self) -> None:
         """Start the periodic flush."""
-        if self._task is None:
-            self._stopping.clear()
-            self._task = asyncio.create_task(self._run(), name="datamap")
+        self._flusher.start()
 
     async def close(self) -> None:
         """Stop and flush what is left."""
-        self._stopping.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        with contextlib.suppress(RedisError, OSError):
-            await self.flush()
-
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.flush_every_s)
-            try:
-                await self.flush()
-            except (RedisError, OSError) as exc:
-                log.warning("data map flush failed", extra={"error": type(exc).__name__})
+        await self._flusher.close()
 
 
 async def read_datamap(client: aioredis.Redis, day: str | date) -> dict[str, Any]:
