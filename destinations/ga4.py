@@ -38,7 +38,7 @@ from destinations.base import (
     Outcome,
     outcome_from_status,
 )
-from destinations.payload import finite_number, mapping, trait
+from destinations.payload import CONTACT_IDENTIFIERS, finite_number, mapping, trait
 
 __all__ = ["GA4Connector", "GA4Settings", "ga4_event_name"]
 
@@ -221,13 +221,7 @@ class GA4Connector(Connector[GA4Settings]):
     """Encodes deliveries as Measurement Protocol requests."""
 
     type_name: ClassVar[str] = "ga4"
-    identifier_fields: ClassVar[Mapping[str, str]] = {
-        "traits.email": "email",
-        "context.traits.email": "email",
-        "traits.phone": "phone",
-        "context.traits.phone": "phone",
-        "context.ip": "ip",
-    }
+    identifier_fields: ClassVar[Mapping[str, str]] = CONTACT_IDENTIFIERS
     settings_model: ClassVar[type[BaseModel]] = GA4Settings
     required_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("anonymousId",),)
     max_batch_size: ClassVar[int] = MAX_EVENTS_PER_REQUEST

@@ -37,7 +37,7 @@ from destinations.base import (
     outcome_from_status,
     parse_retry_after,
 )
-from destinations.payload import finite_number, header, mapping, trait
+from destinations.payload import CONTACT_IDENTIFIERS, finite_number, header, mapping, trait
 
 __all__ = ["MetaCapiConnector", "MetaCapiSettings", "meta_event_name"]
 
@@ -157,13 +157,7 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
     """Encodes deliveries as Conversions API ``/events`` requests."""
 
     type_name: ClassVar[str] = "meta_capi"
-    identifier_fields: ClassVar[Mapping[str, str]] = {
-        "traits.email": "email",
-        "context.traits.email": "email",
-        "traits.phone": "phone",
-        "context.traits.phone": "phone",
-        "context.ip": "ip",
-    }
+    identifier_fields: ClassVar[Mapping[str, str]] = CONTACT_IDENTIFIERS
     settings_model: ClassVar[type[BaseModel]] = MetaCapiSettings
     max_batch_size: ClassVar[int] = MAX_EVENTS_PER_REQUEST
     split_on_rejection: ClassVar[bool] = True

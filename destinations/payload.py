@@ -6,9 +6,22 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
+
+CONTACT_IDENTIFIERS: Mapping[str, str] = MappingProxyType(
+    {
+        "traits.email": "email",
+        "context.traits.email": "email",
+        "traits.phone": "phone",
+        "context.traits.phone": "phone",
+        "context.ip": "ip",
+    }
+)
+"""The identifier fields of the ad platforms that match people by contact data (GA4 user_data,
+Meta and TikTok user matching): each normalizes and hashes them itself."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)

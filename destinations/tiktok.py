@@ -75,7 +75,7 @@ from destinations.base import (
     packed_requests,
 )
 from destinations.hashing import hash_email, hash_external_id, hash_phone
-from destinations.payload import id_text, is_number, mapping, path_value
+from destinations.payload import CONTACT_IDENTIFIERS, id_text, is_number, mapping, path_value
 
 ENDPOINT = "https://business-api.tiktok.com/open_api/v1.3/event/track/"
 MAX_EVENTS_PER_REQUEST = 1000
@@ -141,13 +141,7 @@ class TikTokConnector(Connector[TikTokSettings]):
     """TikTok Events API 2.0, web events."""
 
     type_name: ClassVar[str] = "tiktok"
-    identifier_fields: ClassVar[Mapping[str, str]] = {
-        "traits.email": "email",
-        "context.traits.email": "email",
-        "traits.phone": "phone",
-        "context.traits.phone": "phone",
-        "context.ip": "ip",
-    }
+    identifier_fields: ClassVar[Mapping[str, str]] = CONTACT_IDENTIFIERS
     settings_model: ClassVar[type[BaseModel]] = TikTokSettings
     max_batch_size: ClassVar[int] = MAX_EVENTS_PER_REQUEST
     split_on_rejection: ClassVar[bool] = False
