@@ -65,6 +65,15 @@ def _routing(settings: Settings) -> Routing:
     return load_routing(Path(settings.config), tokenize_secret=secret)
 
 
+def _load(settings: Settings) -> Routing | None:
+    """The routing file, or None after printing every problem in it."""
+    try:
+        return _routing(settings)
+    except ConfigError as error:
+        _print_problems(Path(settings.config), error)
+        return None
+
+
 def _print_problems(path: Path, error: ConfigError) -> None:
     print(f"{path}: {len(error.problems)} problem(s)", file=sys.stderr)
     for problem in error.problems:
@@ -115,10 +124,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         updates["port"] = args.port
     settings = settings.model_copy(update=updates)
     configure_logging(settings.log_level)
-    try:
-        routing = _routing(settings)
-    except ConfigError as error:
-        _print_problems(Path(settings.config), error)
+    routing = _load(settings)
+    if routing is None:
         return 1
     try:
         tokens_of(settings)
@@ -210,10 +217,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     configure_logging(settings.log_level)
-    try:
-        routing = _routing(settings)
-    except ConfigError as error:
-        _print_problems(Path(settings.config), error)
+    routing = _load(settings)
+    if routing is None:
         return 1
 
     async def main() -> None:
@@ -261,10 +266,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from router.queue import SUPPRESSED  # noqa: PLC0415
 
     settings = _settings(args)
-    try:
-        routing = _routing(settings)
-    except ConfigError as error:
-        _print_problems(Path(settings.config), error)
+    routing = _load(settings)
+    if routing is None:
         return 1
     identifiers = Identifiers.of(
         [*args.ids, *(args.user_id or [])],
@@ -391,10 +394,8 @@ def _headers(values: Sequence[str]) -> dict[str, list[str]]:
 def cmd_explain(args: argparse.Namespace) -> int:
     """Per destination: deliver or skip, why, and the exact payload."""
     settings = _settings(args)
-    try:
-        routing = _routing(settings)
-    except ConfigError as error:
-        _print_problems(Path(settings.config), error)
+    routing = _load(settings)
+    if routing is None:
         return 1
     try:
         raw = Path(args.event).read_bytes() if args.event != "-" else sys.stdin.buffer.read()
@@ -469,10 +470,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 def _print_stream(args: argparse.Namespace, key: str, field: str | None) -> int:
     settings = _settings(args)
-    try:
-        routing = _routing(settings)
-    except ConfigError as error:
-        _print_problems(Path(settings.config), error)
+    routing = _load(settings)
+    if routing is None:
         return 1
     if routing.destination(args.destination) is None:
         known = ", ".join(d.id for d in routing.destinations)
