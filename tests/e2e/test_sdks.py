@@ -306,39 +306,23 @@ async def run_journeys(
         assert secret not in everything
 
 
+@pytest.mark.parametrize("gzip", [False, True], ids=["plain", "gzip"])
 async def test_segment_python_events_reach_webhook_with_only_allowlisted_fields(
     make_router: AppFactory,
     receiver: tuple[WebhookReceiver, str],
     redis_client: aioredis.Redis,
     uploads: Uploads,
+    gzip: bool,
 ) -> None:
-    """analytics-python: consented events reach both hooks minimized; denied ones only ops."""
+    """analytics-python (plain, and gzip=True): consented events reach both hooks minimized;
+    denied ones only ops; compressed batches are decoded and routed alike."""
     await run_journeys(
         "segment",
         make_router,
         receiver,
         redis_client,
         uploads,
-        gzip=False,
-        granted=GRANTED,
-        denied=DENIED,
-    )
-
-
-async def test_segment_python_gzip_batches_are_accepted_and_routed(
-    make_router: AppFactory,
-    receiver: tuple[WebhookReceiver, str],
-    redis_client: aioredis.Redis,
-    uploads: Uploads,
-) -> None:
-    """analytics-python with gzip=True: the compressed batches are decoded and routed alike."""
-    await run_journeys(
-        "segment",
-        make_router,
-        receiver,
-        redis_client,
-        uploads,
-        gzip=True,
+        gzip=gzip,
         granted=GRANTED,
         denied=DENIED,
     )
