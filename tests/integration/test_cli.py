@@ -612,6 +612,21 @@ def test_dlq_list_without_redis_exits_1_with_a_clear_message(
     assert err.startswith("cannot reach Redis: ")
 
 
+async def _dead_letter_one_order(
+    make_router: AppFactory, state: WebhookReceiver, url: str, redis_client: aioredis.Redis
+) -> None:
+    """The partner answers 400: the order is dead-lettered for ops-hook at once."""
+    state.script = [400]
+    client = await make_router(routing_from(hook_url=url))
+    response = await client.post("/v1/track", json=ORDER, headers=AUTH)
+    assert response.status == 200
+
+    async def dead_lettered() -> bool:
+        return await redis_client.xlen(dlq_key("ops-hook")) > 0
+
+    await eventually(dead_lettered)
+
+
 async def test_dlq_list_shows_the_entry_rejected_with_http_400(
     make_router: AppFactory,
     receiver: tuple[WebhookReceiver, str],
@@ -622,15 +637,7 @@ async def test_dlq_list_shows_the_entry_rejected_with_http_400(
 ) -> None:
     """A 400 from the partner dead-letters the order at once; `dlq list` shows it as http_400."""
     state, url = receiver
-    state.script = [400]
-    client = await make_router(routing_from(hook_url=url))
-    response = await client.post("/v1/track", json=ORDER, headers=AUTH)
-    assert response.status == 200
-
-    async def dead_lettered() -> bool:
-        return await redis_client.xlen(dlq_key("ops-hook")) > 0
-
-    await eventually(dead_lettered)
+    await _dead_letter_one_order(make_router, state, url, redis_client)
     assert [r.status for r in state.requests] == [400]  # permanent: not retried
     assert state.invalid == []
 
@@ -668,15 +675,7 @@ async def test_dlq_list_subprocess_reads_the_test_redis(
 ) -> None:
     """The console script with ROUTER_REDIS_URL prints the dead letter and its reason."""
     state, url = receiver
-    state.script = [400]
-    client = await make_router(routing_from(hook_url=url))
-    response = await client.post("/v1/track", json=ORDER, headers=AUTH)
-    assert response.status == 200
-
-    async def dead_lettered() -> bool:
-        return await redis_client.xlen(dlq_key("ops-hook")) > 0
-
-    await eventually(dead_lettered)
+    await _dead_letter_one_order(make_router, state, url, redis_client)
     environment = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
     environment.update(HOOK_URL=url, HOOK_SECRET=HOOK_SECRET, ROUTER_REDIS_URL=redis_server.url)
     process = await asyncio.create_subprocess_exec(
