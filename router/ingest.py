@@ -20,7 +20,7 @@ import msgspec
 import redis.asyncio as aioredis
 from aiohttp import web
 from opentelemetry import trace
-from opentelemetry.trace import INVALID_SPAN, Span
+from opentelemetry.trace import Span
 from redis.exceptions import RedisError
 
 from consent.model import ConsentState
@@ -62,15 +62,7 @@ from router.schema import (
 from router.settings import Settings
 from router.stored_consent import consent_update
 from router.telemetry import Stats
-from router.tracing import (
-    PropagatingTracer,
-    Telemetry,
-    current_traceparent,
-    incoming_traceparent,
-    set_span_attributes,
-    stage_span,
-    start_ingest_span,
-)
+from router.tracing import Telemetry, ingest_trace, set_span_attributes, stage_span
 
 _NO_TRACER: Final = trace.NoOpTracer()
 PLAN_SLICE: Final = 100
@@ -276,28 +268,19 @@ async def ingest(request: web.Request) -> web.Response:
         )
     state.inflight += 1
     try:
-        return await _ingest(request, state, kind, route_type)
+        return await _ingest(request, state, route_type)
     finally:
         state.inflight -= 1
 
 
 async def _ingest(
-    request: web.Request, state: AppState, kind: str, route_type: EventType | None
+    request: web.Request, state: AppState, route_type: EventType | None
 ) -> web.Response:
-    del kind
     route = "batch" if route_type is None else route_type.value
-    tracer = state.tracer
-    if isinstance(tracer, PropagatingTracer):
-        # No exporter: a span would record nothing. Only the SDK's trace is carried along.
-        trace_parent = incoming_traceparent(request.headers)
-        return await _accept(
-            request, state, route_type, route, span=INVALID_SPAN, trace_parent=trace_parent
-        )
-    with start_ingest_span(tracer, request.headers, route=route) as span:
+    with ingest_trace(state.tracer, request.headers, route=route) as (span, trace_parent):
         try:
-            # stored with each delivery: its span links here
             response = await _accept(
-                request, state, route_type, route, span=span, trace_parent=current_traceparent()
+                request, state, route_type, route, span=span, trace_parent=trace_parent
             )
         except HttpError as error:
             set_span_attributes(span, status=error.status, reason=error.code)

@@ -279,6 +279,20 @@ def start_ingest_span(
     )
 
 
+@contextlib.contextmanager
+def ingest_trace(
+    tracer: trace.Tracer, headers: Mapping[str, str], *, route: str
+) -> Iterator[tuple[Span, str | None]]:
+    """The ingest's SERVER span, and the ``traceparent`` its deliveries carry (their delivery
+    spans link to it). With no exporter (``PropagatingTracer``) a span would record nothing, so
+    none is made and the deliveries carry the SDK's own ``traceparent``."""
+    if isinstance(tracer, PropagatingTracer):
+        yield trace.INVALID_SPAN, incoming_traceparent(headers)
+        return
+    with start_ingest_span(tracer, headers, route=route) as span:
+        yield span, current_traceparent()
+
+
 def stage_span(
     tracer: trace.Tracer, stage: str, **attributes: object
 ) -> contextlib.AbstractContextManager[Span]:
