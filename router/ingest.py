@@ -357,7 +357,7 @@ async def _accept(
     tracer = state.tracer
     try:
         planned = await _plan_writes(state, events, signals, trace_parent)
-        writes.extend(planned.writes)
+        writes.extend(Deliveries(queue_key(d), items) for d, items in planned.queued.items())
         with stage_span(tracer, "enqueue"):
             if planned.updates and state.consent is not None:
                 await state.consent.write_many(planned.updates)
@@ -396,12 +396,10 @@ class _Planned:
     """What the plan step of one request produced, and what it tells the monitor and audit."""
 
     queued: dict[str, list[bytes]] = field(default_factory=dict)
-    """Encoded deliveries per destination: one stream entry each (``entry_for``)."""
-    writes: list[Deliveries] = field(default_factory=list)
+    """Encoded deliveries per destination (the enqueuer packs them into stream entries)."""
     updates: list[tuple[tuple[str, ...], ConsentRecord]] = field(default_factory=list)
     consent_audit: list[tuple[AuditKind | str, dict[str, Any]]] = field(default_factory=list)
     decision_audit: list[tuple[AuditKind | str, dict[str, Any]]] = field(default_factory=list)
-    deliveries: dict[str, int] = field(default_factory=dict)
     paths: set[str] = field(default_factory=set)
     pii: dict[str, set[str]] = field(default_factory=dict)
 
@@ -445,8 +443,6 @@ async def _plan_writes(
             reason=reason,
             stage="ingest",
         )
-    planned.writes = [Deliveries(queue_key(d), items) for d, items in planned.queued.items()]
-    planned.deliveries = {d: len(items) for d, items in planned.queued.items()}
     return planned
 
 
@@ -553,7 +549,8 @@ def _observe(
 ) -> None:
     """Tell the monitor and the audit trail about an accepted request (memory only)."""
     if state.monitor is not None:
-        state.monitor.observe(source_id, planned.deliveries, planned.paths, events=len(events))
+        queued = {d: len(items) for d, items in planned.queued.items()}
+        state.monitor.observe(source_id, queued, planned.paths, events=len(events))
         for destination_id, kinds in planned.pii.items():
             state.monitor.observe_pii(destination_id, kinds)
     if state.audit is not None:

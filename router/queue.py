@@ -152,7 +152,8 @@ _RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 def entry_for(encoded_items: Sequence[bytes]) -> dict[str, bytes | str]:
-    """The stream entry holding one request's deliveries to one destination.
+    """The stream entry holding deliveries to one destination (one request's, or several
+    requests' packed by the enqueuer).
 
     One delivery: ``{"d": item}``; several: ``{"b": [item, ...]}``, so a batch of 100 events
     costs one XADD per destination instead of 100. Dead letters always hold one item (``d``).
