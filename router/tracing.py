@@ -279,16 +279,22 @@ def start_ingest_span(
     )
 
 
-@contextlib.contextmanager
 def ingest_trace(
     tracer: trace.Tracer, headers: Mapping[str, str], *, route: str
-) -> Iterator[tuple[Span, str | None]]:
+) -> contextlib.AbstractContextManager[tuple[Span, str | None]]:
     """The ingest's SERVER span, and the ``traceparent`` its deliveries carry (their delivery
     spans link to it). With no exporter (``PropagatingTracer``) a span would record nothing, so
-    none is made and the deliveries carry the SDK's own ``traceparent``."""
+    none is made and the deliveries carry the SDK's own ``traceparent`` (a ``nullcontext``: no
+    generator on the hot path)."""
     if isinstance(tracer, PropagatingTracer):
-        yield trace.INVALID_SPAN, incoming_traceparent(headers)
-        return
+        return contextlib.nullcontext((trace.INVALID_SPAN, incoming_traceparent(headers)))
+    return _traced_ingest(tracer, headers, route)
+
+
+@contextlib.contextmanager
+def _traced_ingest(
+    tracer: trace.Tracer, headers: Mapping[str, str], route: str
+) -> Iterator[tuple[Span, str | None]]:
     with start_ingest_span(tracer, headers, route=route) as span:
         yield span, current_traceparent()
 
