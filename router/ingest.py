@@ -8,8 +8,6 @@ answer. The 200 is sent only after Redis has the writes.
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -110,11 +108,19 @@ def _new_id() -> str:
 
 @dataclass(slots=True)
 class _Parsed:
-    write_key: str | None
     items: list[tuple[bytes, WireEvent | Rejection]]
     context: dict[str, Any] | None = None
     integrations: dict[str, Any] | None = None
     sent_at: Any = None
+
+
+_DEFECTS: Final = {
+    "non_finite": ("invalid_number", "numbers must be finite (no NaN or Infinity)"),
+    "lone_surrogate": ("invalid_string", "a string holds an unpaired UTF-16 surrogate escape"),
+    "control_char": ("invalid_string", "a string holds a raw control character; escape it"),
+    "invalid_utf8": ("invalid_string", "a string is not valid UTF-8"),
+}
+"""What ``jsonscan.defect`` finds in an event msgspec refused -> (rejection code, message)."""
 
 
 def _decode_event(raw: bytes) -> WireEvent | Rejection:
@@ -123,46 +129,44 @@ def _decode_event(raw: bytes) -> WireEvent | Rejection:
     except msgspec.ValidationError as exc:
         text = str(exc)
         if "out of range" in text:
-            return Rejection("invalid_number", _non_finite_path(raw), "numbers must be finite")
+            return _malformed(raw)
         return Rejection("invalid_field", error_path(text), error_text(text))
     except msgspec.DecodeError:
-        return Rejection("invalid_json", "", "the event is not valid JSON")
+        return _malformed(raw)
     except RecursionError:
         return Rejection("too_deep", "", "the event is nested too deeply")
 
 
-def _non_finite_path(raw: bytes) -> str:
-    """Where a number overflows (msgspec names dict values only as ``[...]``)."""
-
-    def find(value: Any, path: str) -> str | None:
-        if isinstance(value, float) and not math.isfinite(value):
-            return path
-        items: Any = ()
-        if isinstance(value, dict):
-            items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
-        elif isinstance(value, list):
-            items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
-        for child_path, child in items:
-            found = find(child, child_path)
-            if found is not None:
-                return found
-        return None
-
-    try:
-        return find(json.loads(raw), "") or ""
-    except (ValueError, RecursionError):
-        return ""
+def _malformed(raw: bytes) -> Rejection:
+    """The rejection of an event that is not valid JSON: which value, where, when the
+    structure is sound (one NaN, a lone surrogate escape, a raw control character)."""
+    found = jsonscan.defect(raw)
+    if found is None:
+        return Rejection("invalid_json", "", "the event is not valid JSON")
+    code, message = _DEFECTS[found[0]]
+    return Rejection(code, found[1], message)
 
 
 def _probe_key(body: bytes) -> str | None:
+    """The body's ``writeKey``, also when some other value of the body is malformed."""
     try:
         return KEY_DECODER.decode(body).write_key
     except (msgspec.DecodeError, RecursionError):
+        pass
+    try:
+        raw = jsonscan.object_members(body).get(b'"writeKey"')
+        return msgspec.json.decode(raw, type=str) if raw is not None else None
+    except (jsonscan.ScanError, msgspec.DecodeError):
         return None
 
 
-def parse_body(body: bytes, route_type: EventType | None, max_event_bytes: int) -> _Parsed:
-    """Decode a request body into raw events; ``HttpError`` when nothing is usable."""
+def parse_body(
+    body: bytes, route_type: EventType | None, max_event_bytes: int, max_events: int
+) -> _Parsed:
+    """Decode a request body into raw events; ``HttpError`` when nothing is usable.
+
+    A batch is split into raw events before any of them is decoded, so one malformed value
+    costs only its event; a batch of more than ``max_events`` is refused before any work."""
     if route_type is not None:
         if len(body) > max_event_bytes:
             raise HttpError(
@@ -171,8 +175,7 @@ def parse_body(body: bytes, route_type: EventType | None, max_event_bytes: int) 
         decoded = _decode_event(body)
         if isinstance(decoded, Rejection) and decoded.code == "invalid_json":
             raise HttpError(400, "invalid_json", "the body is not valid JSON")
-        key = decoded.write_key if isinstance(decoded, WireEvent) else _probe_key(body)
-        return _Parsed(write_key=key, items=[(body, decoded)])
+        return _Parsed(items=[(body, decoded)])
     try:
         envelope = BATCH_DECODER.decode(body)
     except msgspec.ValidationError as exc:
@@ -182,10 +185,16 @@ def parse_body(body: bytes, route_type: EventType | None, max_event_bytes: int) 
                 400, "invalid_batch", "a batch body needs a `batch` array", path="batch"
             ) from exc
         raise HttpError(400, "invalid_batch", error_text(text), path=error_path(text)) from exc
-    except msgspec.DecodeError as exc:
-        raise HttpError(400, "invalid_json", "the body is not valid JSON") from exc
+    except msgspec.DecodeError:
+        envelope = _split_batch(body, HttpError(400, "invalid_json", "the body is not valid JSON"))
     except RecursionError:
-        envelope = _split_deep_batch(body)
+        envelope = _split_batch(body, HttpError(400, "too_deep", "the body is nested too deeply"))
+    if len(envelope.batch) > max_events:
+        raise HttpError(
+            413,
+            "too_many_events",
+            f"a batch is limited to {max_events} events; this one has {len(envelope.batch)}",
+        )
     items: list[tuple[bytes, WireEvent | Rejection]] = []
     for raw in envelope.batch:
         data = bytes(raw)
@@ -201,7 +210,6 @@ def parse_body(body: bytes, route_type: EventType | None, max_event_bytes: int) 
         else:
             items.append((data, _decode_event(data)))
     return _Parsed(
-        write_key=envelope.write_key,
         items=items,
         context=envelope.context,
         integrations=envelope.integrations,
@@ -209,8 +217,10 @@ def parse_body(body: bytes, route_type: EventType | None, max_event_bytes: int) 
     )
 
 
-def _split_deep_batch(body: bytes) -> BatchEnvelope:
-    """Split a batch too deep for msgspec: the envelope's other members must be shallow."""
+def _split_batch(body: bytes, unusable: HttpError) -> BatchEnvelope:
+    """Split a batch msgspec refused as a whole (one event too deep, or holding a value that
+    is not JSON) into raw events, each decoded on its own later. The envelope's other members
+    must be valid; ``unusable`` is raised when they or the structure are not."""
     try:
         members = jsonscan.object_members(body)
         raw_batch = members.pop(b'"batch"', None)
@@ -222,7 +232,7 @@ def _split_deep_batch(body: bytes) -> BatchEnvelope:
         envelope = BATCH_DECODER.decode(shallow[:-1] + (b"," if members else b"") + b'"batch":[]}')
         items = [msgspec.Raw(item) for item in jsonscan.array_items(raw_batch)]
     except (jsonscan.ScanError, msgspec.DecodeError, RecursionError) as exc:
-        raise HttpError(400, "too_deep", "the body is nested too deeply") from exc
+        raise unusable from exc
     return msgspec.structs.replace(envelope, batch=items)
 
 
@@ -300,14 +310,15 @@ async def _accept(
 ) -> web.Response:
     routing = state.routing
     limits = routing.file.limits
-    # A key in the header is checked before the body is read, and then it is the one used.
+    # No work before the write key is known: a key in the header or the query string is
+    # checked before the body is read, one in the body before the body is decoded.
     source = None
-    if basic_auth_key(request.headers.get("Authorization")):
+    if basic_auth_key(request.headers.get("Authorization")) or request.query.get("writeKey"):
         source = authenticate(routing, request, None)
     body = await read_body(request, limits.max_request_bytes)
-    parsed = parse_body(body, route_type, limits.max_event_bytes)
     if source is None:
-        source = authenticate(routing, request, parsed.write_key)
+        source = authenticate(routing, request, _probe_key(body))
+    parsed = parse_body(body, route_type, limits.max_event_bytes, limits.max_batch_events)
     set_span_attributes(span, source=source.id)
     received_at = datetime.now(UTC)
     event_limits = Limits(max_string_chars=limits.max_string_chars, max_depth=limits.max_depth)
@@ -316,12 +327,8 @@ async def _accept(
     rejected: list[dict[str, Any]] = []
     writes: list[Write | Deliveries] = []
     for index, (raw, item) in enumerate(parsed.items):
-        if index >= limits.max_batch_events:
-            outcome: Event | Rejection = Rejection(
-                "too_many_events", "", f"a batch is limited to {limits.max_batch_events} events"
-            )
-        elif isinstance(item, Rejection):
-            outcome = item
+        if isinstance(item, Rejection):
+            outcome: Event | Rejection = item
         else:
             outcome = sanitize(
                 item,

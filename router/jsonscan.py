@@ -7,6 +7,10 @@ counter, so the batch is split into raw events and only the deep one is rejected
 
 from __future__ import annotations
 
+import json
+import math
+import re
+
 _WS = frozenset(b" \t\r\n")
 _OPEN = frozenset(b"[{")
 _CLOSE = frozenset(b"]}")
@@ -113,3 +117,159 @@ def array_items(buf: bytes) -> list[bytes]:
             return items
         raise ScanError("expected ',' or ']'")
     raise ScanError("unterminated array")
+
+
+_DELIMITERS = frozenset(b" \t\r\n,]}:")
+_NON_FINITE = frozenset((b"NaN", b"-NaN", b"+NaN", b"Infinity", b"-Infinity", b"+Infinity"))
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _escape_unit(buf: bytes, i: int) -> int | None:
+    """The UTF-16 unit of a ``\\uXXXX`` escape starting at ``buf[i] == '\\'``, else ``None``."""
+    digits = buf[i + 2 : i + 6]
+    if buf[i + 1 : i + 2] != b"u" or len(digits) != 4 or not all(c in _HEX for c in digits):
+        return None
+    return int(digits, 16)
+
+
+def _string_defect(buf: bytes, i: int) -> tuple[int, str | None]:
+    """End of the string at ``buf[i] == '"'`` and what is wrong inside it, if anything:
+    ``control_char`` (a raw byte below 0x20), ``lone_surrogate`` (a ``\\uD800``-``\\uDFFF``
+    escape without its pair), ``invalid_utf8``."""
+    start = i
+    i += 1
+    defect: str | None = None
+    while i < len(buf):
+        char = buf[i]
+        if char == 0x22:
+            if defect is None:
+                try:
+                    buf[start + 1 : i].decode("utf-8")
+                except UnicodeDecodeError:
+                    defect = "invalid_utf8"
+            return i + 1, defect
+        if char < 0x20:
+            defect = defect or "control_char"
+        elif char == 0x5C:
+            unit = _escape_unit(buf, i)
+            if unit is not None and 0xD800 <= unit <= 0xDFFF:
+                low = _escape_unit(buf, i + 6) if unit < 0xDC00 else None
+                if low is None or not 0xDC00 <= low <= 0xDFFF:
+                    defect = defect or "lone_surrogate"
+                else:
+                    i += 6
+            i += 2
+            continue
+        i += 1
+    raise ScanError("unterminated string")
+
+
+def _key_text(raw: bytes) -> str:
+    try:
+        text = json.loads(raw)
+    except ValueError:
+        return raw[1:-1].decode("utf-8", "replace")
+    return text if isinstance(text, str) else ""
+
+
+def defect(buf: bytes) -> tuple[str, str] | None:
+    """The first value that makes ``buf`` invalid JSON although its structure is sound, as
+    ``(kind, field path)``: ``non_finite`` (``NaN``, ``Infinity`` or a number out of double
+    range), ``lone_surrogate``, ``control_char``, ``invalid_utf8``. ``None`` when there is no
+    such value or the structure itself is broken. Iterative: any depth, one pass."""
+    path: list[str | int] = []  # keys and indexes of the containers entered
+    kinds: list[bool] = []  # True for an object
+    i = _skip_ws(buf, 0)
+    try:
+        while i < len(buf):
+            char = buf[i]
+            if char in b"{[":
+                kinds.append(char == 0x7B)
+                path.append(0)
+                i = _skip_ws(buf, i + 1)
+                if i < len(buf) and buf[i] in b"]}":
+                    continue
+                if char == 0x7B:
+                    i = _member_key(buf, i, path)
+                continue
+            if char in b"]}":
+                if not kinds:
+                    return None
+                kinds.pop()
+                path.pop()
+                i = _after_value(buf, i + 1, kinds, path)
+                continue
+            if char == 0x22:
+                end, found = _string_defect(buf, i)
+            else:
+                end = i
+                while end < len(buf) and buf[end] not in _DELIMITERS:
+                    end += 1
+                if end == i:  # a delimiter where a value belongs: broken structure
+                    return None
+                token = buf[i:end]
+                found = "non_finite" if _non_finite(token) else None
+            if found is not None:
+                return found, _render(path)
+            i = _after_value(buf, end, kinds, path)
+    except _KeyDefectError as found:
+        return str(found), _render(path)
+    except ScanError:
+        return None
+    return None
+
+
+class _KeyDefectError(Exception):
+    """A member name is itself defective (raised out of the scanning loop)."""
+
+
+def _non_finite(token: bytes) -> bool:
+    if token in _NON_FINITE:
+        return True
+    if not token or token[0] not in b"-0123456789":
+        return False
+    try:
+        return math.isinf(float(token))
+    except ValueError:
+        return False
+
+
+def _member_key(buf: bytes, i: int, path: list[str | int]) -> int:
+    """Read ``"key":`` at ``i``; the key becomes the path's last segment."""
+    if i >= len(buf) or buf[i] != 0x22:
+        raise ScanError("expected a key")
+    end, found = _string_defect(buf, i)
+    path[-1] = _key_text(buf[i:end])
+    if found is not None:
+        raise _KeyDefectError(found)
+    i = _skip_ws(buf, end)
+    if i >= len(buf) or buf[i] != 0x3A:
+        raise ScanError("expected ':'")
+    return _skip_ws(buf, i + 1)
+
+
+def _after_value(buf: bytes, i: int, kinds: list[bool], path: list[str | int]) -> int:
+    """Past a value: a comma moves to the container's next member or element."""
+    i = _skip_ws(buf, i)
+    if i < len(buf) and buf[i] == 0x2C and kinds:
+        i = _skip_ws(buf, i + 1)
+        if kinds[-1]:
+            return _member_key(buf, i, path)
+        index = path[-1]
+        path[-1] = index + 1 if isinstance(index, int) else 0
+    return i
+
+
+def _render(path: list[str | int]) -> str:
+    text = ""
+    for segment in path:
+        if isinstance(segment, int):
+            text += f"[{segment}]"
+        else:
+            text = f"{text}.{segment}" if text else segment
+    # The path goes back to the client in a JSON answer: no raw control characters, and no
+    # lone surrogate (which no encoder can write as UTF-8).
+    return _UNPRINTABLE.sub("\ufffd", text)
+
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\ud800-\udfff]")

@@ -281,22 +281,146 @@ async def test_unsupported_encoding_gets_415(router: Any) -> None:
     assert (await response.json())["code"] == "unsupported_encoding"
 
 
-async def test_batch_over_event_limit_rejects_the_excess(
+async def test_batch_over_event_limit_is_one_cheap_413(
     make_router: AppFactory, redis_client: aioredis.Redis
 ) -> None:
-    """Events past max_batch_events are rejected one by one; the first ones are accepted."""
+    """A batch of more events than max_batch_events is refused whole, before any event is
+    decoded: one small 413 too_many_events, nothing queued and nothing quarantined."""
     text = (routing_from.__globals__["TEST_CONFIG"]).read_text()
     text = text.replace("destinations:", "limits: {max_batch_events: 3}\n\ndestinations:", 1)
     router = await make_router(routing_from(text), workers=False)
-    batch = [{"type": "track", **_track(messageId=f"m{i}")} for i in range(5)]
+    batch = [{"type": "track", **_track(messageId=f"m{i}")} for i in range(4)]
     response = await router.post("/v1/batch", json={"batch": batch}, headers=_auth())
+    assert response.status == 413
+    body = await response.json()
+    assert body["code"] == "too_many_events"
+    assert "3 events" in body["message"]
+    assert await _queued(redis_client, "ops-hook") == []
+    assert await redis_client.xlen(QUARANTINE) == 0
+    exactly = await router.post("/v1/batch", json={"batch": batch[:3]}, headers=_auth())
+    assert exactly.status == 200
+    assert len(await _queued(redis_client, "ops-hook")) == 3
+
+
+async def test_a_flood_of_tiny_items_costs_one_answer_and_no_quarantine(
+    router: Any, redis_client: aioredis.Redis
+) -> None:
+    """250,000 one-byte items in a 500 KB body: one 413 of a few hundred bytes, no per-item
+    work (before: 10 s of CPU, a 24 MB answer and 250,000 quarantine entries)."""
+    body = b'{"batch":[' + b",".join([b"1"] * 249_000) + b"]}"
+    response = await router.post("/v1/batch", data=body, headers=_auth())
+    assert response.status == 413
+    assert len(await response.read()) < 500
+    assert (await response.json())["code"] == "too_many_events"
+    assert await redis_client.xlen(QUARANTINE) == 0
+
+
+async def test_an_unknown_key_costs_no_decoding(
+    router: Any, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body with an unknown write key (in the body, the query or the header) is refused
+    before its events are decoded: 401, not a 413 or per-event rejections."""
+    parsed: list[bytes] = []
+    real = ingest_module.parse_body
+    monkeypatch.setattr(
+        ingest_module, "parse_body", lambda body, *args: parsed.append(body) or real(body, *args)
+    )
+    body = b'{"writeKey":"nope","batch":[' + b",".join([b"1"] * 5000) + b"]}"
+    for url, headers in (
+        ("/v1/batch", {}),
+        ("/v1/batch?writeKey=nope", {}),
+        ("/v1/batch", _auth("nope")),
+    ):
+        response = await router.post(url, data=body, headers=headers)
+        assert response.status == 401
+        assert (await response.json())["code"] == "invalid_write_key"
+    assert parsed == []
+    assert await redis_client.xlen(QUARANTINE) == 0
+
+
+_POISON = [
+    ("NaN", "invalid_number", "properties.x"),
+    ("Infinity", "invalid_number", "properties.x"),
+    ("-Infinity", "invalid_number", "properties.x"),
+    ("1e999", "invalid_number", "properties.x"),
+    ('"\\ud800"', "invalid_string", "properties.x"),
+    ('"a\\udc00b"', "invalid_string", "properties.x"),
+    ('"a\x01b"', "invalid_string", "properties.x"),
+    ('"a\x1fb"', "invalid_string", "properties.x"),
+    ('"\udcff\udcfe"', "invalid_string", "properties.x"),  # bytes ff fe: not UTF-8
+    ('[1, {"y": NaN}]', "invalid_number", "properties.x[1].y"),
+]
+
+
+@pytest.mark.parametrize(("value", "code", "path"), _POISON)
+@pytest.mark.parametrize("gzipped", [False, True])
+async def test_one_poisoned_value_costs_only_its_event(
+    router: Any, redis_client: aioredis.Redis, value: str, code: str, path: str, gzipped: bool
+) -> None:
+    """NaN, Infinity, a lone surrogate escape (what Python's json.dumps writes for one), a raw
+    control character or invalid UTF-8 inside one event: that event is rejected with its index,
+    code and path; the others of the batch are queued."""
+    good = [json.dumps({"type": "track", **_track(messageId=f"m{i}")}) for i in range(3)]
+    poisoned = '{"type": "track", "event": "E", "anonymousId": "a", "properties": {"x": %s}}'
+    items = [good[0], poisoned % value, good[1], good[2]]
+    body = ('{"batch": [' + ",".join(items) + '], "sentAt": "2026-01-01T00:00:00Z"}').encode(
+        "utf-8", "surrogateescape"
+    )
+    headers = _auth()
+    if gzipped:
+        body = gzip.compress(body)
+        headers["Content-Encoding"] = "gzip"
+    response = await router.post("/v1/batch", data=body, headers=headers)
+    assert response.status == 200, await response.text()
+    rejected = (await response.json())["rejected"]
+    assert [(r["index"], r["code"], r["path"]) for r in rejected] == [(1, code, path)]
+    queued = await _queued(redis_client, "ops-hook")
+    assert [q["delivery"]["message_id"] for q in queued] == ["m0", "m1", "m2"]
+
+
+async def test_python_json_dumps_output_with_nan_and_lone_surrogate(
+    router: Any, redis_client: aioredis.Redis
+) -> None:
+    """What the Segment Python SDK posts (json.dumps of a batch holding float('nan') and a
+    str with a lone surrogate): only those two events are lost."""
+    batch = [
+        {"type": "track", **_track(messageId="ok-1")},
+        {"type": "track", **_track(messageId="nan", properties={"revenue": float("nan")})},
+        {"type": "track", **_track(messageId="sur", properties={"name": "x\ud800"})},
+        {"type": "track", **_track(messageId="ok-2")},
+    ]
+    body = json.dumps({"batch": batch})
+    response = await router.post("/v1/batch", data=body, headers=_auth())
     assert response.status == 200
     rejected = (await response.json())["rejected"]
-    assert [(r["index"], r["code"]) for r in rejected] == [
-        (3, "too_many_events"),
-        (4, "too_many_events"),
+    assert [(r["index"], r["code"], r["path"]) for r in rejected] == [
+        (1, "invalid_number", "properties.revenue"),
+        (2, "invalid_string", "properties.name"),
     ]
-    assert len(await _queued(redis_client, "ops-hook")) == 3
+    queued = await _queued(redis_client, "ops-hook")
+    assert [q["delivery"]["message_id"] for q in queued] == ["ok-1", "ok-2"]
+
+
+async def test_single_event_with_nan_gets_400_with_its_path(router: Any) -> None:
+    """A single event holding NaN: 400 invalid_number at its path (not invalid_json), also when
+    the write key is in the body as analytics.js sends it."""
+    body = '{"writeKey": "%s", "event": "E", "anonymousId": "a", "properties": {"v": NaN}}'
+    response = await router.post("/v1/track", data=body % WRITE_KEY)
+    assert response.status == 400
+    answer = await response.json()
+    assert (answer["code"], answer["path"]) == ("invalid_number", "properties.v")
+
+
+async def test_a_broken_envelope_is_still_invalid_json(router: Any) -> None:
+    """When the batch's own structure is broken, nothing is usable: 400 invalid_json."""
+    for body in (
+        b'{"batch": [{"a": 1} {"b": 2}]}',
+        b'{"batch": [1, 2',
+        b'{"context": NaN, "batch": []}',
+    ):
+        response = await router.post("/v1/batch", data=body, headers=_auth())
+        assert response.status == 400, body
+        assert (await response.json())["code"] == "invalid_json"
 
 
 async def test_request_limit_above_aiohttps_default_is_honoured(
