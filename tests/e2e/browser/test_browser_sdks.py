@@ -95,6 +95,7 @@ RUDDER_PAGE = """<!doctype html>
     },
     useBeacon: %(use_beacon)s,
     beaconQueueOptions: {flushQueueInterval: 600000},
+    queueOptions: {minRetryDelay: 300, backoffFactor: 1},
     logLevel: "ERROR",
   });
   window.raReady = new Promise((resolve) => window.ra.ready(resolve));
@@ -342,6 +343,38 @@ async def test_rudderstack_js_beacon_delivers_on_unload(
     stats = router.server.app[STATE].stats
     assert stats.get("router_events_accepted_total", route="batch") == 2
     assert_clean(seen, site, router)
+
+
+async def test_rudderstack_js_retries_a_503_with_its_retry_headers(
+    browser: BrowserContext,
+    site: PageServer,
+    router: TestClient[Any, Any],
+    redis_client: aioredis.Redis,
+    redis_server: Any,
+    seen: Seen,
+) -> None:
+    """Redis down: RudderStack reads the 503, retries with Rsa-Retry-* headers (a preflight
+    of its own), and the event is accepted once Redis is back."""
+    site.pages["rudder"] = rudder_page(router, beacon=False)
+    page = await open_page(browser, seen, site.url("rudder"))
+    await page.evaluate("() => window.raReady")
+    sent: list[dict[str, str]] = []
+    page.on("request", lambda request: sent.append(request.headers))
+    redis_server.kill()
+    await page.evaluate("""() => ra.track("Order Completed", {order_id: "o-5"})""")
+    stats = router.server.app[STATE].stats
+    await wait_for(lambda: stats.get("router_requests_unavailable_total", route="track") >= 1)
+    await asyncio.to_thread(redis_server.start)
+    accepted = await wait_queued(redis_client, "all-feed", 1)
+    assert [e["event"] for e in accepted] == ["Order Completed"]
+    assert accepted[0]["context"]["consentManagement"] == RUDDER_CONSENT
+    router_track = f"{router_url(router)}/v1/track"
+    assert f"503 {router_track}" in seen.error_answers  # read by the SDK, not a CORS failure
+    assert seen.failed == []
+    assert sum(url == router_track for url in seen.requests) >= 2
+    assert "rsa-retry-attempt" not in sent[0]
+    assert [h["rsa-retry-attempt"] for h in sent[1:2]] == ["1"]
+    assert {"sentat", "anonymousid", "rsa-retry-reason"} <= set(sent[1])
 
 
 async def test_browser_reads_error_status_and_retry_after(
