@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench redis fmt clean
+.PHONY: run test lint typecheck pytest bench redis browser fmt clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required (found $$($(PYTHON) --version))"; exit 1; }
@@ -17,12 +17,16 @@ $(STAMP): pyproject.toml
 redis:
 	@scripts/ensure-redis.sh
 
+## chromium, node/npm and the browser SDKs of tests/e2e/browser (ROUTER_SKIP_BROWSER_TESTS=1: none)
+browser:
+	@scripts/ensure-browser.sh
+
 ## Run the router for real: local Redis (unless ROUTER_REDIS_URL is set), config/router.yaml.
 run: $(STAMP) redis
 	@scripts/run.sh
 
 ## Everything CI checks: format, lint, types, then the whole test suite on a real Redis.
-test: $(STAMP) redis lint typecheck pytest
+test: $(STAMP) redis browser lint typecheck pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
@@ -31,7 +35,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) redis
+pytest: $(STAMP) redis browser
 	$(BIN)/pytest
 
 fmt: $(STAMP)
@@ -42,4 +46,4 @@ bench: $(STAMP) redis
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache tests/e2e/browser/node_modules tests/e2e/browser/build

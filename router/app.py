@@ -1,7 +1,8 @@
 """The aiohttp application: ``create_app(settings, routing)``.
 
-Routes: ``POST /v1/{type}`` (and ``/v1/batch``, the one-letter aliases), ``POST /v1/consent``,
-the operator API ``/admin/*`` (``router.admin``, erasure included), CORS preflight,
+Routes: ``POST /v1/{type}`` (and ``/v1/batch``, the one-letter aliases), RudderStack's
+``POST /beacon/v1/batch``, ``POST /v1/consent``, analytics.js's usage counters ``POST /v1/m``,
+the operator API ``/admin/*`` (``router.admin``, erasure included), CORS (``/v1``, ``/beacon``),
 ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (counters, histograms, queue lag).
 
 Redis, the consent store (and its cache invalidations), the group-commit enqueuer, the
@@ -34,10 +35,18 @@ from router.audit import AuditKind, AuditLog, AuditWriter
 from router.config import Routing, load_routing
 from router.datamap import DataMapRecorder
 from router.errors import ConfigError
-from router.http import PREFLIGHT_HEADERS, HttpError, cors_headers, error_response, json_response
+from router.http import (
+    CORS_PATH_PREFIXES,
+    HttpError,
+    cors_headers,
+    error_response,
+    json_response,
+    preflight_headers,
+)
 from router.ingest import STATE, AppState, ingest
 from router.privacy import post_consent
 from router.queue import SUPPRESSED, Enqueuer, connect
+from router.sdk_metrics import post_sdk_metrics
 from router.settings import Settings
 from router.stored_consent import consent_recheck
 from router.telemetry import COUNTER_NAMES, Stats
@@ -82,12 +91,22 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """CORS for the origins configured on the sources (browser SDKs)."""
-    origin = request.headers.get("Origin")
+    """CORS for the origins configured on the sources (browser SDKs), on the paths browsers
+    post to (``/v1/...``, ``/beacon/...``) and nowhere else.
+
+    It sits outside ``errors``, so error answers (400, 401, 404, 413, 429, 503) carry the
+    headers too: a browser SDK can only read a status and ``Retry-After`` (to tell "drop" from
+    "retry") when the answer is readable for its origin.
+    """
+    if not request.path.startswith(CORS_PATH_PREFIXES):
+        return await handler(request)
     allowed = (o for s in request.app[STATE].routing.file.sources for o in s.cors_origins)
-    headers = cors_headers(origin, allowed)
-    if request.method == "OPTIONS" and request.path.startswith("/v1/"):
-        return web.Response(status=204, headers={**headers, **PREFLIGHT_HEADERS} if headers else {})
+    headers = cors_headers(request.headers.get("Origin"), allowed)
+    if request.method == "OPTIONS":
+        if headers:
+            requested = request.headers.get("Access-Control-Request-Headers")
+            headers = {**headers, **preflight_headers(requested)}
+        return web.Response(status=204, headers=headers)
     response = await handler(request)
     response.headers.update(headers)
     return response
@@ -219,7 +238,8 @@ def create_app(
     ``ROUTER_ADMIN_TOKENS`` is invalid.
     """
     # auto_decompress off: bodies are inflated by router.http.inflate, bounded, with our codes.
-    app = web.Application(middlewares=[errors, cors], handler_args={"auto_decompress": False})
+    # cors outside errors: error answers carry the CORS headers too.
+    app = web.Application(middlewares=[cors, errors], handler_args={"auto_decompress": False})
     tokens = tokens_of(settings)
     client = connect(settings.redis_url, settings.redis_timeout_ms)
     store = ConsentStore(client, suppressed_key=SUPPRESSED)
@@ -289,9 +309,13 @@ def create_app(
             telemetry.shutdown()
 
     app.cleanup_ctx.append(resources)
-    app.router.add_post("/v1/consent", post_consent)  # before /v1/{kind}, which would match
+    # /v1/consent and /v1/m before /v1/{kind}, which would match them; preflights (OPTIONS)
+    # are answered by the cors middleware.
+    app.router.add_post("/v1/consent", post_consent)
+    app.router.add_post("/v1/m", post_sdk_metrics)  # analytics.js's usage counters
     app.router.add_post("/v1/{kind}", ingest)
-    app.router.add_route("OPTIONS", "/v1/{kind}", healthz)
+    # RudderStack JS's beacon transport (sendBeacon on page unload), write key in the query
+    app.router.add_post("/beacon/v1/{kind:batch}", ingest)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import re
 import zlib
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from aiohttp import web
@@ -135,6 +136,29 @@ def _basic_auth_key(header: str) -> str | None:
     return decoded.partition(":")[0]
 
 
+CORS_PATH_PREFIXES: Final = ("/v1/", "/beacon/")
+"""Where browser SDKs post (``/v1/...``, RudderStack's ``/beacon/v1/batch``): only answers on
+these paths carry CORS headers; ``/admin``, ``/metrics`` and the probes never do."""
+
+KNOWN_REQUEST_HEADERS: Final = (
+    "Content-Type, Content-Encoding, Authorization, AnonymousId, SentAt, X-Retry-Count, "
+    "traceparent, Rsa-Recovered, Rsa-Retry-Attempt, Rsa-Retry-Reason, Rsa-Since-First-Attempt, "
+    "Rsa-Since-Last-Attempt"
+)
+"""What the browser SDKs send (analytics.js: Authorization, X-Retry-Count; RudderStack v3:
+AnonymousId, SentAt, the ``Rsa-*`` retry headers): allowed when a preflight's list of requested
+headers is not one to reflect."""
+
+EXPOSE_HEADERS: Final = "Retry-After"
+"""Answer headers a browser SDK may read besides the safelisted ones: ``Retry-After`` of a 429
+or 503 tells it when to retry."""
+
+MAX_REQUESTED_HEADERS: Final = 32
+MAX_REQUESTED_HEADERS_CHARS: Final = 1024
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP field name (RFC 9110 ``token``)."""
+
+
 def cors_headers(origin: str | None, allowed: Iterable[str]) -> dict[str, str]:
     """CORS answer headers when ``origin`` is allowed (``*`` allows every origin)."""
     if not origin:
@@ -145,14 +169,29 @@ def cors_headers(origin: str | None, allowed: Iterable[str]) -> dict[str, str]:
     return {
         "Access-Control-Allow-Origin": origin,
         "Access-Control-Allow-Credentials": "true",
+        "Access-Control-Expose-Headers": EXPOSE_HEADERS,
         "Vary": "Origin",
     }
 
 
-PREFLIGHT_HEADERS = {
-    "Access-Control-Allow-Methods": "POST, OPTIONS",
-    "Access-Control-Allow-Headers": (
-        "Content-Type, Content-Encoding, Authorization, AnonymousId, X-Retry-Count, traceparent"
-    ),
-    "Access-Control-Max-Age": "86400",
-}
+def preflight_headers(requested: str | None) -> dict[str, str]:
+    """The rest of a preflight's answer for an allowed origin.
+
+    ``Access-Control-Request-Headers`` is reflected when it is a short list of field names, so
+    whatever header an SDK adds in a later version is allowed without a release of the router;
+    anything else (too long, not tokens) gets the list of the SDKs' known headers, which the
+    browser then checks the request against.
+    """
+    names = [n.strip() for n in (requested or "").split(",") if n.strip()]
+    reflect = (
+        names
+        and len(names) <= MAX_REQUESTED_HEADERS
+        and len(requested or "") <= MAX_REQUESTED_HEADERS_CHARS
+        and all(_TOKEN.fullmatch(n) for n in names)
+    )
+    return {
+        "Access-Control-Allow-Methods": "POST, OPTIONS",
+        "Access-Control-Allow-Headers": ", ".join(names) if reflect else KNOWN_REQUEST_HEADERS,
+        "Access-Control-Max-Age": "86400",
+        "Vary": "Origin, Access-Control-Request-Headers",
+    }

@@ -35,6 +35,7 @@ COUNTER_NAMES: Final = (
     "router_pii_detections_total",
     "router_requests_throttled_total",
     "router_requests_unavailable_total",
+    "router_sdk_metrics_total",
 )
 """Every counter the router increments: the ones bridged to OTLP (a test keeps it complete)."""
 
