@@ -20,6 +20,7 @@ import hashlib
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -29,8 +30,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from destinations.registry import CONNECTORS
-from router.app import WORKERS
+from router.app import DATAMAP, WORKERS
 from router.config import Routing
+from router.datamap import day_of, read_datamap
 from router.ingest import STATE
 from router.queue import GROUP, dlq_key, entry_items, queue_key
 from tests.conftest import WRITE_KEY, AppFactory, routing_from, wait_for
@@ -408,10 +410,23 @@ async def test_a_phone_without_country_code_is_never_hashed_as_if_it_had_one(
             "traits": {**event["context"]["traits"], "phone": "(650) 555-1212"},
         }
         events.append({**event, "context": context})
-    await harness.deliver(events)
+    worker = await harness.deliver(events)
     await wait_for(lambda: len(platform.accepted_ids()) >= len(ids))
     await until(harness.settled)
     wire = b"\n".join(platform.raw)
     for wrong in ("6505551212", "+6505551212"):
         assert hashlib.sha256(wrong.encode()).hexdigest().encode() not in wire
     assert platform.problems() == []
+    if "context.traits.phone" not in platform.fields:
+        return
+    # Match readiness: the omission is counted, and the data map says why matches fell.
+    omitted = stats(worker).get(
+        "router_fields_omitted_total", destination=harness.id, field="phone"
+    )
+    assert omitted == len(ids)
+    recorder = worker.server.app[DATAMAP]
+    await recorder.flush()
+    row = (await read_datamap(harness.redis, day_of(datetime.now(UTC))))["destinations"][harness.id]
+    assert row["match"]["omitted:phone:no_country_code"] == len(ids)
+    assert row["match"]["email"] == len(ids)
+    assert "phone" not in row["match"]
