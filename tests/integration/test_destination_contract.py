@@ -40,6 +40,7 @@ from tests.integration.contract_cases import (
     CASES,
     FORBIDDEN,
     REVENUE,
+    MixpanelPlatform,
     Platform,
     order,
     routing_text,
@@ -430,3 +431,20 @@ async def test_a_phone_without_country_code_is_never_hashed_as_if_it_had_one(
     assert row["match"]["omitted:phone:no_country_code"] == len(ids)
     assert row["match"]["email"] == len(ids)
     assert "phone" not in row["match"]
+
+
+@pytest.mark.parametrize("platform", ["mixpanel"], indirect=True)
+async def test_mixpanel_413_is_split_until_every_event_is_imported(harness: Harness) -> None:
+    """Mixpanel answers 413 over its body limit (import-events reference: "request exceeds max
+    limit"): the worker halves the request until the parts fit; nothing is dead-lettered."""
+    platform = harness.platform
+    assert isinstance(platform, MixpanelPlatform)
+    ids = [f"big-{i}" for i in range(4)]
+    platform.fake.max_body_bytes = 600  # one event (about 300 bytes) fits, four do not
+    await harness.deliver([order(i) for i in ids])
+    await wait_for(lambda: len(platform.accepted_ids()) >= len(ids))
+    await until(harness.settled)
+    assert accepted(platform) == ids
+    assert await harness.dead_letters() == {}
+    statuses = [status for status, _ in platform.fake.responses]
+    assert 413 in statuses
