@@ -15,7 +15,8 @@ identify                                    ``$identify`` with ``user_properties
                                             = ``traits``
 ``properties``                              ``event_properties``
 ``context.traits`` (track, page, screen)    ``user_properties``
-``properties.revenue`` / ``currency``       ``revenue`` / ``currency`` (track only)
+``properties.revenue`` / ``currency``       ``revenue`` / ``currency`` (track only; the
+                                            currency ISO 4217 or both left out, counted)
 ``timestamp``                               ``time`` (ms since epoch)
 ``context.*``                               ``ip``, ``user_agent``, ``language``, ``os_name``,
                                             ``os_version``, ``platform``, ``device_*``,
@@ -62,6 +63,7 @@ from destinations.base import (
     Encoded,
     HttpRequest,
     HttpResponse,
+    Omission,
     Outcome,
     OutcomeKind,
     classify_status,
@@ -70,6 +72,7 @@ from destinations.base import (
     parse_retry_after,
     send_request,
 )
+from destinations.commerce import currency_code
 from destinations.errors import TransportError
 from destinations.payload import (
     header,
@@ -206,13 +209,16 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
         """One request per chunk of at most ``max_events_per_request`` events and the byte limit."""
         del now  # Amplitude states no time window
         dropped: list[Drop] = []
+        omitted: list[Omission] = []
         encoded: list[tuple[int, bytes]] = []
         for index, delivery in enumerate(batch):
-            event = self.encode_event(delivery)
+            notes: list[tuple[str, str]] = []
+            event = self.encode_event(delivery, notes)
             if isinstance(event, Drop):
                 dropped.append(Drop(index, event.reason, event.detail))
-            else:
-                encoded.append((index, _EVENT_ENCODER.encode(event)))
+                continue
+            encoded.append((index, _EVENT_ENCODER.encode(event)))
+            omitted.extend(Omission(index, field, reason) for field, reason in notes)
 
         head = b'{"api_key":' + msgspec.json.encode(self.settings.api_key) + b',"events":['
         tail = b"]"
@@ -230,9 +236,12 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
             url=self.url,
             headers={"Content-Type": "application/json", "Accept": "*/*"},
             secrets=(self.settings.api_key,),
+            omitted=omitted,
         )
 
-    def encode_event(self, delivery: Delivery) -> dict[str, Any] | Drop:
+    def encode_event(
+        self, delivery: Delivery, notes: list[tuple[str, str]] | None = None
+    ) -> dict[str, Any] | Drop:
         """The Amplitude event for one delivery, or why it cannot be sent (index 0)."""
         payload = delivery.payload
         event: dict[str, Any] = {}
@@ -281,10 +290,17 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
             if delivery.type == "track":
                 revenue = given.get("revenue")
                 if is_number(revenue):
-                    event["revenue"] = revenue
-                    currency = id_text(given.get("currency"))
-                    if currency:
-                        event["currency"] = currency.upper()
+                    # HTTP V2: currency is an ISO 4217 code; Amplitude answers 400 for the
+                    # event otherwise, so an invalid one goes with the revenue it prices.
+                    raw = given.get("currency")
+                    currency = currency_code(raw)
+                    if raw is not None and currency is None:
+                        if notes is not None:
+                            notes.append(("value", "invalid_currency"))
+                    else:
+                        event["revenue"] = revenue
+                        if currency is not None:
+                            event["currency"] = currency
 
         if context:
             for group, fields in _CONTEXT_GROUPS:

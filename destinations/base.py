@@ -103,11 +103,28 @@ class Drop(msgspec.Struct, frozen=True):
     detail: str = ""
 
 
+class Omission(msgspec.Struct, frozen=True):
+    """A field left out of an event that is still sent, because the platform would refuse it
+    or it could never match: ``field`` and ``reason`` are bounded codes (``value`` /
+    ``invalid_currency``, ``phone`` / ``no_country_code``...), safe for metric labels."""
+
+    index: int
+    field: str
+    reason: str
+
+
 class Encoded(msgspec.Struct, frozen=True):
-    """What ``encode`` returns: the requests to send and the events dropped on the way."""
+    """What ``encode`` returns: the requests to send and the events dropped on the way.
+
+    ``omitted`` lists the fields removed from events that are sent; ``matched`` gives, for
+    connectors that match people (GA4, Meta, TikTok), the kinds of match keys each sent event
+    carries (``email``, ``phone``, ``external_id``, ``click_id``...), by batch index.
+    """
 
     requests: list[HttpRequest]
     dropped: list[Drop] = msgspec.field(default_factory=list)
+    omitted: list[Omission] = msgspec.field(default_factory=list)
+    matched: dict[int, tuple[str, ...]] = msgspec.field(default_factory=dict)
 
 
 class HttpResponse(msgspec.Struct, frozen=True):
@@ -233,6 +250,8 @@ def packed_requests(
     url: str,
     headers: dict[str, str],
     secrets: tuple[str, ...],
+    omitted: Sequence[Omission] = (),
+    matched: Mapping[int, tuple[str, ...]] | None = None,
 ) -> Encoded:
     """Encoded events (``(index, json)``) joined into as few POSTs as the limits allow, each
     body ``head + e1,e2,... + tail``; an event too large even alone is dropped (``too_large``)."""
@@ -252,7 +271,13 @@ def packed_requests(
         for group in groups
     ]
     drops.sort(key=lambda drop: drop.index)
-    return Encoded(requests=requests, dropped=drops)
+    gone = {drop.index for drop in drops}
+    return Encoded(
+        requests=requests,
+        dropped=drops,
+        omitted=[o for o in omitted if o.index not in gone],
+        matched={i: keys for i, keys in (matched or {}).items() if i not in gone},
+    )
 
 
 _STREAM_ABOVE = 1024 * 1024

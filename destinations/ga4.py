@@ -35,9 +35,11 @@ from destinations.base import (
     Encoded,
     HttpRequest,
     HttpResponse,
+    Omission,
     Outcome,
     outcome_from_status,
 )
+from destinations.commerce import currency_code, money
 from destinations.payload import CONTACT_IDENTIFIERS, finite_number, mapping, trait
 
 __all__ = ["GA4Connector", "GA4Settings", "ga4_event_name"]
@@ -82,7 +84,6 @@ _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _NOT_NAME_CHARS = re.compile(r"[^a-z0-9]+")
 _CLIENT_ID = re.compile(r"[0-9]+\.[0-9]+")
 _GA_COOKIE = re.compile(r"GA\d+\.\d+\.([0-9]+\.[0-9]+)")
-_CURRENCY = re.compile(r"[A-Za-z]{3}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -188,6 +189,18 @@ class GA4Settings(BaseModel):
     default_phone_country_code: str | None = Field(default=None, pattern=r"^\+?[1-9][0-9]{0,3}$")
     engagement_time_msec: int | None = Field(default=None, ge=0)
     """Added to every event when set: GA4 needs it to show users in Realtime reports."""
+    default_currency: str | None = None
+    """ISO 4217 code sent with a value whose event names no currency; without it such a
+    value is left out (GA4 computes no revenue from a value without currency)."""
+    value_property: str | None = Field(default=None, min_length=1)
+    """The property holding the event's value; default: revenue, then total, then value."""
+
+    @field_validator("default_currency")
+    @classmethod
+    def _currency(cls, value: str | None) -> str | None:
+        if value is not None and currency_code(value) is None:
+            raise ValueError(f"{value!r} is not an ISO 4217 currency code")
+        return currency_code(value) if value is not None else None
 
     @field_validator("endpoint_url", "debug_endpoint_url")
     @classmethod
@@ -229,13 +242,18 @@ class GA4Connector(Connector[GA4Settings]):
     def encode(self, batch: Sequence[Delivery], now: datetime) -> Encoded:
         """Group the batch by request-level fields and cut it into valid requests."""
         dropped: list[Drop] = []
+        omitted: list[Omission] = []
+        matched: dict[int, tuple[str, ...]] = {}
         groups: dict[bytes, tuple[dict[str, Any], list[tuple[int, dict[str, Any]]]]] = {}
         for index, delivery in enumerate(batch):
-            built = self._encode_one(index, delivery, now)
+            notes: list[tuple[str, str]] = []
+            built = self._encode_one(index, delivery, now, notes)
             if isinstance(built, Drop):
                 dropped.append(built)
                 continue
             envelope, event = built
+            omitted.extend(Omission(index, field, reason) for field, reason in notes)
+            matched[index] = match_keys(envelope)
             key = msgspec.json.encode(envelope)
             groups.setdefault(key, (envelope, []))[1].append((index, event))
         requests: list[HttpRequest] = []
@@ -243,7 +261,13 @@ class GA4Connector(Connector[GA4Settings]):
             requests.extend(self._pack(envelope, events, dropped))
         requests.sort(key=lambda request: request.indices[0])
         dropped.sort(key=lambda drop: drop.index)
-        return Encoded(requests=requests, dropped=dropped)
+        gone = {drop.index for drop in dropped}  # too large to send
+        return Encoded(
+            requests=requests,
+            dropped=dropped,
+            omitted=[o for o in omitted if o.index not in gone],
+            matched={i: keys for i, keys in matched.items() if i not in gone},
+        )
 
     def interpret(self, response: HttpResponse, request: HttpRequest) -> Outcome:
         """2xx is success, except validation messages from the validation server."""
@@ -265,7 +289,7 @@ class GA4Connector(Connector[GA4Settings]):
     # --- one event -----------------------------------------------------------------------
 
     def _encode_one(
-        self, index: int, delivery: Delivery, now: datetime
+        self, index: int, delivery: Delivery, now: datetime, notes: list[tuple[str, str]]
     ) -> Drop | tuple[dict[str, Any], dict[str, Any]]:
         payload = delivery.payload
         client_id = self._client_id(payload.get("anonymousId"))
@@ -284,10 +308,10 @@ class GA4Connector(Connector[GA4Settings]):
             return Drop(index, name.reason, name.detail)
         event: dict[str, Any] = {
             "name": name,
-            "params": self._params(delivery, name),
+            "params": self._params(delivery, name, notes),
             "timestamp_micros": (timestamp - _EPOCH) // timedelta(microseconds=1),
         }
-        return self._envelope(delivery, client_id), event
+        return self._envelope(delivery, client_id, notes), event
 
     def _client_id(self, anonymous_id: Any) -> str | None:
         if isinstance(anonymous_id, int | float) and not isinstance(anonymous_id, bool):
@@ -321,7 +345,9 @@ class GA4Connector(Connector[GA4Settings]):
             return Drop(0, "reserved_event_name", f"{name} is reserved by GA4")
         return name
 
-    def _params(self, delivery: Delivery, name: str) -> dict[str, Any]:
+    def _params(
+        self, delivery: Delivery, name: str, notes: list[tuple[str, str]]
+    ) -> dict[str, Any]:
         payload = delivery.payload
         properties = mapping(payload.get("properties"))
         page = mapping(mapping(payload.get("context")).get("page"))
@@ -342,6 +368,23 @@ class GA4Connector(Connector[GA4Settings]):
         spec = _SPEC_EVENTS.get((delivery.event or "").strip().lower())
         if delivery.type == "track" and spec is not None and spec.name == name:
             consumed |= self._spec_params(spec, properties, standard)
+        else:
+            spec = None
+        if delivery.type == "track":
+            # GA4 event reference: "If you set value then currency is required for revenue
+            # metrics to be computed accurately"; currency is ISO 4217 for every event.
+            amount = money(
+                properties,
+                default_currency=self.settings.default_currency,
+                single_product=spec is not None and spec.items == "single",
+                value_property=self.settings.value_property,
+            )
+            if (spec is not None and spec.items != "none") or "value" in properties:
+                standard["value"] = amount.value
+            standard["currency"] = amount.currency
+            consumed |= {"value", "currency"}
+            if amount.omitted is not None:
+                notes.append(("value", amount.omitted))
         if self.settings.engagement_time_msec is not None:
             standard["engagement_time_msec"] = self.settings.engagement_time_msec
         params: dict[str, Any] = {}
@@ -378,17 +421,15 @@ class GA4Connector(Connector[GA4Settings]):
             products = properties.get("products")
             products = products if isinstance(products, list) else []
             items = [it for p in products if (it := _item(mapping(p))) is not None]
-        currency = properties.get("currency")
-        if isinstance(currency, str) and _CURRENCY.fullmatch(currency.strip()):
-            standard["currency"] = currency.strip().upper()
-        standard["value"] = _money(properties, single=spec.items == "single")
         if items:
             standard["items"] = items[:MAX_ITEMS_PER_EVENT]
         return consumed
 
     # --- request-level fields ------------------------------------------------------------
 
-    def _envelope(self, delivery: Delivery, client_id: str) -> dict[str, Any]:
+    def _envelope(
+        self, delivery: Delivery, client_id: str, notes: list[tuple[str, str]]
+    ) -> dict[str, Any]:
         payload = delivery.payload
         envelope: dict[str, Any] = {"client_id": client_id}
         user_id = payload.get("userId")
@@ -397,7 +438,7 @@ class GA4Connector(Connector[GA4Settings]):
         if isinstance(user_id, str) and 0 < len(user_id.strip()) <= MAX_USER_ID_LENGTH:
             envelope["user_id"] = user_id.strip()
             # user_data goes only with a user_id (the uid-data page requires one).
-            if user_data := self._user_data(payload):
+            if user_data := self._user_data(payload, notes):
                 envelope["user_data"] = user_data
         consent: dict[str, str] = {}
         for field in ("ad_user_data", "ad_personalization"):
@@ -408,16 +449,23 @@ class GA4Connector(Connector[GA4Settings]):
             envelope["consent"] = consent
         return envelope
 
-    def _user_data(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+    def _user_data(
+        self, payload: Mapping[str, Any], notes: list[tuple[str, str]]
+    ) -> dict[str, Any]:
         user_data: dict[str, Any] = {}
         email = trait(payload, "email")
-        if isinstance(email, str) and (digest := hashing.hash_email(email, google=True)):
-            user_data["sha256_email_address"] = [digest]
+        if isinstance(email, str) and email.strip():
+            if digest := hashing.hash_email(email, google=True):
+                user_data["sha256_email_address"] = [digest]
+            else:
+                notes.append(("email", "invalid_email"))
         phone = trait(payload, "phone")
-        if isinstance(phone, str):
+        if isinstance(phone, str) and phone.strip():
             code = self.settings.default_phone_country_code
             if digest := hashing.hash_phone(phone, code):
                 user_data["sha256_phone_number"] = [digest]
+            else:
+                notes.append(("phone", hashing.phone_problem(phone, code) or "invalid"))
         address = _google_address(payload)
         if address:
             user_data["address"] = [address]
@@ -522,15 +570,20 @@ def _param_value(name: str, value: Any) -> str | int | float | None:
     return None
 
 
-def _money(properties: Mapping[str, Any], *, single: bool) -> float | int | None:
-    for key in ("value", "total", "revenue"):
-        if (amount := finite_number(properties.get(key))) is not None:
-            return amount
-    price = finite_number(properties.get("price"))
-    if single and price is not None:
-        quantity = finite_number(properties.get("quantity"))
-        return round(price * (quantity if quantity is not None else 1), 6)
-    return None
+def match_keys(envelope: Mapping[str, Any]) -> tuple[str, ...]:
+    """The kinds of match keys a request envelope carries (explain, data map)."""
+    kinds = {"browser_id"} if "client_id" in envelope else set()
+    if "user_id" in envelope:
+        kinds.add("external_id")
+    user_data = mapping(envelope.get("user_data"))
+    for key, kind in (
+        ("sha256_email_address", "email"),
+        ("sha256_phone_number", "phone"),
+        ("address", "address"),
+    ):
+        if key in user_data:
+            kinds.add(kind)
+    return tuple(sorted(kinds))
 
 
 def _item(product: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -552,7 +605,7 @@ def _item(product: Mapping[str, Any]) -> dict[str, Any] | None:
     custom = 0
     for key, raw in product.items():
         custom_name = _param_name(key)
-        if key in _PRODUCT_KEYS or custom_name is None or custom_name in item:
+        if key in _PRODUCT_KEYS or key in _MONEY_KEYS or custom_name is None or custom_name in item:
             continue
         if custom >= MAX_CUSTOM_ITEM_PARAMS:
             break

@@ -24,6 +24,9 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from datetime import date
+
+from destinations.iso import country_code, us_state_code
 
 __all__ = [
     "hash_city_meta",
@@ -34,6 +37,7 @@ __all__ = [
     "hash_normalized",
     "hash_phone",
     "hash_phone_meta",
+    "hash_state_meta",
     "hash_street_google",
     "hash_zip_meta",
     "is_sha256_hex",
@@ -47,8 +51,10 @@ __all__ = [
     "normalize_phone_e164",
     "normalize_phone_meta",
     "normalize_postal_code_google",
+    "normalize_state_meta",
     "normalize_street_google",
     "normalize_zip_meta",
+    "phone_problem",
     "sha256_hex",
 ]
 
@@ -59,9 +65,14 @@ _E164_MIN_DIGITS = 8  # a few territories have 7 (Niue: +683 + 4), but 7 digits 
 # often a local number typed without its country and area codes
 _E164_MAX_DIGITS = 15  # ITU-T E.164: at most 15 digits including the country code
 _DOB_PATTERNS = (
-    re.compile(r"(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})"),  # ISO 8601 date (Segment)
+    # ISO 8601 date, alone or as the start of a date-time (Segment's ``birthday`` trait)
+    re.compile(r"(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})(?:[T ].*)?"),
+    re.compile(r"(?P<y>\d{4})/(?P<m>\d{1,2})/(?P<d>\d{1,2})"),  # 1997/02/16
     re.compile(r"(?P<y>\d{4})(?P<m>\d{2})(?P<d>\d{2})"),  # already YYYYMMDD
+    re.compile(r"(?P<m>\d{1,2})/(?P<d>\d{1,2})/(?P<y>\d{4})"),  # US, Meta's own example
+    re.compile(r"(?P<d>\d{1,2})\.(?P<m>\d{1,2})\.(?P<y>\d{4})"),  # 16.02.1997 (day first)
 )
+_MIN_BIRTH_YEAR = 1900  # Meta ``db``: "YYYYMMDD", year from 1900 to the current year
 
 
 def sha256_hex(text: str) -> str:
@@ -127,13 +138,14 @@ def hash_email(text: str, *, google: bool = False) -> str | None:
 # --- phone -------------------------------------------------------------------------------
 
 
-def _phone_digits(text: str, default_country_code: str | None) -> str | None:
-    """The international digits of a phone number (country code first), or ``None``.
+def _phone_digits(text: str, default_country_code: str | None) -> str:
+    """The international digits of a phone number (country code first), or why there are
+    none: a string starting with ``!`` (``!no_country_code``, ``!invalid_phone``).
 
-    ``+`` or ``00`` in front marks an international number. Otherwise, with a
-    ``default_country_code`` the number is national: its trunk ``0`` is dropped and the code
-    put in front; without one the digits are taken to already start with the country code
-    (what Meta's own SDK assumes).
+    ``+`` or ``00`` in front marks an international number. Otherwise the number is national:
+    with a ``default_country_code`` its trunk ``0`` is dropped and the code put in front;
+    without one it cannot be normalized. Taking its leading digits for a country code (as
+    Meta's SDK does) turns ``(650) 555-1212`` into ``+6505551212``, a hash that never matches.
     """
     stripped = text.strip()
     digits = "".join(ch for ch in stripped if ch.isdigit() and ch.isascii())
@@ -144,15 +156,26 @@ def _phone_digits(text: str, default_country_code: str | None) -> str | None:
     elif default_country_code:
         code = "".join(ch for ch in default_country_code if ch.isdigit() and ch.isascii())
         if not code:
-            return None
+            return "!invalid_phone"
         international = code + digits.lstrip("0")
+    elif _E164_MIN_DIGITS - 3 <= len(digits) <= _E164_MAX_DIGITS:
+        return "!no_country_code"
     else:
-        international = digits
+        return "!invalid_phone"
     if international.startswith("0"):
-        return None
+        return "!invalid_phone"
     if not _E164_MIN_DIGITS <= len(international) <= _E164_MAX_DIGITS:
-        return None
+        return "!invalid_phone"
     return international
+
+
+def phone_problem(text: str, default_country_code: str | None = None) -> str | None:
+    """Why a phone number cannot be normalized (``no_country_code``, ``invalid_phone``), or
+    ``None`` when it can (or already is a SHA-256 digest)."""
+    if _prehashed(text) is not None:
+        return None
+    digits = _phone_digits(text, default_country_code)
+    return digits[1:] if digits.startswith("!") else None
 
 
 def normalize_phone_e164(text: str, default_country_code: str | None = None) -> str | None:
@@ -162,7 +185,7 @@ def normalize_phone_e164(text: str, default_country_code: str | None = None) -> 
     ``default_country_code="44"`` -> ``"+442079460018"``.
     """
     digits = _phone_digits(text, default_country_code)
-    return None if digits is None else f"+{digits}"
+    return None if digits.startswith("!") else f"+{digits}"
 
 
 def normalize_phone_meta(text: str, default_country_code: str | None = None) -> str | None:
@@ -170,7 +193,8 @@ def normalize_phone_meta(text: str, default_country_code: str | None = None) -> 
 
     ``"+1 (650) 555-1212"`` -> ``"16505551212"``; ``None`` when it cannot be made valid.
     """
-    return _phone_digits(text, default_country_code)
+    digits = _phone_digits(text, default_country_code)
+    return None if digits.startswith("!") else digits
 
 
 def hash_phone(text: str, default_country_code: str | None = None) -> str | None:
@@ -244,9 +268,27 @@ def hash_zip_meta(text: str) -> str | None:
 
 
 def normalize_country(text: str) -> str | None:
-    """A lowercase ISO 3166-1 alpha-2 code, or ``None`` when it is not two letters."""
-    code = "".join(ch for ch in text.strip().lower() if "a" <= ch <= "z")
-    return code if len(code) == 2 else None
+    """A lowercase ISO 3166-1 alpha-2 code from a code or an English country name, or
+    ``None`` when it is neither (Meta: "lowercase, 2-letter country codes in ISO 3166-1
+    alpha-2"; Meta's SDK refuses codes not on the ISO list). ``"United States"`` -> ``"us"``.
+    """
+    code = country_code(text)
+    return code.lower() if code is not None else None
+
+
+def normalize_state_meta(text: str) -> str:
+    """Meta ``st``: "the 2-character ANSI abbreviation code in lowercase" for US states, so a
+    full US state name becomes its code (``"California"`` -> ``"ca"``); any other value is
+    lowercase letters only, no spaces or punctuation (non-US states)."""
+    code = us_state_code(text)
+    return code.lower() if code is not None else normalize_city_meta(text)
+
+
+def hash_state_meta(text: str) -> str | None:
+    """The SHA-256 of Meta's state form."""
+    if (digest := _prehashed(text)) is not None:
+        return digest
+    return hash_normalized(normalize_state_meta(text))
 
 
 def hash_country_meta(text: str) -> str | None:
@@ -291,16 +333,26 @@ def normalize_gender(text: str) -> str | None:
     return None
 
 
-def normalize_date_of_birth(text: str) -> str | None:
-    """Meta ``db``: ``YYYYMMDD`` from an ISO date (``"1997-02-16"`` -> ``"19970216"``)."""
+def normalize_date_of_birth(text: str, latest: date | None = None) -> str | None:
+    """Meta ``db``: ``YYYYMMDD`` from the common ways of writing a date, else ``None``.
+
+    ``"1997-02-16"`` (ISO, also as the start of a date-time), ``"1997/02/16"``,
+    ``"19970216"``, ``"2/16/1997"`` (month first: Meta's own example, US usage) and
+    ``"16.02.1997"`` (day first, dotted) all give ``"19970216"``. A date that does not exist
+    (``"1997-02-30"``), a year before 1900 or a date after ``latest`` gives ``None``.
+    """
     value = text.strip()
     for pattern in _DOB_PATTERNS:
-        match = pattern.match(value)
+        match = pattern.fullmatch(value)
         if match is None:
             continue
-        year, month, day = int(match["y"]), int(match["m"]), int(match["d"])
-        if 1900 <= year <= 9999 and 1 <= month <= 12 and 1 <= day <= 31:
-            return f"{year:04d}{month:02d}{day:02d}"
+        try:
+            born = date(int(match["y"]), int(match["m"]), int(match["d"]))
+        except ValueError:
+            return None
+        if born.year < _MIN_BIRTH_YEAR or (latest is not None and born > latest):
+            return None
+        return born.strftime("%Y%m%d")
     return None
 
 

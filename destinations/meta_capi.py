@@ -18,7 +18,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, Literal, NamedTuple
 from urllib.parse import urlencode
 
@@ -33,10 +33,12 @@ from destinations.base import (
     Encoded,
     HttpRequest,
     HttpResponse,
+    Omission,
     Outcome,
     outcome_from_status,
     parse_retry_after,
 )
+from destinations.commerce import Money, currency_code, money
 from destinations.payload import CONTACT_IDENTIFIERS, finite_number, header, mapping, trait
 
 __all__ = ["MetaCapiConnector", "MetaCapiSettings", "meta_event_name"]
@@ -83,7 +85,20 @@ _STANDARD_KEYS = frozenset(
         "sku", "name", "category", "order_id", "query", "fbc", "fbp",
     }
 )  # fmt: skip
-_CURRENCY = re.compile(r"[A-Za-z]{3}")
+# Segment spec events whose properties describe one product rather than ``products[]``.
+_SINGLE_PRODUCT_EVENTS = frozenset(
+    {"product viewed", "product added", "product added to wishlist", "product clicked"}
+)
+REQUIRES_VALUE = frozenset({"Purchase"})
+"""Standard events for which Meta requires ``custom_data.value`` and ``currency`` (custom
+data parameters: "Required for purchase events")."""
+# user_data key -> kind of match key (explain, data map).
+MATCH_KINDS: Mapping[str, str] = {
+    "em": "email", "ph": "phone", "external_id": "external_id", "fbc": "click_id",
+    "fbp": "browser_id", "client_ip_address": "ip", "client_user_agent": "user_agent",
+    "fn": "name", "ln": "name", "ge": "gender", "db": "birthday", "ct": "address",
+    "st": "address", "zp": "address", "country": "address",
+}  # fmt: skip
 _DIGITS = re.compile(r"[0-9]{1,20}")
 # Customer information that is never enough on its own (best practices, "baseline
 # requirements for matching"): an event whose keys fit in one of these sets is invalid.
@@ -131,6 +146,18 @@ class MetaCapiSettings(BaseModel):
     ldu_state: int = Field(default=0, ge=0)
     """``data_processing_options_state``: 0 lets Meta geolocate, 1000 is California."""
     default_phone_country_code: str | None = Field(default=None, pattern=r"^\+?[1-9][0-9]{0,3}$")
+    default_currency: str | None = None
+    """ISO 4217 code sent with a value whose event names no currency (the shop's currency);
+    without it, such a value is left out and a Purchase is not sent (``missing_required``)."""
+    value_property: str | None = Field(default=None, min_length=1)
+    """The property holding the event's value; default: revenue, then total, then value."""
+
+    @field_validator("default_currency")
+    @classmethod
+    def _currency(cls, value: str | None) -> str | None:
+        if value is not None and currency_code(value) is None:
+            raise ValueError(f"{value!r} is not an ISO 4217 currency code")
+        return currency_code(value) if value is not None else None
 
     @field_validator("endpoint_url")
     @classmethod
@@ -165,18 +192,23 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
     def encode(self, batch: Sequence[Delivery], now: datetime) -> Encoded:
         """One request per 1,000 events; events Meta would refuse come back as drops."""
         dropped: list[Drop] = []
+        omitted: list[Omission] = []
+        matched: dict[int, tuple[str, ...]] = {}
         events: list[tuple[int, dict[str, Any]]] = []
         for index, delivery in enumerate(batch):
-            built = self._event(delivery, now)
+            notes: list[tuple[str, str]] = []
+            built = self._event(delivery, now, notes)
             if isinstance(built, _Refusal):
                 dropped.append(Drop(index, built.reason, built.detail))
-            else:
-                events.append((index, built))
+                continue
+            events.append((index, built))
+            omitted.extend(Omission(index, field, reason) for field, reason in notes)
+            matched[index] = match_keys(built["user_data"])
         requests = [
             self._request(events[start : start + MAX_EVENTS_PER_REQUEST])
             for start in range(0, len(events), MAX_EVENTS_PER_REQUEST)
         ]
-        return Encoded(requests=requests, dropped=dropped)
+        return Encoded(requests=requests, dropped=dropped, omitted=omitted, matched=matched)
 
     def interpret(self, response: HttpResponse, request: HttpRequest) -> Outcome:
         """Graph API errors: rate limits and transient codes retry, the rest is permanent.
@@ -203,8 +235,10 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
 
     # --- one event -----------------------------------------------------------------------
 
-    def _event(self, delivery: Delivery, now: datetime) -> dict[str, Any] | _Refusal:
-        """The server event, or why Meta would refuse it."""
+    def _event(
+        self, delivery: Delivery, now: datetime, notes: list[tuple[str, str]]
+    ) -> dict[str, Any] | _Refusal:
+        """The server event, or why Meta would refuse it; fields left out go to ``notes``."""
         payload = delivery.payload
         timestamp = delivery.timestamp
         if timestamp.tzinfo is None:
@@ -230,7 +264,7 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
         referrer = page.get("referrer")
         if _is_http_url(referrer):
             event["referrer_url"] = referrer
-        user_data = self._user_data(payload)
+        user_data = self._user_data(payload, now, notes)
         if self.settings.action_source == "website":
             if "event_source_url" not in event:
                 return _Refusal("missing_event_source_url", "website events need context.page.url")
@@ -239,7 +273,14 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
         if not user_data or any(set(user_data) <= weak for weak in INSUFFICIENT_USER_DATA):
             return _Refusal("insufficient_user_data", "no customer information Meta can match")
         event["user_data"] = user_data
-        if custom_data := _custom_data(properties):
+        single = (delivery.event or "").strip().lower() in _SINGLE_PRODUCT_EVENTS
+        custom_data = self._custom_data(properties, single=single, notes=notes)
+        if name in REQUIRES_VALUE and not {"value", "currency"} <= custom_data.keys():
+            return _Refusal(
+                "missing_required",
+                f"Meta requires custom_data.value and an ISO 4217 currency for {name}",
+            )
+        if custom_data:
             event["custom_data"] = custom_data
         opted_out = delivery.consent.us_opt_out or delivery.consent.gpc
         if self.settings.limited_data_use == "always" or opted_out:
@@ -263,27 +304,36 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
             return _Refusal("invalid_event_name", "Meta event names are at most 50 characters")
         return name
 
-    def _user_data(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+    def _user_data(
+        self, payload: Mapping[str, Any], now: datetime, notes: list[tuple[str, str]]
+    ) -> dict[str, Any]:
         context = mapping(payload.get("context"))
         properties = mapping(payload.get("properties"))
         address = mapping(trait(payload, "address"))
         phone_code = self.settings.default_phone_country_code
+        today = now.date()
         hashed: tuple[tuple[str, Any, Callable[[str], str | None]], ...] = (
             ("em", trait(payload, "email"), hashing.hash_email),
             ("ph", trait(payload, "phone"), lambda v: hashing.hash_phone_meta(v, phone_code)),
             ("fn", trait(payload, "firstName"), hashing.hash_name),
             ("ln", trait(payload, "lastName"), hashing.hash_name),
             ("ge", trait(payload, "gender"), _hash_gender),
-            ("db", trait(payload, "birthday"), _hash_birthday),
+            ("db", trait(payload, "birthday"), lambda v: _hash_birthday(v, today)),
             ("ct", address.get("city"), hashing.hash_city_meta),
-            ("st", address.get("state"), hashing.hash_city_meta),
+            ("st", address.get("state"), hashing.hash_state_meta),
             ("zp", address.get("postalCode"), hashing.hash_zip_meta),
             ("country", address.get("country"), hashing.hash_country_meta),
         )
         user_data: dict[str, Any] = {}
         for key, value, hash_value in hashed:
-            if isinstance(value, str) and (digest := hash_value(value)):
+            if not isinstance(value, str) or not value.strip():
+                continue
+            if digest := hash_value(value):
                 user_data[key] = [digest] if key in ("em", "ph") else digest
+            elif key == "ph":
+                notes.append(("phone", hashing.phone_problem(value, phone_code) or "invalid"))
+            elif key in _OMISSION_REASONS:
+                notes.append(_OMISSION_REASONS[key])
         external_ids = [
             digest
             for raw in (payload.get("userId"), payload.get("anonymousId"))
@@ -302,6 +352,17 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
             if isinstance(cookie, str) and cookie.startswith("fb."):
                 user_data[key] = cookie.strip()
         return user_data
+
+    def _custom_data(
+        self, properties: Mapping[str, Any], *, single: bool, notes: list[tuple[str, str]]
+    ) -> dict[str, Any]:
+        amount = money(
+            properties,
+            default_currency=self.settings.default_currency,
+            single_product=single,
+            value_property=self.settings.value_property,
+        )
+        return _custom_data(properties, amount, notes)
 
     # --- request -------------------------------------------------------------------------
 
@@ -332,8 +393,19 @@ def _hash_gender(value: str) -> str | None:
     return hashing.hash_normalized(hashing.normalize_gender(value))
 
 
-def _hash_birthday(value: str) -> str | None:
-    return hashing.hash_normalized(hashing.normalize_date_of_birth(value))
+def _hash_birthday(value: str, latest: date) -> str | None:
+    if hashing.is_sha256_hex(value.strip().lower()):
+        return value.strip().lower()
+    return hashing.hash_normalized(hashing.normalize_date_of_birth(value, latest))
+
+
+_OMISSION_REASONS: Mapping[str, tuple[str, str]] = {
+    "em": ("email", "invalid_email"),
+    "db": ("birthday", "invalid_date"),
+    "ge": ("gender", "invalid_gender"),
+    "country": ("country", "invalid_country"),
+}
+"""user_data keys whose unusable values are counted when left out (bounded codes)."""
 
 
 def _is_http_url(value: Any) -> bool:
@@ -356,32 +428,40 @@ def _text(value: Any) -> str | None:
     return None
 
 
-def _custom_data(properties: Mapping[str, Any]) -> dict[str, Any]:
+def _custom_data(
+    properties: Mapping[str, Any],
+    amount: Money,
+    notes: list[tuple[str, str]],
+) -> dict[str, Any]:
     data: dict[str, Any] = {}
-    value = next(
-        (
-            amount
-            for key in ("value", "revenue", "total", "price")
-            if (amount := finite_number(properties.get(key))) is not None
-        ),
-        None,
-    )
-    if value is not None:
-        data["value"] = value
-    currency = properties.get("currency")
-    if isinstance(currency, str) and _CURRENCY.fullmatch(currency.strip()):
-        data["currency"] = currency.strip().upper()
+    if amount.value is not None:
+        data["value"] = amount.value
+    if amount.currency is not None:
+        data["currency"] = amount.currency
+    if amount.omitted is not None:
+        notes.append(("value", amount.omitted))
     products = properties.get("products")
-    if isinstance(products, list):
-        contents = [c for p in products if (c := _content(mapping(p))) is not None]
-    else:
-        single = _content(properties)
-        contents = [single] if single is not None else []
-    if contents:
-        data["content_ids"] = [content["id"] for content in contents]
-        data["contents"] = contents
+    candidates = [mapping(p) for p in products] if isinstance(products, list) else [properties]
+    ids: list[str] = []
+    contents: list[dict[str, Any]] = []
+    for product in candidates:
+        content_id = _text(product.get("product_id")) or _text(product.get("sku"))
+        if content_id is None:
+            continue
+        ids.append(content_id)
+        content = _content(content_id, product)
+        if content is None:
+            # Meta: "id and quantity are the required fields" of contents[]; no default is
+            # documented, so an item without a quantity goes in content_ids only.
+            notes.append(("contents", "missing_quantity"))
+        else:
+            contents.append(content)
+    if ids:
+        data["content_ids"] = list(dict.fromkeys(ids))
         data["content_type"] = "product"
-        data["num_items"] = sum(int(content.get("quantity", 1)) for content in contents)
+    if contents:
+        data["contents"] = contents
+        data["num_items"] = sum(content["quantity"] for content in contents)
     for field, key in (
         ("content_name", "name"),
         ("content_category", "category"),
@@ -402,18 +482,21 @@ def _custom_data(properties: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _content(product: Mapping[str, Any]) -> dict[str, Any] | None:
-    content_id = _text(product.get("product_id")) or _text(product.get("sku"))
-    if content_id is None:
-        return None
-    content: dict[str, Any] = {"id": content_id}
+def _content(content_id: str, product: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A ``contents[]`` item, or ``None`` without a positive whole quantity."""
     quantity = finite_number(product.get("quantity"))
-    if quantity is not None and quantity == int(quantity) and quantity > 0:
-        content["quantity"] = int(quantity)
+    if quantity is None or quantity != int(quantity) or quantity <= 0:
+        return None
+    content: dict[str, Any] = {"id": content_id, "quantity": int(quantity)}
     price = finite_number(product.get("price"))
     if price is not None:
         content["item_price"] = price
     return content
+
+
+def match_keys(user_data: Mapping[str, Any]) -> tuple[str, ...]:
+    """The kinds of match keys in a ``user_data`` object, sorted and without repeats."""
+    return tuple(sorted({MATCH_KINDS[key] for key in user_data if key in MATCH_KINDS}))
 
 
 def _graph_error(body: bytes) -> Mapping[str, Any] | None:

@@ -34,7 +34,9 @@ sending, as strict mode would refuse them.
 
 Answers (``interpret``): 200 ok; 400 with ``failed_records`` is a partial success (Mixpanel
 ingested the valid rows: the rest is ``ok``, the named positions fail permanently); any other
-400, 401, 403 and 413 are permanent; 429 and 5xx retry (``$insert_id`` dedups retries).
+400, 401 and 403 are permanent for the whole request; 413 (the body is over Mixpanel's limit,
+whatever ``max_body_bytes`` assumed) makes the worker split the request in halves and send
+them again, as for Amplitude; 429 and 5xx retry (``$insert_id`` dedups retries).
 """
 
 from __future__ import annotations
@@ -178,7 +180,8 @@ class MixpanelConnector(Connector[MixpanelSettings]):
     settings_model: ClassVar[type[BaseModel]] = MixpanelSettings
     required_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("userId", "anonymousId"),)
     max_batch_size: ClassVar[int] = MAX_EVENTS_PER_REQUEST
-    split_on_rejection: ClassVar[bool] = False
+    split_on_rejection: ClassVar[bool] = True
+    """Only for 413: every other permanent answer is marked request-wide."""
     """Strict mode names the bad events itself; bisecting a 401 would only multiply requests."""
 
     @property
@@ -290,12 +293,15 @@ class MixpanelConnector(Connector[MixpanelSettings]):
             if failed:
                 kind: OutcomeKind = "permanent" if len(failed) == count else "ok"
                 return Outcome(kind=kind, reason="partial_rejection", failed=failed)
-            return Outcome(kind="permanent", reason="invalid_request")
+            return Outcome(kind="permanent", reason="invalid_request", event_specific=False)
         if response.status == 401:
-            return Outcome(kind="permanent", reason="invalid_credentials")
+            return Outcome(kind="permanent", reason="invalid_credentials", event_specific=False)
         if response.status == 413:
             return Outcome(kind="permanent", reason="payload_too_large")
-        return outcome_from_status(response)
+        outcome = outcome_from_status(response)
+        if outcome.kind == "permanent":
+            return msgspec.structs.replace(outcome, event_specific=False)
+        return outcome
 
     async def delete_subject(
         self,

@@ -33,8 +33,11 @@ same paths, ``phone``                       ``user.phone``: SHA-256 of E.164 wit
 ``properties.ttclid`` / ``context.ttclid``  ``user.ttclid`` (else ``ttclid`` in the page URL)
 ``properties.ttp`` / ``context.ttp``        ``user.ttp`` (the ``_ttp`` cookie)
 ``context.page.url`` / ``referrer``         ``page.url`` / ``page.referrer``
-``properties.value|revenue|total|price``    ``properties.value`` (first number found)
-``properties.currency``                     ``properties.currency`` (upper case)
+``properties.revenue|total|value``          ``properties.value``: ``destinations.commerce``
+(single-product events: price * quantity)   (the same amount GA4 and Meta receive)
+``properties.currency``                     ``properties.currency``: ISO 4217 only, else
+                                            ``default_currency``; a value without a valid
+                                            currency is left out (counted as omitted)
 ``properties.products[]`` (or the product   ``properties.contents[]``: ``content_id``
 itself for single-product events)           (product_id/sku), ``content_name``,
                                             ``content_category``, ``price``, ``quantity``,
@@ -49,7 +52,9 @@ Dropped before sending: identify, group, alias, and pages without ``page_event``
 TikTok answers HTTP 200 with a ``code``: 0 ok; 20001 partial success (ok: TikTok does not
 say which events failed); 40100 rate limit and 40700, 5xxxx internal errors retry; every
 other code is permanent (40001 no permission, 40002 invalid parameters, 401xx access token).
-Non-200 statuses follow the shared retry table.
+40002 refuses the whole batch for one bad event, so the worker bisects the request to isolate
+it; the other permanent codes concern every event and are not bisected. Non-200 statuses
+follow the shared retry table.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from destinations.base import (
     Connector,
@@ -69,12 +74,14 @@ from destinations.base import (
     Encoded,
     HttpRequest,
     HttpResponse,
+    Omission,
     Outcome,
     OutcomeKind,
     outcome_from_status,
     packed_requests,
 )
-from destinations.hashing import hash_email, hash_external_id, hash_phone
+from destinations.commerce import currency_code, money
+from destinations.hashing import hash_email, hash_external_id, hash_phone, phone_problem
 from destinations.payload import CONTACT_IDENTIFIERS, id_text, is_number, mapping, path_value
 
 ENDPOINT = "https://business-api.tiktok.com/open_api/v1.3/event/track/"
@@ -99,6 +106,15 @@ SINGLE_PRODUCT_EVENTS = frozenset(
     {"Product Added", "Product Added to Wishlist", "Product Viewed", "Product Clicked"}
 )
 """Events whose properties describe one product (Segment spec) rather than ``products[]``."""
+
+MATCH_KINDS: Mapping[str, str] = {
+    "email": "email", "phone": "phone", "external_id": "external_id", "ttclid": "click_id",
+    "ttp": "browser_id", "ip": "ip", "user_agent": "user_agent",
+}  # fmt: skip
+"""``user`` key -> kind of match key (explain, data map)."""
+EVENT_SPECIFIC_CODES = frozenset({40002})
+"""Codes that may come from one event of the batch (invalid parameters): the worker bisects
+the request to isolate it. Token, permission and pixel errors concern every event."""
 
 RESPONSE_CODES: dict[int, tuple[OutcomeKind, str]] = {
     0: ("ok", ""),
@@ -135,6 +151,18 @@ class TikTokSettings(BaseModel):
     """Country code for phone numbers written without one (``"44"``)."""
     max_events_per_request: int = Field(default=MAX_EVENTS_PER_REQUEST, ge=1, le=1000)
     max_body_bytes: int = Field(default=DEFAULT_BODY_BYTES, ge=4096, le=16 * 1024 * 1024)
+    default_currency: str | None = None
+    """ISO 4217 code sent with a value whose event names no currency; without it such a
+    value is left out."""
+    value_property: str | None = Field(default=None, min_length=1)
+    """The property holding the event's value; default: revenue, then total, then value."""
+
+    @field_validator("default_currency")
+    @classmethod
+    def _currency(cls, value: str | None) -> str | None:
+        if value is not None and currency_code(value) is None:
+            raise ValueError(f"{value!r} is not an ISO 4217 currency code")
+        return currency_code(value) if value is not None else None
 
 
 class TikTokConnector(Connector[TikTokSettings]):
@@ -144,9 +172,9 @@ class TikTokConnector(Connector[TikTokSettings]):
     identifier_fields: ClassVar[Mapping[str, str]] = CONTACT_IDENTIFIERS
     settings_model: ClassVar[type[BaseModel]] = TikTokSettings
     max_batch_size: ClassVar[int] = MAX_EVENTS_PER_REQUEST
-    split_on_rejection: ClassVar[bool] = False
-    """TikTok rejects a request for a bad token as for a bad event: bisecting would mostly
-    multiply requests that fail for the same reason."""
+    split_on_rejection: ClassVar[bool] = True
+    """TikTok refuses a whole batch for one bad event (40002): the worker bisects it. Token,
+    permission and pixel errors are marked request-wide, so they are not bisected."""
 
     @property
     def url(self) -> str:
@@ -169,13 +197,19 @@ class TikTokConnector(Connector[TikTokSettings]):
         """One request per chunk of at most ``max_events_per_request`` events."""
         del now  # TikTok's maximum event age is not documented anywhere we could verify
         dropped: list[Drop] = []
+        omitted: list[Omission] = []
+        matched: dict[int, tuple[str, ...]] = {}
         encoded: list[tuple[int, bytes]] = []
         for index, delivery in enumerate(batch):
-            event = self.encode_event(delivery)
+            notes: list[tuple[str, str]] = []
+            event = self.encode_event(delivery, notes)
             if isinstance(event, Drop):
                 dropped.append(Drop(index, event.reason, event.detail))
-            else:
-                encoded.append((index, msgspec.json.encode(event)))
+                continue
+            encoded.append((index, msgspec.json.encode(event)))
+            omitted.extend(Omission(index, field, reason) for field, reason in notes)
+            user = mapping(event.get("user"))
+            matched[index] = tuple(sorted({MATCH_KINDS[k] for k in user if k in MATCH_KINDS}))
 
         envelope: dict[str, Any] = {
             "event_source": "web",
@@ -198,9 +232,13 @@ class TikTokConnector(Connector[TikTokSettings]):
                 "Access-Token": self.settings.access_token,
             },
             secrets=(self.settings.access_token,),
+            omitted=omitted,
+            matched=matched,
         )
 
-    def encode_event(self, delivery: Delivery) -> dict[str, Any] | Drop:
+    def encode_event(
+        self, delivery: Delivery, notes: list[tuple[str, str]] | None = None
+    ) -> dict[str, Any] | Drop:
         """The ``data[]`` entry for one delivery, or why it is not sent (index 0)."""
         if delivery.type == "track" and not delivery.event:
             return Drop(0, "missing_event", "track without an event name")
@@ -208,12 +246,13 @@ class TikTokConnector(Connector[TikTokSettings]):
         if name is None:
             return Drop(0, "unsupported_type", f"{delivery.type} is not sent to TikTok")
         payload = delivery.payload
+        notes = [] if notes is None else notes
         event: dict[str, Any] = {
             "event": name,
             "event_time": (delivery.timestamp - _EPOCH) // timedelta(seconds=1),
             "event_id": delivery.message_id,
         }
-        user = self._user(payload)
+        user = self._user(payload, notes)
         if user:
             event["user"] = user
         page = {
@@ -223,21 +262,28 @@ class TikTokConnector(Connector[TikTokSettings]):
         }
         if page:
             event["page"] = page
-        properties = _properties(delivery)
+        properties = self._properties(delivery, notes)
         if properties:
             event["properties"] = properties
         consent = delivery.consent
         event["limited_data_use"] = consent.us_opt_out or consent.gpc
         return event
 
-    def _user(self, payload: Mapping[str, Any]) -> dict[str, str]:
+    def _user(self, payload: Mapping[str, Any], notes: list[tuple[str, str]]) -> dict[str, str]:
         user: dict[str, str] = {}
         email = _first_text(payload, ("context.traits.email", "traits.email", "properties.email"))
-        if email and (hashed := hash_email(email)):
-            user["email"] = hashed
+        if email:
+            if hashed := hash_email(email):
+                user["email"] = hashed
+            else:
+                notes.append(("email", "invalid_email"))
         phone = _first_text(payload, ("context.traits.phone", "traits.phone", "properties.phone"))
-        if phone and (hashed := hash_phone(phone, self.settings.default_phone_country_code)):
-            user["phone"] = hashed
+        code = self.settings.default_phone_country_code
+        if phone:
+            if hashed := hash_phone(phone, code):
+                user["phone"] = hashed
+            else:
+                notes.append(("phone", phone_problem(phone, code) or "invalid"))
         user_id = id_text(payload.get("userId"))
         if user_id and (hashed := hash_external_id(user_id)):
             user["external_id"] = hashed
@@ -271,23 +317,37 @@ class TikTokConnector(Connector[TikTokSettings]):
             return Outcome(kind="retry", reason="invalid_response")
         if code in RESPONSE_CODES:
             kind, reason = RESPONSE_CODES[code]
-            return Outcome(kind=kind, reason=reason)
+            return Outcome(kind=kind, reason=reason, event_specific=code in EVENT_SPECIFIC_CODES)
         if 50000 <= code < 60000:
             return Outcome(kind="retry", reason="platform_error")
         if 40100 <= code < 40200:
-            return Outcome(kind="permanent", reason="auth_error")
-        return Outcome(kind="permanent", reason="api_error")
+            return Outcome(kind="permanent", reason="auth_error", event_specific=False)
+        return Outcome(kind="permanent", reason="api_error", event_specific=False)
+
+    def _properties(self, delivery: Delivery, notes: list[tuple[str, str]]) -> dict[str, Any]:
+        source = mapping(delivery.payload.get("properties"))
+        amount = money(
+            source,
+            default_currency=self.settings.default_currency,
+            single_product=delivery.event in SINGLE_PRODUCT_EVENTS,
+            value_property=self.settings.value_property,
+        )
+        if amount.omitted is not None:
+            notes.append(("value", amount.omitted))
+        return _properties(delivery, source, amount.value, amount.currency)
 
 
-def _properties(delivery: Delivery) -> dict[str, Any]:
-    source = mapping(delivery.payload.get("properties"))
+def _properties(
+    delivery: Delivery,
+    source: Mapping[str, Any],
+    value: float | None,
+    currency: str | None,
+) -> dict[str, Any]:
     properties: dict[str, Any] = {}
-    for key in ("value", "revenue", "total", "price"):
-        if is_number(source.get(key)):
-            properties["value"] = source[key]
-            break
-    if currency := id_text(source.get("currency")):
-        properties["currency"] = currency.upper()
+    if value is not None:
+        properties["value"] = value
+    if currency is not None:
+        properties["currency"] = currency
     if delivery.event in SINGLE_PRODUCT_EVENTS:
         products: list[Any] = [source]
     else:
@@ -298,8 +358,8 @@ def _properties(delivery: Delivery) -> dict[str, Any]:
         properties["contents"] = contents
         properties["content_type"] = "product"
     for key in ("query", "order_id"):
-        if value := id_text(source.get(key)):
-            properties[key] = value
+        if text := id_text(source.get(key)):
+            properties[key] = text
     return properties
 
 

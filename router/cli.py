@@ -455,6 +455,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print("  payload: " + json.dumps(report["payload"], sort_keys=True))
             if report["removed"]:
                 print("  removed: " + ", ".join(report["removed"]))
+            for drop in report.get("dropped", []):
+                print(f"  not sent: {drop['reason']} ({drop['detail']})")
+            if "match_keys" in report:
+                print("  match keys: " + (", ".join(report["match_keys"]) or "none"))
+            if report.get("omitted"):
+                omitted = (f"{o['field']} ({o['reason']})" for o in report["omitted"])
+                print("  omitted: " + ", ".join(omitted))
     return 0
 
 

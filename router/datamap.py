@@ -7,6 +7,10 @@ Redis keys (``<day>`` is ``YYYY-MM-DD`` in UTC; every key expires after ``retent
 - ``rt:dm:<day>:<destination>:fields`` field paths sent (set; keys normalized by ``field_paths``)
 - ``rt:dm:<day>:<destination>:pii``    personal-data kinds sent (set)
 - ``rt:dm:<day>:<destination>:counts`` ``events`` and ``bytes`` (hash counters)
+- ``rt:dm:<day>:<destination>:match``  match readiness (hash counters): events delivered with
+  each kind of match key (``email``, ``phone``, ``external_id``, ``click_id``...) and
+  identifiers left out, ``omitted:<field>:<reason>`` (``omitted:phone:no_country_code``), so a
+  falling match rate can be traced to its cause
 
 Entry point (the delivery worker, after a destination accepted a batch; or the ingest, if the
 map should say "queued for" rather than "sent to")::
@@ -26,6 +30,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -152,6 +157,7 @@ class _Tally:
     pii: set[str] = field(default_factory=set)
     events: int = 0
     bytes: int = 0
+    match: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(slots=True)
@@ -184,14 +190,18 @@ class DataMapRecorder:
         *,
         events: int = 1,
         paths: frozenset[str] | None = None,
+        match: Mapping[str, int] | None = None,
     ) -> None:
         """Count one sent payload (or ``events`` alike); no I/O. ``paths``:
-        ``field_paths(payload)`` when the caller computed it already."""
+        ``field_paths(payload)`` when the caller computed it already; ``match``: match-key
+        counts (bounded names from the connectors)."""
         tally = self._pending.setdefault((day_of(self.clock()), destination), _Tally())
         tally.fields |= field_paths(payload) if paths is None else paths
         tally.pii.update(pii_kinds)
         tally.events += events
         tally.bytes += size_bytes
+        if match:
+            tally.match.update(match)
 
     async def flush(self) -> None:
         """Write the buffered counts (they are kept for the next flush when Redis fails)."""
@@ -210,7 +220,9 @@ class DataMapRecorder:
             counts = _key(day, destination, "counts")
             pipe.hincrby(counts, "events", tally.events)
             pipe.hincrby(counts, "bytes", tally.bytes)
-            for part in ("fields", "pii", "counts"):
+            for name, amount in sorted(tally.match.items()):
+                pipe.hincrby(_key(day, destination, "match"), name, amount)
+            for part in ("fields", "pii", "counts", "match"):
                 pipe.expire(_key(day, destination, part), ttl)
         try:
             await pipe.execute()
@@ -221,6 +233,7 @@ class DataMapRecorder:
                 merged.pii |= tally.pii
                 merged.events += tally.events
                 merged.bytes += tally.bytes
+                merged.match.update(tally.match)
             raise
 
     def start(self) -> None:
@@ -233,7 +246,8 @@ class DataMapRecorder:
 
 
 async def read_datamap(client: aioredis.Redis, day: str | date) -> dict[str, Any]:
-    """``{"day", "destinations": {id: {"fields", "pii", "events", "bytes"}}}`` for one day."""
+    """``{"day", "destinations": {id: {"fields", "pii", "events", "bytes", "match"}}}`` for
+    one day."""
     day = day.isoformat() if isinstance(day, date) else date.fromisoformat(day).isoformat()
     members = await client.smembers(_index(day))  # type: ignore[misc]
     destinations = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
@@ -242,16 +256,19 @@ async def read_datamap(client: aioredis.Redis, day: str | date) -> dict[str, Any
         pipe.smembers(_key(day, destination, "fields"))
         pipe.smembers(_key(day, destination, "pii"))
         pipe.hgetall(_key(day, destination, "counts"))
+        pipe.hgetall(_key(day, destination, "match"))
     results = await pipe.execute()
     out: dict[str, Any] = {}
     for index, destination in enumerate(destinations):
-        fields, pii, counts = results[3 * index : 3 * index + 3]
+        fields, pii, counts, match = results[4 * index : 4 * index + 4]
         out[destination] = {
             "fields": sorted(_text(f) for f in fields),
             "pii": sorted(_text(k) for k in pii),
             "events": int(counts.get(b"events", 0)),
             "bytes": int(counts.get(b"bytes", 0)),
         }
+        if match:  # only destinations that match people report it
+            out[destination]["match"] = {_text(k): int(v) for k, v in sorted(match.items())}
     return {"day": day, "destinations": out}
 
 
@@ -270,6 +287,12 @@ def render_table(datamap: Mapping[str, Any]) -> str:
     for destination, row in destinations.items():
         kinds = ", ".join(row["pii"]) or "-"
         lines.append(f"{destination:<24} {row['events']:>10} {row['bytes']:>12}  {kinds}")
+        if match := row.get("match"):
+            keys = [f"{k} {n}" for k, n in match.items() if not k.startswith("omitted:")]
+            gone = [f"{k[8:]} {n}" for k, n in match.items() if k.startswith("omitted:")]
+            lines.append("    match keys: " + (", ".join(keys) or "-"))
+            if gone:
+                lines.append("    omitted: " + ", ".join(gone))
         for path in row["fields"]:
             lines.append(f"    {path}")
     return "\n".join(lines) + "\n"

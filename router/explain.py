@@ -2,7 +2,9 @@
 
 It runs the same sanitize, consent and plan steps as the ingest handler, then each delivering
 destination's encoder, and reports per destination: deliver or skip, the reason, the minimized
-payload, the fields removed, and the platform request that would be sent (secrets masked).
+payload, the fields removed, and the platform request that would be sent (secrets masked),
+the identifiers left out of it and why (``omitted``), and, for platforms that match people,
+the kinds of match keys it carries (``match_keys``: email, phone, external_id, click_id...).
 Suppression (erasure) lives in Redis and is not consulted here.
 """
 
@@ -77,8 +79,12 @@ def explain(
                 transformed=sorted(destination.allowlist.transformed_paths),
                 requests=[r.redacted() for r in encoded.requests],
                 dropped=[{"reason": d.reason, "detail": d.detail} for d in encoded.dropped],
+                omitted=[{"field": o.field, "reason": o.reason} for o in encoded.omitted],
                 dry_run=destination.config.dry_run,
             )
+            if 0 in encoded.matched:
+                # Match readiness: the identifiers the platform can match this person on.
+                report["match_keys"] = list(encoded.matched[0])
         else:
             report.update(
                 decision="skip", reason=decision.reason.value, detail=decision.detail, payload=None

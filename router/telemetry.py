@@ -32,6 +32,7 @@ COUNTER_NAMES: Final = (
     "router_events_received_total",
     "router_events_rejected_total",
     "router_events_skipped_total",
+    "router_fields_omitted_total",
     "router_pii_detections_total",
     "router_requests_throttled_total",
     "router_requests_unavailable_total",

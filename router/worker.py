@@ -28,7 +28,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
@@ -39,7 +40,7 @@ import redis.asyncio as aioredis
 from opentelemetry import trace
 from redis.exceptions import RedisError
 
-from destinations.base import HttpRequest, Outcome, send_request
+from destinations.base import Encoded, HttpRequest, Outcome, send_request
 from destinations.errors import TransportError
 from router.anomaly import HoldGate
 from router.config import CompiledDestination
@@ -326,6 +327,14 @@ class DestinationWorker:
         for drop in encoded.dropped:
             entry = entries[sendable[drop.index]]
             entry.result, entry.finished = f"dropped:{drop.reason}", True
+        match = match_tallies(encoded, sendable)
+        for omission in encoded.omitted:
+            self.stats.add(
+                "router_fields_omitted_total",
+                destination=self.destination.id,
+                field=omission.field,
+                reason=omission.reason,
+            )
         for request in encoded.requests:
             positions = [sendable[i] for i in request.indices]
             outcome = await self._send(request)
@@ -343,7 +352,7 @@ class DestinationWorker:
                     destination=self.destination.id,
                     amount=len(rest),
                 )
-                self._delivered(entries, rest, [items[p] for p in rest])
+                self._delivered(entries, rest, [items[p] for p in rest], match)
             elif outcome.kind == "permanent":
                 if connector.split_on_rejection and outcome.event_specific and len(rest) > 1:
                     middle = len(rest) // 2
@@ -394,7 +403,11 @@ class DestinationWorker:
             self.telemetry.metrics.record_request(self.destination.id, seconds, status=status)
 
     def _delivered(
-        self, entries: list[_Entry], positions: list[int], items: Sequence[QueueItem]
+        self,
+        entries: list[_Entry],
+        positions: list[int],
+        items: Sequence[QueueItem],
+        match: Mapping[int, Sequence[str]] | None = None,
     ) -> None:
         """Latency and data map of delivered entries (memory only; a dry run sends nothing,
         so it stays out of the data map).
@@ -431,7 +444,12 @@ class DestinationWorker:
             declared = self.destination.identifiers
             if declared:
                 kinds |= declared_kinds(paths, declared)
-            datamap.record(destination, {}, kinds, size, events=len(positions), paths=paths)
+            tally: Counter[str] = Counter()
+            for position in positions:
+                tally.update((match or {}).get(position, ()))
+            datamap.record(
+                destination, {}, kinds, size, events=len(positions), paths=paths, match=tally
+            )
 
     def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
         delivery = self.destination.config.delivery
@@ -563,3 +581,16 @@ class WorkerPool:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def match_tallies(encoded: Encoded, positions: Sequence[int]) -> dict[int, list[str]]:
+    """Per entry position: the match keys its event carries (``email``...) and the identifiers
+    left out (``omitted:phone:no_country_code``), for the data map's daily match counts."""
+    tallies: dict[int, list[str]] = {}
+    for index, keys in encoded.matched.items():
+        tallies.setdefault(positions[index], []).extend(keys)
+    for omission in encoded.omitted:
+        tallies.setdefault(positions[omission.index], []).append(
+            f"omitted:{omission.field}:{omission.reason}"
+        )
+    return tallies

@@ -10,8 +10,8 @@
   for: an event whose ids are all shorter than 5 characters (or ``options.min_id_length``;
   a short id next to a valid one is removed, as Amplitude does), ids on Amplitude's invalid
   list, no ``user_id`` nor ``device_id``, no ``event_type``, a reserved event type,
-  a ``time`` that is not integer milliseconds, strings over 1,024 characters. Nothing of such
-  a request is ingested;
+  a ``time`` that is not integer milliseconds, strings over 1,024 characters, a
+  ``currency`` that is not an ISO 4217 code. Nothing of such a request is ingested;
 - 429 with ``throttled_events`` and ``exceeded_daily_quota_users`` for users configured as over
   quota;
 - otherwise 200 with ``events_ingested``; events are recorded, deduplicated by ``insert_id``
@@ -32,6 +32,8 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+
+from destinations.iso import CURRENCY_CODES
 
 MAX_BODY_BYTES = 1_000_000
 MAX_EVENTS = 1999
@@ -228,6 +230,8 @@ def _problems(event: dict[str, Any], min_length: int) -> list[tuple[str, str]]:
     for key, value in event.items():
         if isinstance(value, str) and len(value) > MAX_STRING:
             problems.append((key, "invalid"))
+    if "currency" in event and event["currency"] not in CURRENCY_CODES:
+        problems.append(("currency", "invalid"))
     return problems
 
 

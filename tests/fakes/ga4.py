@@ -6,7 +6,8 @@
 it would have flagged in ``violations`` (tests assert it stays empty) and keeps the events of
 clean requests in ``accepted``.
 
-The rules come from the Measurement Protocol reference, the validation guide, the uid-data page
+The rules come from the Measurement Protocol reference, the event reference (currency ISO 4217,
+required with value), the validation guide, the uid-data page
 and the Help Center collection limits (see /work/shared/reference/destinations.md section 1).
 Two behaviours are observed rather than documented: the ``client_id`` format check
 (``<number>.<number>``, reported by users of the validation server) and the answer to a body
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from destinations.iso import CURRENCY_CODES
 
 MAX_BODY_BYTES = 130_000
 MAX_EVENTS = 25
@@ -226,6 +229,14 @@ class GA4Fake:
                 messages.extend(self._items(at, value))
             else:
                 messages.extend(self._param(at, "events.params", key, value))
+        # Event reference: currency is ISO 4217, and "If you set value then currency is
+        # required for revenue metrics to be computed accurately".
+        if "currency" in params and params["currency"] not in CURRENCY_CODES:
+            text = f"{at} has currency [{params['currency']}], not an ISO 4217 code"
+            messages.append(_message("events.params.currency", text, "VALUE_INVALID"))
+        if "value" in params and "currency" not in params:
+            text = f"{at} has a value without currency: no revenue is computed"
+            messages.append(_message("events.params.currency", text, "VALUE_REQUIRED"))
         return messages
 
     @staticmethod

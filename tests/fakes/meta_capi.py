@@ -10,13 +10,19 @@ Rules (reference section 2): at most 1,000 events; ``event_name``, ``event_time`
 ``action_source`` required; an ``event_time`` over 7 days old fails the request; website events
 need ``event_source_url`` and ``client_user_agent``; contact fields must be SHA-256 hex;
 ``client_ip_address``, ``client_user_agent``, ``fbc``, ``fbp`` must not be hashed; customer
-information must pass the "baseline requirements for matching"; LDU options well formed.
+information must pass the "baseline requirements for matching"; LDU options well formed;
+``custom_data.currency`` an ISO 4217 code; ``Purchase`` events carry ``custom_data.value`` and
+``currency`` ("Required for purchase events"); every ``contents[]`` item has ``id`` and
+``quantity`` ("id and quantity are the required fields"); ``st`` of a US state name is not
+its hashed full name, and ``country`` is the hash of an ISO 3166-1 alpha-2 code (customer
+information parameters).
 The error subcode 2804016 ("User Parameter Not Hashed") is from a real answer quoted in
 facebook-java-business-sdk#421; other errors carry no subcode rather than an invented one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import re
@@ -26,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from destinations.iso import COUNTRY_CODES, CURRENCY_CODES, US_STATES
 
 MAX_EVENTS = 1000
 MAX_AGE_S = 7 * 24 * 3600
@@ -46,6 +54,12 @@ WEAK_SETS = (
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 FB_COOKIE = re.compile(r"fb\.[0-9]+\.[0-9]+\..+")
 NOT_HASHED_SUBCODE = 2804016
+US_STATE_NAME_HASHES = frozenset(hashlib.sha256(name.encode()).hexdigest() for name in US_STATES)
+"""Hashes of full US state names written as Meta's normalizer would ("california"): Meta
+asks for the two-letter code, so these match no one."""
+COUNTRY_HASHES = frozenset(
+    hashlib.sha256(code.lower().encode()).hexdigest() for code in COUNTRY_CODES
+)
 
 
 class RejectedError(Exception):
@@ -146,8 +160,22 @@ class MetaCapiFake:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise RejectedError(f"{at}.custom_data.value must be a number", "Invalid Value")
         currency = custom.get("currency")
-        if currency is not None and not re.fullmatch(r"[A-Za-z]{3}", str(currency)):
+        if currency is not None and str(currency).upper() not in CURRENCY_CODES:
             raise RejectedError(f"{at}.custom_data.currency must be ISO 4217", "Invalid Currency")
+        if event["event_name"] == "Purchase" and (value is None or currency is None):
+            raise RejectedError(
+                f"{at}: value and currency are required for Purchase events",
+                "Missing Purchase Value",
+            )
+        contents = custom.get("contents", [])
+        if not isinstance(contents, list) or not all(
+            isinstance(item, dict) and item.get("id") and isinstance(item.get("quantity"), int)
+            for item in contents
+        ):
+            raise RejectedError(
+                f"{at}.custom_data.contents: id and quantity are the required fields",
+                "Invalid Contents",
+            )
 
     @staticmethod
     def _user_data(at: str, user_data: dict[str, Any]) -> None:
@@ -177,6 +205,11 @@ class MetaCapiFake:
             cookie = user_data.get(key)
             if cookie is not None and not FB_COOKIE.fullmatch(str(cookie)):
                 raise RejectedError(f"{at}.user_data.{key} is malformed", "Invalid Browser ID")
+        if user_data.get("st") in US_STATE_NAME_HASHES:
+            raise RejectedError(f"{at}.user_data.st must be the 2-letter code", "Invalid State")
+        country = user_data.get("country")
+        if country is not None and country not in COUNTRY_HASHES:
+            raise RejectedError(f"{at}.user_data.country must be ISO alpha-2", "Invalid Country")
         keys = set(user_data)
         if not keys or any(keys <= weak for weak in WEAK_SETS):
             raise RejectedError(

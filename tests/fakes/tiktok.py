@@ -9,8 +9,9 @@ Like TikTok's Business API it answers HTTP 200 with a ``code`` in the body:
   events, and per event: missing ``event``, ``event_time`` that is not integer Unix seconds,
   missing ``event_id``, ``user.email`` / ``user.phone`` / ``user.external_id`` that are not
   SHA-256 hex (64 lowercase hex digits; string or list of strings), a non-boolean
-  ``limited_data_use``, a ``currency`` that is not three capital letters, a non-numeric
-  ``value``, ``contents`` that is not a list of objects;
+  ``limited_data_use``, a ``currency`` that is not an ISO 4217 code, a ``value`` without a
+  ``currency`` (TikTok reports no revenue for it), a non-numeric ``value``, ``contents`` that
+  is not a list of objects, a ``page.url`` that is not an http(s) URL;
 - ``0`` otherwise; events are recorded, deduplicated on (event, event_id).
 
 ``fail_times`` makes the next requests fail with ``fail_status`` before any check: HTTP 500 or
@@ -28,10 +29,11 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from destinations.iso import CURRENCY_CODES
+
 MAX_EVENTS = 1000
 PATH = "/open_api/v1.3/event/track/"
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-CURRENCY = re.compile(r"[A-Z]{3}")
 EVENT_SOURCES = frozenset({"web", "app", "offline", "crm"})
 RATE_LIMIT_CODE = 40100
 MAX_SECONDS = 10**11
@@ -139,13 +141,15 @@ def _problem(event: Any) -> str | None:
     page = event.get("page", {})
     if not isinstance(page, dict) or not all(isinstance(v, str) for v in page.values()):
         return "page: url and referrer must be strings"
+    if "url" in page and not page["url"].startswith(("http://", "https://")):
+        return "page.url: must be an http(s) URL"
     properties = event.get("properties", {})
     if not isinstance(properties, dict):
         return "properties: must be an object"
-    if "currency" in properties and not (
-        isinstance(properties["currency"], str) and CURRENCY.fullmatch(properties["currency"])
-    ):
+    if "currency" in properties and properties["currency"] not in CURRENCY_CODES:
         return "properties.currency: must be an ISO 4217 code"
+    if "value" in properties and "currency" not in properties:
+        return "properties.currency: is required with value"
     value = properties.get("value", 0)
     if not isinstance(value, int | float) or isinstance(value, bool):
         return "properties.value: must be a number"

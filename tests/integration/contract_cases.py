@@ -29,6 +29,7 @@ DELIVERY: dict[str, int] = {
     "backoff_initial_ms": 10,
     "backoff_max_ms": 50,
     "timeout_ms": 2000,
+    "retry_after_max_ms": 100,  # Amplitude's 30 s throttle pause, shortened for the suite
 }
 COMMON_FIELDS = (
     "userId",
@@ -108,6 +109,12 @@ class Platform(abc.ABC):
     """Why the platform has no partial failure, when it has none."""
     known_bugs: ClassVar[dict[str, str]] = {}
     """Contract clause -> description of the bug that makes it fail (strict xfail)."""
+    currency_field: ClassVar[bool] = True
+    """The platform has a currency field, documented as ISO 4217 (webhook and Mixpanel
+    forward properties as they are)."""
+    unpriced_purchase: ClassVar[str | None] = None
+    """The dead-letter reason of an order without a valid currency, when the platform
+    requires one (Meta: value and currency are "Required for purchase events")."""
 
     def __init__(self) -> None:
         self.raw: list[bytes] = []
@@ -185,6 +192,7 @@ class WebhookPlatform(Platform):
     """A partner's Standard Webhooks endpoint."""
 
     type_name = "webhook"
+    currency_field = False
     requires = ()
     fields = ("messageId", "type", "event", *COMMON_FIELDS)
     batch_size = 1
@@ -232,7 +240,12 @@ class GA4Platform(Platform):
 
     type_name = "ga4"
     requires = ("analytics",)
-    fields = (*COMMON_FIELDS, "properties.products[].product_id", "context.page.url")
+    fields = (
+        *COMMON_FIELDS,
+        "context.traits.phone",
+        "properties.products[].product_id",
+        "context.page.url",
+    )
     dedup_id = "params.transaction_id (MP has no per-event id; GA4 dedups purchases by it)"
     refusal_reason = "http_403"
     # GA4 answers 2xx to anything at /mp/collect: the encoder is the validator, so an event GA4
@@ -279,9 +292,12 @@ class MetaCapiPlatform(Platform):
     """Meta Conversions API."""
 
     type_name = "meta_capi"
+    unpriced_purchase = "dropped:missing_required"
     requires = ("advertising",)
     fields = (
         *COMMON_FIELDS,
+        "context.traits.phone",
+        "properties.products[].quantity",
         "properties.products[].product_id",
         "properties.fbc",
         "context.page.url",
@@ -338,7 +354,7 @@ class AmplitudePlatform(Platform):
     fields = COMMON_FIELDS
     dedup_id = "insert_id"
     refusal_reason = "invalid_api_key"
-    partial_reason = "invalid_field"
+    partial_reason = "daily_quota_exceeded"
     API_KEY = "amp-api-key-123"
 
     def __init__(self) -> None:
@@ -370,15 +386,18 @@ class AmplitudePlatform(Platform):
         self.fake.fail_times = 0
 
     def spoil(self, event: dict[str, Any]) -> dict[str, Any]:
-        # A top-level string over 1,024 characters: Amplitude names the event in
-        # events_with_invalid_fields and ingests nothing of the request.
-        return {**event, "properties": {**event["properties"], "currency": "X" * 1100}}
+        # A user over Amplitude's daily quota: 429 naming it in throttled_events and
+        # exceeded_daily_quota_users; nothing of the request is ingested, so the worker resends
+        # the others. (A currency that is not ISO 4217, the old spoil, no longer leaves.)
+        self.fake.over_quota_users.add("user-over-quota")
+        return {**event, "userId": "user-over-quota"}
 
 
 class MixpanelPlatform(Platform):
     """Mixpanel ``/import`` in strict mode."""
 
     type_name = "mixpanel"
+    currency_field = False
     requires = ("analytics",)
     fields = COMMON_FIELDS
     dedup_id = "properties.$insert_id"
@@ -430,16 +449,14 @@ class TikTokPlatform(Platform):
     requires = ("advertising",)
     fields = (
         *COMMON_FIELDS,
+        "context.traits.phone",
         "properties.products[].product_id",
         "context.page.url",
         "context.userAgent",
     )
     dedup_id = "event_id"
     refusal_reason = "invalid_access_token"
-    partial_skip = (
-        "tiktok reports no per-event failures: code 40002 refuses the whole request and 20001 "
-        "(partial success) names no event, so there is nothing to isolate"
-    )
+    partial_reason = "invalid_params"
     ACCESS_TOKEN = "tt-access-token"
     PIXEL_CODE = "CTESTPIXEL0123456789"
 
@@ -474,6 +491,12 @@ class TikTokPlatform(Platform):
 
     def recover(self) -> None:
         self.fake.fail_times = 0
+
+    def spoil(self, event: dict[str, Any]) -> dict[str, Any]:
+        # A page URL that is not a URL: TikTok refuses the whole batch with 40002, and the
+        # worker bisects it to isolate the event (the encoder does not check URLs).
+        context = {**event["context"], "page": {"url": "shop.example.com/checkout"}}
+        return {**event, "context": context}
 
 
 CASES: dict[str, type[Platform]] = {

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -28,8 +30,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from destinations.registry import CONNECTORS
-from router.app import WORKERS
+from router.app import DATAMAP, WORKERS
 from router.config import Routing
+from router.datamap import day_of, read_datamap
 from router.ingest import STATE
 from router.queue import GROUP, dlq_key, entry_items, queue_key
 from tests.conftest import WRITE_KEY, AppFactory, routing_from, wait_for
@@ -37,6 +40,7 @@ from tests.integration.contract_cases import (
     CASES,
     FORBIDDEN,
     REVENUE,
+    MixpanelPlatform,
     Platform,
     order,
     routing_text,
@@ -342,3 +346,105 @@ async def test_a_down_destination_keeps_its_backlog_and_never_holds_up_another(
     assert (
         stats(router).get("router_delivery_retries_total", destination=healthy.destination_id) == 0
     )
+
+
+@pytest.mark.parametrize("currency", ["euro", None], ids=["euro", "no_currency"])
+@pytest.mark.parametrize("platform", contract("documented_money"), indirect=True)
+async def test_value_leaves_only_with_an_iso_4217_currency(
+    harness: Harness, currency: str | None
+) -> None:
+    """ "euro" or no currency: never "EURO" on the wire, never a value the platform would
+    refuse or not count; a Meta Purchase is skipped (missing_required), the rest delivered.
+
+    GA4 event reference (currency required with value), Meta custom data ("Required for
+    purchase events"; contents[] "id and quantity are the required fields"), Amplitude HTTP
+    V2 and TikTok Events API (ISO 4217): the fakes refuse or flag each breach.
+    """
+    platform = harness.platform
+    ids = [f"money-{i}" for i in range(3)]
+    events = []
+    for message_id in ids:
+        event = order(message_id)
+        properties = dict(event["properties"])
+        properties.pop("currency")
+        if currency is not None:
+            properties["currency"] = currency
+        # A product without quantity: Meta requires one in contents[] and documents no default.
+        properties["products"] = [*properties["products"], {"product_id": "p2", "price": 3}]
+        events.append({**event, "properties": properties})
+    worker = await harness.deliver(events)
+    expected_letters = (
+        dict.fromkeys(ids, platform.unpriced_purchase) if platform.unpriced_purchase else {}
+    )
+    expected_accepted = [] if platform.unpriced_purchase else ids
+    await until(lambda: _settled_with(harness, len(expected_accepted), len(expected_letters)))
+    await until(harness.settled)
+    assert accepted(platform) == expected_accepted
+    assert await harness.dead_letters() == expected_letters
+    assert platform.problems() == []
+    if platform.currency_field:
+        assert b'"EURO"' not in b"\n".join(platform.raw)
+    delivered = stats(worker).get("router_events_delivered_total", destination=harness.id)
+    assert delivered == len(expected_accepted)
+
+
+async def _settled_with(harness: Harness, accepted_count: int, letters: int) -> bool:
+    return (
+        len(harness.platform.accepted_ids()) >= accepted_count
+        and await harness.redis.xlen(dlq_key(harness.id)) >= letters
+    )
+
+
+@pytest.mark.parametrize("platform", contract("phone_without_country_code"), indirect=True)
+async def test_a_phone_without_country_code_is_never_hashed_as_if_it_had_one(
+    harness: Harness,
+) -> None:
+    """(650) 555-1212 with no default country code: no hash of 6505551212 / +6505551212 leaves
+    (it could never match), and the event is still delivered."""
+    platform = harness.platform
+    ids = [f"phone-{i}" for i in range(2)]
+    events = []
+    for message_id in ids:
+        event = order(message_id)
+        context = {
+            **event["context"],
+            "traits": {**event["context"]["traits"], "phone": "(650) 555-1212"},
+        }
+        events.append({**event, "context": context})
+    worker = await harness.deliver(events)
+    await wait_for(lambda: len(platform.accepted_ids()) >= len(ids))
+    await until(harness.settled)
+    wire = b"\n".join(platform.raw)
+    for wrong in ("6505551212", "+6505551212"):
+        assert hashlib.sha256(wrong.encode()).hexdigest().encode() not in wire
+    assert platform.problems() == []
+    if "context.traits.phone" not in platform.fields:
+        return
+    # Match readiness: the omission is counted, and the data map says why matches fell.
+    omitted = stats(worker).get(
+        "router_fields_omitted_total", destination=harness.id, field="phone"
+    )
+    assert omitted == len(ids)
+    recorder = worker.server.app[DATAMAP]
+    await recorder.flush()
+    row = (await read_datamap(harness.redis, day_of(datetime.now(UTC))))["destinations"][harness.id]
+    assert row["match"]["omitted:phone:no_country_code"] == len(ids)
+    assert row["match"]["email"] == len(ids)
+    assert "phone" not in row["match"]
+
+
+@pytest.mark.parametrize("platform", ["mixpanel"], indirect=True)
+async def test_mixpanel_413_is_split_until_every_event_is_imported(harness: Harness) -> None:
+    """Mixpanel answers 413 over its body limit (import-events reference: "request exceeds max
+    limit"): the worker halves the request until the parts fit; nothing is dead-lettered."""
+    platform = harness.platform
+    assert isinstance(platform, MixpanelPlatform)
+    ids = [f"big-{i}" for i in range(4)]
+    platform.fake.max_body_bytes = 600  # one event (about 300 bytes) fits, four do not
+    await harness.deliver([order(i) for i in ids])
+    await wait_for(lambda: len(platform.accepted_ids()) >= len(ids))
+    await until(harness.settled)
+    assert accepted(platform) == ids
+    assert await harness.dead_letters() == {}
+    statuses = [status for status, _ in platform.fake.responses]
+    assert 413 in statuses

@@ -394,3 +394,24 @@ def test_deletion_request_uses_basic_auth_and_masks_keys() -> None:
         .deletion_request(["u"])
         .url.startswith("https://analytics.eu.amplitude.com/")
     )
+
+
+@pytest.mark.parametrize("currency", ["euro", "EURO", "dollars", 840])
+def test_invalid_currency_is_removed_with_the_revenue(currency: Any) -> None:
+    """HTTP V2 ``currency`` is ISO 4217 (https://amplitude.com/docs/apis/analytics/http-v2);
+    Amplitude answers 400 for the event otherwise: revenue and currency go, counted."""
+    properties = {"revenue": 12.5, "currency": currency}
+    encoded = connector().encode([delivery(properties=properties)], NOW)
+    [event] = body(encoded.requests[0])["events"]
+    assert "revenue" not in event
+    assert "currency" not in event
+    assert [(o.field, o.reason) for o in encoded.omitted] == [("value", "invalid_currency")]
+
+
+def test_valid_currency_is_sent_upper_case_with_the_revenue() -> None:
+    """ " eur " -> EUR with the revenue; no currency at all: the revenue alone."""
+    event = only_event(delivery(properties={"revenue": 12.5, "currency": " eur "}))
+    assert (event["revenue"], event["currency"]) == (12.5, "EUR")
+    event = only_event(delivery(properties={"revenue": 12.5}))
+    assert event["revenue"] == 12.5
+    assert "currency" not in event

@@ -16,6 +16,7 @@ from destinations.amplitude import (
     AmplitudeSettings,
 )
 from destinations.base import Delivery, Drop
+from destinations.iso import CURRENCY_CODES
 from destinations.payload import id_text, is_number, mapping, millis, path_value
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
@@ -65,11 +66,13 @@ def reference_event(connector: AmplitudeConnector, delivery: Delivery) -> dict[s
             event["user_properties"] = dict(user_properties)
         if delivery.type == "track":
             revenue = path_value(payload, "properties.revenue")
-            if is_number(revenue):
+            raw = path_value(payload, "properties.currency")
+            currency = raw.strip().upper() if isinstance(raw, str) else None
+            valid = currency in CURRENCY_CODES
+            if is_number(revenue) and (raw is None or valid):
                 event["revenue"] = revenue
-                currency = id_text(path_value(payload, "properties.currency"))
-                if currency:
-                    event["currency"] = currency.upper()
+                if valid:
+                    event["currency"] = currency
     for field, path in _CONTEXT_FIELDS:
         value = id_text(path_value(payload, path))
         if value:

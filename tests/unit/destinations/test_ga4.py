@@ -228,7 +228,11 @@ def test_identify_is_not_sent() -> None:
 
 
 def test_order_completed_becomes_purchase_with_items() -> None:
-    """Order Completed -> purchase with transaction_id, value, currency, tax, items."""
+    """Order Completed -> purchase with transaction_id, value, currency, tax, items.
+
+    value is ``revenue`` (Segment e-commerce spec v2, the router's one source of value:
+    https://segment.com/docs/connections/spec/ecommerce/v2/), not ``total``.
+    """
     properties = {
         "order_id": "T-1",
         "total": 31.5,
@@ -251,7 +255,7 @@ def test_order_completed_becomes_purchase_with_items() -> None:
         "shipping": 4,
         "tax": 2.5,
         "currency": "EUR",
-        "value": 31.5,
+        "value": 25.0,
         "items": [
             {"item_id": "p1", "item_name": "Mat", "index": 1, "item_brand": "Acme",
              "item_category": "Home", "item_variant": "red", "price": 10, "quantity": 2,
@@ -263,13 +267,61 @@ def test_order_completed_becomes_purchase_with_items() -> None:
 
 def test_single_product_event_uses_the_properties_as_item() -> None:
     """Product Added -> add_to_cart, one item, value = price x quantity when no value."""
-    params = only_event(
-        track("Product Added", {"product_id": "p1", "name": "Mat", "price": 2.5, "quantity": 3})
-    )["params"]
+    product = {"product_id": "p1", "name": "Mat", "price": 2.5, "quantity": 3}
+    params = only_event(track("Product Added", {**product, "currency": "usd"}))["params"]
     assert params == {
         "value": 7.5,
+        "currency": "USD",
         "items": [{"item_id": "p1", "item_name": "Mat", "price": 2.5, "quantity": 3}],
     }
+
+
+def test_value_without_currency_is_left_out_and_counted() -> None:
+    """A value without currency is omitted (value + omission), never sent bare.
+
+    GA4 event reference, purchase: "If you set value then currency is required for revenue
+    metrics to be computed accurately"
+    (https://developers.google.com/analytics/devguides/collection/ga4/reference/events#purchase).
+    """
+    delivery = track("Order Completed", {"order_id": "T-1", "revenue": 25.0})
+    encoded = connector().encode([delivery], NOW)
+    params = body_of(encoded.requests[0])["events"][0]["params"]
+    assert "value" not in params
+    assert "currency" not in params
+    assert params["transaction_id"] == "T-1"  # the purchase itself still counts
+    assert [(o.field, o.reason) for o in encoded.omitted] == [("value", "missing_currency")]
+
+
+def test_default_currency_prices_a_value_without_currency() -> None:
+    """The destination's default_currency goes with a value whose event names none."""
+    delivery = track("Order Completed", {"order_id": "T-1", "revenue": 25.0})
+    params = only_event(delivery, default_currency="eur")["params"]
+    assert (params["value"], params["currency"]) == (25.0, "EUR")
+
+
+@pytest.mark.parametrize("currency", ["euro", "EURO", "$", "usd dollars", "XXX", 978])
+def test_invalid_currency_is_removed_with_its_value(currency: Any) -> None:
+    """Not ISO 4217 (https://www.iso.org/iso-4217-currency-codes.html): both go, counted;
+    the default currency never replaces it (the amount may be in another currency)."""
+    delivery = track("Order Completed", {"revenue": 25.0, "currency": currency})
+    encoded = connector(default_currency="USD").encode([delivery], NOW)
+    params = body_of(encoded.requests[0])["events"][0]["params"]
+    assert "value" not in params
+    assert "currency" not in params
+    assert [(o.field, o.reason) for o in encoded.omitted] == [("value", "invalid_currency")]
+
+
+def test_default_currency_must_be_iso_4217() -> None:
+    """A default currency that is not an ISO 4217 code fails validation."""
+    with pytest.raises(ValidationError):
+        connector(default_currency="euro")
+
+
+def test_value_property_setting_names_the_one_source() -> None:
+    """value_property: that property alone is the value."""
+    properties = {"revenue": 25.0, "total": 31.5, "currency": "EUR"}
+    params = only_event(track("Order Completed", properties), value_property="total")["params"]
+    assert params["value"] == 31.5
 
 
 def test_search_and_promotion_parameters() -> None:

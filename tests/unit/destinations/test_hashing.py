@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from datetime import date, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from destinations import hashing
 
@@ -118,7 +122,7 @@ def test_google_phone_hash_matches_reference_example() -> None:
         ("0044 20 7946 0018", None, "+442079460018"),
         ("020 7946 0018", "44", "+442079460018"),
         ("020 7946 0018", "+44", "+442079460018"),
-        ("16505551212", None, "+16505551212"),
+        ("+16505551212", None, "+16505551212"),
         ("+33 (0)1 23 45 67 89", None, "+330123456789"),
     ],
 )
@@ -137,6 +141,8 @@ def test_phone_international_forms(text: str, country: str | None, expected: str
         ("+1 2345 6789 0123 4567", None),
         ("1-800-FLOWERS", None),
         ("020 7946 0018", "+"),
+        ("(650) 555-1212", None),
+        ("16505551212", None),
     ],
 )
 def test_phone_that_cannot_be_made_valid_is_none(text: str, country: str | None) -> None:
@@ -181,7 +187,12 @@ def test_meta_location_examples() -> None:
     assert hashing.normalize_city_meta("New York") == "newyork"
     assert hashing.normalize_city_meta("St. Louis 2") == "stlouis"
     assert hashing.hash_country_meta(" US ") == META_COUNTRY_US
-    assert hashing.hash_country_meta("USA") is None
+    # Country names and alpha-3 codes become the alpha-2 code Meta asks for ("Use the
+    # lowercase, 2-letter country codes in ISO 3166-1 alpha-2"); its SDK refuses codes that
+    # are not on the ISO list (normalize.py, is_valid_country_code).
+    assert hashing.hash_country_meta("USA") == META_COUNTRY_US
+    assert hashing.hash_country_meta("United States") == META_COUNTRY_US
+    assert hashing.hash_country_meta("xx") is None
 
 
 def test_meta_zip_is_cut_at_the_dash() -> None:
@@ -197,7 +208,89 @@ def test_meta_date_of_birth_example() -> None:
     assert normalized == "19970216"
     assert hashing.hash_normalized(normalized) == META_DB_19970216
     assert hashing.normalize_date_of_birth("1997-2-6T00:00:00Z") == "19970206"
-    assert hashing.normalize_date_of_birth("16/02/1997") is None
+    assert hashing.normalize_date_of_birth("16/02/1997") is None  # day first with slashes
+    assert hashing.normalize_date_of_birth("2/16/1997") == "19970216"  # Meta's own example
+    assert hashing.normalize_date_of_birth("16.02.1997") == "19970216"
+    assert hashing.normalize_date_of_birth("1997/02/16") == "19970216"
+    assert hashing.normalize_date_of_birth("1997-02-30") is None
+    assert hashing.normalize_date_of_birth("1899-12-31") is None  # Meta: year from 1900
+    assert hashing.normalize_date_of_birth("2030-01-01", date(2025, 1, 1)) is None
+
+
+def test_phone_without_country_code_is_omitted_not_guessed() -> None:
+    """(650) 555-1212 with no default code: None (not +6505551212), reason no_country_code.
+
+    The hashing module promises a ``None`` for what cannot be normalized; Meta: "Always
+    include the country code", Google: E.164 (https://developers.google.com/analytics/
+    devguides/collection/ga4/uid-data).
+    """
+    assert hashing.normalize_phone_e164("(650) 555-1212") is None
+    assert hashing.hash_phone_meta("(650) 555-1212") is None
+    assert hashing.phone_problem("(650) 555-1212") == "no_country_code"
+    assert hashing.phone_problem("12") == "invalid_phone"
+    assert hashing.phone_problem("+1 650 555 1212") is None
+    assert hashing.phone_problem(META_PH_16505551212) is None
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [("California", "ca"), ("new york", "ny"), ("CA", "ca"), (" Texas ", "tx"),
+     ("District of Columbia", "dc"), ("Île-de-France", "îledefrance")],
+)  # fmt: skip
+def test_meta_state_full_names_become_ansi_codes(state: str, expected: str) -> None:
+    """Meta st: US states as "the 2-character ANSI abbreviation code in lowercase"; non-US
+    states lowercase without punctuation or spaces."""
+    assert hashing.normalize_state_meta(state) == expected
+
+
+# --- properties (hypothesis) ---------------------------------------------------------------
+
+
+@given(st.text(max_size=40), st.sampled_from([None, "1", "44", "+33"]))
+def test_phone_normalization_is_e164_or_none(text: str, country: str | None) -> None:
+    """Whatever the input: None, or "+" and 8 to 15 ASCII digits not starting with 0; the
+    Meta form is the same digits without "+"; a problem is named exactly when it is None."""
+    e164 = hashing.normalize_phone_e164(text, country)
+    meta = hashing.normalize_phone_meta(text, country)
+    if e164 is None:
+        assert meta is None
+        assert hashing.phone_problem(text, country) in {"no_country_code", "invalid_phone"}
+    else:
+        assert re.fullmatch(r"\+[1-9][0-9]{7,14}", e164)
+        assert meta == e164[1:]
+        assert hashing.phone_problem(text, country) is None
+
+
+@given(st.from_regex(r"[2-9][0-9]{2}[ -]?[0-9]{3}[ -]?[0-9]{4}", fullmatch=True))
+def test_national_numbers_never_borrow_a_country_code(text: str) -> None:
+    """A national number without + or 00 and without a default code is never normalized."""
+    assert hashing.normalize_phone_e164(text) is None
+    assert hashing.normalize_phone_e164(text, "1") == "+1" + re.sub(r"\D", "", text)
+
+
+@given(st.dates(min_value=date(1900, 1, 1), max_value=date(2100, 12, 31)))
+def test_every_written_form_of_a_date_gives_yyyymmdd(born: date) -> None:
+    """ISO, YYYY/MM/DD, YYYYMMDD, M/D/YYYY and D.M.YYYY of one date: one YYYYMMDD."""
+    expected = born.strftime("%Y%m%d")
+    forms = [
+        born.isoformat(),
+        f"{born.isoformat()}T00:00:00Z",
+        born.strftime("%Y/%m/%d"),
+        expected,
+        f"{born.month}/{born.day}/{born.year}",
+        f"{born.day}.{born.month}.{born.year}",
+    ]
+    for form in forms:
+        assert hashing.normalize_date_of_birth(form) == expected, form
+
+
+@given(st.text(max_size=20))
+def test_date_of_birth_is_a_real_date_or_none(text: str) -> None:
+    """Any text: None or 8 digits that parse as a date from 1900 on."""
+    result = hashing.normalize_date_of_birth(text)
+    if result is not None:
+        assert len(result) == 8
+        assert datetime.strptime(result, "%Y%m%d").year >= 1900
 
 
 def test_gender_is_f_or_m() -> None:

@@ -138,7 +138,8 @@ def test_full_event_shape() -> None:
 def test_event_name_mapping(segment: str, meta: str) -> None:
     """Segment spec events map to Meta standard events; others keep their name."""
     assert meta_event_name(segment) == meta
-    assert only_event(track(segment))["event_name"] == meta
+    priced = {"revenue": 1, "currency": "USD"}  # Purchase requires them (see below)
+    assert only_event(track(segment, priced))["event_name"] == meta
 
 
 def test_page_is_page_view_and_overrides_apply() -> None:
@@ -301,7 +302,13 @@ def test_too_little_customer_information_is_dropped(traits: dict[str, Any]) -> N
 
 
 def test_products_become_contents() -> None:
-    """products[] -> content_ids, contents (id, quantity, item_price), num_items."""
+    """products[] -> content_ids, contents (id, quantity, item_price), num_items.
+
+    Meta custom data parameters: contents[] "id and quantity are the required fields"
+    (https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/custom-data;
+    offline events: "Required: id, quantity"). No default quantity is documented, so an item
+    without one stays in content_ids only and is counted as omitted.
+    """
     properties = {
         "order_id": "T-9",
         "total": 35,
@@ -313,31 +320,30 @@ def test_products_become_contents() -> None:
             {"name": "no id"},
         ],
     }
-    custom = only_event(track("Order Completed", properties))["custom_data"]
+    encoded = connector().encode([track("Order Completed", properties)], NOW)
+    custom = body_of(encoded.requests[0])["data"][0]["custom_data"]
     assert custom == {
         "value": 35,
         "currency": "EUR",
         "content_ids": ["p1", "S2"],
-        "contents": [
-            {"id": "p1", "quantity": 2, "item_price": 10},
-            {"id": "S2", "item_price": 15},
-        ],
+        "contents": [{"id": "p1", "quantity": 2, "item_price": 10}],
         "content_type": "product",
-        "num_items": 3,
+        "num_items": 2,
         "order_id": "T-9",
         "affiliation": "web",
     }
+    assert [(o.field, o.reason) for o in encoded.omitted] == [("contents", "missing_quantity")]
 
 
 def test_single_product_and_search() -> None:
     """Product Viewed uses the properties as the content; Products Searched sets search_string."""
-    viewed = only_event(
-        track("Product Viewed", {"product_id": "p1", "name": "Mat", "category": "Home", "price": 9})
-    )["custom_data"]
-    assert viewed == {
+    product = {"product_id": "p1", "name": "Mat", "category": "Home", "price": 9}
+    viewed = only_event(track("Product Viewed", {**product, "currency": "USD", "quantity": 1}))
+    assert viewed["custom_data"] == {
         "value": 9,
+        "currency": "USD",
         "content_ids": ["p1"],
-        "contents": [{"id": "p1", "item_price": 9}],
+        "contents": [{"id": "p1", "quantity": 1, "item_price": 9}],
         "content_type": "product",
         "num_items": 1,
         "content_name": "Mat",
@@ -442,3 +448,107 @@ def test_token_errors_are_not_bisected() -> None:
 
 def _any_request() -> HttpRequest:
     return HttpRequest(method="POST", url="https://x", headers={}, body=b"", indices=(0, 1))
+
+
+# --- documented payload rules (issue 11) -------------------------------------------------------
+# Meta custom data parameters
+# (https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/custom-data):
+# value "Required for purchase events", currency "Required for purchase events", ISO 4217.
+
+
+def test_purchase_without_currency_is_skipped_with_missing_required() -> None:
+    """A Purchase without an ISO 4217 currency is never sent: Meta rejects the request."""
+    encoded = connector().encode([track("Order Completed", {"revenue": 20})], NOW)
+    assert [(d.index, d.reason) for d in encoded.dropped] == [(0, "missing_required")]
+    assert encoded.requests == []
+
+
+@pytest.mark.parametrize("currency", ["euro", "EURO", "€", "XTS"])
+def test_purchase_with_invalid_currency_is_skipped(currency: str) -> None:
+    """ "euro" is not ISO 4217: the default currency must not price it, the event is skipped."""
+    delivery = track("Order Completed", {"revenue": 20, "currency": currency})
+    encoded = connector(default_currency="USD").encode([delivery], NOW)
+    assert [d.reason for d in encoded.dropped] == ["missing_required"]
+
+
+def test_purchase_without_value_is_skipped() -> None:
+    """A Purchase needs custom_data.value: no amount anywhere, no event."""
+    encoded = connector().encode([track("Order Completed", {"currency": "USD"})], NOW)
+    assert [d.reason for d in encoded.dropped] == ["missing_required"]
+
+
+def test_purchase_takes_the_destination_default_currency() -> None:
+    """default_currency prices a purchase whose event names no currency."""
+    event = only_event(track("Order Completed", {"revenue": 20}), default_currency="eur")
+    assert (event["custom_data"]["value"], event["custom_data"]["currency"]) == (20, "EUR")
+
+
+def test_other_events_lose_a_value_without_currency_but_are_sent() -> None:
+    """AddToCart with a value and no currency: sent without value, the omission counted."""
+    product = {"product_id": "p1", "price": 5, "quantity": 2}
+    encoded = connector().encode([track("Product Added", product)], NOW)
+    custom = body_of(encoded.requests[0])["data"][0]["custom_data"]
+    assert "value" not in custom
+    assert custom["contents"] == [{"id": "p1", "quantity": 2, "item_price": 5}]
+    assert [(o.field, o.reason) for o in encoded.omitted] == [("value", "missing_currency")]
+
+
+def test_value_is_revenue_first_like_ga4_and_tiktok() -> None:
+    """Segment spec: revenue, then total (https://segment.com/docs/connections/spec/ecommerce/v2/)."""
+    properties = {"revenue": 25.0, "total": 31.5, "value": 40, "price": 3, "currency": "EUR"}
+    assert only_event(track("Order Completed", properties))["custom_data"]["value"] == 25.0
+
+
+def test_phone_without_country_code_is_omitted_and_counted() -> None:
+    """(650) 555-1212 without default_phone_country_code: no ph (never +6505551212)."""
+    delivery = track("A", context={**web_context(), "traits": {"phone": "(650) 555-1212"}})
+    encoded = connector().encode([delivery], NOW)
+    user_data = body_of(encoded.requests[0])["data"][0]["user_data"]
+    assert "ph" not in user_data
+    assert [(o.field, o.reason) for o in encoded.omitted] == [("phone", "no_country_code")]
+    assert "phone" not in encoded.matched[0]
+    with_code = connector(default_phone_country_code="1").encode([delivery], NOW)
+    assert body_of(with_code.requests[0])["data"][0]["user_data"]["ph"] == [META_PH]
+    assert "phone" in with_code.matched[0]
+
+
+def test_full_state_and_country_names_and_birthdays_are_normalized() -> None:
+    """st: "the 2-character ANSI abbreviation code in lowercase" (California -> ca); country:
+    ISO 3166-1 alpha-2 (United States -> us); db: YYYYMMDD (2/16/1997 -> 19970216)
+    (https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/customer-information-parameters)."""
+    traits = {
+        "birthday": "2/16/1997",
+        "address": {"state": "California", "country": "United States"},
+    }
+    event = only_event(track("A", context={**web_context(), "traits": traits}))
+    user_data = event["user_data"]
+    assert user_data["st"] == hashing.sha256_hex("ca")
+    assert user_data["country"] == hashing.sha256_hex("us")
+    # Meta's published example hash for country "us".
+    assert user_data["country"] == (
+        "79adb2a2fce5c6ba215fe5f27f532d4e7edbac4b6a5e09e1ef3a08084a904621"
+    )
+    assert user_data["db"] == hashing.sha256_hex("19970216")
+
+
+def test_unusable_country_and_birthday_are_omitted_and_counted() -> None:
+    """A country that is no ISO code or known name, a date that does not exist: left out."""
+    traits = {"birthday": "1997-02-30", "address": {"country": "Atlantis"}}
+    encoded = connector().encode([track("A", context={**web_context(), "traits": traits})], NOW)
+    user_data = body_of(encoded.requests[0])["data"][0]["user_data"]
+    assert "db" not in user_data
+    assert "country" not in user_data
+    assert sorted((o.field, o.reason) for o in encoded.omitted) == [
+        ("birthday", "invalid_date"),
+        ("country", "invalid_country"),
+    ]
+
+
+def test_matched_lists_the_match_keys_sent() -> None:
+    """matched: the kinds of identifiers Meta can match this event on."""
+    context = {**web_context(), "traits": {"email": "a@b.co"}}
+    delivery = track("A", {"fbc": "fb.1.1554763741205.AbCd"}, userId="u-1", context=context)
+    encoded = connector().encode([delivery], NOW)
+    assert encoded.matched == {
+        0: ("click_id", "email", "external_id", "ip", "user_agent"),
+    }

@@ -339,3 +339,22 @@ def test_deletion_request_targets_gdpr_api_with_bearer_token() -> None:
     shown = msgspec.json.encode(request.redacted()).decode()
     assert "oauth-1" not in shown
     assert "tok-1" not in shown
+
+
+def test_413_is_split_and_other_refusals_are_request_wide() -> None:
+    """413 (https://docs.mixpanel.com/reference/import-events: "request exceeds max limit"):
+    the worker splits the request, as for Amplitude; 400 without failed_records, 401 and 403
+    concern every event, so nothing is bisected."""
+    connector_ = connector(api_secret="s")
+    assert connector_.split_on_rejection
+    too_large = {"code": 413, "error": "request exceeds max limit of 2097152 bytes"}
+    outcome = connector_.interpret(response(413, too_large), request_for(4))
+    assert (outcome.kind, outcome.reason, outcome.event_specific) == (
+        "permanent",
+        "payload_too_large",
+        True,
+    )
+    for status in (400, 401, 403):
+        outcome = connector_.interpret(response(status, {"error": "x"}), request_for(4))
+        assert outcome.kind == "permanent"
+        assert not outcome.event_specific, status

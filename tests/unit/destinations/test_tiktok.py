@@ -308,3 +308,57 @@ def test_unreadable_200_answer_retries() -> None:
 def test_non_200_statuses_follow_the_retry_table(status: int, kind: str) -> None:
     """Other HTTP statuses use the shared table."""
     assert connector().interpret(answer(0, status), REQUEST).kind == kind
+
+
+# --- documented payload rules (issue 11) -------------------------------------------------------
+# TikTok Events API 2.0 properties: currency is an ISO 4217 code; a request with an invalid
+# parameter is refused as a whole with code 40002 (RudderStack's tiktok_ads handling and
+# TikTok's error code list).
+
+
+def test_40002_is_bisected_but_token_errors_are_not() -> None:
+    """40002 may come from one event (bisect); 40001 and 401xx concern the whole request."""
+    connector_ = connector()
+    assert connector_.split_on_rejection
+    assert connector_.interpret(answer(40002), REQUEST).event_specific
+    for code in (40001, 40104, 40105, 40102, 41000):
+        assert not connector_.interpret(answer(code), REQUEST).event_specific, code
+
+
+@pytest.mark.parametrize("currency", ["euro", "EURO", "Eur0", "$"])
+def test_invalid_currency_leaves_with_its_value(currency: str) -> None:
+    """ "euro" never leaves as "EURO": value and currency are removed and counted."""
+    encoded = connector(default_currency="USD").encode(
+        [delivery(properties={"revenue": 46, "currency": currency})], NOW
+    )
+    [event] = body(encoded.requests[0])["data"]
+    assert "currency" not in event.get("properties", {})
+    assert "value" not in event.get("properties", {})
+    assert [(o.field, o.reason) for o in encoded.omitted] == [("value", "invalid_currency")]
+
+
+def test_value_is_revenue_then_total_with_a_valid_currency() -> None:
+    """The same value as GA4 and Meta for one order (Segment spec: revenue, then total)."""
+    properties = {"revenue": 40, "total": 46, "value": 50, "currency": "usd"}
+    event = only_event(delivery(properties=properties))
+    assert (event["properties"]["value"], event["properties"]["currency"]) == (40, "USD")
+    event = only_event(delivery(properties={"total": 46}), default_currency="EUR")
+    assert (event["properties"]["value"], event["properties"]["currency"]) == (46, "EUR")
+
+
+def test_value_without_any_currency_is_left_out() -> None:
+    """No currency and no default: no value (counted)."""
+    encoded = connector().encode([delivery(properties={"revenue": 40})], NOW)
+    [event] = body(encoded.requests[0])["data"]
+    assert "value" not in event.get("properties", {})
+    assert [(o.field, o.reason) for o in encoded.omitted] == [("value", "missing_currency")]
+
+
+def test_phone_without_country_code_is_omitted_and_matched_keys_reported() -> None:
+    """(650) 555-1212 without default code: no user.phone; matched lists what was sent."""
+    traits = {"phone": "(650) 555-1212", "email": "a@b.co"}
+    encoded = connector().encode([delivery(context={"traits": traits}, userId="u-1")], NOW)
+    [event] = body(encoded.requests[0])["data"]
+    assert "phone" not in event["user"]
+    assert [(o.field, o.reason) for o in encoded.omitted] == [("phone", "no_country_code")]
+    assert encoded.matched == {0: ("email", "external_id")}

@@ -111,3 +111,22 @@ def test_table_lists_destinations_counts_kinds_and_paths() -> None:
     assert "email" in text
     assert "    userId" in text
     assert "(nothing sent)" in render_table({"day": "2026-11-22", "destinations": {}})
+
+
+def test_table_shows_match_keys_and_omitted_identifiers() -> None:
+    """Match readiness: counts per match key, then what was left out and why."""
+    datamap = {
+        "day": "2026-11-22",
+        "destinations": {
+            "meta": {
+                "fields": ["event"],
+                "pii": ["email"],
+                "events": 5,
+                "bytes": 500,
+                "match": {"email": 5, "phone": 2, "omitted:phone:no_country_code": 3},
+            }
+        },
+    }
+    text = render_table(datamap)
+    assert "    match keys: email 5, phone 2" in text
+    assert "    omitted: phone:no_country_code 3" in text
