@@ -43,10 +43,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -59,7 +60,7 @@ from redis.exceptions import RedisError
 
 from consent.resolve import RequestSignals
 from router import anomaly
-from router.audit import AuditKind, AuditLog
+from router.audit import AuditConflictError, AuditKind, AuditLog
 from router.datamap import day_of, read_datamap
 from router.erasure import erase, parse_erase_body
 from router.explain import consent_context, explain
@@ -70,6 +71,8 @@ from router.sanitize import Rejection
 from router.schema import WireEvent
 from router.settings import Settings
 from router.tracing import RouterMetrics
+
+log = logging.getLogger("router.admin")
 
 
 class Role(StrEnum):
@@ -182,6 +185,17 @@ class AdminState:
 
     tokens: TokenTable
     audit_key: bytes = b""
+    _logs: dict[int, AuditLog] = field(default_factory=dict, compare=False, repr=False)
+
+    def audit_log(self, state: AppState) -> AuditLog:
+        """The process's audit writer: the app's (``state.audit``) when it has one, else one
+        made on first use and kept (every ``AuditLog`` opens a lane of its own)."""
+        if state.audit is not None:
+            return state.audit.log
+        found = self._logs.get(id(state.redis))
+        if found is None or found.client is not state.redis:
+            found = self._logs[id(state.redis)] = AuditLog(state.redis, key=self.audit_key)
+        return found
 
 
 ADMIN = web.AppKey("admin", AdminState)
@@ -225,11 +239,15 @@ def _bearer(request: web.Request) -> str | None:
     return token.strip()
 
 
+def _unavailable(state: AppState, code: str, message: str) -> HttpError:
+    return HttpError(503, code, message, retry_after=state.settings.retry_after_s)
+
+
 def _guard(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def guarded(request: web.Request) -> web.StreamResponse:
         admin = request.app[ADMIN]
         state = request.app[STATE]
-        audit = AuditLog(state.redis, key=admin.audit_key)
+        audit = admin.audit_log(state)
         token = _bearer(request)
         identity = admin.tokens.authenticate(token) if token else None
         response: web.StreamResponse
@@ -247,16 +265,7 @@ def _guard(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRe
                 HttpError(403, "forbidden", f"this endpoint needs one of the roles: {allowed}")
             )
         else:
-            try:
-                response = await endpoint.handler(request, Call(identity, audit, state))
-            except HttpError as error:
-                response = error_response(error)
-            except (RedisError, OSError) as exc:
-                response = error_response(
-                    HttpError(
-                        503, "redis_unavailable", f"Redis is unavailable ({type(exc).__name__})"
-                    )
-                )
+            response = await _answer(endpoint, request, Call(identity, audit, state))
         destination = request.match_info.get("destination")
         data: dict[str, Any] = {
             "endpoint": endpoint.path,
@@ -270,15 +279,42 @@ def _guard(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRe
             data["destination"] = destination if known else "(unknown)"
         try:
             await audit.append(AuditKind.ADMIN_CALL, data)
-        except (RedisError, OSError):
+        except (RedisError, OSError, AuditConflictError):
             if response.prepared:
                 raise
-            response = error_response(
-                HttpError(503, "audit_unavailable", "the call could not be audited")
-            )
+            message = "the call could not be audited; retry later"
+            if endpoint.path == "/admin/erase" and response.status == 200:
+                message += " (the erasure was applied and receipted; erasing again is safe)"
+            response = error_response(_unavailable(state, "audit_unavailable", message))
         return response
 
     return guarded
+
+
+async def _answer(endpoint: Endpoint, request: web.Request, call: Call) -> web.StreamResponse:
+    """The handler's answer; never an exception: every failure is an answer with a code."""
+    try:
+        return await endpoint.handler(request, call)
+    except HttpError as error:
+        return error_response(error)
+    except (RedisError, OSError) as exc:
+        return error_response(
+            _unavailable(
+                call.state, "redis_unavailable", f"Redis is unavailable ({type(exc).__name__})"
+            )
+        )
+    except AuditConflictError:
+        return error_response(
+            _unavailable(call.state, "audit_unavailable", "the audit trail is busy; retry later")
+        )
+    except Exception as exc:  # a bug: still an answer in the one shape, and audited
+        # No traceback: an exception's message may quote the request (personal data).
+        log.error(
+            "admin handler failed", extra={"endpoint": endpoint.path, "error": type(exc).__name__}
+        )
+        return error_response(
+            _unavailable(call.state, "internal_error", "unexpected error; retry later")
+        )
 
 
 # --- queue status --------------------------------------------------------------------------------
@@ -500,11 +536,11 @@ async def erase_subject(request: web.Request, call: Call) -> web.StreamResponse:
     """
     identifiers = parse_erase_body(await read_body(request, MAX_BODY_BYTES))
     state = call.state
-    unavailable = HttpError(
-        503,
+    unavailable = _unavailable(
+        state,
         "consent_store_unavailable",
-        "the consent store is unavailable; retry later",
-        retry_after=state.settings.retry_after_s,
+        "the consent store or the audit trail is unavailable; retry later (erasing again is "
+        "safe: an erasure may have been applied without its receipt)",
     )
     if state.consent is None:
         raise unavailable
@@ -517,7 +553,7 @@ async def erase_subject(request: web.Request, call: Call) -> web.StreamResponse:
             audit=call.audit,
             actor=call.actor,
         )
-    except (RedisError, OSError) as exc:
+    except (RedisError, OSError, AuditConflictError) as exc:
         raise unavailable from exc
     state.stats.add("router_erasures_total")
     return json_response({"success": True, "receipt": receipt})
@@ -544,6 +580,8 @@ async def verify_audit(request: web.Request, call: Call) -> web.StreamResponse:
             "first_bad_seq": result.first_bad_seq,
             "reason": result.reason,
             "checked": result.checked,
+            "lane": result.lane,
+            "lanes": result.lanes,
         }
     )
 
