@@ -66,9 +66,10 @@ from router.erasure import erase, parse_erase_body
 from router.explain import consent_context, explain
 from router.http import HttpError, error_response, json_response, read_body
 from router.ingest import STATE, AppState
+from router.jsonscan import depth_path
 from router.queue import GROUP, ITEM_DECODER, dlq_key, queue_key
 from router.sanitize import Rejection
-from router.schema import WireEvent
+from router.schema import WireEvent, error_path, error_text
 from router.settings import Settings
 from router.tracing import RouterMetrics
 
@@ -391,18 +392,36 @@ def _limit(request: web.Request, default: int = 100) -> int:
     return limit
 
 
-async def _json_body(request: web.Request) -> Any:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise HttpError(413, "body_too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
-    body = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(body) > MAX_BODY_BYTES:
-        raise HttpError(413, "body_too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
+def _max_depth(call: Call) -> int:
+    return call.state.routing.file.limits.max_depth
+
+
+def check_depth(body: bytes, max_depth: int, *, root: str = "") -> None:
+    """400 ``too_deep`` (with the path) when a body nests arrays or objects ``max_depth`` or
+    more levels below ``root``'s members, the limit ingest applies to an event's fields;
+    checked without recursion, before any decoder sees the body."""
+    path = depth_path(body, max_depth + (1 if root else 0))
+    if path is not None:
+        raise HttpError(400, "too_deep", f"nesting deeper than {max_depth} levels", path=path)
+
+
+_ANY_JSON = msgspec.json.Decoder()
+
+
+def decode_json(body: bytes, max_depth: int, *, root: str = "") -> Any:
+    """A JSON body within the depth limit (see ``check_depth``; ``None`` when empty);
+    ``HttpError`` 400 otherwise."""
     if not body.strip():
         return None
+    check_depth(body, max_depth, root=root)
     try:
-        return json.loads(body)
-    except ValueError as exc:
+        return _ANY_JSON.decode(body)
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise HttpError(400, "invalid_json", "the body is not valid JSON") from exc
+
+
+async def _json_body(request: web.Request, call: Call) -> Any:
+    return decode_json(await read_body(request, MAX_BODY_BYTES), _max_depth(call))
 
 
 async def list_destinations(request: web.Request, call: Call) -> web.StreamResponse:
@@ -497,7 +516,7 @@ async def replay_dlq(request: web.Request, call: Call) -> web.StreamResponse:
     an erasure or withdrawal since the first attempt wins.
     """
     destination = _destination(call, request)
-    body = await _json_body(request)
+    body = await _json_body(request, call)
     client = call.state.redis
     dlq = dlq_key(destination)
     if isinstance(body, dict) and body.get("ids") is not None:
@@ -534,7 +553,9 @@ async def erase_subject(request: web.Request, call: Call) -> web.StreamResponse:
     The erasure is audited twice: the ``admin_call`` of every call, and an ``erasure`` record
     naming the caller, the receipt and the subjects as keyed tokens.
     """
-    identifiers = parse_erase_body(await read_body(request, MAX_BODY_BYTES))
+    body = await read_body(request, MAX_BODY_BYTES)
+    check_depth(body, _max_depth(call))
+    identifiers = parse_erase_body(body)
     state = call.state
     unavailable = _unavailable(
         state,
@@ -587,24 +608,40 @@ async def verify_audit(request: web.Request, call: Call) -> web.StreamResponse:
 
 
 async def explain_event(request: web.Request, call: Call) -> web.StreamResponse:
-    """``POST /admin/explain``: per destination, deliver or skip, why, and the payload."""
-    body = await _json_body(request)
-    if not isinstance(body, dict) or not isinstance(body.get("event"), dict):
+    """``POST /admin/explain``: per destination, deliver or skip, why, and the payload.
+
+    The event gets ingest's limits: its size (``limits.max_event_bytes``, else 413
+    ``event_too_large``), its depth (400 ``too_deep`` with the path, checked before decoding),
+    then sanitizing; paths in errors start at the body (``event.properties...``).
+    """
+    routing = call.state.routing
+    limits = routing.file.limits
+    parsed = decode_json(await read_body(request, MAX_BODY_BYTES), limits.max_depth, root="event")
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("event"), dict):
         raise HttpError(400, "invalid_request", 'send {"event": {...}, "consent"?: {...}}')
-    data = dict(body["event"])
-    if body.get("consent") is not None:
-        context = dict(data.get("context") or {})
-        context.update(consent_context(body["consent"]))
-        data["context"] = context
+    data = dict(parsed["event"])
+    if len(msgspec.json.encode(data)) > limits.max_event_bytes:
+        raise HttpError(
+            413, "event_too_large", f"an event is limited to {limits.max_event_bytes} bytes"
+        )
+    if parsed.get("consent") is not None:
+        context = data.get("context") or {}
+        if not isinstance(context, dict):
+            raise HttpError(400, "invalid_event", "expected `object`", path="event.context")
+        data["context"] = {**context, **consent_context(parsed["consent"])}
     data.setdefault("type", "track")
     try:
         wire = msgspec.convert(data, WireEvent)
     except msgspec.ValidationError as exc:
-        raise HttpError(400, "invalid_event", str(exc)) from exc
-    headers = body.get("headers") if isinstance(body.get("headers"), dict) else {}
-    assert isinstance(headers, dict)
-    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
-    routing = call.state.routing
+        text = str(exc)
+        path = error_path(text)
+        raise HttpError(
+            400, "invalid_event", error_text(text), path=f"event.{path}" if path else "event"
+        ) from exc
+    headers = parsed.get("headers")
+    if headers is not None and not isinstance(headers, dict):
+        raise HttpError(400, "invalid_request", "headers must be an object", path="headers")
+    lowered = {str(k).lower(): str(v) for k, v in (headers or {}).items()}
     geo = routing.policy.geo_header
     reports = explain(
         routing,
@@ -617,7 +654,8 @@ async def explain_event(request: web.Request, call: Call) -> web.StreamResponse:
         ),
     )
     if isinstance(reports, Rejection):
-        raise HttpError(400, reports.code, reports.message, path=reports.path)
+        path = f"event.{reports.path}" if reports.path else "event"
+        raise HttpError(400, reports.code, reports.message, path=path)
     return json_response({"destinations": reports})
 
 
