@@ -2,9 +2,11 @@
 
     .venv/bin/python -m bench.audit_bench [--records 2000] [--appenders 1 32 64]
 
-Each appender is an ``AuditLog`` on its own Redis connection (as separate router processes
-would be), appending one record per call; a real redis-server is started in a temporary
-directory. Prints records/s, failed appends and whether the chain verifies.
+Two scenarios per concurrency level N, one record per append call, on a real redis-server
+started in a temporary directory (append-only file, fsync always, as the tests run it):
+- ``writers``: N ``AuditLog``s, each on its own Redis connection (N router processes);
+- ``callers``: N concurrent callers of one ``AuditLog`` (one process's admin calls).
+Prints records/s, failed appends and whether the trail verifies.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from router.audit import AuditKind, AuditLog
 from tests.redis_server import RedisServer
 
 
-async def _run(url: str, appenders: int, records: int) -> tuple[float, int, bool, int]:
-    clients = [aioredis.Redis.from_url(url) for _ in range(appenders)]
+async def _run(
+    url: str, appenders: int, records: int, *, shared: bool
+) -> tuple[float, int, bool, int]:
+    clients = [aioredis.Redis.from_url(url) for _ in range(1 if shared else appenders)]
     try:
         await clients[0].flushdb()
-        logs = [AuditLog(c) for c in clients]
+        logs = [AuditLog(clients[0])] * appenders if shared else [AuditLog(c) for c in clients]
         failed = 0
 
         async def fill(log: AuditLog, count: int) -> None:
@@ -57,12 +61,15 @@ def main() -> int:
         server = RedisServer(Path(tmp))
         server.start()
         try:
-            for appenders in args.appenders:
-                rate, failed, ok, checked = asyncio.run(_run(server.url, appenders, args.records))
-                print(
-                    f"appenders={appenders:3d} records/s={rate:8.0f} failed={failed:5d} "
-                    f"verified={ok} checked={checked}"
-                )
+            for shared in (False, True):
+                for appenders in args.appenders:
+                    rate, failed, ok, checked = asyncio.run(
+                        _run(server.url, appenders, args.records, shared=shared)
+                    )
+                    print(
+                        f"{'callers' if shared else 'writers'}={appenders:3d} "
+                        f"records/s={rate:8.0f} failed={failed:5d} verified={ok} checked={checked}"
+                    )
         finally:
             server.stop()
     return 0
