@@ -11,6 +11,10 @@ token is hashed and compared with every stored hash in constant time. Make a tok
 ``sha256sum``'s hex of it. No token: 401. A role not in the endpoint's row of ``ROLE_TABLE``:
 403. Each call, allowed or not, appends an ``admin_call`` record to the audit trail (endpoint,
 method, status, role, and the first 12 hex digits of the token's hash: never the token).
+The record goes through the process's one audit writer (its lane; concurrent calls share round
+trips). No call answers 500: a call that cannot be audited, a Redis failure or a bug answers 503
+with ``Retry-After``. JSON bodies get ingest's limits (``limits.max_depth``, checked before any
+decoder with ``jsonscan.depth_path``: 400 ``too_deep`` with the path).
 
 Roles: ``viewer`` < ``operator`` < ``admin``, and ``auditor`` beside them (privacy and legal:
 the data map, anomalies, explain and the audit trail, but not queues or dead letters).
