@@ -11,6 +11,10 @@ token is hashed and compared with every stored hash in constant time. Make a tok
 ``sha256sum``'s hex of it. No token: 401. A role not in the endpoint's row of ``ROLE_TABLE``:
 403. Each call, allowed or not, appends an ``admin_call`` record to the audit trail (endpoint,
 method, status, role, and the first 12 hex digits of the token's hash: never the token).
+The record goes through the process's one audit writer (its lane; concurrent calls share round
+trips). No call answers 500: a call that cannot be audited, a Redis failure or a bug answers 503
+with ``Retry-After``. JSON bodies get ingest's limits (``limits.max_depth``, checked before any
+decoder with ``jsonscan.depth_path``: 400 ``too_deep`` with the path).
 
 Roles: ``viewer`` < ``operator`` < ``admin``, and ``auditor`` beside them (privacy and legal:
 the data map, anomalies, explain and the audit trail, but not queues or dead letters).
@@ -43,10 +47,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -59,17 +64,20 @@ from redis.exceptions import RedisError
 
 from consent.resolve import RequestSignals
 from router import anomaly
-from router.audit import AuditKind, AuditLog
+from router.audit import AuditConflictError, AuditKind, AuditLog
 from router.datamap import day_of, read_datamap
 from router.erasure import erase, parse_erase_body
 from router.explain import consent_context, explain
 from router.http import HttpError, error_response, json_response, read_body
 from router.ingest import STATE, AppState
+from router.jsonscan import depth_path
 from router.queue import GROUP, ITEM_DECODER, dlq_key, queue_key
 from router.sanitize import Rejection
-from router.schema import WireEvent
+from router.schema import WireEvent, error_path, error_text
 from router.settings import Settings
 from router.tracing import RouterMetrics
+
+log = logging.getLogger("router.admin")
 
 
 class Role(StrEnum):
@@ -182,6 +190,17 @@ class AdminState:
 
     tokens: TokenTable
     audit_key: bytes = b""
+    _logs: dict[int, AuditLog] = field(default_factory=dict, compare=False, repr=False)
+
+    def audit_log(self, state: AppState) -> AuditLog:
+        """The process's audit writer: the app's (``state.audit``) when it has one, else one
+        made on first use and kept (every ``AuditLog`` opens a lane of its own)."""
+        if state.audit is not None:
+            return state.audit.log
+        found = self._logs.get(id(state.redis))
+        if found is None or found.client is not state.redis:
+            found = self._logs[id(state.redis)] = AuditLog(state.redis, key=self.audit_key)
+        return found
 
 
 ADMIN = web.AppKey("admin", AdminState)
@@ -225,11 +244,15 @@ def _bearer(request: web.Request) -> str | None:
     return token.strip()
 
 
+def _unavailable(state: AppState, code: str, message: str) -> HttpError:
+    return HttpError(503, code, message, retry_after=state.settings.retry_after_s)
+
+
 def _guard(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def guarded(request: web.Request) -> web.StreamResponse:
         admin = request.app[ADMIN]
         state = request.app[STATE]
-        audit = AuditLog(state.redis, key=admin.audit_key)
+        audit = admin.audit_log(state)
         token = _bearer(request)
         identity = admin.tokens.authenticate(token) if token else None
         response: web.StreamResponse
@@ -247,16 +270,7 @@ def _guard(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRe
                 HttpError(403, "forbidden", f"this endpoint needs one of the roles: {allowed}")
             )
         else:
-            try:
-                response = await endpoint.handler(request, Call(identity, audit, state))
-            except HttpError as error:
-                response = error_response(error)
-            except (RedisError, OSError) as exc:
-                response = error_response(
-                    HttpError(
-                        503, "redis_unavailable", f"Redis is unavailable ({type(exc).__name__})"
-                    )
-                )
+            response = await _answer(endpoint, request, Call(identity, audit, state))
         destination = request.match_info.get("destination")
         data: dict[str, Any] = {
             "endpoint": endpoint.path,
@@ -270,15 +284,42 @@ def _guard(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRe
             data["destination"] = destination if known else "(unknown)"
         try:
             await audit.append(AuditKind.ADMIN_CALL, data)
-        except (RedisError, OSError):
+        except (RedisError, OSError, AuditConflictError):
             if response.prepared:
                 raise
-            response = error_response(
-                HttpError(503, "audit_unavailable", "the call could not be audited")
-            )
+            message = "the call could not be audited; retry later"
+            if endpoint.path == "/admin/erase" and response.status == 200:
+                message += " (the erasure was applied and receipted; erasing again is safe)"
+            response = error_response(_unavailable(state, "audit_unavailable", message))
         return response
 
     return guarded
+
+
+async def _answer(endpoint: Endpoint, request: web.Request, call: Call) -> web.StreamResponse:
+    """The handler's answer; never an exception: every failure is an answer with a code."""
+    try:
+        return await endpoint.handler(request, call)
+    except HttpError as error:
+        return error_response(error)
+    except (RedisError, OSError) as exc:
+        return error_response(
+            _unavailable(
+                call.state, "redis_unavailable", f"Redis is unavailable ({type(exc).__name__})"
+            )
+        )
+    except AuditConflictError:
+        return error_response(
+            _unavailable(call.state, "audit_unavailable", "the audit trail is busy; retry later")
+        )
+    except Exception as exc:  # a bug: still an answer in the one shape, and audited
+        # No traceback: an exception's message may quote the request (personal data).
+        log.error(
+            "admin handler failed", extra={"endpoint": endpoint.path, "error": type(exc).__name__}
+        )
+        return error_response(
+            _unavailable(call.state, "internal_error", "unexpected error; retry later")
+        )
 
 
 # --- queue status --------------------------------------------------------------------------------
@@ -355,18 +396,36 @@ def _limit(request: web.Request, default: int = 100) -> int:
     return limit
 
 
-async def _json_body(request: web.Request) -> Any:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise HttpError(413, "body_too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
-    body = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(body) > MAX_BODY_BYTES:
-        raise HttpError(413, "body_too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
+def _max_depth(call: Call) -> int:
+    return call.state.routing.file.limits.max_depth
+
+
+def check_depth(body: bytes, max_depth: int, *, root: str = "") -> None:
+    """400 ``too_deep`` (with the path) when a body nests arrays or objects ``max_depth`` or
+    more levels below ``root``'s members, the limit ingest applies to an event's fields;
+    checked without recursion, before any decoder sees the body."""
+    path = depth_path(body, max_depth + (1 if root else 0))
+    if path is not None:
+        raise HttpError(400, "too_deep", f"nesting deeper than {max_depth} levels", path=path)
+
+
+_ANY_JSON = msgspec.json.Decoder()
+
+
+def decode_json(body: bytes, max_depth: int, *, root: str = "") -> Any:
+    """A JSON body within the depth limit (see ``check_depth``; ``None`` when empty);
+    ``HttpError`` 400 otherwise."""
     if not body.strip():
         return None
+    check_depth(body, max_depth, root=root)
     try:
-        return json.loads(body)
-    except ValueError as exc:
+        return _ANY_JSON.decode(body)
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise HttpError(400, "invalid_json", "the body is not valid JSON") from exc
+
+
+async def _json_body(request: web.Request, call: Call) -> Any:
+    return decode_json(await read_body(request, MAX_BODY_BYTES), _max_depth(call))
 
 
 async def list_destinations(request: web.Request, call: Call) -> web.StreamResponse:
@@ -461,7 +520,7 @@ async def replay_dlq(request: web.Request, call: Call) -> web.StreamResponse:
     an erasure or withdrawal since the first attempt wins.
     """
     destination = _destination(call, request)
-    body = await _json_body(request)
+    body = await _json_body(request, call)
     client = call.state.redis
     dlq = dlq_key(destination)
     if isinstance(body, dict) and body.get("ids") is not None:
@@ -498,13 +557,15 @@ async def erase_subject(request: web.Request, call: Call) -> web.StreamResponse:
     The erasure is audited twice: the ``admin_call`` of every call, and an ``erasure`` record
     naming the caller, the receipt and the subjects as keyed tokens.
     """
-    identifiers = parse_erase_body(await read_body(request, MAX_BODY_BYTES))
+    body = await read_body(request, MAX_BODY_BYTES)
+    check_depth(body, _max_depth(call))
+    identifiers = parse_erase_body(body)
     state = call.state
-    unavailable = HttpError(
-        503,
+    unavailable = _unavailable(
+        state,
         "consent_store_unavailable",
-        "the consent store is unavailable; retry later",
-        retry_after=state.settings.retry_after_s,
+        "the consent store or the audit trail is unavailable; retry later (erasing again is "
+        "safe: an erasure may have been applied without its receipt)",
     )
     if state.consent is None:
         raise unavailable
@@ -517,7 +578,7 @@ async def erase_subject(request: web.Request, call: Call) -> web.StreamResponse:
             audit=call.audit,
             actor=call.actor,
         )
-    except (RedisError, OSError) as exc:
+    except (RedisError, OSError, AuditConflictError) as exc:
         raise unavailable from exc
     state.stats.add("router_erasures_total")
     return json_response({"success": True, "receipt": receipt})
@@ -544,29 +605,47 @@ async def verify_audit(request: web.Request, call: Call) -> web.StreamResponse:
             "first_bad_seq": result.first_bad_seq,
             "reason": result.reason,
             "checked": result.checked,
+            "lane": result.lane,
+            "lanes": result.lanes,
         }
     )
 
 
 async def explain_event(request: web.Request, call: Call) -> web.StreamResponse:
-    """``POST /admin/explain``: per destination, deliver or skip, why, and the payload."""
-    body = await _json_body(request)
-    if not isinstance(body, dict) or not isinstance(body.get("event"), dict):
+    """``POST /admin/explain``: per destination, deliver or skip, why, and the payload.
+
+    The event gets ingest's limits: its size (``limits.max_event_bytes``, else 413
+    ``event_too_large``), its depth (400 ``too_deep`` with the path, checked before decoding),
+    then sanitizing; paths in errors start at the body (``event.properties...``).
+    """
+    routing = call.state.routing
+    limits = routing.file.limits
+    parsed = decode_json(await read_body(request, MAX_BODY_BYTES), limits.max_depth, root="event")
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("event"), dict):
         raise HttpError(400, "invalid_request", 'send {"event": {...}, "consent"?: {...}}')
-    data = dict(body["event"])
-    if body.get("consent") is not None:
-        context = dict(data.get("context") or {})
-        context.update(consent_context(body["consent"]))
-        data["context"] = context
+    data = dict(parsed["event"])
+    if len(msgspec.json.encode(data)) > limits.max_event_bytes:
+        raise HttpError(
+            413, "event_too_large", f"an event is limited to {limits.max_event_bytes} bytes"
+        )
+    if parsed.get("consent") is not None:
+        context = data.get("context") or {}
+        if not isinstance(context, dict):
+            raise HttpError(400, "invalid_event", "expected `object`", path="event.context")
+        data["context"] = {**context, **consent_context(parsed["consent"])}
     data.setdefault("type", "track")
     try:
         wire = msgspec.convert(data, WireEvent)
     except msgspec.ValidationError as exc:
-        raise HttpError(400, "invalid_event", str(exc)) from exc
-    headers = body.get("headers") if isinstance(body.get("headers"), dict) else {}
-    assert isinstance(headers, dict)
-    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
-    routing = call.state.routing
+        text = str(exc)
+        path = error_path(text)
+        raise HttpError(
+            400, "invalid_event", error_text(text), path=f"event.{path}" if path else "event"
+        ) from exc
+    headers = parsed.get("headers")
+    if headers is not None and not isinstance(headers, dict):
+        raise HttpError(400, "invalid_request", "headers must be an object", path="headers")
+    lowered = {str(k).lower(): str(v) for k, v in (headers or {}).items()}
     geo = routing.policy.geo_header
     reports = explain(
         routing,
@@ -579,7 +658,8 @@ async def explain_event(request: web.Request, call: Call) -> web.StreamResponse:
         ),
     )
     if isinstance(reports, Rejection):
-        raise HttpError(400, reports.code, reports.message, path=reports.path)
+        path = f"event.{reports.path}" if reports.path else "event"
+        raise HttpError(400, reports.code, reports.message, path=path)
     return json_response({"destinations": reports})
 
 

@@ -1,21 +1,40 @@
-"""The audit trail: an append-only, hash-chained log in the Redis stream ``rt:audit``.
+"""The audit trail: append-only, hash-chained lanes in the Redis stream ``rt:audit``.
 
-Each record holds ``seq`` (1, 2, 3...), ``at`` (ISO 8601, UTC), ``kind`` (``AuditKind``),
-``data`` (JSON without personal data: subject ids are keyed-HMAC tokens, field paths have their
-keys normalized) and ``prev_hash``; ``hash`` is the SHA-256 of the canonical JSON of those five.
-Changing, removing or inserting a record breaks the chain, and ``verify`` names the first bad
-record.
+Every writer (an ``AuditLog``: one per router process, worker or CLI command) appends to its
+own *lane*, a hash chain nobody else writes to, so appends never race: a writer's appends are
+serialized in its process (and the concurrent ones grouped into one round trip), and different
+writers touch different chains. All lanes share the one stream, so its order is the global
+order of the records.
+
+Each record holds ``lane`` (1, 2, 3...), ``seq`` (1, 2, 3... within its lane), ``at`` (ISO 8601,
+UTC), ``kind`` (``AuditKind``), ``data`` (JSON without personal data: subject ids are keyed-HMAC
+tokens, field paths have their keys normalized), ``prev_hash`` (the lane's previous record) and,
+on the first record of each append, ``witness``: the lane, seq and hash of the newest record of
+another lane the writer saw, a cross-link that ties the lanes together (cutting another lane's
+tail, or rewriting a record another lane witnessed, is noticed). ``hash`` is the SHA-256 of the
+canonical JSON of all those fields. Changing, removing or inserting a record breaks its lane,
+and ``verify`` names the first bad record by lane and seq.
+
+Lane 0 is the single chain written before lanes existed (records without a ``lane`` field,
+hashed without one, head and anchor in ``rt:audit:head`` / ``rt:audit:anchor``): it stays
+verifiable as it is and nothing new is appended to it.
 
 Keys:
 
-- ``rt:audit``         the records (stream entries: seq, at, kind, data, prev, hash)
-- ``rt:audit:head``    seq and hash of the last record (so a removed tail is noticed)
-- ``rt:audit:anchor``  seq and hash of the last *trimmed* record: verification of what is left
-                       starts from it
+- ``rt:audit``          the records (stream entries: lane, seq, at, kind, data, prev, hash,
+                        witness?)
+- ``rt:audit:lanes``    the last lane number handed out (lanes are numbered 1, 2, 3...)
+- ``rt:audit:heads``    lane -> "seq hash" of its last record (so a removed tail is noticed)
+- ``rt:audit:anchors``  lane -> "seq hash" of its last *trimmed* record (verification of what
+                        is left starts from it)
+- ``rt:audit:last``     lane, seq and hash of the newest record of any lane (the next witness)
+- ``rt:audit:head``, ``rt:audit:anchor``  lane 0's head and anchor (before lanes)
 
-Appending is safe across processes: the client reads the head, chains its records onto it, and
-a Lua script appends them only if the head is still the one read (Redis' Lua has no SHA-256, so
-the hashing cannot move into the script); on a conflict the client chains again onto the new head.
+Why lanes: SHA-256 cannot run inside Redis (its Lua has SHA-1 only), so one shared chain means
+a client must read the head, hash, and append only if the head did not move: with 32 writers
+at once most attempts lose and a writer can lose forever. A lane has one writer, so its append
+script only checks that the head is the one the writer holds (a safety net that fails only
+when two writers share a lane by mistake; the writer then re-chains once).
 
 Entry points::
 
@@ -27,8 +46,9 @@ Entry points::
     async for line in export(client): ...                   # JSON lines
 
 The pure core (``chain_hash``, ``seal``, ``verify_records``, ``decision_entries``) does no I/O.
-Tamper evidence covers edits by anyone who cannot also rewrite every later record and the head;
-for more, keep ``head()`` (or an export's last hash) somewhere else now and then.
+Tamper evidence covers edits by anyone who cannot also rewrite every later record of the lane,
+its head and the other lanes' witnesses; for more, keep ``verify``'s heads (or an export's
+last hashes) somewhere else now and then.
 """
 
 from __future__ import annotations
@@ -60,6 +80,11 @@ STREAM: Final = "rt:audit"
 GENESIS: Final = "0" * 64
 PAGE: Final = 500
 MAX_PATHS: Final = 100
+LEGACY_LANE: Final = 0
+"""The single chain written before lanes existed."""
+WITNESS_WINDOW: Final = 100_000
+"""How many of the newest records' hashes verification keeps to check witnesses against (a
+witness further back is checked by position only)."""
 
 
 class AuditKind(StrEnum):
@@ -84,7 +109,7 @@ class AuditKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
-    """One record of the chain."""
+    """One record of a lane."""
 
     seq: int
     at: str
@@ -92,10 +117,13 @@ class AuditRecord:
     data: Mapping[str, Any]
     prev_hash: str
     hash: str = ""
+    lane: int = LEGACY_LANE
+    witness: Mapping[str, Any] | None = None
+    """``{"lane", "seq", "hash"}`` of another lane's record seen before this one."""
 
     def to_json(self) -> dict[str, Any]:
-        """The record as exported."""
-        return {
+        """The record as exported (``lane`` and ``witness`` only when set)."""
+        out: dict[str, Any] = {
             "seq": self.seq,
             "at": self.at,
             "kind": self.kind,
@@ -103,6 +131,11 @@ class AuditRecord:
             "prev_hash": self.prev_hash,
             "hash": self.hash,
         }
+        if self.lane != LEGACY_LANE:
+            out["lane"] = self.lane
+        if self.witness is not None:
+            out["witness"] = dict(self.witness)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +151,16 @@ GENESIS_ANCHOR: Final = Anchor(0, GENESIS)
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
-    """``ok``, or the first bad record's seq and why."""
+    """``ok``, or the first bad record's lane, seq and why."""
 
     ok: bool
     first_bad_seq: int | None = None
     reason: str = ""
     checked: int = 0
+    lane: int | None = None
+    """The lane of ``first_bad_seq`` (0: the chain from before lanes)."""
+    lanes: int = 0
+    """How many lanes were checked."""
 
 
 def canonical(value: Any) -> bytes:
@@ -134,75 +171,120 @@ def canonical(value: Any) -> bytes:
 
 
 def chain_hash(record: AuditRecord) -> str:
-    """SHA-256 hex over the canonical JSON of (seq, at, kind, data, prev_hash)."""
-    body = {
+    """SHA-256 hex over the canonical JSON of (seq, at, kind, data, prev_hash), plus ``lane``
+    and ``witness`` when set (lane 0 records hash exactly as before lanes existed)."""
+    body: dict[str, Any] = {
         "seq": record.seq,
         "at": record.at,
         "kind": record.kind,
         "data": record.data,
         "prev_hash": record.prev_hash,
     }
+    if record.lane != LEGACY_LANE:
+        body["lane"] = record.lane
+    if record.witness is not None:
+        body["witness"] = record.witness
     return hashlib.sha256(canonical(body)).hexdigest()
 
 
-def _sealed_hash(seq: int, at: str, kind: str, data_json: str, prev_hash: str) -> str:
-    """``chain_hash`` with the record's data already in canonical JSON (``canonical(data)``):
-    the same bytes, written out in the keys' sorted order, so the data is encoded only once."""
+def _sealed_hash(
+    seq: int,
+    at: str,
+    kind: str,
+    data_json: str,
+    prev_hash: str,
+    *,
+    lane: int = LEGACY_LANE,
+    witness_json: str | None = None,
+) -> str:
+    """``chain_hash`` with the record's data (and witness) already in canonical JSON: the same
+    bytes, written out in the keys' sorted order, so the data is encoded only once."""
+    lane_part = f'"lane":{int(lane)},' if lane != LEGACY_LANE else ""
+    witness_part = f',"witness":{witness_json}' if witness_json is not None else ""
     body = (
-        f'{{"at":{json.dumps(at)},"data":{data_json},"kind":{json.dumps(kind)},'
-        f'"prev_hash":{json.dumps(prev_hash)},"seq":{int(seq)}}}'
+        f'{{"at":{json.dumps(at)},"data":{data_json},"kind":{json.dumps(kind)},{lane_part}'
+        f'"prev_hash":{json.dumps(prev_hash)},"seq":{int(seq)}{witness_part}}}'
     )
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def seal(seq: int, at: str, kind: str, data: Mapping[str, Any], prev_hash: str) -> AuditRecord:
+def seal(
+    seq: int,
+    at: str,
+    kind: str,
+    data: Mapping[str, Any],
+    prev_hash: str,
+    *,
+    lane: int = LEGACY_LANE,
+    witness: Mapping[str, Any] | None = None,
+) -> AuditRecord:
     """A record with its hash."""
-    unsealed = AuditRecord(seq, at, str(kind), data, prev_hash)
-    return AuditRecord(seq, at, str(kind), data, prev_hash, chain_hash(unsealed))
+    unsealed = AuditRecord(seq, at, str(kind), data, prev_hash, "", lane, witness)
+    return AuditRecord(seq, at, str(kind), data, prev_hash, chain_hash(unsealed), lane, witness)
 
 
-def chain(head: Anchor, entries: Sequence[tuple[str, str, Mapping[str, Any]]]) -> list[AuditRecord]:
-    """Seal ``(at, kind, data)`` entries one after the other onto ``head``."""
+def chain(
+    head: Anchor,
+    entries: Sequence[tuple[str, str, Mapping[str, Any]]],
+    *,
+    lane: int = LEGACY_LANE,
+    witness: Mapping[str, Any] | None = None,
+) -> list[AuditRecord]:
+    """Seal ``(at, kind, data)`` entries one after the other onto ``head`` (the first one
+    carrying ``witness``)."""
     records: list[AuditRecord] = []
     seq, prev = head.seq, head.hash
     for at, kind, data in entries:
         seq += 1
-        record = seal(seq, at, kind, data, prev)
+        record = seal(seq, at, kind, data, prev, lane=lane, witness=witness)
+        witness = None
         records.append(record)
         prev = record.hash
     return records
 
 
-class ChainVerifier:
-    """Checks records one at a time (so a long stream is verified page by page)."""
+def record_name(lane: int | None, seq: int) -> str:
+    """How reasons name a record: ``record 4`` (lane 0), ``lane 2 record 4``."""
+    return f"record {seq}" if not lane else f"lane {lane} record {seq}"
 
-    def __init__(self, anchor: Anchor | None = GENESIS_ANCHOR) -> None:
+
+class ChainVerifier:
+    """Checks one lane's records one at a time (so a long stream is verified page by page)."""
+
+    def __init__(self, anchor: Anchor | None = GENESIS_ANCHOR, lane: int = LEGACY_LANE) -> None:
         self._last = anchor
+        self.lane = lane
         self.checked = 0
         self.result: VerifyResult | None = None
+
+    @property
+    def last(self) -> Anchor | None:
+        """The last record checked (or the anchor)."""
+        return self._last
 
     def feed(self, record: AuditRecord) -> VerifyResult | None:
         """Check the next record; the failure (also kept in ``result``) or None."""
         if self.result is not None:
             return self.result
         last = self._last
+        name = functools.partial(record_name, self.lane)
         if record.hash != chain_hash(record):
             return self._fail(
-                record.seq, f"record {record.seq}: its content does not match its hash"
+                record.seq, f"{name(record.seq)}: its content does not match its hash"
             )
         if last is not None:
             if record.seq != last.seq + 1:
                 return self._fail(
                     last.seq + 1,
-                    f"record {last.seq + 1} is missing (found {record.seq} after {last.seq})",
+                    f"{name(last.seq + 1)} is missing (found {record.seq} after {last.seq})",
                 )
             if record.prev_hash != last.hash:
                 if last.seq == 0:
-                    return self._fail(record.seq, f"record {record.seq}: broken link to the anchor")
+                    return self._fail(record.seq, f"{name(record.seq)}: broken link to the anchor")
                 # The record is sealed correctly, so the one before it was changed and resealed.
                 return self._fail(
                     last.seq,
-                    f"record {last.seq} was changed: its hash is not record {record.seq}'s "
+                    f"{name(last.seq)} was changed: its hash is not record {record.seq}'s "
                     "prev_hash",
                 )
         self._last = Anchor(record.seq, record.hash)
@@ -218,38 +300,203 @@ class ChainVerifier:
             if last is None or last.seq < head.seq:
                 expected = (last.seq if last is not None else 0) + 1
                 return self._fail(
-                    expected, f"records {expected} to {head.seq} are missing (head: {head.seq})"
+                    expected,
+                    f"{record_name(self.lane, expected)} to {head.seq} are missing "
+                    f"(head: {head.seq})",
                 )
             if last.seq == head.seq and last.hash != head.hash:
                 return self._fail(
-                    last.seq, f"record {last.seq} was changed: it does not match the head"
+                    last.seq,
+                    f"{record_name(self.lane, last.seq)} was changed: it does not match the head",
                 )
-        return VerifyResult(ok=True, checked=self.checked)
+        return VerifyResult(ok=True, checked=self.checked, lanes=1)
 
     def _fail(self, seq: int, reason: str) -> VerifyResult:
-        self.result = VerifyResult(ok=False, first_bad_seq=seq, reason=reason, checked=self.checked)
+        self.result = VerifyResult(
+            ok=False, first_bad_seq=seq, reason=reason, checked=self.checked, lane=self.lane
+        )
+        return self.result
+
+
+class TrailVerifier:
+    """Checks the records of every lane, interleaved as the stream holds them, and the
+    witnesses that link the lanes.
+
+    ``anchors``: where each lane starts (a lane not listed starts at ``default``; None trusts
+    each lane's first link, for a partial export). ``heads``: each lane's stored last record
+    (``None`` for lane 0 when it has no head); given, records past a lane's head (appended
+    after the heads were read) are left for the next run, and a lane not in ``heads`` is
+    invalid unless its number is above ``lanes`` (opened after the heads were read).
+    ``expect``: without ``heads``, the last record expected (of every lane, or per lane).
+    """
+
+    def __init__(
+        self,
+        anchors: Mapping[int, Anchor] | None = None,
+        *,
+        default: Anchor | None = GENESIS_ANCHOR,
+        heads: Mapping[int, Anchor | None] | None = None,
+        lanes: int | None = None,
+        expect: Anchor | Mapping[int, Anchor] | None = None,
+    ) -> None:
+        self._expect = expect
+        self._anchors = dict(anchors or {})
+        self._default = default
+        self._heads = heads
+        self._lanes = lanes
+        self._chains: dict[int, ChainVerifier] = {}
+        self._recent: dict[tuple[int, int], str] = {}
+        self.result: VerifyResult | None = None
+        self.later: dict[int, AuditRecord] = {}
+        """The first record of each lane above ``lanes``: the caller checks that those lanes
+        exist now (else the records are forged)."""
+
+    def _chain(self, lane: int) -> ChainVerifier:
+        found = self._chains.get(lane)
+        if found is None:
+            anchor = self._anchors.get(lane, self._default)
+            found = self._chains[lane] = ChainVerifier(anchor, lane)
+        return found
+
+    @property
+    def checked(self) -> int:
+        """Records checked so far, every lane."""
+        return sum(c.checked for c in self._chains.values())
+
+    def feed(self, record: AuditRecord) -> VerifyResult | None:
+        """Check the next record of the stream; the failure (also kept in ``result``) or None."""
+        if self.result is not None:
+            return self.result
+        lane = record.lane
+        heads = self._heads
+        if heads is not None:
+            if lane not in heads:
+                if self._lanes is not None and lane > self._lanes:
+                    self.later.setdefault(lane, record)
+                    return None  # a lane opened after the heads were read
+                return self._fail(record, f"{record_name(lane, record.seq)}: its lane is unknown")
+            head = heads[lane]
+            if head is not None and record.seq > head.seq:
+                return None  # appended after the heads were read
+        failed = self._chain(lane).feed(record)
+        if failed is not None:
+            self.result = failed
+            return failed
+        if record.witness is not None:
+            failed = self._check_witness(record, record.witness)
+            if failed is not None:
+                return failed
+        self._recent[(lane, record.seq)] = record.hash
+        if len(self._recent) > WITNESS_WINDOW:
+            del self._recent[next(iter(self._recent))]
+        return None
+
+    def _check_witness(
+        self, record: AuditRecord, witness: Mapping[str, Any]
+    ) -> VerifyResult | None:
+        name = record_name(record.lane, record.seq)
+        try:
+            lane, seq, digest = int(witness["lane"]), int(witness["seq"]), str(witness["hash"])
+        except (KeyError, TypeError, ValueError):
+            return self._fail(record, f"{name}: its witness is malformed")
+        seen = self._recent.get((lane, seq))
+        if seen is not None:
+            if seen != digest:
+                return self._fail(
+                    record, f"{name} witnessed {record_name(lane, seq)} with another hash"
+                )
+            return None
+        anchor = self._anchors.get(lane, self._default)
+        if anchor is not None and seq <= anchor.seq:
+            if seq == anchor.seq and anchor.hash != digest:
+                return self._fail(
+                    record, f"{name} witnessed {record_name(lane, seq)} with another hash"
+                )
+            return None  # trimmed
+        verified = self._chains.get(lane)
+        last = verified.last if verified is not None else anchor
+        if last is None or last.seq < seq:
+            if self._heads is None and anchor is None:
+                return None  # a partial export that does not hold that lane's start
+            return self._fail(
+                record, f"{name} witnessed {record_name(lane, seq)}, which is missing"
+            )
+        return None  # further back than the window: its position was checked
+
+    def finish(self) -> VerifyResult:
+        """The verdict once every record was fed: each lane reaches its head."""
+        if self.result is not None:
+            return self.result
+        if self._heads is not None:
+            for lane in sorted(self._heads):
+                self._chain(lane)
+            if self._lanes is not None:
+                for lane in range(1, self._lanes + 1):
+                    if lane not in self._heads:
+                        self.result = VerifyResult(
+                            ok=False,
+                            first_bad_seq=0,
+                            reason=f"lane {lane} is missing (lanes 1 to {self._lanes} exist)",
+                            checked=self.checked,
+                            lane=lane,
+                        )
+                        return self.result
+        for lane in sorted(self._chains):
+            verdict = self._chains[lane].finish(self._head_of(lane))
+            if not verdict.ok:
+                self.result = verdict
+                return verdict
+        return VerifyResult(ok=True, checked=self.checked, lanes=len(self._chains))
+
+    def _head_of(self, lane: int) -> Anchor | None:
+        if self._heads is not None:
+            return self._heads.get(lane)
+        if isinstance(self._expect, Mapping):
+            return self._expect.get(lane)
+        return self._expect
+
+    def refuse(self, record: AuditRecord, reason: str) -> VerifyResult:
+        """Fail on ``record`` for a reason found outside the verifier."""
+        return self._fail(record, reason)
+
+    def _fail(self, record: AuditRecord, reason: str) -> VerifyResult:
+        self.result = VerifyResult(
+            ok=False,
+            first_bad_seq=record.seq,
+            reason=reason,
+            checked=self.checked,
+            lane=record.lane,
+        )
         return self.result
 
 
 def verify_records(
     records: Iterable[AuditRecord],
-    anchor: Anchor | None = GENESIS_ANCHOR,
+    anchor: Anchor | Mapping[int, Anchor] | None = GENESIS_ANCHOR,
     *,
-    head: Anchor | None = None,
+    head: Anchor | Mapping[int, Anchor] | None = None,
 ) -> VerifyResult:
-    """Verify a chain. ``anchor``: genesis by default; None trusts the first record's link
-    (for a partial export); ``head``: the expected last record."""
-    verifier = ChainVerifier(anchor)
+    """Verify exported records, every lane. ``anchor``: genesis by default, one anchor for
+    every lane, or a lane -> anchor map; None trusts each lane's first link (for a partial
+    export); ``head``: the expected last record (of every lane, or per lane)."""
+    anchors: Mapping[int, Anchor] | None = None
+    default: Anchor | None = GENESIS_ANCHOR
+    if isinstance(anchor, Mapping):
+        anchors = anchor
+    else:
+        default = anchor
+    verifier = TrailVerifier(anchors, default=default, expect=head)
     for record in records:
         failed = verifier.feed(record)
         if failed is not None:
             return failed
-    return verifier.finish(head)
+    return verifier.finish()
 
 
 def parse_record(line: str | bytes) -> AuditRecord:
     """A record from one exported JSON line."""
     value = json.loads(line)
+    witness = value.get("witness")
     return AuditRecord(
         seq=int(value["seq"]),
         at=str(value["at"]),
@@ -257,6 +504,8 @@ def parse_record(line: str | bytes) -> AuditRecord:
         data=value["data"],
         prev_hash=str(value["prev_hash"]),
         hash=str(value["hash"]),
+        lane=int(value.get("lane", LEGACY_LANE)),
+        witness=witness if isinstance(witness, dict) else None,
     )
 
 
@@ -351,41 +600,80 @@ def decision_entries(
 
 # --- Redis ---------------------------------------------------------------------------------------
 
-_APPEND = """
-local head = redis.call('HMGET', KEYS[2], 'seq', 'hash')
-local seq = head[1] or '0'
-local hash = head[2] or ARGV[1]
-if seq ~= ARGV[2] or hash ~= ARGV[3] then
-  return {0, seq, hash}
-end
-local n = #ARGV
-for i = 4, n, 6 do
-  redis.call('XADD', KEYS[1], '*', 'seq', ARGV[i], 'at', ARGV[i + 1], 'kind', ARGV[i + 2],
-    'data', ARGV[i + 3], 'prev', ARGV[i + 4], 'hash', ARGV[i + 5])
-end
-redis.call('HSET', KEYS[2], 'seq', ARGV[n - 5], 'hash', ARGV[n])
-return {1, ARGV[n - 5], ARGV[n]}
+_OPEN = """
+local lane = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], lane, '0 ' .. ARGV[1])
+local last = redis.call('HMGET', KEYS[3], 'lane', 'seq', 'hash')
+if last[1] then return {lane, last[1], last[2], last[3]} end
+local legacy = redis.call('HMGET', KEYS[4], 'seq', 'hash')
+if legacy[1] then return {lane, '0', legacy[1], legacy[2]} end
+return {lane}
 """
+"""Open a lane: its number, registered with an empty head; and the newest record of any lane
+(or lane 0's head), the first witness."""
+
+_APPEND = """
+local lane = ARGV[1]
+local head = redis.call('HGET', KEYS[2], lane)
+if head ~= ARGV[2] then return {0, head or ''} end
+local before = redis.call('HMGET', KEYS[3], 'lane', 'seq', 'hash')
+local n = #ARGV
+for i = 3, n, 7 do
+  if ARGV[i + 6] == '' then
+    redis.call('XADD', KEYS[1], '*', 'lane', lane, 'seq', ARGV[i], 'at', ARGV[i + 1],
+      'kind', ARGV[i + 2], 'data', ARGV[i + 3], 'prev', ARGV[i + 4], 'hash', ARGV[i + 5])
+  else
+    redis.call('XADD', KEYS[1], '*', 'lane', lane, 'seq', ARGV[i], 'at', ARGV[i + 1],
+      'kind', ARGV[i + 2], 'data', ARGV[i + 3], 'prev', ARGV[i + 4], 'hash', ARGV[i + 5],
+      'witness', ARGV[i + 6])
+  end
+end
+redis.call('HSET', KEYS[2], lane, ARGV[n - 6] .. ' ' .. ARGV[n - 1])
+redis.call('HSET', KEYS[3], 'lane', lane, 'seq', ARGV[n - 6], 'hash', ARGV[n - 1])
+return {1, before[1] or '', before[2] or '', before[3] or ''}
+"""
+"""Append a lane's records if its head is the one the writer holds (it always is, unless two
+writers share the lane); returns the newest record of any lane before them (the next witness)."""
 
 _TRIM = """
-local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+local found = redis.call('XRANGE', KEYS[1], '-', ARGV[1])
 if #found == 0 then return 0 end
-local fields = found[1][2]
-local seq, hash
-for i = 1, #fields, 2 do
-  if fields[i] == 'seq' then seq = fields[i + 1] end
-  if fields[i] == 'hash' then hash = fields[i + 1] end
+local last = {}
+for _, entry in ipairs(found) do
+  local fields = entry[2]
+  local lane, seq, hash = '0', nil, nil
+  for i = 1, #fields, 2 do
+    local name = fields[i]
+    if name == 'lane' then lane = fields[i + 1]
+    elseif name == 'seq' then seq = fields[i + 1]
+    elseif name == 'hash' then hash = fields[i + 1] end
+  end
+  if seq and hash and tonumber(seq) then last[lane] = {seq, hash} end
 end
-local current = redis.call('HGET', KEYS[2], 'seq')
-if current and tonumber(current) >= tonumber(seq) then return 0 end
-redis.call('HSET', KEYS[2], 'seq', seq, 'hash', hash)
+for lane, anchor in pairs(last) do
+  if lane == '0' then
+    local current = redis.call('HGET', KEYS[2], 'seq')
+    if not current or tonumber(current) < tonumber(anchor[1]) then
+      redis.call('HSET', KEYS[2], 'seq', anchor[1], 'hash', anchor[2])
+    end
+  else
+    local current = redis.call('HGET', KEYS[3], lane)
+    if not current or tonumber(string.match(current, '^(%d+)')) < tonumber(anchor[1]) then
+      redis.call('HSET', KEYS[3], lane, anchor[1] .. ' ' .. anchor[2])
+    end
+  end
+end
 local ms, s = string.match(ARGV[1], '^(%d+)-(%d+)$')
 return redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. string.format('%d', tonumber(s) + 1))
 """
+"""Drop the records up to an entry id; each lane's last dropped record becomes its anchor."""
+
+MAX_RECORDS_PER_APPEND: Final = 1000
 
 
 class AuditConflictError(RuntimeError):
-    """The head kept moving under us (only with extreme contention)."""
+    """A lane's head was not the one its writer held, again and again (two writers sharing a
+    lane by mistake); never raised by contention between writers."""
 
 
 def _utc_now() -> datetime:
@@ -394,6 +682,10 @@ def _utc_now() -> datetime:
 
 def _now_text(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _record_of(fields: Mapping[bytes, bytes]) -> AuditRecord:
@@ -407,13 +699,27 @@ def _record_of(fields: Mapping[bytes, bytes]) -> AuditRecord:
         seq = int(fields.get(b"seq", b"-1"))
     except ValueError:
         seq = -1
+    try:
+        lane = int(fields.get(b"lane", b"0"))
+    except ValueError:
+        lane = -1
+    witness: Mapping[str, Any] | None = None
+    if b"witness" in fields:
+        try:
+            witness = json.loads(fields[b"witness"])
+        except ValueError:
+            witness = {"_invalid": True}
+        if not isinstance(witness, dict):
+            witness = {"_invalid": True}
     return AuditRecord(
         seq=seq,
-        at=fields.get(b"at", b"").decode("utf-8", "replace"),
-        kind=fields.get(b"kind", b"").decode("utf-8", "replace"),
+        at=_text(fields.get(b"at", b"")),
+        kind=_text(fields.get(b"kind", b"")),
         data=data,
-        prev_hash=fields.get(b"prev", b"").decode("utf-8", "replace"),
-        hash=fields.get(b"hash", b"").decode("utf-8", "replace"),
+        prev_hash=_text(fields.get(b"prev", b"")),
+        hash=_text(fields.get(b"hash", b"")),
+        lane=lane,
+        witness=witness,
     )
 
 
@@ -423,26 +729,86 @@ def _anchor_of(fields: Mapping[bytes, bytes]) -> Anchor | None:
     return Anchor(int(fields[b"seq"]), fields[b"hash"].decode())
 
 
+def _lane_anchor(value: bytes | str) -> Anchor:
+    """``"seq hash"`` as kept in ``rt:audit:heads`` and ``rt:audit:anchors``."""
+    seq, _, digest = _text(value).partition(" ")
+    return Anchor(int(seq), digest)
+
+
+def _lane_anchors(fields: Mapping[bytes, bytes]) -> dict[int, Anchor]:
+    out: dict[int, Anchor] = {}
+    for lane, value in fields.items():
+        try:
+            out[int(lane)] = _lane_anchor(value)
+        except ValueError:
+            continue  # not a lane: verification reports the lane as missing, if it is one
+    return out
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Records waiting for the next append of the lane: (at, kind, data, data JSON)."""
+
+    entries: list[tuple[str, str, dict[str, Any], str]]
+    done: asyncio.Future[list[AuditRecord]]
+
+
 @dataclass(slots=True)
 class AuditLog:
-    """The audit stream of one Redis."""
+    """One writer of the audit stream: its own lane, opened at the first append.
+
+    Appends are serialized in the process and the ones that arrive while an append is in
+    flight are written together in the next round trip (group commit), so 32 concurrent
+    callers cost a few round trips and none can be starved. Share one ``AuditLog`` per process
+    (each instance opens its own lane); reading (``verify``, ``export``) needs no lane.
+    """
 
     client: aioredis.Redis
     key: bytes = b""
     """Key of the subject tokens (``ROUTER_AUDIT_KEY``); set one in production."""
     stream: str = STREAM
     clock: Callable[[], datetime] = _utc_now
-    max_attempts: int = 100
+    max_attempts: int = 3
+    _lane: int | None = field(default=None, init=False, repr=False)
+    _head: Anchor = field(default=GENESIS_ANCHOR, init=False, repr=False)
+    _witness: str | None = field(default=None, init=False, repr=False)
+    _pending: list[_Pending] = field(default_factory=list, init=False, repr=False)
+    _drain: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def lane(self) -> int | None:
+        """This writer's lane (None before its first append)."""
+        return self._lane
 
     @property
     def head_key(self) -> str:
-        """Where the last seq and hash are kept."""
+        """Lane 0's head (the chain from before lanes)."""
         return f"{self.stream}:head"
 
     @property
     def anchor_key(self) -> str:
-        """Where the last trimmed record's seq and hash are kept."""
+        """Lane 0's last trimmed record."""
         return f"{self.stream}:anchor"
+
+    @property
+    def lanes_key(self) -> str:
+        """The last lane number handed out."""
+        return f"{self.stream}:lanes"
+
+    @property
+    def heads_key(self) -> str:
+        """Lane -> "seq hash" of its last record."""
+        return f"{self.stream}:heads"
+
+    @property
+    def anchors_key(self) -> str:
+        """Lane -> "seq hash" of its last trimmed record."""
+        return f"{self.stream}:anchors"
+
+    @property
+    def last_key(self) -> str:
+        """The newest record of any lane."""
+        return f"{self.stream}:last"
 
     def token(self, identifier: str) -> str:
         """A subject id as the audit trail shows it."""
@@ -461,7 +827,8 @@ class AuditLog:
         *,
         at: datetime | Sequence[datetime] | None = None,
     ) -> list[AuditRecord]:
-        """Append records in order, atomically, chained onto whatever the head is."""
+        """Append records in order, atomically, onto this writer's lane. Raises ``RedisError``
+        or ``OSError`` when Redis cannot be reached (nothing, or all of them, was written)."""
         if not items:
             return []
         if isinstance(at, Sequence):
@@ -469,54 +836,132 @@ class AuditLog:
             times = [texts[t] if t in texts else texts.setdefault(t, _now_text(t)) for t in at]
         else:
             times = [_now_text(at or self.clock())] * len(items)
-        # Each record's data is encoded once; on a conflict only the links are hashed again.
+        # Each record's data is encoded once.
         entries = [
             (t, str(kind), dict(data), canonical(data).decode())
             for t, (kind, data) in zip(times, items, strict=True)
         ]
+        pending = _Pending(entries, asyncio.get_running_loop().create_future())
+        self._pending.append(pending)
+        if self._drain is None or self._drain.done():
+            # A task of its own: a caller that is cancelled does not stop the others' appends.
+            self._drain = asyncio.ensure_future(self._write_pending())
+        return await asyncio.shield(pending.done)
+
+    async def _write_pending(self) -> None:
+        """Write what is pending, a group of callers per round trip, until nothing is left."""
+        while self._pending:
+            group: list[_Pending] = []
+            size = 0
+            while self._pending and (
+                not group or size + len(self._pending[0].entries) <= (MAX_RECORDS_PER_APPEND)
+            ):
+                size += len(self._pending[0].entries)
+                group.append(self._pending.pop(0))
+            try:
+                records = await self._append_group([e for p in group for e in p.entries])
+            except asyncio.CancelledError:
+                for pending in group + self._pending:
+                    pending.done.cancel()
+                self._pending.clear()
+                raise
+            except Exception as exc:  # handed to every caller of the group
+                for pending in group:
+                    if not pending.done.done():
+                        pending.done.set_exception(exc)
+                        pending.done.exception()  # retrieved: a cancelled caller never will
+                continue
+            start = 0
+            for pending in group:
+                end = start + len(pending.entries)
+                if not pending.done.done():
+                    pending.done.set_result(records[start:end])
+                start = end
+
+    async def _open(self) -> None:
+        result = await self.client.register_script(_OPEN)(
+            keys=[self.lanes_key, self.heads_key, self.last_key, self.head_key], args=[GENESIS]
+        )
+        self._lane = int(result[0])
+        self._head = GENESIS_ANCHOR
+        self._witness = None
+        if len(result) == 4:
+            self._witness = self._witness_of(result[1], result[2], result[3])
+
+    def _witness_of(self, lane: Any, seq: Any, digest: Any) -> str | None:
+        """The canonical JSON of a witness, unless it is empty or of this writer's lane."""
+        if not _text(lane) or not _text(seq) or int(_text(lane)) == self._lane:
+            return None
+        return _text(
+            canonical({"lane": int(_text(lane)), "seq": int(_text(seq)), "hash": _text(digest)})
+        )
+
+    async def _append_group(
+        self, entries: Sequence[tuple[str, str, dict[str, Any], str]]
+    ) -> list[AuditRecord]:
         script = self.client.register_script(_APPEND)
-        head = await self.head()
         for _ in range(self.max_attempts):
+            if self._lane is None:
+                await self._open()
+            assert self._lane is not None
+            lane, head, witness = self._lane, self._head, self._witness
             records: list[AuditRecord] = []
-            args: list[str | int] = [GENESIS, str(head.seq), head.hash]
+            args: list[str | int] = [str(lane), f"{head.seq} {head.hash}"]
             seq, prev = head.seq, head.hash
             for moment, kind, data, data_json in entries:
                 seq += 1
-                digest = _sealed_hash(seq, moment, kind, data_json, prev)
-                records.append(AuditRecord(seq, moment, kind, data, prev, digest))
-                args += [str(seq), moment, kind, data_json, prev, digest]
+                digest = _sealed_hash(
+                    seq, moment, kind, data_json, prev, lane=lane, witness_json=witness
+                )
+                parsed = json.loads(witness) if witness is not None else None
+                records.append(AuditRecord(seq, moment, kind, data, prev, digest, lane, parsed))
+                args += [str(seq), moment, kind, data_json, prev, digest, witness or ""]
                 prev = digest
-            applied, seq, last = await script(keys=[self.stream, self.head_key], args=args)
-            if int(applied) == 1:
+                witness = None
+            result = await script(keys=[self.stream, self.heads_key, self.last_key], args=args)
+            if int(result[0]) == 1:
+                self._head = Anchor(seq, prev)
+                self._witness = self._witness_of(result[1], result[2], result[3])
                 return records
-            head = Anchor(int(seq), last.decode() if isinstance(last, bytes) else str(last))
-            await asyncio.sleep(0)
-        raise AuditConflictError("could not append to the audit chain")
+            current = _text(result[1])
+            if current:
+                # Another writer holds this lane (a copied AuditLog): chain onto its head.
+                self._head = _lane_anchor(current)
+            else:
+                self._lane = None  # the lane is gone from the registry: open a new one
+            log.warning("audit lane head moved; appending again", extra={"lane": lane})
+        raise AuditConflictError("could not append to the audit lane")
 
     async def head(self) -> Anchor:
-        """The last record's seq and hash (genesis when empty)."""
-        fields = await self.client.hgetall(self.head_key)  # type: ignore[misc]
-        return _anchor_of(fields) or GENESIS_ANCHOR
+        """This writer's last record's seq and hash (genesis before its first append)."""
+        if self._lane is None:
+            return GENESIS_ANCHOR
+        value = await self.client.hget(self.heads_key, str(self._lane))  # type: ignore[misc]
+        return GENESIS_ANCHOR if value is None else _lane_anchor(value)
 
     async def anchor(self) -> Anchor:
-        """Where verification starts: the last trimmed record, or genesis."""
-        fields = await self.client.hgetall(self.anchor_key)  # type: ignore[misc]
-        return _anchor_of(fields) or GENESIS_ANCHOR
+        """Where verification of this writer's lane starts: its last trimmed record, or
+        genesis."""
+        if self._lane is None:
+            return GENESIS_ANCHOR
+        value = await self.client.hget(self.anchors_key, str(self._lane))  # type: ignore[misc]
+        return GENESIS_ANCHOR if value is None else _lane_anchor(value)
 
     async def records(self) -> AsyncIterator[AuditRecord]:
-        """Every record still in the stream, oldest first."""
+        """Every record still in the stream, oldest first (every lane)."""
         start = "-"
         while True:
             page = await self.client.xrange(self.stream, min=start, count=PAGE)
             for entry_id, fields in page:
                 yield _record_of(fields)
-                start = "(" + (entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
+                start = "(" + _text(entry_id)
             if len(page) < PAGE:
                 return
 
     async def verify(self) -> VerifyResult:
-        """Check the stored chain from the anchor to the head (records appended meanwhile are
-        left for the next run; a trim that moved the anchor meanwhile causes one retry)."""
+        """Check every lane from its anchor to its head, and the witnesses between lanes
+        (records appended meanwhile are left for the next run; a trim that moved an anchor
+        meanwhile causes one retry)."""
         result = await self._verify_once()
         if not result.ok:
             again = await self._verify_once()
@@ -525,15 +970,30 @@ class AuditLog:
         return result
 
     async def _verify_once(self) -> VerifyResult:
-        head = await self.head()
-        verifier = ChainVerifier(await self.anchor())
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(self.lanes_key)
+        pipe.hgetall(self.heads_key)
+        pipe.hgetall(self.anchors_key)
+        pipe.hgetall(self.head_key)
+        pipe.hgetall(self.anchor_key)
+        lanes, heads_raw, anchors_raw, legacy_head, legacy_anchor = await pipe.execute()
+        heads: dict[int, Anchor | None] = dict(_lane_anchors(heads_raw))
+        heads[LEGACY_LANE] = _anchor_of(legacy_head)
+        anchors = _lane_anchors(anchors_raw)
+        anchors[LEGACY_LANE] = _anchor_of(legacy_anchor) or GENESIS_ANCHOR
+        verifier = TrailVerifier(anchors, heads=heads, lanes=int(lanes or 0))
         async for record in self.records():
-            if record.seq > head.seq > 0:
-                break
             failed = verifier.feed(record)
             if failed is not None:
                 return failed
-        return verifier.finish(head)
+        if verifier.later:
+            handed_out = int(await self.client.get(self.lanes_key) or 0)
+            for lane, record in sorted(verifier.later.items()):
+                if lane > handed_out:
+                    return verifier.refuse(
+                        record, f"{record_name(lane, record.seq)}: its lane is unknown"
+                    )
+        return verifier.finish()
 
     async def export(self) -> AsyncIterator[str]:
         """Every record as one JSON line (ending in a newline), oldest first."""
@@ -545,7 +1005,7 @@ class AuditLog:
     ) -> int:
         """Drop the oldest records (beyond ``max_records``, or older than ``older_than``).
 
-        The last dropped record's seq and hash become the anchor, so the rest still verifies.
+        Each lane's last dropped record becomes its anchor, so the rest still verifies.
         """
         script = self.client.register_script(_TRIM)
         dropped = 0
@@ -553,7 +1013,9 @@ class AuditLog:
             last_id = await self._trim_point(max_records, older_than)
             if last_id is None:
                 return dropped
-            removed = int(await script(keys=[self.stream, self.anchor_key], args=[last_id]))
+            removed = int(
+                await script(keys=[self.stream, self.anchor_key, self.anchors_key], args=[last_id])
+            )
             if removed == 0:
                 return dropped
             dropped += removed
@@ -571,12 +1033,11 @@ class AuditLog:
                 candidates = older
         if not candidates:
             return None
-        entry_id = candidates[-1][0]
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        return _text(candidates[-1][0])
 
 
 async def verify(client: aioredis.Redis, stream: str = STREAM) -> VerifyResult:
-    """Verify the audit chain stored in ``client`` (``router audit verify``)."""
+    """Verify the audit trail stored in ``client`` (``router audit verify``)."""
     return await AuditLog(client, stream=stream).verify()
 
 

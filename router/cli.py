@@ -349,15 +349,18 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         log = AuditLog(client)
         result = await log.verify()
         if result.ok:
-            print(f"audit trail intact: {result.checked} record(s) verified")
+            print(
+                f"audit trail intact: {result.checked} record(s) verified in {result.lanes} lane(s)"
+            )
             return 0
-        print(f"audit trail BROKEN at record {result.first_bad_seq}: {result.reason}")
+        lane = f" of lane {result.lane}" if result.lane else ""
+        print(f"audit trail BROKEN at record {result.first_bad_seq}{lane}: {result.reason}")
         async for record in log.records():
-            if record.seq == result.first_bad_seq:
+            if record.seq == result.first_bad_seq and record.lane == (result.lane or 0):
                 print(f"record {record.seq} as stored: {canonical(record.to_json()).decode()}")
                 break
         else:
-            print(f"record {result.first_bad_seq} is not in the stream")
+            print(f"record {result.first_bad_seq}{lane} is not in the stream")
         return 1
 
     return _with_redis(settings, check)

@@ -3,6 +3,7 @@
 When one event of a batch is nested thousands of levels deep, msgspec cannot even skip over it
 to find the batch's other events. This scanner finds value boundaries with a loop and a depth
 counter, so the batch is split into raw events and only the deep one is rejected.
+``depth_path`` finds how deep a body is the same way, before any recursive decoder sees it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from typing import Any
 
 _WS = frozenset(b" \t\r\n")
 _OPEN = frozenset(b"[{")
@@ -214,6 +216,40 @@ def defect(buf: bytes) -> tuple[str, str] | None:
             i = _after_value(buf, end, kinds, path)
     except _KeyDefectError as found:
         return str(found), _render(path)
+    except ScanError:
+        return None
+    return None
+
+
+def depth_path(buf: bytes, limit: int) -> str | None:
+    """The path (``event.properties.a[2]``) of the first array or object nested ``limit`` or
+    more levels below the top-level value, or None when there is none (no recursion: any
+    depth). Malformed JSON is not reported here (the decoder will); it may yield None."""
+    if buf.count(b"{") + buf.count(b"[") <= limit:
+        return None  # fewer brackets than levels: cannot be that deep
+    stack: list[list[Any]] = []  # per open container: [is_object, key or index]
+    i, size = 0, len(buf)
+    try:
+        while i < size:
+            char = buf[i]
+            if char == 0x22:
+                end = _string_end(buf, i)
+                top = stack[-1] if stack else None
+                if top is not None and top[0] and top[1] is None:
+                    top[1] = _key_text(buf[i:end])
+                i = end
+                continue
+            if char in _OPEN:
+                if len(stack) >= limit:
+                    return _render(["" if key is None else key for _, key in stack])
+                stack.append([char == 0x7B, None if char == 0x7B else 0])
+            elif char in _CLOSE:
+                if stack:
+                    stack.pop()
+            elif char == 0x2C and stack:  # comma
+                top = stack[-1]
+                top[1] = None if top[0] else top[1] + 1
+            i += 1
     except ScanError:
         return None
     return None

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from router.http import HttpError, basic_auth_key, json_response, read_body
 from router.ingest import STATE, AppState, authenticate, consent_written
+from router.jsonscan import depth_path
 from router.stored_consent import body_write_key, parse_consent_body
 
 
@@ -37,6 +38,10 @@ async def post_consent(request: web.Request) -> web.Response:
     if basic_auth_key(request.headers.get("Authorization")):
         authenticate(routing, request, None)
     body = await read_body(request, routing.file.limits.max_event_bytes)
+    max_depth = routing.file.limits.max_depth
+    path = depth_path(body, max_depth)
+    if path is not None:  # ingest's limit, checked before a recursive decoder sees the body
+        raise HttpError(400, "too_deep", f"nesting deeper than {max_depth} levels", path=path)
     source = authenticate(routing, request, body_write_key(body))
     consent = parse_consent_body(body, routing.policy, datetime.now(UTC))
     if state.consent is None:

@@ -4,6 +4,7 @@ explain, data map; and no personal data in spans, audit, anomalies, data map, la
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -22,10 +23,13 @@ from consent.store import ConsentStore
 from destinations.base import Delivery
 from router.admin import ROLE_TABLE, Endpoint, Role, add_admin_routes, parse_tokens, token_hash
 from router.anomaly import AnomalyMonitor, hold
+from router.app import errors
 from router.audit import AuditLog, AuditWriter, decision_entries, parse_record, verify_records
 from router.datamap import DataMapRecorder, field_paths
+from router.erasure import ERASURES
 from router.ingest import STATE, AppState
 from router.plan import plan
+from router.privacy import post_consent
 from router.queue import (
     ITEM_ENCODER,
     SUPPRESSED,
@@ -41,6 +45,7 @@ from router.settings import Settings
 from router.telemetry import JsonFormatter, Stats
 from router.tracing import set_span_attributes, setup_telemetry, stage_span, start_ingest_span
 from tests.conftest import routing_from
+from tests.redis_server import RedisServer
 
 Client = TestClient[web.Request, web.Application]
 TOKENS = {role: f"secret-token-for-{role.value}" for role in Role}
@@ -440,3 +445,197 @@ async def test_no_personal_data_in_spans_audit_anomalies_datamap_labels_or_logs(
         for name, text in (("redis", stored), ("spans", spans), ("labels", labels), ("logs", logs)):
             assert value not in text, f"{value!r} leaked into {name}"
         assert value.replace(" ", "") not in stored
+
+
+# --- concurrency: every call answered with a code and audited ------------------------------------
+
+
+async def _admin_app(client: aioredis.Redis) -> Client:
+    """One router process's operator API and consent endpoint, with the router's error
+    middleware, on the test's Redis."""
+    app = web.Application(middlewares=[errors])
+    app[STATE] = AppState(
+        settings=Settings(),
+        routing=routing_from(),
+        redis=client,
+        enqueuer=Enqueuer(client),
+        stats=Stats(),
+        consent=ConsentStore(client, suppressed_key=SUPPRESSED),
+    )
+    app.router.add_post("/v1/consent", post_consent)
+    table = parse_tokens(json.dumps({token_hash(t): r.value for r, t in TOKENS.items()}))
+    add_admin_routes(app, tokens=table, audit_key=b"audit-key")
+    test_client: Client = TestClient(TestServer(app))
+    await test_client.start_server()
+    return test_client
+
+
+CALLS = 192
+
+
+async def test_many_concurrent_calls_on_several_processes_are_all_answered_and_audited(
+    redis_server: RedisServer, redis_client: aioredis.Redis
+) -> None:
+    """Four router processes take 192 admin calls at once (unauthenticated ones, reads,
+    erasures): no 500, each erasure receipted and audited, every call audited, and the trail
+    verifies."""
+    connections = [aioredis.Redis.from_url(redis_server.url) for _ in range(4)]
+    apps = [await _admin_app(c) for c in connections]
+    try:
+
+        async def call(index: int) -> tuple[str, int]:
+            app = apps[index % 4]
+            kind = ("anonymous", "read", "erase", "bad-token")[index // 4 % 4]
+            if kind == "anonymous":
+                response = await app.get("/admin/destinations")
+            elif kind == "bad-token":
+                response = await app.get("/admin/audit/verify", headers={"Authorization": "x"})
+            elif kind == "read":
+                response = await app.get("/admin/destinations", headers=_bearer(Role.VIEWER))
+            else:
+                response = await app.post(
+                    "/admin/erase", json={"userId": f"user-{index}"}, headers=_bearer(Role.ADMIN)
+                )
+            await response.read()
+            return kind, response.status
+
+        answers = await asyncio.gather(*(call(i) for i in range(CALLS)))
+        expected = {"anonymous": 401, "bad-token": 401, "read": 200, "erase": 200}
+        assert [status for _, status in answers] == [expected[kind] for kind, _ in answers]
+        records = await _audit(redis_client)
+        calls = [r for r in records if r["kind"] == "admin_call"]
+        assert len(calls) == CALLS
+        assert sorted(r["data"]["status"] for r in calls) == sorted(s for _, s in answers)
+        erasures = [r for r in records if r["kind"] == "erasure"]
+        assert len(erasures) == CALLS // 4
+        assert await redis_client.xlen(ERASURES) == CALLS // 4
+        verified = await (
+            await apps[0].get("/admin/audit/verify", headers=_bearer(Role.AUDITOR))
+        ).json()
+        assert verified["ok"] is True, verified
+        assert verified["checked"] >= len(records)
+    finally:
+        for app in apps:
+            await app.close()
+        for connection in connections:
+            await connection.aclose()
+
+
+# --- bodies: ingest's limits and error shape, never a 500 ----------------------------------------
+
+
+def _deep(levels: int, leaf: str = "1") -> str:
+    return '{"a":' * levels + leaf + "}" * levels
+
+
+async def _post_raw(client: Client, path: str, body: str, role: Role | None = Role.ADMIN) -> Any:
+    headers = {"Content-Type": "application/json", **_bearer(role)}
+    return await client.post(path, data=body.encode(), headers=headers)
+
+
+async def test_explain_with_a_3000_deep_event_is_a_400_too_deep_and_audited(
+    admin: Client, redis_client: aioredis.Redis
+) -> None:
+    """A 3,000-level event is refused like ingest refuses it (400 too_deep with the path),
+    not with a 500, and the call is audited with its status."""
+    body = '{"event": {"event": "x", "anonymousId": "a", "properties": ' + _deep(3000) + "}}"
+    response = await _post_raw(admin, "/admin/explain", body, Role.AUDITOR)
+    assert response.status == 400
+    answer = await response.json()
+    assert answer["success"] is False
+    assert answer["code"] == "too_deep"
+    assert answer["path"] == "event.properties" + ".a" * 15
+    assert "16 levels" in answer["message"]
+    calls = [r for r in await _audit(redis_client) if r["kind"] == "admin_call"]
+    assert calls[-1]["data"]["status"] == 400
+
+
+async def test_explain_depth_limit_is_ingests(admin: Client) -> None:
+    """Fifteen levels below the event pass, sixteen do not: the same limit as /v1/track, with
+    the path from the body."""
+    for levels, status in ((15, 200), (16, 400), (40, 400)):
+        body = '{"event": {"event": "x", "anonymousId": "a", "properties": ' + _deep(levels)
+        response = await _post_raw(admin, "/admin/explain", body + "}}", Role.VIEWER)
+        assert response.status == status, levels
+        if status == 400:
+            answer = await response.json()
+            assert (answer["code"], answer["path"]) == ("too_deep", "event.properties" + ".a" * 15)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/admin/erase", '{"userId": ' + _deep(3000, '"u"') + "}"),
+        ("/admin/dlq/analytics-hook/replay", '{"ids": ' + _deep(3000) + "}"),
+        ("/admin/explain", '{"event": {"event": "x"}, "consent": ' + _deep(3000) + "}"),
+        ("/admin/explain", '{"event": {"event": "x"}, "headers": ' + _deep(3000) + "}"),
+        ("/admin/explain", "[" * 100_000),
+        ("/v1/consent", '{"userId": "u", "categories": ' + _deep(3000) + "}"),
+    ],
+    ids=["erase", "replay", "explain-consent", "explain-headers", "explain-brackets", "consent"],
+)
+async def test_deep_bodies_everywhere_are_400_too_deep(
+    redis_client: aioredis.Redis, path: str, body: str
+) -> None:
+    """Every endpoint that reads a JSON body refuses a deep one with ingest's too_deep."""
+    app = await _admin_app(redis_client)
+    try:
+        headers = {"Content-Type": "application/json"}
+        if path == "/v1/consent":
+            headers["Authorization"] = "Basic " + base64.b64encode(b"test-write-key:").decode()
+        else:
+            headers.update(_bearer(Role.ADMIN))
+        response = await app.post(path, data=body.encode(), headers=headers)
+        answer = await response.json()
+        assert response.status in (400, 413), answer
+        assert answer["success"] is False
+        assert answer["code"] in ("too_deep", "body_too_large")
+        if response.status == 400:
+            assert answer["code"] == "too_deep"
+            assert "path" in answer
+    finally:
+        await app.close()
+
+
+ODD_EXPLAIN_BODIES = [
+    "",
+    "null",
+    "[]",
+    '"event"',
+    "{",
+    '{"event": 1}',
+    '{"event": {}}',
+    '{"event": {"event": "x", "anonymousId": "a", "context": "text"}, "consent": {"a": true}}',
+    '{"event": {"event": "x", "anonymousId": "a", "context": [["k", 1]]}, "consent": {}}',
+    '{"event": {"event": "x", "anonymousId": "a"}, "consent": [1, 2]}',
+    '{"event": {"event": "x", "anonymousId": "a"}, "consent": "yes"}',
+    '{"event": {"event": "x", "anonymousId": "a"}, "consent": {"tcString": 5}}',
+    '{"event": {"event": "x", "anonymousId": "a"}, "consent": {"categoryPreferences": [1]}}',
+    '{"event": {"event": "x", "anonymousId": "a"}, "headers": []}',
+    '{"event": {"event": "x", "anonymousId": "a"}, "headers": {"Sec-GPC": {"x": 1}}}',
+    '{"event": {"event": "x", "anonymousId": "a", "timestamp": 1e300}}',
+    '{"event": {"event": "x", "anonymousId": "a", "properties": {"n": 1e400}}}',
+    '{"event": {"type": "alias", "anonymousId": "a"}}',
+    '{"event": {"type": 7, "anonymousId": "a"}}',
+    '{"event": {"event": "x", "userId": true}}',
+    '{"event": {"event": "x", "anonymousId": "' + "a" * 70_000 + '"}}',
+    '{"event": {"event": "x", "anonymousId": "a", "properties": {"s": "' + "x" * 40_000 + '"}}}',
+    '{"event": {"event": "\\ud800", "anonymousId": "\\u0000"}}',
+]
+
+
+@pytest.mark.parametrize("body", ODD_EXPLAIN_BODIES, ids=range(len(ODD_EXPLAIN_BODIES)))
+async def test_odd_explain_bodies_get_an_answer_with_a_code(
+    admin: Client, redis_client: aioredis.Redis, body: str
+) -> None:
+    """Malformed, oddly typed or oversized explain bodies answer 200 or a 4xx in the one
+    error shape (never a 500), and are audited."""
+    response = await _post_raw(admin, "/admin/explain", body, Role.VIEWER)
+    answer = await response.json()
+    assert response.status in (200, 400, 413), answer
+    if response.status != 200:
+        assert answer["success"] is False
+        assert isinstance(answer["code"], str)
+        assert isinstance(answer["message"], str)
+    calls = [r for r in await _audit(redis_client) if r["kind"] == "admin_call"]
+    assert calls[-1]["data"]["status"] == response.status

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,11 +12,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from router.audit import (
+    GENESIS_ANCHOR,
     STREAM,
     AuditKind,
     AuditLog,
+    AuditRecord,
     AuditWriter,
     canonical,
+    chain,
     chain_hash,
     export,
     parse_record,
@@ -49,6 +53,7 @@ async def test_appends_chain_and_verify(redis_client: aioredis.Redis) -> None:
         [(AuditKind.HOLD, {"destination": "ga4"}), (AuditKind.RELEASE, {"destination": "ga4"})]
     )
     assert [first.seq, second.seq, third.seq] == [1, 2, 3]
+    assert first.lane == second.lane == third.lane == log.lane == 1
     assert second.prev_hash == first.hash
     assert third.prev_hash == second.hash
     assert (await log.head()).hash == third.hash
@@ -57,22 +62,116 @@ async def test_appends_chain_and_verify(redis_client: aioredis.Redis) -> None:
     assert result.checked == 3
 
 
-async def test_concurrent_appenders_on_separate_connections_keep_one_chain(
+async def _records_by_tag(client: aioredis.Redis) -> dict[str, set[tuple[int, int]]]:
+    """The (writer, n) pairs of every appended test record, per tag."""
+    found: dict[str, set[tuple[int, int]]] = {}
+    async for record in AuditLog(client).records():
+        data = record.data
+        if "tag" in data:
+            found.setdefault(data["tag"], set()).add((data["writer"], data["n"]))
+    return found
+
+
+async def test_forty_appenders_on_separate_connections_all_land_and_verify(
     redis_server: RedisServer,
 ) -> None:
-    """Five writers (as five processes would) appending at once leave one unbroken chain."""
-    clients = [aioredis.Redis.from_url(redis_server.url) for _ in range(5)]
+    """Forty writers (as forty processes would) appending at once: every append succeeds, every
+    record is stored once, and the trail verifies."""
+    clients = [aioredis.Redis.from_url(redis_server.url) for _ in range(40)]
     try:
         logs = [AuditLog(c) for c in clients]
-        await asyncio.gather(*(_fill(log, 30) for log in logs))
+
+        async def fill(writer: int, log: AuditLog) -> None:
+            for n in range(25):
+                await log.append(AuditKind.ADMIN_CALL, {"tag": "t", "writer": writer, "n": n})
+
+        await asyncio.gather(*(fill(i, log) for i, log in enumerate(logs)))
         result = await logs[0].verify()
         assert result.ok, result.reason
-        assert result.checked == 150
-        seqs = [int(f[b"seq"]) for _, f in await clients[0].xrange(STREAM)]
-        assert seqs == list(range(1, 151))
+        assert result.checked == 1000
+        assert await _records_by_tag(clients[0]) == {
+            "t": {(w, n) for w in range(40) for n in range(25)}
+        }
+        assert await clients[0].xlen(STREAM) == 1000
     finally:
         for client in clients:
             await client.aclose()
+
+
+async def _script_calls(client: aioredis.Redis) -> int:
+    """How many scripts (EVALSHA, EVAL) the server ran so far."""
+    stats = await client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+
+
+async def test_concurrent_callers_of_one_writer_share_round_trips(
+    redis_client: aioredis.Redis,
+) -> None:
+    """64 concurrent appends on one writer (one process's admin calls) all land, in one lane,
+    in far fewer round trips than appends (group commit)."""
+    log = AuditLog(redis_client)
+    await log.append(AuditKind.ADMIN_CALL, {"first": True})  # opens the lane, loads the script
+    before = await _script_calls(redis_client)
+    records = await asyncio.gather(
+        *(log.append(AuditKind.ADMIN_CALL, {"tag": "t", "writer": 0, "n": n}) for n in range(64))
+    )
+    assert await _script_calls(redis_client) - before < 16
+    assert sorted(r.seq for r in records) == list(range(2, 66))
+    assert {r.lane for r in records} == {log.lane}
+    result = await log.verify()
+    assert result.ok, result.reason
+    assert result.checked == 65
+
+
+async def test_writer_processes_and_in_process_writers_at_once_all_verify(
+    redis_server: RedisServer, redis_client: aioredis.Redis
+) -> None:
+    """Four processes of eight writers each, plus sixteen writers here, append at once (48
+    appenders): every record is present and the trail verifies, also while being written."""
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.integration.audit_appender",
+            redis_server.url,
+            f"p{i}",
+            "8",
+            "15",
+        )
+        for i in range(4)
+    ]
+    logs = [AuditLog(aioredis.Redis.from_url(redis_server.url)) for _ in range(16)]
+    try:
+
+        async def fill(writer: int, log: AuditLog) -> None:
+            for n in range(15):
+                await log.append(AuditKind.ADMIN_CALL, {"tag": "here", "writer": writer, "n": n})
+
+        async def verify_meanwhile() -> None:
+            for _ in range(5):
+                result = await AuditLog(redis_client).verify()
+                assert result.ok, result.reason
+                await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(fill(i, log) for i, log in enumerate(logs)), verify_meanwhile())
+        codes = [await p.wait() for p in processes]
+        assert codes == [0, 0, 0, 0]
+        result = await AuditLog(redis_client).verify()
+        assert result.ok, result.reason
+        assert result.checked == 48 * 15
+        every = {(w, n) for w in range(8) for n in range(15)}
+        found = await _records_by_tag(redis_client)
+        assert found == {
+            "here": {(w, n) for w in range(16) for n in range(15)},
+            **{f"p{i}": every for i in range(4)},
+        }
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        for log in logs:
+            await log.client.aclose()
 
 
 async def test_edited_record_is_named_by_verify(redis_client: aioredis.Redis) -> None:
@@ -105,6 +204,7 @@ async def test_resealed_record_is_still_named(redis_client: aioredis.Redis) -> N
                 fields[b"kind"].decode(),
                 {"destination": "evil"},
                 fields[b"prev"].decode(),
+                lane=int(fields[b"lane"]),
             )
             fields[b"data"] = canonical(record.data)
             fields[b"hash"] = record.hash.encode()
@@ -217,3 +317,146 @@ async def test_buffered_writer_appends_on_flush(redis_client: aioredis.Redis) ->
     records = [parse_record(line) async for line in log.export()]
     assert [r.data["destination"] for r in records] == ["d0", "d1", "d2", "d3"]
     assert (await log.verify()).ok
+
+
+async def _legacy_chain(client: aioredis.Redis, count: int) -> list[AuditRecord]:
+    """Records as the single-chain version wrote them: no lane field, head in rt:audit:head."""
+    records = chain(
+        GENESIS_ANCHOR,
+        [("2026-01-01T00:00:00.000+00:00", "release", {"destination": f"old{i}"}) for i in
+         range(count)],
+    )  # fmt: skip
+    for record in records:
+        await client.xadd(
+            STREAM,
+            {
+                "seq": record.seq,
+                "at": record.at,
+                "kind": record.kind,
+                "data": canonical(record.data),
+                "prev": record.prev_hash,
+                "hash": record.hash,
+            },
+        )
+    await client.hset(f"{STREAM}:head", mapping={"seq": count, "hash": records[-1].hash})  # type: ignore[misc]
+    return records
+
+
+async def test_records_from_before_lanes_still_verify_and_are_witnessed(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The single chain written before lanes (lane 0) verifies next to new lanes; the first
+    lane witnesses its head; an edit in it is named as before."""
+    old = await _legacy_chain(redis_client, 4)
+    log = AuditLog(redis_client)
+    first = await log.append(AuditKind.RELEASE, {"destination": "new"})
+    assert first.witness == {"lane": 0, "seq": 4, "hash": old[-1].hash}
+    result = await log.verify()
+    assert result.ok, result.reason
+    assert (result.checked, result.lanes) == (5, 2)
+    exported = [parse_record(line) async for line in log.export()]
+    assert verify_records(exported).ok
+
+    def edit(fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
+        if b"lane" not in fields and fields[b"seq"] == b"2":
+            fields[b"data"] = b'{"destination":"evil"}'
+        return fields
+
+    await _rewrite(redis_client, edit)
+    failed = await log.verify()
+    assert (failed.ok, failed.lane, failed.first_bad_seq) == (False, 0, 2)
+    assert failed.reason.startswith("record 2: ")
+
+
+async def test_a_cut_lane_tail_is_caught_by_another_lanes_witness(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Removing a lane's newest records and rewinding its head (invisible to the lane itself)
+    is caught by the other lane that witnessed one of them."""
+    one, two = AuditLog(redis_client), AuditLog(redis_client)
+    await _fill(one, 3)
+    await _fill(two, 1)  # opened after one's third record: witnesses it
+    await _fill(two, 1)
+    records = [r async for r in one.records()]
+    assert records[3].witness == {"lane": 1, "seq": 3, "hash": records[2].hash}
+    assert (await one.verify()).ok
+    await _rewrite(redis_client, lambda f: None if (f[b"lane"], f[b"seq"]) == (b"1", b"3") else f)
+    await redis_client.hset(f"{STREAM}:heads", "1", f"2 {records[1].hash}")  # type: ignore[misc]
+    failed = await one.verify()
+    assert not failed.ok
+    assert (failed.lane, failed.first_bad_seq) == (2, 1)
+    assert "witnessed lane 1 record 3, which is missing" in failed.reason
+
+
+async def test_a_rewritten_witnessed_record_is_caught_even_when_its_lane_is_resealed(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Editing a witnessed record and resealing the rest of its lane and its head passes the
+    lane's own check, not the witness."""
+    one, two = AuditLog(redis_client), AuditLog(redis_client)
+    await _fill(one, 2)
+    await _fill(two, 1)
+    entries = await redis_client.xrange(STREAM)
+    fields = dict(entries[1][1])
+    forged = seal(
+        2, fields[b"at"].decode(), "release", {"destination": "evil"}, fields[b"prev"].decode(),
+        lane=1,
+    )  # fmt: skip
+
+    def reseal(f: dict[bytes, bytes]) -> dict[bytes, bytes]:
+        if (f[b"lane"], f[b"seq"]) == (b"1", b"2"):
+            f[b"data"], f[b"hash"] = canonical(forged.data), forged.hash.encode()
+        return f
+
+    await _rewrite(redis_client, reseal)
+    await redis_client.hset(f"{STREAM}:heads", "1", f"2 {forged.hash}")  # type: ignore[misc]
+    failed = await one.verify()
+    assert not failed.ok
+    assert "lane 2 record 1 witnessed lane 1 record 2 with another hash" in failed.reason
+
+
+async def test_a_removed_lane_or_an_unknown_lane_is_reported(redis_client: aioredis.Redis) -> None:
+    """Lanes are numbered from 1: a whole lane removed with its head is missing; records of a
+    lane never handed out are refused."""
+    logs = [AuditLog(redis_client) for _ in range(3)]
+    for log in logs:
+        await _fill(log, 2)
+    entries = await redis_client.xrange(STREAM)
+    await _rewrite(redis_client, lambda f: None if f[b"lane"] == b"3" else f)
+    await redis_client.hdel(f"{STREAM}:heads", "3")  # type: ignore[misc]
+    failed = await logs[0].verify()
+    assert (failed.ok, failed.lane) == (False, 3)
+    assert "lane 3 is missing (lanes 1 to 3 exist)" in failed.reason
+
+    for entry_id, fields in entries[4:]:  # put lane 3 back, as a lane 9 nobody opened
+        await redis_client.xadd(STREAM, {**fields, b"lane": b"9"}, id=entry_id)
+    await redis_client.hset(f"{STREAM}:heads", "3", f"0 {GENESIS_ANCHOR.hash}")  # type: ignore[misc]
+    failed = await logs[0].verify()
+    assert (failed.ok, failed.lane, failed.first_bad_seq) == (False, 9, 1)
+    assert "lane 9 record 1: its lane is unknown" in failed.reason
+
+
+async def test_trimming_several_lanes_anchors_each(redis_client: aioredis.Redis) -> None:
+    """Trimming interleaved lanes leaves an anchor per lane; the rest verifies, and an edit
+    past the trim point is still named."""
+    one, two = AuditLog(redis_client), AuditLog(redis_client)
+    for _ in range(10):
+        await _fill(one, 2)
+        await _fill(two, 1)
+    assert await one.trim(max_records=12) == 18
+    assert (await one.anchor()).seq == 12
+    assert (await two.anchor()).seq == 6
+    result = await one.verify()
+    assert result.ok, result.reason
+    assert result.checked == 12
+    await _fill(two, 1)
+    assert (await one.verify()).ok
+
+    def edit(fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
+        if (fields[b"lane"], fields[b"seq"]) == (b"2", b"8"):
+            fields[b"kind"] = b"hold"
+        return fields
+
+    await _rewrite(redis_client, edit)
+    failed = await one.verify()
+    assert (failed.lane, failed.first_bad_seq) == (2, 8)

@@ -244,3 +244,39 @@ def test_decisions_of_same_shaped_events_share_one_record() -> None:
         big.record_decisions(_decisions(f"n{index}", 5, analytics)[:1])
     (only,) = big._groups.values()
     assert [d["count"] for _, d, _ in only.records()] == [MAX_EVENTS_PER_RECORD, 1]
+
+
+def test_lane_records_hash_their_lane_and_witness_the_fast_way_too() -> None:
+    """A lane record's hash covers its lane and witness; the one-encoding path agrees."""
+    witness = {"lane": 2, "seq": 7, "hash": "a" * 64}
+    record = seal(3, AT, "hold", {"destination": "ga4"}, GENESIS, lane=4, witness=witness)
+    fast = _sealed_hash(
+        3, AT, "hold", canonical({"destination": "ga4"}).decode(), GENESIS, lane=4,
+        witness_json=canonical(witness).decode(),
+    )  # fmt: skip
+    assert fast == record.hash == chain_hash(record)
+    assert chain_hash(dataclasses.replace(record, lane=5)) != record.hash
+    assert chain_hash(dataclasses.replace(record, witness={**witness, "seq": 8})) != record.hash
+    legacy = seal(3, AT, "hold", {"destination": "ga4"}, GENESIS)
+    assert legacy.hash == _sealed_hash(
+        3, AT, "hold", canonical({"destination": "ga4"}).decode(), GENESIS
+    )
+    assert parse_record(canonical(record.to_json())) == record
+
+
+def test_interleaved_lanes_verify_and_a_witness_must_match() -> None:
+    """Records of several lanes, interleaved, verify lane by lane; a witness pointing at a
+    record with another hash, or past its lane's end, fails."""
+    one = chain(GENESIS_ANCHOR, [(AT, "release", {"n": i}) for i in range(3)], lane=1)
+    seen = {"lane": 1, "seq": 2, "hash": one[1].hash}
+    two = chain(GENESIS_ANCHOR, [(AT, "hold", {"n": i}) for i in range(2)], lane=2, witness=seen)
+    stream = [one[0], one[1], two[0], one[2], two[1]]
+    result = verify_records(stream)
+    assert (result.ok, result.checked, result.lanes) == (True, 5, 2)
+    assert verify_records(stream, head={1: Anchor(3, one[2].hash), 2: Anchor(2, two[1].hash)}).ok
+    lying = chain(GENESIS_ANCHOR, [(AT, "hold", {})], lane=2, witness={**seen, "hash": "b" * 64})
+    failed = verify_records([one[0], one[1], lying[0]])
+    assert (failed.ok, failed.lane, failed.first_bad_seq) == (False, 2, 1)
+    ahead = chain(GENESIS_ANCHOR, [(AT, "hold", {})], lane=2, witness={**seen, "seq": 9})
+    failed = verify_records([*one, ahead[0]])
+    assert "witnessed lane 1 record 9, which is missing" in failed.reason

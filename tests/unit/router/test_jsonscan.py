@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import zlib
 from typing import Any
 
@@ -96,3 +97,47 @@ def test_inflate_of_garbage_is_a_400_or_data(data: bytes) -> None:
 def test_basic_auth_key(header: str | None, key: str | None) -> None:
     """The write key is the Basic user name; malformed headers give an empty key."""
     assert basic_auth_key(header) == key
+
+
+def _nesting(value: Any, limit: int, path: str = "", depth: int = 0) -> str | None:
+    """The recursive reference for ``depth_path``."""
+    if isinstance(value, dict | list):
+        if depth >= limit:
+            return path.lstrip(".")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            step = f".{key}" if isinstance(value, dict) else f"[{key}]"
+            found = _nesting(item, limit, path + step, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def test_depth_path_names_the_first_container_too_deep_at_any_depth() -> None:
+    """The path leads to the first array or object ``limit`` levels down, even 100,000 deep."""
+    deep = b'{"event":' + b'{"a":' * 100_000 + b"1" + b"}" * 100_000 + b"}"
+    assert jsonscan.depth_path(deep, 3) == "event.a.a"
+    assert jsonscan.depth_path(b"[" * 100_000, 2) == "[0][0]"
+    assert jsonscan.depth_path(b'{"a":["[[[[[[",{"b\\"c":{}}]}', 2) == "a[1]"
+    assert jsonscan.depth_path(b'{"x":"{{{{{{{{"}', 2) is None
+    assert jsonscan.depth_path(b'{"a":[1,2,{"b":{}}]}', 3) == "a[2].b"
+    assert jsonscan.depth_path(b'{"a":"unterminated', 1) is None
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@given(json_values, st.integers(min_value=1, max_value=6))
+def test_depth_path_agrees_with_a_recursive_walk(value: Any, limit: int) -> None:
+    """On any JSON value, the loop finds what a recursive walk finds (with control characters
+    and lone surrogates in keys shown as U+FFFD: the path goes back to the client)."""
+    expected = _nesting(value, limit)
+    if expected is not None:
+        expected = re.sub("[\x00-\x1f\ud800-\udfff]", "\ufffd", expected)
+    assert jsonscan.depth_path(json.dumps(value).encode(), limit) == expected
