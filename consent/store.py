@@ -1,6 +1,6 @@
 """Stored consent in Redis: one record per subject, a bounded history, a coherent local cache.
 
-Keys (hashed subject ids only, never the ids themselves):
+Keys (hashed subject ids only, never the ids themselves: ``consent.ids.subject_key``):
 
 - ``rt:consent:{sha256}``      the subject's current record (JSON), expiring ``max_age_days``
   after the consent's own timestamp
@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
@@ -36,6 +34,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from consent.ids import normalize_id, subject_key
 from consent.model import StoredConsent
 from consent.records import ConsentRecord, merge_records, millis
 
@@ -44,13 +43,6 @@ log = logging.getLogger("consent.store")
 CHANNEL = "rt:consent:changed"
 HISTORY_MAX = 100
 CACHE_SIZE = 50_000
-
-
-@functools.lru_cache(maxsize=8192)
-def subject_key(identifier: str) -> str:
-    """How a subject id is stored in Redis: SHA-256 hex of the stripped id, never the id.
-    Memoized (in memory only): the same subjects send event after event."""
-    return hashlib.sha256(identifier.strip().encode()).hexdigest()
 
 
 def record_key(subject: str) -> str:
@@ -316,7 +308,7 @@ class ConsentStore:
 
     async def get(self, subject_ids: Iterable[str]) -> StoredConsent | None:
         """The merged stored consent of a person's raw ids (user id, anonymous id...)."""
-        return await self.get_hashed(subject_key(i) for i in subject_ids if i.strip())
+        return await self.get_hashed(subject_key(i) for i in subject_ids if normalize_id(i))
 
     async def history(self, subject: str, count: int = HISTORY_MAX) -> list[dict[str, str]]:
         """A hashed subject's recorded changes, newest first (proof)."""

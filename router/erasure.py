@@ -2,7 +2,8 @@
 
 ``erase`` (used by ``POST /admin/erase`` and ``router erase``):
 
-1. hashes every identifier (user ids, anonymous ids, emails as given and lower-cased);
+1. normalizes every identifier exactly as ingest does (``consent.ids.normalize_id``) and hashes
+   it (user ids, anonymous ids, emails as given and lower-cased);
 2. in one Redis transaction adds the hashes to ``rt:suppressed`` (checked at ingest and again by
    the delivery worker, so queued events of the person reach no destination), deletes their
    consent records and histories, and publishes the hashes so every process evicts its cache;
@@ -31,7 +32,8 @@ import aiohttp
 import msgspec
 import redis.asyncio as aioredis
 
-from consent.store import ConsentStore, subject_key
+from consent.ids import normalize_id, subject_key
+from consent.store import ConsentStore
 from router.audit import AuditKind, AuditLog
 from router.config import CompiledDestination, Routing
 from router.http import HttpError
@@ -72,10 +74,11 @@ class Identifiers:
         anonymous_ids: Sequence[str] = (),
         emails: Sequence[str] = (),
     ) -> Identifiers:
-        """Stripped, non-empty, without duplicates."""
+        """Normalized as ingest normalizes ids (``consent.ids.normalize_id``), non-empty,
+        without duplicates."""
 
         def clean(values: Sequence[str]) -> tuple[str, ...]:
-            return tuple(dict.fromkeys(v.strip() for v in values if v.strip()))
+            return tuple(dict.fromkeys(n for n in map(normalize_id, values) if n))
 
         return cls(clean(user_ids), clean(anonymous_ids), clean(emails))
 

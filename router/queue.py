@@ -28,7 +28,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from consent.store import subject_key
+from consent.ids import subject_key
 from destinations.base import ConsentFacts, Delivery
 from router.errors import QueueUnavailableError
 
@@ -56,7 +56,8 @@ def outbox_key(destination_id: str) -> str:
 
 
 def subject_hash(identifier: str) -> str:
-    """How a subject id is stored in Redis: SHA-256 hex (``consent.store.subject_key``)."""
+    """How a subject id is stored in Redis: SHA-256 hex of the normalized id
+    (``consent.ids.subject_key``)."""
     return subject_key(identifier)
 
 
