@@ -7,6 +7,7 @@
 2. in one Redis transaction adds the hashes to ``rt:suppressed`` (checked at ingest and again by
    the delivery worker, so queued events of the person reach no destination), deletes their
    consent records and histories, and publishes the hashes so every process evicts its cache;
+   then deletes the person's quarantined (rejected) events, found by their hashed subjects;
 3. forwards a deletion request to each destination with a deletion API (``delete_subject``),
    unless the destination is ``dry_run``, with the ids as that destination received them
    (tokenized when its allowlist tokenizes them);
@@ -37,6 +38,7 @@ from consent.store import ConsentStore
 from router.audit import AuditKind, AuditLog
 from router.config import CompiledDestination, Routing
 from router.http import HttpError
+from router.quarantine import erase_quarantined
 from router.stored_consent import invalid_field
 
 log = logging.getLogger("router.erasure")
@@ -177,6 +179,7 @@ async def erase(
     asked, as the audit trail names them (``operator:<token id>``, ``cli``)."""
     hashes = identifiers.hashes()
     erased = await store.erase(hashes)
+    quarantined = await erase_quarantined(client, hashes)
     owned = session is None
     http = aiohttp.ClientSession() if session is None else session
     try:
@@ -194,6 +197,7 @@ async def erase(
         "removed": {
             "consent_records": erased.consent_records,
             "history_entries": erased.history_entries,
+            "quarantined": quarantined,
         },
         "suppressed": len(hashes),
         "destinations": list(destinations),

@@ -35,10 +35,9 @@ from router.datamap import field_paths
 from router.errors import QueueUnavailableError
 from router.http import HttpError, basic_auth_key, json_response, read_body
 from router.plan import Deliver, plan
+from router.quarantine import quarantine_write
 from router.queue import (
     ITEM_ENCODER,
-    QUARANTINE,
-    QUARANTINE_MAXLEN,
     SUPPRESSED,
     Deliveries,
     Enqueuer,
@@ -344,7 +343,15 @@ async def _accept(
                 }
             )
             writes.append(
-                _quarantine(source.id, route, index, outcome, raw=raw, cap=limits.max_event_bytes)
+                quarantine_write(
+                    source.id,
+                    route,
+                    index,
+                    outcome,
+                    raw,
+                    now=received_at,
+                    retention_days=state.settings.quarantine_retention_days,
+                )
             )
             state.stats.add("router_events_rejected_total", source=source.id, code=outcome.code)
         else:
@@ -632,21 +639,3 @@ async def _lookups(
         return suppressed, records
     found = await state.redis.smismember(SUPPRESSED, hashes)  # type: ignore[misc]
     return {h for h, hit in zip(hashes, found, strict=True) if hit}, {}
-
-
-def _quarantine(
-    source: str, route: str, index: int, rejection: Rejection, *, raw: bytes, cap: int
-) -> Write:
-    return Write(
-        QUARANTINE,
-        {
-            "source": source,
-            "route": route,
-            "index": str(index),
-            "code": rejection.code,
-            "path": rejection.path,
-            "message": rejection.message,
-            "raw": raw[:cap],
-        },
-        maxlen=QUARANTINE_MAXLEN,
-    )
