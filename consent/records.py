@@ -4,7 +4,8 @@
 categories, the source of the choice (``api``, ``segment_event``...), the consent's own
 timestamp, when it reached us and when it expires (``max_age_days`` after the timestamp).
 ``merge_records`` folds a person's records (user id, anonymous id) into the ``StoredConsent``
-the resolver reads: a denial on any id wins, the newest timestamp counts.
+the resolver reads: a denial on any id wins, the newest timestamp counts. ``narrow`` is what a
+write from a source that may not grant consent does to a stored record.
 """
 
 from __future__ import annotations
@@ -111,3 +112,29 @@ def merge_records(records: Iterable[ConsentRecord | None]) -> StoredConsent | No
     granted = frozenset().union(*(r.granted for r in present)) - denied
     newest = max(present, key=lambda r: r.updated_at)
     return StoredConsent(granted, denied, newest.source, newest.updated_at)
+
+
+def narrow(
+    current: ConsentRecord | None, write: ConsentRecord
+) -> tuple[ConsentRecord | None, frozenset[str]]:
+    """A write from a source that may only withdraw: the record to store and the refused grants.
+
+    The stored record keeps what ``current`` grants, minus the write's denials, and denies what
+    either denies; a grant ``current`` does not already hold is refused (returned, not stored);
+    a write that adds no denial stores nothing (``None``). ``consent.store`` applies the same
+    rule atomically in Redis; this is the pure statement of it.
+    """
+    granted = frozenset() if current is None else current.granted - current.denied
+    denied = frozenset() if current is None else current.denied
+    refused = write.granted - granted
+    if write.denied <= denied:
+        return None, refused
+    record = ConsentRecord(
+        granted=granted - write.denied,
+        denied=denied | write.denied,
+        source=write.source,
+        updated_at=write.updated_at,
+        received_at=write.received_at,
+        expires_at=write.expires_at,
+    )
+    return record, refused

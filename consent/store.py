@@ -1,6 +1,6 @@
 """Stored consent in Redis: one record per subject, a bounded history, a coherent local cache.
 
-Keys (hashed subject ids only, never the ids themselves):
+Keys (hashed subject ids only, never the ids themselves: ``consent.ids.subject_key``):
 
 - ``rt:consent:{sha256}``      the subject's current record (JSON), expiring ``max_age_days``
   after the consent's own timestamp
@@ -9,7 +9,8 @@ Keys (hashed subject ids only, never the ids themselves):
 - channel ``rt:consent:changed`` carries the hashed subject of every write and erasure
 
 A write is one Lua script (atomic per request): a record older than the stored one is ignored
-(newest wins), a subject in the suppression set (erased) gets no record back, and every applied
+(newest wins), a subject in the suppression set (erased) gets no record back, a write whose
+source may not grant only adds withdrawals (``consent.records.narrow``), and every applied
 change is appended to the history and published. Each process keeps an LRU cache of records,
 negative lookups included, and evicts a subject when its hash is published; while the
 subscription is down the cache is bypassed and cleared, so a withdrawal is seen by every process
@@ -23,8 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
@@ -36,6 +35,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from consent.ids import normalize_id, subject_key
 from consent.model import StoredConsent
 from consent.records import ConsentRecord, merge_records, millis
 
@@ -44,13 +44,6 @@ log = logging.getLogger("consent.store")
 CHANNEL = "rt:consent:changed"
 HISTORY_MAX = 100
 CACHE_SIZE = 50_000
-
-
-@functools.lru_cache(maxsize=8192)
-def subject_key(identifier: str) -> str:
-    """How a subject id is stored in Redis: SHA-256 hex of the stripped id, never the id.
-    Memoized (in memory only): the same subjects send event after event."""
-    return hashlib.sha256(identifier.strip().encode()).hexdigest()
 
 
 def record_key(subject: str) -> str:
@@ -73,6 +66,18 @@ class WriteOutcome(StrEnum):
     """The subject was erased: nothing is stored for it any more."""
     EXPIRED = "expired"
     """The consent is older than ``max_age_days``: nothing to store."""
+    UNCHANGED = "unchanged"
+    """A write that may not grant added no withdrawal to the stored record: nothing stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one write did: per hashed subject, and the grants it was not allowed to make."""
+
+    outcomes: dict[str, WriteOutcome]
+    refused: frozenset[str] = frozenset()
+    """Categories the write granted that its source may not grant and that were not already
+    granted (for some subject): not stored. Its withdrawals were stored all the same."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,36 +91,95 @@ class Erased:
 
 # KEYS: record and history key of each subject, then the suppression set when ARGV[1] is "1".
 # ARGV: guard flag, record JSON, updated_at ms, expires_at ms, history cap, channel, granted,
-# denied, source, received_at ms, then the hashed subjects.
+# denied, source, received_at ms, narrow flag, then the hashed subjects.
+#
+# Narrow ("1": the source may not grant): the write only withdraws. Per subject, the stored
+# record becomes the current one (if any) with the write's denials added and those categories
+# no longer granted; a grant the current record does not already hold is refused (returned,
+# not stored); a write that adds no denial stores nothing ("unchanged"). The same rule as
+# ``consent.records.narrow``, applied atomically here. Categories and sources are identifiers
+# (no character needs escaping), so the record is written as JSON by concatenation.
 _WRITE = """
-local n = #ARGV - 10
+local n = #ARGV - 11
 local guard = nil
 if ARGV[1] == '1' then guard = KEYS[2 * n + 1] end
+local narrow = ARGV[11] == '1'
+local function set_of(csv)
+  local t = {}
+  for c in string.gmatch(csv, '[^,]+') do t[c] = true end
+  return t
+end
+local function sorted(t)
+  local l = {}
+  for c in pairs(t) do l[#l + 1] = c end
+  table.sort(l)
+  return l
+end
+local function json_list(l)
+  if #l == 0 then return '[]' end
+  return '["' .. table.concat(l, '","') .. '"]'
+end
+local want_granted, want_denied = set_of(ARGV[7]), set_of(ARGV[8])
 local out = {}
 for i = 1, n do
-  local subject = ARGV[10 + i]
+  local subject = ARGV[11 + i]
   local record, history = KEYS[2 * i - 1], KEYS[2 * i]
   local outcome = 'written'
+  local stored = nil
+  local refused = {}
+  local value, granted, denied = ARGV[2], ARGV[7], ARGV[8]
   if guard and redis.call('SISMEMBER', guard, subject) == 1 then
     outcome = 'suppressed'
   else
     local current = redis.call('GET', record)
     if current then
-      local ok, stored = pcall(cjson.decode, current)
-      if ok and type(stored) == 'table' then
+      local ok, decoded = pcall(cjson.decode, current)
+      if ok and type(decoded) == 'table' then
+        stored = decoded
         local at = tonumber(stored['updated_at_ms'])
         if at and at > tonumber(ARGV[3]) then outcome = 'stale' end
       end
     end
   end
+  if outcome == 'written' and narrow then
+    local g, d = {}, {}
+    if stored then
+      if type(stored['granted']) == 'table' then
+        for _, c in ipairs(stored['granted']) do g[c] = true end
+      end
+      if type(stored['denied']) == 'table' then
+        for _, c in ipairs(stored['denied']) do d[c] = true end
+      end
+    end
+    for c in pairs(d) do g[c] = nil end
+    for c in pairs(want_granted) do
+      if not g[c] then refused[#refused + 1] = c end
+    end
+    local changed = false
+    for c in pairs(want_denied) do
+      if not d[c] then changed = true end
+      d[c] = true
+      g[c] = nil
+    end
+    if changed then
+      local gl, dl = sorted(g), sorted(d)
+      granted, denied = table.concat(gl, ','), table.concat(dl, ',')
+      value = '{"granted":' .. json_list(gl) .. ',"denied":' .. json_list(dl)
+        .. ',"source":"' .. ARGV[9] .. '","updated_at_ms":' .. ARGV[3]
+        .. ',"received_at_ms":' .. ARGV[10] .. ',"expires_at_ms":' .. ARGV[4] .. '}'
+    else
+      outcome = 'unchanged'
+    end
+  end
   if outcome == 'written' then
-    redis.call('SET', record, ARGV[2], 'PXAT', ARGV[4])
-    redis.call('XADD', history, 'MAXLEN', ARGV[5], '*', 'granted', ARGV[7], 'denied', ARGV[8],
+    redis.call('SET', record, value, 'PXAT', ARGV[4])
+    redis.call('XADD', history, 'MAXLEN', ARGV[5], '*', 'granted', granted, 'denied', denied,
       'source', ARGV[9], 'updated_at_ms', ARGV[3], 'received_at_ms', ARGV[10])
     redis.call('PEXPIREAT', history, ARGV[4])
     redis.call('PUBLISH', ARGV[6], subject)
   end
-  out[i] = outcome
+  table.sort(refused)
+  out[i] = {outcome, table.concat(refused, ',')}
 end
 return out
 """
@@ -316,7 +380,7 @@ class ConsentStore:
 
     async def get(self, subject_ids: Iterable[str]) -> StoredConsent | None:
         """The merged stored consent of a person's raw ids (user id, anonymous id...)."""
-        return await self.get_hashed(subject_key(i) for i in subject_ids if i.strip())
+        return await self.get_hashed(subject_key(i) for i in subject_ids if normalize_id(i))
 
     async def history(self, subject: str, count: int = HISTORY_MAX) -> list[dict[str, str]]:
         """A hashed subject's recorded changes, newest first (proof)."""
@@ -329,43 +393,49 @@ class ConsentStore:
     # -- writes ------------------------------------------------------------------------------
 
     async def write(
-        self, subjects: Sequence[str], record: ConsentRecord
-    ) -> dict[str, WriteOutcome]:
-        """Store ``record`` for each hashed subject unless a newer one is there (one command)."""
-        [outcomes] = await self.write_many([(subjects, record)])
-        return outcomes
+        self, subjects: Sequence[str], record: ConsentRecord, *, may_grant: bool = True
+    ) -> WriteResult:
+        """Store ``record`` for each hashed subject unless a newer one is there (one command).
+
+        ``may_grant=False`` (a source without grant permission): the write can only withdraw;
+        see ``consent.records.narrow``."""
+        [result] = await self.write_many([(subjects, record)], may_grant=may_grant)
+        return result
 
     async def write_many(
-        self, writes: Sequence[tuple[Sequence[str], ConsentRecord]]
-    ) -> list[dict[str, WriteOutcome]]:
+        self, writes: Sequence[tuple[Sequence[str], ConsentRecord]], *, may_grant: bool = True
+    ) -> list[WriteResult]:
         """Several writes in one round trip (each one atomic), in order."""
-        results: list[dict[str, WriteOutcome]] = []
+        results: list[WriteResult] = []
         pipe = self._client.pipeline(transaction=False)
-        sent: list[tuple[list[str], dict[str, WriteOutcome]]] = []
+        sent: list[tuple[int, list[str]]] = []
         now = datetime.now(UTC)
         for subjects, record in writes:
             unique = list(dict.fromkeys(subjects))
-            outcomes: dict[str, WriteOutcome] = {}
-            results.append(outcomes)
             if record.expires_at <= now:
-                outcomes.update(dict.fromkeys(unique, WriteOutcome.EXPIRED))
-            elif unique:
-                keys, args = self._script_arguments(unique, record)
+                results.append(WriteResult(dict.fromkeys(unique, WriteOutcome.EXPIRED)))
+                continue
+            results.append(WriteResult({}))
+            if unique:
+                keys, args = self._script_arguments(unique, record, narrow=not may_grant)
                 pipe.eval(_WRITE, len(keys), *keys, *args)
-                sent.append((unique, outcomes))
+                sent.append((len(results) - 1, unique))
         if not sent:
             return results
         replies = await pipe.execute()
-        for (subjects, outcomes), reply in zip(sent, replies, strict=True):
-            for subject, outcome in zip(subjects, reply, strict=True):
-                text = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
-                outcomes[subject] = WriteOutcome(text)
+        for (index, subjects), reply in zip(sent, replies, strict=True):
+            outcomes: dict[str, WriteOutcome] = {}
+            refused: set[str] = set()
+            for subject, (outcome, denied) in zip(subjects, reply, strict=True):
+                outcomes[subject] = WriteOutcome(_text(outcome))
+                refused.update(c for c in _text(denied).split(",") if c)
                 if outcomes[subject] is WriteOutcome.WRITTEN:
                     self.invalidate(subject)
+            results[index] = WriteResult(outcomes, frozenset(refused))
         return results
 
     def _script_arguments(
-        self, subjects: list[str], record: ConsentRecord
+        self, subjects: list[str], record: ConsentRecord, *, narrow: bool
     ) -> tuple[list[str], list[str | int]]:
         keys = [k for s in subjects for k in (record_key(s), history_key(s))]
         if self._suppressed_key is not None:
@@ -381,6 +451,7 @@ class ConsentStore:
             ",".join(sorted(record.denied)),
             record.source,
             millis(record.received_at),
+            "1" if narrow else "0",
             *subjects,
         ]
         return keys, args
@@ -407,3 +478,7 @@ class ConsentStore:
             history_entries=sum(int(r) for r in results[0::4]),
             newly_suppressed=suppressed,
         )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

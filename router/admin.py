@@ -28,6 +28,7 @@ Endpoints (``ROLE_TABLE`` is the source of truth):
 - ``POST /admin/holds/{destination}/discard``       drop the queued events, then release
 - ``GET  /admin/dlq/{destination}?limit=N``         dead letters: id, reason, time, event id
 - ``POST /admin/dlq/{destination}/replay``          body ``{"ids": [...]}`` or all (up to limit)
+- ``GET  /admin/quarantine?limit=N``                rejected events, redacted
 - ``GET  /admin/audit/export``                      JSON lines
 - ``GET  /admin/audit/verify``                      the chain check
 - ``POST /admin/explain``                           ``{"event": {...}, "consent"?, "headers"?}``
@@ -71,6 +72,7 @@ from router.explain import consent_context, explain
 from router.http import HttpError, error_response, json_response, read_body
 from router.ingest import STATE, AppState
 from router.jsonscan import depth_path
+from router.quarantine import read_quarantine
 from router.queue import GROUP, ITEM_DECODER, dlq_key, queue_key
 from router.sanitize import Rejection
 from router.schema import WireEvent, error_path, error_text
@@ -512,6 +514,18 @@ async def list_dlq(request: web.Request, call: Call) -> web.StreamResponse:
     return json_response({"destination": destination, "dead_letters": rows})
 
 
+async def list_quarantine(request: web.Request, call: Call) -> web.StreamResponse:
+    """``GET /admin/quarantine?limit=``: rejected events, redacted, newest first."""
+    state = call.state
+    entries = await read_quarantine(
+        state.redis,
+        _limit(request),
+        now=datetime.now(UTC),
+        retention_days=state.settings.quarantine_retention_days,
+    )
+    return json_response({"quarantine": entries})
+
+
 async def replay_dlq(request: web.Request, call: Call) -> web.StreamResponse:
     """``POST /admin/dlq/{destination}/replay``: move dead letters back to the queue.
 
@@ -670,6 +684,7 @@ ROLE_TABLE: Final[tuple[Endpoint, ...]] = (
     Endpoint("POST", "/admin/holds/{destination}/release", OPERATE, release_hold),
     Endpoint("POST", "/admin/holds/{destination}/discard", OPERATE, discard_hold),
     Endpoint("GET", "/admin/dlq/{destination}", OPERATE, list_dlq),
+    Endpoint("GET", "/admin/quarantine", OPERATE, list_quarantine),
     Endpoint("POST", "/admin/dlq/{destination}/replay", OPERATE, replay_dlq),
     Endpoint("GET", "/admin/audit/export", AUDIT, export_audit),
     Endpoint("GET", "/admin/audit/verify", AUDIT, verify_audit),

@@ -339,6 +339,24 @@ def cmd_datamap(args: argparse.Namespace) -> int:
     return _with_redis(settings, show)
 
 
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    """The newest rejected events, redacted (code, path, source, size, field types), one JSON
+    line each; entries past ``ROUTER_QUARANTINE_RETENTION_DAYS`` are trimmed first."""
+    from router.quarantine import read_quarantine  # noqa: PLC0415
+
+    settings = _settings(args)
+
+    async def show(client: Redis) -> int:
+        entries = await read_quarantine(
+            client, args.limit, now=_now(), retention_days=settings.quarantine_retention_days
+        )
+        for entry in entries:
+            print(json.dumps(entry, sort_keys=True))
+        return 0
+
+    return _with_redis(settings, show)
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Check the audit trail's hash chain; name and print the first bad record."""
     from router.audit import AuditLog, canonical  # noqa: PLC0415
@@ -570,6 +588,10 @@ def build_parser() -> argparse.ArgumentParser:
     erase_cmd.add_argument("--email", action="append")
     erase_cmd.add_argument("--config")
     erase_cmd.set_defaults(func=cmd_erase)
+
+    quarantine = commands.add_parser("quarantine", help="rejected events, redacted, newest first")
+    quarantine.add_argument("--limit", type=int, default=20)
+    quarantine.set_defaults(func=cmd_quarantine)
 
     datamap = commands.add_parser("datamap", help="what left for each destination on a day")
     datamap.add_argument("--day", help="YYYY-MM-DD, UTC (default: today)")

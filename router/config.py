@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -49,10 +50,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ConsentWrites(StrEnum):
+    """What a source's write key may do to stored consent (``sources[].consent_writes``)."""
+
+    WITHDRAW = "withdraw"
+    """The default: only withdrawals are stored; a grant that would widen stored consent is
+    refused (``POST /v1/consent``: 403 ``consent_write_forbidden``)."""
+    GRANT = "grant"
+    """Any choice is stored, grants included (the site's consent manager)."""
+
+
 class SourceConfig(_Strict):
     id: Identifier
     write_key: str = Field(min_length=1)
     cors_origins: list[str] = Field(default_factory=list)
+    consent_writes: ConsentWrites = ConsentWrites.WITHDRAW
+
+    @property
+    def may_grant(self) -> bool:
+        """Whether this source's consent writes may widen stored consent."""
+        return self.consent_writes is ConsentWrites.GRANT
 
 
 class RegionConfig(_Strict):

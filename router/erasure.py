@@ -2,10 +2,12 @@
 
 ``erase`` (used by ``POST /admin/erase`` and ``router erase``):
 
-1. hashes every identifier (user ids, anonymous ids, emails as given and lower-cased);
+1. normalizes every identifier exactly as ingest does (``consent.ids.normalize_id``) and hashes
+   it (user ids, anonymous ids, emails as given and lower-cased);
 2. in one Redis transaction adds the hashes to ``rt:suppressed`` (checked at ingest and again by
    the delivery worker, so queued events of the person reach no destination), deletes their
    consent records and histories, and publishes the hashes so every process evicts its cache;
+   then deletes the person's quarantined (rejected) events, found by their hashed subjects;
 3. forwards a deletion request to each destination with a deletion API (``delete_subject``),
    unless the destination is ``dry_run``, with the ids as that destination received them
    (tokenized when its allowlist tokenizes them);
@@ -31,10 +33,12 @@ import aiohttp
 import msgspec
 import redis.asyncio as aioredis
 
-from consent.store import ConsentStore, subject_key
+from consent.ids import normalize_id, subject_key
+from consent.store import ConsentStore
 from router.audit import AuditKind, AuditLog
 from router.config import CompiledDestination, Routing
 from router.http import HttpError
+from router.quarantine import erase_quarantined
 from router.stored_consent import invalid_field
 
 log = logging.getLogger("router.erasure")
@@ -72,10 +76,11 @@ class Identifiers:
         anonymous_ids: Sequence[str] = (),
         emails: Sequence[str] = (),
     ) -> Identifiers:
-        """Stripped, non-empty, without duplicates."""
+        """Normalized as ingest normalizes ids (``consent.ids.normalize_id``), non-empty,
+        without duplicates."""
 
         def clean(values: Sequence[str]) -> tuple[str, ...]:
-            return tuple(dict.fromkeys(v.strip() for v in values if v.strip()))
+            return tuple(dict.fromkeys(n for n in map(normalize_id, values) if n))
 
         return cls(clean(user_ids), clean(anonymous_ids), clean(emails))
 
@@ -174,6 +179,7 @@ async def erase(
     asked, as the audit trail names them (``operator:<token id>``, ``cli``)."""
     hashes = identifiers.hashes()
     erased = await store.erase(hashes)
+    quarantined = await erase_quarantined(client, hashes)
     owned = session is None
     http = aiohttp.ClientSession() if session is None else session
     try:
@@ -191,6 +197,7 @@ async def erase(
         "removed": {
             "consent_records": erased.consent_records,
             "history_entries": erased.history_entries,
+            "quarantined": quarantined,
         },
         "suppressed": len(hashes),
         "destinations": list(destinations),

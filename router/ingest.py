@@ -22,7 +22,7 @@ from opentelemetry.trace import Span
 from redis.exceptions import RedisError
 
 from consent.model import ConsentState
-from consent.records import ConsentRecord, merge_records
+from consent.records import ConsentRecord, merge_records, narrow
 from consent.resolve import RequestSignals, carries_signals, region_of, resolve_consent
 from consent.store import ConsentStore
 from router import jsonscan
@@ -33,10 +33,9 @@ from router.datamap import field_paths
 from router.errors import QueueUnavailableError
 from router.http import HttpError, basic_auth_key, json_response, read_body
 from router.plan import Deliver, plan
+from router.quarantine import quarantine_write
 from router.queue import (
     ITEM_ENCODER,
-    QUARANTINE,
-    QUARANTINE_MAXLEN,
     SUPPRESSED,
     Deliveries,
     Enqueuer,
@@ -351,7 +350,15 @@ async def _accept(
                 }
             )
             writes.append(
-                _quarantine(source.id, route, index, outcome, raw=raw, cap=limits.max_event_bytes)
+                quarantine_write(
+                    source.id,
+                    route,
+                    index,
+                    outcome,
+                    raw,
+                    now=received_at,
+                    retention_days=state.settings.quarantine_retention_days,
+                )
             )
             state.stats.add("router_events_rejected_total", source=source.id, code=outcome.code)
         else:
@@ -363,14 +370,11 @@ async def _accept(
     signals = request_signals(request, routing.policy.geo_header)
     tracer = state.tracer
     try:
-        planned = await _plan_writes(state, events, signals, trace_parent)
+        planned = await _plan_writes(state, events, signals, trace_parent, source.may_grant)
         writes.extend(Deliveries(queue_key(d), items) for d, items in planned.queued.items())
         with stage_span(tracer, "enqueue"):
             if planned.updates and state.consent is not None:
-                await state.consent.write_many(planned.updates)
-                state.stats.add(
-                    "router_consent_writes_total", amount=len(planned.updates), route="event"
-                )
+                await _write_consent(state, source, planned)
             await state.enqueuer.submit(writes)
     except (QueueUnavailableError, RedisError, OSError) as exc:
         state.stats.add("router_requests_unavailable_total", route=route)
@@ -405,6 +409,9 @@ class _Planned:
     queued: dict[str, list[bytes]] = field(default_factory=dict)
     """Encoded deliveries per destination (the enqueuer packs them into stream entries)."""
     updates: list[tuple[tuple[str, ...], ConsentRecord]] = field(default_factory=list)
+    """Consent events' choices to store: the hashed subjects and the record."""
+    update_ids: list[tuple[str, ...]] = field(default_factory=list)
+    """The subject ids of each update (for the audit's keyed tokens; never stored)."""
     consent_audit: list[tuple[AuditKind | str, dict[str, Any]]] = field(default_factory=list)
     decision_audit: list[tuple[AuditKind | str, dict[str, Any]]] = field(default_factory=list)
     paths: set[str] = field(default_factory=set)
@@ -416,6 +423,7 @@ async def _plan_writes(
     events: Sequence[tuple[int, Event]],
     signals: RequestSignals,
     trace_parent: str | None = None,
+    may_grant: bool = True,
 ) -> _Planned:
     tracer = state.tracer
     subjects = [tuple(subject_hash(i) for i in e.subject_ids) for _, e in events]
@@ -441,6 +449,7 @@ async def _plan_writes(
                 subjects=subjects[start:end],
                 suppressed=suppressed,
                 records=records,
+                may_grant=may_grant,
             )
     for (destination_id, reason), count in skipped.items():
         state.stats.add(
@@ -465,8 +474,12 @@ def _plan_events(
     subjects: list[tuple[str, ...]],
     suppressed: set[str],
     records: dict[str, ConsentRecord | None],
+    may_grant: bool = True,
 ) -> None:
-    """Plan a slice of a request's events into ``planned`` (skips counted in ``skipped``)."""
+    """Plan a slice of a request's events into ``planned`` (skips counted in ``skipped``).
+
+    A consent event from a source that may not grant (``consent_writes: withdraw``) is still
+    routed on its own signals, but what it stores only withdraws (``narrow``)."""
     observed = state.monitor is not None or state.audit is not None
     # Events of one request without consent fields of their own, of the same subjects and
     # region, have the same consent: resolved once (cleared when the request stores a choice).
@@ -494,14 +507,12 @@ def _plan_events(
         if update is not None:
             resolved.clear()
             planned.updates.append((hashes, update))
+            planned.update_ids.append(event.subject_ids)
             for h in hashes:  # later events of this request see the new choice
                 known = records.get(h)
-                if known is None or known.updated_at <= update.updated_at:
-                    records[h] = update
-            if state.audit is not None:
-                planned.consent_audit.append(
-                    consent_written(update, event.subject_ids, "event", state.audit_key)
-                )
+                stored = update if may_grant else narrow(known, update)[0]
+                if stored is not None and (known is None or known.updated_at <= stored.updated_at):
+                    records[h] = stored
         decisions = plan(
             event,
             consent,
@@ -536,6 +547,40 @@ def _plan_events(
                 )
 
 
+async def _write_consent(state: AppState, source: SourceConfig, planned: _Planned) -> None:
+    """Store the consent events' choices (one round trip); count and audit them, refusals too.
+
+    A grant its source may not make is not stored (the event itself was routed as planned):
+    counted as ``router_consent_writes_total{status="forbidden"}`` and audited with the
+    refused categories."""
+    assert state.consent is not None
+    results = await state.consent.write_many(planned.updates, may_grant=source.may_grant)
+    forbidden = sum(1 for result in results if result.refused)
+    for status, amount in (("written", len(results) - forbidden), ("forbidden", forbidden)):
+        if amount:
+            state.stats.add(
+                "router_consent_writes_total",
+                amount=amount,
+                route="event",
+                source=source.id,
+                status=status,
+            )
+    if state.audit is not None:
+        for (_, record), ids, result in zip(
+            planned.updates, planned.update_ids, results, strict=True
+        ):
+            planned.consent_audit.append(
+                consent_written(
+                    record,
+                    ids,
+                    "event",
+                    state.audit_key,
+                    source_id=source.id,
+                    refused=result.refused,
+                )
+            )
+
+
 def _count_detections(state: AppState, decision: Deliver, planned: _Planned) -> tuple[str, ...]:
     """Count the safety net's findings; the kinds let through (declared fields), sorted."""
     destination = decision.destination
@@ -566,20 +611,28 @@ def _observe(
 
 
 def consent_written(
-    record: ConsentRecord, subject_ids: Sequence[str], route: str, key: bytes
+    record: ConsentRecord,
+    subject_ids: Sequence[str],
+    route: str,
+    key: bytes,
+    *,
+    source_id: str | None = None,
+    refused: frozenset[str] = frozenset(),
 ) -> tuple[AuditKind, dict[str, Any]]:
-    """The ``consent_written`` audit record of a stored choice (subjects as keyed tokens)."""
-    return (
-        AuditKind.CONSENT_WRITTEN,
-        {
-            "route": route,
-            "source": record.source,
-            "subjects": sorted({subject_token(i, key) for i in subject_ids}),
-            "granted": sorted(record.granted),
-            "denied": sorted(record.denied),
-            "at": record.updated_at.astimezone(UTC).isoformat(),
-        },
-    )
+    """The ``consent_written`` audit record of a choice (subjects as keyed tokens): which
+    source's write key sent it, and the grants refused because that source may not grant."""
+    data: dict[str, Any] = {
+        "route": route,
+        "source": record.source,
+        "source_id": source_id,
+        "subjects": sorted({subject_token(i, key) for i in subject_ids}),
+        "granted": sorted(record.granted),
+        "denied": sorted(record.denied),
+        "at": record.updated_at.astimezone(UTC).isoformat(),
+    }
+    if refused:
+        data["refused"] = sorted(refused)
+    return AuditKind.CONSENT_WRITTEN, data
 
 
 async def _lookups(
@@ -593,21 +646,3 @@ async def _lookups(
         return suppressed, records
     found = await state.redis.smismember(SUPPRESSED, hashes)  # type: ignore[misc]
     return {h for h, hit in zip(hashes, found, strict=True) if hit}, {}
-
-
-def _quarantine(
-    source: str, route: str, index: int, rejection: Rejection, *, raw: bytes, cap: int
-) -> Write:
-    return Write(
-        QUARANTINE,
-        {
-            "source": source,
-            "route": route,
-            "index": str(index),
-            "code": rejection.code,
-            "path": rejection.path,
-            "message": rejection.message,
-            "raw": raw[:cap],
-        },
-        maxlen=QUARANTINE_MAXLEN,
-    )

@@ -3,7 +3,13 @@
 ``POST /v1/consent`` (write-key auth, like ``/v1/track``): store a person's consent choice
 ``{"userId"?, "anonymousId"?, "categories": {"analytics": true, "C0004": false}, "timestamp"?,
 "source"?}``; ids are mapped like Segment ``categoryPreferences``. 200 once it is in Redis; a
-``consent_written`` record (subjects as keyed tokens) goes to the audit trail's next flush.
+``consent_written`` record (subjects as keyed tokens, the source id) goes to the audit trail's
+next flush.
+
+Who may write (``sources[].consent_writes``): a source with ``grant`` stores any choice; any
+other source may only withdraw: its denials are stored, and a grant that stored consent does
+not already hold is refused with 403 ``consent_write_forbidden`` (the withdrawals of the same
+request are stored all the same: a withdrawal must never be lost to a malformed request).
 
 ``POST /admin/erase`` lives in the operator API (``router.admin``): roles ``operator`` and
 ``admin``, and ``ROUTER_OPERATOR_TOKEN`` as an operator token.
@@ -47,11 +53,30 @@ async def post_consent(request: web.Request) -> web.Response:
     if state.consent is None:
         raise _unavailable(state)
     try:
-        await state.consent.write(consent.subjects, consent.record)
+        result = await state.consent.write(
+            consent.subjects, consent.record, may_grant=source.may_grant
+        )
     except (RedisError, OSError) as exc:
         raise _unavailable(state) from exc
-    state.stats.add("router_consent_writes_total", route="consent", source=source.id)
+    status = "forbidden" if result.refused else "written"
+    state.stats.add("router_consent_writes_total", route="consent", source=source.id, status=status)
     if state.audit is not None:
-        kind, data = consent_written(consent.record, consent.ids, "consent", state.audit_key)
+        kind, data = consent_written(
+            consent.record,
+            consent.ids,
+            "consent",
+            state.audit_key,
+            source_id=source.id,
+            refused=result.refused,
+        )
         state.audit.record(kind, data)
+    if result.refused:
+        raise HttpError(
+            403,
+            "consent_write_forbidden",
+            f"source {source.id!r} may only withdraw consent (consent_writes: "
+            f"{source.consent_writes.value}): the grant of {', '.join(sorted(result.refused))} "
+            "was not stored; the withdrawals in the request were",
+            path="categories",
+        )
     return json_response({"success": True})

@@ -5,7 +5,8 @@ Keys (all under ``rt:``):
 - ``rt:q:{destination}``     the destination's queue (consumer group ``delivery``)
 - ``rt:dlq:{destination}``   dead letters, with the reason
 - ``rt:outbox:{destination}`` encoded requests of a ``dry_run`` destination (bounded)
-- ``rt:quarantine``          rejected input events, with code and path (bounded)
+- ``rt:quarantine``          rejected input events, redacted: code, path, field types, hashed
+                             subjects (bounded in count and age; ``router.quarantine``)
 - ``rt:suppressed``          hashed identifiers of erased subjects
 - ``rt:consent:*``           stored consent, by hashed subject (``consent.store``)
 
@@ -28,7 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from consent.store import subject_key
+from consent.ids import subject_key
 from destinations.base import ConsentFacts, Delivery
 from router.errors import QueueUnavailableError
 
@@ -56,7 +57,8 @@ def outbox_key(destination_id: str) -> str:
 
 
 def subject_hash(identifier: str) -> str:
-    """How a subject id is stored in Redis: SHA-256 hex (``consent.store.subject_key``)."""
+    """How a subject id is stored in Redis: SHA-256 hex of the normalized id
+    (``consent.ids.subject_key``)."""
     return subject_key(identifier)
 
 
@@ -175,11 +177,13 @@ def entry_items(fields: dict[str, bytes]) -> list[bytes]:
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """One XADD to make, bounded by ``maxlen`` when set."""
+    """One XADD to make, bounded by ``maxlen`` when set; entries older than ``minid`` (a
+    stream id) are trimmed in the same pipeline when that is set (the quarantine's age)."""
 
     stream: str
     fields: dict[str, bytes | str]
     maxlen: int | None = None
+    minid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +313,8 @@ def add_to(pipe: Any, write: Write) -> None:
         pipe.xadd(write.stream, write.fields)
     else:
         pipe.xadd(write.stream, write.fields, maxlen=write.maxlen, approximate=True)
+    if write.minid is not None:
+        pipe.xtrim(write.stream, minid=write.minid, approximate=False)
 
 
 async def ensure_group(client: aioredis.Redis, stream: str) -> None:

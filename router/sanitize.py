@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from consent.ids import normalize_id
 from router.schema import EventType, Timestamp, WireEvent
 
 
@@ -235,7 +236,7 @@ def _id(value: Any, path: str, limits: Limits) -> str | None:
         if not math.isfinite(value):
             raise Rejected(Rejection("invalid_id", path, "an id must be finite"))
         value = int(value) if value.is_integer() else value
-    text = _clean_str(str(value), limits.max_id_chars + 1).strip()
+    text = normalize_id(str(value))  # the form every hash of an id is taken of
     if len(text) > limits.max_id_chars:
         raise Rejected(
             Rejection("invalid_id", path, f"ids are limited to {limits.max_id_chars} characters")

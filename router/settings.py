@@ -37,5 +37,7 @@ class Settings(BaseSettings):
     audit_retention_days: float | None = Field(default=None, gt=0)
     """Also drop audit records older than this (export them first: ``router audit export``).
     At sustained volume, age bounds Redis memory where a record count cannot."""
+    quarantine_retention_days: float = Field(default=7.0, gt=0)
+    """Drop quarantined (rejected, redacted) events older than this."""
     consumer_name: str | None = None
     """Name of this process in the consumer groups (default: host name and pid)."""

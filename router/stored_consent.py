@@ -18,11 +18,12 @@ from typing import Annotated, Any, NamedTuple
 import msgspec
 
 from consent.errors import DecodeError
+from consent.ids import normalize_id, subject_key
 from consent.model import DenyReason, StoredConsent
 from consent.policy import ConsentPolicy, withdrawn
 from consent.records import ConsentRecord, merge_records
 from consent.signals import read_segment
-from consent.store import ConsentStore, subject_key
+from consent.store import ConsentStore
 from router.http import HttpError
 from router.sanitize import Event
 from router.schema import EventType, error_path, error_text
@@ -112,7 +113,7 @@ def parse_consent_body(body: bytes, policy: ConsentPolicy, received_at: datetime
         raise invalid_field(exc) from exc
     except (msgspec.DecodeError, RecursionError) as exc:
         raise HttpError(400, "invalid_json", "the body is not valid JSON") from exc
-    ids = [str(i).strip() for i in (parsed.user_id, parsed.anonymous_id) if i is not None]
+    ids = [normalize_id(str(i)) for i in (parsed.user_id, parsed.anonymous_id) if i is not None]
     ids = [i for i in ids if i]
     if not ids:
         raise HttpError(400, "missing_identity", "userId or anonymousId is required", path="userId")

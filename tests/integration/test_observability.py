@@ -62,6 +62,7 @@ ROUTING = """
 sources:
   - id: web
     write_key: test-write-key
+    consent_writes: grant
 
 consent:
   mappings:

@@ -28,6 +28,25 @@ def test_example_routing_file_is_valid() -> None:
     assert all(d.config.dry_run for d in routing.destinations)
 
 
+def test_consent_writes_defaults_to_withdraw_and_is_validated_with_its_path() -> None:
+    """``consent_writes`` is ``grant`` or ``withdraw`` (the default); anything else is an error
+    at its path; the example file lets only the web source (its consent manager) grant."""
+    text = """
+sources:
+  - {id: cmp, write_key: a, consent_writes: grant}
+  - {id: partner, write_key: b}
+  - {id: app, write_key: c, consent_writes: withdraw}
+"""
+    routing = parse_routing(text, env={})
+    assert [s.may_grant for s in routing.file.sources] == [True, False, False]
+    found = problems(
+        "sources: [{id: web, write_key: k}, {id: x, write_key: j, consent_writes: all}]"
+    )
+    assert found == ["sources[1].consent_writes: Input should be 'withdraw' or 'grant'"]
+    example = parse_routing((ROOT / "config" / "router.yaml").read_text(), env={})
+    assert {s.id: s.may_grant for s in example.file.sources} == {"web": True, "server": False}
+
+
 def test_reports_every_problem_with_its_path_at_once() -> None:
     """Errors in several places are all reported, each with its path."""
     text = f"""

@@ -1,0 +1,44 @@
+"""Subject ids: the one normalization and the one hash every part of the router uses. Pure.
+
+An id reaches us from an SDK event, ``POST /v1/consent``, a consent event, ``POST
+/admin/erase`` or ``router erase``. Each must land on the same key, or a withdrawal or an
+erasure is stored under another hash and silently does nothing. So every id goes through
+``normalize_id`` (control characters removed, NFC, surrounding whitespace stripped), and
+``subject_key`` applies it before hashing, so no caller can forget it.
+
+This module lives in ``consent/`` because both ``consent.store`` and ``router`` hash ids, and
+``consent`` never imports ``router``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import unicodedata
+
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+"""C0 and C1 control characters except tab, line feed and carriage return (as sanitizing
+strips them from every string of an event)."""
+
+
+def normalize_id(value: str) -> str:
+    """The canonical form of a subject id: control characters removed, then NFC, then stripped.
+
+    Idempotent. Control characters go before NFC: removing one between a letter and a
+    combining mark must still let them compose (``"e\\x00\\u0301"`` is ``"é"``).
+    """
+    if value.isascii() and value.isprintable():  # the usual id: nothing to do but strip
+        return value.strip()
+    value = _CONTROL.sub("", value)
+    if not value.isascii():
+        value = unicodedata.normalize("NFC", value)
+    return value.strip()
+
+
+@functools.lru_cache(maxsize=8192)
+def subject_key(identifier: str) -> str:
+    """How a subject id is stored in Redis: SHA-256 hex of the normalized id, never the id.
+
+    Memoized (in memory only): the same subjects send event after event."""
+    return hashlib.sha256(normalize_id(identifier).encode()).hexdigest()
