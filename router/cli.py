@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -176,7 +177,10 @@ def _serve_processes(args: argparse.Namespace, host: str, port: int) -> int:
     """``--processes N``: N single-process routers sharing the port (SO_REUSEPORT).
 
     The kernel spreads connections across them; each runs its own workers (distinct consumer
-    names in the same groups). SIGINT/SIGTERM are passed on; the parent exits when they have.
+    names in the same groups). SIGINT/SIGTERM are passed on and the parent exits when the
+    children have; SIGHUP is passed on, so every child reloads the routing file. A child
+    gets SIGTERM when the parent dies, even by SIGKILL (Linux's parent-death signal), so no
+    router is left serving an old configuration without its supervisor.
     """
     import signal  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
@@ -187,7 +191,11 @@ def _serve_processes(args: argparse.Namespace, host: str, port: int) -> int:
         command += ["--config", args.config]
     if args.no_workers:
         command.append("--no-workers")
-    children = [subprocess.Popen(command) for _ in range(args.processes)]  # noqa: S603
+    arm = _die_with_parent(signal.SIGTERM)
+    children = [
+        subprocess.Popen(command, preexec_fn=arm)  # noqa: S603, PLW1509
+        for _ in range(args.processes)
+    ]
 
     def forward(signum: int, frame: object) -> None:
         del frame
@@ -195,10 +203,31 @@ def _serve_processes(args: argparse.Namespace, host: str, port: int) -> int:
             if child.poll() is None:
                 child.send_signal(signum)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
     codes = [child.wait() for child in children]
     return max(codes, default=0) if any(codes) else 0
+
+
+def _die_with_parent(signum: int) -> Callable[[], None] | None:
+    """What a child runs between fork and exec so that the kernel sends it ``signum`` when
+    its parent exits, even by SIGKILL: ``prctl(PR_SET_PDEATHSIG)``. Linux only (elsewhere
+    ``None``: the parent still forwards its signals). libc is looked up here, before the fork."""
+    import ctypes  # noqa: PLC0415
+    import ctypes.util  # noqa: PLC0415
+
+    name = ctypes.util.find_library("c")
+    if not sys.platform.startswith("linux") or name is None:
+        return None
+    prctl = ctypes.CDLL(name, use_errno=True).prctl
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(1, signum, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

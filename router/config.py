@@ -266,7 +266,7 @@ def parse_routing(
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"(root): not valid YAML: {exc}"]) from exc
+        raise ConfigError([_yaml_problem(exc)]) from None
     if not isinstance(raw, dict):
         raise ConfigError(["(root): the routing file must be a mapping"])
     problems: list[str] = []
@@ -308,6 +308,20 @@ def parse_routing(
         sources_by_key={s.write_key: s for s in file.sources},
         digest=hashlib.sha256(text.encode()).hexdigest(),
     )
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where the YAML is broken and what kind of problem it is, never the text: PyYAML's own
+    message quotes the broken line, which may hold a write key or an API secret."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    # The problem names token kinds ('<block end>') but may quote text (an alias, a character).
+    problem = _QUOTED.sub(lambda m: m[0] if m[0].startswith("'<") else "'…'", str(problem))
+    return f"(root): not valid YAML{where}: {problem}"
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 
 def load_routing(

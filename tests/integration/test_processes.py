@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import signal
 import sys
@@ -34,8 +35,12 @@ def children_of(pid: int) -> list[int]:
 
 
 def alive(pid: int) -> bool:
-    """Whether a process id still exists."""
-    return Path(f"/proc/{pid}").exists()
+    """Whether a process still runs (a zombie waiting for its reaper does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 async def test_processes_share_the_port_deliver_everything_and_stop_together(
@@ -93,3 +98,57 @@ async def test_processes_share_the_port_deliver_everything_and_stop_together(
         if parent.returncode is None:
             parent.kill()
             await parent.wait()
+
+
+async def test_sighup_reloads_every_child_and_children_die_with_the_parent(
+    redis_server: RedisServer, receiver: tuple[WebhookReceiver, str]
+) -> None:
+    """``kill -HUP`` reaches every child (each reloads, the parent lives on); ``kill -9`` of
+    the parent leaves no child serving an old configuration."""
+    _, url = receiver
+    port = free_port()
+    env = {
+        **os.environ,
+        "ROUTER_REDIS_URL": redis_server.url,
+        "HOOK_URL": url,
+        "HOOK_SECRET": HOOK_SECRET,
+        "ROUTER_LOG_LEVEL": "INFO",
+    }
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router.cli", "serve", "--config", str(TEST_CONFIG),
+        "--host", "127.0.0.1", "--port", str(port), "--processes", "2",
+        "--no-workers", env=env, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    lines: list[str] = []
+
+    async def read_stderr() -> None:
+        assert parent.stderr is not None
+        async for line in parent.stderr:
+            lines.append(line.decode(errors="replace"))
+
+    reader = asyncio.create_task(read_stderr())
+    children: list[int] = []
+    try:
+        await wait_for(lambda: sum("router listening" in line for line in lines) == 2, within_s=30)
+        children = children_of(parent.pid)
+        assert len(children) == 2
+        parent.send_signal(signal.SIGHUP)
+        await wait_for(
+            lambda: sum("configuration reloaded" in line for line in lines) == 2, within_s=15
+        )
+        assert parent.returncode is None
+        assert sorted(children_of(parent.pid)) == sorted(children)
+
+        parent.kill()
+        await parent.wait()
+        await wait_for(lambda: not any(alive(pid) for pid in children), within_s=15)
+    finally:
+        if parent.returncode is None:
+            parent.kill()
+            await parent.wait()
+        for pid in children:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,23 @@ def test_unknown_mapping_category_is_refused() -> None:
 def test_not_yaml_is_one_clear_problem() -> None:
     """Broken YAML is reported, not raised as a traceback."""
     assert problems("sources: [unclosed")[0].startswith("(root): not valid YAML")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sources:\n  - {id: web, write_key: sk_live_9f8e7d6c: oops}\n",
+        "sources:\n  - id: web\n    write_key: 'sk_live_9f8e7d6c\n",
+        "destinations:\n  - settings: {secret: *sk_live_9f8e7d6c}\n",
+        "sources:\n\t- write_key: sk_live_9f8e7d6c\n",
+    ],
+)
+def test_broken_yaml_names_the_position_never_the_text(text: str) -> None:
+    """PyYAML quotes the broken line; a reload logs the problems, so a secret on that line
+    would land in the logs. Only the position and the kind of problem are reported."""
+    (problem,) = problems(text)
+    assert "sk_live" not in problem
+    assert re.match(r"\(root\): not valid YAML at line \d+, column \d+: \S", problem)
 
 
 MONITORED = f"""
