@@ -37,6 +37,7 @@ from router.datamap import DataMapRecorder
 from router.errors import ConfigError
 from router.http import (
     CORS_PATH_PREFIXES,
+    READ_TIMEOUT,
     HttpError,
     cors_headers,
     error_response,
@@ -239,7 +240,16 @@ def create_app(
     """
     # auto_decompress off: bodies are inflated by router.http.inflate, bounded, with our codes.
     # cors outside errors: error answers carry the CORS headers too.
-    app = web.Application(middlewares=[cors, errors], handler_args={"auto_decompress": False})
+    # keepalive_timeout: aiohttp's one timer for a connection without a request in progress
+    # (before the first, between two, or with headers still incomplete).
+    app = web.Application(
+        middlewares=[cors, errors],
+        handler_args={
+            "auto_decompress": False,
+            "keepalive_timeout": settings.http_idle_timeout_s,
+        },
+    )
+    app[READ_TIMEOUT] = settings.http_read_timeout_s
     tokens = tokens_of(settings)
     client = connect(settings.redis_url, settings.redis_timeout_ms)
     store = ConsentStore(client, suppressed_key=SUPPRESSED)

@@ -47,6 +47,7 @@ from consent.resolve import RequestSignals
 from router.config import Routing, load_routing
 from router.errors import ConfigError
 from router.explain import consent_context, explain
+from router.http import RouterRunner
 from router.queue import connect, dlq_key, outbox_key
 from router.sanitize import Rejection
 from router.schema import WireEvent
@@ -138,7 +139,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         app = create_app(settings, routing, workers=not args.no_workers)
-        runner = web.AppRunner(app, handle_signals=True, access_log=None)
+        runner = RouterRunner(app, handle_signals=True, access_log=None)
         await runner.setup()
         _freeze_heap()
         site = web.TCPSite(

@@ -7,9 +7,11 @@ because the Segment and RudderStack SDKs read them there:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import functools
+import logging
 import re
 import zlib
 from collections.abc import Iterable, Mapping
@@ -19,6 +21,7 @@ import msgspec
 from aiohttp import web
 
 JSON = "application/json"
+log = logging.getLogger("router.http")
 
 
 class HttpError(Exception):
@@ -33,6 +36,7 @@ class HttpError(Exception):
         details: list[dict[str, Any]] | None = None,
         retry_after: int | None = None,
         path: str | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -41,6 +45,8 @@ class HttpError(Exception):
         self.details = details
         self.retry_after = retry_after
         self.path = path
+        self.close = close
+        """Close the connection after the answer (what is left of the request is unusable)."""
 
 
 def json_response(
@@ -60,19 +66,47 @@ def error_response(error: HttpError) -> web.Response:
     if error.details:
         body["details"] = error.details
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
-    return json_response(body, error.status, headers)
+    response = json_response(body, error.status, headers)
+    if error.close:
+        response.force_close()
+    return response
+
+
+READ_TIMEOUT: Final = web.AppKey("read_timeout_s", float)
+"""Seconds a request body may take to arrive (``ROUTER_HTTP_READ_TIMEOUT_S``)."""
+DEFAULT_READ_TIMEOUT_S: Final = 30.0
 
 
 async def read_body(request: web.Request, max_bytes: int) -> bytes:
-    """The request body, decompressed, never more than ``max_bytes`` (413 past that)."""
-    length = request.content_length
-    if length is not None:
-        if length > max_bytes:
-            raise _too_large(max_bytes)
-        # The parser stops at the announced length, checked above; no aiohttp size limit.
-        body = await request.content.read()
-    else:
-        body = await _read_bounded(request, max_bytes)
+    """The request body, decompressed, never more than ``max_bytes`` (413 past that).
+
+    A body that does not arrive within the application's ``READ_TIMEOUT`` is a ``408`` (and
+    the connection is closed); a body cut short by the client or broken in its framing (bad
+    chunked encoding, fewer bytes than announced) is a ``400 incomplete_body``, logged without
+    a traceback: the client went away or misbehaved, nothing is wrong here.
+    """
+    timeout_s = request.config_dict.get(READ_TIMEOUT, DEFAULT_READ_TIMEOUT_S)
+    try:
+        async with asyncio.timeout(timeout_s):
+            body = await _read_raw(request, max_bytes)
+    except TimeoutError:
+        # End the body here: aiohttp would otherwise keep reading ("lingering") for up to 10 s
+        # before closing; the answer says the connection closes (``close=True``).
+        request.content.feed_eof()
+        raise HttpError(
+            408,
+            "request_timeout",
+            f"the request body did not arrive within {timeout_s:g} s",
+            close=True,
+        ) from None
+    except (ConnectionError, web.RequestPayloadError) as exc:
+        log.info("request body incomplete", extra={"error": type(exc).__name__})
+        raise HttpError(
+            400,
+            "incomplete_body",
+            "the request body ended early or is not framed correctly",
+            close=True,
+        ) from None
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding in ("", "identity"):
         return body
@@ -81,6 +115,16 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
     raise HttpError(
         415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported; use gzip"
     )
+
+
+async def _read_raw(request: web.Request, max_bytes: int) -> bytes:
+    length = request.content_length
+    if length is None:
+        return await _read_bounded(request, max_bytes)
+    if length > max_bytes:
+        raise _too_large(max_bytes)
+    # The parser stops at the announced length, checked above; no aiohttp size limit.
+    return await request.content.read()
 
 
 def _too_large(max_bytes: int) -> HttpError:
@@ -195,3 +239,50 @@ def preflight_headers(requested: str | None) -> dict[str, str]:
         "Access-Control-Max-Age": "86400",
         "Vary": "Origin, Access-Control-Request-Headers",
     }
+
+
+_FRAMING_CODES: Final = {431: "headers_too_large", 504: "timeout"}
+
+
+class _JsonErrorHandler(web.RequestHandler):
+    """aiohttp's connection handler, answering what it rejects itself (a request that is not
+    HTTP/1.1, headers too long or too many, a broken request line) in the one JSON error shape
+    instead of ``text/plain``, and logging it without a traceback: it is the client's error."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        del message  # aiohttp's message may quote the request's bytes
+        if status >= 500 and status != 504:
+            log.error("error handling a request", extra={"error": type(exc).__name__})
+            error = HttpError(500, "internal_error", "unexpected error")
+        else:
+            log.info("malformed HTTP request", extra={"error": type(exc).__name__})
+            code = _FRAMING_CODES.get(status, "invalid_http")
+            error = HttpError(status, code, f"the request is not valid HTTP/1.1 ({code})")
+        if request.writer.output_size > 0:  # an answer has started: only closing is left
+            raise ConnectionError("an answer was already being sent")
+        response = error_response(error)
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> web.RequestHandler:
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+class RouterRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections answer HTTP framing errors in the JSON error shape
+    (``_JsonErrorHandler``). The swap relies on aiohttp's ``Server`` building its handlers
+    in ``__call__`` from ``_loop`` and ``_kwargs``: tests/integration/test_http_edge.py fails
+    if a new aiohttp changes that."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _JsonErrorServer
+        return server

@@ -21,6 +21,14 @@ class Settings(BaseSettings):
     redis_timeout_ms: int = Field(default=2000, ge=50)
     retry_after_s: int = Field(default=5, ge=1)
     shutdown_timeout_s: float = Field(default=10.0, ge=0)
+    http_idle_timeout_s: float = Field(default=30.0, gt=0)
+    """A connection that sends no request for this long is closed: before its first request
+    (a client that connects and says nothing), between requests (keep-alive), and while its
+    request headers are still incomplete. Behind a load balancer, set it above the balancer's
+    own idle timeout (AWS ALB: 60 s)."""
+    http_read_timeout_s: float = Field(default=30.0, gt=0)
+    """A request whose body has not fully arrived this long after its headers is answered
+    ``408 request_timeout`` and its connection closed."""
     tokenize_secret: SecretStr | None = None
     """Master secret from which a per-destination tokenize key is derived (when a destination
     sets no ``tokenize_key`` of its own)."""

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from router.app import create_app
 from router.config import Routing, parse_routing
+from router.http import RouterRunner
 from router.settings import Settings
 from router.tracing import Telemetry, setup_telemetry
 from router.worker import WorkerOptions
@@ -62,6 +63,13 @@ def routing_from(
     return parse_routing(text, env={"HOOK_URL": hook_url, "HOOK_SECRET": HOOK_SECRET})
 
 
+class RouterTestServer(TestServer):
+    """aiohttp's test server with the production runner (JSON answers to framing errors)."""
+
+    async def _make_runner(self, **kwargs: Any) -> RouterRunner:
+        return RouterRunner(self.app, **kwargs)
+
+
 AppFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 
@@ -91,7 +99,7 @@ async def make_router(
         app = create_app(
             config, routing, workers=workers, worker_options=options, telemetry=telemetry
         )
-        client = TestClient(TestServer(app))
+        client = TestClient(RouterTestServer(app))
         await client.start_server()
         clients.append(client)
         return client
