@@ -25,16 +25,9 @@ async def test_a_scheduled_deletion_gives_the_platform_details_without_ids() -> 
     """The request goes out once with the deletion timeout; the receipt counts, never lists."""
     transport = _answer(200, {"day": "2026-12-22", "invalid_ids": ["x"]})
     receipt = await request_deletion(AMPLITUDE, ["user-00001"], transport)
-    assert receipt == {
-        "destination": "amp",
-        "type": "amplitude",
-        "ids": 1,
-        "http_status": 200,
-        "status": "scheduled",
-        "reason": "",
-        "job_day": "2026-12-22",
-        "invalid_ids": 1,
-    }
+    assert "user-00001" not in msgspec.json.encode(receipt).decode()
+    details = ("ids", "http_status", "status", "job_day", "invalid_ids")
+    assert [receipt[k] for k in details] == [1, 200, "scheduled", "2026-12-22", 1]
     [(request, timeout_s)] = transport.sent
     assert (request.url, timeout_s) == (
         "https://amplitude.com/api/2/deletions/users",
