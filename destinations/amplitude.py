@@ -52,30 +52,26 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Final, Literal
 
-import aiohttp
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
 from destinations.base import (
     Connector,
+    DeletionSkipped,
     Delivery,
-    Drop,
-    Encoded,
+    DropReason,
+    EventPayload,
     HttpRequest,
     HttpResponse,
-    Omission,
+    Notes,
     Outcome,
     OutcomeKind,
-    classify_status,
+    Packing,
     outcome_from_status,
-    packed_requests,
-    parse_retry_after,
-    send_request,
+    retry_after_of,
 )
 from destinations.commerce import currency_code
-from destinations.errors import TransportError
 from destinations.payload import (
-    header,
     id_text,
     is_number,
     json_object,
@@ -158,7 +154,6 @@ def _groups(
 
 
 _CONTEXT_GROUPS: Final = _groups(_CONTEXT_FIELDS)
-_EVENT_ENCODER: Final = msgspec.json.Encoder()
 
 
 class AmplitudeSettings(BaseModel):
@@ -205,56 +200,50 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
         """The shortest id Amplitude keeps."""
         return self.settings.min_id_length or DEFAULT_MIN_ID_LENGTH
 
-    def encode(self, batch: Sequence[Delivery], now: datetime) -> Encoded:
-        """One request per chunk of at most ``max_events_per_request`` events and the byte limit."""
-        del now  # Amplitude states no time window
-        dropped: list[Drop] = []
-        omitted: list[Omission] = []
-        encoded: list[tuple[int, bytes]] = []
-        for index, delivery in enumerate(batch):
-            notes: list[tuple[str, str]] = []
-            event = self.encode_event(delivery, notes)
-            if isinstance(event, Drop):
-                dropped.append(Drop(index, event.reason, event.detail))
-                continue
-            encoded.append((index, _EVENT_ENCODER.encode(event)))
-            omitted.extend(Omission(index, field, reason) for field, reason in notes)
-
+    def packing(self, shared: bytes) -> Packing:
+        """``{"api_key":…,"events":[…]}`` plus ``options`` when ``min_id_length`` is set."""
+        del shared
         head = b'{"api_key":' + msgspec.json.encode(self.settings.api_key) + b',"events":['
         tail = b"]"
         if self.settings.min_id_length is not None:
             options = {"min_id_length": self.settings.min_id_length}
             tail += b',"options":' + msgspec.json.encode(options)
-        tail += b"}"
-        return packed_requests(
-            encoded,
-            dropped,
+        return Packing(
             head=head,
-            tail=tail,
+            tail=tail + b"}",
             max_events=self.settings.max_events_per_request,
             max_bytes=self.settings.max_body_bytes,
+        )
+
+    def request(self, body: bytes, indices: tuple[int, ...]) -> HttpRequest:
+        """A POST to the HTTP V2 API."""
+        return HttpRequest(
+            method="POST",
             url=self.url,
             headers={"Content-Type": "application/json", "Accept": "*/*"},
+            body=body,
+            indices=indices,
             secrets=(self.settings.api_key,),
-            omitted=omitted,
         )
 
     def encode_event(
-        self, delivery: Delivery, notes: list[tuple[str, str]] | None = None
-    ) -> dict[str, Any] | Drop:
-        """The Amplitude event for one delivery, or why it cannot be sent (index 0)."""
+        self, delivery: Delivery, now: datetime, notes: Notes
+    ) -> EventPayload | DropReason:
+        """The Amplitude event for one delivery, or why it cannot be sent (Amplitude states
+        no time window: ``now`` is unused)."""
+        del now
         payload = delivery.payload
         event: dict[str, Any] = {}
         ids = self._ids(payload)
-        if isinstance(ids, Drop):
+        if isinstance(ids, DropReason):
             return ids
         event.update(ids)
 
         if delivery.type == "track":
             if not delivery.event:
-                return Drop(0, "missing_event", "track without an event name")
+                return DropReason("missing_event", "track without an event name")
             if delivery.event in RESERVED_EVENT_TYPES or delivery.event.startswith("[Amplitude]"):
-                return Drop(0, "reserved_event_name", "event name reserved by Amplitude")
+                return DropReason("reserved_event_name", "event name reserved by Amplitude")
             event["event_type"] = delivery.event[:MAX_STRING_CHARS]
         elif delivery.type in ("page", "screen"):
             event["event_type"] = (
@@ -265,11 +254,11 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
         elif delivery.type == "identify":
             traits = mapping(payload.get("traits"))
             if not traits:
-                return Drop(0, "no_traits", "identify without traits sets nothing")
+                return DropReason("no_traits", "identify without traits sets nothing")
             event["event_type"] = "$identify"
             event["user_properties"] = {"$set": traits}
         else:
-            return Drop(0, "unsupported_type", f"{delivery.type} is not sent to Amplitude")
+            return DropReason("unsupported_type", f"{delivery.type} is not sent to Amplitude")
 
         event["time"] = millis(delivery.timestamp)
         event["insert_id"] = delivery.message_id[:MAX_STRING_CHARS]
@@ -295,8 +284,7 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
                     raw = given.get("currency")
                     currency = currency_code(raw)
                     if raw is not None and currency is None:
-                        if notes is not None:
-                            notes.append(("value", "invalid_currency"))
+                        notes.append(("value", "invalid_currency"))
                     else:
                         event["revenue"] = revenue
                         if currency is not None:
@@ -319,9 +307,9 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
                 value = location.get(key)
                 if is_number(value):
                     event[field] = value
-        return event
+        return EventPayload(event)
 
-    def _ids(self, payload: Mapping[str, Any]) -> dict[str, str] | Drop:
+    def _ids(self, payload: Mapping[str, Any]) -> dict[str, str] | DropReason:
         ids: dict[str, str] = {}
         problems: list[str] = []
         for field, key in (("user_id", "userId"), ("device_id", "anonymousId")):
@@ -337,10 +325,10 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
         if ids:
             return ids
         if "id_too_short" in problems:
-            return Drop(0, "id_too_short", f"ids shorter than {self.min_id_length} characters")
+            return DropReason("id_too_short", f"ids shorter than {self.min_id_length} characters")
         if problems:
-            return Drop(0, "invalid_id", "id on Amplitude's list of invalid ids")
-        return Drop(0, "missing_id", "neither userId nor anonymousId")
+            return DropReason("invalid_id", "id on Amplitude's list of invalid ids")
+        return DropReason("missing_id", "neither userId nor anonymousId")
 
     def interpret(self, response: HttpResponse, request: HttpRequest) -> Outcome:
         """Amplitude's answer, with per-event failures for 400 and 429."""
@@ -370,7 +358,7 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
             return Outcome(kind="permanent", reason="payload_too_large")
         if response.status == 429:
             body = json_object(response.body)
-            retry_after = parse_retry_after(header(response.headers, "retry-after"))
+            retry_after = retry_after_of(response)
             failed = self._over_quota(body, request)
             over: OutcomeKind = "permanent" if failed and len(failed) == count else "retry"
             return Outcome(
@@ -398,57 +386,23 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
                 failed[position] = "daily_quota_exceeded"
         return failed
 
-    async def delete_subject(
-        self,
-        session: aiohttp.ClientSession,
-        user_ids: Sequence[str],
-        *,
-        timeout_s: float = 30.0,
-    ) -> dict[str, Any]:
-        """Ask the User Privacy API to delete these users; a receipt without the ids.
+    def deletion_request(self, ids: Sequence[str]) -> HttpRequest | DeletionSkipped:
+        """The User Privacy API request deleting these user ids (pure).
 
-        The receipt's ``status`` is ``scheduled`` (Amplitude accepted the job), ``retry``
-        (try later: rate limit, 5xx, no answer), ``failed`` (permanent) or ``skipped`` (no
-        ``secret_key`` configured, nothing to delete, over 100 ids). Amplitude allows one
-        request per second and at most 100 ids; the caller paces the requests. Deletion does
-        not stop future ingestion: the router's suppression list does.
+        Skipped without a ``secret_key``, without ids and over 100 ids. Amplitude allows one
+        request per second; the caller paces the requests. Deletion does not stop future
+        ingestion: the router's suppression list does.
         """
-        receipt: dict[str, Any] = {
-            "destination": self.destination_id,
-            "type": self.type_name,
-            "ids": len(user_ids),
-        }
         if not self.settings.secret_key:
-            return receipt | {"status": "skipped", "reason": "no_secret_key"}
-        if not user_ids:
-            return receipt | {"status": "skipped", "reason": "no_ids"}
-        if len(user_ids) > MAX_DELETION_IDS:
-            return receipt | {"status": "skipped", "reason": "too_many_ids"}
-        request = self.deletion_request(user_ids)
-        try:
-            response = await send_request(session, request, timeout_s)
-        except TransportError as exc:
-            return receipt | {"status": "retry", "reason": exc.reason}
-        receipt["http_status"] = response.status
-        kind = classify_status(response.status)
-        if kind != "ok":
-            status = "retry" if kind == "retry" else "failed"
-            return receipt | {"status": status, "reason": f"http_{response.status}"}
-        body = json_object(response.body)
-        invalid = body.get("invalid_ids")
-        return receipt | {
-            "status": "scheduled",
-            "reason": "",
-            "job_day": body.get("day"),
-            "invalid_ids": len(invalid) if isinstance(invalid, list) else 0,
-        }
-
-    def deletion_request(self, user_ids: Sequence[str]) -> HttpRequest:
-        """The User Privacy API request for these user ids (pure)."""
-        secret = self.settings.secret_key or ""
+            return DeletionSkipped("no_secret_key")
+        if not ids:
+            return DeletionSkipped("no_ids")
+        if len(ids) > MAX_DELETION_IDS:
+            return DeletionSkipped("too_many_ids")
+        secret = self.settings.secret_key
         credentials = f"{self.settings.api_key}:{secret}".encode()
         token = base64.b64encode(credentials).decode()
-        body: dict[str, Any] = {"user_ids": list(user_ids), "ignore_invalid_id": True}
+        body: dict[str, Any] = {"user_ids": list(ids), "ignore_invalid_id": True}
         if self.settings.deletion_requester:
             body["requester"] = self.settings.deletion_requester
         return HttpRequest(
@@ -459,6 +413,18 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
             indices=(),
             secrets=(self.settings.api_key, secret, token),
         )
+
+    def interpret_deletion(self, response: HttpResponse) -> dict[str, Any]:
+        """A scheduled deletion job names its day and counts the ids Amplitude did not know."""
+        receipt = super().interpret_deletion(response)
+        if receipt["status"] != "scheduled":
+            return receipt
+        body = json_object(response.body)
+        invalid = body.get("invalid_ids")
+        return receipt | {
+            "job_day": body.get("day"),
+            "invalid_ids": len(invalid) if isinstance(invalid, list) else 0,
+        }
 
 
 def _mark(failed: dict[int, str], positions: Any, reason: str, count: int) -> None:

@@ -6,26 +6,30 @@ A connector is configured, built and run in three separate steps:
 2. ``encode(batch, now)`` turns minimized deliveries into HTTP requests. It is pure: no I/O, no
    clock (``now`` is passed in). Events the platform would refuse (too old, missing an id...)
    come back as ``Drop`` values with a bounded reason, so one bad event never fails a batch.
-3. The delivery worker sends each request with ``send_request`` and asks ``interpret`` what the
-   answer means. Connectors never retry or sleep: only the worker does, using ``Outcome``.
+3. The delivery worker sends each request through a ``destinations.transport.Transport`` and
+   asks ``interpret`` what the answer means. Connectors never retry or sleep: only the worker
+   does, using ``Outcome``.
+
+Most connectors only encode one event at a time (``encode_event``) and declare how events are
+joined into a request body (``packing``, ``request``): the shared ``Connector.encode`` loop
+encodes each event once and packs them greedily into as few requests as the limits allow.
+A platform with a deletion API builds its request with ``deletion_request`` and reads the answer
+with ``interpret_deletion``; ``router.erasure`` sends it.
 """
 
 from __future__ import annotations
 
 import abc
 import email.utils
-import io
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Final, Generic, Literal, TypeVar
 
-import aiohttp
 import msgspec
 from pydantic import BaseModel
 
-from destinations.errors import TransportError
-from destinations.payload import header, pack
+from destinations.payload import header
 
 
 class ConsentFacts(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
@@ -128,11 +132,15 @@ class Encoded(msgspec.Struct, frozen=True):
 
 
 class HttpResponse(msgspec.Struct, frozen=True):
-    """A platform's answer, as the worker hands it to ``interpret``."""
+    """A platform's answer, as the worker hands it to ``interpret``.
+
+    ``received_at`` is stamped by the transport: the ``now`` of an HTTP-date ``Retry-After``.
+    """
 
     status: int
     headers: dict[str, str]
     body: bytes
+    received_at: datetime | None = None
 
 
 OutcomeKind = Literal["ok", "retry", "permanent"]
@@ -164,8 +172,9 @@ def classify_status(status: int) -> OutcomeKind:
     return "permanent"
 
 
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delta seconds or an HTTP date)."""
+def parse_retry_after(value: str | None, now: datetime | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta seconds, or an HTTP date counted
+    from ``now``; a date without a ``now`` to count from is ignored)."""
     if value is None:
         return None
     value = value.strip()
@@ -176,12 +185,19 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
+        if now is None:
+            return None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+        seconds = (when - now).total_seconds()
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
+
+
+def retry_after_of(response: HttpResponse) -> float | None:
+    """The response's ``Retry-After`` in seconds, if it has a usable one."""
+    return parse_retry_after(header(response.headers, "retry-after"), response.received_at)
 
 
 def outcome_from_status(response: HttpResponse) -> Outcome:
@@ -189,7 +205,7 @@ def outcome_from_status(response: HttpResponse) -> Outcome:
     kind = classify_status(response.status)
     retry_after = None
     if kind == "retry":
-        retry_after = parse_retry_after(header(response.headers, "retry-after"))
+        retry_after = retry_after_of(response)
     reason = "" if kind == "ok" else f"http_{response.status}"
     return Outcome(kind=kind, reason=reason, retry_after_s=retry_after)
 
@@ -199,13 +215,58 @@ SettingsT = TypeVar("SettingsT", bound=BaseModel)
 FieldRequirement = tuple[str, ...]
 """Allowlist paths of which at least one must be listed (``("anonymousId", "userId")``)."""
 
+Notes = list[tuple[str, str]]
+"""``(field, reason)`` of the fields ``encode_event`` left out of an event it still sends."""
+
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+class DropReason(msgspec.Struct, frozen=True):
+    """Why ``encode_event`` refuses an event: a bounded ``reason`` and a human detail."""
+
+    reason: str
+    detail: str = ""
+
+
+class EventPayload(msgspec.Struct, frozen=True, gc=False):
+    """One event as ``encode_event`` made it, before it is joined into a request body."""
+
+    body: dict[str, Any]
+    """The event as one element of the request's events array."""
+    shared: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Request-level fields the event needs (GA4's ``client_id``, ``user_data``...): events
+    with different ones never share a request; ``packing`` puts them in the body's head."""
+    matched: tuple[str, ...] | None = None
+    """The kinds of match keys the event carries (``Encoded.matched``), for connectors that
+    match people."""
+
+
+class Packing(msgspec.Struct, frozen=True):
+    """How encoded events are joined into a body: ``head + e1,e2,... + tail``, with at most
+    ``max_events`` events and ``max_bytes`` bytes (``None``: no byte limit) per body."""
+
+    head: bytes
+    tail: bytes
+    max_events: int
+    max_bytes: int | None = None
+    too_large_detail: str | None = None
+    """The detail of a ``too_large`` drop (default: the byte limit)."""
+
+
+class DeletionSkipped(msgspec.Struct, frozen=True):
+    """A deletion the connector will not request, with a bounded reason (``no_ids``...)."""
+
+    reason: str
+
 
 class Connector(abc.ABC, Generic[SettingsT]):
     """Base class of every destination connector.
 
-    Subclasses set the class variables, implement ``encode``, and override ``interpret`` when the
-    platform's answers need more than the status code (GA4 answers 2xx to bad payloads; Amplitude
-    and Mixpanel report which events of a batch failed).
+    Subclasses set the class variables and either implement ``encode_event``, ``packing`` and
+    ``request`` (the shared ``encode`` loop does the rest) or override ``encode`` when a batch
+    is not a list of independent events (webhooks sign the whole body). They override
+    ``interpret`` when the platform's answers need more than the status code (GA4 answers 2xx to
+    bad payloads; Amplitude and Mixpanel report which events of a batch failed).
     """
 
     type_name: ClassVar[str]
@@ -224,85 +285,110 @@ class Connector(abc.ABC, Generic[SettingsT]):
         self.destination_id = destination_id
         self.settings = settings
 
-    @abc.abstractmethod
     def encode(self, batch: Sequence[Delivery], now: datetime) -> Encoded:
-        """Turn deliveries into requests; pure."""
+        """Turn deliveries into requests; pure.
+
+        Each event is encoded once; events sharing request-level fields are packed greedily,
+        in batch order, into bodies within the ``packing`` limits. An event too large even
+        alone is dropped (``too_large``).
+        """
+        dropped: list[Drop] = []
+        omitted: list[Omission] = []
+        matched: dict[int, tuple[str, ...]] = {}
+        groups: dict[bytes, list[tuple[int, bytes]]] = {}
+        for index, delivery in enumerate(batch):
+            notes: Notes = []
+            event = self.encode_event(delivery, now, notes)
+            if isinstance(event, DropReason):
+                dropped.append(Drop(index, event.reason, event.detail))
+                continue
+            omitted.extend(Omission(index, field, reason) for field, reason in notes)
+            if event.matched is not None:
+                matched[index] = event.matched
+            shared = _ENCODER.encode(event.shared) if event.shared else b""
+            groups.setdefault(shared, []).append((index, _ENCODER.encode(event.body)))
+        requests: list[HttpRequest] = []
+        for shared, events in groups.items():
+            packing = self.packing(shared)
+            bodies, too_large = pack(events, packing)
+            detail = packing.too_large_detail or f"event over {packing.max_bytes} bytes"
+            dropped.extend(Drop(index, "too_large", detail) for index in too_large)
+            requests.extend(self.request(body, indices) for body, indices in bodies)
+        requests.sort(key=lambda request: request.indices[0])
+        dropped.sort(key=lambda drop: drop.index)
+        gone = {drop.index for drop in dropped}
+        return Encoded(
+            requests=requests,
+            dropped=dropped,
+            omitted=[o for o in omitted if o.index not in gone],
+            matched={i: keys for i, keys in matched.items() if i not in gone},
+        )
+
+    def encode_event(
+        self, delivery: Delivery, now: datetime, notes: Notes
+    ) -> EventPayload | DropReason:
+        """One event for the shared ``encode`` loop, or why it is not sent; pure. Fields left
+        out of an event that is still sent go to ``notes``."""
+        raise NotImplementedError(f"{type(self).__name__} overrides encode instead")
+
+    def packing(self, shared: bytes) -> Packing:
+        """How events with these request-level fields (their JSON, ``b""`` when none) are
+        joined into bodies."""
+        raise NotImplementedError(f"{type(self).__name__} overrides encode instead")
+
+    def request(self, body: bytes, indices: tuple[int, ...]) -> HttpRequest:
+        """The request carrying ``body``, made of the events at ``indices``."""
+        raise NotImplementedError(f"{type(self).__name__} overrides encode instead")
 
     def interpret(self, response: HttpResponse, request: HttpRequest) -> Outcome:
         """What the platform's answer means for the request's events."""
         del request
         return outcome_from_status(response)
 
-    async def healthcheck(self, session: aiohttp.ClientSession) -> bool:
-        """Whether the platform looks reachable and the credentials valid; default: assume so."""
-        del session
-        return True
+    def deletion_request(self, ids: Sequence[str]) -> HttpRequest | DeletionSkipped | None:
+        """The platform's request to delete the people with these ids (as the platform
+        received them); ``None`` when the platform has no deletion API. Pure."""
+        del ids
+        return None
+
+    def interpret_deletion(self, response: HttpResponse) -> dict[str, Any]:
+        """The answer to ``deletion_request`` as receipt fields: ``status`` (``scheduled``,
+        ``retry``, ``failed``), a bounded ``reason`` and platform details, never the ids."""
+        kind = classify_status(response.status)
+        if kind == "ok":
+            return {"status": "scheduled", "reason": ""}
+        status = "retry" if kind == "retry" else "failed"
+        return {"status": status, "reason": f"http_{response.status}"}
 
 
-def packed_requests(
-    encoded: Sequence[tuple[int, bytes]],
-    dropped: Sequence[Drop],
-    *,
-    head: bytes,
-    tail: bytes,
-    max_events: int,
-    max_bytes: int,
-    url: str,
-    headers: dict[str, str],
-    secrets: tuple[str, ...],
-    omitted: Sequence[Omission] = (),
-    matched: Mapping[int, tuple[str, ...]] | None = None,
-) -> Encoded:
-    """Encoded events (``(index, json)``) joined into as few POSTs as the limits allow, each
-    body ``head + e1,e2,... + tail``; an event too large even alone is dropped (``too_large``)."""
-    groups, too_large = pack(
-        encoded, overhead=len(head) + len(tail), max_events=max_events, max_bytes=max_bytes
-    )
-    drops = [*dropped, *(Drop(i, "too_large", f"event over {max_bytes} bytes") for i in too_large)]
-    requests = [
-        HttpRequest(
-            method="POST",
-            url=url,
-            headers=headers,
-            body=head + b",".join(body for _, body in group) + tail,
-            indices=tuple(i for i, _ in group),
-            secrets=secrets,
-        )
-        for group in groups
-    ]
-    drops.sort(key=lambda drop: drop.index)
-    gone = {drop.index for drop in drops}
-    return Encoded(
-        requests=requests,
-        dropped=drops,
-        omitted=[o for o in omitted if o.index not in gone],
-        matched={i: keys for i, keys in (matched or {}).items() if i not in gone},
-    )
+def pack(
+    events: Sequence[tuple[int, bytes]], packing: Packing
+) -> tuple[list[tuple[bytes, tuple[int, ...]]], list[int]]:
+    """Encoded events (``(index, json)``) joined greedily, in order, into bodies within the
+    limits: ``(body, indices)`` per body, and the indices of events too large even alone.
+    Linear: each event's bytes are copied once."""
+    overhead = len(packing.head) + len(packing.tail)
+    limit = packing.max_bytes
+    bodies: list[tuple[bytes, tuple[int, ...]]] = []
+    too_large: list[int] = []
+    current: list[tuple[int, bytes]] = []
+    size = overhead
 
+    def flush() -> None:
+        body = packing.head + b",".join(event for _, event in current) + packing.tail
+        bodies.append((body, tuple(index for index, _ in current)))
 
-_STREAM_ABOVE = 1024 * 1024
-
-
-async def send_request(
-    session: aiohttp.ClientSession, request: HttpRequest, timeout_s: float
-) -> HttpResponse:
-    """Send one request; ``TransportError`` when no HTTP answer came back. Never retries."""
-    # aiohttp wants large bodies as streams (it warns about bytes over 1 MiB).
-    data: bytes | io.BytesIO = request.body
-    if len(request.body) > _STREAM_ABOVE:
-        data = io.BytesIO(request.body)
-    try:
-        async with session.request(
-            request.method,
-            request.url,
-            data=data,
-            headers=request.headers,
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
-            allow_redirects=False,
-        ) as response:
-            body = await response.read()
-            return HttpResponse(status=response.status, headers=dict(response.headers), body=body)
-    except TimeoutError as exc:
-        raise TransportError("timeout", f"no answer within {timeout_s:g}s") from exc
-    except aiohttp.ClientError as exc:
-        raise TransportError("connection_error", type(exc).__name__) from exc
+    for index, event in events:
+        if limit is not None and overhead + len(event) > limit:
+            too_large.append(index)
+            continue
+        extra = len(event) + (1 if current else 0)
+        full = len(current) >= packing.max_events
+        if current and (full or (limit is not None and size + extra > limit)):
+            flush()
+            current, size, extra = [], overhead, len(event)
+        current.append((index, event))
+        size += extra
+    if current:
+        flush()
+    return bodies, too_large

@@ -1,11 +1,15 @@
 """The destinations package's error tree.
 
     DestinationError
-    ├── TransportError     the request did not get an HTTP answer (timeout, refused, reset)
-    └── SettingsError      a connector cannot be built from validated settings
+    ├── TransportError     a request got no HTTP answer (timeout, refused, reset): raised by
+    │                      ``destinations.transport``, always retryable
+    └── FieldPathError     an allowlist path does not follow the ``a.b[].c`` syntax: raised by
+                           ``destinations.fields`` while a routing file is compiled (also a
+                           ``ValueError``, which the routing file's validation reports)
 
 Platform answers are not exceptions: ``Connector.interpret`` turns every HTTP response into an
-``Outcome`` value, and encoders return dropped events as ``Drop`` values.
+``Outcome`` value, encoders return dropped events as ``Drop`` values, and a deletion the platform
+cannot take is a ``DeletionSkipped`` value.
 """
 
 from __future__ import annotations
@@ -26,5 +30,5 @@ class TransportError(DestinationError):
         self.reason = reason
 
 
-class SettingsError(DestinationError):
-    """A connector could not be built from its settings."""
+class FieldPathError(DestinationError, ValueError):
+    """A field path does not follow the ``a.b[].c`` syntax."""

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from destinations.errors import FieldPathError
+
 
 class Transform(StrEnum):
     """The field transforms a routing file may name."""
@@ -37,10 +39,6 @@ class Transform(StrEnum):
     HASH_SHA256 = "hash_sha256"
     TOKENIZE = "tokenize"
     TRUNCATE_IP = "truncate_ip"
-
-
-class FieldPathError(ValueError):
-    """A field path does not follow the ``a.b[].c`` syntax."""
 
 
 _SEGMENT = re.compile(r"^[^.\[\]\s]+(\[\])?$")

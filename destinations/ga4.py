@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
@@ -31,12 +31,13 @@ from destinations import hashing
 from destinations.base import (
     Connector,
     Delivery,
-    Drop,
-    Encoded,
+    DropReason,
+    EventPayload,
     HttpRequest,
     HttpResponse,
-    Omission,
+    Notes,
     Outcome,
+    Packing,
     outcome_from_status,
 )
 from destinations.commerce import currency_code, money
@@ -49,7 +50,7 @@ _HOSTS = {
     "eu": "https://region1.google-analytics.com",
 }
 MAX_EVENTS_PER_REQUEST = 25
-MAX_BODY_BYTES = 130_000  # "POST body < 130 kB"
+MAX_BODY_BYTES = 130_000  # "POST body < 130 kB": a body is at most MAX_BODY_BYTES - 1 bytes
 MAX_PARAMS_PER_EVENT = 25
 MAX_ITEMS_PER_EVENT = 200  # Help Center collection limits (not in the MP reference)
 MAX_CUSTOM_ITEM_PARAMS = 10
@@ -239,36 +240,6 @@ class GA4Connector(Connector[GA4Settings]):
     required_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("anonymousId",),)
     max_batch_size: ClassVar[int] = MAX_EVENTS_PER_REQUEST
 
-    def encode(self, batch: Sequence[Delivery], now: datetime) -> Encoded:
-        """Group the batch by request-level fields and cut it into valid requests."""
-        dropped: list[Drop] = []
-        omitted: list[Omission] = []
-        matched: dict[int, tuple[str, ...]] = {}
-        groups: dict[bytes, tuple[dict[str, Any], list[tuple[int, dict[str, Any]]]]] = {}
-        for index, delivery in enumerate(batch):
-            notes: list[tuple[str, str]] = []
-            built = self._encode_one(index, delivery, now, notes)
-            if isinstance(built, Drop):
-                dropped.append(built)
-                continue
-            envelope, event = built
-            omitted.extend(Omission(index, field, reason) for field, reason in notes)
-            matched[index] = match_keys(envelope)
-            key = msgspec.json.encode(envelope)
-            groups.setdefault(key, (envelope, []))[1].append((index, event))
-        requests: list[HttpRequest] = []
-        for envelope, events in groups.values():
-            requests.extend(self._pack(envelope, events, dropped))
-        requests.sort(key=lambda request: request.indices[0])
-        dropped.sort(key=lambda drop: drop.index)
-        gone = {drop.index for drop in dropped}  # too large to send
-        return Encoded(
-            requests=requests,
-            dropped=dropped,
-            omitted=[o for o in omitted if o.index not in gone],
-            matched={i: keys for i, keys in matched.items() if i not in gone},
-        )
-
     def interpret(self, response: HttpResponse, request: HttpRequest) -> Outcome:
         """2xx is success, except validation messages from the validation server."""
         if not 200 <= response.status < 300 or "/debug/" not in request.url:
@@ -288,30 +259,33 @@ class GA4Connector(Connector[GA4Settings]):
 
     # --- one event -----------------------------------------------------------------------
 
-    def _encode_one(
-        self, index: int, delivery: Delivery, now: datetime, notes: list[tuple[str, str]]
-    ) -> Drop | tuple[dict[str, Any], dict[str, Any]]:
+    def encode_event(
+        self, delivery: Delivery, now: datetime, notes: Notes
+    ) -> EventPayload | DropReason:
+        """The event and its request-level fields (``client_id``, ``user_id``, ``user_data``,
+        ``consent``), or why GA4 would discard it."""
         payload = delivery.payload
         client_id = self._client_id(payload.get("anonymousId"))
         if client_id is None:
-            return Drop(index, "missing_client_id", "anonymousId is missing or empty")
+            return DropReason("missing_client_id", "anonymousId is missing or empty")
         timestamp = delivery.timestamp
         if timestamp.tzinfo is None:
             timestamp = timestamp.replace(tzinfo=UTC)
         if now - timestamp > MAX_AGE:
-            return Drop(index, "too_old", "GA4 accepts events up to 72 hours old")
+            return DropReason("too_old", "GA4 accepts events up to 72 hours old")
         if timestamp - now > MAX_CLOCK_SKEW:
-            return Drop(index, "future_timestamp", "more than an hour in the future")
+            return DropReason("future_timestamp", "more than an hour in the future")
         timestamp = min(timestamp, now)
         name = self._event_name(delivery)
-        if isinstance(name, Drop):
-            return Drop(index, name.reason, name.detail)
+        if isinstance(name, DropReason):
+            return name
         event: dict[str, Any] = {
             "name": name,
             "params": self._params(delivery, name, notes),
             "timestamp_micros": (timestamp - _EPOCH) // timedelta(microseconds=1),
         }
-        return self._envelope(delivery, client_id, notes), event
+        envelope = self._envelope(delivery, client_id, notes)
+        return EventPayload(event, shared=envelope, matched=match_keys(envelope))
 
     def _client_id(self, anonymous_id: Any) -> str | None:
         if isinstance(anonymous_id, int | float) and not isinstance(anonymous_id, bool):
@@ -328,21 +302,21 @@ class GA4Connector(Connector[GA4Settings]):
         digest = hashing.sha256_hex(value)
         return f"{int(digest[:8], 16) + 1}.{int(digest[8:16], 16) + 1}"
 
-    def _event_name(self, delivery: Delivery) -> str | Drop:
+    def _event_name(self, delivery: Delivery) -> str | DropReason:
         if delivery.type == "page":
             return self.settings.page_event_name
         if delivery.type == "screen":
             return self.settings.screen_event_name
         if delivery.type != "track":
-            return Drop(0, "unsupported_event_type", f"{delivery.type} events are not sent")
+            return DropReason("unsupported_event_type", f"{delivery.type} events are not sent")
         event = (delivery.event or "").strip()
         if not event:
-            return Drop(0, "invalid_event_name", "track event without a name")
+            return DropReason("invalid_event_name", "track event without a name")
         name = self.settings.event_names.get(event) or ga4_event_name(event)
         if not _is_valid_name(name):
-            return Drop(0, "invalid_event_name", "no valid GA4 name can be made from it")
+            return DropReason("invalid_event_name", "no valid GA4 name can be made from it")
         if name in RESERVED_EVENT_NAMES:
-            return Drop(0, "reserved_event_name", f"{name} is reserved by GA4")
+            return DropReason("reserved_event_name", f"{name} is reserved by GA4")
         return name
 
     def _params(
@@ -487,38 +461,24 @@ class GA4Connector(Connector[GA4Settings]):
         )
         return f"{base}{'&' if '?' in base else '?'}{query}"
 
-    def _pack(
-        self,
-        envelope: dict[str, Any],
-        events: list[tuple[int, dict[str, Any]]],
-        dropped: list[Drop],
-    ) -> list[HttpRequest]:
-        requests: list[HttpRequest] = []
-        chunk: list[tuple[int, dict[str, Any]]] = []
-        for index, event in events:
-            if _body_size(envelope, [event]) >= MAX_BODY_BYTES:
-                dropped.append(Drop(index, "too_large", "the event alone exceeds 130 kB"))
-                continue
-            candidate = [*chunk, (index, event)]
-            too_big = _body_size(envelope, [e for _, e in candidate]) >= MAX_BODY_BYTES
-            if len(candidate) > MAX_EVENTS_PER_REQUEST or too_big:
-                requests.append(self._request(envelope, chunk))
-                candidate = [(index, event)]
-            chunk = candidate
-        if chunk:
-            requests.append(self._request(envelope, chunk))
-        return requests
+    def packing(self, shared: bytes) -> Packing:
+        """``{<request-level fields>,"events":[…]}``: 25 events, a body under 130 kB."""
+        return Packing(
+            head=shared[:-1] + b',"events":[',
+            tail=b"]}",
+            max_events=MAX_EVENTS_PER_REQUEST,
+            max_bytes=MAX_BODY_BYTES - 1,
+            too_large_detail="the event alone exceeds 130 kB",
+        )
 
-    def _request(
-        self, envelope: dict[str, Any], chunk: list[tuple[int, dict[str, Any]]]
-    ) -> HttpRequest:
-        body = msgspec.json.encode({**envelope, "events": [event for _, event in chunk]})
+    def request(self, body: bytes, indices: tuple[int, ...]) -> HttpRequest:
+        """A POST to the collection (or validation) endpoint, secrets in the query."""
         return HttpRequest(
             method="POST",
             url=self._url(),
             headers={"Content-Type": "application/json"},
             body=body,
-            indices=tuple(index for index, _ in chunk),
+            indices=indices,
             secrets=(self.settings.api_secret.get_secret_value(),),
         )
 
@@ -614,10 +574,6 @@ def _item(product: Mapping[str, Any]) -> dict[str, Any] | None:
             item[custom_name] = custom_value
             custom += 1
     return item
-
-
-def _body_size(envelope: Mapping[str, Any], events: list[dict[str, Any]]) -> int:
-    return len(msgspec.json.encode({**envelope, "events": events}))
 
 
 def _event_position(description: str) -> int | None:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode
 
 import msgspec
@@ -29,17 +29,18 @@ from destinations import hashing
 from destinations.base import (
     Connector,
     Delivery,
-    Drop,
-    Encoded,
+    DropReason,
+    EventPayload,
     HttpRequest,
     HttpResponse,
-    Omission,
+    Notes,
     Outcome,
+    Packing,
     outcome_from_status,
-    parse_retry_after,
+    retry_after_of,
 )
 from destinations.commerce import Money, currency_code, money
-from destinations.payload import CONTACT_IDENTIFIERS, finite_number, header, mapping, trait
+from destinations.payload import CONTACT_IDENTIFIERS, finite_number, mapping, trait
 
 __all__ = ["MetaCapiConnector", "MetaCapiSettings", "meta_event_name"]
 
@@ -109,13 +110,6 @@ INSUFFICIENT_USER_DATA = (
     frozenset({"fn", "ge", "client_user_agent"}),
     frozenset({"ln", "ge", "client_user_agent"}),
 )
-
-
-class _Refusal(NamedTuple):
-    """Why Meta would refuse an event: a bounded reason and a human detail."""
-
-    reason: str
-    detail: str
 
 
 def meta_event_name(event: str) -> str:
@@ -189,27 +183,6 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
     max_batch_size: ClassVar[int] = MAX_EVENTS_PER_REQUEST
     split_on_rejection: ClassVar[bool] = True
 
-    def encode(self, batch: Sequence[Delivery], now: datetime) -> Encoded:
-        """One request per 1,000 events; events Meta would refuse come back as drops."""
-        dropped: list[Drop] = []
-        omitted: list[Omission] = []
-        matched: dict[int, tuple[str, ...]] = {}
-        events: list[tuple[int, dict[str, Any]]] = []
-        for index, delivery in enumerate(batch):
-            notes: list[tuple[str, str]] = []
-            built = self._event(delivery, now, notes)
-            if isinstance(built, _Refusal):
-                dropped.append(Drop(index, built.reason, built.detail))
-                continue
-            events.append((index, built))
-            omitted.extend(Omission(index, field, reason) for field, reason in notes)
-            matched[index] = match_keys(built["user_data"])
-        requests = [
-            self._request(events[start : start + MAX_EVENTS_PER_REQUEST])
-            for start in range(0, len(events), MAX_EVENTS_PER_REQUEST)
-        ]
-        return Encoded(requests=requests, dropped=dropped, omitted=omitted, matched=matched)
-
     def interpret(self, response: HttpResponse, request: HttpRequest) -> Outcome:
         """Graph API errors: rate limits and transient codes retry, the rest is permanent.
 
@@ -227,7 +200,7 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
         reason = f"meta_error_{code or 'unknown'}" + (f"_{subcode}" if subcode else "")
         transient = error.get("is_transient") is True or response.status >= 500
         if transient or response.status in (408, 429) or int(code or 0) in RETRY_CODES:
-            retry_after = parse_retry_after(header(response.headers, "retry-after"))
+            retry_after = retry_after_of(response)
             return Outcome(kind="retry", reason=reason, retry_after_s=retry_after)
         number = int(code or 0)
         request_wide = number in REQUEST_WIDE_CODES or 200 <= number < 300
@@ -235,20 +208,20 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
 
     # --- one event -----------------------------------------------------------------------
 
-    def _event(
-        self, delivery: Delivery, now: datetime, notes: list[tuple[str, str]]
-    ) -> dict[str, Any] | _Refusal:
+    def encode_event(
+        self, delivery: Delivery, now: datetime, notes: Notes
+    ) -> EventPayload | DropReason:
         """The server event, or why Meta would refuse it; fields left out go to ``notes``."""
         payload = delivery.payload
         timestamp = delivery.timestamp
         if timestamp.tzinfo is None:
             timestamp = timestamp.replace(tzinfo=UTC)
         if now - timestamp > MAX_AGE:
-            return _Refusal("too_old", "Meta fails the whole request for events over 7 days old")
+            return DropReason("too_old", "Meta fails the whole request for events over 7 days old")
         if timestamp - now > MAX_CLOCK_SKEW:
-            return _Refusal("future_timestamp", "more than an hour in the future")
+            return DropReason("future_timestamp", "more than an hour in the future")
         name = self._event_name(delivery)
-        if isinstance(name, _Refusal):
+        if isinstance(name, DropReason):
             return name
         event: dict[str, Any] = {
             "event_name": name,
@@ -267,16 +240,18 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
         user_data = self._user_data(payload, now, notes)
         if self.settings.action_source == "website":
             if "event_source_url" not in event:
-                return _Refusal("missing_event_source_url", "website events need context.page.url")
+                return DropReason(
+                    "missing_event_source_url", "website events need context.page.url"
+                )
             if "client_user_agent" not in user_data:
-                return _Refusal("missing_user_agent", "website events need context.userAgent")
+                return DropReason("missing_user_agent", "website events need context.userAgent")
         if not user_data or any(set(user_data) <= weak for weak in INSUFFICIENT_USER_DATA):
-            return _Refusal("insufficient_user_data", "no customer information Meta can match")
+            return DropReason("insufficient_user_data", "no customer information Meta can match")
         event["user_data"] = user_data
         single = (delivery.event or "").strip().lower() in _SINGLE_PRODUCT_EVENTS
         custom_data = self._custom_data(properties, single=single, notes=notes)
         if name in REQUIRES_VALUE and not {"value", "currency"} <= custom_data.keys():
-            return _Refusal(
+            return DropReason(
                 "missing_required",
                 f"Meta requires custom_data.value and an ISO 4217 currency for {name}",
             )
@@ -289,19 +264,19 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
             event["data_processing_options_state"] = self.settings.ldu_state
         else:
             event["data_processing_options"] = []
-        return event
+        return EventPayload(event, matched=match_keys(user_data))
 
-    def _event_name(self, delivery: Delivery) -> str | _Refusal:
+    def _event_name(self, delivery: Delivery) -> str | DropReason:
         if delivery.type == "page":
             return "PageView"
         if delivery.type != "track":
-            return _Refusal("unsupported_event_type", f"{delivery.type} events are not sent")
+            return DropReason("unsupported_event_type", f"{delivery.type} events are not sent")
         event = (delivery.event or "").strip()
         if not event:
-            return _Refusal("invalid_event_name", "track event without a name")
+            return DropReason("invalid_event_name", "track event without a name")
         name = self.settings.event_names.get(event) or meta_event_name(event)
         if len(name) > MAX_CUSTOM_EVENT_NAME:
-            return _Refusal("invalid_event_name", "Meta event names are at most 50 characters")
+            return DropReason("invalid_event_name", "Meta event names are at most 50 characters")
         return name
 
     def _user_data(
@@ -366,22 +341,28 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
 
     # --- request -------------------------------------------------------------------------
 
-    def _request(self, events: list[tuple[int, dict[str, Any]]]) -> HttpRequest:
+    def packing(self, shared: bytes) -> Packing:
+        """``{"data":[…]}`` plus ``test_event_code`` when set; 1,000 events, no byte limit."""
+        del shared
+        tail = b"]"
+        if self.settings.test_event_code:
+            tail += b',"test_event_code":' + msgspec.json.encode(self.settings.test_event_code)
+        return Packing(head=b'{"data":[', tail=tail + b"}", max_events=MAX_EVENTS_PER_REQUEST)
+
+    def request(self, body: bytes, indices: tuple[int, ...]) -> HttpRequest:
+        """A POST to the pixel's ``/events`` edge with the access token in the query."""
         settings = self.settings
         token = settings.access_token.get_secret_value()
         base = settings.endpoint_url or (
             f"https://graph.facebook.com/{settings.api_version}/{settings.pixel_id}/events"
         )
         url = f"{base}{'&' if '?' in base else '?'}{urlencode({'access_token': token})}"
-        body: dict[str, Any] = {"data": [event for _, event in events]}
-        if settings.test_event_code:
-            body["test_event_code"] = settings.test_event_code
         return HttpRequest(
             method="POST",
             url=url,
             headers={"Content-Type": "application/json"},
-            body=msgspec.json.encode(body),
-            indices=tuple(index for index, _ in events),
+            body=body,
+            indices=indices,
             secrets=(token,),
         )
 

@@ -49,25 +49,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal, Self, TypeGuard
 from urllib.parse import urlencode
 
-import aiohttp
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from destinations.base import (
     Connector,
+    DeletionSkipped,
     Delivery,
-    Drop,
-    Encoded,
+    DropReason,
+    EventPayload,
     HttpRequest,
     HttpResponse,
+    Notes,
     Outcome,
     OutcomeKind,
-    classify_status,
+    Packing,
     outcome_from_status,
-    packed_requests,
-    send_request,
 )
-from destinations.errors import TransportError
 from destinations.payload import id_text, json_object, mapping, millis, path_value
 
 HOSTS = {
@@ -200,52 +198,55 @@ class MixpanelConnector(Connector[MixpanelSettings]):
             return settings.service_account_username, settings.service_account_secret
         return settings.api_secret or settings.project_token or "", ""
 
-    def encode(self, batch: Sequence[Delivery], now: datetime) -> Encoded:
-        """One request per chunk of at most ``max_events_per_request`` events and the byte limit."""
-        dropped: list[Drop] = []
-        encoded: list[tuple[int, bytes]] = []
-        for index, delivery in enumerate(batch):
-            event = self.encode_event(delivery, now)
-            if isinstance(event, Drop):
-                dropped.append(Drop(index, event.reason, event.detail))
-            else:
-                encoded.append((index, msgspec.json.encode(event)))
-        user, password = self._credentials()
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        return packed_requests(
-            encoded,
-            dropped,
+    def packing(self, shared: bytes) -> Packing:
+        """A JSON array of events."""
+        del shared
+        return Packing(
             head=b"[",
             tail=b"]",
             max_events=self.settings.max_events_per_request,
             max_bytes=self.settings.max_body_bytes,
+        )
+
+    def request(self, body: bytes, indices: tuple[int, ...]) -> HttpRequest:
+        """A POST to ``/import`` with Basic auth."""
+        user, password = self._credentials()
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return HttpRequest(
+            method="POST",
             url=self.url,
             headers={
                 "Content-Type": "application/json",
                 "Accept": "application/json",
                 "Authorization": f"Basic {token}",
             },
+            body=body,
+            indices=indices,
             secrets=tuple(s for s in (user, password, token) if s),
         )
 
-    def encode_event(self, delivery: Delivery, now: datetime) -> dict[str, Any] | Drop:
-        """The Mixpanel event for one delivery, or why it cannot be sent (index 0)."""
+    def encode_event(
+        self, delivery: Delivery, now: datetime, notes: Notes
+    ) -> EventPayload | DropReason:
+        """The Mixpanel event for one delivery, or why it cannot be sent (``/import`` leaves
+        no field out: ``notes`` stays empty)."""
+        del notes
         payload = delivery.payload
         if delivery.type == "track":
             if not delivery.event:
-                return Drop(0, "missing_event", "track without an event name")
+                return DropReason("missing_event", "track without an event name")
             name = delivery.event
         elif delivery.type == "page":
             name = self.settings.page_event_name
         elif delivery.type == "screen":
             name = self.settings.screen_event_name
         else:
-            return Drop(0, "unsupported_type", f"{delivery.type} is not sent to /import")
+            return DropReason("unsupported_type", f"{delivery.type} is not sent to /import")
 
         if delivery.timestamp > now + MAX_FUTURE:
-            return Drop(0, "time_in_future", "more than 1 hour after now")
+            return DropReason("time_in_future", "more than 1 hour after now")
         if delivery.timestamp < MIN_TIME:
-            return Drop(0, "time_too_old", "before 1971-01-01")
+            return DropReason("time_too_old", "before 1971-01-01")
 
         user_id = _usable_id(payload.get("userId"))
         device_id = _usable_id(payload.get("anonymousId"))
@@ -253,8 +254,8 @@ class MixpanelConnector(Connector[MixpanelSettings]):
         if distinct_id is None:
             present = payload.get("userId") is not None or payload.get("anonymousId") is not None
             if present:
-                return Drop(0, "invalid_id", "id on Mixpanel's list of disallowed ids")
-            return Drop(0, "missing_id", "neither userId nor anonymousId")
+                return DropReason("invalid_id", "id on Mixpanel's list of disallowed ids")
+            return DropReason("missing_id", "neither userId nor anonymousId")
 
         properties: dict[str, Any] = dict(mapping(payload.get("properties")))
         page_name = id_text(payload.get("name"))
@@ -275,7 +276,7 @@ class MixpanelConnector(Connector[MixpanelSettings]):
                 properties["$user_id"] = user_id
             if device_id:
                 properties["$device_id"] = device_id
-        return {"event": name, "properties": properties}
+        return EventPayload({"event": name, "properties": properties})
 
     def interpret(self, response: HttpResponse, request: HttpRequest) -> Outcome:
         """Mixpanel's answer; strict mode's ``failed_records`` become per-event failures."""
@@ -303,52 +304,24 @@ class MixpanelConnector(Connector[MixpanelSettings]):
             return msgspec.structs.replace(outcome, event_specific=False)
         return outcome
 
-    async def delete_subject(
-        self,
-        session: aiohttp.ClientSession,
-        distinct_ids: Sequence[str],
-        *,
-        compliance_type: Literal["GDPR", "CCPA"] = "GDPR",
-        timeout_s: float = 30.0,
-    ) -> dict[str, Any]:
-        """Create a GDPR API v3 deletion task for these distinct ids; a receipt without the ids.
-
-        ``status``: ``scheduled`` (with Mixpanel's ``task_id``), ``retry`` (rate limit of one
-        request a second, 5xx, no answer), ``failed`` or ``skipped`` (no ``gdpr_token`` or
-        ``project_token``, nothing to delete, too many ids).
-        """
-        receipt: dict[str, Any] = {
-            "destination": self.destination_id,
-            "type": self.type_name,
-            "ids": len(distinct_ids),
-        }
-        if not (self.settings.gdpr_token and self.settings.project_token):
-            return receipt | {"status": "skipped", "reason": "no_gdpr_token"}
-        if not distinct_ids:
-            return receipt | {"status": "skipped", "reason": "no_ids"}
-        if len(distinct_ids) > MAX_DELETION_IDS:
-            return receipt | {"status": "skipped", "reason": "too_many_ids"}
-        request = self.deletion_request(distinct_ids, compliance_type)
-        try:
-            response = await send_request(session, request, timeout_s)
-        except TransportError as exc:
-            return receipt | {"status": "retry", "reason": exc.reason}
-        receipt["http_status"] = response.status
-        kind = classify_status(response.status)
-        if kind != "ok":
-            status = "retry" if kind == "retry" else "failed"
-            return receipt | {"status": status, "reason": f"http_{response.status}"}
-        results = mapping(json_object(response.body).get("results"))
-        return receipt | {"status": "scheduled", "reason": "", "task_id": results.get("task_id")}
-
     def deletion_request(
-        self, distinct_ids: Sequence[str], compliance_type: str = "GDPR"
-    ) -> HttpRequest:
-        """The GDPR API v3 "create a deletion" request (pure)."""
-        gdpr_token = self.settings.gdpr_token or ""
-        project_token = self.settings.project_token or ""
+        self, ids: Sequence[str], compliance_type: Literal["GDPR", "CCPA"] = "GDPR"
+    ) -> HttpRequest | DeletionSkipped:
+        """The GDPR API v3 "create a deletion" request for these distinct ids (pure).
+
+        Skipped without a ``gdpr_token`` or ``project_token``, without ids and over 1,999 ids.
+        Mixpanel allows one request a second; the caller paces the requests.
+        """
+        gdpr_token = self.settings.gdpr_token
+        project_token = self.settings.project_token
+        if not (gdpr_token and project_token):
+            return DeletionSkipped("no_gdpr_token")
+        if not ids:
+            return DeletionSkipped("no_ids")
+        if len(ids) > MAX_DELETION_IDS:
+            return DeletionSkipped("too_many_ids")
         base = self.settings.gdpr_url or GDPR_HOSTS[self.settings.region]
-        body = {"distinct_ids": list(distinct_ids), "compliance_type": compliance_type}
+        body = {"distinct_ids": list(ids), "compliance_type": compliance_type}
         return HttpRequest(
             method="POST",
             url=f"{base}/data-deletions/v3.0/?{urlencode({'token': project_token})}",
@@ -357,6 +330,14 @@ class MixpanelConnector(Connector[MixpanelSettings]):
             indices=(),
             secrets=(gdpr_token, project_token),
         )
+
+    def interpret_deletion(self, response: HttpResponse) -> dict[str, Any]:
+        """A created deletion task carries Mixpanel's ``task_id``."""
+        receipt = super().interpret_deletion(response)
+        if receipt["status"] != "scheduled":
+            return receipt
+        results = mapping(json_object(response.body).get("results"))
+        return receipt | {"task_id": results.get("task_id")}
 
 
 def insert_id(message_id: str) -> str:

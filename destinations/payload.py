@@ -1,10 +1,10 @@
-"""Small helpers the connectors share for reading payloads and packing requests. Pure."""
+"""Small helpers the connectors share for reading payloads. Pure."""
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
@@ -106,29 +106,3 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
         if key.lower() == name:
             return value
     return None
-
-
-def pack(
-    items: Sequence[tuple[int, bytes]], *, overhead: int, max_events: int, max_bytes: int
-) -> tuple[list[list[tuple[int, bytes]]], list[int]]:
-    """Group encoded events so that each body (``overhead`` + events + commas) fits the limits.
-
-    Returns the groups in order and the indices of events too large to fit even alone.
-    """
-    groups: list[list[tuple[int, bytes]]] = []
-    too_large: list[int] = []
-    current: list[tuple[int, bytes]] = []
-    size = overhead
-    for index, body in items:
-        if overhead + len(body) > max_bytes:
-            too_large.append(index)
-            continue
-        extra = len(body) + (1 if current else 0)
-        if current and (len(current) >= max_events or size + extra > max_bytes):
-            groups.append(current)
-            current, size, extra = [], overhead, len(body)
-        current.append((index, body))
-        size += extra
-    if current:
-        groups.append(current)
-    return groups, too_large

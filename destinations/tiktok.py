@@ -70,15 +70,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from destinations.base import (
     Connector,
     Delivery,
-    Drop,
-    Encoded,
+    DropReason,
+    EventPayload,
     HttpRequest,
     HttpResponse,
-    Omission,
+    Notes,
     Outcome,
     OutcomeKind,
+    Packing,
     outcome_from_status,
-    packed_requests,
 )
 from destinations.commerce import currency_code, money
 from destinations.hashing import hash_email, hash_external_id, hash_phone, phone_problem
@@ -193,60 +193,48 @@ class TikTokConnector(Connector[TikTokSettings]):
             return self.settings.purchase_event
         return STANDARD_EVENTS.get(delivery.event, delivery.event)
 
-    def encode(self, batch: Sequence[Delivery], now: datetime) -> Encoded:
-        """One request per chunk of at most ``max_events_per_request`` events."""
-        del now  # TikTok's maximum event age is not documented anywhere we could verify
-        dropped: list[Drop] = []
-        omitted: list[Omission] = []
-        matched: dict[int, tuple[str, ...]] = {}
-        encoded: list[tuple[int, bytes]] = []
-        for index, delivery in enumerate(batch):
-            notes: list[tuple[str, str]] = []
-            event = self.encode_event(delivery, notes)
-            if isinstance(event, Drop):
-                dropped.append(Drop(index, event.reason, event.detail))
-                continue
-            encoded.append((index, msgspec.json.encode(event)))
-            omitted.extend(Omission(index, field, reason) for field, reason in notes)
-            user = mapping(event.get("user"))
-            matched[index] = tuple(sorted({MATCH_KINDS[k] for k in user if k in MATCH_KINDS}))
-
+    def packing(self, shared: bytes) -> Packing:
+        """``{"event_source":"web","event_source_id":…[,"test_event_code":…],"data":[…]}``."""
+        del shared
         envelope: dict[str, Any] = {
             "event_source": "web",
             "event_source_id": self.settings.pixel_code,
         }
         if self.settings.test_event_code:
             envelope["test_event_code"] = self.settings.test_event_code
-        head = msgspec.json.encode(envelope)[:-1] + b',"data":['
-        tail = b"]}"
-        return packed_requests(
-            encoded,
-            dropped,
-            head=head,
-            tail=tail,
+        return Packing(
+            head=msgspec.json.encode(envelope)[:-1] + b',"data":[',
+            tail=b"]}",
             max_events=self.settings.max_events_per_request,
             max_bytes=self.settings.max_body_bytes,
+        )
+
+    def request(self, body: bytes, indices: tuple[int, ...]) -> HttpRequest:
+        """A POST to the Events API with the access token header."""
+        return HttpRequest(
+            method="POST",
             url=self.url,
             headers={
                 "Content-Type": "application/json",
                 "Access-Token": self.settings.access_token,
             },
+            body=body,
+            indices=indices,
             secrets=(self.settings.access_token,),
-            omitted=omitted,
-            matched=matched,
         )
 
     def encode_event(
-        self, delivery: Delivery, notes: list[tuple[str, str]] | None = None
-    ) -> dict[str, Any] | Drop:
-        """The ``data[]`` entry for one delivery, or why it is not sent (index 0)."""
+        self, delivery: Delivery, now: datetime, notes: Notes
+    ) -> EventPayload | DropReason:
+        """The ``data[]`` entry for one delivery, or why it is not sent (TikTok's maximum
+        event age is not documented anywhere we could verify: ``now`` is unused)."""
+        del now
         if delivery.type == "track" and not delivery.event:
-            return Drop(0, "missing_event", "track without an event name")
+            return DropReason("missing_event", "track without an event name")
         name = self.event_name(delivery)
         if name is None:
-            return Drop(0, "unsupported_type", f"{delivery.type} is not sent to TikTok")
+            return DropReason("unsupported_type", f"{delivery.type} is not sent to TikTok")
         payload = delivery.payload
-        notes = [] if notes is None else notes
         event: dict[str, Any] = {
             "event": name,
             "event_time": (delivery.timestamp - _EPOCH) // timedelta(seconds=1),
@@ -267,7 +255,8 @@ class TikTokConnector(Connector[TikTokSettings]):
             event["properties"] = properties
         consent = delivery.consent
         event["limited_data_use"] = consent.us_opt_out or consent.gpc
-        return event
+        kinds = tuple(sorted({MATCH_KINDS[k] for k in user if k in MATCH_KINDS}))
+        return EventPayload(event, matched=kinds)
 
     def _user(self, payload: Mapping[str, Any], notes: list[tuple[str, str]]) -> dict[str, str]:
         user: dict[str, str] = {}

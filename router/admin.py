@@ -589,6 +589,7 @@ async def erase_subject(request: web.Request, call: Call) -> web.StreamResponse:
             state.consent,
             state.routing,
             identifiers,
+            state.transport,
             audit=call.audit,
             actor=call.actor,
         )

@@ -38,10 +38,12 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
-import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from destinations.base import HttpRequest
+from destinations.errors import TransportError
+from destinations.transport import Transport
 from router.audit import AuditKind, AuditLog
 from router.periodic import Periodic
 from router.queue import GROUP, queue_key
@@ -317,7 +319,8 @@ class AnomalyMonitor:
     _known_pii: dict[str, set[str]] = field(default_factory=dict)
     _thresholds: dict[tuple[SubjectKind, str, int], float | None] = field(default_factory=dict)
     _alarmed: set[tuple[SubjectKind, str, int]] = field(default_factory=set)
-    _session: aiohttp.ClientSession | None = None
+    transport: Transport | None = None
+    """Where ``alert_webhook`` alerts are sent (the process's; ``None``: no alerts)."""
     _alerts: set[asyncio.Task[None]] = field(default_factory=set)
     _flusher: Periodic = field(init=False)
 
@@ -531,7 +534,7 @@ class AnomalyMonitor:
                 audit=self.audit,
                 actor="anomaly",
             )
-        if self.settings.alert_webhook:
+        if self.settings.alert_webhook and self.transport is not None:
             task = asyncio.create_task(self._alert(record), name="anomaly-alert")
             self._alerts.add(task)
             task.add_done_callback(self._alerts.discard)
@@ -539,14 +542,19 @@ class AnomalyMonitor:
     async def _alert(self, record: Mapping[str, Any]) -> None:
         url = self.settings.alert_webhook
         assert url is not None
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        timeout = aiohttp.ClientTimeout(total=self.settings.alert_timeout_ms / 1000)
+        assert self.transport is not None
+        request = HttpRequest(
+            method="POST",
+            url=url,
+            headers={"Content-Type": "application/json"},
+            body=json.dumps(record).encode(),
+            indices=(),
+        )
         try:
-            async with self._session.post(url, json=record, timeout=timeout) as response:
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("anomaly alert failed", extra={"error": type(exc).__name__})
+            response = await self.transport.send(request, self.settings.alert_timeout_ms / 1000)
+            status = response.status
+        except TransportError as exc:
+            log.warning("anomaly alert failed", extra={"error": exc.reason})
             status = 0
         if self.stats is not None:
             self.stats.add("router_anomaly_alerts_total", status=str(status))
@@ -558,13 +566,10 @@ class AnomalyMonitor:
         self._flusher.start()
 
     async def close(self) -> None:
-        """Flush, wait for pending alerts (bounded by their timeout), release the session."""
+        """Flush, then wait for pending alerts (bounded by their timeout)."""
         await self._flusher.close()
         if self._alerts:
             await asyncio.gather(*self._alerts, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
 
 def _hour_text(hour: int) -> str:

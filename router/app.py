@@ -29,6 +29,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from consent.store import ConsentStore
+from destinations.transport import AiohttpTransport
 from router.admin import add_admin_routes, refresh_queue_lag, tokens_of
 from router.anomaly import AnomalyMonitor, HoldGate, MonitorSettings
 from router.audit import AuditKind, AuditLog, AuditWriter
@@ -180,6 +181,7 @@ def _worker_pool(app: web.Application, state: AppState, options: WorkerOptions) 
         options,
         state.stats,
         recheck,
+        transport=state.transport,
         telemetry=state.telemetry,
         datamap=app[DATAMAP],
         gate=HoldGate(state.redis),
@@ -258,7 +260,8 @@ def create_app(
     audit_key = settings.audit_key.get_secret_value().encode() if settings.audit_key else b""
     audit_log = AuditLog(client, key=audit_key)
     stats = Stats()
-    monitor = AnomalyMonitor(client, stats=stats, audit=audit_log)
+    transport = AiohttpTransport()
+    monitor = AnomalyMonitor(client, stats=stats, audit=audit_log, transport=transport)
     configure_monitor(monitor, routing)
     state = AppState(
         settings=settings,
@@ -266,6 +269,7 @@ def create_app(
         redis=client,
         enqueuer=Enqueuer(client),
         stats=stats,
+        transport=transport,
         consent=store,
         telemetry=telemetry,
         audit=AuditWriter(
@@ -312,6 +316,7 @@ def create_app(
         await state.enqueuer.close()
         await app[DATAMAP].close()
         await monitor.close()
+        await transport.aclose()
         await state.audit.close()
         await store.aclose()
         await client.aclose()

@@ -236,6 +236,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import signal  # noqa: PLC0415
 
     from consent.store import ConsentStore  # noqa: PLC0415
+    from destinations.transport import AiohttpTransport  # noqa: PLC0415
     from router.anomaly import HoldGate  # noqa: PLC0415
     from router.app import default_consumer  # noqa: PLC0415
     from router.datamap import DataMapRecorder  # noqa: PLC0415
@@ -260,12 +261,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         telemetry.metrics.bridge_counters(COUNTER_NAMES, stats.series)
         datamap = DataMapRecorder(client)
         datamap.start()
+        transport = AiohttpTransport()
         pool = WorkerPool(
             client,
             routing.destinations,
             WorkerOptions(consumer=default_consumer(settings)),
             stats,
             consent_recheck(store),
+            transport=transport,
             telemetry=telemetry,
             datamap=datamap,
             gate=HoldGate(client),
@@ -279,6 +282,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"router worker: {len(routing.destinations)} destination(s)", file=sys.stderr)
         await stop.wait()
         await pool.stop(settings.shutdown_timeout_s)
+        await transport.aclose()
         await datamap.close()
         await store.aclose()
         await client.aclose()
@@ -291,6 +295,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_erase(args: argparse.Namespace) -> int:
     """Erase a person (stored consent, suppression, destination deletions); print the receipt."""
     from consent.store import ConsentStore  # noqa: PLC0415
+    from destinations.transport import AiohttpTransport  # noqa: PLC0415
     from router.audit import AuditLog  # noqa: PLC0415
     from router.erasure import Identifiers, erase  # noqa: PLC0415
     from router.queue import SUPPRESSED  # noqa: PLC0415
@@ -310,11 +315,15 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
     async def run() -> dict[str, Any]:
         client = connect(settings.redis_url, settings.redis_timeout_ms)
+        transport = AiohttpTransport()
         try:
             store = ConsentStore(client, suppressed_key=SUPPRESSED)
             audit = AuditLog(client, key=_audit_key(settings))
-            return await erase(client, store, routing, identifiers, audit=audit, actor="cli")
+            return await erase(
+                client, store, routing, identifiers, transport, audit=audit, actor="cli"
+            )
         finally:
+            await transport.aclose()
             await client.aclose()
 
     try:

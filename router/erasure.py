@@ -8,9 +8,10 @@
    the delivery worker, so queued events of the person reach no destination), deletes their
    consent records and histories, and publishes the hashes so every process evicts its cache;
    then deletes the person's quarantined (rejected) events, found by their hashed subjects;
-3. forwards a deletion request to each destination with a deletion API (``delete_subject``),
-   unless the destination is ``dry_run``, with the ids as that destination received them
-   (tokenized when its allowlist tokenizes them);
+3. sends each destination's deletion request (``Connector.deletion_request``, pure) through
+   the process's transport, unless the platform has no deletion API or the destination is
+   ``dry_run``, with the ids as that destination received them (tokenized when its allowlist
+   tokenizes them), and reads the answer with ``Connector.interpret_deletion``;
 4. returns a receipt, also appended to ``rt:erasures``: counts, hashes and per-destination
    statuses, never a raw identifier;
 5. appends an ``erasure`` record to the audit trail (when given one): who asked, the receipt's
@@ -27,14 +28,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Protocol, runtime_checkable
+from typing import Annotated, Any
 
-import aiohttp
 import msgspec
 import redis.asyncio as aioredis
 
 from consent.ids import normalize_id, subject_key
 from consent.store import ConsentStore
+from destinations.base import Connector, DeletionSkipped
+from destinations.errors import TransportError
+from destinations.transport import Transport
 from router.audit import AuditKind, AuditLog
 from router.config import CompiledDestination, Routing
 from router.http import HttpError
@@ -46,19 +49,9 @@ log = logging.getLogger("router.erasure")
 ERASURES = "rt:erasures"
 ERASURES_MAXLEN = 100_000
 MAX_IDS = 100
+DELETION_TIMEOUT_S = 30.0
 DELETION_ID_FIELDS: dict[str, tuple[str, ...]] = {"amplitude": ("userId",)}
 """Which ids a platform's deletion API takes (default: user ids and anonymous ids)."""
-
-
-@runtime_checkable
-class SubjectDeleter(Protocol):
-    """A connector with a deletion API (Amplitude, Mixpanel...)."""
-
-    async def delete_subject(
-        self, session: aiohttp.ClientSession, ids: Sequence[str], /
-    ) -> dict[str, Any]:
-        """Ask the platform to delete these ids; a receipt without them."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,22 +140,26 @@ def _destination_ids(destination: CompiledDestination, identifiers: Identifiers)
     return list(dict.fromkeys(ids))
 
 
-async def _forward(
-    destination: CompiledDestination, identifiers: Identifiers, session: aiohttp.ClientSession
+async def request_deletion(
+    connector: Connector[Any], ids: Sequence[str], transport: Transport, *, dry_run: bool = False
 ) -> dict[str, Any]:
-    base: dict[str, Any] = {"destination": destination.id, "type": destination.type}
-    connector = destination.connector
-    if not isinstance(connector, SubjectDeleter):
-        return base | {"status": "skipped", "reason": "no_deletion_api"}
-    if destination.config.dry_run:
-        return base | {"status": "skipped", "reason": "dry_run"}
+    """Send the connector's deletion request for ``ids``; a receipt without the ids: ``status``
+    ``scheduled``, ``retry`` (rate limit, 5xx, no answer), ``failed`` or ``skipped``."""
+    receipt: dict[str, Any] = {"destination": connector.destination_id, "type": connector.type_name}
+    request = connector.deletion_request(ids)
+    if request is None:
+        return receipt | {"status": "skipped", "reason": "no_deletion_api"}
+    if dry_run:
+        return receipt | {"status": "skipped", "reason": "dry_run"}
+    receipt["ids"] = len(ids)
+    if isinstance(request, DeletionSkipped):
+        return receipt | {"status": "skipped", "reason": request.reason}
     try:
-        receipt = await connector.delete_subject(
-            session, _destination_ids(destination, identifiers)
-        )
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        return base | {"status": "retry", "reason": type(exc).__name__}
-    return base | receipt
+        response = await transport.send(request, DELETION_TIMEOUT_S)
+    except TransportError as exc:
+        return receipt | {"status": "retry", "reason": exc.reason}
+    receipt["http_status"] = response.status
+    return receipt | connector.interpret_deletion(response)
 
 
 async def erase(
@@ -170,7 +167,7 @@ async def erase(
     store: ConsentStore,
     routing: Routing,
     identifiers: Identifiers,
-    session: aiohttp.ClientSession | None = None,
+    transport: Transport,
     *,
     audit: AuditLog | None = None,
     actor: str | None = None,
@@ -180,15 +177,17 @@ async def erase(
     hashes = identifiers.hashes()
     erased = await store.erase(hashes)
     quarantined = await erase_quarantined(client, hashes)
-    owned = session is None
-    http = aiohttp.ClientSession() if session is None else session
-    try:
-        destinations = await asyncio.gather(
-            *(_forward(d, identifiers, http) for d in routing.destinations)
+    destinations = await asyncio.gather(
+        *(
+            request_deletion(
+                d.connector,
+                _destination_ids(d, identifiers),
+                transport,
+                dry_run=d.config.dry_run,
+            )
+            for d in routing.destinations
         )
-    finally:
-        if owned:
-            await http.close()
+    )
     receipt: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),

@@ -25,6 +25,7 @@ from consent.model import ConsentState
 from consent.records import ConsentRecord, merge_records, narrow
 from consent.resolve import RequestSignals, carries_signals, region_of, resolve_consent
 from consent.store import ConsentStore
+from destinations.transport import Transport
 from router import jsonscan
 from router.anomaly import AnomalyMonitor
 from router.audit import AuditKind, AuditWriter, decision_entries, subject_token
@@ -76,6 +77,8 @@ class AppState:
     redis: aioredis.Redis
     enqueuer: Enqueuer
     stats: Stats
+    transport: Transport
+    """The process's HTTP client to the destinations (erasure, anomaly alerts, workers)."""
     max_inflight: int = 2048
     inflight: int = 0
     backlogged: bool = False

@@ -34,14 +34,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-import aiohttp
 import msgspec
 import redis.asyncio as aioredis
 from opentelemetry import trace
 from redis.exceptions import RedisError
 
-from destinations.base import Encoded, HttpRequest, Outcome, send_request
+from destinations.base import Encoded, HttpRequest, Outcome
 from destinations.errors import TransportError
+from destinations.transport import Transport
 from router.anomaly import HoldGate
 from router.config import CompiledDestination
 from router.datamap import DataMapRecorder, declared_kinds, field_paths
@@ -133,7 +133,7 @@ class DestinationWorker:
     """The delivery loop of one destination (run ``concurrency`` of them per process)."""
 
     client: aioredis.Redis
-    session: aiohttp.ClientSession
+    transport: Transport
     destination: CompiledDestination
     options: WorkerOptions
     stats: Stats
@@ -386,9 +386,7 @@ class DestinationWorker:
                     )
             started = time.perf_counter()
             try:
-                response = await send_request(
-                    self.session, request, config.delivery.timeout_ms / 1000
-                )
+                response = await self.transport.send(request, config.delivery.timeout_ms / 1000)
             except TransportError as exc:
                 self._record_request(time.perf_counter() - started, exc.reason)
                 set_span_attributes(span, reason=exc.reason)
@@ -519,7 +517,8 @@ class DestinationWorker:
 
 
 class WorkerPool:
-    """Every destination's workers in this process, with one HTTP client session."""
+    """Every destination's workers in this process, sending through the process's transport
+    (its owner opens and closes it)."""
 
     def __init__(
         self,
@@ -529,11 +528,13 @@ class WorkerPool:
         stats: Stats,
         recheck: Recheck | None = None,
         *,
+        transport: Transport,
         telemetry: Telemetry | None = None,
         datamap: DataMapRecorder | None = None,
         gate: HoldGate | None = None,
     ) -> None:
         self._client = client
+        self._transport = transport
         self._destinations = destinations
         self._options = options
         self._stats = stats
@@ -543,18 +544,14 @@ class WorkerPool:
         self._gate = gate
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         """Start ``delivery.concurrency`` workers per destination."""
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=256), raise_for_status=False
-        )
         for destination in self._destinations:
             for index in range(destination.config.delivery.concurrency):
                 worker = DestinationWorker(
                     client=self._client,
-                    session=self._session,
+                    transport=self._transport,
                     destination=destination,
                     options=self._options,
                     stats=self._stats,
@@ -578,9 +575,6 @@ class WorkerPool:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         self._tasks.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
 
 def match_tallies(encoded: Encoded, positions: Sequence[int]) -> dict[int, list[str]]:

@@ -45,6 +45,7 @@ from router.settings import Settings
 from router.telemetry import JsonFormatter, Stats
 from router.tracing import set_span_attributes, setup_telemetry, stage_span, start_ingest_span
 from tests.conftest import routing_from
+from tests.fakes.transport import RecordingTransport
 from tests.redis_server import RedisServer
 
 Client = TestClient[web.Request, web.Application]
@@ -73,6 +74,7 @@ async def admin(redis_client: aioredis.Redis) -> AsyncIterator[Client]:
         redis=redis_client,
         enqueuer=Enqueuer(redis_client),
         stats=Stats(),
+        transport=RecordingTransport(),
         consent=ConsentStore(redis_client, suppressed_key=SUPPRESSED),
     )
     table = parse_tokens(json.dumps({token_hash(t): r.value for r, t in TOKENS.items()}))
@@ -460,6 +462,7 @@ async def _admin_app(client: aioredis.Redis) -> Client:
         redis=client,
         enqueuer=Enqueuer(client),
         stats=Stats(),
+        transport=RecordingTransport(),
         consent=ConsentStore(client, suppressed_key=SUPPRESSED),
     )
     app.router.add_post("/v1/consent", post_consent)

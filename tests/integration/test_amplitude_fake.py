@@ -13,7 +13,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from destinations.amplitude import AmplitudeConnector, AmplitudeSettings
-from destinations.base import Delivery, HttpRequest, Outcome, send_request
+from destinations.base import Delivery, HttpRequest, Outcome
+from destinations.transport import AiohttpTransport, send_request
+from router.erasure import request_deletion
 from tests.fakes.amplitude import AmplitudeFake, create_app
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
@@ -24,6 +26,13 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as client:
         yield client
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[AiohttpTransport]:
+    http = AiohttpTransport()
+    yield http
+    await http.aclose()
 
 
 @pytest.fixture
@@ -245,11 +254,11 @@ async def test_users_over_daily_quota_fail_and_the_others_retry(
     assert (outcome.kind, outcome.failed) == ("retry", {1: "daily_quota_exceeded"})
 
 
-async def test_delete_subject_schedules_a_deletion_job(
-    amplitude: AmplitudeConnector, session: aiohttp.ClientSession, fake: AmplitudeFake
+async def test_deletion_schedules_a_deletion_job(
+    amplitude: AmplitudeConnector, transport: AiohttpTransport, fake: AmplitudeFake
 ) -> None:
-    """delete_subject posts the ids with Basic auth and returns a receipt without them."""
-    receipt = await amplitude.delete_subject(session, ["user-00001"])
+    """The deletion request posts the ids with Basic auth and returns a receipt without them."""
+    receipt = await request_deletion(amplitude, ["user-00001"], transport)
     assert receipt == {
         "destination": "amp",
         "type": "amplitude",
@@ -263,8 +272,8 @@ async def test_delete_subject_schedules_a_deletion_job(
     assert fake.deletions[0]["user_ids"] == ["user-00001"]
 
 
-async def test_delete_subject_with_wrong_secret_fails_and_without_secret_skips(
-    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, fake: AmplitudeFake
+async def test_deletion_with_wrong_secret_fails_and_without_secret_skips(
+    aiohttp_server: ServerFactory, transport: AiohttpTransport, fake: AmplitudeFake
 ) -> None:
     """A wrong secret key is a permanent failure; no secret key skips the call."""
     server = await aiohttp_server(create_app(fake))
@@ -272,20 +281,20 @@ async def test_delete_subject_with_wrong_secret_fails_and_without_secret_skips(
     wrong = AmplitudeConnector(
         "amp", AmplitudeSettings(api_key=fake.api_key, secret_key="bad", deletion_url=url)
     )
-    receipt = await wrong.delete_subject(session, ["user-00001"])
+    receipt = await request_deletion(wrong, ["user-00001"], transport)
     assert (receipt["status"], receipt["reason"]) == ("failed", "http_401")
     unset = AmplitudeConnector("amp", AmplitudeSettings(api_key=fake.api_key, deletion_url=url))
-    skipped = await unset.delete_subject(session, ["user-00001"])
+    skipped = await request_deletion(unset, ["user-00001"], transport)
     assert (skipped["status"], skipped["reason"]) == ("skipped", "no_secret_key")
     assert fake.deletions == []
 
 
-async def test_delete_subject_reports_retry_when_nothing_answers(
-    session: aiohttp.ClientSession,
+async def test_deletion_reports_retry_when_nothing_answers(
+    transport: AiohttpTransport,
 ) -> None:
     """A refused connection is a retry receipt, not an exception."""
     settings = AmplitudeSettings(
         api_key="k", secret_key="s", deletion_url="http://127.0.0.1:9/api/2/deletions/users"
     )
-    receipt = await AmplitudeConnector("amp", settings).delete_subject(session, ["user-1"])
+    receipt = await request_deletion(AmplitudeConnector("amp", settings), ["user-1"], transport)
     assert (receipt["status"], receipt["reason"]) == ("retry", "connection_error")

@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from destinations.base import Delivery
+from destinations.transport import AiohttpTransport
 from router.anomaly import (
     ANOMALIES,
     AnomalyKind,
@@ -222,11 +223,15 @@ async def test_alert_webhook_receives_the_anomaly(
     """With ``alert_webhook`` set, each anomaly is POSTed as JSON."""
     received, url = alert_hook
     clock = Clock(START)
-    monitor = _monitor(redis_client, clock, settings=MonitorSettings(alert_webhook=url))
+    transport = AiohttpTransport()
+    monitor = _monitor(
+        redis_client, clock, settings=MonitorSettings(alert_webhook=url), transport=transport
+    )
     monitor.observe_pii("ga4", ["card"])
     await monitor.flush()
     await wait_for(lambda: bool(received))
     await monitor.close()
+    await transport.aclose()
     assert received == [
         {
             "kind": "new_pii",

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import cast
 
-import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
@@ -25,6 +23,7 @@ from router.queue import (
 from router.telemetry import Stats
 from router.worker import DestinationWorker, WorkerOptions
 from tests.conftest import routing_from
+from tests.fakes.transport import RecordingTransport
 from tests.redis_server import RedisServer
 
 STREAM = queue_key("hook")
@@ -109,7 +108,7 @@ destinations:
     (destination,) = routing_from(text).destinations
     worker = DestinationWorker(
         client=redis_client,
-        session=cast(aiohttp.ClientSession, None),
+        transport=RecordingTransport(),
         destination=destination,
         options=WorkerOptions(consumer="test", block_ms=10),
         stats=Stats(),

@@ -13,8 +13,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from destinations.base import ConsentFacts, Delivery, HttpRequest, Outcome, send_request
+from destinations.base import ConsentFacts, Delivery, HttpRequest, Outcome
 from destinations.ga4 import GA4Connector, GA4Settings
+from destinations.transport import send_request
 from tests.fakes.ga4 import GA4Fake, create_app
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]

@@ -13,8 +13,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from destinations.base import ConsentFacts, Delivery, HttpRequest, HttpResponse, send_request
+from destinations.base import ConsentFacts, Delivery, HttpRequest, HttpResponse
 from destinations.meta_capi import MetaCapiConnector, MetaCapiSettings
+from destinations.transport import send_request
 from tests.fakes.meta_capi import MetaCapiFake, create_app
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]

@@ -12,8 +12,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from destinations.base import Delivery, HttpRequest, Outcome, send_request
+from destinations.base import Delivery, HttpRequest, Outcome
 from destinations.mixpanel import MixpanelConnector, MixpanelSettings
+from destinations.transport import AiohttpTransport, send_request
+from router.erasure import request_deletion
 from tests.fakes.mixpanel import MixpanelFake, create_app
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
@@ -24,6 +26,13 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as client:
         yield client
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[AiohttpTransport]:
+    http = AiohttpTransport()
+    yield http
+    await http.aclose()
 
 
 @pytest.fixture
@@ -226,12 +235,12 @@ async def test_resending_the_same_events_is_deduplicated(
     assert len(fake.events) == 1
 
 
-async def test_delete_subject_creates_a_gdpr_deletion_task(
-    server: TestServer, session: aiohttp.ClientSession, fake: MixpanelFake
+async def test_deletion_creates_a_gdpr_deletion_task(
+    server: TestServer, transport: AiohttpTransport, fake: MixpanelFake
 ) -> None:
-    """delete_subject posts to the GDPR API and returns the task id without the ids."""
+    """The deletion request posts to the GDPR API and returns the task id without the ids."""
     connector = build(server, fake, project_token=fake.project_token, gdpr_token=fake.gdpr_token)
-    receipt = await connector.delete_subject(session, ["user-1", "user-2"])
+    receipt = await request_deletion(connector, ["user-1", "user-2"], transport)
     assert receipt == {
         "destination": "mp",
         "type": "mixpanel",
@@ -244,23 +253,23 @@ async def test_delete_subject_creates_a_gdpr_deletion_task(
     assert fake.deletions == [{"distinct_ids": ["user-1", "user-2"], "compliance_type": "GDPR"}]
 
 
-async def test_delete_subject_with_a_bad_token_fails_and_without_one_skips(
-    server: TestServer, session: aiohttp.ClientSession, fake: MixpanelFake
+async def test_deletion_with_a_bad_token_fails_and_without_one_skips(
+    server: TestServer, transport: AiohttpTransport, fake: MixpanelFake
 ) -> None:
     """A wrong OAuth token fails permanently; no token skips the call."""
     wrong = build(server, fake, project_token=fake.project_token, gdpr_token="bad")
-    receipt = await wrong.delete_subject(session, ["user-1"])
+    receipt = await request_deletion(wrong, ["user-1"], transport)
     assert (receipt["status"], receipt["reason"]) == ("failed", "http_401")
     unset = build(server, fake, project_token=fake.project_token)
-    skipped = await unset.delete_subject(session, ["user-1"])
+    skipped = await request_deletion(unset, ["user-1"], transport)
     assert (skipped["status"], skipped["reason"]) == ("skipped", "no_gdpr_token")
 
 
-async def test_delete_subject_rate_limit_is_a_retry_receipt(
-    server: TestServer, session: aiohttp.ClientSession, fake: MixpanelFake
+async def test_deletion_rate_limit_is_a_retry_receipt(
+    server: TestServer, transport: AiohttpTransport, fake: MixpanelFake
 ) -> None:
     """The GDPR API's one-request-a-second 429 comes back as status retry."""
     fake.fail_times, fake.fail_status = 1, 429
     connector = build(server, fake, project_token=fake.project_token, gdpr_token=fake.gdpr_token)
-    receipt = await connector.delete_subject(session, ["user-1"])
+    receipt = await request_deletion(connector, ["user-1"], transport)
     assert (receipt["status"], receipt["reason"]) == ("retry", "http_429")

@@ -12,8 +12,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from destinations.base import ConsentFacts, Delivery, HttpRequest, Outcome, send_request
+from destinations.base import ConsentFacts, Delivery, HttpRequest, Outcome
 from destinations.tiktok import TikTokConnector, TikTokSettings
+from destinations.transport import send_request
 from tests.fakes.tiktok import PATH, TikTokFake, create_app
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]

@@ -11,7 +11,7 @@ import pydantic
 import pytest
 
 from destinations.amplitude import AmplitudeConnector, AmplitudeSettings
-from destinations.base import Delivery, HttpRequest, HttpResponse
+from destinations.base import DeletionSkipped, Delivery, HttpRequest, HttpResponse
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 WHEN = datetime(2026, 11, 22, 11, 59, 30, 123000, tzinfo=UTC)
@@ -378,6 +378,7 @@ def test_deletion_request_uses_basic_auth_and_masks_keys() -> None:
     """The User Privacy API request authenticates with api_key:secret_key and hides both."""
     amplitude = connector(secret_key="sec-999", deletion_requester="dpo@example.com")
     request = amplitude.deletion_request(["user-12345"])
+    assert isinstance(request, HttpRequest)
     assert request.url == "https://amplitude.com/api/2/deletions/users"
     expected = base64.b64encode(b"key-123:sec-999").decode()
     assert request.headers["Authorization"] == f"Basic {expected}"
@@ -389,11 +390,18 @@ def test_deletion_request_uses_basic_auth_and_masks_keys() -> None:
     shown = msgspec.json.encode(request.redacted()).decode()
     assert "sec-999" not in shown
     assert expected not in shown
-    assert (
-        connector(region="eu")
-        .deletion_request(["u"])
-        .url.startswith("https://analytics.eu.amplitude.com/")
-    )
+    eu = connector(region="eu", secret_key="s").deletion_request(["u"])
+    assert isinstance(eu, HttpRequest)
+    assert eu.url.startswith("https://analytics.eu.amplitude.com/")
+
+
+def test_deletion_is_skipped_without_secret_ids_or_over_the_id_limit() -> None:
+    """No secret key, no ids or over 100 ids: a skip with its reason, nothing to send."""
+    assert connector().deletion_request(["u"]) == DeletionSkipped("no_secret_key")
+    keyed = connector(secret_key="s")
+    assert keyed.deletion_request([]) == DeletionSkipped("no_ids")
+    ids = [f"user-{n}" for n in range(101)]
+    assert keyed.deletion_request(ids) == DeletionSkipped("too_many_ids")
 
 
 @pytest.mark.parametrize("currency", ["euro", "EURO", "dollars", 840])

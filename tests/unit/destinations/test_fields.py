@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from destinations.errors import FieldPathError
 from destinations.fields import (
-    FieldPathError,
     Transform,
     compile_allowlist,
     leaf_paths,

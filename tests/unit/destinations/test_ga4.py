@@ -7,9 +7,11 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from pydantic import ValidationError
 
+from destinations import base as destinations_base
 from destinations import hashing
 from destinations.base import ConsentFacts, Delivery, HttpRequest, HttpResponse
 from destinations.ga4 import GA4Connector, GA4Settings, ga4_event_name
@@ -592,3 +594,52 @@ def test_interpret_validation_messages() -> None:
     outcome = interpret(200, whole, debug=True)
     assert (outcome.kind, outcome.reason) == ("permanent", "ga4_value_required")
     assert interpret(200, b'{"validationMessages": []}', debug=True).kind == "ok"
+
+
+class _CountingEncoder:
+    """Stands in for the shared encoder of ``destinations.base`` and counts its work."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.bytes = 0
+
+    def encode(self, value: Any) -> bytes:
+        self.calls += 1
+        encoded = msgspec.json.encode(value)
+        self.bytes += len(encoded)
+        return encoded
+
+
+def test_packing_many_events_keeps_limits_and_encodes_each_event_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """3,000 events of 10 people, some near 10 kB: every request holds at most 25 events of one
+    person in a body under 130 kB, every event is sent once in order, and the encoder runs
+    twice per event (event and request-level fields), never on growing lists."""
+    counting = _CountingEncoder()
+    monkeypatch.setattr(destinations_base, "_ENCODER", counting)
+    products = [{"product_id": f"p{k}", "name": "n" * 90} for k in range(200)]
+    batch = [
+        track(
+            "Order Completed",
+            {"products": products if n % 3 == 0 else products[:1], "n": n, "currency": "EUR"},
+            anonymous_id=f"{n % 10}.1",
+            userId=f"user-{n % 10}",
+            message_id=f"m{n}",
+        )
+        for n in range(3_000)
+    ]
+    encoded = connector().encode(batch, NOW)
+    assert encoded.dropped == []
+    assert sorted(i for r in encoded.requests for i in r.indices) == list(range(3_000))
+    for request in encoded.requests:
+        assert 1 <= len(request.indices) <= 25
+        assert len(request.body) < 130_000
+        body = body_of(request)
+        assert {body["user_id"]} == {f"user-{i % 10}" for i in request.indices}
+        assert [e["params"]["n"] for e in body["events"]] == list(request.indices)
+    sizes = [len(r.body) for r in encoded.requests]
+    assert max(sizes) > 100_000  # the byte limit, not only the event count, cut requests
+    assert counting.calls == 2 * len(batch)
+    wire = sum(len(r.body) for r in encoded.requests)
+    assert counting.bytes <= 2 * wire  # each event's bytes once, plus its short envelope

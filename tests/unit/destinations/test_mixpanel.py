@@ -330,6 +330,7 @@ def test_deletion_request_targets_gdpr_api_with_bearer_token() -> None:
     """The deletion goes to /data-deletions/v3.0/ with the project token and OAuth token."""
     mixpanel = connector(project_token="tok-1", gdpr_token="oauth-1", region="eu")
     request = mixpanel.deletion_request(["user-12345"], "CCPA")
+    assert isinstance(request, HttpRequest)
     assert request.url == "https://eu.mixpanel.com/api/app/data-deletions/v3.0/?token=tok-1"
     assert request.headers["Authorization"] == "Bearer oauth-1"
     assert msgspec.json.decode(request.body) == {

@@ -7,7 +7,6 @@ import gc
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-import aiohttp
 import msgspec
 import redis.asyncio as aioredis
 
@@ -19,6 +18,7 @@ from router.telemetry import Stats
 from router.tracing import setup_telemetry
 from router.worker import DestinationWorker, WorkerOptions, _Entry
 from tests.conftest import routing_from
+from tests.fakes.transport import RecordingTransport
 
 ROUTING = """
 sources: [{id: web, write_key: k}]
@@ -56,7 +56,7 @@ def _items() -> list[QueueItem]:
 def _worker(destination: CompiledDestination, datamap: DataMapRecorder) -> DestinationWorker:
     return DestinationWorker(
         client=cast(aioredis.Redis, None),
-        session=cast(aiohttp.ClientSession, None),
+        transport=RecordingTransport(),
         destination=destination,
         options=WorkerOptions(consumer="test"),
         stats=Stats(),
