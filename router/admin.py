@@ -66,16 +66,16 @@ from redis.exceptions import RedisError
 from consent.resolve import RequestSignals
 from router import anomaly
 from router.audit import AuditConflictError, AuditKind, AuditLog
+from router.core.explain import consent_context, explain
+from router.core.jsonscan import depth_path
+from router.core.sanitize import Rejection
+from router.core.schema import WireEvent, error_path, error_text
 from router.datamap import day_of, read_datamap
 from router.erasure import erase, parse_erase_body
-from router.explain import consent_context, explain
 from router.http import HttpError, error_response, json_response, read_body
 from router.ingest import STATE, AppState
-from router.jsonscan import depth_path
 from router.quarantine import read_quarantine
 from router.queue import GROUP, ITEM_DECODER, dlq_key, queue_key
-from router.sanitize import Rejection
-from router.schema import WireEvent, error_path, error_text
 from router.settings import Settings
 from router.tracing import RouterMetrics
 

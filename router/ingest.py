@@ -25,14 +25,26 @@ from consent.model import ConsentState
 from consent.records import ConsentRecord, merge_records, narrow
 from consent.resolve import RequestSignals, carries_signals, region_of, resolve_consent
 from consent.store import ConsentStore
-from router import jsonscan
 from router.anomaly import AnomalyMonitor
 from router.audit import AuditKind, AuditWriter, decision_entries, subject_token
 from router.config import Routing, SourceConfig
+from router.core import jsonscan
+from router.core.plan import Deliver, plan
+from router.core.sanitize import Event, Limits, Rejection, sanitize
+from router.core.schema import (
+    BATCH_DECODER,
+    KEY_DECODER,
+    ROUTE_TYPES,
+    WIRE_EVENT_DECODER,
+    BatchEnvelope,
+    EventType,
+    WireEvent,
+    error_path,
+    error_text,
+)
 from router.datamap import field_paths
 from router.errors import QueueUnavailableError
 from router.http import HttpError, basic_auth_key, json_response, read_body
-from router.plan import Deliver, plan
 from router.quarantine import quarantine_write
 from router.queue import (
     ITEM_ENCODER,
@@ -43,18 +55,6 @@ from router.queue import (
     Write,
     queue_key,
     subject_hash,
-)
-from router.sanitize import Event, Limits, Rejection, sanitize
-from router.schema import (
-    BATCH_DECODER,
-    KEY_DECODER,
-    ROUTE_TYPES,
-    WIRE_EVENT_DECODER,
-    BatchEnvelope,
-    EventType,
-    WireEvent,
-    error_path,
-    error_text,
 )
 from router.settings import Settings
 from router.stored_consent import consent_update

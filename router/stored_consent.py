@@ -24,9 +24,9 @@ from consent.policy import ConsentPolicy, withdrawn
 from consent.records import ConsentRecord, merge_records
 from consent.signals import read_segment
 from consent.store import ConsentStore
+from router.core.sanitize import Event
+from router.core.schema import EventType, error_path, error_text
 from router.http import HttpError
-from router.sanitize import Event
-from router.schema import EventType, error_path, error_text
 from router.worker import Recheck, RecheckItem
 
 RESERVED_EVENTS = frozenset({"Segment Consent Preference Updated", "Segment Consent Preference"})

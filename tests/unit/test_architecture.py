@@ -10,11 +10,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 PURE = [
-    "router/schema.py",
-    "router/sanitize.py",
-    "router/plan.py",
-    "router/explain.py",
-    "router/jsonscan.py",
+    "router/core/schema.py",
+    "router/core/sanitize.py",
+    "router/core/plan.py",
+    "router/core/explain.py",
+    "router/core/jsonscan.py",
     "consent/model.py",
     "consent/policy.py",
     "consent/resolve.py",

@@ -27,9 +27,9 @@ from router.audit import (
     subject_token,
     verify_records,
 )
-from router.plan import plan
-from router.sanitize import Event
-from router.schema import EventType
+from router.core.plan import plan
+from router.core.sanitize import Event
+from router.core.schema import EventType
 from tests.conftest import routing_from
 
 AT = "2026-11-22T10:00:00.000+00:00"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from router.explain import consent_context
+from router.core.explain import consent_context
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 
 from consent.ids import normalize_id
-from router.schema import EventType, Timestamp, WireEvent
+from router.core.schema import EventType, Timestamp, WireEvent
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,9 @@ from typing import Any
 
 from consent.resolve import READERS, RequestSignals, resolve_consent
 from router.config import Routing
-from router.plan import Deliver, plan, removed_fields
-from router.sanitize import Limits, Rejection, sanitize
-from router.schema import WireEvent
+from router.core.plan import Deliver, plan, removed_fields
+from router.core.sanitize import Limits, Rejection, sanitize
+from router.core.schema import WireEvent
 
 
 def consent_context(consent: Any) -> dict[str, Any]:

@@ -9,8 +9,8 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.sanitize import Event, Limits, Rejection, clean_source, sanitize, shallow_source
-from router.schema import EventType, WireEvent
+from router.core.sanitize import Event, Limits, Rejection, clean_source, sanitize, shallow_source
+from router.core.schema import EventType, WireEvent
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

@@ -20,7 +20,7 @@ from destinations.base import ConsentFacts, Delivery
 from destinations.dlp import Detection, scan_payload
 from destinations.fields import leaf_paths
 from router.config import CompiledDestination
-from router.sanitize import Event
+from router.core.sanitize import Event
 
 
 class SkipReason(StrEnum):
