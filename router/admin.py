@@ -68,7 +68,7 @@ from router import anomaly
 from router.audit import AuditConflictError, AuditKind, AuditLog
 from router.core.explain import consent_context, explain
 from router.core.jsonscan import depth_path
-from router.core.sanitize import Rejection
+from router.core.outcomes import Failure, Rejection
 from router.core.schema import WireEvent, error_path, error_text
 from router.datamap import day_of, read_datamap
 from router.erasure import erase, parse_erase_body
@@ -497,7 +497,7 @@ async def list_dlq(request: web.Request, call: Call) -> web.StreamResponse:
     for entry_id, fields in entries:
         row: dict[str, Any] = {
             "id": entry_id.decode(),
-            "reason": fields.get(b"reason", b"").decode("utf-8", "replace"),
+            "reason": Failure.parse(fields.get(b"reason", b"").decode("utf-8", "replace")).text,
             "at": fields.get(b"at", b"").decode("utf-8", "replace"),
         }
         try:

@@ -69,7 +69,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from consent.model import ConsentState
-from router.core.plan import Decision, Deliver
+from router.core.outcomes import Decision, Deliver
 from router.core.sanitize import Event
 from router.datamap import field_paths, safe_path
 from router.periodic import Periodic

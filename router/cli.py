@@ -45,7 +45,7 @@ from redis.exceptions import RedisError
 from consent.resolve import RequestSignals
 from router.config import Routing, load_routing
 from router.core.explain import consent_context, explain
-from router.core.sanitize import Rejection
+from router.core.outcomes import Rejection
 from router.core.schema import WireEvent
 from router.errors import ConfigError
 from router.queue import connect, dlq_key, outbox_key

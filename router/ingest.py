@@ -29,8 +29,9 @@ from router.anomaly import AnomalyMonitor
 from router.audit import AuditKind, AuditWriter, decision_entries, subject_token
 from router.config import Routing, SourceConfig
 from router.core import jsonscan
-from router.core.plan import Deliver, plan
-from router.core.sanitize import Event, Limits, Rejection, sanitize
+from router.core.outcomes import Deliver, RejectCode, Rejection
+from router.core.plan import plan
+from router.core.sanitize import Event, Limits, sanitize
 from router.core.schema import (
     BATCH_DECODER,
     KEY_DECODER,
@@ -114,10 +115,16 @@ class _Parsed:
 
 
 _DEFECTS: Final = {
-    "non_finite": ("invalid_number", "numbers must be finite (no NaN or Infinity)"),
-    "lone_surrogate": ("invalid_string", "a string holds an unpaired UTF-16 surrogate escape"),
-    "control_char": ("invalid_string", "a string holds a raw control character; escape it"),
-    "invalid_utf8": ("invalid_string", "a string is not valid UTF-8"),
+    "non_finite": (RejectCode.INVALID_NUMBER, "numbers must be finite (no NaN or Infinity)"),
+    "lone_surrogate": (
+        RejectCode.INVALID_STRING,
+        "a string holds an unpaired UTF-16 surrogate escape",
+    ),
+    "control_char": (
+        RejectCode.INVALID_STRING,
+        "a string holds a raw control character; escape it",
+    ),
+    "invalid_utf8": (RejectCode.INVALID_STRING, "a string is not valid UTF-8"),
 }
 """What ``jsonscan.defect`` finds in an event msgspec refused -> (rejection code, message)."""
 
@@ -129,11 +136,11 @@ def _decode_event(raw: bytes) -> WireEvent | Rejection:
         text = str(exc)
         if "out of range" in text:
             return _malformed(raw)
-        return Rejection("invalid_field", error_path(text), error_text(text))
+        return Rejection(RejectCode.INVALID_FIELD, error_path(text), error_text(text))
     except msgspec.DecodeError:
         return _malformed(raw)
     except RecursionError:
-        return Rejection("too_deep", "", "the event is nested too deeply")
+        return Rejection(RejectCode.TOO_DEEP, "", "the event is nested too deeply")
 
 
 def _malformed(raw: bytes) -> Rejection:
@@ -141,7 +148,7 @@ def _malformed(raw: bytes) -> Rejection:
     structure is sound (one NaN, a lone surrogate escape, a raw control character)."""
     found = jsonscan.defect(raw)
     if found is None:
-        return Rejection("invalid_json", "", "the event is not valid JSON")
+        return Rejection(RejectCode.INVALID_JSON, "", "the event is not valid JSON")
     code, message = _DEFECTS[found[0]]
     return Rejection(code, found[1], message)
 
@@ -172,7 +179,7 @@ def parse_body(
                 413, "event_too_large", f"an event is limited to {max_event_bytes} bytes"
             )
         decoded = _decode_event(body)
-        if isinstance(decoded, Rejection) and decoded.code == "invalid_json":
+        if isinstance(decoded, Rejection) and decoded.code is RejectCode.INVALID_JSON:
             raise HttpError(400, "invalid_json", "the body is not valid JSON")
         return _Parsed(items=[(body, decoded)])
     try:
@@ -202,7 +209,9 @@ def parse_body(
                 (
                     data,
                     Rejection(
-                        "event_too_large", "", f"an event is limited to {max_event_bytes} bytes"
+                        RejectCode.EVENT_TOO_LARGE,
+                        "",
+                        f"an event is limited to {max_event_bytes} bytes",
                     ),
                 )
             )

@@ -28,7 +28,7 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 
 from consent.ids import normalize_id, subject_key
-from router.core.sanitize import Rejection
+from router.core.outcomes import Rejection
 from router.datamap import WILDCARD, safe_segment
 from router.queue import QUARANTINE, QUARANTINE_MAXLEN, Write
 

@@ -19,11 +19,12 @@ import msgspec
 
 from consent.errors import DecodeError
 from consent.ids import normalize_id, subject_key
-from consent.model import DenyReason, StoredConsent
+from consent.model import StoredConsent
 from consent.policy import ConsentPolicy, withdrawn
 from consent.records import ConsentRecord, merge_records
 from consent.signals import read_segment
 from consent.store import ConsentStore
+from router.core.outcomes import SkipReason
 from router.core.sanitize import Event
 from router.core.schema import EventType, error_path, error_text
 from router.http import HttpError
@@ -171,10 +172,10 @@ def consent_recheck(store: ConsentStore) -> Recheck:
     stored denial newer than the event time), so it wins now.
     """
 
-    async def recheck(items: Sequence[RecheckItem]) -> list[str | None]:
+    async def recheck(items: Sequence[RecheckItem]) -> list[SkipReason | None]:
         subjects = {h for item in items if item.requires for h in item.subjects}
         records = await store.lookup(subjects) if subjects else {}
-        reasons: list[str | None] = [None] * len(items)
+        reasons: list[SkipReason | None] = [None] * len(items)
         if not any(records.values()):
             return reasons  # no stored record: nothing can have been withdrawn
         # A batch holds many events of the same few people: merge their records once.
@@ -191,7 +192,7 @@ def consent_recheck(store: ConsentStore) -> Recheck:
                 continue
             since = min(item.accepted_at, item.delivery.timestamp)
             if withdrawn(stored, item.requires, since):
-                reasons[index] = DenyReason.CONSENT_WITHDRAWN.value
+                reasons[index] = SkipReason.CONSENT_WITHDRAWN
         return reasons
 
     return recheck

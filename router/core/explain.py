@@ -16,8 +16,9 @@ from typing import Any
 
 from consent.resolve import READERS, RequestSignals, resolve_consent
 from router.config import Routing
-from router.core.plan import Deliver, plan, removed_fields
-from router.core.sanitize import Limits, Rejection, sanitize
+from router.core.outcomes import Deliver, Rejection
+from router.core.plan import plan, removed_fields
+from router.core.sanitize import Limits, sanitize
 from router.core.schema import WireEvent
 
 

@@ -10,55 +10,16 @@ is declared as that kind of identifier. This is what ``router explain`` runs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from consent.model import ConsentState
 from consent.policy import ConsentPolicy, evaluate
 from destinations.base import ConsentFacts, Delivery
-from destinations.dlp import Detection, scan_payload
+from destinations.dlp import scan_payload
 from destinations.fields import leaf_paths
 from router.config import CompiledDestination
+from router.core.outcomes import Decision, Deliver, Skip, SkipReason
 from router.core.sanitize import Event
-
-
-class SkipReason(StrEnum):
-    """Why a destination does not get an event (bounded: safe as a metric label)."""
-
-    DESTINATION_DISABLED = "destination_disabled"
-    SUPPRESSED = "suppressed"
-    EVENT_NOT_LISTED = "event_not_listed"
-    INTEGRATIONS_DISABLED = "integrations_disabled"
-    NO_CONSENT = "no_consent"
-    CATEGORY_DENIED = "category_denied"
-    VENDOR_DENIED = "vendor_denied"
-    GPC_OPT_OUT = "gpc_opt_out"
-    US_OPT_OUT = "us_opt_out"
-    CONSENT_EXPIRED = "consent_expired"
-    CONSENT_UNPARSEABLE = "consent_unparseable"
-    CONSENT_WITHDRAWN = "consent_withdrawn"
-
-
-@dataclass(frozen=True, slots=True)
-class Deliver:
-    """Send this minimized event to this destination; ``detections`` are the safety net's."""
-
-    destination: CompiledDestination
-    delivery: Delivery
-    detections: tuple[Detection, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Skip:
-    """Do not send; ``reason`` is bounded, ``detail`` is for people (no personal data)."""
-
-    destination: CompiledDestination
-    reason: SkipReason
-    detail: str = ""
-
-
-Decision = Deliver | Skip
 
 
 def consent_facts(state: ConsentState, policy: ConsentPolicy) -> ConsentFacts:
@@ -141,7 +102,7 @@ def _decide(
     if not verdict.allowed:
         assert verdict.reason is not None
         detail = f"category {verdict.category}" if verdict.category else ""
-        return Skip(destination, SkipReason(verdict.reason.value), detail)
+        return Skip(destination, SkipReason.denied(verdict.reason), detail)
     allowlist = destination.allowlist
     payload, found = scan_payload(
         allowlist.apply(event.data), destination.identifiers, allowlist.unscanned_paths

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from router.core import jsonscan
-from router.core.sanitize import Rejection
+from router.core.outcomes import Rejection
 from router.core.schema import WireEvent
 from router.http import HttpError
 from router.ingest import parse_body
