@@ -70,8 +70,8 @@ from redis.exceptions import RedisError
 
 from consent.model import ConsentState
 from router.core.outcomes import Decision, Deliver
+from router.core.paths import field_paths, removed, safe_path
 from router.core.sanitize import Event
-from router.datamap import field_paths, safe_path
 from router.periodic import Periodic
 
 log = logging.getLogger("router.audit")
@@ -543,13 +543,6 @@ def _configured_paths(paths: frozenset[str]) -> tuple[str, ...]:
     return tuple(_paths(paths))
 
 
-@functools.lru_cache(maxsize=4096)
-def _removed(all_paths: frozenset[str], sent: frozenset[str]) -> list[str]:
-    """What minimization removed, sorted and capped: events of one shape give the same sets.
-    ``field_paths``' output is normalized already: no second check. Shared: never change it."""
-    return sorted(all_paths - sent)[:MAX_PATHS]
-
-
 def decision_entries(
     event: Event,
     consent: ConsentState,
@@ -589,7 +582,7 @@ def decision_entries(
             data.update(
                 decision="deliver",
                 reason="consent_granted" if destination.requires else "no_consent_required",
-                removed=_removed(all_paths, field_paths(decision.delivery.payload)),
+                removed=removed(event_data, decision.delivery.payload, data_paths=all_paths),
                 transformed=list(_configured_paths(destination.allowlist.transformed_paths)),
             )
         else:

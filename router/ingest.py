@@ -30,6 +30,7 @@ from router.audit import AuditKind, AuditWriter, decision_entries, subject_token
 from router.config import Routing, SourceConfig
 from router.core import jsonscan
 from router.core.outcomes import Deliver, RejectCode, Rejection
+from router.core.paths import field_paths
 from router.core.plan import plan
 from router.core.sanitize import Event, Limits, sanitize
 from router.core.schema import (
@@ -43,7 +44,6 @@ from router.core.schema import (
     error_path,
     error_text,
 )
-from router.datamap import field_paths
 from router.errors import QueueUnavailableError
 from router.http import HttpError, basic_auth_key, json_response, read_body
 from router.quarantine import quarantine_write

@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 
 from consent.ids import normalize_id, subject_key
 from router.core.outcomes import Rejection
-from router.datamap import WILDCARD, safe_segment
+from router.core.paths import WILDCARD, safe_segment
 from router.queue import QUARANTINE, QUARANTINE_MAXLEN, Write
 
 MAX_SHAPE_PATHS: Final = 128

@@ -45,7 +45,8 @@ from destinations.errors import TransportError
 from router.anomaly import HoldGate
 from router.config import CompiledDestination
 from router.core.outcomes import Failure, SkipReason
-from router.datamap import DataMapRecorder, declared_kinds, field_paths
+from router.core.paths import field_paths
+from router.datamap import DataMapRecorder, declared_kinds
 from router.queue import (
     DLQ_MAXLEN,
     GROUP,

@@ -16,7 +16,6 @@ from consent.model import ConsentState
 from consent.policy import ConsentPolicy, evaluate
 from destinations.base import ConsentFacts, Delivery
 from destinations.dlp import scan_payload
-from destinations.fields import leaf_paths
 from router.config import CompiledDestination
 from router.core.outcomes import Decision, Deliver, Skip, SkipReason
 from router.core.sanitize import Event
@@ -116,8 +115,3 @@ def _decide(
         consent=facts,
     )
     return Deliver(destination, delivery, tuple(found))
-
-
-def removed_fields(event: Event, delivery: Delivery) -> list[str]:
-    """The event's field paths that the allowlist removed (for explain and the audit trail)."""
-    return sorted(leaf_paths(event.data) - leaf_paths(delivery.payload))

@@ -25,10 +25,11 @@ from router.admin import ROLE_TABLE, Endpoint, Role, add_admin_routes, parse_tok
 from router.anomaly import AnomalyMonitor, hold
 from router.app import errors
 from router.audit import AuditLog, AuditWriter, decision_entries, parse_record, verify_records
+from router.core.paths import field_paths
 from router.core.plan import plan
 from router.core.sanitize import Event
 from router.core.schema import EventType
-from router.datamap import DataMapRecorder, field_paths
+from router.datamap import DataMapRecorder
 from router.erasure import ERASURES
 from router.ingest import STATE, AppState
 from router.privacy import post_consent
