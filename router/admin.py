@@ -63,13 +63,13 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from consent.resolve import RequestSignals
 from router import anomaly
 from router.audit import AuditConflictError, AuditKind, AuditLog
 from router.core.explain import consent_context, explain
 from router.core.jsonscan import depth_path
 from router.core.outcomes import Failure, Rejection
 from router.core.schema import WireEvent, error_path, error_text
+from router.core.signals import signals_from_headers
 from router.datamap import day_of, read_datamap
 from router.erasure import erase, parse_erase_body
 from router.http import HttpError, error_response, json_response, read_body
@@ -659,16 +659,13 @@ async def explain_event(request: web.Request, call: Call) -> web.StreamResponse:
     headers = parsed.get("headers")
     if headers is not None and not isinstance(headers, dict):
         raise HttpError(400, "invalid_request", "headers must be an object", path="headers")
-    lowered = {str(k).lower(): str(v) for k, v in (headers or {}).items()}
-    geo = routing.policy.geo_header
     reports = explain(
         routing,
         wire,
         now=datetime.now(UTC),
         new_id=lambda: str(uuid.uuid4()),
-        signals=RequestSignals(
-            gpc=lowered.get("sec-gpc", "").strip() == "1",
-            region=lowered.get(geo.lower()) if geo else None,
+        signals=signals_from_headers(
+            ((str(k), str(v)) for k, v in (headers or {}).items()), routing.policy.geo_header
         ),
     )
     if isinstance(reports, Rejection):

@@ -44,6 +44,7 @@ from router.core.schema import (
     error_path,
     error_text,
 )
+from router.core.signals import signals_from_headers
 from router.errors import QueueUnavailableError
 from router.http import HttpError, basic_auth_key, json_response, read_body
 from router.quarantine import quarantine_write
@@ -244,13 +245,6 @@ def _split_batch(body: bytes, unusable: HttpError) -> BatchEnvelope:
     return msgspec.structs.replace(envelope, batch=items)
 
 
-def request_signals(request: web.Request, geo_header: str | None) -> RequestSignals:
-    """GPC (any ``Sec-GPC`` header exactly ``1``) and the CDN's country header."""
-    gpc = any(value.strip() == "1" for value in request.headers.getall("Sec-GPC", []))
-    region = request.headers.get(geo_header) if geo_header else None
-    return RequestSignals(gpc=gpc, region=region.strip() if region else None)
-
-
 def authenticate(routing: Routing, request: web.Request, body_key: str | None) -> SourceConfig:
     header_key = basic_auth_key(request.headers.get("Authorization"))
     for key in (header_key, body_key, request.query.get("writeKey")):
@@ -376,7 +370,7 @@ async def _accept(
         "router_events_received_total", amount=len(parsed.items), source=source.id, route=route
     )
 
-    signals = request_signals(request, routing.policy.geo_header)
+    signals = signals_from_headers(request.headers.items(), routing.policy.geo_header)
     tracer = state.tracer
     try:
         planned = await _plan_writes(state, events, signals, trace_parent, source.may_grant)
