@@ -64,7 +64,8 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from router import anomaly
-from router.audit import AuditConflictError, AuditKind, AuditLog
+from router.audit import AuditConflictError, AuditLog
+from router.core.audit_records import AuditKind
 from router.core.explain import consent_context, explain
 from router.core.jsonscan import depth_path
 from router.core.outcomes import Failure, Rejection

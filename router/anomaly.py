@@ -42,7 +42,8 @@ import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from router.audit import AuditKind, AuditLog
+from router.audit import AuditLog
+from router.core.audit_records import AuditKind
 from router.periodic import Periodic
 from router.queue import GROUP, queue_key
 from router.telemetry import Stats

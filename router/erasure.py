@@ -35,8 +35,9 @@ import redis.asyncio as aioredis
 
 from consent.ids import normalize_id, subject_key
 from consent.store import ConsentStore
-from router.audit import AuditKind, AuditLog
+from router.audit import AuditLog
 from router.config import CompiledDestination, Routing
+from router.core.audit_records import AuditKind
 from router.http import HttpError
 from router.quarantine import erase_quarantined
 from router.stored_consent import invalid_field

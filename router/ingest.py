@@ -26,9 +26,10 @@ from consent.records import ConsentRecord, merge_records, narrow
 from consent.resolve import RequestSignals, carries_signals, region_of, resolve_consent
 from consent.store import ConsentStore
 from router.anomaly import AnomalyMonitor
-from router.audit import AuditKind, AuditWriter, decision_entries, subject_token
+from router.audit import AuditWriter
 from router.config import Routing, SourceConfig
 from router.core import jsonscan
+from router.core.audit_records import AuditKind, consent_written, decision_entries
 from router.core.outcomes import Deliver, RejectCode, Rejection
 from router.core.paths import field_paths
 from router.core.plan import plan
@@ -611,31 +612,6 @@ def _observe(
     if state.audit is not None:
         state.audit.record_many(planned.consent_audit)
         state.audit.record_decisions(planned.decision_audit)
-
-
-def consent_written(
-    record: ConsentRecord,
-    subject_ids: Sequence[str],
-    route: str,
-    key: bytes,
-    *,
-    source_id: str | None = None,
-    refused: frozenset[str] = frozenset(),
-) -> tuple[AuditKind, dict[str, Any]]:
-    """The ``consent_written`` audit record of a choice (subjects as keyed tokens): which
-    source's write key sent it, and the grants refused because that source may not grant."""
-    data: dict[str, Any] = {
-        "route": route,
-        "source": record.source,
-        "source_id": source_id,
-        "subjects": sorted({subject_token(i, key) for i in subject_ids}),
-        "granted": sorted(record.granted),
-        "denied": sorted(record.denied),
-        "at": record.updated_at.astimezone(UTC).isoformat(),
-    }
-    if refused:
-        data["refused"] = sorted(refused)
-    return AuditKind.CONSENT_WRITTEN, data
 
 
 async def _lookups(

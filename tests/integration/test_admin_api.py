@@ -24,7 +24,8 @@ from destinations.base import Delivery
 from router.admin import ROLE_TABLE, Endpoint, Role, add_admin_routes, parse_tokens, token_hash
 from router.anomaly import AnomalyMonitor, hold
 from router.app import errors
-from router.audit import AuditLog, AuditWriter, decision_entries, parse_record, verify_records
+from router.audit import AuditLog, AuditWriter, parse_record, verify_records
+from router.core.audit_records import decision_entries
 from router.core.paths import field_paths
 from router.core.plan import plan
 from router.core.sanitize import Event

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from consent.resolve import RequestSignals, resolve_consent
-from router.audit import decision_entries
+from router.core.audit_records import decision_entries
 from router.core.explain import consent_context, explain
 from router.core.plan import plan
 from router.core.sanitize import Event, sanitize
