@@ -1,8 +1,5 @@
-"""The router's use of the consent store: consent events, the consent API body, the re-check.
+"""The router's use of the consent store: the consent API body, the re-check.
 
-- ``consent_update``: the reserved track events ``Segment Consent Preference Updated`` (and the
-  older ``Segment Consent Preference``) carry the user's new choice in
-  ``context.consent.categoryPreferences``; it becomes a stored record (malformed: no write).
 - ``parse_consent_body``: ``POST /v1/consent`` bodies, validated once, ids hashed.
 - ``consent_recheck``: the delivery worker's hook: a stored withdrawal newer than the event
   skips the send with ``consent_withdrawn``.
@@ -17,47 +14,20 @@ from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
-from consent.errors import DecodeError
 from consent.ids import normalize_id, subject_key
 from consent.model import StoredConsent
 from consent.policy import ConsentPolicy, withdrawn
 from consent.records import ConsentRecord, merge_records
-from consent.signals import read_segment
 from consent.store import ConsentStore
 from router.core.outcomes import SkipReason
-from router.core.sanitize import Event
-from router.core.schema import EventType, error_path, error_text
+from router.core.schema import error_path, error_text
 from router.http import HttpError
 from router.worker import Recheck, RecheckItem
 
-RESERVED_EVENTS = frozenset({"Segment Consent Preference Updated", "Segment Consent Preference"})
-SOURCE_EVENT = "segment_event"
 SOURCE_API = "api"
 _SOURCE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 
 Id = Annotated[str, msgspec.Meta(max_length=512)]
-
-
-def consent_update(event: Event, policy: ConsentPolicy) -> ConsentRecord | None:
-    """The stored record a reserved consent event asks for; ``None`` for any other event."""
-    if event.type is not EventType.TRACK or event.name not in RESERVED_EVENTS:
-        return None
-    context = event.data.get("context")
-    if not isinstance(context, dict):
-        return None
-    try:
-        reading = read_segment(context, policy)
-    except DecodeError:
-        return None
-    if reading is None or not reading.votes:
-        return None
-    return ConsentRecord.build(
-        reading.votes,
-        source=SOURCE_EVENT,
-        updated_at=event.timestamp,
-        received_at=event.received_at,
-        max_age_days=policy.max_age_days,
-    )
 
 
 class ConsentBody(msgspec.Struct, frozen=True):
