@@ -19,7 +19,8 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from router.audit import AuditKind, AuditLog
+from router.audit import AuditLog
+from router.core.audit_records import AuditKind
 from tests.redis_server import RedisServer
 
 

@@ -11,14 +11,11 @@ write from a source that may not grant consent does to a stored record.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from consent.model import StoredConsent
-
-log = logging.getLogger("consent.records")
 
 
 def millis(moment: datetime) -> int:
@@ -28,6 +25,10 @@ def millis(moment: datetime) -> int:
 
 def _at(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class UnreadableRecordError(ValueError):
+    """A stored consent value that is not a record (corrupt or written by something else)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +83,13 @@ class ConsentRecord:
         )
 
     @classmethod
+    def unreadable(cls, now: datetime) -> ConsentRecord:
+        """What a corrupt stored value stands for: a record that grants nothing (fail closed)."""
+        return cls(frozenset(), frozenset(), "unreadable", now, now, now + timedelta(days=1))
+
+    @classmethod
     def decode(cls, raw: bytes | str) -> ConsentRecord:
-        """A stored record; an unreadable one grants nothing (fail closed)."""
+        """A stored record; :class:`UnreadableRecordError` when the value is corrupt."""
         try:
             data = json.loads(raw)
             return cls(
@@ -94,10 +100,8 @@ class ConsentRecord:
                 received_at=_at(int(data["received_at_ms"])),
                 expires_at=_at(int(data["expires_at_ms"])),
             )
-        except (ValueError, TypeError, KeyError, OverflowError):
-            log.warning("unreadable consent record; it grants nothing")
-            now = datetime.now(UTC)
-            return cls(frozenset(), frozenset(), "unreadable", now, now, now + timedelta(days=1))
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
+            raise UnreadableRecordError from exc
 
 
 def merge_records(records: Iterable[ConsentRecord | None]) -> StoredConsent | None:

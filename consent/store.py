@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 
 from consent.ids import normalize_id, subject_key
 from consent.model import StoredConsent
-from consent.records import ConsentRecord, merge_records, millis
+from consent.records import ConsentRecord, UnreadableRecordError, merge_records, millis
 
 log = logging.getLogger("consent.store")
 
@@ -54,6 +54,15 @@ def record_key(subject: str) -> str:
 def history_key(subject: str) -> str:
     """The change history of a hashed subject."""
     return f"rt:consent-log:{subject}"
+
+
+def _decode(raw: bytes, now: datetime) -> ConsentRecord:
+    """The stored record; a corrupt one is logged and grants nothing (fail closed)."""
+    try:
+        return ConsentRecord.decode(raw)
+    except UnreadableRecordError:
+        log.warning("unreadable consent record; it grants nothing")
+        return ConsentRecord.unreadable(now)
 
 
 class WriteOutcome(StrEnum):
@@ -364,7 +373,7 @@ class ConsentStore:
         flags = replies[1] if self._suppressed_key is not None else [0] * len(misses)
         keep = live and self.live and generation == self._generation
         for subject, raw, flag in zip(misses, values, flags, strict=True):
-            record = None if raw is None else ConsentRecord.decode(raw)
+            record = None if raw is None else _decode(raw, now)
             if record is not None and record.expires_at <= now:
                 record = None
             found[subject] = record

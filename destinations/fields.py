@@ -241,18 +241,3 @@ def truncate_ip(text: str) -> str | None:
         address = address.ipv4_mapped
     prefix = 24 if address.version == 4 else 48
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
-
-
-def leaf_paths(value: Any, prefix: str = "") -> set[str]:
-    """Every leaf path of a JSON-like value, in allowlist syntax (for "what was removed")."""
-    if isinstance(value, dict):
-        paths: set[str] = set()
-        for name, item in value.items():
-            paths |= leaf_paths(item, f"{prefix}.{name}" if prefix else str(name))
-        return paths or ({prefix} if prefix else set())
-    if isinstance(value, list):
-        paths = set()
-        for item in value:
-            paths |= leaf_paths(item, f"{prefix}[]")
-        return paths or {f"{prefix}[]"}
-    return {prefix}

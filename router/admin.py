@@ -63,19 +63,20 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from consent.resolve import RequestSignals
 from router import anomaly
-from router.audit import AuditConflictError, AuditKind, AuditLog
+from router.audit import AuditConflictError, AuditLog
+from router.core.audit_records import AuditKind
+from router.core.explain import consent_context, explain
+from router.core.jsonscan import depth_path
+from router.core.outcomes import Failure, Rejection
+from router.core.schema import WireEvent, error_path, error_text
+from router.core.signals import signals_from_headers
 from router.datamap import day_of, read_datamap
 from router.erasure import erase, parse_erase_body
-from router.explain import consent_context, explain
 from router.http import HttpError, error_response, json_response, read_body
 from router.ingest import STATE, AppState
-from router.jsonscan import depth_path
 from router.quarantine import read_quarantine
 from router.queue import GROUP, ITEM_DECODER, dlq_key, queue_key
-from router.sanitize import Rejection
-from router.schema import WireEvent, error_path, error_text
 from router.settings import Settings
 from router.tracing import RouterMetrics
 
@@ -497,7 +498,7 @@ async def list_dlq(request: web.Request, call: Call) -> web.StreamResponse:
     for entry_id, fields in entries:
         row: dict[str, Any] = {
             "id": entry_id.decode(),
-            "reason": fields.get(b"reason", b"").decode("utf-8", "replace"),
+            "reason": Failure.parse(fields.get(b"reason", b"").decode("utf-8", "replace")).text,
             "at": fields.get(b"at", b"").decode("utf-8", "replace"),
         }
         try:
@@ -660,16 +661,13 @@ async def explain_event(request: web.Request, call: Call) -> web.StreamResponse:
     headers = parsed.get("headers")
     if headers is not None and not isinstance(headers, dict):
         raise HttpError(400, "invalid_request", "headers must be an object", path="headers")
-    lowered = {str(k).lower(): str(v) for k, v in (headers or {}).items()}
-    geo = routing.policy.geo_header
     reports = explain(
         routing,
         wire,
         now=datetime.now(UTC),
         new_id=lambda: str(uuid.uuid4()),
-        signals=RequestSignals(
-            gpc=lowered.get("sec-gpc", "").strip() == "1",
-            region=lowered.get(geo.lower()) if geo else None,
+        signals=signals_from_headers(
+            ((str(k), str(v)) for k, v in (headers or {}).items()), routing.policy.geo_header
         ),
     )
     if isinstance(reports, Rejection):

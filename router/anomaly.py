@@ -44,7 +44,8 @@ from redis.exceptions import RedisError
 from destinations.base import HttpRequest
 from destinations.errors import TransportError
 from destinations.transport import Transport
-from router.audit import AuditKind, AuditLog
+from router.audit import AuditLog
+from router.core.audit_records import AuditKind
 from router.periodic import Periodic
 from router.queue import GROUP, queue_key
 from router.telemetry import Stats

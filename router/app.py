@@ -32,8 +32,9 @@ from consent.store import ConsentStore
 from destinations.transport import AiohttpTransport
 from router.admin import add_admin_routes, refresh_queue_lag, tokens_of
 from router.anomaly import AnomalyMonitor, HoldGate, MonitorSettings
-from router.audit import AuditKind, AuditLog, AuditWriter
+from router.audit import AuditLog, AuditWriter
 from router.config import Routing, load_routing
+from router.core.audit_records import AuditKind
 from router.datamap import DataMapRecorder
 from router.errors import ConfigError
 from router.http import (

@@ -45,7 +45,9 @@ Entry points::
     result = await verify(client)                           # `router audit verify`
     async for line in export(client): ...                   # JSON lines
 
-The pure core (``chain_hash``, ``seal``, ``verify_records``, ``decision_entries``) does no I/O.
+The pure core (``chain_hash``, ``seal``, ``verify_records``) does no I/O; the records about
+requests (``AuditKind``, ``decision_entries``, ``subject_token``) are built in
+``router.core.audit_records``.
 Tamper evidence covers edits by anyone who cannot also rewrite every later record of the lane,
 its head and the other lanes' witnesses; for more, keep ``verify``'s heads (or an export's
 last hashes) somewhere else now and then.
@@ -56,52 +58,29 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any, Final
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from consent.model import ConsentState
-from router.datamap import field_paths, safe_path
+from router.core.audit_records import AuditKind, subject_token
 from router.periodic import Periodic
-from router.plan import Decision, Deliver
-from router.sanitize import Event
 
 log = logging.getLogger("router.audit")
 
 STREAM: Final = "rt:audit"
 GENESIS: Final = "0" * 64
 PAGE: Final = 500
-MAX_PATHS: Final = 100
 LEGACY_LANE: Final = 0
 """The single chain written before lanes existed."""
 WITNESS_WINDOW: Final = 100_000
 """How many of the newest records' hashes verification keeps to check witnesses against (a
 witness further back is checked by position only)."""
-
-
-class AuditKind(StrEnum):
-    """What a record is about (bounded)."""
-
-    CONFIG_LOADED = "config_loaded"
-    CONFIG_CHANGED = "config_changed"
-    CONSENT_WRITTEN = "consent_written"
-    ERASURE = "erasure"
-    HOLD = "hold"
-    RELEASE = "release"
-    DISCARD = "discard"
-    DLQ_REPLAY = "dlq_replay"
-    DECISION = "decision"
-    DECISIONS = "decisions"
-    ADMIN_CALL = "admin_call"
-    ANOMALY = "anomaly"
 
 
 # --- pure core -----------------------------------------------------------------------------------
@@ -507,95 +486,6 @@ def parse_record(line: str | bytes) -> AuditRecord:
         lane=int(value.get("lane", LEGACY_LANE)),
         witness=witness if isinstance(witness, dict) else None,
     )
-
-
-@functools.lru_cache(maxsize=16)
-def _token_base(key: bytes) -> hmac.HMAC:
-    return hmac.new(key, digestmod=hashlib.sha256)
-
-
-def subject_token(identifier: str, key: bytes) -> str:
-    """How a subject id appears in the audit trail: HMAC-SHA256 under the audit key."""
-    state = _token_base(key).copy()  # the keyed state is prepared once per key
-    state.update(identifier.strip().encode())
-    return state.hexdigest()[:32]
-
-
-@functools.lru_cache(maxsize=8192)
-def _subject_tokens(identifiers: tuple[str, ...], key: bytes) -> list[str]:
-    """Sorted tokens of an event's subjects: the same few subjects recur event after event.
-    The list is shared between records: nobody may change it."""
-    return sorted(subject_token(i, key) for i in identifiers)
-
-
-@functools.lru_cache(maxsize=256)
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat()
-
-
-def _paths(paths: Iterable[str]) -> list[str]:
-    return sorted({safe_path(p) for p in paths})[:MAX_PATHS]
-
-
-@functools.lru_cache(maxsize=1024)
-def _configured_paths(paths: frozenset[str]) -> tuple[str, ...]:
-    """``_paths`` of a destination's configured paths (the same few sets, every event)."""
-    return tuple(_paths(paths))
-
-
-@functools.lru_cache(maxsize=4096)
-def _removed(all_paths: frozenset[str], sent: frozenset[str]) -> list[str]:
-    """What minimization removed, sorted and capped: events of one shape give the same sets.
-    ``field_paths``' output is normalized already: no second check. Shared: never change it."""
-    return sorted(all_paths - sent)[:MAX_PATHS]
-
-
-def decision_entries(
-    event: Event,
-    consent: ConsentState,
-    decisions: Sequence[Decision],
-    *,
-    key: bytes,
-    stage: str = "ingest",
-    event_paths: frozenset[str] | None = None,
-) -> list[tuple[AuditKind, dict[str, Any]]]:
-    """One ``decision`` record per destination, with no personal data.
-
-    Records the destination, deliver or skip, the reason, the removed and transformed field
-    paths (keys normalized), the consent snapshot's sources and time; the event and its
-    subjects appear as keyed tokens only. ``event_paths``: ``field_paths(event.data)`` when
-    the caller computed it already.
-    """
-    event_data = event.data
-    event_token = subject_token(event.message_id, key)
-    subjects = _subject_tokens(event.subject_ids, key)
-    sources = sorted({s.value for s in consent.signals})
-    consent_at = consent.collected_at
-    snapshot_at = _iso(consent_at) if consent_at else None
-    all_paths = event_paths
-    entries: list[tuple[AuditKind, dict[str, Any]]] = []
-    for decision in decisions:
-        destination = decision.destination
-        data: dict[str, Any] = {
-            "stage": stage,
-            "destination": destination.id,
-            "event": event_token,
-            "subjects": subjects,
-            "consent": {"sources": sources, "at": snapshot_at},
-        }
-        if isinstance(decision, Deliver):
-            if all_paths is None:
-                all_paths = field_paths(event_data)
-            data.update(
-                decision="deliver",
-                reason="consent_granted" if destination.requires else "no_consent_required",
-                removed=_removed(all_paths, field_paths(decision.delivery.payload)),
-                transformed=list(_configured_paths(destination.allowlist.transformed_paths)),
-            )
-        else:
-            data.update(decision="skip", reason=decision.reason.value, removed=[], transformed=[])
-        entries.append((AuditKind.DECISION, data))
-    return entries
 
 
 # --- Redis ---------------------------------------------------------------------------------------

@@ -43,14 +43,14 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from consent.resolve import RequestSignals
 from router.config import Routing, load_routing
+from router.core.explain import consent_context, explain
+from router.core.outcomes import Rejection
+from router.core.schema import WireEvent
+from router.core.signals import signals_from_headers
 from router.errors import ConfigError
-from router.explain import consent_context, explain
 from router.http import RouterRunner
 from router.queue import connect, dlq_key, outbox_key
-from router.sanitize import Rejection
-from router.schema import WireEvent
 from router.settings import Settings
 from router.telemetry import configure_logging
 
@@ -441,13 +441,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _headers(values: Sequence[str]) -> dict[str, list[str]]:
-    headers: dict[str, list[str]] = {}
+def _headers(values: Sequence[str]) -> list[tuple[str, str]]:
+    headers: list[tuple[str, str]] = []
     for value in values:
         name, sep, content = value.partition(":")
         if not sep:
             raise SystemExit(f"--header expects 'Name: value', got {value!r}")
-        headers.setdefault(name.strip().lower(), []).append(content.strip())
+        headers.append((name.strip(), content.strip()))
     return headers
 
 
@@ -485,15 +485,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"{args.event}: {exc}", file=sys.stderr)
         return 1
     headers = _headers(args.header or [])
-    gpc = any(v == "1" for v in headers.get("sec-gpc", []))
-    geo = routing.policy.geo_header
-    region = headers.get(geo.lower(), [None])[0] if geo else None
     reports = explain(
         routing,
         wire,
         now=datetime.now(UTC),
         new_id=lambda: str(uuid.uuid4()),
-        signals=RequestSignals(gpc=gpc, region=region),
+        signals=signals_from_headers(headers, routing.policy.geo_header),
     )
     if isinstance(reports, Rejection):
         print(

@@ -32,8 +32,8 @@ from consent.policy import DEFAULT_CATEGORIES, ConsentPolicy, Missing
 from destinations.base import Connector
 from destinations.fields import Allowlist, Transform, compile_allowlist, parse_path
 from destinations.registry import CONNECTORS
+from router.core.schema import EventType
 from router.errors import ConfigError
-from router.schema import EventType
 
 
 def _path(value: str) -> str:

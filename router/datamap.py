@@ -20,117 +20,26 @@ map should say "queued for" rather than "sent to")::
 ``DataMapRecorder`` aggregates in memory and writes once per ``flush_every_s`` in one pipeline.
 ``read_datamap`` and ``render_table`` serve ``GET /admin/datamap`` and ``router datamap``.
 
-Field paths are computed from the payload's structure by ``field_paths``: a key that does not
-look like a field name (an email or a phone number used as a key, anything with spaces or long
-digit runs) becomes ``*``, so no value-like key reaches the map, the anomaly store or the audit.
+Field paths are computed from the payload's structure by ``router.core.paths.field_paths``
+(value-like keys become ``*``).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, Final
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from router.core.paths import field_paths
 from router.periodic import Periodic
 
 log = logging.getLogger("router.datamap")
-
-MAX_PATHS: Final = 256
-MAX_DEPTH: Final = 16
-_SEGMENT: Final = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]{0,63}")
-_DIGIT_RUN: Final = re.compile(r"[0-9]{5}")
-WILDCARD: Final = "*"
-
-
-_FIELD_NAMES: Final[set[str]] = set()
-"""Keys already found to look like field names (the same few recur in every event), bounded;
-value-like keys are never kept here."""
-_MAX_FIELD_NAMES: Final = 8192
-
-
-def safe_segment(name: object) -> str:
-    """A key as it may appear in a field path: itself if it looks like a field name, else ``*``."""
-    if not isinstance(name, str):
-        return WILDCARD
-    if name in _FIELD_NAMES:
-        return name
-    if _SEGMENT.fullmatch(name) and not _DIGIT_RUN.search(name):
-        if len(_FIELD_NAMES) < _MAX_FIELD_NAMES:
-            _FIELD_NAMES.add(name)
-        return name
-    return WILDCARD
-
-
-def field_paths(
-    value: Any, *, max_paths: int = MAX_PATHS, max_depth: int = MAX_DEPTH
-) -> frozenset[str]:
-    """Leaf paths of a JSON-like value in allowlist syntax (``a.b[].c``), keys normalized.
-
-    At most ``max_paths`` paths, at most ``max_depth`` levels (deeper values count as a leaf).
-    """
-    found: set[str] = set()
-    if type(value) is dict:
-        _dict_paths(value, "", 0, found, max_paths, max_depth)
-    elif type(value) is list:
-        _list_paths(value, "[]", 0, found, max_paths, max_depth)
-    return frozenset(found)
-
-
-# The two walkers below run for every event (audit, data map, schema drift): they recurse
-# (depth is capped by ``max_depth``) and test exact types, which is several times faster than
-# an explicit stack of (value, path, depth) tuples.
-
-
-def _dict_paths(  # noqa: PLR0917 - positional: the hottest recursion of the ingest
-    node: dict[Any, Any], prefix: str, depth: int, found: set[str], max_paths: int, max_depth: int
-) -> None:
-    depth += 1
-    names = _FIELD_NAMES
-    for name, child in node.items():
-        if len(found) >= max_paths:
-            return
-        path = prefix + (name if name in names else safe_segment(name))
-        kind = type(child)
-        if kind is dict and child and depth < max_depth:
-            _dict_paths(child, path + ".", depth, found, max_paths, max_depth)
-        elif kind is list and child and depth < max_depth:
-            _list_paths(child, path + "[]", depth, found, max_paths, max_depth)
-        else:
-            found.add(path)
-
-
-def _list_paths(  # noqa: PLR0917 - positional: the hottest recursion of the ingest
-    items: list[Any], path: str, depth: int, found: set[str], max_paths: int, max_depth: int
-) -> None:
-    depth += 1
-    for child in items:
-        if len(found) >= max_paths:
-            return
-        kind = type(child)
-        if kind is dict and child and depth < max_depth:
-            _dict_paths(child, path + ".", depth, found, max_paths, max_depth)
-        elif kind is list and child and depth < max_depth:
-            _list_paths(child, path + "[]", depth, found, max_paths, max_depth)
-        else:
-            found.add(path)
-
-
-@functools.lru_cache(maxsize=4096)
-def safe_path(path: str) -> str:
-    """A configured or computed path re-checked segment by segment (for paths from elsewhere)."""
-    parts = []
-    for part in path.split(".")[:MAX_DEPTH]:
-        name, brackets, _ = part.partition("[]")
-        parts.append(safe_segment(name) + ("[]" * part.count("[]") if brackets else ""))
-    return ".".join(parts)
 
 
 def declared_kinds(paths: Iterable[str], declarations: Mapping[str, str]) -> frozenset[str]:

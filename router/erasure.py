@@ -38,8 +38,9 @@ from consent.store import ConsentStore
 from destinations.base import Connector, DeletionSkipped
 from destinations.errors import TransportError
 from destinations.transport import Transport
-from router.audit import AuditKind, AuditLog
+from router.audit import AuditLog
 from router.config import CompiledDestination, Routing
+from router.core.audit_records import AuditKind
 from router.http import HttpError
 from router.quarantine import erase_quarantined
 from router.stored_consent import invalid_field

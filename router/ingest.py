@@ -21,19 +21,32 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 from redis.exceptions import RedisError
 
-from consent.model import ConsentState
-from consent.records import ConsentRecord, merge_records, narrow
-from consent.resolve import RequestSignals, carries_signals, region_of, resolve_consent
+from consent.records import ConsentRecord
+from consent.resolve import RequestSignals
 from consent.store import ConsentStore
 from destinations.transport import Transport
-from router import jsonscan
 from router.anomaly import AnomalyMonitor
-from router.audit import AuditKind, AuditWriter, decision_entries, subject_token
+from router.audit import AuditWriter
 from router.config import Routing, SourceConfig
-from router.datamap import field_paths
+from router.core import jsonscan
+from router.core.audit_records import AuditKind, consent_written
+from router.core.outcomes import RejectCode, Rejection
+from router.core.plan import RequestPlan, RequestPlanner
+from router.core.sanitize import Event, Limits, sanitize
+from router.core.schema import (
+    BATCH_DECODER,
+    KEY_DECODER,
+    ROUTE_TYPES,
+    WIRE_EVENT_DECODER,
+    BatchEnvelope,
+    EventType,
+    WireEvent,
+    error_path,
+    error_text,
+)
+from router.core.signals import signals_from_headers
 from router.errors import QueueUnavailableError
 from router.http import HttpError, basic_auth_key, json_response, read_body
-from router.plan import Deliver, plan
 from router.quarantine import quarantine_write
 from router.queue import (
     ITEM_ENCODER,
@@ -45,20 +58,7 @@ from router.queue import (
     queue_key,
     subject_hash,
 )
-from router.sanitize import Event, Limits, Rejection, sanitize
-from router.schema import (
-    BATCH_DECODER,
-    KEY_DECODER,
-    ROUTE_TYPES,
-    WIRE_EVENT_DECODER,
-    BatchEnvelope,
-    EventType,
-    WireEvent,
-    error_path,
-    error_text,
-)
 from router.settings import Settings
-from router.stored_consent import consent_update
 from router.telemetry import Stats
 from router.tracing import Telemetry, ingest_trace, set_span_attributes, stage_span
 
@@ -117,10 +117,16 @@ class _Parsed:
 
 
 _DEFECTS: Final = {
-    "non_finite": ("invalid_number", "numbers must be finite (no NaN or Infinity)"),
-    "lone_surrogate": ("invalid_string", "a string holds an unpaired UTF-16 surrogate escape"),
-    "control_char": ("invalid_string", "a string holds a raw control character; escape it"),
-    "invalid_utf8": ("invalid_string", "a string is not valid UTF-8"),
+    "non_finite": (RejectCode.INVALID_NUMBER, "numbers must be finite (no NaN or Infinity)"),
+    "lone_surrogate": (
+        RejectCode.INVALID_STRING,
+        "a string holds an unpaired UTF-16 surrogate escape",
+    ),
+    "control_char": (
+        RejectCode.INVALID_STRING,
+        "a string holds a raw control character; escape it",
+    ),
+    "invalid_utf8": (RejectCode.INVALID_STRING, "a string is not valid UTF-8"),
 }
 """What ``jsonscan.defect`` finds in an event msgspec refused -> (rejection code, message)."""
 
@@ -132,11 +138,11 @@ def _decode_event(raw: bytes) -> WireEvent | Rejection:
         text = str(exc)
         if "out of range" in text:
             return _malformed(raw)
-        return Rejection("invalid_field", error_path(text), error_text(text))
+        return Rejection(RejectCode.INVALID_FIELD, error_path(text), error_text(text))
     except msgspec.DecodeError:
         return _malformed(raw)
     except RecursionError:
-        return Rejection("too_deep", "", "the event is nested too deeply")
+        return Rejection(RejectCode.TOO_DEEP, "", "the event is nested too deeply")
 
 
 def _malformed(raw: bytes) -> Rejection:
@@ -144,7 +150,7 @@ def _malformed(raw: bytes) -> Rejection:
     structure is sound (one NaN, a lone surrogate escape, a raw control character)."""
     found = jsonscan.defect(raw)
     if found is None:
-        return Rejection("invalid_json", "", "the event is not valid JSON")
+        return Rejection(RejectCode.INVALID_JSON, "", "the event is not valid JSON")
     code, message = _DEFECTS[found[0]]
     return Rejection(code, found[1], message)
 
@@ -175,7 +181,7 @@ def parse_body(
                 413, "event_too_large", f"an event is limited to {max_event_bytes} bytes"
             )
         decoded = _decode_event(body)
-        if isinstance(decoded, Rejection) and decoded.code == "invalid_json":
+        if isinstance(decoded, Rejection) and decoded.code is RejectCode.INVALID_JSON:
             raise HttpError(400, "invalid_json", "the body is not valid JSON")
         return _Parsed(items=[(body, decoded)])
     try:
@@ -205,7 +211,9 @@ def parse_body(
                 (
                     data,
                     Rejection(
-                        "event_too_large", "", f"an event is limited to {max_event_bytes} bytes"
+                        RejectCode.EVENT_TOO_LARGE,
+                        "",
+                        f"an event is limited to {max_event_bytes} bytes",
                     ),
                 )
             )
@@ -236,13 +244,6 @@ def _split_batch(body: bytes, unusable: HttpError) -> BatchEnvelope:
     except (jsonscan.ScanError, msgspec.DecodeError, RecursionError) as exc:
         raise unusable from exc
     return msgspec.structs.replace(envelope, batch=items)
-
-
-def request_signals(request: web.Request, geo_header: str | None) -> RequestSignals:
-    """GPC (any ``Sec-GPC`` header exactly ``1``) and the CDN's country header."""
-    gpc = any(value.strip() == "1" for value in request.headers.getall("Sec-GPC", []))
-    region = request.headers.get(geo_header) if geo_header else None
-    return RequestSignals(gpc=gpc, region=region.strip() if region else None)
 
 
 def authenticate(routing: Routing, request: web.Request, body_key: str | None) -> SourceConfig:
@@ -370,14 +371,16 @@ async def _accept(
         "router_events_received_total", amount=len(parsed.items), source=source.id, route=route
     )
 
-    signals = request_signals(request, routing.policy.geo_header)
+    signals = signals_from_headers(request.headers.items(), routing.policy.geo_header)
     tracer = state.tracer
     try:
-        planned = await _plan_writes(state, events, signals, trace_parent, source.may_grant)
-        writes.extend(Deliveries(queue_key(d), items) for d, items in planned.queued.items())
+        plan = await _plan(state, [e for _, e in events], signals, source.may_grant)
+        _count_plan(state, plan)
+        writes.extend(_deliveries(plan, trace_parent))
+        consent_audit: list[tuple[AuditKind, dict[str, Any]]] = []
         with stage_span(tracer, "enqueue"):
-            if planned.updates and state.consent is not None:
-                await _write_consent(state, source, planned)
+            if plan.updates and state.consent is not None:
+                consent_audit = await _write_consent(state, source, plan)
             await state.enqueuer.submit(writes)
     except (QueueUnavailableError, RedisError, OSError) as exc:
         state.stats.add("router_requests_unavailable_total", route=route)
@@ -390,7 +393,7 @@ async def _accept(
     state.stats.add(
         "router_events_accepted_total", amount=len(events), source=source.id, route=route
     )
-    _observe(state, source.id, events, planned)
+    _observe(state, source.id, len(events), plan, consent_audit)
 
     if events or not rejected:
         body_out: dict[str, Any] = {"success": True}
@@ -405,159 +408,95 @@ async def _accept(
     )
 
 
-@dataclass(slots=True)
-class _Planned:
-    """What the plan step of one request produced, and what it tells the monitor and audit."""
-
-    queued: dict[str, list[bytes]] = field(default_factory=dict)
-    """Encoded deliveries per destination (the enqueuer packs them into stream entries)."""
-    updates: list[tuple[tuple[str, ...], ConsentRecord]] = field(default_factory=list)
-    """Consent events' choices to store: the hashed subjects and the record."""
-    update_ids: list[tuple[str, ...]] = field(default_factory=list)
-    """The subject ids of each update (for the audit's keyed tokens; never stored)."""
-    consent_audit: list[tuple[AuditKind | str, dict[str, Any]]] = field(default_factory=list)
-    decision_audit: list[tuple[AuditKind | str, dict[str, Any]]] = field(default_factory=list)
-    paths: set[str] = field(default_factory=set)
-    pii: dict[str, set[str]] = field(default_factory=dict)
-
-
-async def _plan_writes(
-    state: AppState,
-    events: Sequence[tuple[int, Event]],
-    signals: RequestSignals,
-    trace_parent: str | None = None,
-    may_grant: bool = True,
-) -> _Planned:
-    tracer = state.tracer
-    subjects = [tuple(subject_hash(i) for i in e.subject_ids) for _, e in events]
+async def _plan(
+    state: AppState, events: Sequence[Event], signals: RequestSignals, may_grant: bool
+) -> RequestPlan:
+    """Look up the subjects (one round trip), then plan the request in slices."""
+    subjects = [tuple(subject_hash(i) for i in e.subject_ids) for e in events]
     all_hashes = sorted({h for hashes in subjects for h in hashes})
-    with stage_span(tracer, "consent"):
+    with stage_span(state.tracer, "consent"):
         suppressed, records = await _lookups(state, all_hashes)
-    with stage_span(tracer, "plan"):
-        planned = _Planned()
-        skipped: dict[tuple[str, str], int] = {}  # counted once per request, not per event
-        routing = state.routing  # one configuration for the whole request, even across a reload
+    with stage_span(state.tracer, "plan"):
+        planner = RequestPlanner(
+            state.routing,  # one configuration for the whole request, even across a reload
+            signals,
+            suppressed=suppressed,
+            records=records,
+            may_grant=may_grant,
+            audit_key=state.audit_key if state.audit is not None else None,
+            collect_paths=state.monitor is not None,
+        )
         for start in range(0, len(events), PLAN_SLICE):
             if start:
                 await asyncio.sleep(0)  # let other requests run between slices of a big batch
-            end = start + PLAN_SLICE
-            _plan_events(
-                state,
-                routing,
-                events[start:end],
-                planned=planned,
-                skipped=skipped,
-                signals=signals,
-                trace_parent=trace_parent,
-                subjects=subjects[start:end],
-                suppressed=suppressed,
-                records=records,
-                may_grant=may_grant,
-            )
-    for (destination_id, reason), count in skipped.items():
+            _plan_events(planner, events, subjects, start)
+    return planner.plan
+
+
+def _plan_events(
+    planner: RequestPlanner, events: Sequence[Event], subjects: list[tuple[str, ...]], start: int
+) -> None:
+    """Plan the slice of ``PLAN_SLICE`` events from ``start`` (the integration suite watches
+    this step to see the handler yield between slices)."""
+    end = start + PLAN_SLICE
+    planner.add(events[start:end], subjects[start:end])
+
+
+def _count_plan(state: AppState, plan: RequestPlan) -> None:
+    """The plan's skips and PII detections, as counters (once per request, not per event)."""
+    for (destination_id, reason), count in plan.skipped.items():
         state.stats.add(
             "router_events_skipped_total",
             amount=count,
             destination=destination_id,
-            reason=reason,
+            reason=reason.value,
             stage="ingest",
         )
-    return planned
-
-
-def _plan_events(
-    state: AppState,
-    routing: Routing,
-    events: Sequence[tuple[int, Event]],
-    *,
-    planned: _Planned,
-    skipped: dict[tuple[str, str], int],
-    signals: RequestSignals,
-    trace_parent: str | None,
-    subjects: list[tuple[str, ...]],
-    suppressed: set[str],
-    records: dict[str, ConsentRecord | None],
-    may_grant: bool = True,
-) -> None:
-    """Plan a slice of a request's events into ``planned`` (skips counted in ``skipped``).
-
-    A consent event from a source that may not grant (``consent_writes: withdraw``) is still
-    routed on its own signals, but what it stores only withdraws (``narrow``)."""
-    observed = state.monitor is not None or state.audit is not None
-    # Events of one request without consent fields of their own, of the same subjects and
-    # region, have the same consent: resolved once (cleared when the request stores a choice).
-    resolved: dict[tuple[tuple[str, ...], str | None], ConsentState] = {}
-    for (_, event), hashes in zip(events, subjects, strict=True):
-        is_suppressed = bool(suppressed) and not suppressed.isdisjoint(hashes)
-        context = event.data.get("context") or {}
-        memo_key = None
-        consent = None
-        if not carries_signals(context):
-            memo_key = (hashes, region_of(context, signals))
-            consent = resolved.get(memo_key)
-        if consent is None:
-            consent = resolve_consent(
-                context,
-                signals,
-                routing.policy,
-                stored=merge_records(records.get(h) for h in hashes),
-                event_time=event.timestamp,
-                now=event.received_at,
-            )
-            if memo_key is not None:
-                resolved[memo_key] = consent
-        update = None if is_suppressed else consent_update(event, routing.policy)
-        if update is not None:
-            resolved.clear()
-            planned.updates.append((hashes, update))
-            planned.update_ids.append(event.subject_ids)
-            for h in hashes:  # later events of this request see the new choice
-                known = records.get(h)
-                stored = update if may_grant else narrow(known, update)[0]
-                if stored is not None and (known is None or known.updated_at <= stored.updated_at):
-                    records[h] = stored
-        decisions = plan(
-            event,
-            consent,
-            routing.destinations,
-            routing.policy,
-            suppressed=is_suppressed,
+    for detection, count in plan.detections.items():
+        state.stats.add(
+            "router_pii_detections_total",
+            amount=count,
+            destination=detection.destination,
+            kind=detection.kind,
+            field=detection.field,
+            status=detection.status,
         )
-        for decision in decisions:
-            destination = decision.destination
-            if isinstance(decision, Deliver):
-                kept: tuple[str, ...] = ()
-                if decision.detections:
-                    kept = _count_detections(state, decision, planned)
-                item = QueueItem(
-                    delivery=decision.delivery,
-                    subjects=hashes,
-                    requires=destination.requires,
-                    accepted_at=event.received_at,
-                    trace=trace_parent,
-                    pii=kept,
-                )
-                planned.queued.setdefault(destination.id, []).append(ITEM_ENCODER.encode(item))
-            else:
-                skip = (destination.id, decision.reason.value)
-                skipped[skip] = skipped.get(skip, 0) + 1
-        if observed:
-            event_paths = field_paths(event.data)
-            planned.paths |= event_paths
-            if state.audit is not None:
-                planned.decision_audit += decision_entries(
-                    event, consent, decisions, key=state.audit_key, event_paths=event_paths
-                )
 
 
-async def _write_consent(state: AppState, source: SourceConfig, planned: _Planned) -> None:
-    """Store the consent events' choices (one round trip); count and audit them, refusals too.
+def _deliveries(plan: RequestPlan, trace_parent: str | None) -> list[Deliveries]:
+    """The plan's deliveries as queue items (the enqueuer packs them into stream entries)."""
+    return [
+        Deliveries(
+            queue_key(destination_id),
+            [
+                ITEM_ENCODER.encode(
+                    QueueItem(
+                        delivery=r.delivery,
+                        subjects=r.subjects,
+                        requires=r.requires,
+                        accepted_at=r.accepted_at,
+                        trace=trace_parent,
+                        pii=r.pii,
+                    )
+                )
+                for r in routed
+            ],
+        )
+        for destination_id, routed in plan.deliveries.items()
+    ]
+
+
+async def _write_consent(
+    state: AppState, source: SourceConfig, plan: RequestPlan
+) -> list[tuple[AuditKind, dict[str, Any]]]:
+    """Store the consent events' choices (one round trip); count them, refusals too, and
+    return their audit records.
 
     A grant its source may not make is not stored (the event itself was routed as planned):
     counted as ``router_consent_writes_total{status="forbidden"}`` and audited with the
     refused categories."""
     assert state.consent is not None
-    results = await state.consent.write_many(planned.updates, may_grant=source.may_grant)
+    results = await state.consent.write_many(plan.updates, may_grant=source.may_grant)
     forbidden = sum(1 for result in results if result.refused)
     for status, amount in (("written", len(results) - forbidden), ("forbidden", forbidden)):
         if amount:
@@ -568,74 +507,32 @@ async def _write_consent(state: AppState, source: SourceConfig, planned: _Planne
                 source=source.id,
                 status=status,
             )
-    if state.audit is not None:
-        for (_, record), ids, result in zip(
-            planned.updates, planned.update_ids, results, strict=True
-        ):
-            planned.consent_audit.append(
-                consent_written(
-                    record,
-                    ids,
-                    "event",
-                    state.audit_key,
-                    source_id=source.id,
-                    refused=result.refused,
-                )
-            )
-
-
-def _count_detections(state: AppState, decision: Deliver, planned: _Planned) -> tuple[str, ...]:
-    """Count the safety net's findings; the kinds let through (declared fields), sorted."""
-    destination = decision.destination
-    for detection in decision.detections:
-        state.stats.add(
-            "router_pii_detections_total",
-            destination=destination.id,
-            kind=detection.kind,
-            field=destination.allowlist.rule_for(detection.path),
-            status="redacted" if detection.redacted else "declared",
+    if state.audit is None:
+        return []
+    return [
+        consent_written(
+            record, ids, "event", state.audit_key, source_id=source.id, refused=result.refused
         )
-    planned.pii.setdefault(destination.id, set()).update(d.kind for d in decision.detections)
-    return tuple(sorted({d.kind for d in decision.detections if not d.redacted}))
+        for (_, record), ids, result in zip(plan.updates, plan.update_ids, results, strict=True)
+    ]
 
 
 def _observe(
-    state: AppState, source_id: str, events: Sequence[tuple[int, Event]], planned: _Planned
+    state: AppState,
+    source_id: str,
+    events: int,
+    plan: RequestPlan,
+    consent_audit: list[tuple[AuditKind, dict[str, Any]]],
 ) -> None:
     """Tell the monitor and the audit trail about an accepted request (memory only)."""
     if state.monitor is not None:
-        queued = {d: len(items) for d, items in planned.queued.items()}
-        state.monitor.observe(source_id, queued, planned.paths, events=len(events))
-        for destination_id, kinds in planned.pii.items():
+        queued = {d: len(routed) for d, routed in plan.deliveries.items()}
+        state.monitor.observe(source_id, queued, plan.paths, events=events)
+        for destination_id, kinds in plan.pii.items():
             state.monitor.observe_pii(destination_id, kinds)
     if state.audit is not None:
-        state.audit.record_many(planned.consent_audit)
-        state.audit.record_decisions(planned.decision_audit)
-
-
-def consent_written(
-    record: ConsentRecord,
-    subject_ids: Sequence[str],
-    route: str,
-    key: bytes,
-    *,
-    source_id: str | None = None,
-    refused: frozenset[str] = frozenset(),
-) -> tuple[AuditKind, dict[str, Any]]:
-    """The ``consent_written`` audit record of a choice (subjects as keyed tokens): which
-    source's write key sent it, and the grants refused because that source may not grant."""
-    data: dict[str, Any] = {
-        "route": route,
-        "source": record.source,
-        "source_id": source_id,
-        "subjects": sorted({subject_token(i, key) for i in subject_ids}),
-        "granted": sorted(record.granted),
-        "denied": sorted(record.denied),
-        "at": record.updated_at.astimezone(UTC).isoformat(),
-    }
-    if refused:
-        data["refused"] = sorted(refused)
-    return AuditKind.CONSENT_WRITTEN, data
+        state.audit.record_many(consent_audit)
+        state.audit.record_decisions(plan.decision_audit)
 
 
 async def _lookups(

@@ -22,9 +22,10 @@ from datetime import UTC, datetime
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from router.core.audit_records import consent_written
+from router.core.jsonscan import depth_path
 from router.http import HttpError, basic_auth_key, json_response, read_body
-from router.ingest import STATE, AppState, authenticate, consent_written
-from router.jsonscan import depth_path
+from router.ingest import STATE, AppState, authenticate
 from router.stored_consent import body_write_key, parse_consent_body
 
 

@@ -28,9 +28,9 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 
 from consent.ids import normalize_id, subject_key
-from router.datamap import WILDCARD, safe_segment
+from router.core.outcomes import Rejection
+from router.core.paths import WILDCARD, safe_segment
 from router.queue import QUARANTINE, QUARANTINE_MAXLEN, Write
-from router.sanitize import Rejection
 
 MAX_SHAPE_PATHS: Final = 128
 MAX_SHAPE_DEPTH: Final = 16

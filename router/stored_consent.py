@@ -1,8 +1,5 @@
-"""The router's use of the consent store: consent events, the consent API body, the re-check.
+"""The router's use of the consent store: the consent API body, the re-check.
 
-- ``consent_update``: the reserved track events ``Segment Consent Preference Updated`` (and the
-  older ``Segment Consent Preference``) carry the user's new choice in
-  ``context.consent.categoryPreferences``; it becomes a stored record (malformed: no write).
 - ``parse_consent_body``: ``POST /v1/consent`` bodies, validated once, ids hashed.
 - ``consent_recheck``: the delivery worker's hook: a stored withdrawal newer than the event
   skips the send with ``consent_withdrawn``.
@@ -17,46 +14,20 @@ from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
-from consent.errors import DecodeError
 from consent.ids import normalize_id, subject_key
-from consent.model import DenyReason, StoredConsent
+from consent.model import StoredConsent
 from consent.policy import ConsentPolicy, withdrawn
 from consent.records import ConsentRecord, merge_records
-from consent.signals import read_segment
 from consent.store import ConsentStore
+from router.core.outcomes import SkipReason
+from router.core.schema import error_path, error_text
 from router.http import HttpError
-from router.sanitize import Event
-from router.schema import EventType, error_path, error_text
 from router.worker import Recheck, RecheckItem
 
-RESERVED_EVENTS = frozenset({"Segment Consent Preference Updated", "Segment Consent Preference"})
-SOURCE_EVENT = "segment_event"
 SOURCE_API = "api"
 _SOURCE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 
 Id = Annotated[str, msgspec.Meta(max_length=512)]
-
-
-def consent_update(event: Event, policy: ConsentPolicy) -> ConsentRecord | None:
-    """The stored record a reserved consent event asks for; ``None`` for any other event."""
-    if event.type is not EventType.TRACK or event.name not in RESERVED_EVENTS:
-        return None
-    context = event.data.get("context")
-    if not isinstance(context, dict):
-        return None
-    try:
-        reading = read_segment(context, policy)
-    except DecodeError:
-        return None
-    if reading is None or not reading.votes:
-        return None
-    return ConsentRecord.build(
-        reading.votes,
-        source=SOURCE_EVENT,
-        updated_at=event.timestamp,
-        received_at=event.received_at,
-        max_age_days=policy.max_age_days,
-    )
 
 
 class ConsentBody(msgspec.Struct, frozen=True):
@@ -171,10 +142,10 @@ def consent_recheck(store: ConsentStore) -> Recheck:
     stored denial newer than the event time), so it wins now.
     """
 
-    async def recheck(items: Sequence[RecheckItem]) -> list[str | None]:
+    async def recheck(items: Sequence[RecheckItem]) -> list[SkipReason | None]:
         subjects = {h for item in items if item.requires for h in item.subjects}
         records = await store.lookup(subjects) if subjects else {}
-        reasons: list[str | None] = [None] * len(items)
+        reasons: list[SkipReason | None] = [None] * len(items)
         if not any(records.values()):
             return reasons  # no stored record: nothing can have been withdrawn
         # A batch holds many events of the same few people: merge their records once.
@@ -191,7 +162,7 @@ def consent_recheck(store: ConsentStore) -> Recheck:
                 continue
             since = min(item.accepted_at, item.delivery.timestamp)
             if withdrawn(stored, item.requires, since):
-                reasons[index] = DenyReason.CONSENT_WITHDRAWN.value
+                reasons[index] = SkipReason.CONSENT_WITHDRAWN
         return reasons
 
     return recheck

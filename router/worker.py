@@ -44,7 +44,9 @@ from destinations.errors import TransportError
 from destinations.transport import Transport
 from router.anomaly import HoldGate
 from router.config import CompiledDestination
-from router.datamap import DataMapRecorder, declared_kinds, field_paths
+from router.core.outcomes import Failure, SkipReason
+from router.core.paths import field_paths
+from router.datamap import DataMapRecorder, declared_kinds
 from router.queue import (
     DLQ_MAXLEN,
     GROUP,
@@ -96,7 +98,7 @@ class RecheckItem(Protocol):
     def delivery(self) -> _Timed: ...
 
 
-Recheck = Callable[[Sequence[RecheckItem]], Awaitable[list[str | None]]]
+Recheck = Callable[[Sequence[RecheckItem]], Awaitable[list[SkipReason | None]]]
 """For a batch of items, a skip reason each (``consent_withdrawn``...) or ``None`` to send."""
 
 
@@ -116,7 +118,7 @@ class _Entry:
     item: QueuedItem | None
     """The delivery, its payload still raw JSON (``None``: not a queue item)."""
     raw: bytes
-    result: str | None = None
+    result: Failure | None = None
     finished: bool = False
 
 
@@ -221,7 +223,7 @@ class DestinationWorker:
             live: list[int] = []
             for entry in entries:
                 if entry.item is None:
-                    entry.result, entry.finished = "corrupt_entry", True
+                    entry.result, entry.finished = Failure("corrupt_entry"), True
             decoded = [(p, e.item) for p, e in enumerate(entries) if e.item is not None]
             reasons = await self._recheck([item for _, item in decoded])
             for (position, _), reason in zip(decoded, reasons, strict=True):
@@ -247,14 +249,17 @@ class DestinationWorker:
             found.append(_Entry(entry_id=raw[0], item=decode_queued(data), raw=data))
         return found
 
-    async def _recheck(self, items: Sequence[QueuedItem]) -> list[str | None]:
+    async def _recheck(self, items: Sequence[QueuedItem]) -> list[SkipReason | None]:
         """Suppression, then the consent re-check, for the whole batch: one round trip each."""
         if not items:
             return []
         hashes = sorted({h for item in items for h in item.subjects})
         erased = await suppressed_among(self.client, hashes)
-        reasons: list[str | None] = (
-            ["suppressed" if erased.intersection(item.subjects) else None for item in items]
+        reasons: list[SkipReason | None] = (
+            [
+                SkipReason.SUPPRESSED if erased.intersection(item.subjects) else None
+                for item in items
+            ]
             if erased
             else [None] * len(items)
         )
@@ -285,7 +290,7 @@ class DestinationWorker:
                         "router_deliveries_exhausted_total", destination=self.destination.id
                     )
                     for position in group.positions:
-                        entries[position].result = f"max_attempts:{group.reason}"
+                        entries[position].result = Failure("max_attempts", group.reason)
                         entries[position].finished = True
                 else:
                     waiting.append(group)
@@ -318,7 +323,7 @@ class DestinationWorker:
             try:
                 items[position] = entry.item.item()
             except msgspec.DecodeError:
-                entry.result, entry.finished = "corrupt_entry", True
+                entry.result, entry.finished = Failure("corrupt_entry"), True
                 continue
             sendable.append(position)
         if not sendable:
@@ -326,7 +331,7 @@ class DestinationWorker:
         encoded = connector.encode([items[p].delivery for p in sendable], datetime.now(UTC))
         for drop in encoded.dropped:
             entry = entries[sendable[drop.index]]
-            entry.result, entry.finished = f"dropped:{drop.reason}", True
+            entry.result, entry.finished = Failure("dropped", drop.reason), True
         match = match_tallies(encoded, sendable)
         for omission in encoded.omitted:
             self.stats.add(
@@ -340,7 +345,7 @@ class DestinationWorker:
             outcome = await self._send(request)
             for failed_at, reason in outcome.failed.items():
                 entry = entries[positions[failed_at]]
-                entry.result, entry.finished = reason or "rejected", True
+                entry.result, entry.finished = Failure(reason or "rejected"), True
             rest = [p for k, p in enumerate(positions) if k not in outcome.failed]
             if not rest:
                 continue
@@ -360,7 +365,7 @@ class DestinationWorker:
                     todo.append(_Group(rest[middle:], group.attempt))
                     continue
                 for position in rest:
-                    entries[position].result = outcome.reason or "rejected"
+                    entries[position].result = Failure(outcome.reason or "rejected")
                     entries[position].finished = True
             else:
                 retry.append(_Group(rest, group.attempt, outcome.reason, outcome.retry_after_s))
@@ -480,14 +485,14 @@ class DestinationWorker:
             if entry.result is not None:
                 pipe.xadd(
                     dlq_key(self.destination.id),
-                    {"d": entry.raw, "reason": entry.result, "at": now},
+                    {"d": entry.raw, "reason": entry.result.text, "at": now},
                     maxlen=DLQ_MAXLEN,
                     approximate=True,
                 )
                 self.stats.add(
                     "router_events_dead_lettered_total",
                     destination=self.destination.id,
-                    reason=entry.result.split(":", 1)[0],
+                    reason=entry.result.reason,
                 )
         # An entry is acknowledged once every delivery it holds is finished.
         unfinished = {e.entry_id for e in entries if not e.finished}

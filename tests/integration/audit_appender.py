@@ -14,7 +14,8 @@ import sys
 
 import redis.asyncio as aioredis
 
-from router.audit import AuditKind, AuditLog
+from router.audit import AuditLog
+from router.core.audit_records import AuditKind
 
 
 async def _main(url: str, tag: str, writers: int, records: int) -> int:

@@ -24,11 +24,15 @@ from destinations.base import Delivery
 from router.admin import ROLE_TABLE, Endpoint, Role, add_admin_routes, parse_tokens, token_hash
 from router.anomaly import AnomalyMonitor, hold
 from router.app import errors
-from router.audit import AuditLog, AuditWriter, decision_entries, parse_record, verify_records
-from router.datamap import DataMapRecorder, field_paths
+from router.audit import AuditLog, AuditWriter, parse_record, verify_records
+from router.core.audit_records import decision_entries
+from router.core.paths import field_paths
+from router.core.plan import plan
+from router.core.sanitize import Event
+from router.core.schema import EventType
+from router.datamap import DataMapRecorder
 from router.erasure import ERASURES
 from router.ingest import STATE, AppState
-from router.plan import plan
 from router.privacy import post_consent
 from router.queue import (
     ITEM_ENCODER,
@@ -39,8 +43,6 @@ from router.queue import (
     ensure_group,
     queue_key,
 )
-from router.sanitize import Event
-from router.schema import EventType
 from router.settings import Settings
 from router.telemetry import JsonFormatter, Stats
 from router.tracing import set_span_attributes, setup_telemetry, stage_span, start_ingest_span

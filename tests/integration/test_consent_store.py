@@ -558,3 +558,16 @@ async def test_events_sharing_a_message_id_keep_their_own_subjects(
     sent = [e.get("anonymousId") for e in state.events() if e.get("messageId") == "same-id"]
     assert "anon-of-user-granted" in sent
     assert "anon-of-user-denied" not in sent
+
+
+async def test_a_corrupt_stored_record_grants_nothing(
+    redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value under a record key that is not a record reads as 'grants nothing' and is logged
+    without its content (it could be anything)."""
+    await redis_client.set(record_key(subject_key("user-7")), b'{"granted": ["analytics"]}')
+    stored = await ConsentStore(redis_client).get(["user-7"])
+    assert stored is not None
+    assert (stored.granted, stored.source) == (frozenset(), "unreadable")
+    messages = [r.getMessage() for r in caplog.records if r.name == "consent.store"]
+    assert messages == ["unreadable consent record; it grants nothing"]

@@ -17,7 +17,8 @@ from aiohttp.test_utils import TestServer
 
 from consent.store import record_key, subject_key
 from router.admin import token_hash
-from router.audit import AuditLog, subject_token
+from router.audit import AuditLog
+from router.core.audit_records import subject_token
 from router.erasure import ERASURES
 from router.ingest import STATE
 from router.queue import SUPPRESSED, queue_key

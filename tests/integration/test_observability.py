@@ -27,9 +27,10 @@ from opentelemetry.trace import SpanKind
 from router.admin import token_hash
 from router.anomaly import ANOMALIES, AnomalyMonitor, MonitorSettings, is_held
 from router.app import create_app, reload_routing
-from router.audit import STREAM, AuditLog, parse_record, subject_token, verify_records
+from router.audit import STREAM, AuditLog, parse_record, verify_records
 from router.cli import main
 from router.config import Routing, parse_routing
+from router.core.audit_records import subject_token
 from router.ingest import STATE
 from router.queue import ITEM_DECODER, dlq_key, entry_items, queue_key
 from router.settings import Settings

@@ -48,16 +48,9 @@ RULES: dict[str, Rule] = {
     "destinations are pure except the transport": Rule(
         ("destinations",), IO, exempt=("destinations.transport",), pure=True
     ),
-    # consent.store is the Redis shell; consent.records logs and reads the clock (layout.md:
-    # records.decode will take ``now``, then it joins the pure modules).
+    # consent.store is the Redis shell.
     "consent decoders and policy are pure": Rule(
-        ("consent",), IO, exempt=("consent.store", "consent.records"), pure=True
-    ),
-    # Until they move into router.core (layout.md step 2): then this row goes.
-    "router's pure modules are pure": Rule(
-        ("router.schema", "router.sanitize", "router.plan", "router.explain", "router.jsonscan"),
-        IO,
-        pure=True,
+        ("consent",), IO, exempt=("consent.store",), pure=True
     ),
     "router.core is pure and below the edge": Rule(
         ("router.core",),
@@ -65,7 +58,7 @@ RULES: dict[str, Rule] = {
         pure=True,
     ),
 }
-NOT_YET = frozenset({"router.core"})
+NOT_YET: frozenset[str] = frozenset()
 """Scopes of rules that apply once the package exists (layout.md's order of moves)."""
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from consent.model import StoredConsent
-from consent.records import ConsentRecord, merge_records
+from consent.records import ConsentRecord, UnreadableRecordError, merge_records
 from consent.store import subject_key
 from router.queue import subject_hash
 
@@ -69,11 +71,14 @@ def test_a_record_survives_encoding_to_millisecond_precision() -> None:
 
 
 def test_an_unreadable_record_grants_nothing() -> None:
-    """A corrupt value in Redis decodes to a record with no grant: fail closed."""
+    """A corrupt value in Redis is refused by decode; what stands for it grants nothing."""
     for raw in (b"not json", b'{"granted": ["analytics"]}', b"[]"):
-        decoded = ConsentRecord.decode(raw)
-        assert decoded.granted == frozenset()
-        assert decoded.source == "unreadable"
+        with pytest.raises(UnreadableRecordError):
+            ConsentRecord.decode(raw)
+    standin = ConsentRecord.unreadable(T0)
+    assert standin.granted == frozenset()
+    assert standin.source == "unreadable"
+    assert standin.expires_at > T0
 
 
 def test_subject_hashing_is_shared_with_the_queue() -> None:

@@ -13,7 +13,6 @@ from router.audit import (
     GENESIS_ANCHOR,
     MAX_EVENTS_PER_RECORD,
     Anchor,
-    AuditKind,
     AuditLog,
     AuditRecord,
     AuditWriter,
@@ -21,15 +20,14 @@ from router.audit import (
     canonical,
     chain,
     chain_hash,
-    decision_entries,
     parse_record,
     seal,
-    subject_token,
     verify_records,
 )
-from router.plan import plan
-from router.sanitize import Event
-from router.schema import EventType
+from router.core.audit_records import AuditKind, decision_entries, subject_token
+from router.core.plan import plan
+from router.core.sanitize import Event
+from router.core.schema import EventType
 from tests.conftest import routing_from
 
 AT = "2026-11-22T10:00:00.000+00:00"

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router import jsonscan
+from router.core import jsonscan
+from router.core.outcomes import Rejection
+from router.core.schema import WireEvent
 from router.http import HttpError
 from router.ingest import parse_body
-from router.sanitize import Rejection
-from router.schema import WireEvent
 
 names = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=8)
 scalars = (

@@ -12,7 +12,8 @@ import redis.asyncio as aioredis
 
 from destinations.base import Delivery
 from router.config import CompiledDestination
-from router.datamap import DataMapRecorder, declared_kinds, field_paths
+from router.core.paths import field_paths
+from router.datamap import DataMapRecorder, declared_kinds
 from router.queue import ITEM_ENCODER, QueueItem, decode_queued
 from router.telemetry import Stats
 from router.tracing import setup_telemetry

@@ -16,9 +16,11 @@ from typing import Any
 
 from consent.resolve import READERS, RequestSignals, resolve_consent
 from router.config import Routing
-from router.plan import Deliver, plan, removed_fields
-from router.sanitize import Limits, Rejection, sanitize
-from router.schema import WireEvent
+from router.core.outcomes import Deliver, Rejection
+from router.core.paths import removed
+from router.core.plan import plan
+from router.core.sanitize import Limits, sanitize
+from router.core.schema import WireEvent
 
 
 def consent_context(consent: Any) -> dict[str, Any]:
@@ -75,7 +77,7 @@ def explain(
                 decision="deliver",
                 reason="consent_granted" if destination.requires else "no_consent_required",
                 payload=decision.delivery.payload,
-                removed=removed_fields(event, decision.delivery),
+                removed=removed(event.data, decision.delivery.payload),
                 transformed=sorted(destination.allowlist.transformed_paths),
                 requests=[r.redacted() for r in encoded.requests],
                 dropped=[{"reason": d.reason, "detail": d.detail} for d in encoded.dropped],

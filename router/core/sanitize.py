@@ -25,7 +25,8 @@ from typing import Any
 import msgspec
 
 from consent.ids import normalize_id
-from router.schema import EventType, Timestamp, WireEvent
+from router.core.outcomes import RejectCode, Rejection
+from router.core.schema import EventType, Timestamp, WireEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,15 +37,6 @@ class Limits:
     max_key_chars: int = 256
     max_depth: int = 16
     max_id_chars: int = 256
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why an event was refused: a stable code, the field path, a human message."""
-
-    code: str
-    path: str
-    message: str
 
 
 class Event(msgspec.Struct, frozen=True):
@@ -94,7 +86,7 @@ def _clean_str(value: str, cap: int) -> str:
 class _Invalid(Exception):  # noqa: N818 - internal control flow, never escapes this module
     """A bad value deep in a tree; the path is collected while the stack unwinds."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: RejectCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -111,7 +103,7 @@ def _clean(value: Any, limits: Limits, depth: int) -> Any:
         return _clean_str(value, limits.max_string_chars)
     if kind is dict:
         if depth >= limits.max_depth:
-            raise _Invalid("too_deep", f"nesting deeper than {limits.max_depth} levels")
+            raise _Invalid(RejectCode.TOO_DEEP, f"nesting deeper than {limits.max_depth} levels")
         out: dict[str, Any] = {}
         for key, item in value.items():
             clean_key = _clean_str(key, limits.max_key_chars)
@@ -123,7 +115,7 @@ def _clean(value: Any, limits: Limits, depth: int) -> Any:
         return out
     if kind is list:
         if depth >= limits.max_depth:
-            raise _Invalid("too_deep", f"nesting deeper than {limits.max_depth} levels")
+            raise _Invalid(RejectCode.TOO_DEEP, f"nesting deeper than {limits.max_depth} levels")
         items: list[Any] = []
         for index, item in enumerate(value):
             try:
@@ -133,10 +125,10 @@ def _clean(value: Any, limits: Limits, depth: int) -> Any:
                 raise
         return items
     if kind is float and not math.isfinite(value):
-        raise _Invalid("invalid_number", "numbers must be finite")
+        raise _Invalid(RejectCode.INVALID_NUMBER, "numbers must be finite")
     if kind in (int, float, bool) or value is None:
         return value
-    raise _Invalid("invalid_value", f"unsupported value {kind.__name__}")
+    raise _Invalid(RejectCode.INVALID_VALUE, f"unsupported value {kind.__name__}")
 
 
 class _KeyTooLong(Exception):  # noqa: N818 - internal control flow
@@ -170,7 +162,7 @@ def _check_depth(value: Any, limits: Limits, depth: int) -> None:
 
 def _descend(item: Any, limits: Limits, depth: int) -> None:
     if depth >= limits.max_depth:
-        raise _Invalid("too_deep", f"nesting deeper than {limits.max_depth} levels")
+        raise _Invalid(RejectCode.TOO_DEEP, f"nesting deeper than {limits.max_depth} levels")
     _check_depth(item, limits, depth + 1)
 
 
@@ -231,15 +223,17 @@ def _id(value: Any, path: str, limits: Limits) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise Rejected(Rejection("invalid_id", path, "an id must be a string or a number"))
+        raise Rejected(Rejection(RejectCode.INVALID_ID, path, "an id must be a string or a number"))
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise Rejected(Rejection("invalid_id", path, "an id must be finite"))
+            raise Rejected(Rejection(RejectCode.INVALID_ID, path, "an id must be finite"))
         value = int(value) if value.is_integer() else value
     text = normalize_id(str(value))  # the form every hash of an id is taken of
     if len(text) > limits.max_id_chars:
         raise Rejected(
-            Rejection("invalid_id", path, f"ids are limited to {limits.max_id_chars} characters")
+            Rejection(
+                RejectCode.INVALID_ID, path, f"ids are limited to {limits.max_id_chars} characters"
+            )
         )
     return text or None
 
@@ -249,26 +243,32 @@ def parse_timestamp(value: Timestamp, path: str) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool):
-        raise Rejected(Rejection("invalid_timestamp", path, "expected an ISO 8601 timestamp"))
+        raise Rejected(
+            Rejection(RejectCode.INVALID_TIMESTAMP, path, "expected an ISO 8601 timestamp")
+        )
     if isinstance(value, int | float):
         seconds = float(value) / 1000 if abs(value) > 1e11 else float(value)
         try:
             return datetime.fromtimestamp(seconds, UTC)
         except (OverflowError, OSError, ValueError) as exc:
-            raise Rejected(Rejection("invalid_timestamp", path, "timestamp out of range")) from exc
+            raise Rejected(
+                Rejection(RejectCode.INVALID_TIMESTAMP, path, "timestamp out of range")
+            ) from exc
     text = value.strip()
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError as exc:
         raise Rejected(
-            Rejection("invalid_timestamp", path, "expected an ISO 8601 timestamp")
+            Rejection(RejectCode.INVALID_TIMESTAMP, path, "expected an ISO 8601 timestamp")
         ) from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     try:
         return parsed.astimezone(UTC)
     except (OverflowError, ValueError) as exc:
-        raise Rejected(Rejection("invalid_timestamp", path, "timestamp out of range")) from exc
+        raise Rejected(
+            Rejection(RejectCode.INVALID_TIMESTAMP, path, "timestamp out of range")
+        ) from exc
 
 
 @functools.lru_cache(maxsize=4096)
@@ -282,7 +282,7 @@ def iso(moment: datetime) -> str:
 
 def _required(value: str | None, path: str, what: str) -> None:
     if not value:
-        raise Rejected(Rejection("missing_field", path, f"{what} is required"))
+        raise Rejected(Rejection(RejectCode.MISSING_FIELD, path, f"{what} is required"))
 
 
 def sanitize(
@@ -318,7 +318,7 @@ def sanitize(
     except Rejected as rejected:
         return rejected.rejection
     except RecursionError:
-        return Rejection("too_deep", "", f"nesting deeper than {limits.max_depth} levels")
+        return Rejection(RejectCode.TOO_DEEP, "", f"nesting deeper than {limits.max_depth} levels")
 
 
 def _sanitize(
@@ -338,12 +338,14 @@ def _sanitize(
         event_type = route_type
     else:
         if not wire.type:
-            raise Rejected(Rejection("missing_field", "type", "every batch item needs a type"))
+            raise Rejected(
+                Rejection(RejectCode.MISSING_FIELD, "type", "every batch item needs a type")
+            )
         found = _TYPES.get(wire.type.strip().lower())
         if found is None:
             raise Rejected(
                 Rejection(
-                    "invalid_type",
+                    RejectCode.INVALID_TYPE,
                     "type",
                     "type must be one of track, identify, page, screen, group, alias",
                 )
@@ -353,7 +355,9 @@ def _sanitize(
     user_id = _id(wire.user_id, "userId", limits)
     anonymous_id = _id(wire.anonymous_id, "anonymousId", limits)
     if not user_id and not anonymous_id:
-        raise Rejected(Rejection("missing_identity", "userId", "userId or anonymousId is required"))
+        raise Rejected(
+            Rejection(RejectCode.MISSING_IDENTITY, "userId", "userId or anonymousId is required")
+        )
     message_id = _id(wire.message_id, "messageId", limits) or new_id()
 
     data: dict[str, Any] = {"type": event_type.value, "messageId": message_id}
@@ -416,7 +420,9 @@ def _sanitize(
             timestamp = client_time
     if timestamp.year < 1971 or timestamp > received_at + timedelta(days=365 * 10):
         raise Rejected(
-            Rejection("invalid_timestamp", "timestamp", "timestamp is outside plausible range")
+            Rejection(
+                RejectCode.INVALID_TIMESTAMP, "timestamp", "timestamp is outside plausible range"
+            )
         )
     data["timestamp"] = iso(timestamp)
     if client_time is not None:

@@ -9,8 +9,9 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.sanitize import Event, Limits, Rejection, clean_source, sanitize, shallow_source
-from router.schema import EventType, WireEvent
+from router.core.outcomes import RejectCode, Rejection
+from router.core.sanitize import Event, Limits, clean_source, sanitize, shallow_source
+from router.core.schema import EventType, WireEvent
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -130,7 +131,9 @@ def test_merges_batch_context_under_the_event_context() -> None:
 def test_rejects_timestamp_that_is_not_iso() -> None:
     """An unparseable timestamp names its field."""
     result = run({"type": "track", "event": "E", "anonymousId": "a", "timestamp": "12/31/2025"})
-    assert result == Rejection("invalid_timestamp", "timestamp", "expected an ISO 8601 timestamp")
+    assert result == Rejection(
+        RejectCode.INVALID_TIMESTAMP, "timestamp", "expected an ISO 8601 timestamp"
+    )
 
 
 def test_route_type_wins_over_body_type() -> None:

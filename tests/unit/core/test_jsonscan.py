@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router import jsonscan
+from router.core import jsonscan
 from router.http import HttpError, basic_auth_key, inflate
 
 values = st.recursive(

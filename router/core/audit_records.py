@@ -1,0 +1,150 @@
+"""What the router writes to the audit trail about one request, as values. Pure.
+
+``decision_entries``: per event and destination, deliver or skip, the reason, the removed and
+transformed field paths (keys normalized) and the consent snapshot's sources and time;
+``consent_written``: a stored consent choice. Subject and event ids appear only as
+``subject_token``s, HMAC-SHA256 under the audit key. ``router.audit`` chains and stores them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final
+
+from consent.model import ConsentState
+from consent.records import ConsentRecord
+from router.core.outcomes import Decision, Deliver
+from router.core.paths import field_paths, removed, safe_path
+from router.core.sanitize import Event
+
+MAX_PATHS: Final = 100
+"""At most this many configured paths per record."""
+
+
+class AuditKind(StrEnum):
+    """What a record is about (bounded)."""
+
+    CONFIG_LOADED = "config_loaded"
+    CONFIG_CHANGED = "config_changed"
+    CONSENT_WRITTEN = "consent_written"
+    ERASURE = "erasure"
+    HOLD = "hold"
+    RELEASE = "release"
+    DISCARD = "discard"
+    DLQ_REPLAY = "dlq_replay"
+    DECISION = "decision"
+    DECISIONS = "decisions"
+    ADMIN_CALL = "admin_call"
+    ANOMALY = "anomaly"
+
+
+@functools.lru_cache(maxsize=16)
+def _token_base(key: bytes) -> hmac.HMAC:
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
+def subject_token(identifier: str, key: bytes) -> str:
+    """How a subject id appears in the audit trail: HMAC-SHA256 under the audit key."""
+    state = _token_base(key).copy()  # the keyed state is prepared once per key
+    state.update(identifier.strip().encode())
+    return state.hexdigest()[:32]
+
+
+@functools.lru_cache(maxsize=8192)
+def _subject_tokens(identifiers: tuple[str, ...], key: bytes) -> list[str]:
+    """Sorted tokens of an event's subjects: the same few subjects recur event after event.
+    The list is shared between records: nobody may change it."""
+    return sorted(subject_token(i, key) for i in identifiers)
+
+
+@functools.lru_cache(maxsize=256)
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+def _paths(paths: Iterable[str]) -> list[str]:
+    return sorted({safe_path(p) for p in paths})[:MAX_PATHS]
+
+
+@functools.lru_cache(maxsize=1024)
+def _configured_paths(paths: frozenset[str]) -> tuple[str, ...]:
+    """``_paths`` of a destination's configured paths (the same few sets, every event)."""
+    return tuple(_paths(paths))
+
+
+def decision_entries(
+    event: Event,
+    consent: ConsentState,
+    decisions: Sequence[Decision],
+    *,
+    key: bytes,
+    stage: str = "ingest",
+    event_paths: frozenset[str] | None = None,
+) -> list[tuple[AuditKind, dict[str, Any]]]:
+    """One ``decision`` record per destination, with no personal data.
+
+    Records the destination, deliver or skip, the reason, the removed and transformed field
+    paths (keys normalized), the consent snapshot's sources and time; the event and its
+    subjects appear as keyed tokens only. ``event_paths``: ``field_paths(event.data)`` when
+    the caller computed it already.
+    """
+    event_data = event.data
+    event_token = subject_token(event.message_id, key)
+    subjects = _subject_tokens(event.subject_ids, key)
+    sources = sorted({s.value for s in consent.signals})
+    consent_at = consent.collected_at
+    snapshot_at = _iso(consent_at) if consent_at else None
+    all_paths = event_paths
+    entries: list[tuple[AuditKind, dict[str, Any]]] = []
+    for decision in decisions:
+        destination = decision.destination
+        data: dict[str, Any] = {
+            "stage": stage,
+            "destination": destination.id,
+            "event": event_token,
+            "subjects": subjects,
+            "consent": {"sources": sources, "at": snapshot_at},
+        }
+        if isinstance(decision, Deliver):
+            if all_paths is None:
+                all_paths = field_paths(event_data)
+            data.update(
+                decision="deliver",
+                reason="consent_granted" if destination.requires else "no_consent_required",
+                removed=removed(event_data, decision.delivery.payload, data_paths=all_paths),
+                transformed=list(_configured_paths(destination.allowlist.transformed_paths)),
+            )
+        else:
+            data.update(decision="skip", reason=decision.reason.value, removed=[], transformed=[])
+        entries.append((AuditKind.DECISION, data))
+    return entries
+
+
+def consent_written(
+    record: ConsentRecord,
+    subject_ids: Sequence[str],
+    route: str,
+    key: bytes,
+    *,
+    source_id: str | None = None,
+    refused: frozenset[str] = frozenset(),
+) -> tuple[AuditKind, dict[str, Any]]:
+    """The ``consent_written`` audit record of a choice (subjects as keyed tokens): which
+    source's write key sent it, and the grants refused because that source may not grant."""
+    data: dict[str, Any] = {
+        "route": route,
+        "source": record.source,
+        "source_id": source_id,
+        "subjects": sorted({subject_token(i, key) for i in subject_ids}),
+        "granted": sorted(record.granted),
+        "denied": sorted(record.denied),
+        "at": record.updated_at.astimezone(UTC).isoformat(),
+    }
+    if refused:
+        data["refused"] = sorted(refused)
+    return AuditKind.CONSENT_WRITTEN, data

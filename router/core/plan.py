@@ -1,0 +1,311 @@
+"""The plan step: ``(event, consent, destinations) -> decisions``. Pure.
+
+For each destination, in order: enabled, not suppressed, listed in ``events``, not switched off
+in the event's ``integrations`` object, consent granted for every required category; then the
+event is minimized to the destination's allowlist and passed through the PII safety net
+(``destinations.dlp``): card numbers are always redacted, other personal data unless the field
+is declared as that kind of identifier. This is what ``router explain`` runs.
+
+``plan_request`` plans a whole request's events (the ingest handler's middle step): consent
+resolved once per identical consent context, consent events of the batch changing the consent
+of the events after them, suppressed subjects skipped; it returns the deliveries per
+destination, the skips, the PII detections, the consent records to store and the audit
+entries as one ``RequestPlan``, and the handler does the I/O and the counting.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from consent.model import ConsentState
+from consent.policy import ConsentPolicy, evaluate
+from consent.records import ConsentRecord, merge_records, narrow
+from consent.resolve import RequestSignals, carries_signals, region_of, resolve_consent
+from destinations.base import ConsentFacts, Delivery
+from destinations.dlp import scan_payload
+from router.config import CompiledDestination, Routing
+from router.core.audit_records import AuditKind, decision_entries
+from router.core.consent_input import consent_update
+from router.core.outcomes import Decision, Deliver, Skip, SkipReason
+from router.core.paths import field_paths
+from router.core.sanitize import Event
+
+
+def consent_facts(state: ConsentState, policy: ConsentPolicy) -> ConsentFacts:
+    """What connectors may know of the consent: categories and opt-out flags, no strings."""
+
+    def google(kind: str, default: str) -> bool | None:
+        category = policy.google.get(kind, default)
+        if category in state.denied_by:
+            return False
+        return True if category in state.granted else None
+
+    return ConsentFacts(
+        granted=tuple(sorted(state.granted)),
+        denied=tuple(sorted(state.denied_by)),
+        gpc=state.gpc,
+        us_opt_out=state.us_opt_out,
+        ad_user_data=google("ad_user_data", "advertising"),
+        ad_personalization=google("ad_personalization", "personalization"),
+    )
+
+
+def integrations_allow(integrations: Any, destination: CompiledDestination) -> bool:
+    """Segment's ``integrations`` object can only remove a destination, never add one."""
+    if not isinstance(integrations, Mapping):
+        return True
+    for key in (destination.id, destination.type):
+        if key in integrations:
+            return integrations[key] is not False
+    return integrations.get("All", True) is not False
+
+
+def plan(
+    event: Event,
+    consent: ConsentState,
+    destinations: Sequence[CompiledDestination],
+    policy: ConsentPolicy,
+    *,
+    suppressed: bool = False,
+) -> list[Decision]:
+    """One decision per destination, in configuration order."""
+    facts = consent_facts(consent, policy)
+    integrations = event.data.get("integrations")
+    decisions: list[Decision] = []
+    for destination in destinations:
+        decisions.append(
+            _decide(
+                event,
+                consent,
+                destination,
+                facts=facts,
+                integrations=integrations,
+                suppressed=suppressed,
+                tcf_purposes=policy.tcf,
+            )
+        )
+    return decisions
+
+
+def _decide(
+    event: Event,
+    consent: ConsentState,
+    destination: CompiledDestination,
+    *,
+    facts: ConsentFacts,
+    integrations: Any,
+    suppressed: bool,
+    tcf_purposes: Mapping[str, tuple[int, ...]],
+) -> Decision:
+    if not destination.config.enabled:
+        return Skip(destination, SkipReason.DESTINATION_DISABLED)
+    if suppressed:
+        return Skip(destination, SkipReason.SUPPRESSED, "the subject asked for erasure")
+    if not destination.wants(event.type, event.name):
+        return Skip(destination, SkipReason.EVENT_NOT_LISTED)
+    if not integrations_allow(integrations, destination):
+        return Skip(destination, SkipReason.INTEGRATIONS_DISABLED, "integrations object")
+    verdict = evaluate(
+        consent, destination.requires, destination.config.tcf_vendor_id, tcf_purposes
+    )
+    if not verdict.allowed:
+        assert verdict.reason is not None
+        detail = f"category {verdict.category}" if verdict.category else ""
+        return Skip(destination, SkipReason.denied(verdict.reason), detail)
+    allowlist = destination.allowlist
+    payload, found = scan_payload(
+        allowlist.apply(event.data), destination.identifiers, allowlist.unscanned_paths
+    )
+    delivery = Delivery(
+        message_id=event.message_id,
+        type=event.type.value,
+        timestamp=event.timestamp,
+        payload=payload,
+        event=event.name,
+        consent=facts,
+    )
+    return Deliver(destination, delivery, tuple(found))
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """One delivery of a request: what the destination's queue keeps of it."""
+
+    delivery: Delivery
+    subjects: tuple[str, ...]
+    """The event's hashed subject ids (for the delivery re-check and erasure)."""
+    requires: tuple[str, ...]
+    accepted_at: datetime
+    pii: tuple[str, ...] = ()
+    """Kinds of personal data the safety net let through (declared fields), sorted."""
+
+
+class PiiDetection(NamedTuple):
+    """The labels of one ``router_pii_detections_total`` count."""
+
+    destination: str
+    kind: str
+    field: str
+    """The allowlist rule that let the value through (bounded), or ``other``."""
+    status: str
+    """``redacted`` or ``declared``."""
+
+
+@dataclass(slots=True)
+class RequestPlan:
+    """What planning one request decided; the handler stores, sends and counts it."""
+
+    deliveries: dict[str, list[Routed]] = field(default_factory=dict)
+    """Per destination id, in event order."""
+    skipped: Counter[tuple[str, SkipReason]] = field(default_factory=Counter)
+    """(destination id, reason) -> events skipped."""
+    detections: Counter[PiiDetection] = field(default_factory=Counter)
+    pii: dict[str, set[str]] = field(default_factory=dict)
+    """Per destination id, every kind the safety net found (for the anomaly monitor)."""
+    updates: list[tuple[tuple[str, ...], ConsentRecord]] = field(default_factory=list)
+    """Consent events' choices to store: the hashed subjects and the record."""
+    update_ids: list[tuple[str, ...]] = field(default_factory=list)
+    """The subject ids of each update (for the audit's keyed tokens; never stored)."""
+    decision_audit: list[tuple[AuditKind, dict[str, Any]]] = field(default_factory=list)
+    paths: set[str] = field(default_factory=set)
+    """The events' field paths (keys normalized), when asked for."""
+
+
+@dataclass(slots=True)
+class RequestPlanner:
+    """Plans one request's events, slice by slice (the handler may yield between slices).
+
+    ``records``: the stored consent of the request's subjects (by hashed id), updated here as
+    the request's consent events change it; ``suppressed``: the hashed ids of erased subjects.
+    A consent event from a source that may not grant (``consent_writes: withdraw``) is still
+    routed on its own signals, but what it stores only withdraws (``narrow``).
+    ``audit_key``: build the audit's decision entries with it (``None``: no audit);
+    ``collect_paths``: gather the events' field paths (for the anomaly monitor).
+    """
+
+    routing: Routing
+    signals: RequestSignals
+    suppressed: Set[str] = frozenset()
+    records: dict[str, ConsentRecord | None] = field(default_factory=dict)
+    may_grant: bool = True
+    audit_key: bytes | None = None
+    collect_paths: bool = False
+    plan: RequestPlan = field(default_factory=RequestPlan)
+    _resolved: dict[tuple[tuple[str, ...], str | None], ConsentState] = field(default_factory=dict)
+    """Events without consent fields of their own, of the same subjects and region, have the
+    same consent: resolved once (forgotten when the request stores a choice)."""
+
+    def add(self, events: Sequence[Event], subjects: Sequence[tuple[str, ...]]) -> None:
+        """Plan these events (``subjects``: each event's hashed subject ids)."""
+        routing = self.routing
+        out = self.plan
+        suppressed = self.suppressed
+        for event, hashes in zip(events, subjects, strict=True):
+            is_suppressed = bool(suppressed) and not suppressed.isdisjoint(hashes)
+            consent = self._consent(event, hashes)
+            update = None if is_suppressed else consent_update(event, routing.policy)
+            if update is not None:
+                self._store(hashes, update)
+                out.update_ids.append(event.subject_ids)
+            decisions = plan(
+                event, consent, routing.destinations, routing.policy, suppressed=is_suppressed
+            )
+            for decision in decisions:
+                destination = decision.destination
+                if isinstance(decision, Deliver):
+                    kept = _count_detections(decision, out) if decision.detections else ()
+                    out.deliveries.setdefault(destination.id, []).append(
+                        Routed(
+                            decision.delivery,
+                            subjects=hashes,
+                            requires=destination.requires,
+                            accepted_at=event.received_at,
+                            pii=kept,
+                        )
+                    )
+                else:
+                    out.skipped[(destination.id, decision.reason)] += 1
+            if self.collect_paths or self.audit_key is not None:
+                event_paths = field_paths(event.data)
+                if self.collect_paths:
+                    out.paths |= event_paths
+                if self.audit_key is not None:
+                    out.decision_audit += decision_entries(
+                        event, consent, decisions, key=self.audit_key, event_paths=event_paths
+                    )
+
+    def _consent(self, event: Event, hashes: tuple[str, ...]) -> ConsentState:
+        context = event.data.get("context") or {}
+        memo_key = None
+        if not carries_signals(context):
+            memo_key = (hashes, region_of(context, self.signals))
+            known = self._resolved.get(memo_key)
+            if known is not None:
+                return known
+        consent = resolve_consent(
+            context,
+            self.signals,
+            self.routing.policy,
+            stored=merge_records(self.records.get(h) for h in hashes),
+            event_time=event.timestamp,
+            now=event.received_at,
+        )
+        if memo_key is not None:
+            self._resolved[memo_key] = consent
+        return consent
+
+    def _store(self, hashes: tuple[str, ...], update: ConsentRecord) -> None:
+        """Record a consent event's choice; later events of the request see it."""
+        self._resolved.clear()
+        self.plan.updates.append((hashes, update))
+        for h in hashes:
+            known = self.records.get(h)
+            stored = update if self.may_grant else narrow(known, update)[0]
+            if stored is not None and (known is None or known.updated_at <= stored.updated_at):
+                self.records[h] = stored
+
+
+def plan_request(
+    events: Sequence[Event],
+    subjects: Sequence[tuple[str, ...]],
+    *,
+    routing: Routing,
+    signals: RequestSignals,
+    suppressed: Set[str] = frozenset(),
+    records: Mapping[str, ConsentRecord | None] | None = None,
+    may_grant: bool = True,
+    audit_key: bytes | None = None,
+    collect_paths: bool = False,
+) -> RequestPlan:
+    """Plan all of a request's events at once (see ``RequestPlanner``)."""
+    planner = RequestPlanner(
+        routing,
+        signals,
+        suppressed=suppressed,
+        records=dict(records or {}),
+        may_grant=may_grant,
+        audit_key=audit_key,
+        collect_paths=collect_paths,
+    )
+    planner.add(events, subjects)
+    return planner.plan
+
+
+def _count_detections(decision: Deliver, plan: RequestPlan) -> tuple[str, ...]:
+    """Count the safety net's findings; the kinds let through (declared fields), sorted."""
+    destination = decision.destination
+    for detection in decision.detections:
+        plan.detections[
+            PiiDetection(
+                destination.id,
+                detection.kind,
+                destination.allowlist.rule_for(detection.path),
+                "redacted" if detection.redacted else "declared",
+            )
+        ] += 1
+    plan.pii.setdefault(destination.id, set()).update(d.kind for d in decision.detections)
+    return tuple(sorted({d.kind for d in decision.detections if not d.redacted}))
