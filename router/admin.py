@@ -72,12 +72,12 @@ from router.explain import consent_context, explain
 from router.http import HttpError, error_response, json_response, read_body
 from router.ingest import STATE, AppState
 from router.jsonscan import depth_path
+from router.observability.metrics import RouterMetrics
 from router.quarantine import read_quarantine
 from router.queue import GROUP, ITEM_DECODER, dlq_key, queue_key
 from router.sanitize import Rejection
 from router.schema import WireEvent, error_path, error_text
 from router.settings import Settings
-from router.tracing import RouterMetrics
 
 log = logging.getLogger("router.admin")
 

@@ -43,9 +43,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from router.audit import AuditKind, AuditLog
+from router.observability.metrics import Stats
 from router.periodic import Periodic
 from router.queue import GROUP, queue_key
-from router.telemetry import Stats
 
 log = logging.getLogger("router.anomaly")
 

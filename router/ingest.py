@@ -32,6 +32,9 @@ from router.config import Routing, SourceConfig
 from router.datamap import field_paths
 from router.errors import QueueUnavailableError
 from router.http import HttpError, basic_auth_key, json_response, read_body
+from router.observability.metrics import Stats
+from router.observability.setup import Telemetry
+from router.observability.tracing import ingest_trace, set_span_attributes, stage_span
 from router.plan import Deliver, plan
 from router.quarantine import quarantine_write
 from router.queue import (
@@ -58,8 +61,6 @@ from router.schema import (
 )
 from router.settings import Settings
 from router.stored_consent import consent_update
-from router.telemetry import Stats
-from router.tracing import Telemetry, ingest_trace, set_span_attributes, stage_span
 
 _NO_TRACER: Final = trace.NoOpTracer()
 PLAN_SLICE: Final = 100

@@ -45,6 +45,14 @@ from destinations.errors import TransportError
 from router.anomaly import HoldGate
 from router.config import CompiledDestination
 from router.datamap import DataMapRecorder, declared_kinds, field_paths
+from router.observability.metrics import Stats
+from router.observability.setup import Telemetry
+from router.observability.tracing import (
+    inject_traceparent,
+    set_span_attributes,
+    start_client_span,
+    start_delivery_span,
+)
 from router.queue import (
     DLQ_MAXLEN,
     GROUP,
@@ -60,14 +68,6 @@ from router.queue import (
     outbox_key,
     queue_key,
     suppressed_among,
-)
-from router.telemetry import Stats
-from router.tracing import (
-    Telemetry,
-    inject_traceparent,
-    set_span_attributes,
-    start_client_span,
-    start_delivery_span,
 )
 
 log = logging.getLogger("router.worker")

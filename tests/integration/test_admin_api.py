@@ -28,6 +28,10 @@ from router.audit import AuditLog, AuditWriter, decision_entries, parse_record, 
 from router.datamap import DataMapRecorder, field_paths
 from router.erasure import ERASURES
 from router.ingest import STATE, AppState
+from router.observability.logs import JsonFormatter
+from router.observability.metrics import Stats, render_prometheus
+from router.observability.setup import setup_telemetry
+from router.observability.tracing import set_span_attributes, stage_span, start_ingest_span
 from router.plan import plan
 from router.privacy import post_consent
 from router.queue import (
@@ -42,8 +46,6 @@ from router.queue import (
 from router.sanitize import Event
 from router.schema import EventType
 from router.settings import Settings
-from router.telemetry import JsonFormatter, Stats
-from router.tracing import set_span_attributes, setup_telemetry, stage_span, start_ingest_span
 from tests.conftest import routing_from
 from tests.redis_server import RedisServer
 
@@ -430,8 +432,8 @@ async def test_no_personal_data_in_spans_audit_anomalies_datamap_labels_or_logs(
 
     stored = await _dump(redis_client)
     spans = "\n".join(s.to_json() for s in exporter.get_finished_spans())
-    labels = monitor.stats.render() if monitor.stats else ""
-    labels += admin.app[STATE].stats.render() + telemetry.render_prometheus()
+    labels = render_prometheus(monitor.stats) if monitor.stats else ""
+    labels += render_prometheus(admin.app[STATE].stats, telemetry.prometheus_reader)
     formatter = JsonFormatter()
     # aiohttp's access log (request paths) is off in the router: configure_logging sets it to
     # WARNING and `router serve` runs with access_log=None.

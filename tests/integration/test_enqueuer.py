@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from router.errors import QueueUnavailableError
+from router.observability.metrics import Stats
 from router.queue import (
     MAX_ITEMS_PER_ENTRY,
     QUARANTINE,
@@ -22,7 +23,6 @@ from router.queue import (
     entry_items,
     queue_key,
 )
-from router.telemetry import Stats
 from router.worker import DestinationWorker, WorkerOptions
 from tests.conftest import routing_from
 from tests.redis_server import RedisServer
