@@ -21,7 +21,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -48,6 +48,11 @@ log = logging.getLogger("router.observability")
 
 SERVICE_NAME: Final = "consent-router"
 OTLP_PACKAGE: Final = "opentelemetry-exporter-otlp-proto-http"
+_OTLP_EXPORTERS: Final = {
+    "traces": ("opentelemetry.exporter.otlp.proto.http.trace_exporter", "OTLPSpanExporter"),
+    "metrics": ("opentelemetry.exporter.otlp.proto.http.metric_exporter", "OTLPMetricExporter"),
+}
+"""The exporter class of each signal in ``OTLP_PACKAGE`` (imported only when asked for)."""
 
 
 def _wanted(env: Mapping[str, str], signal: str) -> str:
@@ -79,21 +84,24 @@ def _check_protocol(env: Mapping[str, str], signal: str) -> None:
         )
 
 
+def _otlp_exporter(env: Mapping[str, str], signal: str) -> Any:
+    """The OTLP/HTTP exporter of ``traces`` or ``metrics`` for its endpoint, or None when the
+    optional package is not installed."""
+    _check_protocol(env, signal)
+    module, name = _OTLP_EXPORTERS[signal]
+    try:
+        exporter_class = getattr(__import__(module, fromlist=[name]), name)
+    except ImportError:
+        log.warning("OTLP export requested but %s is not installed", OTLP_PACKAGE)
+        return None
+    return exporter_class(endpoint=otlp_endpoint(env, signal))
+
+
 def _span_exporter(env: Mapping[str, str]) -> SpanExporter | None:
     wanted = _wanted(env, "traces")
     if wanted == "console":
         return ConsoleSpanExporter()
-    if wanted != "otlp":
-        return None
-    _check_protocol(env, "traces")
-    try:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415 - optional package
-            OTLPSpanExporter,
-        )
-    except ImportError:
-        log.warning("OTLP export requested but %s is not installed", OTLP_PACKAGE)
-        return None
-    exporter: SpanExporter = OTLPSpanExporter(endpoint=otlp_endpoint(env, "traces"))
+    exporter: SpanExporter | None = _otlp_exporter(env, "traces") if wanted == "otlp" else None
     return exporter
 
 
@@ -102,16 +110,8 @@ def _metric_reader(
 ) -> MetricReader | None:
     if _wanted(env, "metrics") != "otlp":
         return None
-    _check_protocol(env, "metrics")
-    try:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415 - optional package
-            OTLPMetricExporter,
-        )
-    except ImportError:
-        log.warning("OTLP export requested but %s is not installed", OTLP_PACKAGE)
-        return None
-    exporter: MetricExporter = OTLPMetricExporter(endpoint=otlp_endpoint(env, "metrics"))
-    return ExportingReader(exporter, histograms, resource)
+    exporter: MetricExporter | None = _otlp_exporter(env, "metrics")
+    return ExportingReader(exporter, histograms, resource) if exporter is not None else None
 
 
 @dataclass(slots=True)
