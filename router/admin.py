@@ -75,10 +75,10 @@ from router.datamap import day_of, read_datamap
 from router.erasure import erase, parse_erase_body
 from router.http import HttpError, error_response, json_response, read_body
 from router.ingest import STATE, AppState
+from router.observability.metrics import RouterMetrics
 from router.quarantine import read_quarantine
 from router.queue import GROUP, ITEM_DECODER, dlq_key, queue_key
 from router.settings import Settings
-from router.tracing import RouterMetrics
 
 log = logging.getLogger("router.admin")
 

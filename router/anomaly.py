@@ -46,9 +46,9 @@ from destinations.errors import TransportError
 from destinations.transport import Transport
 from router.audit import AuditLog
 from router.core.audit_records import AuditKind
+from router.observability.metrics import Stats
 from router.periodic import Periodic
 from router.queue import GROUP, queue_key
-from router.telemetry import Stats
 
 log = logging.getLogger("router.anomaly")
 

@@ -8,8 +8,8 @@ the operator API ``/admin/*`` (``router.admin``, erasure included), CORS (``/v1`
 Redis, the consent store (and its cache invalidations), the group-commit enqueuer, the
 delivery workers, and the background flushers of the audit trail, the anomaly monitor and the
 data map are started and stopped together in one ``cleanup_ctx``; OpenTelemetry providers come
-from the ``OTEL_*`` variables (``router.tracing``) and are flushed on the way out. SIGHUP
-reloads the routing file (a reload that fails keeps the running configuration); each load is
+from the ``OTEL_*`` variables (``router.observability.setup``) and are flushed on the way out.
+SIGHUP reloads the routing file (a reload that fails keeps the running configuration); each load is
 recorded in the audit trail with the file's SHA-256.
 """
 
@@ -47,13 +47,13 @@ from router.http import (
     preflight_headers,
 )
 from router.ingest import STATE, AppState, ingest
+from router.observability.metrics import COUNTER_NAMES, Stats, render_prometheus
+from router.observability.setup import Telemetry, setup_telemetry
 from router.privacy import post_consent
 from router.queue import SUPPRESSED, Enqueuer, connect
 from router.sdk_metrics import post_sdk_metrics
 from router.settings import Settings
 from router.stored_consent import consent_recheck
-from router.telemetry import COUNTER_NAMES, Stats
-from router.tracing import Telemetry, setup_telemetry
 from router.worker import WorkerOptions, WorkerPool
 
 log = logging.getLogger("router.app")
@@ -140,7 +140,7 @@ async def metrics(request: web.Request) -> web.Response:
     """Counters, latency histograms and queue lag in the Prometheus text format (bounded labels
     only). The lag is sampled now, in one pipeline; when Redis is down the last sample stays."""
     state = request.app[STATE]
-    text = state.stats.render()
+    reader = None
     if state.telemetry is not None:
         try:
             await refresh_queue_lag(
@@ -148,7 +148,8 @@ async def metrics(request: web.Request) -> web.Response:
             )
         except (RedisError, OSError) as exc:
             log.warning("queue lag not sampled", extra={"error": type(exc).__name__})
-        text += state.telemetry.render_prometheus(skip=COUNTER_NAMES)
+        reader = state.telemetry.prometheus_reader
+    text = render_prometheus(state.stats, reader)
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 

@@ -50,9 +50,9 @@ from router.core.schema import WireEvent
 from router.core.signals import signals_from_headers
 from router.errors import ConfigError
 from router.http import RouterRunner
+from router.observability.logs import configure_logging
 from router.queue import connect, dlq_key, outbox_key
 from router.settings import Settings
-from router.telemetry import configure_logging
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -240,10 +240,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from router.anomaly import HoldGate  # noqa: PLC0415
     from router.app import default_consumer  # noqa: PLC0415
     from router.datamap import DataMapRecorder  # noqa: PLC0415
+    from router.observability.metrics import COUNTER_NAMES, Stats  # noqa: PLC0415
+    from router.observability.setup import setup_telemetry  # noqa: PLC0415
     from router.queue import SUPPRESSED  # noqa: PLC0415
     from router.stored_consent import consent_recheck  # noqa: PLC0415
-    from router.telemetry import COUNTER_NAMES, Stats  # noqa: PLC0415
-    from router.tracing import setup_telemetry  # noqa: PLC0415
     from router.worker import WorkerOptions, WorkerPool  # noqa: PLC0415
 
     settings = _settings(args)

@@ -47,6 +47,9 @@ from router.core.schema import (
 from router.core.signals import signals_from_headers
 from router.errors import QueueUnavailableError
 from router.http import HttpError, basic_auth_key, json_response, read_body
+from router.observability.metrics import Stats
+from router.observability.setup import Telemetry
+from router.observability.tracing import ingest_trace, set_span_attributes, stage_span
 from router.quarantine import quarantine_write
 from router.queue import (
     ITEM_ENCODER,
@@ -59,8 +62,6 @@ from router.queue import (
     subject_hash,
 )
 from router.settings import Settings
-from router.telemetry import Stats
-from router.tracing import Telemetry, ingest_trace, set_span_attributes, stage_span
 
 _NO_TRACER: Final = trace.NoOpTracer()
 PLAN_SLICE: Final = 100

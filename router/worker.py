@@ -47,6 +47,14 @@ from router.config import CompiledDestination
 from router.core.outcomes import Failure, SkipReason
 from router.core.paths import field_paths
 from router.datamap import DataMapRecorder, declared_kinds
+from router.observability.metrics import Stats
+from router.observability.setup import Telemetry
+from router.observability.tracing import (
+    inject_traceparent,
+    set_span_attributes,
+    start_client_span,
+    start_delivery_span,
+)
 from router.queue import (
     DLQ_MAXLEN,
     GROUP,
@@ -62,14 +70,6 @@ from router.queue import (
     outbox_key,
     queue_key,
     suppressed_among,
-)
-from router.telemetry import Stats
-from router.tracing import (
-    Telemetry,
-    inject_traceparent,
-    set_span_attributes,
-    start_client_span,
-    start_delivery_span,
 )
 
 log = logging.getLogger("router.worker")

@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from router.app import create_app
 from router.config import Routing, parse_routing
 from router.http import RouterRunner
+from router.observability.setup import Telemetry, setup_telemetry
 from router.settings import Settings
-from router.tracing import Telemetry, setup_telemetry
 from router.worker import WorkerOptions
 from tests.fakes.webhook import WebhookReceiver
 from tests.redis_server import RedisServer

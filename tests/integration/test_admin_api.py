@@ -33,6 +33,10 @@ from router.core.schema import EventType
 from router.datamap import DataMapRecorder
 from router.erasure import ERASURES
 from router.ingest import STATE, AppState
+from router.observability.logs import JsonFormatter
+from router.observability.metrics import Stats, render_prometheus
+from router.observability.setup import setup_telemetry
+from router.observability.tracing import set_span_attributes, stage_span, start_ingest_span
 from router.privacy import post_consent
 from router.queue import (
     ITEM_ENCODER,
@@ -44,8 +48,6 @@ from router.queue import (
     queue_key,
 )
 from router.settings import Settings
-from router.telemetry import JsonFormatter, Stats
-from router.tracing import set_span_attributes, setup_telemetry, stage_span, start_ingest_span
 from tests.conftest import routing_from
 from tests.fakes.transport import RecordingTransport
 from tests.redis_server import RedisServer
@@ -434,8 +436,8 @@ async def test_no_personal_data_in_spans_audit_anomalies_datamap_labels_or_logs(
 
     stored = await _dump(redis_client)
     spans = "\n".join(s.to_json() for s in exporter.get_finished_spans())
-    labels = monitor.stats.render() if monitor.stats else ""
-    labels += admin.app[STATE].stats.render() + telemetry.render_prometheus()
+    labels = render_prometheus(monitor.stats) if monitor.stats else ""
+    labels += render_prometheus(admin.app[STATE].stats, telemetry.prometheus_reader)
     formatter = JsonFormatter()
     # aiohttp's access log (request paths) is off in the router: configure_logging sets it to
     # WARNING and `router serve` runs with access_log=None.

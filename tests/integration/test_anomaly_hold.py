@@ -30,8 +30,8 @@ from router.anomaly import (
     release,
 )
 from router.audit import AuditLog
+from router.observability.metrics import Stats
 from router.queue import GROUP, ITEM_ENCODER, QueueItem, ensure_group, queue_key
-from router.telemetry import Stats
 from tests.conftest import wait_for
 
 START = datetime(2026, 11, 10, 0, 5, tzinfo=UTC)

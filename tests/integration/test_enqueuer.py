@@ -8,6 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from router.errors import QueueUnavailableError
+from router.observability.metrics import Stats
 from router.queue import (
     MAX_ITEMS_PER_ENTRY,
     QUARANTINE,
@@ -20,7 +21,6 @@ from router.queue import (
     entry_items,
     queue_key,
 )
-from router.telemetry import Stats
 from router.worker import DestinationWorker, WorkerOptions
 from tests.conftest import routing_from
 from tests.fakes.transport import RecordingTransport

@@ -32,10 +32,12 @@ from router.cli import main
 from router.config import Routing, parse_routing
 from router.core.audit_records import subject_token
 from router.ingest import STATE
+from router.observability.logs import JsonFormatter
+from router.observability.metrics import render_prometheus
+from router.observability.setup import setup_telemetry
+from router.observability.tracing import parse_traceparent
 from router.queue import ITEM_DECODER, dlq_key, entry_items, queue_key
 from router.settings import Settings
-from router.telemetry import JsonFormatter
-from router.tracing import parse_traceparent, setup_telemetry
 from router.worker import WorkerOptions
 from tests.conftest import HOOK_SECRET, WRITE_KEY, AppFactory, wait_for
 from tests.fakes.amplitude import AmplitudeFake
@@ -386,6 +388,22 @@ async def test_metrics_count_what_was_sent_per_destination_and_reason(
     assert metric(series, requests, destination="analytics-hook", status="500") == 1
     assert ("router_queue_lag_seconds", frozenset({("destination", "ops-hook")})) in series
     assert "# TYPE router_delivery_latency_seconds histogram" in text
+
+
+async def test_metrics_endpoint_is_the_one_renderer(
+    make_router: AppFactory, receiver: Receiver, ops_receiver: Receiver
+) -> None:
+    """``GET /metrics`` is ``render_prometheus`` of the app's counters and reader, byte for byte
+    (no second renderer)."""
+    router = await make_router(routing_of(receiver, ops_receiver), workers=False)
+    response = await router.post("/v1/batch", json={"batch": [event("e1")]}, headers=AUTH)
+    assert response.status == 200
+    text = await (await router.get("/metrics")).text()
+    state = router.server.app[STATE]
+    assert state.telemetry is not None
+    assert text == render_prometheus(state.stats, state.telemetry.prometheus_reader)
+    assert 'router_events_accepted_total{route="batch",source="web"} 1' in text
+    assert "# TYPE router_queue_lag_seconds gauge" in text
 
 
 # --- anomaly, hold, release ------------------------------------------------------------------

@@ -14,9 +14,9 @@ from destinations.base import Delivery
 from router.config import CompiledDestination
 from router.core.paths import field_paths
 from router.datamap import DataMapRecorder, declared_kinds
+from router.observability.metrics import Stats, render_prometheus
+from router.observability.setup import setup_telemetry
 from router.queue import ITEM_ENCODER, QueueItem, decode_queued
-from router.telemetry import Stats
-from router.tracing import setup_telemetry
 from router.worker import DestinationWorker, WorkerOptions, _Entry
 from tests.conftest import routing_from
 from tests.fakes.transport import RecordingTransport
@@ -98,7 +98,7 @@ def test_a_delivered_batch_records_what_per_event_records_did() -> None:
     assert (got.events, got.bytes) == (5, sum(len(raw) for raw in raws))
 
     assert worker.telemetry is not None
-    text = worker.telemetry.render_prometheus()
+    text = render_prometheus(Stats(), worker.telemetry.prometheus_reader)
     count = 'router_delivery_latency_seconds_count{destination="hook",status="delivered"}'
     assert f"{count} 5" in text
     bucket = 'router_delivery_latency_seconds_bucket{destination="hook",le="%s",status="delivered"}'

@@ -1,7 +1,9 @@
-"""The delivery latency histogram, recorded a batch at a time, against the SDK's own histogram."""
+"""The delivery latency histogram, recorded a batch at a time, against the SDK's own histogram;
+the SDK internals its readers rely on."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,16 +17,14 @@ from opentelemetry.sdk.metrics.export import (
     MetricExporter,
     MetricExportResult,
     MetricsData,
+    PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from router.tracing import (
-    LATENCY_BUCKETS_S,
-    BatchHistogram,
-    ExportingReader,
-    setup_telemetry,
-)
+from router.observability.histogram import BatchHistogram, ExportingReader
+from router.observability.metrics import LATENCY_BUCKETS_S, Stats, render_prometheus
+from router.observability.setup import setup_telemetry
 
 NAME = "router_delivery_latency_seconds"
 VALUES = [0.0, 0.005, 0.0050001, 0.01, 0.3, 0.3, 2.5, 7.0, 299.0, 300.0, 301.0, 1e6, -4.0]
@@ -76,14 +76,14 @@ def test_batches_give_the_same_histogram_as_one_sdk_record_per_event() -> None:
     assert (delivered.min, delivered.max) == (reference.min, reference.max)
     dead = next(p for p in points if p.attributes["status"] == "dead_lettered")
     assert dead.count == 2
-    text = telemetry.render_prometheus()
+    text = render_prometheus(Stats(), telemetry.prometheus_reader)
     assert f'{NAME}_count{{destination="ga4",status="delivered"}} {len(VALUES)}' in text
     assert f'{NAME}_bucket{{destination="ga4",le="0.005",status="delivered"}} 3' in text
     assert f'{NAME}_bucket{{destination="ga4",le="+Inf",status="delivered"}} 13' in text
     assert f'{NAME}_count{{destination="ga4",status="dead_lettered"}} 2' in text
     # Cumulative: a second scrape still has everything, plus what came since.
     telemetry.metrics.record_delivery_latencies("ga4", (1.0,), status="delivered")
-    again = telemetry.render_prometheus()
+    again = render_prometheus(Stats(), telemetry.prometheus_reader)
     assert f'{NAME}_count{{destination="ga4",status="delivered"}} {len(VALUES) + 1}' in again
     telemetry.shutdown()
 
@@ -91,7 +91,7 @@ def test_batches_give_the_same_histogram_as_one_sdk_record_per_event() -> None:
 def test_nothing_recorded_renders_no_latency_series() -> None:
     """No delivery yet: no histogram (as with the SDK instrument)."""
     telemetry = setup_telemetry({})
-    assert NAME not in telemetry.render_prometheus()
+    assert NAME not in render_prometheus(Stats(), telemetry.prometheus_reader)
     telemetry.shutdown()
 
 
@@ -170,3 +170,46 @@ def test_exemplars_point_at_the_sampled_span_of_the_batch() -> None:
     assert later.exemplars == []
     assert later.count == 4
     telemetry.shutdown()
+
+
+def test_the_sdk_internals_the_readers_use_are_unchanged() -> None:
+    """``histogram.py`` reads ``MetricExporter._preferred_temporality`` (the OTLP exporter's
+    too) and overrides ``_receive_metrics``, which ``collect()`` must call with the collection:
+    an SDK that changed either fails here (adapt histogram.py, then move the bound in
+    pyproject.toml)."""
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # noqa: PLC0415
+        OTLPMetricExporter,
+    )
+
+    delta = AggregationTemporality.DELTA
+    assert _Exporter(delta)._preferred_temporality[HistogramInstrument] is delta
+    otlp = OTLPMetricExporter(
+        endpoint="http://127.0.0.1:9/v1/metrics", preferred_temporality={HistogramInstrument: delta}
+    )
+    assert otlp._preferred_temporality[HistogramInstrument] is delta
+    otlp.shutdown()
+
+    parameters = inspect.signature(PeriodicExportingMetricReader._receive_metrics).parameters
+    assert list(parameters) == ["self", "metrics_data", "timeout_millis", "kwargs"]
+    assert parameters["timeout_millis"].default == 10_000
+    assert parameters["kwargs"].kind is inspect.Parameter.VAR_KEYWORD
+
+    received: list[MetricsData] = []
+
+    class Spy(ExportingReader):
+        def _receive_metrics(
+            self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+        ) -> None:
+            received.append(metrics_data)
+            super()._receive_metrics(metrics_data, timeout_millis, **kwargs)
+
+    exporter = _Exporter(AggregationTemporality.CUMULATIVE)
+    histogram = BatchHistogram(NAME, unit="s", description="latency", bounds=LATENCY_BUCKETS_S)
+    reader = Spy(exporter, [histogram], Resource.create({}))
+    provider = MeterProvider(metric_readers=[reader])
+    provider.get_meter("router").create_counter("router_other_total").add(1)
+    histogram.record({"destination": "ga4"}, [0.1])
+    reader.collect()
+    provider.shutdown()
+    assert _points(received[0], "router_other_total")
+    assert _points(exporter.exported[0])  # the histogram was added on the way

@@ -20,18 +20,16 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-from router.tracing import (
+from router.observability.labels import span_attributes
+from router.observability.setup import Telemetry, otlp_endpoint, setup_telemetry
+from router.observability.tracing import (
     PropagatingTracer,
     ScrubbingSpanExporter,
-    Telemetry,
     current_traceparent,
     delivery_links,
     inject_traceparent,
-    otlp_endpoint,
     parse_traceparent,
     set_span_attributes,
-    setup_telemetry,
-    span_attributes,
     stage_span,
     start_client_span,
     start_delivery_span,
@@ -257,39 +255,10 @@ def test_missing_otlp_package_is_a_warning_not_a_crash(
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_otlp)
-    with caplog.at_level(logging.WARNING, logger="router.tracing"):
+    with caplog.at_level(logging.WARNING, logger="router.observability"):
         telemetry = setup_telemetry({"OTEL_TRACES_EXPORTER": "otlp"})
     assert telemetry.exporting == ()
     assert "opentelemetry-exporter-otlp-proto-http" in caplog.text
-    telemetry.shutdown()
-
-
-def test_histograms_and_gauges_render_for_prometheus() -> None:
-    """Delivery latency, request duration and queue lag appear in the Prometheus text."""
-    telemetry = setup_telemetry({})
-    telemetry.metrics.record_delivery_latencies("ga4", (0.2,), status="delivered")
-    telemetry.metrics.record_request("ga4", 0.03, status="200")
-    telemetry.metrics.set_queue_lag("ga4", 12.5)
-    telemetry.metrics.bridge_counters(
-        ["router_events_delivered_total"],
-        lambda: [("router_events_delivered_total", (("destination", "ga4"),), 7)],
-    )
-    text = telemetry.render_prometheus()
-    assert "# TYPE router_delivery_latency_seconds histogram" in text
-    assert 'router_delivery_latency_seconds_bucket{destination="ga4",le="0.25",' in text
-    assert 'router_delivery_latency_seconds_count{destination="ga4",status="delivered"} 1' in text
-    assert 'router_queue_lag_seconds{destination="ga4"} 12.5' in text
-    assert 'router_events_delivered_total{destination="ga4"} 7' in text
-    telemetry.shutdown()
-
-
-def test_metric_labels_drop_personal_data() -> None:
-    """A label value shaped like personal data is dropped from the series."""
-    telemetry = setup_telemetry({})
-    telemetry.metrics.record_request("jane@example.com", 0.1, status="200")
-    text = telemetry.render_prometheus()
-    assert "jane" not in text
-    assert 'router_delivery_request_seconds_count{status="200"} 1' in text
     telemetry.shutdown()
 
 
