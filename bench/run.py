@@ -57,6 +57,7 @@ from bench.report import (
     table,
     targets,
 )
+from router.queue import dlq_key, queue_key
 
 REPO = Path(__file__).resolve().parent.parent
 ROUTING = REPO / "bench" / "routing.yaml"
@@ -551,7 +552,7 @@ class Bench:
         try:
             length = pending = 0
             for destination in EXPECTED:
-                stream = f"rt:q:{destination}"
+                stream = queue_key(destination)
                 length += int(client.xlen(stream))
                 with contextlib.suppress(redis.ResponseError):
                     pending += int(client.xpending(stream, "delivery")["pending"])
@@ -563,7 +564,7 @@ class Bench:
         """Entries in a destination's dead-letter stream."""
         client = self.client()
         try:
-            return int(client.xlen(f"rt:dlq:{destination}"))
+            return int(client.xlen(dlq_key(destination)))
         finally:
             client.close()
 
@@ -659,7 +660,7 @@ class Bench:
         client = self.client()
         try:
             for destination in EXPECTED:
-                client.delete(f"rt:dlq:{destination}")
+                client.delete(dlq_key(destination))
         finally:
             client.close()
 
@@ -939,7 +940,7 @@ class Bench:
         try:
             start = "-"
             while True:
-                entries = client.xrange(f"rt:q:{destination}", min=start, count=1000)
+                entries = client.xrange(queue_key(destination), min=start, count=1000)
                 for _, fields in entries:
                     raw = fields.get(b"b")
                     count += len(json.loads(raw)) if raw is not None else 1

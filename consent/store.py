@@ -2,19 +2,25 @@
 
 Keys (hashed subject ids only, never the ids themselves: ``consent.ids.subject_key``):
 
-- ``rt:consent:{sha256}``      the subject's current record (JSON), expiring ``max_age_days``
+- ``rt:consent:{<sha256>}``      the subject's current record (JSON), expiring ``max_age_days``
   after the consent's own timestamp
-- ``rt:consent-log:{sha256}``  the subject's history: a stream capped at the last
+- ``rt:consent-log:{<sha256>}``  the subject's history: a stream capped at the last
   ``history_max`` applied changes, kept as proof of what was recorded and when
+- ``rt:suppressed:{<sha256>}``   present when the subject was erased (``suppressed_key``)
 - channel ``rt:consent:changed`` carries the hashed subject of every write and erasure
 
-A write is one Lua script (atomic per request): a record older than the stored one is ignored
-(newest wins), a subject in the suppression set (erased) gets no record back, a write whose
-source may not grant only adds withdrawals (``consent.records.narrow``), and every applied
-change is appended to the history and published. Each process keeps an LRU cache of records,
-negative lookups included, and evicts a subject when its hash is published; while the
-subscription is down the cache is bypassed and cleared, so a withdrawal is seen by every process
-as soon as Redis delivers the message (milliseconds), and a hot subject costs no round trip.
+The braces are a Redis Cluster hash tag: a subject's three keys live in one slot, so the write
+script and the erasure touch one slot per subject, on one server as on a cluster.
+
+A write is one Lua script per subject (atomic per subject): a record older than the stored one
+is ignored (newest wins), an erased subject gets no record back, a write whose source may not
+grant only adds withdrawals (``consent.records.narrow``), and every applied change is appended
+to the history and published. Each process keeps an LRU cache of records, negative lookups
+included, and evicts a subject when its hash is published; while the subscription is down the
+cache is bypassed and cleared, so a withdrawal is seen by every process as soon as Redis
+delivers the message (milliseconds), and a hot subject costs no round trip. On a cluster the
+subscription is a plain connection to one node (PUBLISH reaches every node of a cluster), moved
+to another node when that one fails.
 
 This is the I/O edge of the consent package: the rules stay in ``consent.resolve`` and
 ``consent.policy``, the record and the merge of a person's records in ``consent.records``.
@@ -33,6 +39,8 @@ from enum import StrEnum
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import SSLConnection
 from redis.exceptions import RedisError
 
 from consent.ids import normalize_id, subject_key
@@ -48,12 +56,30 @@ CACHE_SIZE = 50_000
 
 def record_key(subject: str) -> str:
     """The record of a hashed subject."""
-    return f"rt:consent:{subject}"
+    return f"rt:consent:{{{subject}}}"
 
 
 def history_key(subject: str) -> str:
     """The change history of a hashed subject."""
-    return f"rt:consent-log:{subject}"
+    return f"rt:consent-log:{{{subject}}}"
+
+
+def suppressed_key(prefix: str, subject: str) -> str:
+    """The erasure mark of a hashed subject (``prefix``: ``rt:suppressed``)."""
+    return f"{prefix}:{{{subject}}}"
+
+
+async def read_many(client: aioredis.Redis, keys: Sequence[str]) -> list[bytes | None]:
+    """GET of many keys in one round trip: MGET on one server; on a cluster (where MGET must
+    stay in one slot) one GET per key in a pipeline, sent to each node at once."""
+    if not keys:
+        return []
+    if not isinstance(client, RedisCluster):
+        return list(await client.mget(list(keys)))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.get(key)
+    return list(await pipe.execute())
 
 
 def _decode(raw: bytes, now: datetime) -> ConsentRecord:
@@ -98,9 +124,10 @@ class Erased:
     newly_suppressed: int
 
 
-# KEYS: record and history key of each subject, then the suppression set when ARGV[1] is "1".
+# KEYS: the subject's record and history keys, then its suppression key when ARGV[1] is "1" (one
+# subject per call: its keys share a hash slot).
 # ARGV: guard flag, record JSON, updated_at ms, expires_at ms, history cap, channel, granted,
-# denied, source, received_at ms, narrow flag, then the hashed subjects.
+# denied, source, received_at ms, narrow flag, then the hashed subject.
 #
 # Narrow ("1": the source may not grant): the write only withdraws. Per subject, the stored
 # record becomes the current one (if any) with the write's denials added and those categories
@@ -110,8 +137,7 @@ class Erased:
 # (no character needs escaping), so the record is written as JSON by concatenation.
 _WRITE = """
 local n = #ARGV - 11
-local guard = nil
-if ARGV[1] == '1' then guard = KEYS[2 * n + 1] end
+local guard = ARGV[1] == '1'
 local narrow = ARGV[11] == '1'
 local function set_of(csv)
   local t = {}
@@ -137,7 +163,7 @@ for i = 1, n do
   local stored = nil
   local refused = {}
   local value, granted, denied = ARGV[2], ARGV[7], ARGV[8]
-  if guard and redis.call('SISMEMBER', guard, subject) == 1 then
+  if guard and redis.call('EXISTS', KEYS[2 * n + i]) == 1 then
     outcome = 'suppressed'
   else
     local current = redis.call('GET', record)
@@ -194,11 +220,25 @@ return out
 """
 
 
+# KEYS: a subject's record, history and (optional) suppression key. ARGV: channel, subject.
+# Returns {records deleted, history entries deleted, newly suppressed}.
+_ERASE = """
+local marked = 0
+if KEYS[3] then marked = redis.call('SET', KEYS[3], '1', 'NX') and 1 or 0 end
+local entries = redis.call('XLEN', KEYS[2])
+local records = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return {records, entries, marked}
+"""
+
+
 class ConsentStore:
     """Stored consent with a process-local cache kept coherent by pub/sub invalidation.
 
-    ``suppressed_key`` names the set of erased subjects (hashed): writes for them are refused
-    atomically, and ``erase`` adds to it. Call ``start`` before use and ``aclose`` at the end.
+    ``suppressed_key`` is the prefix of the erasure marks (``suppressed_key(prefix, subject)``):
+    writes for a marked subject are refused atomically, and ``erase`` sets the marks. Call
+    ``start`` before use and ``aclose`` at the end.
     """
 
     def __init__(
@@ -276,20 +316,51 @@ class ConsentStore:
         self._cache.clear()
 
     async def _listen(self) -> None:
+        attempt = 0
         while True:
-            pubsub: Any = self._client.pubsub()
+            pubsub: Any = None
+            node: aioredis.Redis | None = None
             try:
+                pubsub, node = await self._subscriber(attempt)
                 await pubsub.subscribe(self._channel)
                 await self._receive(pubsub)
             except (RedisError, OSError) as exc:
                 if self.live:
                     log.warning("consent invalidations lost", extra={"error": type(exc).__name__})
                 self._go_dark()
+                attempt += 1
                 await asyncio.sleep(0.25)
             finally:
                 self._go_dark()
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+                    if pubsub is not None:
+                        await pubsub.aclose()
+                    if node is not None:
+                        await node.aclose()
+
+    async def _subscriber(self, attempt: int) -> tuple[Any, aioredis.Redis | None]:
+        """A pub/sub of the client, or on a cluster (whose client has none) of a plain
+        connection to one node: PUBLISH on a cluster reaches every node. Each new attempt takes
+        the next node (replicas included: they hear every message too), so a dead node is
+        left behind."""
+        client = self._client
+        if not isinstance(client, RedisCluster):
+            return client.pubsub(), None
+        if not client.get_nodes():
+            await client.initialize()
+        nodes = sorted(client.get_nodes(), key=lambda n: n.name)
+        chosen = nodes[attempt % len(nodes)]
+        options = client.get_connection_kwargs()
+        node = aioredis.Redis(
+            host=chosen.host,
+            port=chosen.port,
+            username=options.get("username"),
+            password=options.get("password"),
+            socket_timeout=options.get("socket_timeout"),
+            socket_connect_timeout=options.get("socket_connect_timeout"),
+            ssl=options.get("connection_class") is SSLConnection,
+        )
+        return node.pubsub(), node
 
     async def _receive(self, pubsub: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -330,7 +401,7 @@ class ConsentStore:
         self, subjects: Iterable[str]
     ) -> tuple[dict[str, ConsentRecord | None], set[str]]:
         """Records and the suppressed subjects among them: cached ones cost no round trip,
-        the rest one pipelined round trip (MGET, and SMISMEMBER of the suppression set).
+        the rest one round trip (``read_many`` of their records and erasure marks).
 
         Suppression is cached with the record: erasure publishes the erased hashes on the
         invalidation channel like any write, so a cached "not suppressed" never outlives it.
@@ -357,11 +428,10 @@ class ConsentStore:
         generation = self._generation
         self._reading.update(misses)
         try:
-            pipe = self._client.pipeline(transaction=False)
-            pipe.mget([record_key(s) for s in misses])
+            keys = [record_key(s) for s in misses]
             if self._suppressed_key is not None:
-                pipe.smismember(self._suppressed_key, misses)
-            replies = await pipe.execute()
+                keys += [suppressed_key(self._suppressed_key, s) for s in misses]
+            replies = await read_many(self._client, keys)
             fresh = {s for s in misses if s not in self._dirty}
         finally:
             self._reading.subtract(misses)
@@ -369,18 +439,18 @@ class ConsentStore:
                 if not self._reading[subject]:
                     del self._reading[subject]
                     self._dirty.discard(subject)
-        values = replies[0]
-        flags = replies[1] if self._suppressed_key is not None else [0] * len(misses)
+        values = replies[: len(misses)]
+        flags = replies[len(misses) :] if self._suppressed_key is not None else [None] * len(misses)
         keep = live and self.live and generation == self._generation
         for subject, raw, flag in zip(misses, values, flags, strict=True):
             record = None if raw is None else _decode(raw, now)
             if record is not None and record.expires_at <= now:
                 record = None
             found[subject] = record
-            if flag:
+            if flag is not None:
                 suppressed.add(subject)
             if keep and subject in fresh:
-                self._remember(subject, record, erased=bool(flag))
+                self._remember(subject, record, erased=flag is not None)
         return found, suppressed
 
     async def get_hashed(self, subjects: Iterable[str]) -> StoredConsent | None:
@@ -414,10 +484,11 @@ class ConsentStore:
     async def write_many(
         self, writes: Sequence[tuple[Sequence[str], ConsentRecord]], *, may_grant: bool = True
     ) -> list[WriteResult]:
-        """Several writes in one round trip (each one atomic), in order."""
+        """Several writes in one round trip (atomic per subject), in order."""
         results: list[WriteResult] = []
         pipe = self._client.pipeline(transaction=False)
         sent: list[tuple[int, list[str]]] = []
+        calls = 0
         now = datetime.now(UTC)
         for subjects, record in writes:
             unique = list(dict.fromkeys(subjects))
@@ -425,17 +496,20 @@ class ConsentStore:
                 results.append(WriteResult(dict.fromkeys(unique, WriteOutcome.EXPIRED)))
                 continue
             results.append(WriteResult({}))
-            if unique:
-                keys, args = self._script_arguments(unique, record, narrow=not may_grant)
+            for subject in unique:
+                keys, args = self._script_arguments(subject, record, narrow=not may_grant)
                 pipe.eval(_WRITE, len(keys), *keys, *args)
+                calls += 1
+            if unique:
                 sent.append((len(results) - 1, unique))
-        if not sent:
+        if not calls:
             return results
-        replies = await pipe.execute()
-        for (index, subjects), reply in zip(sent, replies, strict=True):
+        replies = iter(await pipe.execute())
+        for index, subjects in sent:
             outcomes: dict[str, WriteOutcome] = {}
             refused: set[str] = set()
-            for subject, (outcome, denied) in zip(subjects, reply, strict=True):
+            for subject in subjects:
+                [(outcome, denied)] = next(replies)
                 outcomes[subject] = WriteOutcome(_text(outcome))
                 refused.update(c for c in _text(denied).split(",") if c)
                 if outcomes[subject] is WriteOutcome.WRITTEN:
@@ -444,11 +518,11 @@ class ConsentStore:
         return results
 
     def _script_arguments(
-        self, subjects: list[str], record: ConsentRecord, *, narrow: bool
+        self, subject: str, record: ConsentRecord, *, narrow: bool
     ) -> tuple[list[str], list[str | int]]:
-        keys = [k for s in subjects for k in (record_key(s), history_key(s))]
+        keys = [record_key(subject), history_key(subject)]
         if self._suppressed_key is not None:
-            keys.append(self._suppressed_key)
+            keys.append(suppressed_key(self._suppressed_key, subject))
         args: list[str | int] = [
             "1" if self._suppressed_key is not None else "0",
             record.encode(),
@@ -461,31 +535,31 @@ class ConsentStore:
             record.source,
             millis(record.received_at),
             "1" if narrow else "0",
-            *subjects,
+            subject,
         ]
         return keys, args
 
     async def erase(self, subjects: Sequence[str]) -> Erased:
-        """Suppress the subjects, delete their records and histories, tell every process."""
+        """Suppress the subjects, delete their records and histories, tell every process.
+
+        One script per subject (its keys share a slot): the mark is set before the record goes,
+        and a write checks the mark in its own script, so no record can come back."""
         subjects = list(dict.fromkeys(subjects))
         if not subjects:
             return Erased(0, 0, 0)
-        pipe = self._client.pipeline(transaction=True)
-        if self._suppressed_key is not None:
-            pipe.sadd(self._suppressed_key, *subjects)
+        pipe = self._client.pipeline(transaction=False)
         for subject in subjects:
-            pipe.xlen(history_key(subject))
-            pipe.delete(record_key(subject))
-            pipe.delete(history_key(subject))
-            pipe.publish(self._channel, subject)
-        results = list(await pipe.execute())
-        suppressed = int(results.pop(0)) if self._suppressed_key is not None else 0
+            keys = [record_key(subject), history_key(subject)]
+            if self._suppressed_key is not None:
+                keys.append(suppressed_key(self._suppressed_key, subject))
+            pipe.eval(_ERASE, len(keys), *keys, self._channel, subject)
+        results = await pipe.execute()
         for subject in subjects:
             self.invalidate(subject)
         return Erased(
-            consent_records=sum(int(r) for r in results[1::4]),
-            history_entries=sum(int(r) for r in results[0::4]),
-            newly_suppressed=suppressed,
+            consent_records=sum(int(r[0]) for r in results),
+            history_entries=sum(int(r[1]) for r in results),
+            newly_suppressed=sum(int(r[2]) for r in results),
         )
 
 

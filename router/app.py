@@ -33,6 +33,7 @@ from destinations.transport import AiohttpTransport
 from router.admin import add_admin_routes, refresh_queue_lag, tokens_of
 from router.anomaly import AnomalyMonitor, HoldGate, MonitorSettings
 from router.audit import AuditLog, AuditWriter
+from router.backend import connect, memory_infos, ping_all
 from router.config import Routing, load_routing
 from router.core.audit_records import AuditKind
 from router.datamap import DataMapRecorder
@@ -50,7 +51,7 @@ from router.ingest import STATE, AppState, ingest
 from router.observability.metrics import COUNTER_NAMES, Stats, render_prometheus
 from router.observability.setup import Telemetry, setup_telemetry
 from router.privacy import post_consent
-from router.queue import SUPPRESSED, Enqueuer, connect
+from router.queue import SUPPRESSED, Enqueuer
 from router.sdk_metrics import post_sdk_metrics
 from router.settings import Settings
 from router.stored_consent import consent_recheck
@@ -125,7 +126,7 @@ async def readyz(request: web.Request) -> web.Response:
     """Redis reachable and a configuration loaded."""
     state = request.app[STATE]
     try:
-        await state.redis.ping()  # type: ignore[misc]  # bounded by the client's socket timeout
+        await ping_all(state.redis)  # every master; bounded by the client's socket timeout
     except (RedisError, OSError) as exc:
         raise HttpError(
             503,
@@ -192,10 +193,13 @@ def _worker_pool(app: web.Application, state: AppState, options: WorkerOptions) 
 
 async def backlog_of(client: aioredis.Redis, ratio: float) -> bool:
     """Whether Redis' ``used_memory`` is above ``ratio`` of its ``maxmemory`` (False without
-    a ``maxmemory``: then only the 503 of a refused write protects it)."""
-    info = await client.info("memory")
-    limit = int(info.get("maxmemory", 0))
-    return limit > 0 and int(info.get("used_memory", 0)) > ratio * limit
+    a ``maxmemory``: then only the 503 of a refused write protects it). On a cluster, any
+    master above it: a destination's queue lives on one master, which fills first."""
+    for info in await memory_infos(client):
+        limit = int(info.get("maxmemory", 0))
+        if limit > 0 and int(info.get("used_memory", 0)) > ratio * limit:
+            return True
+    return False
 
 
 async def _watch_backlog(state: AppState) -> None:

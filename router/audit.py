@@ -1,4 +1,4 @@
-"""The audit trail: append-only, hash-chained lanes in the Redis stream ``rt:audit``.
+"""The audit trail: append-only, hash-chained lanes in the Redis stream ``rt:{audit}``.
 
 Every writer (an ``AuditLog``: one per router process, worker or CLI command) appends to its
 own *lane*, a hash chain nobody else writes to, so appends never race: a writer's appends are
@@ -16,19 +16,19 @@ canonical JSON of all those fields. Changing, removing or inserting a record bre
 and ``verify`` names the first bad record by lane and seq.
 
 Lane 0 is the single chain written before lanes existed (records without a ``lane`` field,
-hashed without one, head and anchor in ``rt:audit:head`` / ``rt:audit:anchor``): it stays
+hashed without one, head and anchor in ``rt:{audit}:head`` / ``rt:{audit}:anchor``): it stays
 verifiable as it is and nothing new is appended to it.
 
 Keys:
 
-- ``rt:audit``          the records (stream entries: lane, seq, at, kind, data, prev, hash,
-                        witness?)
-- ``rt:audit:lanes``    the last lane number handed out (lanes are numbered 1, 2, 3...)
-- ``rt:audit:heads``    lane -> "seq hash" of its last record (so a removed tail is noticed)
-- ``rt:audit:anchors``  lane -> "seq hash" of its last *trimmed* record (verification of what
-                        is left starts from it)
-- ``rt:audit:last``     lane, seq and hash of the newest record of any lane (the next witness)
-- ``rt:audit:head``, ``rt:audit:anchor``  lane 0's head and anchor (before lanes)
+- ``rt:{audit}``          the records (stream entries: lane, seq, at, kind, data, prev, hash,
+                          witness?)
+- ``rt:{audit}:lanes``    the last lane number handed out (lanes are numbered 1, 2, 3...)
+- ``rt:{audit}:heads``    lane -> "seq hash" of its last record (so a removed tail is noticed)
+- ``rt:{audit}:anchors``  lane -> "seq hash" of its last *trimmed* record (verification of what
+                          is left starts from it)
+- ``rt:{audit}:last``     lane, seq and hash of the newest record of any lane (the next witness)
+- ``rt:{audit}:head``, ``rt:{audit}:anchor``  lane 0's head and anchor (before lanes)
 
 Why lanes: SHA-256 cannot run inside Redis (its Lua has SHA-1 only), so one shared chain means
 a client must read the head, hash, and append only if the head did not move: with 32 writers
@@ -68,12 +68,15 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from router.backend import run_script
 from router.core.audit_records import AuditKind, subject_token
 from router.periodic import Periodic
 
 log = logging.getLogger("router.audit")
 
-STREAM: Final = "rt:audit"
+STREAM: Final = "rt:{audit}"
+"""The records; every other key of the trail is this name plus a suffix, so all of them share
+the hash tag ``{audit}`` (one slot on a Redis Cluster: the scripts and MULTI/EXEC stay legal)."""
 GENESIS: Final = "0" * 64
 PAGE: Final = 500
 LEGACY_LANE: Final = 0
@@ -525,6 +528,14 @@ return {1, before[1] or '', before[2] or '', before[3] or ''}
 """Append a lane's records if its head is the one the writer holds (it always is, unless two
 writers share the lane); returns the newest record of any lane before them (the next witness)."""
 
+_STATE = """
+return {redis.call('GET', KEYS[1]) or '', redis.call('HGETALL', KEYS[2]),
+  redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4]), redis.call('HGETALL', KEYS[5])}
+"""
+"""The lane count, lane heads and anchors, and lane 0's head and anchor, read at one instant
+(a script, not MULTI/EXEC: redis-py 7.4's cluster transactions pass routing arguments to the
+reply parsers of HGETALL and fail)."""
+
 _TRIM = """
 local found = redis.call('XRANGE', KEYS[1], '-', ARGV[1])
 if #found == 0 then return 0 end
@@ -620,7 +631,7 @@ def _anchor_of(fields: Mapping[bytes, bytes]) -> Anchor | None:
 
 
 def _lane_anchor(value: bytes | str) -> Anchor:
-    """``"seq hash"`` as kept in ``rt:audit:heads`` and ``rt:audit:anchors``."""
+    """``"seq hash"`` as kept in ``rt:{audit}:heads`` and ``rt:{audit}:anchors``."""
     seq, _, digest = _text(value).partition(" ")
     return Anchor(int(seq), digest)
 
@@ -769,8 +780,11 @@ class AuditLog:
                 start = end
 
     async def _open(self) -> None:
-        result = await self.client.register_script(_OPEN)(
-            keys=[self.lanes_key, self.heads_key, self.last_key, self.head_key], args=[GENESIS]
+        result = await run_script(
+            self.client,
+            _OPEN,
+            keys=[self.lanes_key, self.heads_key, self.last_key, self.head_key],
+            args=[GENESIS],
         )
         self._lane = int(result[0])
         self._head = GENESIS_ANCHOR
@@ -789,7 +803,6 @@ class AuditLog:
     async def _append_group(
         self, entries: Sequence[tuple[str, str, dict[str, Any], str]]
     ) -> list[AuditRecord]:
-        script = self.client.register_script(_APPEND)
         for _ in range(self.max_attempts):
             if self._lane is None:
                 await self._open()
@@ -808,7 +821,9 @@ class AuditLog:
                 args += [str(seq), moment, kind, data_json, prev, digest, witness or ""]
                 prev = digest
                 witness = None
-            result = await script(keys=[self.stream, self.heads_key, self.last_key], args=args)
+            result = await run_script(
+                self.client, _APPEND, keys=[self.stream, self.heads_key, self.last_key], args=args
+            )
             if int(result[0]) == 1:
                 self._head = Anchor(seq, prev)
                 self._witness = self._witness_of(result[1], result[2], result[3])
@@ -860,13 +875,15 @@ class AuditLog:
         return result
 
     async def _verify_once(self) -> VerifyResult:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.get(self.lanes_key)
-        pipe.hgetall(self.heads_key)
-        pipe.hgetall(self.anchors_key)
-        pipe.hgetall(self.head_key)
-        pipe.hgetall(self.anchor_key)
-        lanes, heads_raw, anchors_raw, legacy_head, legacy_anchor = await pipe.execute()
+        lanes, *maps = await run_script(
+            self.client,
+            _STATE,
+            keys=[self.lanes_key, self.heads_key, self.anchors_key, self.head_key, self.anchor_key],
+            args=[],
+        )
+        heads_raw, anchors_raw, legacy_head, legacy_anchor = (
+            dict(zip(flat[::2], flat[1::2], strict=True)) for flat in maps
+        )
         heads: dict[int, Anchor | None] = dict(_lane_anchors(heads_raw))
         heads[LEGACY_LANE] = _anchor_of(legacy_head)
         anchors = _lane_anchors(anchors_raw)
@@ -897,14 +914,18 @@ class AuditLog:
 
         Each lane's last dropped record becomes its anchor, so the rest still verifies.
         """
-        script = self.client.register_script(_TRIM)
         dropped = 0
         while True:
             last_id = await self._trim_point(max_records, older_than)
             if last_id is None:
                 return dropped
             removed = int(
-                await script(keys=[self.stream, self.anchor_key, self.anchors_key], args=[last_id])
+                await run_script(
+                    self.client,
+                    _TRIM,
+                    keys=[self.stream, self.anchor_key, self.anchors_key],
+                    args=[last_id],
+                )
             )
             if removed == 0:
                 return dropped

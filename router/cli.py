@@ -10,6 +10,7 @@
     router datamap [--day YYYY-MM-DD] [--json]
     router audit verify
     router audit export
+    router migrate [--dry-run]
 
 ``router erase`` does what ``POST /admin/erase`` does, directly against Redis (bare ids are
 user ids and anonymous ids both), prints the receipt as JSON (hashes and counts only) and
@@ -18,7 +19,9 @@ records the erasure in the audit trail (actor ``cli``).
 ``router datamap`` prints what left for each destination on a day (UTC, default today): field
 paths, personal-data kinds, events and bytes. ``router audit verify`` checks the hash chain of
 the audit trail: exit 0 when intact, else 1 with the first bad record named and printed.
-``router audit export`` prints every record as JSON lines (verifiable offline).
+``router audit export`` prints every record as JSON lines (verifiable offline). ``router
+migrate`` renames a single server's keys to the cluster-ready names (``router.migrate``; exit 1
+when a key exists under both names).
 
 Every command reads the routing file from ``--config``, else ``ROUTER_CONFIG``, else
 ``config/router.yaml``. Exit codes: 0 fine, 1 invalid configuration or input, 2 usage.
@@ -43,6 +46,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from router.backend import connect
 from router.config import Routing, load_routing
 from router.core.explain import consent_context, explain
 from router.core.outcomes import Rejection
@@ -51,7 +55,7 @@ from router.core.signals import signals_from_headers
 from router.errors import ConfigError
 from router.http import RouterRunner
 from router.observability.logs import configure_logging
-from router.queue import connect, dlq_key, outbox_key
+from router.queue import dlq_key, outbox_key
 from router.settings import Settings
 
 
@@ -356,6 +360,31 @@ def _with_redis(settings: Settings, work: Callable[[Redis], Awaitable[int]]) -> 
         return 1
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Rename old-style keys to the hash-tagged names (one-off, idempotent)."""
+    from router.backend import is_cluster_url  # noqa: PLC0415
+    from router.migrate import migrate  # noqa: PLC0415
+
+    settings = _settings(args)
+    if is_cluster_url(settings.redis_url):
+        print(
+            "router migrate runs on the single server that holds the old keys, before they are"
+            " moved to a cluster (README: moving to a cluster)",
+            file=sys.stderr,
+        )
+        return 1
+
+    async def run(client: Redis) -> int:
+        report = await migrate(client, dry_run=args.dry_run)
+        verb = "would rename" if args.dry_run else "renamed"
+        print(f"{verb} {len(report.renamed)} keys, {report.suppressed} erased subjects")
+        for old, new in report.conflicts:
+            print(f"left alone: {old} (and {new} exists)", file=sys.stderr)
+        return 1 if report.conflicts else 0
+
+    return _with_redis(settings, run)
+
+
 def cmd_datamap(args: argparse.Namespace) -> int:
     """What left for each destination on a day: fields, personal-data kinds, events, bytes."""
     from router.datamap import day_of, read_datamap, render_table  # noqa: PLC0415
@@ -640,6 +669,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=cmd_audit_verify)
     export = audit_commands.add_parser("export", help="every record as JSON lines")
     export.set_defaults(func=cmd_audit_export)
+
+    migrate = commands.add_parser("migrate", help="rename keys to the cluster-ready names")
+    migrate.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    migrate.set_defaults(func=cmd_migrate)
     return parser
 
 

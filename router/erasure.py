@@ -4,9 +4,10 @@
 
 1. normalizes every identifier exactly as ingest does (``consent.ids.normalize_id``) and hashes
    it (user ids, anonymous ids, emails as given and lower-cased);
-2. in one Redis transaction adds the hashes to ``rt:suppressed`` (checked at ingest and again by
-   the delivery worker, so queued events of the person reach no destination), deletes their
-   consent records and histories, and publishes the hashes so every process evicts its cache;
+2. per hashed id, in one script on that subject's slot, sets its erasure mark
+   ``rt:suppressed:{<sha256>}`` (checked at ingest and again by the delivery worker, so queued
+   events of the person reach no destination), deletes its consent record and history, and
+   publishes the hash so every process evicts its cache;
    then deletes the person's quarantined (rejected) events, found by their hashed subjects;
 3. sends each destination's deletion request (``Connector.deletion_request``, pure) through
    the process's transport, unless the platform has no deletion API or the destination is

@@ -53,13 +53,13 @@ from router.observability.tracing import ingest_trace, set_span_attributes, stag
 from router.quarantine import quarantine_write
 from router.queue import (
     ITEM_ENCODER,
-    SUPPRESSED,
     Deliveries,
     Enqueuer,
     QueueItem,
     Write,
     queue_key,
     subject_hash,
+    suppressed_among,
 )
 from router.settings import Settings
 
@@ -545,5 +545,4 @@ async def _lookups(
     if state.consent is not None:
         records, suppressed = await state.consent.lookup_all(hashes)
         return suppressed, records
-    found = await state.redis.smismember(SUPPRESSED, hashes)  # type: ignore[misc]
-    return {h for h, hit in zip(hashes, found, strict=True) if hit}, {}
+    return await suppressed_among(state.redis, hashes), {}

@@ -1,14 +1,17 @@
 """Redis streams: one queue per destination, group commit, dead letters, quarantine, outbox.
 
-Keys (all under ``rt:``):
+Keys (all under ``rt:``; ``{...}`` is a Redis Cluster hash tag, written literally):
 
-- ``rt:q:{destination}``     the destination's queue (consumer group ``delivery``)
-- ``rt:dlq:{destination}``   dead letters, with the reason
-- ``rt:outbox:{destination}`` encoded requests of a ``dry_run`` destination (bounded)
-- ``rt:quarantine``          rejected input events, redacted: code, path, field types, hashed
-                             subjects (bounded in count and age; ``router.quarantine``)
-- ``rt:suppressed``          hashed identifiers of erased subjects
-- ``rt:consent:*``           stored consent, by hashed subject (``consent.store``)
+- ``rt:q:{<destination>}``      the destination's queue (consumer group ``delivery``)
+- ``rt:dlq:{<destination>}``    dead letters, with the reason
+- ``rt:outbox:{<destination>}`` encoded requests of a ``dry_run`` destination (bounded)
+- ``rt:quarantine``            rejected input events, redacted: code, path, field types, hashed
+                               subjects (bounded in count and age; ``router.quarantine``)
+- ``rt:suppressed:{<sha256>}``  present when the subject was erased (``consent.store``)
+- ``rt:consent:{<sha256>}``     stored consent, by hashed subject (``consent.store``)
+
+A destination's queue, dead letters and outbox share its tag, so the worker's settle (ack and
+dead-letter in one MULTI/EXEC) and a DLQ replay stay in one slot on a cluster.
 
 What rests in a destination's queue is only what that destination may receive (the minimized
 payload), plus hashed subject ids for the re-checks at delivery.
@@ -25,17 +28,17 @@ from typing import Any, Final
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from consent.ids import subject_key
+from consent.store import read_many, suppressed_key
 from destinations.base import ConsentFacts, Delivery
 from router.errors import QueueUnavailableError
 
 GROUP = "delivery"
 QUARANTINE = "rt:quarantine"
 SUPPRESSED = "rt:suppressed"
+"""Prefix of the per-subject erasure marks (``consent.store.suppressed_key``)."""
 QUARANTINE_MAXLEN = 100_000
 OUTBOX_MAXLEN = 1_000
 DLQ_MAXLEN = 1_000_000
@@ -43,17 +46,17 @@ DLQ_MAXLEN = 1_000_000
 
 def queue_key(destination_id: str) -> str:
     """The destination's delivery stream."""
-    return f"rt:q:{destination_id}"
+    return f"rt:q:{{{destination_id}}}"
 
 
 def dlq_key(destination_id: str) -> str:
     """The destination's dead-letter stream."""
-    return f"rt:dlq:{destination_id}"
+    return f"rt:dlq:{{{destination_id}}}"
 
 
 def outbox_key(destination_id: str) -> str:
     """The dry-run outbox of a destination."""
-    return f"rt:outbox:{destination_id}"
+    return f"rt:outbox:{{{destination_id}}}"
 
 
 def subject_hash(identifier: str) -> str:
@@ -201,18 +204,6 @@ never split): fewer XADDs and acks, while a worker's read of ``batch_size`` entr
 bounded."""
 
 
-def connect(url: str, timeout_ms: int) -> aioredis.Redis:
-    """A Redis client that fails fast (one reconnect, no long backoff): the edge answers 503."""
-    timeout = timeout_ms / 1000
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=0,
-    )
-
-
 class Enqueuer:
     """Group commit: concurrent requests' writes are coalesced into one pipeline.
 
@@ -325,10 +316,16 @@ async def ensure_group(client: aioredis.Redis, stream: str) -> None:
 
 async def suppressed_among(client: aioredis.Redis, hashes: Sequence[str]) -> set[str]:
     """Which of these hashed ids were erased (one round trip)."""
-    if not hashes:
-        return set()
-    found = await client.smismember(SUPPRESSED, list(hashes))  # type: ignore[misc]
-    return {h for h, hit in zip(hashes, found, strict=True) if hit}
+    found = await read_many(client, [suppressed_key(SUPPRESSED, h) for h in hashes])
+    return {h for h, hit in zip(hashes, found, strict=True) if hit is not None}
+
+
+async def suppress(client: aioredis.Redis, hashes: Sequence[str]) -> None:
+    """Mark hashed ids as erased (what ``ConsentStore.erase`` does, without the rest)."""
+    pipe = client.pipeline(transaction=False)
+    for h in hashes:
+        pipe.set(suppressed_key(SUPPRESSED, h), "1")
+    await pipe.execute()
 
 
 def entry_fields(entry: Any) -> dict[str, bytes]:

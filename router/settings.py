@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,6 +15,8 @@ class Settings(BaseSettings):
 
     config: Path = Path("config/router.yaml")
     redis_url: str = "redis://127.0.0.1:6379/0"
+    """One server (``redis://``, ``rediss://``, ``unix://``) or a Redis / Valkey cluster
+    (``redis+cluster://host:port,host:port,...``; ``router.backend``)."""
     host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces by default
     port: int = Field(default=8080, ge=0, le=65535)
     log_level: str = "INFO"
@@ -49,3 +51,12 @@ class Settings(BaseSettings):
     """Drop quarantined (rejected, redacted) events older than this."""
     consumer_name: str | None = None
     """Name of this process in the consumer groups (default: host name and pid)."""
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_redis_url(cls, value: str) -> str:
+        from router.backend import cluster_nodes, is_cluster_url  # noqa: PLC0415 - no cycle
+
+        if is_cluster_url(value):
+            cluster_nodes(value)  # ValueError names the node that is not host:port
+        return value

@@ -13,12 +13,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from router.app import create_app
+from router.backend import connect
 from router.config import Routing, parse_routing
 from router.http import RouterRunner
 from router.observability.setup import Telemetry, setup_telemetry
+from router.queue import SUPPRESSED
 from router.settings import Settings
 from router.worker import WorkerOptions
 from tests.fakes.webhook import WebhookReceiver
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 
 HOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -37,10 +40,43 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
+BACKENDS = ["single", "cluster"]
+"""``@pytest.mark.parametrize("redis_backend", BACKENDS)`` runs a test on one server and on a
+3-master cluster; without it a test gets the single server."""
+
+
 @pytest.fixture
-async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    """A client of the test's Redis."""
-    client = aioredis.Redis.from_url(redis_server.url)
+def redis_backend() -> str:
+    """Which Redis the test runs on: ``single`` (default) or ``cluster`` (when parametrized)."""
+    return "single"
+
+
+@pytest.fixture(scope="session")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """One 3-master + 3-replica cluster for the session's ``cluster`` cases (emptied before
+    each); a test that kills nodes starts its own (``tests.redis_cluster``)."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, redis_backend: str) -> str:
+    """The URL of the test's Redis: its own server, or the shared cluster emptied."""
+    if redis_backend == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("shared_cluster")
+        for node in cluster.masters():
+            node.cli("flushall")
+        return cluster.url
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of the test's Redis (a cluster client on the cluster)."""
+    client = connect(redis_url, 2000)
     yield client
     await client.aclose()
 
@@ -75,7 +111,7 @@ AppFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 @pytest.fixture
 async def make_router(
-    redis_server: RedisServer,
+    redis_url: str,
 ) -> AsyncIterator[AppFactory]:
     """Start router apps on the test's Redis: ``await make_router(routing, workers=True)``."""
     clients: list[TestClient[web.Request, web.Application]] = []
@@ -89,7 +125,8 @@ async def make_router(
         telemetry: Telemetry | None = None,
         **settings: Any,
     ) -> TestClient[web.Request, web.Application]:
-        config = Settings(redis_url=redis_server.url, redis_timeout_ms=500, **settings)
+        settings.setdefault("redis_url", redis_url)
+        config = Settings(redis_timeout_ms=500, **settings)
         options = WorkerOptions(
             consumer=consumer, block_ms=50, reclaim_idle_ms=300, reclaim_every_s=0.1
         )
@@ -118,3 +155,9 @@ async def wait_for(condition: Callable[[], bool], within_s: float = 10.0) -> Non
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+async def suppressed_hashes(client: aioredis.Redis) -> set[str]:
+    """The hashed subjects marked as erased (``rt:suppressed:{<sha256>}``)."""
+    keys = await client.keys(f"{SUPPRESSED}:*")
+    return {(k.decode() if isinstance(k, bytes) else k).split("{", 1)[1][:-1] for k in keys}

@@ -48,7 +48,7 @@ from router.queue import (
     queue_key,
 )
 from router.settings import Settings
-from tests.conftest import routing_from
+from tests.conftest import BACKENDS, routing_from
 from tests.fakes.transport import RecordingTransport
 from tests.redis_server import RedisServer
 
@@ -107,6 +107,7 @@ def _expected(endpoint: Endpoint, role: Role | None) -> int:
 
 @pytest.mark.parametrize("role", [None, *Role], ids=lambda r: r.value if r else "no-token")
 @pytest.mark.parametrize("endpoint", ROLE_TABLE, ids=lambda e: f"{e.method} {e.path}")
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_every_endpoint_with_every_role(
     admin: Client, redis_client: aioredis.Redis, endpoint: Endpoint, role: Role | None
 ) -> None:
@@ -146,6 +147,7 @@ async def test_wrong_or_malformed_token_is_401(admin: Client) -> None:
         assert (await response.json())["code"] == "unauthorized"
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_destinations_show_queue_dlq_and_hold(
     admin: Client, redis_client: aioredis.Redis
 ) -> None:
@@ -166,6 +168,7 @@ async def test_destinations_show_queue_dlq_and_hold(
     assert rows["ops-hook"]["held"] is False
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_release_and_discard_through_the_api(
     admin: Client, redis_client: aioredis.Redis
 ) -> None:
@@ -185,6 +188,7 @@ async def test_release_and_discard_through_the_api(
     assert kinds.count("discard") == 1
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_unknown_destination_is_404_and_not_echoed_in_the_audit(
     admin: Client, redis_client: aioredis.Redis
 ) -> None:
@@ -198,6 +202,7 @@ async def test_unknown_destination_is_404_and_not_echoed_in_the_audit(
     assert "jane" not in json.dumps(records)
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_dead_letters_listed_without_payload_and_replayed(
     admin: Client, redis_client: aioredis.Redis
 ) -> None:
@@ -246,6 +251,7 @@ async def test_explain_reports_each_destination(admin: Client) -> None:
     assert bad.status == 400
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_datamap_and_anomalies_endpoints(admin: Client, redis_client: aioredis.Redis) -> None:
     """The data map of a day and the anomaly list come from what the recorders flushed."""
     day = datetime(2026, 11, 22, 12, tzinfo=UTC)
@@ -276,6 +282,7 @@ async def test_datamap_and_anomalies_endpoints(admin: Client, redis_client: aior
     assert (await admin.get("/admin/anomalies?limit=0", headers=headers)).status == 400
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_audit_export_verifies_offline(admin: Client, redis_client: aioredis.Redis) -> None:
     """The exported JSON lines form a valid chain; verify says ok."""
     await AuditLog(redis_client).append("config_loaded", {"destinations": 2})
@@ -357,6 +364,7 @@ async def _dump(client: aioredis.Redis) -> str:
     return "\n".join(parts)
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_no_personal_data_in_spans_audit_anomalies_datamap_labels_or_logs(
     admin: Client, redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -540,6 +548,7 @@ async def _post_raw(client: Client, path: str, body: str, role: Role | None = Ro
     return await client.post(path, data=body.encode(), headers=headers)
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_explain_with_a_3000_deep_event_is_a_400_too_deep_and_audited(
     admin: Client, redis_client: aioredis.Redis
 ) -> None:
@@ -581,6 +590,7 @@ async def test_explain_depth_limit_is_ingests(admin: Client) -> None:
     ],
     ids=["erase", "replay", "explain-consent", "explain-headers", "explain-brackets", "consent"],
 )
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_deep_bodies_everywhere_are_400_too_deep(
     redis_client: aioredis.Redis, path: str, body: str
 ) -> None:
@@ -632,6 +642,7 @@ ODD_EXPLAIN_BODIES = [
 
 
 @pytest.mark.parametrize("body", ODD_EXPLAIN_BODIES, ids=range(len(ODD_EXPLAIN_BODIES)))
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_odd_explain_bodies_get_an_answer_with_a_code(
     admin: Client, redis_client: aioredis.Redis, body: str
 ) -> None:

@@ -32,7 +32,7 @@ from router.anomaly import (
 from router.audit import AuditLog
 from router.observability.metrics import Stats
 from router.queue import GROUP, ITEM_ENCODER, QueueItem, ensure_group, queue_key
-from tests.conftest import wait_for
+from tests.conftest import BACKENDS, wait_for
 
 START = datetime(2026, 11, 10, 0, 5, tzinfo=UTC)
 
@@ -77,6 +77,7 @@ async def _enqueue(client: aioredis.Redis, destination: str, count: int) -> None
         await client.xadd(queue_key(destination), {"d": ITEM_ENCODER.encode(item)})
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_volume_alarm_follows_the_hour_of_day(redis_client: aioredis.Redis) -> None:
     """400 events alarm at the quiet 03:00 but not at the busy 14:00; one alarm per hour."""
     clock = Clock(START)
@@ -102,6 +103,7 @@ async def test_volume_alarm_follows_the_hour_of_day(redis_client: aioredis.Redis
     assert monitor.stats.get("router_anomalies_total", reason="volume") == 2
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_floor_keeps_small_sources_quiet(redis_client: aioredis.Redis) -> None:
     """A source that jumps from 2 to 90 events an hour stays under the floor: no alarm."""
     clock = Clock(START)
@@ -112,6 +114,7 @@ async def test_floor_keeps_small_sources_quiet(redis_client: aioredis.Redis) -> 
     assert await monitor.flush() == []
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_volume_without_history_does_not_alarm(redis_client: aioredis.Redis) -> None:
     """The very first hour of a subject has no baseline and never alarms."""
     clock = Clock(START)
@@ -120,6 +123,7 @@ async def test_volume_without_history_does_not_alarm(redis_client: aioredis.Redi
     assert await monitor.flush() == []
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_schema_drift_after_the_learning_period(redis_client: aioredis.Redis) -> None:
     """Paths seen while learning are quiet; a path never seen before raises schema_drift."""
     clock = Clock(START)
@@ -137,6 +141,7 @@ async def test_schema_drift_after_the_learning_period(redis_client: aioredis.Red
     assert await redis_client.sismember("rt:fields:web", "properties.ssn")  # type: ignore[misc]
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_new_pii_kind_for_a_destination(redis_client: aioredis.Redis) -> None:
     """A declared kind is quiet; the first email reaching a destination is an anomaly, once."""
     clock = Clock(START)
@@ -157,6 +162,7 @@ async def test_new_pii_kind_for_a_destination(redis_client: aioredis.Redis) -> N
     assert again.detail == {"pii": "phone"}
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_hold_keeps_every_event_until_release(redis_client: aioredis.Redis) -> None:
     """An anomaly holds the destination; its events stay queued; release lets them flow."""
     clock = Clock(START)
@@ -183,6 +189,7 @@ async def test_hold_keeps_every_event_until_release(redis_client: aioredis.Redis
     assert (await audit.verify()).ok
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_discard_drops_the_queue_and_records_the_count(redis_client: aioredis.Redis) -> None:
     """Discard acks and deletes every queued entry (pending ones too) and clears the hold."""
     audit = AuditLog(redis_client)
@@ -217,6 +224,7 @@ async def alert_hook() -> AsyncIterator[tuple[list[Any], str]]:
     await server.close()
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_alert_webhook_receives_the_anomaly(
     redis_client: aioredis.Redis, alert_hook: tuple[list[Any], str]
 ) -> None:
@@ -245,6 +253,7 @@ async def test_alert_webhook_receives_the_anomaly(
     assert monitor.stats.get("router_anomaly_alerts_total", status="204") == 1
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_monitor_task_flushes_in_the_background(redis_client: aioredis.Redis) -> None:
     """Started, the monitor flushes on its own; observe never touches Redis."""
     monitor = AnomalyMonitor(redis_client, flush_every_s=0.02)

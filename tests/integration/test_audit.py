@@ -27,6 +27,7 @@ from router.audit import (
     verify,
     verify_records,
 )
+from tests.conftest import BACKENDS
 from tests.redis_server import RedisServer
 
 
@@ -45,6 +46,7 @@ async def _rewrite(client: aioredis.Redis, change: Any) -> None:
             await client.xadd(STREAM, new, id=entry_id)
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_appends_chain_and_verify(redis_client: aioredis.Redis) -> None:
     """Appended records get consecutive seqs, each linked to the previous hash."""
     log = AuditLog(redis_client)
@@ -104,6 +106,7 @@ async def _script_calls(client: aioredis.Redis) -> int:
     return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_concurrent_callers_of_one_writer_share_round_trips(
     redis_client: aioredis.Redis,
 ) -> None:
@@ -174,6 +177,7 @@ async def test_writer_processes_and_in_process_writers_at_once_all_verify(
             await log.client.aclose()
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_edited_record_is_named_by_verify(redis_client: aioredis.Redis) -> None:
     """Changing one stored record's data makes verify fail and name that record."""
     log = AuditLog(redis_client)
@@ -191,6 +195,7 @@ async def test_edited_record_is_named_by_verify(redis_client: aioredis.Redis) ->
     assert "record 4" in result.reason
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_resealed_record_is_still_named(redis_client: aioredis.Redis) -> None:
     """Editing a record and recomputing its hash is caught by the next link, naming it."""
     log = AuditLog(redis_client)
@@ -216,6 +221,7 @@ async def test_resealed_record_is_still_named(redis_client: aioredis.Redis) -> N
     assert result.first_bad_seq == 2
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_deleted_record_is_reported(redis_client: aioredis.Redis) -> None:
     """Deleting a record leaves a gap that verify reports by seq."""
     log = AuditLog(redis_client)
@@ -226,6 +232,7 @@ async def test_deleted_record_is_reported(redis_client: aioredis.Redis) -> None:
     assert result.first_bad_seq == 3
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_trimming_keeps_an_anchor_so_the_rest_verifies(redis_client: aioredis.Redis) -> None:
     """After trimming to the newest records the chain still verifies, and tampering is caught."""
     log = AuditLog(redis_client)
@@ -251,6 +258,7 @@ async def test_trimming_keeps_an_anchor_so_the_rest_verifies(redis_client: aiore
     assert failed.first_bad_seq == 31
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_trim_by_age(redis_client: aioredis.Redis) -> None:
     """Records older than the cut-off are dropped, newer ones kept, the chain still verifies."""
     log = AuditLog(redis_client)
@@ -268,6 +276,7 @@ async def test_trim_by_age(redis_client: aioredis.Redis) -> None:
 @pytest.mark.parametrize(
     ("days", "records", "kept"), [(3.0, None, 5), (1.0, None, 0), (None, 1000, 5), (3.0, 1000, 5)]
 )
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_writer_retention_by_age_and_count(
     redis_client: aioredis.Redis, days: float | None, records: int | None, kept: int
 ) -> None:
@@ -282,6 +291,7 @@ async def test_writer_retention_by_age_and_count(
     assert (await log.verify()).ok
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_writer_retention_by_count(redis_client: aioredis.Redis) -> None:
     """The oldest records beyond the count go; the rest still verifies."""
     log = AuditLog(redis_client)
@@ -291,6 +301,7 @@ async def test_writer_retention_by_count(redis_client: aioredis.Redis) -> None:
     assert (await log.verify()).ok
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_export_is_json_lines_that_verify(redis_client: aioredis.Redis) -> None:
     """The export has one canonical JSON record per line, re-verifiable offline."""
     log = AuditLog(redis_client)
@@ -305,6 +316,7 @@ async def test_export_is_json_lines_that_verify(redis_client: aioredis.Redis) ->
     assert json.loads(lines[0])["data"] == {"destination": "d0"}
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_buffered_writer_appends_on_flush(redis_client: aioredis.Redis) -> None:
     """``record`` only buffers; ``flush`` appends everything in order."""
     log = AuditLog(redis_client)
@@ -342,6 +354,7 @@ async def _legacy_chain(client: aioredis.Redis, count: int) -> list[AuditRecord]
     return records
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_records_from_before_lanes_still_verify_and_are_witnessed(
     redis_client: aioredis.Redis,
 ) -> None:
@@ -368,6 +381,7 @@ async def test_records_from_before_lanes_still_verify_and_are_witnessed(
     assert failed.reason.startswith("record 2: ")
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_a_cut_lane_tail_is_caught_by_another_lanes_witness(
     redis_client: aioredis.Redis,
 ) -> None:
@@ -388,6 +402,7 @@ async def test_a_cut_lane_tail_is_caught_by_another_lanes_witness(
     assert "witnessed lane 1 record 3, which is missing" in failed.reason
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_a_rewritten_witnessed_record_is_caught_even_when_its_lane_is_resealed(
     redis_client: aioredis.Redis,
 ) -> None:
@@ -415,6 +430,7 @@ async def test_a_rewritten_witnessed_record_is_caught_even_when_its_lane_is_rese
     assert "lane 2 record 1 witnessed lane 1 record 2 with another hash" in failed.reason
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_a_removed_lane_or_an_unknown_lane_is_reported(redis_client: aioredis.Redis) -> None:
     """Lanes are numbered from 1: a whole lane removed with its head is missing; records of a
     lane never handed out are refused."""
@@ -436,6 +452,7 @@ async def test_a_removed_lane_or_an_unknown_lane_is_reported(redis_client: aiore
     assert "lane 9 record 1: its lane is unknown" in failed.reason
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_trimming_several_lanes_anchors_each(redis_client: aioredis.Redis) -> None:
     """Trimming interleaved lanes leaves an anchor per lane; the rest verifies, and an edit
     past the trim point is still named."""

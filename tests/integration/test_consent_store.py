@@ -21,7 +21,15 @@ from consent.records import ConsentRecord
 from consent.store import ConsentStore, history_key, record_key, subject_key
 from router.ingest import STATE
 from router.queue import queue_key
-from tests.conftest import HOOK_SECRET, TEST_CONFIG, WRITE_KEY, AppFactory, routing_from, wait_for
+from tests.conftest import (
+    BACKENDS,
+    HOOK_SECRET,
+    TEST_CONFIG,
+    WRITE_KEY,
+    AppFactory,
+    routing_from,
+    wait_for,
+)
 from tests.fakes.webhook import WebhookReceiver
 from tests.redis_server import RedisServer, free_port
 
@@ -87,6 +95,7 @@ async def live(router: Any) -> ConsentStore:
     return store
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_api_grant_lets_an_event_without_signal_reach_analytics(
     make_router: AppFactory, receiver: tuple[WebhookReceiver, str]
 ) -> None:
@@ -108,6 +117,7 @@ async def test_api_grant_lets_an_event_without_signal_reach_analytics(
     assert skipped(router, "no_consent") == 1
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_consent_api_takes_the_write_key_in_the_body(
     make_router: AppFactory, redis_client: aioredis.Redis
 ) -> None:
@@ -129,6 +139,7 @@ async def test_consent_api_takes_the_write_key_in_the_body(
     assert (stored.granted, stored.denied, stored.source) == ({"analytics"}, set(), "onetrust")
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_newer_stored_withdrawal_wins_over_an_older_event_signal(
     make_router: AppFactory, receiver: tuple[WebhookReceiver, str]
 ) -> None:
@@ -153,6 +164,7 @@ async def test_newer_stored_withdrawal_wins_over_an_older_event_signal(
     assert skipped(router, "consent_withdrawn") == 1
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_an_older_write_never_overwrites_a_newer_record(
     make_router: AppFactory, receiver: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
 ) -> None:
@@ -177,6 +189,7 @@ async def test_an_older_write_never_overwrites_a_newer_record(
     assert await redis_client.xlen(history_key(subject)) == 1
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_stored_consent_expires_after_max_age_days(
     make_router: AppFactory, receiver: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
 ) -> None:
@@ -205,6 +218,7 @@ async def test_stored_consent_expires_after_max_age_days(
     assert (await response.json())["code"] == "consent_expired"
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_reserved_consent_events_update_the_stored_state(
     make_router: AppFactory, receiver: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
 ) -> None:
@@ -230,6 +244,7 @@ async def test_reserved_consent_events_update_the_stored_state(
     await wait_for(lambda: {"c3", "c4"} <= analytics_ids(state))
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_older_consent_event_name_and_malformed_preferences(
     make_router: AppFactory, redis_client: aioredis.Redis
 ) -> None:
@@ -270,6 +285,7 @@ async def test_older_consent_event_name_and_malformed_preferences(
         ),
     ],
 )
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_invalid_consent_bodies_get_a_400_in_the_one_error_shape(
     make_router: AppFactory,
     redis_client: aioredis.Redis,
@@ -289,6 +305,7 @@ async def test_invalid_consent_bodies_get_a_400_in_the_one_error_shape(
     assert await redis_client.keys("rt:consent*") == []
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_consent_api_needs_a_known_write_key(make_router: AppFactory) -> None:
     """No key or an unknown key: 401, like /v1/track."""
     router = await make_router(routing_from(), workers=False)
@@ -394,16 +411,17 @@ async def test_invalidations_resume_after_a_redis_restart(
 
 @pytest.fixture
 async def second_router(
-    redis_server: RedisServer, receiver: tuple[WebhookReceiver, str], tmp_path: Path
+    redis_url: str, receiver: tuple[WebhookReceiver, str], tmp_path: Path
 ) -> AsyncIterator[str]:
-    """`router serve --no-workers` as a real subprocess on the same Redis: its base URL."""
+    """`router serve --no-workers` as a real subprocess on the same Redis (server or cluster):
+    its base URL."""
     _, url = receiver
     config = tmp_path / "routing.yaml"
     config.write_text(TEST_CONFIG.read_text())
     port = free_port()
     env = {
         **os.environ,
-        "ROUTER_REDIS_URL": redis_server.url,
+        "ROUTER_REDIS_URL": redis_url,
         "HOOK_URL": url,
         "HOOK_SECRET": HOOK_SECRET,
     }
@@ -457,6 +475,7 @@ async def metric(session: aiohttp.ClientSession, base: str, needle: str) -> int:
     return 0
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_a_withdrawal_reaches_another_router_process_within_a_second(
     make_router: AppFactory,
     receiver: tuple[WebhookReceiver, str],
@@ -505,21 +524,22 @@ async def test_a_hot_subject_costs_no_suppression_round_trip_and_erasure_still_w
     router = await make_router(routing_from(), workers=False)
     store = await live(router)
     assert (await router.post("/v1/track", json=order("s1"), headers=AUTH)).status == 200
-    checks = await command_calls(redis_client, "smismember")
+    checks = await command_calls(redis_client, "mget")
     assert checks == 1
     for i in range(5):
         assert (await router.post("/v1/track", json=order(f"s{i + 2}"), headers=AUTH)).status == 200
-    assert await command_calls(redis_client, "smismember") == checks
+    assert await command_calls(redis_client, "mget") == checks
     assert await redis_client.xlen(queue_key("ops-hook")) == 6
 
     await store.erase([subject_key("user-1")])
     assert (await router.post("/v1/track", json=order("s9"), headers=AUTH)).status == 200
-    assert await command_calls(redis_client, "smismember") == checks + 1
+    assert await command_calls(redis_client, "mget") == checks + 1
     assert await redis_client.xlen(queue_key("ops-hook")) == 6
     stats = router.server.app[STATE].stats
     assert stats.get("router_events_skipped_total", reason="suppressed", stage="ingest") == 2
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_a_choice_in_a_batch_applies_from_that_event_on(
     make_router: AppFactory, receiver: tuple[WebhookReceiver, str]
 ) -> None:
@@ -537,6 +557,7 @@ async def test_a_choice_in_a_batch_applies_from_that_event_on(
     assert not {"d1", "d2"} & analytics_ids(state)
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_events_sharing_a_message_id_keep_their_own_subjects(
     make_router: AppFactory, receiver: tuple[WebhookReceiver, str]
 ) -> None:
@@ -560,6 +581,7 @@ async def test_events_sharing_a_message_id_keep_their_own_subjects(
     assert "anon-of-user-denied" not in sent
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_a_corrupt_stored_record_grants_nothing(
     redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:

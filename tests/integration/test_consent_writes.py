@@ -20,7 +20,7 @@ from consent.store import ConsentStore, WriteOutcome, record_key, subject_key
 from router.audit import AuditLog
 from router.ingest import STATE
 from router.queue import queue_key
-from tests.conftest import TEST_CONFIG, AppFactory, routing_from
+from tests.conftest import BACKENDS, TEST_CONFIG, AppFactory, routing_from
 
 PARTNER_KEY = "partner-write-key"
 WEB = {"Authorization": "Basic " + base64.b64encode(b"test-write-key:").decode()}
@@ -59,6 +59,7 @@ def order(message_id: str, context: dict[str, Any] | None = None) -> dict[str, A
     }
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_a_partner_key_cannot_regrant_a_withdrawn_consent(
     make_router: AppFactory, redis_client: aioredis.Redis
 ) -> None:
@@ -92,6 +93,7 @@ async def test_a_partner_key_cannot_regrant_a_withdrawn_consent(
     ]
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_any_source_can_withdraw_and_its_grants_of_new_categories_are_refused(
     make_router: AppFactory, redis_client: aioredis.Redis
 ) -> None:
@@ -121,6 +123,7 @@ async def test_any_source_can_withdraw_and_its_grants_of_new_categories_are_refu
     assert await stored(redis_client, "user-1") == before  # nothing withdrawn: nothing stored
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_a_partner_consent_event_is_routed_but_stores_no_grant(
     make_router: AppFactory, redis_client: aioredis.Redis
 ) -> None:
@@ -175,6 +178,7 @@ def built(votes: dict[str, bool], at: datetime) -> ConsentRecord:
         ({"necessary": True}, {"necessary": True, "analytics": True, "advertising": False}),
     ],
 )
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_the_stores_narrowing_is_the_pure_rule(
     redis_client: aioredis.Redis, current: dict[str, bool] | None, write: dict[str, bool]
 ) -> None:

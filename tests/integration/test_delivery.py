@@ -16,8 +16,16 @@ import pytest
 import redis.asyncio as aioredis
 
 from router.ingest import STATE
-from router.queue import SUPPRESSED, dlq_key, outbox_key, queue_key, subject_hash
-from tests.conftest import HOOK_SECRET, TEST_CONFIG, WRITE_KEY, AppFactory, routing_from, wait_for
+from router.queue import dlq_key, outbox_key, queue_key, subject_hash, suppress
+from tests.conftest import (
+    BACKENDS,
+    HOOK_SECRET,
+    TEST_CONFIG,
+    WRITE_KEY,
+    AppFactory,
+    routing_from,
+    wait_for,
+)
 from tests.fakes.webhook import WebhookReceiver
 from tests.redis_server import RedisServer
 
@@ -53,6 +61,7 @@ def by_id(receiver: WebhookReceiver) -> dict[str, list[dict[str, Any]]]:
     return grouped
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_event_arrives_signed_with_only_allowlisted_fields(
     make_router: AppFactory, receiver: tuple[WebhookReceiver, str]
 ) -> None:
@@ -86,6 +95,7 @@ async def test_event_arrives_signed_with_only_allowlisted_fields(
         ({"consentManagement": {"deniedConsentIds": ["C0002"]}}, "category_denied"),
     ],
 )
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_without_granted_consent_only_the_no_consent_destination_receives(
     make_router: AppFactory,
     receiver: tuple[WebhookReceiver, str],
@@ -143,6 +153,7 @@ async def test_retry_honours_retry_after(
     assert second - first >= 0.9
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_permanent_failure_goes_to_dead_letters_with_reason(
     make_router: AppFactory, receiver: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
 ) -> None:
@@ -272,6 +283,7 @@ async def test_worker_killed_mid_batch_is_reclaimed_and_delivered(
     assert (await redis_client.xpending(queue_key("ops-hook"), "delivery"))["pending"] == 0
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_erased_subject_queued_events_are_not_delivered(
     make_router: AppFactory, receiver: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
 ) -> None:
@@ -282,7 +294,7 @@ async def test_erased_subject_queued_events_are_not_delivered(
     assert (await ingest.post("/v1/track", json=order("s1"), headers=AUTH)).status == 200
     other = order("s2", userId="user-2", anonymousId="anon-2")
     assert (await ingest.post("/v1/track", json=other, headers=AUTH)).status == 200
-    await redis_client.sadd(SUPPRESSED, subject_hash("user-1"))
+    await suppress(redis_client, [subject_hash("user-1")])
     worker = await make_router(routing)
     await wait_for(lambda: "s2" in by_id(state))
     stats = worker.server.app[STATE].stats
@@ -292,17 +304,19 @@ async def test_erased_subject_queued_events_are_not_delivered(
     assert "s1" not in by_id(state)
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_suppressed_subject_is_skipped_at_ingest(
     make_router: AppFactory, redis_client: aioredis.Redis
 ) -> None:
     """New events of an erased subject are not queued for anyone."""
     router = await make_router(routing_from(), workers=False)
-    await redis_client.sadd(SUPPRESSED, subject_hash("anon-1"))
+    await suppress(redis_client, [subject_hash("anon-1")])
     assert (await router.post("/v1/track", json=order("s3"), headers=AUTH)).status == 200
     assert await redis_client.xlen(queue_key("ops-hook")) == 0
     assert await redis_client.xlen(queue_key("analytics-hook")) == 0
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_dry_run_writes_the_encoded_request_to_the_outbox(
     make_router: AppFactory, redis_client: aioredis.Redis, receiver: tuple[WebhookReceiver, str]
 ) -> None:
