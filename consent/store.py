@@ -264,6 +264,7 @@ class ConsentStore:
         self._reading: Counter[str] = Counter()
         self._dirty: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._listening_on: str | None = None
 
     # -- lifecycle and coherence -------------------------------------------------------------
 
@@ -280,6 +281,12 @@ class ConsentStore:
                 await self._task
             self._task = None
         self._go_dark()
+
+    @property
+    def listening_on(self) -> str | None:
+        """``host:port`` of the cluster node the invalidations are heard from (None on one
+        server, where the client's own connection listens)."""
+        return self._listening_on
 
     @property
     def live(self) -> bool:
@@ -350,6 +357,7 @@ class ConsentStore:
             await client.initialize()
         nodes = sorted(client.get_nodes(), key=lambda n: n.name)
         chosen = nodes[attempt % len(nodes)]
+        self._listening_on = chosen.name
         options = client.get_connection_kwargs()
         node = aioredis.Redis(
             host=chosen.host,

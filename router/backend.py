@@ -23,9 +23,10 @@ from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError, RedisClusterException, SlotNotCoveredError
 
 CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
 """URL scheme -> whether TLS is used."""
@@ -57,19 +58,60 @@ def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, str | No
     return nodes, user, password
 
 
-class _Cluster(RedisCluster):
-    """``RedisCluster`` that loads the slot map before a command's routing is worked out.
+class ClusterUnavailableError(ConnectionError):
+    """The cluster cannot serve the command right now (no reachable node, a slot without a
+    master during a failover): a ``RedisError`` like any outage, so the edge answers 503 and
+    the workers wait, instead of a task dying on redis-py's ``RedisClusterException``."""
 
-    redis-py 7.4 resolves a command's policy and slot before its lazy first ``initialize``; on
-    that path the node it first talks to is left with an open connection that ``aclose`` does
-    not reach (a ResourceWarning per client, an error under ``-W error``). Initializing first
-    takes the same path as an explicit ``await client.initialize()``, which closes cleanly.
+
+def _outage(exc: RedisClusterException) -> bool:
+    """Whether redis-py's cluster exception is an outage (and not a programming error such as
+    a cross-slot transaction, which must stay loud)."""
+    return isinstance(exc, SlotNotCoveredError) or str(exc).startswith(_OUTAGE_MESSAGES)
+
+
+_OUTAGE_MESSAGES = ("Redis Cluster cannot be connected", "All slots are not covered")
+"""redis-py 7.4 raises these (``NodesManager.initialize``) as ``RedisClusterException``, which
+is not a ``RedisError``."""
+
+
+class _Cluster(RedisCluster):
+    """``RedisCluster`` with two corrections (redis-py 7.4):
+
+    - the slot map is loaded before a command's routing is worked out: on the lazy path the
+      node first talked to keeps an open connection that ``aclose`` does not reach (a
+      ResourceWarning per client, an error under ``-W error``); initializing first takes the
+      same path as an explicit ``await client.initialize()``, which closes cleanly;
+    - an outage while the slot map is reloaded (every seed down, or a slot without a master in
+      a failover) is raised as ``ClusterUnavailableError`` (a ``RedisError``), not as the bare
+      ``RedisClusterException`` that no ``except RedisError`` catches.
     """
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        if self._initialize:
-            await self.initialize()
-        return await super().execute_command(*args, **kwargs)
+        try:
+            if self._initialize:
+                await self.initialize()
+            return await super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            if _outage(exc):
+                raise ClusterUnavailableError(str(exc)) from exc
+            raise
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        del shard_hint  # never given by the router
+        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]
+
+
+class _ClusterPipeline(ClusterPipeline):
+    """A cluster pipeline whose outages are ``ClusterUnavailableError`` (see ``_Cluster``)."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except RedisClusterException as exc:
+            if _outage(exc):
+                raise ClusterUnavailableError(str(exc)) from exc
+            raise
 
 
 def connect(url: str, timeout_ms: int) -> aioredis.Redis:
