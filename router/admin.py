@@ -77,7 +77,15 @@ from router.http import HttpError, error_response, json_response, read_body
 from router.ingest import STATE, AppState
 from router.observability.metrics import RouterMetrics
 from router.quarantine import read_quarantine
-from router.queue import GROUP, ITEM_DECODER, dlq_key, queue_key
+from router.queue import (
+    GROUP,
+    ITEM_DECODER,
+    dead_letter_id,
+    dlq_key,
+    parse_dead_letter_id,
+    queue_key,
+    read_dead_letters,
+)
 from router.settings import Settings
 
 log = logging.getLogger("router.admin")
@@ -340,29 +348,38 @@ class QueueStatus:
 
 
 async def queue_status(
-    client: aioredis.Redis, destination_ids: list[str], now: datetime | None = None
+    client: aioredis.Redis, partitions: Mapping[str, int], now: datetime | None = None
 ) -> dict[str, QueueStatus]:
-    """Every destination's queue status in one pipeline (also for the queue lag gauge)."""
+    """Every destination's queue status (summed over its partitions; the lag of the oldest
+    entry of any) in one pipeline (also for the queue lag gauge)."""
     moment = (now or datetime.now(UTC)).timestamp()
     pipe = client.pipeline(transaction=False)
-    for destination in destination_ids:
-        stream = queue_key(destination)
-        pipe.xlen(stream)
-        pipe.xpending(stream, GROUP)
-        pipe.xlen(dlq_key(destination))
-        pipe.xrange(stream, count=1)
+    for destination, count in partitions.items():
         pipe.get(anomaly.hold_key(destination))
-    results = await pipe.execute(raise_on_error=False)
+        for partition in range(count):
+            stream = queue_key(destination, partition)
+            pipe.xlen(stream)
+            pipe.xpending(stream, GROUP)
+            pipe.xlen(dlq_key(destination, partition))
+            pipe.xrange(stream, count=1)
+    results = iter(await pipe.execute(raise_on_error=False))
     out: dict[str, QueueStatus] = {}
-    for index, destination in enumerate(destination_ids):
-        length, pending, dlq, first, held = results[5 * index : 5 * index + 5]
-        for value in (length, dlq, first, held):
-            if isinstance(value, Exception):
-                raise value
+    for destination, count in partitions.items():
+        held = next(results)
+        length = pending = dlq = 0
         lag = 0.0
-        if first:
-            first_ms = int(first[0][0].split(b"-")[0])
-            lag = max(0.0, moment - first_ms / 1000)
+        for _ in range(count):
+            part_length, part_pending, part_dlq, first = (next(results) for _ in range(4))
+            for value in (part_length, part_dlq, first, held):
+                if isinstance(value, Exception):
+                    raise value
+            length += int(part_length)
+            dlq += int(part_dlq)
+            # A stream not created yet has no group: nothing pending.
+            pending += 0 if isinstance(part_pending, Exception) else int(part_pending["pending"])
+            if first:
+                first_ms = int(first[0][0].split(b"-")[0])
+                lag = max(lag, moment - first_ms / 1000)
         hold = None
         if held is not None:
             try:
@@ -370,9 +387,9 @@ async def queue_status(
             except ValueError:
                 hold = {"reason": "unknown"}
         out[destination] = QueueStatus(
-            length=int(length),
-            pending=0 if isinstance(pending, Exception) else int(pending["pending"]),
-            dlq_length=int(dlq),
+            length=length,
+            pending=pending,
+            dlq_length=dlq,
             lag_seconds=round(lag, 3),
             hold=hold,
         )
@@ -435,7 +452,7 @@ async def list_destinations(request: web.Request, call: Call) -> web.StreamRespo
     """``GET /admin/destinations``."""
     del request
     routing = call.state.routing
-    status = await queue_status(call.state.redis, [d.id for d in routing.destinations])
+    status = await queue_status(call.state.redis, routing.partitions)
     rows = []
     for destination in routing.destinations:
         queue = status[destination.id]
@@ -447,6 +464,7 @@ async def list_destinations(request: web.Request, call: Call) -> web.StreamRespo
                 "requires": list(destination.requires),
                 "enabled": destination.config.enabled,
                 "dry_run": destination.config.dry_run,
+                "partitions": destination.config.delivery.partitions,
                 "queue_length": queue.length,
                 "pending": queue.pending,
                 "dlq_length": queue.dlq_length,
@@ -486,18 +504,27 @@ async def release_hold(request: web.Request, call: Call) -> web.StreamResponse:
 async def discard_hold(request: web.Request, call: Call) -> web.StreamResponse:
     """``POST /admin/holds/{destination}/discard``."""
     destination = _destination(call, request)
-    count = await anomaly.discard(call.state.redis, destination, audit=call.audit, actor=call.actor)
+    count = await anomaly.discard(
+        call.state.redis,
+        destination,
+        audit=call.audit,
+        actor=call.actor,
+        partitions=call.state.routing.partitions[destination],
+    )
     return json_response({"destination": destination, "discarded": count})
 
 
 async def list_dlq(request: web.Request, call: Call) -> web.StreamResponse:
     """``GET /admin/dlq/{destination}?limit=``: newest first, without payloads."""
     destination = _destination(call, request)
-    entries = await call.state.redis.xrevrange(dlq_key(destination), count=_limit(request))
+    partitions = call.state.routing.partitions[destination]
+    entries = await read_dead_letters(
+        call.state.redis, destination, partitions, _limit(request), newest=True
+    )
     rows = []
-    for entry_id, fields in entries:
+    for partition, entry_id, fields in entries:
         row: dict[str, Any] = {
-            "id": entry_id.decode(),
+            "id": dead_letter_id(partition, entry_id.decode()),
             "reason": Failure.parse(fields.get(b"reason", b"").decode("utf-8", "replace")).text,
             "at": fields.get(b"at", b"").decode("utf-8", "replace"),
         }
@@ -537,27 +564,35 @@ async def replay_dlq(request: web.Request, call: Call) -> web.StreamResponse:
     destination = _destination(call, request)
     body = await _json_body(request, call)
     client = call.state.redis
-    dlq = dlq_key(destination)
+    partitions = call.state.routing.partitions[destination]
+    found: list[tuple[int, Any, dict[bytes, bytes]]]
     if isinstance(body, dict) and body.get("ids") is not None:
         ids = body["ids"]
         if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
             raise HttpError(400, "invalid_ids", "ids must be a list of dead-letter ids")
         if len(ids) > MAX_LIMIT:
             raise HttpError(400, "invalid_ids", f"at most {MAX_LIMIT} ids per call")
+        wanted = [parse_dead_letter_id(i, partitions) for i in ids]
+        if None in wanted:
+            raise HttpError(400, "invalid_ids", "an id is not a dead-letter id")
         pipe = client.pipeline(transaction=False)
-        for entry_id in ids:
-            pipe.xrange(dlq, min=entry_id, max=entry_id)
-        try:
-            found = [e for page in await pipe.execute() for e in page]
-        except RedisError as exc:
-            raise HttpError(400, "invalid_ids", "an id is not a stream id") from exc
+        for partition, stream_id in filter(None, wanted):
+            pipe.xrange(dlq_key(destination, partition), min=stream_id, max=stream_id)
+        pages = await pipe.execute()
+        found = [
+            (partition, entry_id, fields)
+            for (partition, _), page in zip(filter(None, wanted), pages, strict=True)
+            for entry_id, fields in page
+        ]
     else:
-        found = await client.xrange(dlq, count=_limit(request, MAX_LIMIT))
-    pipe = client.pipeline(transaction=True)
-    for entry_id, fields in found:
-        pipe.xadd(queue_key(destination), {"d": fields.get(b"d", b"")})
-        pipe.xdel(dlq, entry_id)
-    if found:
+        limit = _limit(request, MAX_LIMIT)
+        found = await read_dead_letters(client, destination, partitions, limit, newest=False)
+    # One MULTI/EXEC per partition: its queue and dead letters share a hash slot.
+    for partition in sorted({p for p, _, _ in found}):
+        pipe = client.pipeline(transaction=True)
+        for _, entry_id, fields in (row for row in found if row[0] == partition):
+            pipe.xadd(queue_key(destination, partition), {"d": fields.get(b"d", b"")})
+            pipe.xdel(dlq_key(destination, partition), entry_id)
         await pipe.execute()
     await call.audit.append(
         AuditKind.DLQ_REPLAY,
@@ -727,9 +762,9 @@ def add_admin_routes(
 
 
 async def refresh_queue_lag(
-    client: aioredis.Redis, destination_ids: list[str], metrics: RouterMetrics
+    client: aioredis.Redis, partitions: Mapping[str, int], metrics: RouterMetrics
 ) -> None:
     """Sample every destination's queue lag into the ``router_queue_lag_seconds`` gauge (call
     from the ``/metrics`` handler before rendering, and every few seconds for OTLP)."""
-    for destination, status in (await queue_status(client, destination_ids)).items():
+    for destination, status in (await queue_status(client, partitions)).items():
         metrics.set_queue_lag(destination, status.lag_seconds)

@@ -221,10 +221,22 @@ async def discard(
     audit: AuditLog | None = None,
     actor: str | None = None,
     page: int = 500,
+    partitions: int = 1,
 ) -> int:
-    """Drop every entry queued for the destination up to now (ack and delete), then clear the
-    hold. Returns the count dropped (also in the audit trail)."""
-    stream = queue_key(destination)
+    """Drop every entry queued for the destination up to now (ack and delete) in each of its
+    partitions, then clear the hold. Returns the count dropped (also in the audit trail)."""
+    dropped = 0
+    for partition in range(partitions):
+        dropped += await _discard_stream(client, queue_key(destination, partition), page)
+    await client.delete(hold_key(destination))
+    if audit is not None:
+        await audit.append(
+            AuditKind.DISCARD, {"destination": destination, "count": dropped, "actor": actor}
+        )
+    return dropped
+
+
+async def _discard_stream(client: aioredis.Redis, stream: str, page: int) -> int:
     last = await client.xrevrange(stream, count=1)
     dropped = 0
     if last:
@@ -243,11 +255,6 @@ async def discard(
             start = b"(" + ids[-1] if isinstance(ids[-1], bytes) else "(" + str(ids[-1])
             if len(entries) < page:
                 break
-    await client.delete(hold_key(destination))
-    if audit is not None:
-        await audit.append(
-            AuditKind.DISCARD, {"destination": destination, "count": dropped, "actor": actor}
-        )
     return dropped
 
 

@@ -144,9 +144,7 @@ async def metrics(request: web.Request) -> web.Response:
     reader = None
     if state.telemetry is not None:
         try:
-            await refresh_queue_lag(
-                state.redis, [d.id for d in state.routing.destinations], state.telemetry.metrics
-            )
+            await refresh_queue_lag(state.redis, state.routing.partitions, state.telemetry.metrics)
         except (RedisError, OSError) as exc:
             log.warning("queue lag not sampled", extra={"error": type(exc).__name__})
         reader = state.telemetry.prometheus_reader
@@ -226,8 +224,7 @@ async def _sample_lag(state: AppState, telemetry: Telemetry) -> None:
     while True:
         await asyncio.sleep(LAG_SAMPLE_EVERY_S)
         try:
-            ids = [d.id for d in state.routing.destinations]
-            await refresh_queue_lag(state.redis, ids, telemetry.metrics)
+            await refresh_queue_lag(state.redis, state.routing.partitions, telemetry.metrics)
         except (RedisError, OSError) as exc:
             log.warning("queue lag not sampled", extra={"error": type(exc).__name__})
 

@@ -55,7 +55,7 @@ from router.core.signals import signals_from_headers
 from router.errors import ConfigError
 from router.http import RouterRunner
 from router.observability.logs import configure_logging
-from router.queue import dlq_key, outbox_key
+from router.queue import dead_letter_id, dlq_key, outbox_key, read_dead_letters
 from router.settings import Settings
 
 
@@ -553,28 +553,48 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     """Print what a dry-run destination would have sent, newest first."""
-    return _print_stream(args, outbox_key(args.destination), "r")
+
+    async def read(client: Redis, partitions: int) -> list[tuple[str, Any]]:
+        del partitions  # one outbox per destination
+        entries = await client.xrevrange(outbox_key(args.destination), count=args.limit)
+        return [(entry_id.decode(), fields) for entry_id, fields in entries]
+
+    return _print_stream(args, read, "r", outbox_key(args.destination))
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    """List a destination's dead letters with their reasons, newest first."""
-    return _print_stream(args, dlq_key(args.destination), None)
+    """List a destination's dead letters with their reasons, newest first (every partition;
+    ids as the operator API shows them)."""
+
+    async def read(client: Redis, partitions: int) -> list[tuple[str, Any]]:
+        rows = await read_dead_letters(
+            client, args.destination, partitions, args.limit, newest=True
+        )
+        return [(dead_letter_id(p, entry_id.decode()), fields) for p, entry_id, fields in rows]
+
+    return _print_stream(args, read, None, dlq_key(args.destination))
 
 
-def _print_stream(args: argparse.Namespace, key: str, field: str | None) -> int:
+def _print_stream(
+    args: argparse.Namespace,
+    read_entries: Callable[[Redis, int], Awaitable[list[tuple[str, Any]]]],
+    field: str | None,
+    label: str,
+) -> int:
     settings = _settings(args)
     routing = _load(settings)
     if routing is None:
         return 1
-    if routing.destination(args.destination) is None:
+    destination = routing.destination(args.destination)
+    if destination is None:
         known = ", ".join(d.id for d in routing.destinations)
         print(f"unknown destination {args.destination!r} (configured: {known})", file=sys.stderr)
         return 1
 
-    async def read() -> list[Any]:
+    async def read() -> list[tuple[str, Any]]:
         client = connect(settings.redis_url, settings.redis_timeout_ms)
         try:
-            return list(await client.xrevrange(key, count=args.limit))
+            return await read_entries(client, destination.config.delivery.partitions)
         finally:
             await client.aclose()
 
@@ -584,7 +604,7 @@ def _print_stream(args: argparse.Namespace, key: str, field: str | None) -> int:
         print(f"cannot reach Redis: {type(exc).__name__}", file=sys.stderr)
         return 1
     for entry_id, fields in entries:
-        record: dict[str, Any] = {"id": entry_id.decode()}
+        record: dict[str, Any] = {"id": entry_id}
         for name, value in fields.items():
             text = value.decode("utf-8", "replace")
             record[name.decode()] = json.loads(text) if name.decode() in ("r", "d") else text
@@ -592,7 +612,7 @@ def _print_stream(args: argparse.Namespace, key: str, field: str | None) -> int:
             record = {"id": record["id"], **record[field]}
         print(json.dumps(record, sort_keys=True))
     if not entries:
-        print(f"(nothing in {key})", file=sys.stderr)
+        print(f"(nothing in {label})", file=sys.stderr)
     return 0
 
 

@@ -101,6 +101,9 @@ class DeliveryConfig(_Strict):
     backoff_max_ms: int = Field(default=60_000, ge=1)
     retry_after_max_ms: int = Field(default=300_000, ge=0)
     concurrency: int = Field(default=1, ge=1, le=64)
+    partitions: int = Field(default=1, ge=1, le=64)
+    """Streams the destination's queue is spread over (each its own hash tag, so over the
+    masters of a cluster); every worker process reads every partition."""
 
 
 class DestinationConfig(_Strict):
@@ -206,6 +209,11 @@ class Routing:
             if destination.id == destination_id:
                 return destination
         return None
+
+    @property
+    def partitions(self) -> dict[str, int]:
+        """Destination id -> ``delivery.partitions`` (how many streams its queue has)."""
+        return {d.id: d.config.delivery.partitions for d in self.destinations}
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -8,8 +8,9 @@ answer. The 200 is sent only after Redis has the writes.
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -377,7 +378,7 @@ async def _accept(
     try:
         plan = await _plan(state, [e for _, e in events], signals, source.may_grant)
         _count_plan(state, plan)
-        writes.extend(_deliveries(plan, trace_parent))
+        writes.extend(_deliveries(plan, trace_parent, state.routing.partitions))
         consent_audit: list[tuple[AuditKind, dict[str, Any]]] = []
         with stage_span(tracer, "enqueue"):
             if plan.updates and state.consent is not None:
@@ -464,11 +465,14 @@ def _count_plan(state: AppState, plan: RequestPlan) -> None:
         )
 
 
-def _deliveries(plan: RequestPlan, trace_parent: str | None) -> list[Deliveries]:
-    """The plan's deliveries as queue items (the enqueuer packs them into stream entries)."""
+def _deliveries(
+    plan: RequestPlan, trace_parent: str | None, partitions: Mapping[str, int]
+) -> list[Deliveries]:
+    """The plan's deliveries as queue items (the enqueuer packs them into stream entries); a
+    request's deliveries to a destination go to one of its partitions, picked at random."""
     return [
         Deliveries(
-            queue_key(destination_id),
+            queue_key(destination_id, _partition(partitions.get(destination_id, 1))),
             [
                 ITEM_ENCODER.encode(
                     QueueItem(
@@ -546,3 +550,7 @@ async def _lookups(
         records, suppressed = await state.consent.lookup_all(hashes)
         return suppressed, records
     return await suppressed_among(state.redis, hashes), {}
+
+
+def _partition(count: int) -> int:
+    return random.randrange(count) if count > 1 else 0  # noqa: S311 - spreading, not secrecy

@@ -2,8 +2,10 @@
 
 Keys (all under ``rt:``; ``{...}`` is a Redis Cluster hash tag, written literally):
 
-- ``rt:q:{<destination>}``      the destination's queue (consumer group ``delivery``)
-- ``rt:dlq:{<destination>}``    dead letters, with the reason
+- ``rt:q:{<destination>}``      the destination's queue (consumer group ``delivery``); with
+                               ``delivery.partitions: N``, also ``rt:q:{<destination>/1}``
+                               ... ``rt:q:{<destination>/N-1}``
+- ``rt:dlq:{<destination>}``    dead letters, with the reason (one per partition, same tag)
 - ``rt:outbox:{<destination>}`` encoded requests of a ``dry_run`` destination (bounded)
 - ``rt:quarantine``            rejected input events, redacted: code, path, field types, hashed
                                subjects (bounded in count and age; ``router.quarantine``)
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,14 +47,63 @@ OUTBOX_MAXLEN = 1_000
 DLQ_MAXLEN = 1_000_000
 
 
-def queue_key(destination_id: str) -> str:
-    """The destination's delivery stream."""
-    return f"rt:q:{{{destination_id}}}"
+def _tag(destination_id: str, partition: int) -> str:
+    # Partition 0 keeps the destination's own tag (its keys from before partitions); ``/``
+    # cannot occur in a destination id.
+    return destination_id if partition == 0 else f"{destination_id}/{partition}"
 
 
-def dlq_key(destination_id: str) -> str:
-    """The destination's dead-letter stream."""
-    return f"rt:dlq:{{{destination_id}}}"
+def queue_key(destination_id: str, partition: int = 0) -> str:
+    """The destination's delivery stream (one of its ``delivery.partitions``)."""
+    return f"rt:q:{{{_tag(destination_id, partition)}}}"
+
+
+def dlq_key(destination_id: str, partition: int = 0) -> str:
+    """The dead letters of a partition of the destination's queue (same hash tag, so the
+    worker's settle stays in one slot)."""
+    return f"rt:dlq:{{{_tag(destination_id, partition)}}}"
+
+
+def dead_letter_id(partition: int, entry_id: str) -> str:
+    """A dead letter's id as the operator API shows it: the stream id in partition 0 (as
+    before partitions), ``<partition>/<stream id>`` in the others."""
+    return entry_id if partition == 0 else f"{partition}/{entry_id}"
+
+
+def parse_dead_letter_id(value: str, partitions: int) -> tuple[int, str] | None:
+    """``(partition, stream id)`` of an id from ``dead_letter_id``; None when malformed."""
+    head, sep, tail = value.partition("/")
+    if not sep:
+        head, tail = "0", value
+    if not head.isdigit() or int(head) >= partitions or not _STREAM_ID.fullmatch(tail):
+        return None
+    return int(head), tail
+
+
+_STREAM_ID = re.compile(r"\d+-\d+")
+
+
+def _stream_order(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+async def read_dead_letters(
+    client: aioredis.Redis, destination_id: str, partitions: int, count: int, *, newest: bool
+) -> list[tuple[int, bytes, dict[bytes, bytes]]]:
+    """The newest (or oldest) ``count`` dead letters over every partition, in that order:
+    ``(partition, stream id, fields)`` (one round trip)."""
+    pipe = client.pipeline(transaction=False)
+    for partition in range(partitions):
+        key = dlq_key(destination_id, partition)
+        if newest:
+            pipe.xrevrange(key, count=count)
+        else:
+            pipe.xrange(key, count=count)
+    pages = await pipe.execute()
+    found = [(p, entry_id, fields) for p, page in enumerate(pages) for entry_id, fields in page]
+    found.sort(key=lambda row: _stream_order(row[1]), reverse=newest)
+    return found[:count]
 
 
 def outbox_key(destination_id: str) -> str:

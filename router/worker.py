@@ -24,6 +24,7 @@ entries are reclaimed by another one; on shutdown, unfinished entries are simply
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import random
@@ -142,6 +143,8 @@ class DestinationWorker:
     stopping: asyncio.Event
     recheck: Recheck | None = None
     index: int = 0
+    partition: int = 0
+    """Which of the destination's ``delivery.partitions`` streams this worker reads."""
     telemetry: Telemetry | None = None
     datamap: DataMapRecorder | None = None
     gate: HoldGate | None = None
@@ -168,9 +171,14 @@ class DestinationWorker:
         """This worker's consumer name in the group."""
         return f"{self.options.consumer}-{self.index}"
 
+    @property
+    def stream(self) -> str:
+        """The partition of the destination's queue this worker reads."""
+        return queue_key(self.destination.id, self.partition)
+
     async def run(self) -> None:
         """Loop until ``stopping`` is set; Redis outages are waited out, never fatal."""
-        stream = queue_key(self.destination.id)
+        stream = self.stream
         while not self.stopping.is_set():
             try:
                 if self.gate is not None and await self.gate.held(self.destination.id):
@@ -469,22 +477,20 @@ class DestinationWorker:
             dict.fromkeys(entries[p].entry_id for g in groups for p in g.positions)
         )
         if ids:
-            await self.client.xclaim(
-                queue_key(self.destination.id), GROUP, self.consumer, 0, ids, justid=True
-            )
+            await self.client.xclaim(self.stream, GROUP, self.consumer, 0, ids, justid=True)
 
     async def _settle(self, entries: list[_Entry]) -> None:
         done = [e for e in entries if e.finished]
         if not done:
             return
-        stream = queue_key(self.destination.id)
+        stream = self.stream
         pipe = self.client.pipeline(transaction=True)
         moment = datetime.now(UTC)
         now = moment.isoformat()
         for entry in done:
             if entry.result is not None:
                 pipe.xadd(
-                    dlq_key(self.destination.id),
+                    dlq_key(self.destination.id, self.partition),
                     {"d": entry.raw, "reason": entry.result.text, "at": now},
                     maxlen=DLQ_MAXLEN,
                     approximate=True,
@@ -551,9 +557,12 @@ class WorkerPool:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Start ``delivery.concurrency`` workers per destination."""
+        """Start ``delivery.concurrency`` workers per partition of each destination."""
         for destination in self._destinations:
-            for index in range(destination.config.delivery.concurrency):
+            delivery = destination.config.delivery
+            for partition, index in itertools.product(
+                range(delivery.partitions), range(delivery.concurrency)
+            ):
                 worker = DestinationWorker(
                     client=self._client,
                     transport=self._transport,
@@ -563,12 +572,15 @@ class WorkerPool:
                     stopping=self._stopping,
                     recheck=self._recheck,
                     index=index,
+                    partition=partition,
                     telemetry=self._telemetry,
                     datamap=self._datamap,
                     gate=self._gate,
                 )
                 self._tasks.append(
-                    asyncio.create_task(worker.run(), name=f"worker:{destination.id}:{index}")
+                    asyncio.create_task(
+                        worker.run(), name=f"worker:{destination.id}:{partition}:{index}"
+                    )
                 )
 
     async def stop(self, timeout_s: float) -> None:
