@@ -270,7 +270,11 @@ def create_app(
         settings=settings,
         routing=routing,
         redis=client,
-        enqueuer=Enqueuer(client),
+        enqueuer=Enqueuer(
+            client,
+            min_replicas=settings.redis_min_replicas,
+            wait_timeout_ms=max(10, settings.redis_timeout_ms // 2),
+        ),
         stats=stats,
         transport=transport,
         consent=store,

@@ -190,3 +190,27 @@ async def run_script(
     still names the promoted node a replica until the map is reloaded: EVALSHA would answer
     NOSCRIPT until then. EVAL cannot miss."""
     return await client.eval(source, len(keys), *keys, *args)  # type: ignore[misc]
+
+
+async def add_replica_waits(
+    pipe: Any, client: aioredis.Redis, keys: Sequence[str], replicas: int, timeout_ms: int
+) -> int:
+    """Append ``WAIT replicas timeout_ms`` to a non-transactional pipeline, once per server its
+    ``keys`` live on, after the writes (a cluster pipeline sends each node's commands on one
+    connection, and WAIT counts that connection's writes). Returns how many were appended:
+    the pipeline's last results, each the number of replicas that acknowledged."""
+    if not keys:
+        return 0
+    if not is_cluster(client):
+        pipe.execute_command("WAIT", replicas, timeout_ms)
+        return 1
+    cluster = as_cluster(client)
+    try:
+        await cluster.initialize()  # the slot map (a no-op once loaded)
+        found = [cluster.get_node_from_key(key) for key in keys]
+    except RedisClusterException as exc:
+        raise ClusterUnavailableError(str(exc)) from exc
+    nodes = {node.name: node for node in found if node is not None}
+    for node in nodes.values():
+        pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
+    return len(nodes)

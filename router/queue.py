@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 from consent.ids import subject_key
 from consent.store import read_many, suppressed_key
 from destinations.base import ConsentFacts, Delivery
+from router.backend import add_replica_waits
 from router.errors import QueueUnavailableError
 
 GROUP = "delivery"
@@ -262,11 +263,25 @@ class Enqueuer:
     ``submit`` returns once the writes are in Redis (or raises ``QueueUnavailableError``).
     While one pipeline is in flight, new submissions gather for the next one, so batching costs
     no added latency under low load and saves round trips under high load.
+
+    With ``min_replicas``, the pipeline ends with a WAIT on every server it wrote to (in the
+    same connection, after the writes): ``submit`` returns only once that many replicas have
+    the writes, and raises ``QueueUnavailableError`` when they do not within
+    ``wait_timeout_ms`` (the writes may still be there: the client retries, at-least-once).
     """
 
-    def __init__(self, client: aioredis.Redis, max_writes_per_flush: int = 5000) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        max_writes_per_flush: int = 5000,
+        *,
+        min_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+    ) -> None:
         self._client = client
         self._max = max_writes_per_flush
+        self._min_replicas = min_replicas
+        self._wait_timeout_ms = wait_timeout_ms
         self._pending: list[tuple[Sequence[Write | Deliveries], asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -337,17 +352,35 @@ class Enqueuer:
         for stream, entries in packed.items():
             for items in entries:
                 add_to(pipe, Write(stream, entry_for(items)))
+        waits = 0
         try:
-            await pipe.execute()
+            if self._min_replicas:
+                streams = [
+                    *packed,
+                    *(w.stream for ws, _ in batch for w in ws if isinstance(w, Write)),
+                ]
+                waits = await add_replica_waits(
+                    pipe, self._client, streams, self._min_replicas, self._wait_timeout_ms
+                )
+            results = await pipe.execute()
         except (RedisError, OSError) as exc:
-            error = QueueUnavailableError(type(exc).__name__)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+            _fail(batch, QueueUnavailableError(type(exc).__name__))
+            return
+        if waits and min(int(r) for r in results[-waits:]) < self._min_replicas:
+            _fail(batch, QueueUnavailableError("fewer replicas acknowledged than required"))
             return
         for _, future in batch:
             if not future.done():
                 future.set_result(None)
+
+
+def _fail(
+    batch: list[tuple[Sequence[Write | Deliveries], asyncio.Future[None]]],
+    error: QueueUnavailableError,
+) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)
 
 
 def add_to(pipe: Any, write: Write) -> None:

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     At sustained volume, age bounds Redis memory where a record count cannot."""
     quarantine_retention_days: float = Field(default=7.0, gt=0)
     """Drop quarantined (rejected, redacted) events older than this."""
+    redis_min_replicas: int = Field(default=0, ge=0, le=16)
+    """An ingest write is answered 200 only once this many replicas of each server written to
+    acknowledged it (WAIT at the end of the group commit, up to half of
+    ``redis_timeout_ms``); else 503. 0: no wait (replication stays asynchronous)."""
     consumer_name: str | None = None
     """Name of this process in the consumer groups (default: host name and pid)."""
 

@@ -22,8 +22,9 @@ from router.queue import (
     queue_key,
 )
 from router.worker import DestinationWorker, WorkerOptions
-from tests.conftest import routing_from
+from tests.conftest import BACKENDS, AppFactory, routing_from
 from tests.fakes.transport import RecordingTransport
+from tests.integration.test_delivery import AUTH, order
 from tests.redis_server import RedisServer
 
 STREAM = queue_key("hook")
@@ -121,3 +122,20 @@ destinations:
     assert len(first) == 1  # 100 deliveries: one entry, not batch_size (100) entries
     worker._items_per_entry = 1.0  # as after reading entries of single requests
     assert len(await worker._read(STREAM)) == 9
+
+
+@pytest.mark.parametrize("redis_backend", BACKENDS)
+async def test_min_replicas_waits_for_replica_acks_or_answers_503(
+    make_router: AppFactory, redis_backend: str
+) -> None:
+    """ROUTER_REDIS_MIN_REPLICAS=1: the cluster (a replica per master) acknowledges, 200; one
+    server without replicas cannot, 503 with Retry-After. Asking for 2 on the cluster: 503."""
+    routing = routing_from()
+    replicated = await make_router(routing, workers=False, redis_min_replicas=1)
+    response = await replicated.post("/v1/track", json=order("w1"), headers=AUTH)
+    if redis_backend == "cluster":
+        assert response.status == 200
+        too_many = await make_router(routing, workers=False, redis_min_replicas=2)
+        response = await too_many.post("/v1/track", json=order("w2"), headers=AUTH)
+    assert response.status == 503
+    assert response.headers["Retry-After"]
