@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.redis_server import RedisServer
+
 MASTERS = 3
 BUS_OFFSET = 10_000
 """A cluster node also listens on its port + 10000 (the cluster bus)."""
@@ -44,45 +46,23 @@ def _binary(name: str) -> str:
     return path
 
 
-class RedisClusterNode:
-    """One cluster node: its port, directory and process."""
+class RedisClusterNode(RedisServer):
+    """One cluster node: a ``RedisServer`` with cluster mode on (its config file survives a
+    restart), and ``redis-cli`` helpers."""
 
     def __init__(self, directory: Path, port: int) -> None:
-        self.directory = directory
-        self.port = port
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start (or restart) the node; its cluster config file survives a restart."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [
-                _binary("redis-server"),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
+        directory.mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            directory,
+            port,
+            extra_args=(
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
                 "nodes.conf",
                 "--cluster-node-timeout",
                 "1000",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-                "--daemonize",
-                "no",
-                "--logfile",
-                str(self.directory / "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            ),
         )
 
     def cli(self, *args: str, timeout_s: float = 10.0) -> str:
@@ -108,24 +88,6 @@ class RedisClusterNode:
     def alive(self) -> bool:
         """Whether the node's process runs."""
         return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL the node, as a crash would."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None
-
-    def stop(self) -> None:
-        """Stop the node at the end of a test."""
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-            self.process = None
 
 
 class RedisCluster:
@@ -153,9 +115,7 @@ class RedisCluster:
 
     def _create(self) -> None:
         for node in self.nodes:
-            node.start()
-        for node in self.nodes:
-            self._wait(lambda n=node: n.cli("ping").strip() == "PONG", "a node did not start")
+            node.start()  # returns once the node answers PING
         result = subprocess.run(
             [
                 _binary("redis-cli"),

@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -20,9 +21,13 @@ def free_port() -> int:
 class RedisServer:
     """Start, kill and restart a redis-server; data survives a restart (append-only file)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
         self.directory = directory
-        self.port = free_port()
+        self.port = free_port() if port is None else port
+        self.extra_args = tuple(extra_args)
+        """More ``redis-server`` options (the cluster fixture's ``--cluster-enabled yes``...)."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,6 +59,7 @@ class RedisServer:
                 "no",
                 "--logfile",
                 str(self.directory / "redis.log"),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
