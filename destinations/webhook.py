@@ -16,6 +16,7 @@ import hmac
 from collections.abc import Sequence
 from datetime import datetime
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -78,6 +79,10 @@ class WebhookConnector(Connector[WebhookSettings]):
     def __init__(self, destination_id: str, settings: WebhookSettings) -> None:
         super().__init__(destination_id, settings)
         self._key = signing_key(settings.secret)
+
+    def recipient(self) -> str:
+        """The endpoint's host (``recipient:`` in the routing file names the organisation)."""
+        return urlsplit(self.settings.url).hostname or self.settings.url
 
     def encode(self, batch: Sequence[Delivery], now: datetime) -> Encoded:
         """One request for the whole batch, signed with this attempt's timestamp."""

@@ -11,6 +11,8 @@ Redis keys (``<day>`` is ``YYYY-MM-DD`` in UTC; every key expires after ``retent
   each kind of match key (``email``, ``phone``, ``external_id``, ``click_id``...) and
   identifiers left out, ``omitted:<field>:<reason>`` (``omitted:phone:no_country_code``), so a
   falling match rate can be traced to its cause
+- ``rt:dm:last``                       when each destination last accepted a delivery (sorted
+  set, Unix seconds; only moves forward; no expiry: destination ids and times only)
 
 Entry point (the delivery worker, after a destination accepted a batch; or the ingest, if the
 map should say "queued for" rather than "sent to")::
@@ -60,6 +62,9 @@ def _index(day: str) -> str:
     return f"rt:dm:{day}:destinations"
 
 
+LAST_KEY = "rt:dm:last"
+
+
 @dataclass(slots=True)
 class _Tally:
     fields: set[str] = field(default_factory=set)
@@ -67,6 +72,8 @@ class _Tally:
     events: int = 0
     bytes: int = 0
     match: Counter[str] = field(default_factory=Counter)
+    last: float = 0.0
+    """Unix seconds of the newest delivery counted."""
 
 
 @dataclass(slots=True)
@@ -104,7 +111,9 @@ class DataMapRecorder:
         """Count one sent payload (or ``events`` alike); no I/O. ``paths``:
         ``field_paths(payload)`` when the caller computed it already; ``match``: match-key
         counts (bounded names from the connectors)."""
-        tally = self._pending.setdefault((day_of(self.clock()), destination), _Tally())
+        moment = self.clock()
+        tally = self._pending.setdefault((day_of(moment), destination), _Tally())
+        tally.last = max(tally.last, moment.timestamp())
         tally.fields |= field_paths(payload) if paths is None else paths
         tally.pii.update(pii_kinds)
         tally.events += events
@@ -133,6 +142,7 @@ class DataMapRecorder:
                 pipe.hincrby(_key(day, destination, "match"), name, amount)
             for part in ("fields", "pii", "counts", "match"):
                 pipe.expire(_key(day, destination, part), ttl)
+            pipe.zadd(LAST_KEY, {destination: tally.last}, gt=True)
         try:
             await pipe.execute()
         except (RedisError, OSError):
@@ -143,6 +153,7 @@ class DataMapRecorder:
                 merged.events += tally.events
                 merged.bytes += tally.bytes
                 merged.match.update(tally.match)
+                merged.last = max(merged.last, tally.last)
             raise
 
     def start(self) -> None:
@@ -179,6 +190,17 @@ async def read_datamap(client: aioredis.Redis, day: str | date) -> dict[str, Any
         if match:  # only destinations that match people report it
             out[destination]["match"] = {_text(k): int(v) for k, v in sorted(match.items())}
     return {"day": day, "destinations": out}
+
+
+async def read_datamaps(client: aioredis.Redis, days: Iterable[date]) -> list[dict[str, Any]]:
+    """``read_datamap`` for several days, oldest first."""
+    return [await read_datamap(client, day) for day in sorted(days)]
+
+
+async def read_last_deliveries(client: aioredis.Redis) -> dict[str, datetime]:
+    """When each destination last accepted a delivery (UTC), as far as the data map knows."""
+    rows = await client.zrange(LAST_KEY, 0, -1, withscores=True)
+    return {_text(member): datetime.fromtimestamp(score, UTC) for member, score in rows}
 
 
 def _text(value: bytes | str) -> str:

@@ -1,0 +1,1 @@
+"""What privacy and legal read: pure cores and their Redis shells (layout.md)."""
