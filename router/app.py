@@ -61,6 +61,7 @@ log = logging.getLogger("router.app")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 WORKERS = web.AppKey("workers", WorkerPool)
 DATAMAP = web.AppKey("datamap", DataMapRecorder)
+AUDIT_LOG = web.AppKey("audit_log", AuditLog)
 LAG_SAMPLE_EVERY_S = 5.0
 BACKLOG_SAMPLE_EVERY_S = 1.0
 """How often Redis' memory is compared with ``limits.backlog_memory_ratio``."""
@@ -187,6 +188,7 @@ def _worker_pool(app: web.Application, state: AppState, options: WorkerOptions) 
         telemetry=state.telemetry,
         datamap=app[DATAMAP],
         gate=HoldGate(state.redis),
+        audit=app[AUDIT_LOG],
     )
 
 
@@ -285,6 +287,7 @@ def create_app(
     )
     app[STATE] = state
     app[DATAMAP] = DataMapRecorder(client)
+    app[AUDIT_LOG] = audit_log
     telemetry.metrics.bridge_counters(COUNTER_NAMES, stats.series)
     options = worker_options or WorkerOptions(consumer=default_consumer(settings))
 

@@ -245,6 +245,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from destinations.transport import AiohttpTransport  # noqa: PLC0415
     from router.anomaly import HoldGate  # noqa: PLC0415
     from router.app import default_consumer  # noqa: PLC0415
+    from router.audit import AuditLog  # noqa: PLC0415
     from router.datamap import DataMapRecorder  # noqa: PLC0415
     from router.observability.metrics import COUNTER_NAMES, Stats  # noqa: PLC0415
     from router.observability.setup import setup_telemetry  # noqa: PLC0415
@@ -268,6 +269,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         datamap = DataMapRecorder(client)
         datamap.start()
         transport = AiohttpTransport()
+        audit_key = settings.audit_key.get_secret_value().encode() if settings.audit_key else b""
         pool = WorkerPool(
             client,
             routing.destinations,
@@ -278,6 +280,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             telemetry=telemetry,
             datamap=datamap,
             gate=HoldGate(client),
+            audit=AuditLog(client, key=audit_key),
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

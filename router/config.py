@@ -29,9 +29,10 @@ from pydantic import (
 )
 
 from consent.policy import DEFAULT_CATEGORIES, ConsentPolicy, Missing
+from destinations.aggregate import AggregateSettings, settings_problems
 from destinations.base import Connector
 from destinations.fields import Allowlist, Transform, compile_allowlist, parse_path
-from destinations.registry import CONNECTORS
+from destinations.registry import DESTINATION_TYPES
 from router.core.schema import EventType
 from router.errors import ConfigError
 
@@ -438,11 +439,11 @@ def _destination(
     for position, category in enumerate(config.requires):
         if category not in categories:
             problems.append(f"{prefix}.requires[{position}]: unknown category {category!r}")
-    connector_class = CONNECTORS.get(config.type)
+    connector_class = DESTINATION_TYPES.get(config.type)
     if connector_class is None:
         problems.append(
             f"{prefix}.type: unknown destination type {config.type!r}"
-            f" (known: {', '.join(sorted(CONNECTORS))})"
+            f" (known: {', '.join(sorted(DESTINATION_TYPES))})"
         )
         return None
     settings = _settings_of(config.type, config.settings, prefix, problems)
@@ -462,6 +463,9 @@ def _destination(
             f"{prefix}.delivery.batch_size: {config.type} accepts at most "
             f"{connector_class.max_batch_size} events per request"
         )
+    if isinstance(settings, AggregateSettings):
+        for where, message in settings_problems(settings, config.events, config.fields):
+            problems.append(f"{prefix}.{where}: {message}")
     key = _tokenize_key(config, tokenize_secret)
     if Transform.TOKENIZE in config.transforms.values() and not key:
         problems.append(
@@ -488,7 +492,7 @@ def _destination(
 
 
 def _settings_of(kind: Any, raw: Any, prefix: str, problems: list[str]) -> BaseModel | None:
-    connector_class = CONNECTORS.get(kind) if isinstance(kind, str) else None
+    connector_class = DESTINATION_TYPES.get(kind) if isinstance(kind, str) else None
     if connector_class is None:
         return None
     try:

@@ -192,6 +192,12 @@ async def read_datamap(client: aioredis.Redis, day: str | date) -> dict[str, Any
     return {"day": day, "destinations": out}
 
 
+async def mark_delivered(client: aioredis.Redis, destination: str, moment: datetime) -> None:
+    """Record a delivery that is not an event (an aggregate release) as the destination's last
+    one, if it is the newest."""
+    await client.zadd(LAST_KEY, {destination: moment.timestamp()}, gt=True)
+
+
 async def read_datamaps(client: aioredis.Redis, days: Iterable[date]) -> list[dict[str, Any]]:
     """``read_datamap`` for several days, oldest first."""
     return [await read_datamap(client, day) for day in sorted(days)]

@@ -39,10 +39,12 @@ import redis.asyncio as aioredis
 from opentelemetry import trace
 from redis.exceptions import RedisError
 
+from destinations.aggregate import AggregateConnector
 from destinations.base import Encoded, HttpRequest, Outcome
 from destinations.errors import TransportError
 from destinations.transport import Transport
 from router.anomaly import HoldGate
+from router.audit import AuditLog
 from router.config import CompiledDestination
 from router.core.outcomes import Failure, SkipReason
 from router.core.paths import field_paths
@@ -110,6 +112,8 @@ class WorkerOptions:
     block_ms: int = 1000
     reclaim_idle_ms: int = 30_000
     reclaim_every_s: float = 5.0
+    release_every_s: float = 1.0
+    """How often an aggregate destination's releaser looks for windows to release."""
 
 
 @dataclass(slots=True)
@@ -537,8 +541,10 @@ class WorkerPool:
         telemetry: Telemetry | None = None,
         datamap: DataMapRecorder | None = None,
         gate: HoldGate | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._client = client
+        self._audit = audit
         self._transport = transport
         self._destinations = destinations
         self._options = options
@@ -551,10 +557,25 @@ class WorkerPool:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Start ``delivery.concurrency`` workers per destination."""
+        """Start ``delivery.concurrency`` workers per destination; an ``aggregate``
+        destination's workers count instead of sending, and it gets one releaser."""
+        from router.delivery.aggregate import AggregateCounter, releaser_for  # noqa: PLC0415
+
         for destination in self._destinations:
+            aggregate = destination.type == AggregateConnector.type_name
+            if aggregate:
+                releaser = releaser_for(
+                    destination, self._client, self._transport, self._audit, self._stats
+                )
+                self._tasks.append(
+                    asyncio.create_task(
+                        releaser.run(self._stopping, self._options.release_every_s),
+                        name=f"releaser:{destination.id}",
+                    )
+                )
+            kind = AggregateCounter if aggregate else DestinationWorker
             for index in range(destination.config.delivery.concurrency):
-                worker = DestinationWorker(
+                worker = kind(
                     client=self._client,
                     transport=self._transport,
                     destination=destination,

@@ -23,6 +23,7 @@ from typing import Any, Final
 import msgspec
 import redis.asyncio as aioredis
 
+from destinations.aggregate import AggregateConnector
 from destinations.base import DeletionSkipped, HttpRequest
 from destinations.fields import Transform
 from router.config import CompiledDestination, Routing
@@ -72,6 +73,7 @@ _CATEGORIES: Final[tuple[tuple[tuple[str, ...], str], ...]] = (
     (("messageId", "type", "event", "timestamp", "name", "sentAt"), "Event metadata"),
 )
 _OTHER: Final = "Other event properties"
+AGGREGATES: Final = "Aggregate statistics with differential privacy (no personal data)"
 
 # Personal-data kinds a sent path carries by its name (the safety net's kinds).
 _KINDS: Final[Mapping[str, str]] = {"email": "email", "phone": "phone", "ip": "ip"}
@@ -238,7 +240,11 @@ def _recipient(
         consent_required=list(destination.requires),
         events_sent=events,
         fields_sent=sorted(fields),
-        data_categories=sorted({category_of(p) for p in fields}),
+        data_categories=(
+            [AGGREGATES]
+            if destination.type == AggregateConnector.type_name
+            else sorted({category_of(p) for p in fields})
+        ),
         personal_data=sorted(kinds),
         declared_personal_data=sorted(declared),
         protected_fields=protected,

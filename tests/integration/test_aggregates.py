@@ -1,0 +1,356 @@
+"""Differentially private aggregates on a real Redis, with the router's own workers counting
+and a local partner that checks every signature: consent before counting, the per-person
+bound, releases audited and delivered, the daily budget refused and visible in the metrics,
+and the noise of many releases."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import statistics
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestServer
+
+from destinations.transport import AiohttpTransport
+from router.audit import AuditLog
+from router.compliance.aggregates import (
+    AggregateStore,
+    Contribution,
+    discrete_laplace_variance,
+    window_of,
+)
+from router.config import Routing, parse_routing
+from router.datamap import read_last_deliveries
+from router.delivery.aggregate import AggregateReleaser, aggregate_parts
+from router.ingest import STATE
+from router.observability.metrics import Stats
+from router.queue import queue_key
+from tests.conftest import HOOK_SECRET, WRITE_KEY, AppFactory, wait_for
+from tests.fakes.webhook import WebhookReceiver
+
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
+GRANTED = {"consent": {"categoryPreferences": {"C0002": True}}}
+DENIED = {"consent": {"categoryPreferences": {"C0002": False}}}
+WINDOW_S = 60
+ROUTING = """
+sources:
+  - id: web
+    write_key: test-write-key
+consent:
+  mappings:
+    ids: {C0002: analytics}
+destinations:
+  - id: partner-agg
+    type: aggregate
+    purpose: Sales insight for the brand partner
+    requires: [analytics]
+    events: ["Order Completed", "Product Viewed"]
+    fields: [properties.category, properties.revenue]
+    settings:
+      url: "${HOOK_URL}"
+      secret: "${HOOK_SECRET}"
+      window_s: 60
+      release_delay_s: 0
+      epsilon: @EPSILON@
+      daily_epsilon: @DAILY@
+      max_contributions: 2
+      dimensions: {properties.category: [shoes, hats]}
+      sum: {field: properties.revenue, lower: 0, upper: 100}
+"""
+
+
+@pytest.fixture
+async def partner() -> AsyncIterator[tuple[WebhookReceiver, str]]:
+    """The partner's endpoint (checks every signature)."""
+    state = WebhookReceiver(secret=HOOK_SECRET)
+    server = TestServer(state.app())
+    await server.start_server()
+    yield state, str(server.make_url("/hook"))
+    await server.close()
+
+
+def routing(url: str, epsilon: float = 1.0, daily: float = 1.5) -> Routing:
+    text = ROUTING.replace("@EPSILON@", str(epsilon)).replace("@DAILY@", str(daily))
+    return parse_routing(text, env={"HOOK_URL": url, "HOOK_SECRET": HOOK_SECRET})
+
+
+def order(number: int, user: str, category: str, revenue: float, consent: Any) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "event": "Order Completed",
+        "messageId": f"m-{number}",
+        "userId": user,
+        "properties": {"category": category, "revenue": revenue, "email": "x@shop.example"},
+        "context": consent,
+    }
+
+
+def releaser(
+    route: Routing, client: aioredis.Redis, transport: AiohttpTransport, at: datetime
+) -> tuple[AggregateReleaser, Stats]:
+    destination = route.destinations[0]
+    _, settings, _ = aggregate_parts(destination)
+    stats = Stats()
+    store = AggregateStore(client, destination.id, settings)
+    audit = AuditLog(client, key=b"audit-key")
+    return AggregateReleaser(destination, store, transport, audit, stats, clock=lambda: at), stats
+
+
+async def audit_records(client: aioredis.Redis) -> list[dict[str, Any]]:
+    return [json.loads(line) async for line in AuditLog(client).export()]
+
+
+def cell(release: dict[str, Any], event: str, category: str) -> dict[str, Any]:
+    found = [
+        c
+        for c in release["cells"]
+        if c["event"] == event and c["dimensions"] == {"properties.category": category}
+    ]
+    assert len(found) == 1
+    return found[0]
+
+
+async def test_counts_with_consent_and_bound_then_releases_within_the_daily_budget(
+    make_router: AppFactory,
+    partner: tuple[WebhookReceiver, str],
+    redis_client: aioredis.Redis,
+) -> None:
+    """Only consenting events are counted, at most two per person per window, and no event
+    reaches the partner. The first window is released with noise (audited, signed, delivered);
+    the next windows of the same day are refused once the budget is spent: audited as
+    ``aggregate_refused`` and counted in ``router_aggregate_releases_total``."""
+    receiver, url = partner
+    route = routing(url, epsilon=1.0, daily=1.5)
+    router = await make_router(route, release_every_s=3600)  # the test drives the releases
+    started = datetime.now(UTC)
+    batch = [
+        *(order(n, "alice", "shoes", 250, GRANTED) for n in range(5)),  # 2 counted, clipped
+        order(10, "bob", "hats", 30, GRANTED),
+        order(11, "carol", "shoes", 40, DENIED),  # no consent: never counted
+        order(12, "dave", "socks", 20, GRANTED),  # an unlisted value: "other"
+    ]
+    assert (await router.post("/v1/batch", json={"batch": batch}, headers=AUTH)).status == 200
+    stats = router.server.app[STATE].stats
+    await wait_for(
+        lambda: (
+            stats.get(
+                "router_aggregate_contributions_total", destination="partner-agg", status="counted"
+            )
+            == 4
+        )
+    )
+    assert (
+        stats.get(
+            "router_aggregate_contributions_total", destination="partner-agg", status="over_bound"
+        )
+        == 3
+    )
+    assert (
+        stats.get(
+            "router_events_skipped_total",
+            destination="partner-agg",
+            reason="category_denied",
+            stage="ingest",
+        )
+        + stats.get(
+            "router_events_skipped_total",
+            destination="partner-agg",
+            reason="no_consent",
+            stage="ingest",
+        )
+        == 1
+    )
+    for _ in range(200):  # acknowledged and deleted once counted
+        if await redis_client.xlen(queue_key("partner-agg")) == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert await redis_client.xlen(queue_key("partner-agg")) == 0
+    assert receiver.requests == []  # nothing per event, ever
+    metrics = await (await router.get("/metrics")).text()
+    assert (
+        'router_aggregate_contributions_total{destination="partner-agg",status="over_bound"} 3'
+        in metrics
+    )
+
+    destination = route.destinations[0]
+    _, settings, layout = aggregate_parts(destination)
+    store = AggregateStore(redis_client, destination.id, settings)
+    first = window_of(started.timestamp(), WINDOW_S)
+    counts, sums = await store.raw(first, len(layout))
+    assert sums is not None
+    truth = {layout.cells[i]: (c, s) for i, (c, s) in enumerate(zip(counts, sums, strict=True))}
+    assert truth[("Order Completed", ("shoes",))] == (2, 200)  # alice: bound 2, clipped at 100
+    assert truth[("Order Completed", ("hats",))] == (1, 30)
+    assert truth[("Order Completed", ("other",))] == (1, 20)
+    assert sum(counts) == 4
+
+    transport = AiohttpTransport()
+    later = datetime.fromtimestamp(first + 3 * WINDOW_S + 1, UTC)
+    driver, driver_stats = releaser(route, redis_client, transport, later)
+    try:
+        await driver.tick()
+    finally:
+        await transport.aclose()
+    days = [datetime.fromtimestamp(first + k * WINDOW_S, UTC).date() for k in range(3)]
+    # Simulate the budget per UTC day: 1.5 a day, 1.0 a window (at most two days among three
+    # windows, so at least one refusal whatever the time of day).
+    spent: dict[Any, float] = {}
+    expected = []
+    for day in days:
+        ok = spent.get(day, 0.0) + 1.0 <= 1.5
+        spent[day] = spent.get(day, 0.0) + (1.0 if ok else 0.0)
+        expected.append("released" if ok else "refused")
+    assert "refused" in expected
+    released = expected.count("released")
+    assert (
+        driver_stats.get(
+            "router_aggregate_releases_total", destination="partner-agg", status="released"
+        )
+        == released
+    )
+    assert driver_stats.get(
+        "router_aggregate_releases_total", destination="partner-agg", status="refused"
+    ) == expected.count("refused")
+    assert (
+        driver_stats.get(
+            "router_aggregate_releases_total", destination="partner-agg", status="delivered"
+        )
+        == released
+    )
+    assert len(receiver.accepted) == released
+    assert receiver.invalid == []
+    body = receiver.accepted[0].body
+    assert body["window_start"] == datetime.fromtimestamp(first, UTC).isoformat().replace(
+        "+00:00", "Z"
+    )
+    assert body["mechanism"] == "discrete_laplace"
+    assert body["epsilon"] <= 1.0
+    assert body["count_sensitivity"] == 2
+    assert body["sum_sensitivity"] == 200
+    assert body["count_scale"] == pytest.approx(2 / 0.5, rel=1e-3)
+    assert body["sum_scale"] == pytest.approx(200 / 0.5, rel=1e-3)
+    assert len(body["cells"]) == 6  # every cell, zero or not
+    assert "alice" not in json.dumps(body)
+    shoes = cell(body, "Order Completed", "shoes")
+    assert isinstance(shoes["count"], int)
+    assert isinstance(shoes["sum"], int)
+
+    records = await audit_records(redis_client)
+    kinds = [r["kind"] for r in records]
+    assert kinds.count("aggregate_release") == released
+    assert kinds.count("aggregate_refused") == expected.count("refused")
+    release = next(r["data"] for r in records if r["kind"] == "aggregate_release")
+    assert release["spent_today"] == pytest.approx(body["epsilon"])
+    assert release["daily_epsilon"] == 1.5
+    assert "body" not in release
+    raw = receiver.accepted[0]
+    assert raw.webhook_id.startswith("release_")
+    refusal = next(r["data"] for r in records if r["kind"] == "aggregate_refused")
+    assert refusal["spent_today"] == pytest.approx(1.0, rel=1e-3)
+    assert refusal["status"] == "refused"
+    assert await store.pending() == {}  # audited and delivered: nothing waits
+    last = await read_last_deliveries(redis_client)
+    assert last["partner-agg"] == later  # the inventory's last delivery
+
+    # A late event of a released window is not counted into it.
+    late = await store.count(first, [("1-0", [])])
+    assert late.counted == 0
+    stored_next = int(await redis_client.get(store.key("next")) or 0)
+    assert stored_next == first + 3 * WINDOW_S
+    spent_today = await store.spent(days[0].isoformat())
+    assert spent_today <= 1.5
+
+
+async def test_a_failed_delivery_is_sent_again_without_new_noise_or_charge(
+    partner: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
+) -> None:
+    """The partner answers 500 first: the same stored release (same id, same body) is
+    delivered on a later tick, and the budget is charged once."""
+    receiver, url = partner
+    receiver.script = [500]
+    route = routing(url, epsilon=1.0, daily=5.0)
+    now = datetime.now(UTC)
+    transport = AiohttpTransport()
+    first = window_of(now.timestamp(), WINDOW_S)
+    store = AggregateStore(redis_client, "partner-agg", aggregate_parts(route.destinations[0])[1])
+    await store.next_window(now.timestamp())
+    later = datetime.fromtimestamp(first + WINDOW_S + 1, UTC)
+    driver, stats = releaser(route, redis_client, transport, later)
+    try:
+        await driver.tick()
+        assert [r.status for r in receiver.requests] == [500]
+        driver.clock = lambda: later + timedelta(seconds=10)
+        await driver.tick()
+    finally:
+        await transport.aclose()
+    assert [r.status for r in receiver.requests] == [500, 200]
+    assert receiver.requests[0].body == receiver.requests[1].body
+    assert receiver.requests[0].webhook_id == receiver.requests[1].webhook_id
+    day = datetime.fromtimestamp(first, UTC).date().isoformat()
+    assert await store.spent(day) == pytest.approx(receiver.requests[1].body["epsilon"])
+    assert (
+        stats.get(
+            "router_aggregate_releases_total", destination="partner-agg", status="delivery_failed"
+        )
+        == 1
+    )
+
+
+async def test_many_releases_of_a_fixed_count_have_the_configured_noise(
+    partner: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
+) -> None:
+    """120 consecutive windows, each with one person's two shoe orders: over the 720 released
+    counts, the residuals (released minus true: 2 for that cell, 0 elsewhere) have mean 0 and
+    the discrete Laplace variance of scale 2/(epsilon/2), within 35% (about 4 standard errors
+    for 720 Laplace samples)."""
+    receiver, url = partner
+    receiver.tolerance_s = 3 * 3600  # the releases are signed at the driven clock's time
+    route = routing(url, epsilon=0.5, daily=100.0)
+    destination = route.destinations[0]
+    _, settings, layout = aggregate_parts(destination)
+    store = AggregateStore(redis_client, destination.id, settings)
+    start = window_of(datetime.now(UTC).timestamp(), WINDOW_S) - 130 * WINDOW_S
+    await redis_client.set(store.key("next"), start)
+    shoes = layout.cells.index(("Order Completed", ("shoes",)))
+    for k in range(120):
+        contributions = [Contribution(shoes, 10, ("subject-hash",))] * 2
+        result = await store.count(start + k * WINDOW_S, [(f"{k}-0", contributions)])
+        assert result.counted == 2
+    transport = AiohttpTransport()
+    at = datetime.fromtimestamp(start + 120 * WINDOW_S, UTC)
+    driver, _ = releaser(route, redis_client, transport, at)
+    try:
+        await driver.tick()
+    finally:
+        await transport.aclose()
+    bodies = [r.body for r in receiver.accepted]
+    assert len(bodies) == 120
+    scale = bodies[0]["count_scale"]
+    assert scale == pytest.approx(2 / 0.25, rel=1e-3)
+    variance = discrete_laplace_variance(scale)
+    residuals = [
+        c["count"]
+        - (
+            2
+            if c["dimensions"] == {"properties.category": "shoes"}
+            and c["event"] == "Order Completed"
+            else 0
+        )
+        for body in bodies
+        for c in body["cells"]
+    ]
+    assert len(residuals) == 720
+    assert statistics.fmean(residuals) == pytest.approx(0, abs=4 * (variance / 720) ** 0.5)
+    assert statistics.pvariance(residuals) == pytest.approx(variance, rel=0.35)
+    day_spent = sum(
+        r["data"]["epsilon"]
+        for r in await audit_records(redis_client)
+        if r["kind"] == "aggregate_release"
+    )
+    assert day_spent == pytest.approx(120 * bodies[0]["epsilon"])
