@@ -42,7 +42,7 @@ from destinations.base import (
     Encoded,
     HttpRequest,
 )
-from destinations.webhook import sign, signing_key
+from destinations.webhook import signed_request, signing_key
 
 OTHER: Final = "other"
 """The dimension value of every unlisted or missing value."""
@@ -165,9 +165,19 @@ class Layout:
         )
         self._index = {cell: position for position, cell in enumerate(self.cells)}
         self._listed = [frozenset(dimensions[p]) for p in self.paths]
+        self.keys = tuple(
+            msgspec.json.encode([c.event, *c.dimensions]).decode() for c in self.cells
+        )
+        """Each cell's stored name: its labels, so counts survive a reload that changes the
+        layout (a cell no longer listed is left out of the release)."""
+        self._by_key = {key: position for position, key in enumerate(self.keys)}
 
     def __len__(self) -> int:
         return len(self.cells)
+
+    def position_of(self, key: str) -> int | None:
+        """The position of a cell by its stored name, if the layout still has it."""
+        return self._by_key.get(key)
 
     def cell_of(self, delivery: Delivery) -> int | None:
         """The cell an event falls in, or ``None`` when its name or type is not listed."""
@@ -307,19 +317,7 @@ class AggregateConnector(Connector[AggregateSettings]):
         """The signed POST of one release (``webhook-id``: a digest of the body, stable
         across retries, so the partner can deduplicate)."""
         ident = "release_" + hashlib.sha256(body).hexdigest()[:32]
-        timestamp = int(now.timestamp())
-        headers = {
-            **self.settings.headers,
-            "content-type": "application/json",
-            "webhook-id": ident,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(self._key, ident, timestamp, body),
-        }
-        return HttpRequest(
-            method="POST",
-            url=self.settings.url,
-            headers=headers,
-            body=body,
-            indices=(),
-            secrets=tuple(self.settings.headers.values()),
+        settings = self.settings
+        return signed_request(
+            self._key, settings.url, settings.headers, ident=ident, body=body, now=now
         )

@@ -13,7 +13,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import ClassVar
 from urllib.parse import urlsplit
@@ -60,6 +60,35 @@ def sign(key: bytes, webhook_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
+def signed_request(
+    key: bytes,
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    ident: str,
+    body: bytes,
+    now: datetime,
+    indices: tuple[int, ...] = (),
+) -> HttpRequest:
+    """A signed JSON POST (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``) with
+    the configured ``headers`` (masked when shown)."""
+    timestamp = int(now.timestamp())
+    return HttpRequest(
+        method="POST",
+        url=url,
+        headers={
+            **headers,
+            "content-type": "application/json",
+            "webhook-id": ident,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(key, ident, timestamp, body),
+        },
+        body=body,
+        indices=indices,
+        secrets=tuple(headers.values()),
+    )
+
+
 def webhook_id(batch: Sequence[Delivery]) -> str:
     """The messageId for one event (``.`` is not allowed in ids), a digest for a batch."""
     if len(batch) == 1 and "." not in batch[0].message_id:
@@ -90,21 +119,13 @@ class WebhookConnector(Connector[WebhookSettings]):
             body = msgspec.json.encode(batch[0].payload)
         else:
             body = msgspec.json.encode({"batch": [d.payload for d in batch]})
-        ident = webhook_id(batch)
-        timestamp = int(now.timestamp())
-        headers = {
-            **self.settings.headers,
-            "content-type": "application/json",
-            "webhook-id": ident,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(self._key, ident, timestamp, body),
-        }
-        request = HttpRequest(
-            method="POST",
-            url=self.settings.url,
-            headers=headers,
+        request = signed_request(
+            self._key,
+            self.settings.url,
+            self.settings.headers,
+            ident=webhook_id(batch),
             body=body,
+            now=now,
             indices=tuple(range(len(batch))),
-            secrets=tuple(self.settings.headers.values()),
         )
         return Encoded(requests=[request])

@@ -12,7 +12,8 @@ feature is enabled only when a noise plan is built.
 Redis keys (``{d}`` is the destination id as a hash tag, ``<w>`` a window's start in Unix
 seconds; raw keys expire a day after their window ends):
 
-- ``rt:agg:{d}:<w>:counts`` / ``:sums``   per cell index: events counted / clipped sum (hashes)
+- ``rt:agg:{d}:<w>:counts`` / ``:sums``   per cell (``Layout.keys``): events counted / clipped
+                                          sum (hashes)
 - ``rt:agg:{d}:<w>:who``                  per hashed subject id: contributions this window
 - ``rt:agg:{d}:<w>:seen``                 stream entries already counted (a retry after a
                                           crash between counting and acknowledging counts
@@ -38,7 +39,7 @@ from typing import Any, Final
 import opendp.prelude as dp
 import redis.asyncio as aioredis
 
-from destinations.aggregate import DAY_S, AggregateSettings, sensitivities
+from destinations.aggregate import DAY_S, AggregateSettings, Layout, sensitivities
 
 MECHANISM: Final = "discrete_laplace"
 """OpenDP ``make_laplace`` on ``i64`` vectors (L1 sensitivity)."""
@@ -182,7 +183,8 @@ return {0, tostring(spent)}
 class Contribution:
     """One event's part of a window: its cell, its clipped value, its hashed subjects."""
 
-    cell: int
+    cell: str
+    """``Layout.keys`` of the cell."""
     value: int
     subjects: tuple[str, ...]
 
@@ -236,19 +238,21 @@ class AggregateStore:
         stored = await self.client.get(self.key("next"))
         return int(stored) if stored is not None else current
 
-    async def raw(self, window: int, cells: int) -> tuple[list[int], list[int] | None]:
-        """A window's true counts (and sums), one per cell."""
-        counts = await self.client.hgetall(self.key("counts", window))  # type: ignore[misc]
-        vector = [0] * cells
-        for cell, value in counts.items():
-            vector[int(cell)] = int(value)
+    async def raw(self, window: int, layout: Layout) -> tuple[list[int], list[int] | None]:
+        """A window's true counts (and sums), one per cell of ``layout``."""
+        counts = await self._vector(self.key("counts", window), layout)
         if self.settings.sum is None:
-            return vector, None
-        sums = await self.client.hgetall(self.key("sums", window))  # type: ignore[misc]
-        summed = [0] * cells
-        for cell, value in sums.items():
-            summed[int(cell)] = int(value)
-        return vector, summed
+            return counts, None
+        return counts, await self._vector(self.key("sums", window), layout)
+
+    async def _vector(self, key: str, layout: Layout) -> list[int]:
+        stored = await self.client.hgetall(key)  # type: ignore[misc]
+        vector = [0] * len(layout)
+        for cell, value in stored.items():
+            position = layout.position_of(cell.decode())
+            if position is not None:
+                vector[position] = int(value)
+        return vector
 
     async def close(
         self, window: int, day: str, epsilon: float, released: bytes, refused: bytes

@@ -23,9 +23,10 @@ from typing import Any, Final
 import msgspec
 import redis.asyncio as aioredis
 
-from destinations.aggregate import AggregateConnector
+from destinations.aggregate import AggregateConnector, AggregateSettings
 from destinations.base import DeletionSkipped, HttpRequest
 from destinations.fields import Transform
+from router.compliance.aggregates import AggregateStore
 from router.config import CompiledDestination, Routing
 from router.datamap import read_datamaps, read_last_deliveries
 
@@ -117,6 +118,17 @@ class Deletion(msgspec.Struct, frozen=True):
     detail: str = ""
 
 
+class PrivacyBudget(msgspec.Struct, frozen=True):
+    """An aggregate destination's differential privacy: per-window epsilon, the daily budget
+    and what today's releases spent of it."""
+
+    window_s: int
+    epsilon: float
+    daily_epsilon: float
+    spent_today: float
+    max_contributions: int
+
+
 class Recipient(msgspec.Struct, frozen=True):
     """One destination in the record of processing."""
 
@@ -140,6 +152,8 @@ class Recipient(msgspec.Struct, frozen=True):
     unused_fields: list[str]
     undeclared_personal_data: list[str]
     flags: list[Flag]
+    privacy_budget: PrivacyBudget | None = None
+    """Aggregate destinations only."""
 
 
 class Inventory(msgspec.Struct, frozen=True):
@@ -171,12 +185,23 @@ def build_inventory(
     days: Sequence[Mapping[str, Any]],
     last: Mapping[str, datetime],
     now: datetime,
+    *,
     window_days: int = WINDOW_DAYS,
+    spent: Mapping[str, float] | None = None,
 ) -> Inventory:
     """The record of processing from the routing file and ``days`` of data map (``read_datamap``
-    answers); ``last``: each destination's last delivery."""
+    answers); ``last``: each destination's last delivery; ``spent``: epsilon spent today by
+    aggregate destinations."""
     recipients = [
-        _recipient(d, days, last.get(d.id), now, window_days) for d in routing.destinations
+        _recipient(
+            d,
+            days,
+            last.get(d.id),
+            now,
+            window_days=window_days,
+            spent=(spent or {}).get(d.id, 0.0),
+        )
+        for d in routing.destinations
     ]
     return Inventory(now, window_days, routing.digest, recipients)
 
@@ -186,7 +211,9 @@ def _recipient(
     days: Sequence[Mapping[str, Any]],
     last: datetime | None,
     now: datetime,
+    *,
     window_days: int,
+    spent: float,
 ) -> Recipient:
     config = destination.config
     events = 0
@@ -253,6 +280,20 @@ def _recipient(
         unused_fields=unused,
         undeclared_personal_data=undeclared,
         flags=flags,
+        privacy_budget=_budget(destination, spent),
+    )
+
+
+def _budget(destination: CompiledDestination, spent: float) -> PrivacyBudget | None:
+    settings = destination.connector.settings
+    if not isinstance(settings, AggregateSettings):
+        return None
+    return PrivacyBudget(
+        settings.window_s,
+        settings.epsilon,
+        settings.daily_epsilon,
+        spent,
+        settings.max_contributions,
     )
 
 
@@ -262,7 +303,14 @@ async def read_inventory(
     """The record of processing from the data map in Redis."""
     today = now.date()
     days = await read_datamaps(client, (today - timedelta(days=n) for n in range(window_days)))
-    return build_inventory(routing, days, await read_last_deliveries(client), now, window_days)
+    spent = {}
+    for destination in routing.destinations:
+        settings = destination.connector.settings
+        if isinstance(settings, AggregateSettings):
+            store = AggregateStore(client, destination.id, settings)
+            spent[destination.id] = await store.spent(today.isoformat())
+    last = await read_last_deliveries(client)
+    return build_inventory(routing, days, last, now, window_days=window_days, spent=spent)
 
 
 _LEGAL_BASES: Final[Mapping[str, str]] = {
@@ -345,4 +393,9 @@ def render_text(inventory: Inventory) -> str:
             lines.append(f"  allowlisted, never sent: {', '.join(row.unused_fields)}")
         if row.undeclared_personal_data:
             lines.append(f"  undeclared personal data: {', '.join(row.undeclared_personal_data)}")
+        if budget := row.privacy_budget:
+            lines.append(
+                f"  differential privacy: epsilon {budget.epsilon} per {budget.window_s} s window,"
+                f" {budget.spent_today:g} of {budget.daily_epsilon} spent today"
+            )
     return "\n".join(lines) + "\n"

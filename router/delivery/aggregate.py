@@ -108,7 +108,7 @@ class AggregateCounter(DestinationWorker):
                 ignored += 1
                 continue
             value = clipped(item.delivery.payload, settings.sum) if settings.sum else 0
-            contributions.append(Contribution(cell, value, item.subjects))
+            contributions.append(Contribution(layout.keys[cell], value, item.subjects))
         for window, by_entry in sorted(windows.items()):
             result = await store.count(window, list(by_entry.items()))
             for status, amount in (
@@ -146,6 +146,11 @@ class AggregateReleaser:
     _plan: NoisePlan | None = None
     _retry_at: dict[int, datetime] = field(default_factory=dict)
     _failures: dict[int, int] = field(default_factory=dict)
+    _connector: AggregateConnector = field(init=False)
+    _layout: Layout = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._connector, _, self._layout = aggregate_parts(self.destination)
 
     @property
     def plan(self) -> NoisePlan:
@@ -179,9 +184,9 @@ class AggregateReleaser:
 
     async def _release(self, window: int) -> None:
         settings = self.store.settings
-        _, _, layout = aggregate_parts(self.destination)
+        layout = self._layout
         plan = self.plan
-        counts, sums = await self.store.raw(window, len(layout))
+        counts, sums = await self.store.raw(window, layout)
         noisy_counts, noisy_sums = plan.noisy(counts, sums)
         start = datetime.fromtimestamp(window, UTC)
         end = start + timedelta(seconds=settings.window_s)
@@ -266,7 +271,6 @@ class AggregateReleaser:
 
     async def _deliver_pending(self) -> None:
         waiting = await self.store.unaudited()
-        connector, _, _ = aggregate_parts(self.destination)
         now = self.clock()
         for window, raw in sorted((await self.store.pending()).items()):
             if window in waiting or now < self._retry_at.get(window, now):
@@ -274,7 +278,7 @@ class AggregateReleaser:
             record = json.loads(raw)
             if record["status"] != "released":
                 continue
-            request = connector.release_request(record["body"].encode(), now)
+            request = self._connector.release_request(record["body"].encode(), now)
             status = await self._send(request)
             self.stats.add(
                 "router_aggregate_releases_total", destination=self.destination.id, status=status
@@ -328,8 +332,13 @@ def releaser_for(
     transport: Transport,
     audit: AuditLog | None,
     stats: Stats,
+    *,
+    clock: Callable[[], datetime] | None = None,
 ) -> AggregateReleaser:
-    """The releaser of an aggregate destination."""
+    """The releaser of an aggregate destination (``clock``: tests drive the windows)."""
     _, settings, _ = aggregate_parts(destination)
     store = AggregateStore(client, destination.id, settings)
-    return AggregateReleaser(destination, store, transport, audit, stats)
+    releaser = AggregateReleaser(destination, store, transport, audit, stats)
+    if clock is not None:
+        releaser.clock = clock
+    return releaser

@@ -9,13 +9,11 @@ import asyncio
 import base64
 import json
 import statistics
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from aiohttp.test_utils import TestServer
 
 from destinations.transport import AiohttpTransport
 from router.audit import AuditLog
@@ -25,9 +23,10 @@ from router.compliance.aggregates import (
     discrete_laplace_variance,
     window_of,
 )
+from router.compliance.inventory import AGGREGATES, Flag, read_inventory
 from router.config import Routing, parse_routing
 from router.datamap import read_last_deliveries
-from router.delivery.aggregate import AggregateReleaser, aggregate_parts
+from router.delivery.aggregate import AggregateReleaser, aggregate_parts, releaser_for
 from router.ingest import STATE
 from router.observability.metrics import Stats
 from router.queue import queue_key
@@ -65,16 +64,6 @@ destinations:
 """
 
 
-@pytest.fixture
-async def partner() -> AsyncIterator[tuple[WebhookReceiver, str]]:
-    """The partner's endpoint (checks every signature)."""
-    state = WebhookReceiver(secret=HOOK_SECRET)
-    server = TestServer(state.app())
-    await server.start_server()
-    yield state, str(server.make_url("/hook"))
-    await server.close()
-
-
 def routing(url: str, epsilon: float = 1.0, daily: float = 1.5) -> Routing:
     text = ROUTING.replace("@EPSILON@", str(epsilon)).replace("@DAILY@", str(daily))
     return parse_routing(text, env={"HOOK_URL": url, "HOOK_SECRET": HOOK_SECRET})
@@ -94,12 +83,10 @@ def order(number: int, user: str, category: str, revenue: float, consent: Any) -
 def releaser(
     route: Routing, client: aioredis.Redis, transport: AiohttpTransport, at: datetime
 ) -> tuple[AggregateReleaser, Stats]:
-    destination = route.destinations[0]
-    _, settings, _ = aggregate_parts(destination)
     stats = Stats()
-    store = AggregateStore(client, destination.id, settings)
     audit = AuditLog(client, key=b"audit-key")
-    return AggregateReleaser(destination, store, transport, audit, stats, clock=lambda: at), stats
+    driver = releaser_for(route.destinations[0], client, transport, audit, stats, clock=lambda: at)
+    return driver, stats
 
 
 async def audit_records(client: aioredis.Redis) -> list[dict[str, Any]]:
@@ -118,14 +105,14 @@ def cell(release: dict[str, Any], event: str, category: str) -> dict[str, Any]:
 
 async def test_counts_with_consent_and_bound_then_releases_within_the_daily_budget(
     make_router: AppFactory,
-    partner: tuple[WebhookReceiver, str],
+    receiver: tuple[WebhookReceiver, str],
     redis_client: aioredis.Redis,
 ) -> None:
     """Only consenting events are counted, at most two per person per window, and no event
     reaches the partner. The first window is released with noise (audited, signed, delivered);
     the next windows of the same day are refused once the budget is spent: audited as
     ``aggregate_refused`` and counted in ``router_aggregate_releases_total``."""
-    receiver, url = partner
+    partner, url = receiver
     route = routing(url, epsilon=1.0, daily=1.5)
     router = await make_router(route, release_every_s=3600)  # the test drives the releases
     started = datetime.now(UTC)
@@ -171,7 +158,7 @@ async def test_counts_with_consent_and_bound_then_releases_within_the_daily_budg
             break
         await asyncio.sleep(0.02)
     assert await redis_client.xlen(queue_key("partner-agg")) == 0
-    assert receiver.requests == []  # nothing per event, ever
+    assert partner.requests == []  # nothing per event, ever
     metrics = await (await router.get("/metrics")).text()
     assert (
         'router_aggregate_contributions_total{destination="partner-agg",status="over_bound"} 3'
@@ -182,7 +169,7 @@ async def test_counts_with_consent_and_bound_then_releases_within_the_daily_budg
     _, settings, layout = aggregate_parts(destination)
     store = AggregateStore(redis_client, destination.id, settings)
     first = window_of(started.timestamp(), WINDOW_S)
-    counts, sums = await store.raw(first, len(layout))
+    counts, sums = await store.raw(first, layout)
     assert sums is not None
     truth = {layout.cells[i]: (c, s) for i, (c, s) in enumerate(zip(counts, sums, strict=True))}
     assert truth[("Order Completed", ("shoes",))] == (2, 200)  # alice: bound 2, clipped at 100
@@ -223,9 +210,9 @@ async def test_counts_with_consent_and_bound_then_releases_within_the_daily_budg
         )
         == released
     )
-    assert len(receiver.accepted) == released
-    assert receiver.invalid == []
-    body = receiver.accepted[0].body
+    assert len(partner.accepted) == released
+    assert partner.invalid == []
+    body = partner.accepted[0].body
     assert body["window_start"] == datetime.fromtimestamp(first, UTC).isoformat().replace(
         "+00:00", "Z"
     )
@@ -249,7 +236,7 @@ async def test_counts_with_consent_and_bound_then_releases_within_the_daily_budg
     assert release["spent_today"] == pytest.approx(body["epsilon"])
     assert release["daily_epsilon"] == 1.5
     assert "body" not in release
-    raw = receiver.accepted[0]
+    raw = partner.accepted[0]
     assert raw.webhook_id.startswith("release_")
     refusal = next(r["data"] for r in records if r["kind"] == "aggregate_refused")
     assert refusal["spent_today"] == pytest.approx(1.0, rel=1e-3)
@@ -257,6 +244,14 @@ async def test_counts_with_consent_and_bound_then_releases_within_the_daily_budg
     assert await store.pending() == {}  # audited and delivered: nothing waits
     last = await read_last_deliveries(redis_client)
     assert last["partner-agg"] == later  # the inventory's last delivery
+    inventory = await read_inventory(redis_client, route, datetime.fromtimestamp(first + 1, UTC))
+    row = inventory.recipients[0]
+    assert row.data_categories == [AGGREGATES]
+    assert row.flags == [Flag.NO_LEGAL_BASIS, Flag.NO_RETENTION]  # not idle: it released
+    assert row.privacy_budget is not None
+    assert row.privacy_budget.spent_today == pytest.approx(spent[days[0]], rel=1e-3)
+    assert row.privacy_budget.daily_epsilon == 1.5
+    assert row.deletion.detail == "aggregates_only"
 
     # A late event of a released window is not counted into it.
     late = await store.count(first, [("1-0", [])])
@@ -268,12 +263,12 @@ async def test_counts_with_consent_and_bound_then_releases_within_the_daily_budg
 
 
 async def test_a_failed_delivery_is_sent_again_without_new_noise_or_charge(
-    partner: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
+    receiver: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
 ) -> None:
     """The partner answers 500 first: the same stored release (same id, same body) is
     delivered on a later tick, and the budget is charged once."""
-    receiver, url = partner
-    receiver.script = [500]
+    partner, url = receiver
+    partner.script = [500]
     route = routing(url, epsilon=1.0, daily=5.0)
     now = datetime.now(UTC)
     transport = AiohttpTransport()
@@ -284,16 +279,16 @@ async def test_a_failed_delivery_is_sent_again_without_new_noise_or_charge(
     driver, stats = releaser(route, redis_client, transport, later)
     try:
         await driver.tick()
-        assert [r.status for r in receiver.requests] == [500]
+        assert [r.status for r in partner.requests] == [500]
         driver.clock = lambda: later + timedelta(seconds=10)
         await driver.tick()
     finally:
         await transport.aclose()
-    assert [r.status for r in receiver.requests] == [500, 200]
-    assert receiver.requests[0].body == receiver.requests[1].body
-    assert receiver.requests[0].webhook_id == receiver.requests[1].webhook_id
+    assert [r.status for r in partner.requests] == [500, 200]
+    assert partner.requests[0].body == partner.requests[1].body
+    assert partner.requests[0].webhook_id == partner.requests[1].webhook_id
     day = datetime.fromtimestamp(first, UTC).date().isoformat()
-    assert await store.spent(day) == pytest.approx(receiver.requests[1].body["epsilon"])
+    assert await store.spent(day) == pytest.approx(partner.requests[1].body["epsilon"])
     assert (
         stats.get(
             "router_aggregate_releases_total", destination="partner-agg", status="delivery_failed"
@@ -303,14 +298,14 @@ async def test_a_failed_delivery_is_sent_again_without_new_noise_or_charge(
 
 
 async def test_many_releases_of_a_fixed_count_have_the_configured_noise(
-    partner: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
+    receiver: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
 ) -> None:
     """120 consecutive windows, each with one person's two shoe orders: over the 720 released
     counts, the residuals (released minus true: 2 for that cell, 0 elsewhere) have mean 0 and
     the discrete Laplace variance of scale 2/(epsilon/2), within 35% (about 4 standard errors
     for 720 Laplace samples)."""
-    receiver, url = partner
-    receiver.tolerance_s = 3 * 3600  # the releases are signed at the driven clock's time
+    partner, url = receiver
+    partner.tolerance_s = 3 * 3600  # the releases are signed at the driven clock's time
     route = routing(url, epsilon=0.5, daily=100.0)
     destination = route.destinations[0]
     _, settings, layout = aggregate_parts(destination)
@@ -319,7 +314,7 @@ async def test_many_releases_of_a_fixed_count_have_the_configured_noise(
     await redis_client.set(store.key("next"), start)
     shoes = layout.cells.index(("Order Completed", ("shoes",)))
     for k in range(120):
-        contributions = [Contribution(shoes, 10, ("subject-hash",))] * 2
+        contributions = [Contribution(layout.keys[shoes], 10, ("subject-hash",))] * 2
         result = await store.count(start + k * WINDOW_S, [(f"{k}-0", contributions)])
         assert result.counted == 2
     transport = AiohttpTransport()
@@ -329,7 +324,7 @@ async def test_many_releases_of_a_fixed_count_have_the_configured_noise(
         await driver.tick()
     finally:
         await transport.aclose()
-    bodies = [r.body for r in receiver.accepted]
+    bodies = [r.body for r in partner.accepted]
     assert len(bodies) == 120
     scale = bodies[0]["count_scale"]
     assert scale == pytest.approx(2 / 0.25, rel=1e-3)
@@ -354,3 +349,38 @@ async def test_many_releases_of_a_fixed_count_have_the_configured_noise(
         if r["kind"] == "aggregate_release"
     )
     assert day_spent == pytest.approx(120 * bodies[0]["epsilon"])
+
+
+async def test_counts_survive_a_reload_that_changes_the_cells(
+    receiver: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
+) -> None:
+    """Cells are stored by their labels: after a reload drops a dimension value, the open
+    window's other cells keep their counts and the dropped cell is left out."""
+    _, url = receiver
+    before = routing(url)
+    destination = before.destinations[0]
+    _, settings, layout = aggregate_parts(destination)
+    store = AggregateStore(redis_client, destination.id, settings)
+    window = window_of(datetime.now(UTC).timestamp(), WINDOW_S)
+    shoes = layout.keys[layout.cells.index(("Order Completed", ("shoes",)))]
+    hats = layout.keys[layout.cells.index(("Order Completed", ("hats",)))]
+    result = await store.count(
+        window,
+        [("1-0", [Contribution(shoes, 5, ("a",)), Contribution(hats, 7, ("b",))])],
+    )
+    assert result.counted == 2
+    after = parse_routing(
+        ROUTING.replace("@EPSILON@", "1")
+        .replace("@DAILY@", "2")
+        .replace("[shoes, hats]", "[shoes]"),
+        env={"HOOK_URL": url, "HOOK_SECRET": HOOK_SECRET},
+    )
+    _, _, narrower = aggregate_parts(after.destinations[0])
+    counts, sums = await store.raw(window, narrower)
+    assert len(counts) == 4  # 2 events x (shoes, other)
+    assert counts[narrower.cells.index(("Order Completed", ("shoes",)))] == 1
+    assert sum(counts) == 1
+    assert sums is not None
+    assert sum(sums) == 5
+    again = await store.count(window, [("1-0", [Contribution(shoes, 5, ("a",))])])
+    assert again.counted == 0  # the same stream entry is never counted twice

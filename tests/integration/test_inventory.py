@@ -7,12 +7,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from router.admin import token_hash
 from router.cli import main
@@ -71,16 +69,6 @@ destinations:
 """
 
 
-@pytest.fixture
-async def hook() -> AsyncIterator[tuple[WebhookReceiver, str]]:
-    """The partners' webhook endpoint (checks every signature)."""
-    state = WebhookReceiver(secret=HOOK_SECRET)
-    server = TestServer(state.app())
-    await server.start_server()
-    yield state, str(server.make_url("/hook"))
-    await server.close()
-
-
 def _routing(url: str) -> Routing:
     return parse_routing(ROUTING, env={"HOOK_URL": url, "HOOK_SECRET": HOOK_SECRET})
 
@@ -111,7 +99,7 @@ async def _cli(
 
 async def test_inventory_reports_what_real_deliveries_sent_and_flags_the_rest(
     make_router: AppFactory,
-    hook: tuple[WebhookReceiver, str],
+    receiver: tuple[WebhookReceiver, str],
     redis_server: RedisServer,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -120,16 +108,16 @@ async def test_inventory_reports_what_real_deliveries_sent_and_flags_the_rest(
     """After three orders are delivered, each destination lists what left (categories, kinds,
     tokenized/truncated fields, last delivery); an unsent allowlisted field, undeclared IP
     addresses, an idle destination and missing declarations are flagged; CLI and API agree."""
-    routing = _routing(hook[1])
+    routing = _routing(receiver[1])
     before = datetime.now(UTC)
     router = await make_router(routing, audit_key="audit-key")
     batch = {"batch": [_order(n) for n in range(3)]}
     assert (await router.post("/v1/batch", json=batch, headers=AUTH)).status == 200
-    await wait_for(lambda: len(hook[0].events()) == 6)
+    await wait_for(lambda: len(receiver[0].events()) == 6)
     await router.close()  # flushes the data map
     config = tmp_path / "routing.yaml"
     config.write_text(
-        ROUTING.replace("${HOOK_URL}", hook[1]).replace("${HOOK_SECRET}", HOOK_SECRET)
+        ROUTING.replace("${HOOK_URL}", receiver[1]).replace("${HOOK_SECRET}", HOOK_SECRET)
     )
 
     code, out, err = await _cli(monkeypatch, capsys, redis_server, str(config), "--json")
