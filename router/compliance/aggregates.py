@@ -106,7 +106,7 @@ def window_of(seconds: float, window_s: int) -> int:
     return int(seconds // window_s * window_s)
 
 
-def _key(destination: str, part: str, window: int | None = None) -> str:
+def _key(destination: str, part: str, window: int | str | None = None) -> str:
     middle = f":{window}" if window is not None else ""
     return f"rt:agg:{{{destination}}}{middle}:{part}"
 
@@ -304,6 +304,15 @@ class AggregateStore:
     async def done(self, window: int) -> None:
         """The window's record is audited and, for a release, delivered."""
         await self.client.hdel(self.key("pending"), str(window))  # type: ignore[misc]
+
+    async def forget(self, subjects: Sequence[str]) -> int:
+        """Erasure: remove hashed subjects from every open window's contribution ledger (what
+        they added to the counts stays: it is released only with noise). How many were
+        removed."""
+        removed = 0
+        async for key in self.client.scan_iter(match=_key(self.destination, "who", "*")):
+            removed += int(await self.client.hdel(key, *subjects))  # type: ignore[misc]
+        return removed
 
     async def lock(self, owner: str, ttl_ms: int) -> bool:
         """Take the destination's release lock (one process at a time)."""

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from consent.store import ConsentStore
 from destinations.transport import AiohttpTransport
 from router.audit import AuditLog
 from router.compliance.aggregates import (
@@ -27,10 +28,12 @@ from router.compliance.inventory import AGGREGATES, Flag, read_inventory
 from router.config import Routing, parse_routing
 from router.datamap import read_last_deliveries
 from router.delivery.aggregate import AggregateReleaser, aggregate_parts, releaser_for
+from router.erasure import Identifiers, erase
 from router.ingest import STATE
 from router.observability.metrics import Stats
-from router.queue import queue_key
+from router.queue import SUPPRESSED, queue_key
 from tests.conftest import HOOK_SECRET, WRITE_KEY, AppFactory, wait_for
+from tests.fakes.transport import RecordingTransport
 from tests.fakes.webhook import WebhookReceiver
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
@@ -384,3 +387,30 @@ async def test_counts_survive_a_reload_that_changes_the_cells(
     assert sum(sums) == 5
     again = await store.count(window, [("1-0", [Contribution(shoes, 5, ("a",))])])
     assert again.counted == 0  # the same stream entry is never counted twice
+
+
+async def test_erasure_removes_the_person_from_the_contribution_ledgers(
+    receiver: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
+) -> None:
+    """``erase`` removes the person's hashed ids from every open window's ledger of an
+    aggregate destination (and says how many in the receipt); others stay."""
+    _, url = receiver
+    route = routing(url)
+    _, settings, layout = aggregate_parts(route.destinations[0])
+    store = AggregateStore(redis_client, "partner-agg", settings)
+    window = window_of(datetime.now(UTC).timestamp(), WINDOW_S)
+    alice = Identifiers.of(user_ids=["alice"]).hashes()
+    cell = layout.keys[0]
+    for offset, subjects in ((0, (*alice, "other-person")), (WINDOW_S, tuple(alice))):
+        contribution = Contribution(cell, 1, subjects)
+        await store.count(window + offset, [(f"{offset}-1", [contribution])])
+    receipt = await erase(
+        redis_client,
+        ConsentStore(redis_client, suppressed_key=SUPPRESSED),
+        route,
+        Identifiers.of(user_ids=["alice"]),
+        RecordingTransport(),
+    )
+    assert receipt["removed"]["aggregate_contributions"] == 2
+    assert await redis_client.hkeys(store.key("who", window)) == [b"other-person"]
+    assert await redis_client.exists(store.key("who", window + WINDOW_S)) == 0
