@@ -31,7 +31,7 @@ from router.delivery.aggregate import AggregateReleaser, aggregate_parts, releas
 from router.erasure import Identifiers, erase
 from router.ingest import STATE
 from router.observability.metrics import Stats
-from router.queue import SUPPRESSED, queue_key
+from router.queue import SUPPRESSED, outbox_key, queue_key
 from tests.conftest import HOOK_SECRET, WRITE_KEY, AppFactory, wait_for
 from tests.fakes.transport import RecordingTransport
 from tests.fakes.webhook import WebhookReceiver
@@ -414,3 +414,35 @@ async def test_erasure_removes_the_person_from_the_contribution_ledgers(
     assert receipt["removed"]["aggregate_contributions"] == 2
     assert await redis_client.hkeys(store.key("who", window)) == [b"other-person"]
     assert await redis_client.exists(store.key("who", window + WINDOW_S)) == 0
+
+
+async def test_a_dry_run_release_goes_to_the_outbox_not_the_partner(
+    receiver: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
+) -> None:
+    """With ``dry_run: true`` the release is charged, audited and written to the outbox (the
+    signed request, as ``router outbox`` shows it); the partner receives nothing."""
+    partner, url = receiver
+    text = ROUTING.replace("@EPSILON@", "1").replace("@DAILY@", "2") + "    dry_run: true\n"
+    route = parse_routing(text, env={"HOOK_URL": url, "HOOK_SECRET": HOOK_SECRET})
+    now = datetime.now(UTC)
+    first = window_of(now.timestamp(), WINDOW_S)
+    transport = AiohttpTransport()
+    at = datetime.fromtimestamp(first + WINDOW_S + 1, UTC)
+    driver, stats = releaser(route, redis_client, transport, at)
+    await driver.store.next_window(now.timestamp())
+    try:
+        await driver.tick()
+    finally:
+        await transport.aclose()
+    assert partner.requests == []
+    outbox = await redis_client.xrange(outbox_key("partner-agg"))
+    assert len(outbox) == 1
+    request = json.loads(outbox[0][1][b"r"])["request"]
+    assert request["url"] == url
+    assert request["body"]["window_start"].startswith(
+        datetime.fromtimestamp(first, UTC).date().isoformat()
+    )
+    assert (
+        stats.get("router_aggregate_releases_total", destination="partner-agg", status="delivered")
+        == 1
+    )
