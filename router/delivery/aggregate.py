@@ -320,6 +320,11 @@ class AggregateReleaser:
                     "aggregate release failed; retrying",
                     extra={"destination": self.destination.id, "error": type(exc).__name__},
                 )
+            except Exception as exc:  # a bug must not end the loop silently: log it, go on
+                log.exception(
+                    "aggregate release failed unexpectedly",
+                    extra={"destination": self.destination.id, "error": type(exc).__name__},
+                )
             try:
                 await asyncio.wait_for(stopping.wait(), timeout=every_s)
             except TimeoutError:
@@ -341,4 +346,5 @@ def releaser_for(
     releaser = AggregateReleaser(destination, store, transport, audit, stats)
     if clock is not None:
         releaser.clock = clock
+    _ = releaser.plan  # OpenDP's scale search now: a problem shows when the workers start
     return releaser
