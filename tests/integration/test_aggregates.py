@@ -446,3 +446,38 @@ async def test_a_dry_run_release_goes_to_the_outbox_not_the_partner(
         stats.get("router_aggregate_releases_total", destination="partner-agg", status="delivered")
         == 1
     )
+
+
+async def test_a_withdrawal_after_ingest_keeps_the_event_out_of_the_count(
+    make_router: AppFactory, receiver: tuple[WebhookReceiver, str]
+) -> None:
+    """Consent is checked again before counting, as before any send: an event queued with
+    consent is not counted once the person withdrew it (skipped ``consent_withdrawn``)."""
+    _, url = receiver
+    route = routing(url)
+    edge = await make_router(route, workers=False)
+    batch = [order(1, "erin", "shoes", 10, GRANTED), order(2, "frank", "hats", 10, GRANTED)]
+    assert (await edge.post("/v1/batch", json={"batch": batch}, headers=AUTH)).status == 200
+    withdrawal = {"userId": "erin", "categories": {"C0002": False}}
+    assert (await edge.post("/v1/consent", json=withdrawal, headers=AUTH)).status == 200
+    worker = await make_router(route, release_every_s=3600, consumer="later")
+    stats = worker.server.app[STATE].stats
+    await wait_for(
+        lambda: (
+            stats.get(
+                "router_events_skipped_total",
+                destination="partner-agg",
+                reason="consent_withdrawn",
+                stage="delivery",
+            )
+            == 1
+        )
+    )
+    await wait_for(
+        lambda: (
+            stats.get(
+                "router_aggregate_contributions_total", destination="partner-agg", status="counted"
+            )
+            == 1
+        )
+    )
