@@ -168,28 +168,8 @@ class DataMapRecorder:
 async def read_datamap(client: aioredis.Redis, day: str | date) -> dict[str, Any]:
     """``{"day", "destinations": {id: {"fields", "pii", "events", "bytes", "match"}}}`` for
     one day."""
-    day = day.isoformat() if isinstance(day, date) else date.fromisoformat(day).isoformat()
-    members = await client.smembers(_index(day))  # type: ignore[misc]
-    destinations = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
-    pipe = client.pipeline(transaction=False)
-    for destination in destinations:
-        pipe.smembers(_key(day, destination, "fields"))
-        pipe.smembers(_key(day, destination, "pii"))
-        pipe.hgetall(_key(day, destination, "counts"))
-        pipe.hgetall(_key(day, destination, "match"))
-    results = await pipe.execute()
-    out: dict[str, Any] = {}
-    for index, destination in enumerate(destinations):
-        fields, pii, counts, match = results[4 * index : 4 * index + 4]
-        out[destination] = {
-            "fields": sorted(_text(f) for f in fields),
-            "pii": sorted(_text(k) for k in pii),
-            "events": int(counts.get(b"events", 0)),
-            "bytes": int(counts.get(b"bytes", 0)),
-        }
-        if match:  # only destinations that match people report it
-            out[destination]["match"] = {_text(k): int(v) for k, v in sorted(match.items())}
-    return {"day": day, "destinations": out}
+    day = day if isinstance(day, date) else date.fromisoformat(day)
+    return (await read_datamaps(client, [day]))[0]
 
 
 async def mark_delivered(client: aioredis.Redis, destination: str, moment: datetime) -> None:
@@ -199,8 +179,37 @@ async def mark_delivered(client: aioredis.Redis, destination: str, moment: datet
 
 
 async def read_datamaps(client: aioredis.Redis, days: Iterable[date]) -> list[dict[str, Any]]:
-    """``read_datamap`` for several days, oldest first."""
-    return [await read_datamap(client, day) for day in sorted(days)]
+    """``read_datamap`` for several days, oldest first, in two round trips."""
+    names = [d.isoformat() for d in sorted(days)]
+    pipe = client.pipeline(transaction=False)
+    for day in names:
+        pipe.smembers(_index(day))
+    indexes = await pipe.execute()
+    rows = [
+        (day, destination)
+        for day, members in zip(names, indexes, strict=True)
+        for destination in sorted(_text(m) for m in members)
+    ]
+    pipe = client.pipeline(transaction=False)
+    for day, destination in rows:
+        pipe.smembers(_key(day, destination, "fields"))
+        pipe.smembers(_key(day, destination, "pii"))
+        pipe.hgetall(_key(day, destination, "counts"))
+        pipe.hgetall(_key(day, destination, "match"))
+    results = await pipe.execute()
+    out: dict[str, dict[str, Any]] = {day: {} for day in names}
+    for index, (day, destination) in enumerate(rows):
+        fields, pii, counts, match = results[4 * index : 4 * index + 4]
+        row: dict[str, Any] = {
+            "fields": sorted(_text(f) for f in fields),
+            "pii": sorted(_text(k) for k in pii),
+            "events": int(counts.get(b"events", 0)),
+            "bytes": int(counts.get(b"bytes", 0)),
+        }
+        if match:  # only destinations that match people report it
+            row["match"] = {_text(k): int(v) for k, v in sorted(match.items())}
+        out[day][destination] = row
+    return [{"day": day, "destinations": out[day]} for day in names]
 
 
 async def read_last_deliveries(client: aioredis.Redis) -> dict[str, datetime]:
