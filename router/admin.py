@@ -77,7 +77,9 @@ from router.http import HttpError, error_response, json_response, read_body
 from router.ingest import STATE, AppState
 from router.observability.metrics import RouterMetrics
 from router.quarantine import read_quarantine
-from router.queue import GROUP, ITEM_DECODER, dlq_key, queue_key
+from router.queue.items import ITEM_DECODER
+from router.queue.keys import dlq_key, queue_key
+from router.queue.streams import discard, queue_status, release
 from router.settings import Settings
 
 log = logging.getLogger("router.admin")
@@ -328,57 +330,6 @@ async def _answer(endpoint: Endpoint, request: web.Request, call: Call) -> web.S
 # --- queue status --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class QueueStatus:
-    """One destination's queue: length, pending (read, not acked), dead letters, lag, hold."""
-
-    length: int
-    pending: int
-    dlq_length: int
-    lag_seconds: float
-    hold: dict[str, Any] | None
-
-
-async def queue_status(
-    client: aioredis.Redis, destination_ids: list[str], now: datetime | None = None
-) -> dict[str, QueueStatus]:
-    """Every destination's queue status in one pipeline (also for the queue lag gauge)."""
-    moment = (now or datetime.now(UTC)).timestamp()
-    pipe = client.pipeline(transaction=False)
-    for destination in destination_ids:
-        stream = queue_key(destination)
-        pipe.xlen(stream)
-        pipe.xpending(stream, GROUP)
-        pipe.xlen(dlq_key(destination))
-        pipe.xrange(stream, count=1)
-        pipe.get(anomaly.hold_key(destination))
-    results = await pipe.execute(raise_on_error=False)
-    out: dict[str, QueueStatus] = {}
-    for index, destination in enumerate(destination_ids):
-        length, pending, dlq, first, held = results[5 * index : 5 * index + 5]
-        for value in (length, dlq, first, held):
-            if isinstance(value, Exception):
-                raise value
-        lag = 0.0
-        if first:
-            first_ms = int(first[0][0].split(b"-")[0])
-            lag = max(0.0, moment - first_ms / 1000)
-        hold = None
-        if held is not None:
-            try:
-                hold = json.loads(held)
-            except ValueError:
-                hold = {"reason": "unknown"}
-        out[destination] = QueueStatus(
-            length=int(length),
-            pending=0 if isinstance(pending, Exception) else int(pending["pending"]),
-            dlq_length=int(dlq),
-            lag_seconds=round(lag, 3),
-            hold=hold,
-        )
-    return out
-
-
 # --- handlers ------------------------------------------------------------------------------------
 
 
@@ -477,16 +428,14 @@ async def list_anomalies(request: web.Request, call: Call) -> web.StreamResponse
 async def release_hold(request: web.Request, call: Call) -> web.StreamResponse:
     """``POST /admin/holds/{destination}/release``."""
     destination = _destination(call, request)
-    released = await anomaly.release(
-        call.state.redis, destination, audit=call.audit, actor=call.actor
-    )
+    released = await release(call.state.redis, destination, audit=call.audit, actor=call.actor)
     return json_response({"destination": destination, "released": released})
 
 
 async def discard_hold(request: web.Request, call: Call) -> web.StreamResponse:
     """``POST /admin/holds/{destination}/discard``."""
     destination = _destination(call, request)
-    count = await anomaly.discard(call.state.redis, destination, audit=call.audit, actor=call.actor)
+    count = await discard(call.state.redis, destination, audit=call.audit, actor=call.actor)
     return json_response({"destination": destination, "discarded": count})
 
 

@@ -48,11 +48,11 @@ from router.audit import AuditLog
 from router.core.audit_records import AuditKind
 from router.observability.metrics import Stats
 from router.periodic import Periodic
-from router.queue import GROUP, queue_key
+from router.queue.keys import ANOMALIES, fields_key, pii_key, volume_key, volume_since_key
+from router.queue.streams import hold
 
 log = logging.getLogger("router.anomaly")
 
-ANOMALIES: Final = "rt:anomalies"
 ANOMALIES_MAXLEN: Final = 10_000
 MAX_PATHS_PER_ANOMALY: Final = 20
 
@@ -155,125 +155,6 @@ def baseline_hours(hour: int, settings: MonitorSettings) -> list[int]:
 # --- holds ---------------------------------------------------------------------------------------
 
 
-def hold_key(destination: str) -> str:
-    """The hold flag of a destination."""
-    return f"rt:hold:{destination}"
-
-
-async def hold_info(client: aioredis.Redis, destination: str) -> dict[str, Any] | None:
-    """The hold record of a destination (why and since when), or None when not held."""
-    raw = await client.get(hold_key(destination))
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {"reason": "unknown"}
-    return value if isinstance(value, dict) else {"reason": "unknown"}
-
-
-async def is_held(client: aioredis.Redis, destination: str) -> bool:
-    """Whether the destination's workers must not read."""
-    return bool(await client.exists(hold_key(destination)))
-
-
-async def hold(
-    client: aioredis.Redis,
-    destination: str,
-    *,
-    reason: str,
-    at: datetime | None = None,
-    audit: AuditLog | None = None,
-    actor: str | None = None,
-) -> bool:
-    """Hold a destination (True when it was not held yet; an existing hold is kept)."""
-    moment = (at or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
-    record = json.dumps({"reason": reason, "at": moment})
-    created = bool(await client.set(hold_key(destination), record, nx=True))
-    if created and audit is not None:
-        await audit.append(
-            AuditKind.HOLD, {"destination": destination, "reason": reason, "actor": actor}
-        )
-    return created
-
-
-async def release(
-    client: aioredis.Redis,
-    destination: str,
-    *,
-    audit: AuditLog | None = None,
-    actor: str | None = None,
-) -> bool:
-    """Clear the hold: the queued events flow again. True when it was held."""
-    released = bool(await client.delete(hold_key(destination)))
-    if audit is not None:
-        await audit.append(
-            AuditKind.RELEASE,
-            {"destination": destination, "was_held": released, "actor": actor},
-        )
-    return released
-
-
-async def discard(
-    client: aioredis.Redis,
-    destination: str,
-    *,
-    audit: AuditLog | None = None,
-    actor: str | None = None,
-    page: int = 500,
-) -> int:
-    """Drop every entry queued for the destination up to now (ack and delete), then clear the
-    hold. Returns the count dropped (also in the audit trail)."""
-    stream = queue_key(destination)
-    last = await client.xrevrange(stream, count=1)
-    dropped = 0
-    if last:
-        cutoff = last[0][0]
-        start: bytes | str = "-"
-        while True:
-            entries = await client.xrange(stream, min=start, max=cutoff, count=page)
-            if not entries:
-                break
-            ids = [entry_id for entry_id, _ in entries]
-            pipe = client.pipeline(transaction=True)
-            pipe.xack(stream, GROUP, *ids)
-            pipe.xdel(stream, *ids)
-            results = await pipe.execute()
-            dropped += int(results[1])
-            start = b"(" + ids[-1] if isinstance(ids[-1], bytes) else "(" + str(ids[-1])
-            if len(entries) < page:
-                break
-    await client.delete(hold_key(destination))
-    if audit is not None:
-        await audit.append(
-            AuditKind.DISCARD, {"destination": destination, "count": dropped, "actor": actor}
-        )
-    return dropped
-
-
-@dataclass(slots=True)
-class HoldGate:
-    """For the delivery worker: ``await gate.held(destination_id)``, cached ``ttl_s``."""
-
-    client: aioredis.Redis
-    ttl_s: float = 1.0
-    _cache: dict[str, tuple[float, bool]] = field(default_factory=dict)
-
-    async def held(self, destination: str) -> bool:
-        """Whether the destination is held (a Redis error counts as not held: the worker's
-        own read fails just after, and is retried)."""
-        now = asyncio.get_running_loop().time()
-        cached = self._cache.get(destination)
-        if cached is not None and now - cached[0] < self.ttl_s:
-            return cached[1]
-        try:
-            value = await is_held(self.client, destination)
-        except (RedisError, OSError):
-            value = False
-        self._cache[destination] = (now, value)
-        return value
-
-
 async def recent_anomalies(client: aioredis.Redis, limit: int = 100) -> list[dict[str, Any]]:
     """The newest anomalies first."""
     entries = await client.xrevrange(ANOMALIES, count=limit)
@@ -290,11 +171,11 @@ async def recent_anomalies(client: aioredis.Redis, limit: int = 100) -> list[dic
 
 def _day_key(kind: SubjectKind, subject: str, hour: int) -> tuple[str, str]:
     moment = datetime.fromtimestamp(hour * 3600, UTC)
-    return f"rt:vol:{kind.value}:{subject}:{moment:%Y%m%d}", f"{moment:%H}"
+    return volume_key(kind.value, subject, f"{moment:%Y%m%d}"), f"{moment:%H}"
 
 
 def _since_key(kind: SubjectKind, subject: str) -> str:
-    return f"rt:vol:{kind.value}:{subject}:since"
+    return volume_since_key(kind.value, subject)
 
 
 def _utc_now() -> datetime:
@@ -448,7 +329,7 @@ class AnomalyMonitor:
         self._alarmed = {k for k in self._alarmed if k[2] >= hour - 1}
 
     async def _flush_paths(self, source: str, found: set[str], now: datetime) -> list[Anomaly]:
-        key = f"rt:fields:{source}"
+        key = fields_key(source)
         known = self._known_paths.setdefault(source, set())
         fresh = sorted(found - known)
         if not fresh:
@@ -483,7 +364,7 @@ class AnomalyMonitor:
         ]
 
     async def _flush_pii(self, destination: str, kinds: set[str], now: datetime) -> list[Anomaly]:
-        key = f"rt:pii:{destination}"
+        key = pii_key(destination)
         fresh = sorted(kinds)
         pipe = self.client.pipeline(transaction=False)
         for kind in fresh:

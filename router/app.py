@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from consent.store import ConsentStore
 from destinations.transport import AiohttpTransport
 from router.admin import add_admin_routes, refresh_queue_lag, tokens_of
-from router.anomaly import AnomalyMonitor, HoldGate, MonitorSettings
+from router.anomaly import AnomalyMonitor, MonitorSettings
 from router.audit import AuditLog, AuditWriter
 from router.config import Routing, load_routing
 from router.core.audit_records import AuditKind
@@ -50,7 +50,9 @@ from router.ingest import STATE, AppState, ingest
 from router.observability.metrics import COUNTER_NAMES, Stats, render_prometheus
 from router.observability.setup import Telemetry, setup_telemetry
 from router.privacy import post_consent
-from router.queue import SUPPRESSED, Enqueuer, connect
+from router.queue.enqueuer import Enqueuer
+from router.queue.keys import SUPPRESSED
+from router.queue.streams import HoldGate, connect
 from router.sdk_metrics import post_sdk_metrics
 from router.settings import Settings
 from router.stored_consent import consent_recheck

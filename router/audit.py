@@ -70,10 +70,11 @@ from redis.exceptions import RedisError
 
 from router.core.audit_records import AuditKind, subject_token
 from router.periodic import Periodic
+from router.queue.keys import AUDIT
 
 log = logging.getLogger("router.audit")
 
-STREAM: Final = "rt:audit"
+STREAM: Final = AUDIT
 GENESIS: Final = "0" * 64
 PAGE: Final = 500
 LEGACY_LANE: Final = 0

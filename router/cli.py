@@ -51,7 +51,8 @@ from router.core.signals import signals_from_headers
 from router.errors import ConfigError
 from router.http import RouterRunner
 from router.observability.logs import configure_logging
-from router.queue import connect, dlq_key, outbox_key
+from router.queue.keys import dlq_key, outbox_key
+from router.queue.streams import connect
 from router.settings import Settings
 
 
@@ -237,12 +238,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from consent.store import ConsentStore  # noqa: PLC0415
     from destinations.transport import AiohttpTransport  # noqa: PLC0415
-    from router.anomaly import HoldGate  # noqa: PLC0415
     from router.app import default_consumer  # noqa: PLC0415
     from router.datamap import DataMapRecorder  # noqa: PLC0415
     from router.observability.metrics import COUNTER_NAMES, Stats  # noqa: PLC0415
     from router.observability.setup import setup_telemetry  # noqa: PLC0415
-    from router.queue import SUPPRESSED  # noqa: PLC0415
+    from router.queue.keys import SUPPRESSED  # noqa: PLC0415
+    from router.queue.streams import HoldGate  # noqa: PLC0415
     from router.stored_consent import consent_recheck  # noqa: PLC0415
     from router.worker import WorkerOptions, WorkerPool  # noqa: PLC0415
 
@@ -298,7 +299,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from destinations.transport import AiohttpTransport  # noqa: PLC0415
     from router.audit import AuditLog  # noqa: PLC0415
     from router.erasure import Identifiers, erase  # noqa: PLC0415
-    from router.queue import SUPPRESSED  # noqa: PLC0415
+    from router.queue.keys import SUPPRESSED  # noqa: PLC0415
 
     settings = _settings(args)
     routing = _load(settings)

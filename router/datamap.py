@@ -38,6 +38,7 @@ from redis.exceptions import RedisError
 
 from router.core.paths import field_paths
 from router.periodic import Periodic
+from router.queue.keys import datamap_day_key, datamap_key
 
 log = logging.getLogger("router.datamap")
 
@@ -53,11 +54,11 @@ def day_of(moment: datetime) -> str:
 
 
 def _key(day: str, destination: str, part: str) -> str:
-    return f"rt:dm:{day}:{destination}:{part}"
+    return datamap_key(day, destination, part)
 
 
 def _index(day: str) -> str:
-    return f"rt:dm:{day}:destinations"
+    return datamap_day_key(day)
 
 
 @dataclass(slots=True)

@@ -43,11 +43,11 @@ from router.config import CompiledDestination, Routing
 from router.core.audit_records import AuditKind
 from router.http import HttpError
 from router.quarantine import erase_quarantined
+from router.queue.keys import ERASURES
 from router.stored_consent import invalid_field
 
 log = logging.getLogger("router.erasure")
 
-ERASURES = "rt:erasures"
 ERASURES_MAXLEN = 100_000
 MAX_IDS = 100
 DELETION_TIMEOUT_S = 30.0

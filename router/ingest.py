@@ -51,16 +51,9 @@ from router.observability.metrics import Stats
 from router.observability.setup import Telemetry
 from router.observability.tracing import ingest_trace, set_span_attributes, stage_span
 from router.quarantine import quarantine_write
-from router.queue import (
-    ITEM_ENCODER,
-    SUPPRESSED,
-    Deliveries,
-    Enqueuer,
-    QueueItem,
-    Write,
-    queue_key,
-    subject_hash,
-)
+from router.queue.enqueuer import Deliveries, Enqueuer, Write
+from router.queue.items import ITEM_ENCODER
+from router.queue.keys import SUPPRESSED, queue_key, subject_hash
 from router.settings import Settings
 
 _NO_TRACER: Final = trace.NoOpTracer()
@@ -375,9 +368,9 @@ async def _accept(
     signals = signals_from_headers(request.headers.items(), routing.policy.geo_header)
     tracer = state.tracer
     try:
-        plan = await _plan(state, [e for _, e in events], signals, source.may_grant)
+        plan = await _plan(state, [e for _, e in events], signals, source.may_grant, trace_parent)
         _count_plan(state, plan)
-        writes.extend(_deliveries(plan, trace_parent))
+        writes.extend(_deliveries(plan))
         consent_audit: list[tuple[AuditKind, dict[str, Any]]] = []
         with stage_span(tracer, "enqueue"):
             if plan.updates and state.consent is not None:
@@ -410,7 +403,11 @@ async def _accept(
 
 
 async def _plan(
-    state: AppState, events: Sequence[Event], signals: RequestSignals, may_grant: bool
+    state: AppState,
+    events: Sequence[Event],
+    signals: RequestSignals,
+    may_grant: bool,
+    trace_parent: str | None,
 ) -> RequestPlan:
     """Look up the subjects (one round trip), then plan the request in slices."""
     subjects = [tuple(subject_hash(i) for i in e.subject_ids) for e in events]
@@ -426,6 +423,7 @@ async def _plan(
             may_grant=may_grant,
             audit_key=state.audit_key if state.audit is not None else None,
             collect_paths=state.monitor is not None,
+            trace=trace_parent,
         )
         for start in range(0, len(events), PLAN_SLICE):
             if start:
@@ -464,26 +462,11 @@ def _count_plan(state: AppState, plan: RequestPlan) -> None:
         )
 
 
-def _deliveries(plan: RequestPlan, trace_parent: str | None) -> list[Deliveries]:
-    """The plan's deliveries as queue items (the enqueuer packs them into stream entries)."""
+def _deliveries(plan: RequestPlan) -> list[Deliveries]:
+    """The plan's deliveries as encoded queue items (the enqueuer packs them into entries)."""
     return [
-        Deliveries(
-            queue_key(destination_id),
-            [
-                ITEM_ENCODER.encode(
-                    QueueItem(
-                        delivery=r.delivery,
-                        subjects=r.subjects,
-                        requires=r.requires,
-                        accepted_at=r.accepted_at,
-                        trace=trace_parent,
-                        pii=r.pii,
-                    )
-                )
-                for r in routed
-            ],
-        )
-        for destination_id, routed in plan.deliveries.items()
+        Deliveries(queue_key(destination_id), [ITEM_ENCODER.encode(item) for item in items])
+        for destination_id, items in plan.deliveries.items()
     ]
 
 

@@ -30,7 +30,8 @@ import redis.asyncio as aioredis
 from consent.ids import normalize_id, subject_key
 from router.core.outcomes import Rejection
 from router.core.paths import WILDCARD, safe_segment
-from router.queue import QUARANTINE, QUARANTINE_MAXLEN, Write
+from router.queue.enqueuer import Write
+from router.queue.keys import QUARANTINE, QUARANTINE_MAXLEN
 
 MAX_SHAPE_PATHS: Final = 128
 MAX_SHAPE_DEPTH: Final = 16

@@ -42,7 +42,6 @@ from redis.exceptions import RedisError
 from destinations.base import Encoded, HttpRequest, Outcome
 from destinations.errors import TransportError
 from destinations.transport import Transport
-from router.anomaly import HoldGate
 from router.config import CompiledDestination
 from router.core.outcomes import Failure, SkipReason
 from router.core.paths import field_paths
@@ -55,22 +54,17 @@ from router.observability.tracing import (
     start_client_span,
     start_delivery_span,
 )
-from router.queue import (
-    DLQ_MAXLEN,
-    GROUP,
-    MAX_ITEMS_PER_ENTRY,
-    OUTBOX_MAXLEN,
+from router.queue.enqueuer import MAX_ITEMS_PER_ENTRY
+from router.queue.items import (
     QueuedItem,
     QueueItem,
     decode_queued,
-    dlq_key,
-    ensure_group,
+    decoded,
     entry_fields,
     entry_items,
-    outbox_key,
-    queue_key,
-    suppressed_among,
 )
+from router.queue.keys import DLQ_MAXLEN, GROUP, OUTBOX_MAXLEN, dlq_key, outbox_key, queue_key
+from router.queue.streams import HoldGate, ensure_group, suppressed_among
 
 log = logging.getLogger("router.worker")
 _NO_TRACER: Final = trace.NoOpTracer()
@@ -321,7 +315,7 @@ class DestinationWorker:
             entry = entries[position]
             assert entry.item is not None
             try:
-                items[position] = entry.item.item()
+                items[position] = decoded(entry.item)
             except msgspec.DecodeError:
                 entry.result, entry.finished = Failure("corrupt_entry"), True
                 continue

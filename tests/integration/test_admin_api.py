@@ -22,7 +22,7 @@ from consent.model import ConsentState, Signal
 from consent.store import ConsentStore
 from destinations.base import Delivery
 from router.admin import ROLE_TABLE, Endpoint, Role, add_admin_routes, parse_tokens, token_hash
-from router.anomaly import AnomalyMonitor, hold
+from router.anomaly import AnomalyMonitor
 from router.app import errors
 from router.audit import AuditLog, AuditWriter, parse_record, verify_records
 from router.core.audit_records import decision_entries
@@ -38,15 +38,10 @@ from router.observability.metrics import Stats, render_prometheus
 from router.observability.setup import setup_telemetry
 from router.observability.tracing import set_span_attributes, stage_span, start_ingest_span
 from router.privacy import post_consent
-from router.queue import (
-    ITEM_ENCODER,
-    SUPPRESSED,
-    Enqueuer,
-    QueueItem,
-    dlq_key,
-    ensure_group,
-    queue_key,
-)
+from router.queue.enqueuer import Enqueuer
+from router.queue.items import ITEM_ENCODER, QueueItem
+from router.queue.keys import SUPPRESSED, dlq_key, queue_key
+from router.queue.streams import ensure_group, hold
 from router.settings import Settings
 from tests.conftest import routing_from
 from tests.fakes.transport import RecordingTransport

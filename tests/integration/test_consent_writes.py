@@ -19,7 +19,7 @@ from consent.records import ConsentRecord, narrow
 from consent.store import ConsentStore, WriteOutcome, record_key, subject_key
 from router.audit import AuditLog
 from router.ingest import STATE
-from router.queue import queue_key
+from router.queue.keys import queue_key
 from tests.conftest import TEST_CONFIG, AppFactory, routing_from
 
 PARTNER_KEY = "partner-write-key"

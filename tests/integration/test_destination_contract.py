@@ -34,7 +34,8 @@ from router.app import DATAMAP, WORKERS
 from router.config import Routing
 from router.datamap import day_of, read_datamap
 from router.ingest import STATE
-from router.queue import GROUP, dlq_key, entry_items, queue_key
+from router.queue.items import entry_items
+from router.queue.keys import GROUP, dlq_key, queue_key
 from tests.conftest import WRITE_KEY, AppFactory, routing_from, wait_for
 from tests.integration.contract_cases import (
     CASES,

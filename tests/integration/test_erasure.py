@@ -21,7 +21,7 @@ from router.audit import AuditLog
 from router.core.audit_records import subject_token
 from router.erasure import ERASURES
 from router.ingest import STATE
-from router.queue import SUPPRESSED, queue_key
+from router.queue.keys import SUPPRESSED, queue_key
 from tests.conftest import HOOK_SECRET, TEST_CONFIG, WRITE_KEY, AppFactory, routing_from, wait_for
 from tests.fakes.amplitude import AmplitudeFake, create_app
 from tests.fakes.webhook import WebhookReceiver

@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 
 from router import ingest as ingest_module
 from router.app import backlog_of
-from router.queue import QUARANTINE, entry_items, queue_key
+from router.queue.items import entry_items
+from router.queue.keys import QUARANTINE, queue_key
 from tests.conftest import WRITE_KEY, AppFactory, routing_from
 
 

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from router.admin import token_hash
-from router.anomaly import ANOMALIES, AnomalyMonitor, MonitorSettings, is_held
+from router.anomaly import ANOMALIES, AnomalyMonitor, MonitorSettings
 from router.app import create_app, reload_routing
 from router.audit import STREAM, AuditLog, parse_record, verify_records
 from router.cli import main
@@ -36,7 +36,9 @@ from router.observability.logs import JsonFormatter
 from router.observability.metrics import render_prometheus
 from router.observability.setup import setup_telemetry
 from router.observability.tracing import parse_traceparent
-from router.queue import ITEM_DECODER, dlq_key, entry_items, queue_key
+from router.queue.items import ITEM_DECODER, entry_items
+from router.queue.keys import dlq_key, queue_key
+from router.queue.streams import is_held
 from router.settings import Settings
 from router.worker import WorkerOptions
 from tests.conftest import HOOK_SECRET, WRITE_KEY, AppFactory, wait_for

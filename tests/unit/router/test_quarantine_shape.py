@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from router.quarantine import safe_rejection_path, shape_of, subjects_of
-from router.queue import subject_hash
+from router.queue.keys import subject_hash
 
 
 def test_shape_lists_paths_and_types_without_values() -> None:

@@ -14,7 +14,7 @@ from router.core.outcomes import Rejection
 from router.core.sanitize import Event, sanitize
 from router.core.schema import WIRE_EVENT_DECODER
 from router.erasure import Identifiers, parse_erase_body
-from router.queue import subject_hash
+from router.queue.keys import subject_hash
 from router.stored_consent import parse_consent_body
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

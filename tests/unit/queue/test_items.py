@@ -3,47 +3,60 @@ the same refusals as ``ITEM_DECODER``, and no struct for the garbage collector t
 
 from __future__ import annotations
 
+import ast
 import gc
 from datetime import UTC, datetime
+from pathlib import Path
 
 import msgspec
 import pytest
 
-from destinations.base import ConsentFacts, Delivery
-from router.queue import (
+from destinations.base import ConsentFacts, Delivery, DeliveryOf
+from router.queue.items import (
     ITEM_DECODER,
     ITEM_ENCODER,
-    QueuedDelivery,
     QueuedItem,
     QueueItem,
+    QueueItemOf,
     decode_queued,
+    decoded,
 )
 
+ROOT = Path(__file__).resolve().parents[3]
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
-def _fields(struct: type[msgspec.Struct]) -> list[tuple[str, str, object, object]]:
-    return [
-        (f.name, f.encode_name, f.default, f.default_factory)
-        for f in msgspec.structs.fields(struct)
-    ]
+def _classes_with(fields: set[str]) -> list[str]:
+    """Every class in the packages whose annotated fields include all of ``fields``."""
+    found = []
+    for package in ("router", "destinations", "consent"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ClassDef):
+                    names = {
+                        stmt.target.id
+                        for stmt in node.body
+                        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                    }
+                    if fields <= names:
+                        found.append(f"{path.relative_to(ROOT)}:{node.name}")
+    return found
 
 
-def test_the_lazy_structs_mirror_queue_item_and_delivery_field_for_field() -> None:
-    """Same names, wire names, order, defaults and types (the payload aside): a field added to
-    QueueItem or Delivery must be added here too."""
-    assert _fields(QueuedItem) == _fields(QueueItem)
-    assert _fields(QueuedDelivery) == _fields(Delivery)
-    types = {f.name: f.type for f in msgspec.structs.fields(QueuedDelivery)}
-    assert types.pop("payload") is msgspec.Raw
-    assert types == {
-        f.name: f.type for f in msgspec.structs.fields(Delivery) if f.name != "payload"
-    }
-    item_types = {f.name: f.type for f in msgspec.structs.fields(QueuedItem)}
-    assert item_types.pop("delivery") is QueuedDelivery
-    assert item_types == {
-        f.name: f.type for f in msgspec.structs.fields(QueueItem) if f.name != "delivery"
-    }
+def test_there_is_one_queue_item_struct_and_one_delivery_struct() -> None:
+    """The planner's output, the stored item and the worker's lazy read are one struct each
+    (generic in the payload); a second struct holding a delivery and its subjects, or a
+    message id and a payload, is the duplicate this layout removed."""
+    assert _classes_with({"delivery", "subjects"}) == ["router/core/outcomes.py:QueueItemOf"]
+    assert _classes_with({"message_id", "payload"}) == ["destinations/base.py:DeliveryOf"]
+
+
+def test_the_lazy_reading_is_the_same_struct_with_a_raw_payload() -> None:
+    """Same names, wire names, order and defaults: ``QueuedItem`` only parametrizes the payload."""
+    assert QueuedItem.__origin__ is QueueItem.__origin__ is QueueItemOf  # type: ignore[attr-defined]
+    assert QueuedItem.__args__ == (msgspec.Raw,)  # type: ignore[attr-defined]
+    delivery = {f.name: f.type for f in msgspec.structs.fields(QueuedItem)}["delivery"]
+    assert delivery == DeliveryOf[msgspec.Raw]
 
 
 ITEMS = [
@@ -71,7 +84,7 @@ def test_a_queued_item_becomes_the_queue_item_that_was_written(item: QueueItem) 
     raw = ITEM_ENCODER.encode(item)
     queued = decode_queued(raw)
     assert queued is not None
-    assert queued.item() == item == ITEM_DECODER.decode(raw)
+    assert decoded(queued) == item == ITEM_DECODER.decode(raw)
     assert (queued.subjects, queued.requires, queued.accepted_at, queued.trace) == (
         item.subjects,
         item.requires,
@@ -114,7 +127,7 @@ def test_what_the_item_decoder_refuses_is_not_a_queued_item(raw: bytes) -> None:
 
 
 def test_a_payload_that_is_not_utf8_is_found_when_it_is_decoded() -> None:
-    """The one thing only the payload decode finds: item() raises, the worker dead-letters."""
+    """The one thing only the payload decode finds: decoded() raises, the worker dead-letters."""
     raw = (
         b'{"delivery": {"message_id": "m", "type": "track", "timestamp": "2026-11-22T12:00:00Z",'
         b' "payload": {"a": "\xff"}}}'
@@ -122,4 +135,4 @@ def test_a_payload_that_is_not_utf8_is_found_when_it_is_decoded() -> None:
     queued = decode_queued(raw)
     assert queued is not None
     with pytest.raises(msgspec.DecodeError):
-        queued.item()
+        decoded(queued)
