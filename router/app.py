@@ -36,6 +36,9 @@ from router.audit import AuditLog, AuditWriter
 from router.config import Routing, load_routing
 from router.core.audit_records import AuditKind
 from router.datamap import DataMapRecorder
+from router.delivery.pool import WorkerPool
+from router.delivery.recheck import consent_recheck
+from router.delivery.worker import WorkerOptions
 from router.errors import ConfigError
 from router.http import (
     CORS_PATH_PREFIXES,
@@ -55,8 +58,6 @@ from router.queue.keys import SUPPRESSED
 from router.queue.streams import HoldGate, connect
 from router.sdk_metrics import post_sdk_metrics
 from router.settings import Settings
-from router.stored_consent import consent_recheck
-from router.worker import WorkerOptions, WorkerPool
 
 log = logging.getLogger("router.app")
 

@@ -240,12 +240,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from destinations.transport import AiohttpTransport  # noqa: PLC0415
     from router.app import default_consumer  # noqa: PLC0415
     from router.datamap import DataMapRecorder  # noqa: PLC0415
+    from router.delivery.pool import WorkerPool  # noqa: PLC0415
+    from router.delivery.recheck import consent_recheck  # noqa: PLC0415
+    from router.delivery.worker import WorkerOptions  # noqa: PLC0415
     from router.observability.metrics import COUNTER_NAMES, Stats  # noqa: PLC0415
     from router.observability.setup import setup_telemetry  # noqa: PLC0415
     from router.queue.keys import SUPPRESSED  # noqa: PLC0415
     from router.queue.streams import HoldGate  # noqa: PLC0415
-    from router.stored_consent import consent_recheck  # noqa: PLC0415
-    from router.worker import WorkerOptions, WorkerPool  # noqa: PLC0415
 
     settings = _settings(args)
     configure_logging(settings.log_level)

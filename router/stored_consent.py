@@ -8,21 +8,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
 from consent.ids import normalize_id, subject_key
-from consent.model import StoredConsent
-from consent.policy import ConsentPolicy, withdrawn
-from consent.records import ConsentRecord, merge_records
-from consent.store import ConsentStore
-from router.core.outcomes import SkipReason
+from consent.policy import ConsentPolicy
+from consent.records import ConsentRecord
 from router.core.schema import error_path, error_text
 from router.http import HttpError
-from router.worker import Recheck, RecheckItem
 
 SOURCE_API = "api"
 _SOURCE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
@@ -132,37 +127,3 @@ def _timestamp(text: str) -> datetime:
         raise HttpError(
             400, "invalid_timestamp", "expected an ISO 8601 timestamp", path="timestamp"
         ) from exc
-
-
-def consent_recheck(store: ConsentStore) -> Recheck:
-    """The delivery re-check: a stored withdrawal newer than the event wins.
-
-    "Newer" is compared with the earlier of the event's own time and its acceptance: a denial
-    recorded after either was not known to the ingest decision (which already applied every
-    stored denial newer than the event time), so it wins now.
-    """
-
-    async def recheck(items: Sequence[RecheckItem]) -> list[SkipReason | None]:
-        subjects = {h for item in items if item.requires for h in item.subjects}
-        records = await store.lookup(subjects) if subjects else {}
-        reasons: list[SkipReason | None] = [None] * len(items)
-        if not any(records.values()):
-            return reasons  # no stored record: nothing can have been withdrawn
-        # A batch holds many events of the same few people: merge their records once.
-        merged: dict[tuple[str, ...], StoredConsent | None] = {}
-        for index, item in enumerate(items):
-            if item.accepted_at is None or not item.subjects or not item.requires:
-                continue
-            key = item.subjects
-            if key in merged:
-                stored = merged[key]
-            else:
-                stored = merged[key] = merge_records(records.get(h) for h in key)
-            if stored is None:
-                continue
-            since = min(item.accepted_at, item.delivery.timestamp)
-            if withdrawn(stored, item.requires, since):
-                reasons[index] = SkipReason.CONSENT_WITHDRAWN
-        return reasons
-
-    return recheck

@@ -14,10 +14,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from router.app import create_app
 from router.config import Routing, parse_routing
+from router.delivery.worker import WorkerOptions
 from router.http import RouterRunner
 from router.observability.setup import Telemetry, setup_telemetry
 from router.settings import Settings
-from router.worker import WorkerOptions
 from tests.fakes.webhook import WebhookReceiver
 from tests.redis_server import RedisServer
 

@@ -31,6 +31,7 @@ from router.audit import STREAM, AuditLog, parse_record, verify_records
 from router.cli import main
 from router.config import Routing, parse_routing
 from router.core.audit_records import subject_token
+from router.delivery.worker import WorkerOptions
 from router.ingest import STATE
 from router.observability.logs import JsonFormatter
 from router.observability.metrics import render_prometheus
@@ -40,7 +41,6 @@ from router.queue.items import ITEM_DECODER, entry_items
 from router.queue.keys import dlq_key, queue_key
 from router.queue.streams import is_held
 from router.settings import Settings
-from router.worker import WorkerOptions
 from tests.conftest import HOOK_SECRET, WRITE_KEY, AppFactory, wait_for
 from tests.fakes.amplitude import AmplitudeFake
 from tests.fakes.amplitude import create_app as amplitude_app

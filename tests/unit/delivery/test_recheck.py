@@ -9,8 +9,8 @@ from typing import cast
 from consent.records import ConsentRecord
 from consent.store import ConsentStore
 from destinations.base import Delivery
+from router.delivery.recheck import consent_recheck
 from router.queue.items import QueueItem
-from router.stored_consent import consent_recheck
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

@@ -17,8 +17,12 @@ the entries, each request a ``send`` client span; webhooks (or any destination w
 ``forward_traceparent: true``) receive that span's ``traceparent``. Delivered events feed the
 latency histogram and the data map (in memory; both flush on their own).
 
-Only this module sleeps and retries. Entries are acked only once finished, so a crashed worker's
-entries are reclaimed by another one; on shutdown, unfinished entries are simply left pending.
+The loop reads as four named stages: ``_read`` -> ``_recheck`` (``router.delivery.recheck``)
+-> ``_attempt`` (encode, send; ``router.delivery.retry`` decides what each outcome means and how
+long to back off) -> ``_settle`` (ack, dead-letter). Only this package sleeps and retries.
+Entries are acked only once finished, so a crashed worker's entries are reclaimed by another
+one; on shutdown, unfinished entries are simply left pending. ``WorkerPool``
+(``router.delivery.pool``) runs the workers of a process.
 """
 
 from __future__ import annotations
@@ -26,13 +30,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import msgspec
 import redis.asyncio as aioredis
@@ -46,6 +49,8 @@ from router.config import CompiledDestination
 from router.core.outcomes import Failure, SkipReason
 from router.core.paths import field_paths
 from router.datamap import DataMapRecorder, declared_kinds
+from router.delivery.recheck import Recheck, recheck_batch
+from router.delivery.retry import Action, Group, backoff, bisect, exhausted, next_action
 from router.observability.metrics import Stats
 from router.observability.setup import Telemetry
 from router.observability.tracing import (
@@ -64,36 +69,10 @@ from router.queue.items import (
     entry_items,
 )
 from router.queue.keys import DLQ_MAXLEN, GROUP, OUTBOX_MAXLEN, dlq_key, outbox_key, queue_key
-from router.queue.streams import HoldGate, ensure_group, suppressed_among
+from router.queue.streams import HoldGate, ensure_group
 
 log = logging.getLogger("router.worker")
 _NO_TRACER: Final = trace.NoOpTracer()
-
-
-class _Timed(Protocol):
-    @property
-    def timestamp(self) -> datetime: ...
-
-
-class RecheckItem(Protocol):
-    """What a re-check reads of a queued delivery (``QueueItem`` and ``QueuedItem`` both are):
-    the hashed subjects, the categories it requires, when it was accepted, the event time."""
-
-    @property
-    def subjects(self) -> tuple[str, ...]: ...
-
-    @property
-    def requires(self) -> tuple[str, ...]: ...
-
-    @property
-    def accepted_at(self) -> datetime | None: ...
-
-    @property
-    def delivery(self) -> _Timed: ...
-
-
-Recheck = Callable[[Sequence[RecheckItem]], Awaitable[list[SkipReason | None]]]
-"""For a batch of items, a skip reason each (``consent_withdrawn``...) or ``None`` to send."""
 
 
 @dataclass(slots=True)
@@ -114,14 +93,6 @@ class _Entry:
     raw: bytes
     result: Failure | None = None
     finished: bool = False
-
-
-@dataclass(slots=True)
-class _Group:
-    positions: list[int]
-    attempt: int = 1
-    reason: str = ""
-    retry_after_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -244,53 +215,29 @@ class DestinationWorker:
         return found
 
     async def _recheck(self, items: Sequence[QueuedItem]) -> list[SkipReason | None]:
-        """Suppression, then the consent re-check, for the whole batch: one round trip each."""
-        if not items:
-            return []
-        hashes = sorted({h for item in items for h in item.subjects})
-        erased = await suppressed_among(self.client, hashes)
-        reasons: list[SkipReason | None] = (
-            [
-                SkipReason.SUPPRESSED if erased.intersection(item.subjects) else None
-                for item in items
-            ]
-            if erased
-            else [None] * len(items)
-        )
-        if self.recheck is not None:
-            pending = [i for i, reason in enumerate(reasons) if reason is None]
-            if pending:
-                later = await self.recheck([items[i] for i in pending])
-                for i, reason in zip(pending, later, strict=True):
-                    reasons[i] = reason
-        return reasons
+        return await recheck_batch(self.client, items, self.recheck)
 
     async def _deliver(self, entries: list[_Entry], live: list[int]) -> None:
         delivery = self.destination.config.delivery
         size = delivery.batch_size
-        todo = [_Group(positions=live[i : i + size]) for i in range(0, len(live), size)]
+        todo = [Group(positions=live[i : i + size]) for i in range(0, len(live), size)]
         todo.reverse()
         while todo and not self.stopping.is_set():
-            retry: list[_Group] = []
+            retry: list[Group] = []
             while todo:
                 group = todo.pop()
                 await self._attempt(entries, group, todo, retry)
             if not retry:
                 return
-            waiting: list[_Group] = []
-            for group in retry:
-                if group.attempt >= delivery.max_attempts:
-                    self.stats.add(
-                        "router_deliveries_exhausted_total", destination=self.destination.id
-                    )
-                    for position in group.positions:
-                        entries[position].result = Failure("max_attempts", group.reason)
-                        entries[position].finished = True
-                else:
-                    waiting.append(group)
+            waiting, spent = exhausted(retry, delivery.max_attempts)
+            for group in spent:
+                self.stats.add("router_deliveries_exhausted_total", destination=self.destination.id)
+                for position in group.positions:
+                    entries[position].result = Failure("max_attempts", group.reason)
+                    entries[position].finished = True
             if not waiting:
                 return
-            delay = max(self._backoff(g.attempt, g.retry_after_s) for g in waiting)
+            delay = max(backoff(delivery, g.attempt, g.retry_after_s) for g in waiting)
             self.stats.add(
                 "router_delivery_retries_total",
                 destination=self.destination.id,
@@ -305,7 +252,7 @@ class DestinationWorker:
             todo = waiting
 
     async def _attempt(
-        self, entries: list[_Entry], group: _Group, todo: list[_Group], retry: list[_Group]
+        self, entries: list[_Entry], group: Group, todo: list[Group], retry: list[Group]
     ) -> None:
         connector = self.destination.connector
         # Payloads are decoded here, for this group only: they are garbage once it is sent.
@@ -343,7 +290,10 @@ class DestinationWorker:
             rest = [p for k, p in enumerate(positions) if k not in outcome.failed]
             if not rest:
                 continue
-            if outcome.kind == "ok":
+            action = next_action(
+                outcome, len(rest), split_on_rejection=connector.split_on_rejection
+            )
+            if action is Action.DELIVERED:
                 for position in rest:
                     entries[position].finished = True
                 self.stats.add(
@@ -352,17 +302,14 @@ class DestinationWorker:
                     amount=len(rest),
                 )
                 self._delivered(entries, rest, [items[p] for p in rest], match)
-            elif outcome.kind == "permanent":
-                if connector.split_on_rejection and outcome.event_specific and len(rest) > 1:
-                    middle = len(rest) // 2
-                    todo.append(_Group(rest[:middle], group.attempt))
-                    todo.append(_Group(rest[middle:], group.attempt))
-                    continue
+            elif action is Action.SPLIT:
+                todo.extend(bisect(rest, group.attempt))
+            elif action is Action.DEAD_LETTER:
                 for position in rest:
                     entries[position].result = Failure(outcome.reason or "rejected")
                     entries[position].finished = True
             else:
-                retry.append(_Group(rest, group.attempt, outcome.reason, outcome.retry_after_s))
+                retry.append(Group(rest, group.attempt, outcome.reason, outcome.retry_after_s))
 
     async def _send(self, request: HttpRequest) -> Outcome:
         config = self.destination.config
@@ -448,16 +395,7 @@ class DestinationWorker:
                 destination, {}, kinds, size, events=len(positions), paths=paths, match=tally
             )
 
-    def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
-        delivery = self.destination.config.delivery
-        cap = delivery.backoff_max_ms / 1000
-        ceiling = min(cap, delivery.backoff_initial_ms / 1000 * 2 ** (attempt - 1))
-        delay = random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
-        if retry_after_s is not None:
-            delay = max(delay, min(retry_after_s, delivery.retry_after_max_ms / 1000))
-        return delay
-
-    async def _keep_claim(self, entries: list[_Entry], groups: list[_Group]) -> None:
+    async def _keep_claim(self, entries: list[_Entry], groups: list[Group]) -> None:
         """Reset the entries' idle time so no other worker reclaims them while we back off."""
         ids: list[int | bytes | str | memoryview[int]] = list(
             dict.fromkeys(entries[p].entry_id for g in groups for p in g.positions)
@@ -513,67 +451,6 @@ class DestinationWorker:
             await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
         except TimeoutError:
             return
-
-
-class WorkerPool:
-    """Every destination's workers in this process, sending through the process's transport
-    (its owner opens and closes it)."""
-
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        destinations: Sequence[CompiledDestination],
-        options: WorkerOptions,
-        stats: Stats,
-        recheck: Recheck | None = None,
-        *,
-        transport: Transport,
-        telemetry: Telemetry | None = None,
-        datamap: DataMapRecorder | None = None,
-        gate: HoldGate | None = None,
-    ) -> None:
-        self._client = client
-        self._transport = transport
-        self._destinations = destinations
-        self._options = options
-        self._stats = stats
-        self._recheck = recheck
-        self._telemetry = telemetry
-        self._datamap = datamap
-        self._gate = gate
-        self._stopping = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-
-    async def start(self) -> None:
-        """Start ``delivery.concurrency`` workers per destination."""
-        for destination in self._destinations:
-            for index in range(destination.config.delivery.concurrency):
-                worker = DestinationWorker(
-                    client=self._client,
-                    transport=self._transport,
-                    destination=destination,
-                    options=self._options,
-                    stats=self._stats,
-                    stopping=self._stopping,
-                    recheck=self._recheck,
-                    index=index,
-                    telemetry=self._telemetry,
-                    datamap=self._datamap,
-                    gate=self._gate,
-                )
-                self._tasks.append(
-                    asyncio.create_task(worker.run(), name=f"worker:{destination.id}:{index}")
-                )
-
-    async def stop(self, timeout_s: float) -> None:
-        """Let in-flight batches finish (up to ``timeout_s``); unfinished entries stay pending."""
-        self._stopping.set()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        self._tasks.clear()
 
 
 def match_tallies(encoded: Encoded, positions: Sequence[int]) -> dict[int, list[str]]:
