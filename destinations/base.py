@@ -14,7 +14,7 @@ Most connectors only encode one event at a time (``encode_event``) and declare h
 joined into a request body (``packing``, ``request``): the shared ``Connector.encode`` loop
 encodes each event once and packs them greedily into as few requests as the limits allow.
 A platform with a deletion API builds its request with ``deletion_request`` and reads the answer
-with ``interpret_deletion``; ``router.erasure`` sends it.
+with ``interpret_deletion``; ``router.compliance.erasure`` sends it.
 """
 
 from __future__ import annotations

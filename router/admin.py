@@ -33,7 +33,7 @@ Endpoints (``ROLE_TABLE`` is the source of truth):
 - ``GET  /admin/audit/verify``                      the chain check
 - ``POST /admin/explain``                           ``{"event": {...}, "consent"?, "headers"?}``
 - ``POST /admin/erase``                             ``{"userId"?, "anonymousId"?, "email"?}``:
-                                                    erase a person (``router.erasure``)
+                                                    erase a person (``router.compliance.erasure``)
 
 ``ROUTER_OPERATOR_TOKEN`` (the 0.1 erasure token) counts as a token with the ``operator`` role
 (``create_app`` adds its hash to the table). ``/admin/erase`` keeps its 0.1 answers: 401
@@ -63,20 +63,21 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from router import anomaly
-from router.audit import AuditConflictError, AuditLog
+from router.compliance import anomaly
+from router.compliance.audit_log import AuditLog
+from router.compliance.datamap import day_of, read_datamap
+from router.compliance.erasure import erase, parse_erase_body
+from router.compliance.quarantine import read_quarantine
 from router.core.audit_records import AuditKind
 from router.core.explain import consent_context, explain
 from router.core.jsonscan import depth_path
 from router.core.outcomes import Failure, Rejection
 from router.core.schema import WireEvent, error_path, error_text
 from router.core.signals import signals_from_headers
-from router.datamap import day_of, read_datamap
-from router.erasure import erase, parse_erase_body
+from router.errors import AuditConflictError
 from router.http import HttpError, error_response, json_response, read_body
 from router.ingest import STATE, AppState
 from router.observability.metrics import RouterMetrics
-from router.quarantine import read_quarantine
 from router.queue.items import ITEM_DECODER
 from router.queue.keys import dlq_key, queue_key
 from router.queue.streams import discard, queue_status, release
@@ -516,7 +517,7 @@ async def replay_dlq(request: web.Request, call: Call) -> web.StreamResponse:
 
 
 async def erase_subject(request: web.Request, call: Call) -> web.StreamResponse:
-    """``POST /admin/erase``: erase a person (``router.erasure``); the receipt.
+    """``POST /admin/erase``: erase a person (``router.compliance.erasure``); the receipt.
 
     The erasure is audited twice: the ``admin_call`` of every call, and an ``erasure`` record
     naming the caller, the receipt and the subjects as keyed tokens.

@@ -31,11 +31,11 @@ from redis.exceptions import RedisError
 from consent.store import ConsentStore
 from destinations.transport import AiohttpTransport
 from router.admin import add_admin_routes, refresh_queue_lag, tokens_of
-from router.anomaly import AnomalyMonitor, MonitorSettings
-from router.audit import AuditLog, AuditWriter
+from router.compliance.anomaly import AnomalyMonitor, MonitorSettings
+from router.compliance.audit_log import AuditLog, AuditWriter
+from router.compliance.datamap import DataMapRecorder
 from router.config import Routing, load_routing
 from router.core.audit_records import AuditKind
-from router.datamap import DataMapRecorder
 from router.delivery.pool import WorkerPool
 from router.delivery.recheck import consent_recheck
 from router.delivery.worker import WorkerOptions

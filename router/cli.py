@@ -239,7 +239,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from consent.store import ConsentStore  # noqa: PLC0415
     from destinations.transport import AiohttpTransport  # noqa: PLC0415
     from router.app import default_consumer  # noqa: PLC0415
-    from router.datamap import DataMapRecorder  # noqa: PLC0415
+    from router.compliance.datamap import DataMapRecorder  # noqa: PLC0415
     from router.delivery.pool import WorkerPool  # noqa: PLC0415
     from router.delivery.recheck import consent_recheck  # noqa: PLC0415
     from router.delivery.worker import WorkerOptions  # noqa: PLC0415
@@ -298,8 +298,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
     """Erase a person (stored consent, suppression, destination deletions); print the receipt."""
     from consent.store import ConsentStore  # noqa: PLC0415
     from destinations.transport import AiohttpTransport  # noqa: PLC0415
-    from router.audit import AuditLog  # noqa: PLC0415
-    from router.erasure import Identifiers, erase  # noqa: PLC0415
+    from router.compliance.audit_log import AuditLog  # noqa: PLC0415
+    from router.compliance.erasure import Identifiers, erase  # noqa: PLC0415
     from router.queue.keys import SUPPRESSED  # noqa: PLC0415
 
     settings = _settings(args)
@@ -360,7 +360,7 @@ def _with_redis(settings: Settings, work: Callable[[Redis], Awaitable[int]]) -> 
 
 def cmd_datamap(args: argparse.Namespace) -> int:
     """What left for each destination on a day: fields, personal-data kinds, events, bytes."""
-    from router.datamap import day_of, read_datamap, render_table  # noqa: PLC0415
+    from router.compliance.datamap import day_of, read_datamap, render_table  # noqa: PLC0415
 
     settings = _settings(args)
     try:
@@ -383,7 +383,7 @@ def cmd_datamap(args: argparse.Namespace) -> int:
 def cmd_quarantine(args: argparse.Namespace) -> int:
     """The newest rejected events, redacted (code, path, source, size, field types), one JSON
     line each; entries past ``ROUTER_QUARANTINE_RETENTION_DAYS`` are trimmed first."""
-    from router.quarantine import read_quarantine  # noqa: PLC0415
+    from router.compliance.quarantine import read_quarantine  # noqa: PLC0415
 
     settings = _settings(args)
 
@@ -400,7 +400,8 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Check the audit trail's hash chain; name and print the first bad record."""
-    from router.audit import AuditLog, canonical  # noqa: PLC0415
+    from router.compliance.audit_chain import canonical  # noqa: PLC0415
+    from router.compliance.audit_log import AuditLog  # noqa: PLC0415
 
     settings = _settings(args)
 
@@ -427,7 +428,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
     """Every audit record as one JSON line, oldest first."""
-    from router.audit import export  # noqa: PLC0415
+    from router.compliance.audit_log import export  # noqa: PLC0415
 
     settings = _settings(args)
 

@@ -139,7 +139,7 @@ class LimitsConfig(_Strict):
 
 
 class MonitoringConfig(_Strict):
-    """Anomaly detection (``router.anomaly.MonitorSettings`` takes the same names)."""
+    """Anomaly detection (``router.compliance.anomaly.MonitorSettings`` takes the same names)."""
 
     alert_webhook: str | None = Field(default=None, pattern=r"^https?://\S+$")
     alert_timeout_ms: int = Field(default=5000, ge=100)

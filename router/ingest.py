@@ -25,8 +25,9 @@ from consent.records import ConsentRecord
 from consent.resolve import RequestSignals
 from consent.store import ConsentStore
 from destinations.transport import Transport
-from router.anomaly import AnomalyMonitor
-from router.audit import AuditWriter
+from router.compliance.anomaly import AnomalyMonitor
+from router.compliance.audit_log import AuditWriter
+from router.compliance.quarantine import quarantine_write
 from router.config import Routing, SourceConfig
 from router.core import jsonscan
 from router.core.audit_records import AuditKind, consent_written
@@ -50,7 +51,6 @@ from router.http import HttpError, basic_auth_key, json_response, read_body
 from router.observability.metrics import Stats
 from router.observability.setup import Telemetry
 from router.observability.tracing import ingest_trace, set_span_attributes, stage_span
-from router.quarantine import quarantine_write
 from router.queue.enqueuer import Deliveries, Enqueuer, Write
 from router.queue.items import ITEM_ENCODER
 from router.queue.keys import SUPPRESSED, queue_key, subject_hash

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 
 from destinations.transport import Transport
+from router.compliance.datamap import DataMapRecorder
 from router.config import CompiledDestination
-from router.datamap import DataMapRecorder
 from router.delivery.recheck import Recheck
 from router.delivery.worker import DestinationWorker, WorkerOptions
 from router.observability.metrics import Stats

@@ -45,10 +45,10 @@ from redis.exceptions import RedisError
 from destinations.base import Encoded, HttpRequest, Outcome
 from destinations.errors import TransportError
 from destinations.transport import Transport
+from router.compliance.datamap import DataMapRecorder, declared_kinds
 from router.config import CompiledDestination
 from router.core.outcomes import Failure, SkipReason
 from router.core.paths import field_paths
-from router.datamap import DataMapRecorder, declared_kinds
 from router.delivery.recheck import Recheck, recheck_batch
 from router.delivery.retry import Action, Group, backoff, bisect, exhausted, next_action
 from router.observability.metrics import Stats

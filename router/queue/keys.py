@@ -6,7 +6,7 @@ Queues (``router.queue``):
 - ``rt:dlq:{destination}``     dead letters, with the reason
 - ``rt:outbox:{destination}``  encoded requests of a ``dry_run`` destination (bounded)
 - ``rt:quarantine``            rejected input events, redacted: code, path, field types, hashed
-                               subjects (bounded in count and age; ``router.quarantine``)
+                               subjects (bounded in count and age; ``router.compliance.quarantine``)
 - ``rt:suppressed``            hashed identifiers of erased subjects
 
 Consent (``consent.store``, which may not import the router: its names are re-exported here):
@@ -17,9 +17,9 @@ Consent (``consent.store``, which may not import the router: its names are re-ex
 
 Compliance:
 
-- ``rt:audit``                 the audit trail (``router.audit``; its lane heads, anchors and
-                               witness are ``rt:audit:heads``, ``:anchors``, ``:last``, ``:head``,
-                               ``:anchor``, derived from the stream name)
+- ``rt:audit``                 the audit trail (``router.compliance.audit_log``; its lane heads,
+                               anchors and witness are ``rt:audit:heads``, ``:anchors``,
+                               ``:last``, ``:head``, ``:anchor``, derived from the stream name)
 - ``rt:erasures``              erasure receipts
 - ``rt:anomalies``             detected anomalies
 - ``rt:hold:{destination}``    a held destination (its workers stop reading)

@@ -24,7 +24,7 @@ from router.queue.keys import GROUP, SUPPRESSED, dlq_key, hold_key, queue_key
 
 
 class AuditAppender(Protocol):
-    """What holds need of the audit trail (``router.audit.AuditLog``)."""
+    """What holds need of the audit trail (``router.compliance.audit_log.AuditLog``)."""
 
     async def append(self, kind: AuditKind, data: Mapping[str, Any]) -> Any:
         """Append one record."""

@@ -22,16 +22,17 @@ from consent.model import ConsentState, Signal
 from consent.store import ConsentStore
 from destinations.base import Delivery
 from router.admin import ROLE_TABLE, Endpoint, Role, add_admin_routes, parse_tokens, token_hash
-from router.anomaly import AnomalyMonitor
 from router.app import errors
-from router.audit import AuditLog, AuditWriter, parse_record, verify_records
+from router.compliance.anomaly import AnomalyMonitor
+from router.compliance.audit_chain import parse_record, verify_records
+from router.compliance.audit_log import AuditLog, AuditWriter
+from router.compliance.datamap import DataMapRecorder
+from router.compliance.erasure import ERASURES
 from router.core.audit_records import decision_entries
 from router.core.paths import field_paths
 from router.core.plan import plan
 from router.core.sanitize import Event
 from router.core.schema import EventType
-from router.datamap import DataMapRecorder
-from router.erasure import ERASURES
 from router.ingest import STATE, AppState
 from router.observability.logs import JsonFormatter
 from router.observability.metrics import Stats, render_prometheus

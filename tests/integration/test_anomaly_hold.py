@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from destinations.base import Delivery
 from destinations.transport import AiohttpTransport
-from router.anomaly import (
+from router.compliance.anomaly import (
     ANOMALIES,
     AnomalyKind,
     AnomalyMonitor,
@@ -23,7 +23,7 @@ from router.anomaly import (
     SubjectKind,
     recent_anomalies,
 )
-from router.audit import AuditLog
+from router.compliance.audit_log import AuditLog
 from router.observability.metrics import Stats
 from router.queue.items import ITEM_ENCODER, QueueItem
 from router.queue.keys import GROUP, queue_key

@@ -31,8 +31,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from destinations.registry import CONNECTORS
 from router.app import DATAMAP, WORKERS
+from router.compliance.datamap import day_of, read_datamap
 from router.config import Routing
-from router.datamap import day_of, read_datamap
 from router.ingest import STATE
 from router.queue.items import entry_items
 from router.queue.keys import GROUP, dlq_key, queue_key

@@ -25,10 +25,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from router.admin import token_hash
-from router.anomaly import ANOMALIES, AnomalyMonitor, MonitorSettings
 from router.app import create_app, reload_routing
-from router.audit import STREAM, AuditLog, parse_record, verify_records
 from router.cli import main
+from router.compliance.anomaly import ANOMALIES, AnomalyMonitor, MonitorSettings
+from router.compliance.audit_chain import parse_record, verify_records
+from router.compliance.audit_log import STREAM, AuditLog
 from router.config import Routing, parse_routing
 from router.core.audit_records import subject_token
 from router.delivery.worker import WorkerOptions

@@ -11,9 +11,9 @@ import msgspec
 import redis.asyncio as aioredis
 
 from destinations.base import Delivery
+from router.compliance.datamap import DataMapRecorder, declared_kinds
 from router.config import CompiledDestination
 from router.core.paths import field_paths
-from router.datamap import DataMapRecorder, declared_kinds
 from router.delivery.worker import DestinationWorker, WorkerOptions, _Entry
 from router.observability.metrics import Stats, render_prometheus
 from router.observability.setup import setup_telemetry

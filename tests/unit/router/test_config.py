@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from router.anomaly import MonitorSettings
+from router.compliance.anomaly import MonitorSettings
 from router.config import MonitoringConfig, parse_routing
 from router.errors import ConfigError
 

@@ -8,7 +8,7 @@ from destinations.amplitude import AmplitudeConnector, AmplitudeSettings
 from destinations.base import HttpRequest, HttpResponse
 from destinations.errors import TransportError
 from destinations.webhook import WebhookConnector, WebhookSettings
-from router.erasure import DELETION_TIMEOUT_S, request_deletion
+from router.compliance.erasure import DELETION_TIMEOUT_S, request_deletion
 from tests.conftest import HOOK_SECRET
 from tests.fakes.transport import RecordingTransport
 

@@ -9,11 +9,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from consent.ids import normalize_id, subject_key
+from router.compliance.erasure import Identifiers, parse_erase_body
 from router.config import parse_routing
 from router.core.outcomes import Rejection
 from router.core.sanitize import Event, sanitize
 from router.core.schema import WIRE_EVENT_DECODER
-from router.erasure import Identifiers, parse_erase_body
 from router.queue.keys import subject_hash
 from router.stored_consent import parse_consent_body
 

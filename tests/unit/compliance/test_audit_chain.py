@@ -8,22 +8,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from consent.model import ConsentState, Signal
-from router.audit import (
+from router.compliance.audit_chain import (
     GENESIS,
     GENESIS_ANCHOR,
-    MAX_EVENTS_PER_RECORD,
     Anchor,
-    AuditLog,
     AuditRecord,
-    AuditWriter,
-    _sealed_hash,
     canonical,
     chain,
     chain_hash,
     parse_record,
     seal,
+    sealed_hash,
     verify_records,
 )
+from router.compliance.audit_log import MAX_EVENTS_PER_RECORD, AuditLog, AuditWriter
 from router.core.audit_records import AuditKind, decision_entries, subject_token
 from router.core.plan import plan
 from router.core.sanitize import Event
@@ -180,7 +178,7 @@ def test_appended_records_hash_like_chain_hash() -> None:
         {"destination": "ga4", "removed": ["a.b[]", "properties.*"]},
     ):
         record = seal(7, AT, "decision", data, GENESIS)
-        assert _sealed_hash(7, AT, "decision", canonical(data).decode(), GENESIS) == record.hash
+        assert sealed_hash(7, AT, "decision", canonical(data).decode(), GENESIS) == record.hash
 
 
 def _decisions(message_id: str, revenue: object, granted: frozenset[str]) -> list[Any]:
@@ -248,7 +246,7 @@ def test_lane_records_hash_their_lane_and_witness_the_fast_way_too() -> None:
     """A lane record's hash covers its lane and witness; the one-encoding path agrees."""
     witness = {"lane": 2, "seq": 7, "hash": "a" * 64}
     record = seal(3, AT, "hold", {"destination": "ga4"}, GENESIS, lane=4, witness=witness)
-    fast = _sealed_hash(
+    fast = sealed_hash(
         3, AT, "hold", canonical({"destination": "ga4"}).decode(), GENESIS, lane=4,
         witness_json=canonical(witness).decode(),
     )  # fmt: skip
@@ -256,7 +254,7 @@ def test_lane_records_hash_their_lane_and_witness_the_fast_way_too() -> None:
     assert chain_hash(dataclasses.replace(record, lane=5)) != record.hash
     assert chain_hash(dataclasses.replace(record, witness={**witness, "seq": 8})) != record.hash
     legacy = seal(3, AT, "hold", {"destination": "ga4"}, GENESIS)
-    assert legacy.hash == _sealed_hash(
+    assert legacy.hash == sealed_hash(
         3, AT, "hold", canonical({"destination": "ga4"}).decode(), GENESIS
     )
     assert parse_record(canonical(record.to_json())) == record

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from router.quarantine import safe_rejection_path, shape_of, subjects_of
+from router.compliance.quarantine import safe_rejection_path, shape_of, subjects_of
 from router.queue.keys import subject_hash
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from router.anomaly import (
+from router.compliance.anomaly import (
     Anomaly,
     AnomalyKind,
     MonitorSettings,

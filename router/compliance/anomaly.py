@@ -44,7 +44,7 @@ from redis.exceptions import RedisError
 from destinations.base import HttpRequest
 from destinations.errors import TransportError
 from destinations.transport import Transport
-from router.audit import AuditLog
+from router.compliance.audit_log import AuditLog
 from router.core.audit_records import AuditKind
 from router.observability.metrics import Stats
 from router.periodic import Periodic

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router.datamap import declared_kinds, render_table
+from router.compliance.datamap import declared_kinds, render_table
 
 
 def test_declared_kinds_of_sent_paths() -> None:

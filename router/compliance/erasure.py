@@ -38,11 +38,11 @@ from consent.store import ConsentStore
 from destinations.base import Connector, DeletionSkipped
 from destinations.errors import TransportError
 from destinations.transport import Transport
-from router.audit import AuditLog
+from router.compliance.audit_log import AuditLog
+from router.compliance.quarantine import erase_quarantined
 from router.config import CompiledDestination, Routing
 from router.core.audit_records import AuditKind
 from router.http import HttpError
-from router.quarantine import erase_quarantined
 from router.queue.keys import ERASURES
 from router.stored_consent import invalid_field
 
