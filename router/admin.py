@@ -2,7 +2,7 @@
 
 Wiring (in ``create_app``, after ``app[STATE]`` is set)::
 
-    add_admin_routes(app)                 # tokens from ROUTER_ADMIN_TOKENS, key ROUTER_AUDIT_KEY
+    add_admin_routes(app, tokens=tokens_of(settings), audit_key=settings.audit_key_bytes)
 
 Tokens: ``ROUTER_ADMIN_TOKENS`` is a JSON object ``{"<sha256 hex of the token>": "<role>"}`` or
 the path of a file holding one. Only hashes are stored; a presented ``Authorization: Bearer``
@@ -49,9 +49,8 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -655,22 +654,10 @@ ROLE_TABLE: Final[tuple[Endpoint, ...]] = (
 )
 
 
-def add_admin_routes(
-    app: web.Application,
-    *,
-    tokens: TokenTable | None = None,
-    audit_key: bytes | None = None,
-    env: Mapping[str, str] | None = None,
-) -> None:
-    """Register ``/admin/*``. Tokens and the audit key default to ``ROUTER_ADMIN_TOKENS`` and
-    ``ROUTER_AUDIT_KEY``; without tokens every call answers 401. ``app[STATE]`` must be set
-    before the first request."""
-    env = os.environ if env is None else env
-    if tokens is None:
-        configured = env.get("ROUTER_ADMIN_TOKENS", "")
-        tokens = parse_tokens(configured) if configured.strip() else TokenTable()
-    if audit_key is None:
-        audit_key = env.get("ROUTER_AUDIT_KEY", "").encode()
+def add_admin_routes(app: web.Application, *, tokens: TokenTable, audit_key: bytes) -> None:
+    """Register ``/admin/*`` with the process's token table and audit key (both from
+    ``Settings``); without tokens every call answers 401. ``app[STATE]`` must be set before
+    the first request."""
     app[ADMIN] = AdminState(tokens=tokens, audit_key=audit_key)
     for endpoint in ROLE_TABLE:
         app.router.add_route(endpoint.method, endpoint.path, _guard(endpoint))

@@ -1,16 +1,14 @@
-"""The aiohttp application: ``create_app(settings, routing)``.
+"""The aiohttp application: ``create_app(runtime)``.
 
 Routes: ``POST /v1/{type}`` (and ``/v1/batch``, the one-letter aliases), RudderStack's
 ``POST /beacon/v1/batch``, ``POST /v1/consent``, analytics.js's usage counters ``POST /v1/m``,
 the operator API ``/admin/*`` (``router.admin``, erasure included), CORS (``/v1``, ``/beacon``),
 ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (counters, histograms, queue lag).
 
-Redis, the consent store (and its cache invalidations), the group-commit enqueuer, the
-delivery workers, and the background flushers of the audit trail, the anomaly monitor and the
-data map are started and stopped together in one ``cleanup_ctx``; OpenTelemetry providers come
-from the ``OTEL_*`` variables (``router.observability.setup``) and are flushed on the way out.
-SIGHUP reloads the routing file (a reload that fails keeps the running configuration); each load is
-recorded in the audit trail with the file's SHA-256.
+The resources come from ``router.runtime`` (the one composition root), each opened and closed
+by its own ``cleanup_ctx``; the edge adds one for its own tasks (backlog watcher, queue lag
+sampler). SIGHUP reloads the routing file (a reload that fails keeps the running
+configuration); each load is recorded in the audit trail with the file's SHA-256.
 """
 
 from __future__ import annotations
@@ -18,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -28,17 +24,9 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from consent.store import ConsentStore
-from destinations.transport import AiohttpTransport
 from router.admin import add_admin_routes, refresh_queue_lag, tokens_of
-from router.compliance.anomaly import AnomalyMonitor, MonitorSettings
-from router.compliance.audit_log import AuditLog, AuditWriter
-from router.compliance.datamap import DataMapRecorder
-from router.config import Routing, load_routing
+from router.compliance.anomaly import configure_monitor
 from router.core.audit_records import AuditKind
-from router.delivery.pool import WorkerPool
-from router.delivery.recheck import consent_recheck
-from router.delivery.worker import WorkerOptions
 from router.errors import ConfigError
 from router.http import (
     CORS_PATH_PREFIXES,
@@ -50,32 +38,21 @@ from router.http import (
     preflight_headers,
 )
 from router.ingest import STATE, AppState, ingest
-from router.observability.metrics import COUNTER_NAMES, Stats, render_prometheus
-from router.observability.setup import Telemetry, setup_telemetry
+from router.observability.metrics import render_prometheus
+from router.observability.setup import Telemetry
 from router.privacy import post_consent
-from router.queue.enqueuer import Enqueuer
-from router.queue.keys import SUPPRESSED
-from router.queue.streams import HoldGate, connect
+from router.routing import Routing, load_routing
+from router.runtime import Context, Runtime
 from router.sdk_metrics import post_sdk_metrics
-from router.settings import Settings
 
 log = logging.getLogger("router.app")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-WORKERS = web.AppKey("workers", WorkerPool)
-DATAMAP = web.AppKey("datamap", DataMapRecorder)
+RUNTIME = web.AppKey("runtime", Runtime)
 LAG_SAMPLE_EVERY_S = 5.0
 BACKLOG_SAMPLE_EVERY_S = 1.0
 """How often Redis' memory is compared with ``limits.backlog_memory_ratio``."""
 """How often the queue lag gauge is sampled for OTLP export (``/metrics`` samples on scrape)."""
-AUDIT_TRIM_EVERY_S = 60.0
-"""How often the audit stream is trimmed to its retention: decision records arrive at event
-rate, so an hourly trim would let the stream overshoot its cap by an hour of traffic."""
-
-
-def default_consumer(settings: Settings) -> str:
-    """This process's consumer name: configured, else host name and pid."""
-    return settings.consumer_name or f"{socket.gethostname()}-{os.getpid()}"
 
 
 @web.middleware
@@ -156,41 +133,12 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
-def monitor_settings(routing: Routing) -> MonitorSettings:
-    """The anomaly monitor's settings from the routing file's ``monitoring`` block."""
-    return MonitorSettings(**routing.file.monitoring.model_dump())
-
-
-def configure_monitor(monitor: AnomalyMonitor, routing: Routing) -> None:
-    """Point the monitor at a (re)loaded routing file: thresholds, holds, expected PII."""
-    monitor.settings = monitor_settings(routing)
-    monitor.hold_destinations = frozenset(
-        d.id for d in routing.destinations if d.config.hold_on_anomaly
-    )
-    monitor.expected_pii = {d.id: frozenset(d.identifiers.values()) for d in routing.destinations}
-
-
 def _config_record(routing: Routing) -> dict[str, object]:
     return {
         "digest": routing.digest,
         "sources": [s.id for s in routing.file.sources],
         "destinations": [d.id for d in routing.destinations],
     }
-
-
-def _worker_pool(app: web.Application, state: AppState, options: WorkerOptions) -> WorkerPool:
-    recheck = consent_recheck(state.consent) if state.consent is not None else None
-    return WorkerPool(
-        state.redis,
-        state.routing.destinations,
-        options,
-        state.stats,
-        recheck,
-        transport=state.transport,
-        telemetry=state.telemetry,
-        datamap=app[DATAMAP],
-        gate=HoldGate(state.redis),
-    )
 
 
 async def backlog_of(client: aioredis.Redis, ratio: float) -> bool:
@@ -231,20 +179,10 @@ async def _sample_lag(state: AppState, telemetry: Telemetry) -> None:
             log.warning("queue lag not sampled", extra={"error": type(exc).__name__})
 
 
-def create_app(
-    settings: Settings,
-    routing: Routing,
-    *,
-    workers: bool = True,
-    worker_options: WorkerOptions | None = None,
-    telemetry: Telemetry | None = None,
-) -> web.Application:
-    """The application; Redis and workers start with it and stop with it.
-
-    ``telemetry``: providers to use (tests pass in-memory exporters); by default they are set
-    up from the ``OTEL_*`` variables and shut down with the application. ``ValueError`` when
-    ``ROUTER_ADMIN_TOKENS`` is invalid.
-    """
+def create_app(runtime: Runtime) -> web.Application:
+    """The application over a process's resources (``router.runtime.build_runtime``): each
+    resource is opened with the application and closed with it, one ``cleanup_ctx`` each."""
+    settings = runtime.settings
     # auto_decompress off: bodies are inflated by router.http.inflate, bounded, with our codes.
     # cors outside errors: error answers carry the CORS headers too.
     # keepalive_timeout: aiohttp's one timer for a connection without a request in progress
@@ -257,78 +195,28 @@ def create_app(
         },
     )
     app[READ_TIMEOUT] = settings.http_read_timeout_s
-    tokens = tokens_of(settings)
-    client = connect(settings.redis_url, settings.redis_timeout_ms)
-    store = ConsentStore(client, suppressed_key=SUPPRESSED)
-    owned_telemetry = telemetry is None
-    telemetry = setup_telemetry() if telemetry is None else telemetry
-    audit_key = settings.audit_key.get_secret_value().encode() if settings.audit_key else b""
-    audit_log = AuditLog(client, key=audit_key)
-    stats = Stats()
-    transport = AiohttpTransport()
-    monitor = AnomalyMonitor(client, stats=stats, audit=audit_log, transport=transport)
-    configure_monitor(monitor, routing)
-    state = AppState(
+    app[RUNTIME] = runtime
+    app[STATE] = AppState(
         settings=settings,
-        routing=routing,
-        redis=client,
-        enqueuer=Enqueuer(client),
-        stats=stats,
-        transport=transport,
-        consent=store,
-        telemetry=telemetry,
-        audit=AuditWriter(
-            audit_log,
-            trim_every_s=AUDIT_TRIM_EVERY_S,
-            retention_records=settings.audit_max_records,
-            retention_days=settings.audit_retention_days,
-        ),
-        monitor=monitor,
-        audit_key=audit_key,
+        routing=runtime.routing,
+        redis=runtime.redis,
+        enqueuer=runtime.enqueuer,
+        stats=runtime.stats,
+        transport=runtime.transport,
+        consent=runtime.consent,
+        telemetry=runtime.telemetry,
+        audit=runtime.audit,
+        monitor=runtime.monitor,
+        audit_key=runtime.audit_key,
     )
-    app[STATE] = state
-    app[DATAMAP] = DataMapRecorder(client)
-    telemetry.metrics.bridge_counters(COUNTER_NAMES, stats.series)
-    options = worker_options or WorkerOptions(consumer=default_consumer(settings))
-
-    async def resources(app: web.Application) -> AsyncIterator[None]:
-        assert state.audit is not None
-        if not audit_key:
-            log.warning("ROUTER_AUDIT_KEY is not set: audit subject tokens use an empty key")
-        state.enqueuer.start()
-        await store.start()
-        state.audit.start()
-        monitor.start()
-        app[DATAMAP].start()
-        state.audit.record(AuditKind.CONFIG_LOADED, _config_record(state.routing))
-        watcher = asyncio.create_task(_watch_backlog(state), name="backlog")
-        sampler = None
-        if "metrics" in telemetry.exporting:
-            sampler = asyncio.create_task(_sample_lag(state, telemetry), name="queue-lag")
-        if workers:
-            pool = _worker_pool(app, state, options)
-            await pool.start()
-            app[WORKERS] = pool
-        _install_reload(app, settings, options, workers=workers)
-        yield
-        if WORKERS in app:
-            await app[WORKERS].stop(settings.shutdown_timeout_s)
-        for task in (watcher, sampler):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        await state.enqueuer.close()
-        await app[DATAMAP].close()
-        await monitor.close()
-        await transport.aclose()
-        await state.audit.close()
-        await store.aclose()
-        await client.aclose()
-        if owned_telemetry:
-            telemetry.shutdown()
-
-    app.cleanup_ctx.append(resources)
+    contexts = runtime.contexts()
+    # The edge's own tasks start once the resources they use are open, before the workers.
+    edge_at = len(contexts) - 1 if runtime.run_workers else len(contexts)
+    for context in contexts[:edge_at]:
+        app.cleanup_ctx.append(_cleanup(context))
+    app.cleanup_ctx.append(_edge_tasks)
+    for context in contexts[edge_at:]:
+        app.cleanup_ctx.append(_cleanup(context))
     # /v1/consent and /v1/m before /v1/{kind}, which would match them; preflights (OPTIONS)
     # are answered by the cors middleware.
     app.router.add_post("/v1/consent", post_consent)
@@ -339,18 +227,45 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    add_admin_routes(app, tokens=tokens, audit_key=audit_key)
+    add_admin_routes(app, tokens=tokens_of(settings), audit_key=runtime.audit_key)
     return app
 
 
-async def reload_routing(
-    app: web.Application, settings: Settings, options: WorkerOptions, *, workers: bool
-) -> bool:
+def _cleanup(context: Context) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A runtime context as an aiohttp ``cleanup_ctx``."""
+
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        del app
+        async with context():
+            yield
+
+    return run
+
+
+async def _edge_tasks(app: web.Application) -> AsyncIterator[None]:
+    """The edge's background work: the backlog watcher, the queue lag sampler (when metrics
+    are exported), SIGHUP reloads; the configuration goes to the audit trail."""
+    runtime, state = app[RUNTIME], app[STATE]
+    if not runtime.audit_key:
+        log.warning("ROUTER_AUDIT_KEY is not set: audit subject tokens use an empty key")
+    runtime.audit.record(AuditKind.CONFIG_LOADED, _config_record(runtime.routing))
+    tasks = [asyncio.create_task(_watch_backlog(state), name="backlog")]
+    if "metrics" in runtime.telemetry.exporting:
+        tasks.append(asyncio.create_task(_sample_lag(state, runtime.telemetry), name="queue-lag"))
+    _install_reload(app)
+    yield
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def reload_routing(app: web.Application) -> bool:
     """Load the routing file again; on any problem keep the running configuration."""
-    state = app[STATE]
-    secret = settings.tokenize_secret.get_secret_value() if settings.tokenize_secret else ""
+    runtime, state = app[RUNTIME], app[STATE]
+    settings = runtime.settings
     try:
-        routing = load_routing(Path(settings.config), tokenize_secret=secret)
+        routing = load_routing(Path(settings.config), tokenize_secret=settings.tokenize_key)
     except ConfigError as exc:
         log.error(
             "reload failed; keeping the running configuration",
@@ -359,29 +274,20 @@ async def reload_routing(
         for problem in exc.problems:
             log.error("config problem: %s", problem)
         return False
-    state.routing = routing
-    if state.monitor is not None:
-        configure_monitor(state.monitor, routing)
-    if state.audit is not None:
-        state.audit.record(AuditKind.CONFIG_CHANGED, _config_record(routing))
-    if workers:
-        old = app[WORKERS]
-        pool = _worker_pool(app, state, options)
-        await old.stop(settings.shutdown_timeout_s)
-        await pool.start()
-        app[WORKERS] = pool
+    state.routing = runtime.routing = routing
+    configure_monitor(runtime.monitor, routing)
+    runtime.audit.record(AuditKind.CONFIG_CHANGED, _config_record(routing))
+    await runtime.replace_workers()
     log.info("configuration reloaded", extra={"count": len(routing.destinations)})
     return True
 
 
-def _install_reload(
-    app: web.Application, settings: Settings, options: WorkerOptions, *, workers: bool
-) -> None:
+def _install_reload(app: web.Application) -> None:
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[bool]] = set()
 
     def on_hup() -> None:
-        task = loop.create_task(reload_routing(app, settings, options, workers=workers))
+        task = loop.create_task(reload_routing(app))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 

@@ -43,7 +43,6 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from router.config import Routing, load_routing
 from router.core.explain import consent_context, explain
 from router.core.outcomes import Rejection
 from router.core.schema import WireEvent
@@ -53,6 +52,7 @@ from router.http import RouterRunner
 from router.observability.logs import configure_logging
 from router.queue.keys import dlq_key, outbox_key
 from router.queue.streams import connect
+from router.routing import Routing, load_routing
 from router.settings import Settings
 
 
@@ -64,7 +64,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _routing(settings: Settings) -> Routing:
-    secret = settings.tokenize_secret.get_secret_value() if settings.tokenize_secret else ""
+    secret = settings.tokenize_key
     return load_routing(Path(settings.config), tokenize_secret=secret)
 
 
@@ -90,9 +90,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         routing = load_routing(
             path,
-            tokenize_secret=(
-                settings.tokenize_secret.get_secret_value() if settings.tokenize_secret else ""
-            ),
+            tokenize_secret=(settings.tokenize_key),
         )
     except ConfigError as error:
         _print_problems(path, error)
@@ -118,6 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from router.admin import tokens_of  # noqa: PLC0415
     from router.app import create_app  # noqa: PLC0415
+    from router.runtime import build_runtime  # noqa: PLC0415
 
     settings = _settings(args)
     updates: dict[str, Any] = {}
@@ -139,7 +138,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve_processes(args, settings.host, settings.port)
 
     async def main() -> None:
-        app = create_app(settings, routing, workers=not args.no_workers)
+        app = create_app(build_runtime(settings, routing, serve=True, workers=not args.no_workers))
         runner = RouterRunner(app, handle_signals=True, access_log=None)
         await runner.setup()
         _freeze_heap()
@@ -236,17 +235,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run only the delivery workers."""
     import signal  # noqa: PLC0415
 
-    from consent.store import ConsentStore  # noqa: PLC0415
-    from destinations.transport import AiohttpTransport  # noqa: PLC0415
-    from router.app import default_consumer  # noqa: PLC0415
-    from router.compliance.datamap import DataMapRecorder  # noqa: PLC0415
-    from router.delivery.pool import WorkerPool  # noqa: PLC0415
-    from router.delivery.recheck import consent_recheck  # noqa: PLC0415
-    from router.delivery.worker import WorkerOptions  # noqa: PLC0415
-    from router.observability.metrics import COUNTER_NAMES, Stats  # noqa: PLC0415
-    from router.observability.setup import setup_telemetry  # noqa: PLC0415
-    from router.queue.keys import SUPPRESSED  # noqa: PLC0415
-    from router.queue.streams import HoldGate  # noqa: PLC0415
+    from router.runtime import open_runtime  # noqa: PLC0415
 
     settings = _settings(args)
     configure_logging(settings.log_level)
@@ -255,40 +244,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 1
 
     async def main() -> None:
-        client = connect(settings.redis_url, settings.redis_timeout_ms)
-        store = ConsentStore(client, suppressed_key=SUPPRESSED)
-        await store.start()
-        telemetry = setup_telemetry()
-        stats = Stats()
-        telemetry.metrics.bridge_counters(COUNTER_NAMES, stats.series)
-        datamap = DataMapRecorder(client)
-        datamap.start()
-        transport = AiohttpTransport()
-        pool = WorkerPool(
-            client,
-            routing.destinations,
-            WorkerOptions(consumer=default_consumer(settings)),
-            stats,
-            consent_recheck(store),
-            transport=transport,
-            telemetry=telemetry,
-            datamap=datamap,
-            gate=HoldGate(client),
-        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await pool.start()
-        _freeze_heap()
-        print(f"router worker: {len(routing.destinations)} destination(s)", file=sys.stderr)
-        await stop.wait()
-        await pool.stop(settings.shutdown_timeout_s)
-        await transport.aclose()
-        await datamap.close()
-        await store.aclose()
-        await client.aclose()
-        telemetry.shutdown()
+        async with open_runtime(settings, routing, workers=True):
+            _freeze_heap()
+            print(f"router worker: {len(routing.destinations)} destination(s)", file=sys.stderr)
+            await stop.wait()
 
     _run(main())
     return 0
@@ -296,11 +259,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_erase(args: argparse.Namespace) -> int:
     """Erase a person (stored consent, suppression, destination deletions); print the receipt."""
-    from consent.store import ConsentStore  # noqa: PLC0415
-    from destinations.transport import AiohttpTransport  # noqa: PLC0415
-    from router.compliance.audit_log import AuditLog  # noqa: PLC0415
     from router.compliance.erasure import Identifiers, erase  # noqa: PLC0415
-    from router.queue.keys import SUPPRESSED  # noqa: PLC0415
+    from router.runtime import open_runtime  # noqa: PLC0415
 
     settings = _settings(args)
     routing = _load(settings)
@@ -316,17 +276,16 @@ def cmd_erase(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> dict[str, Any]:
-        client = connect(settings.redis_url, settings.redis_timeout_ms)
-        transport = AiohttpTransport()
-        try:
-            store = ConsentStore(client, suppressed_key=SUPPRESSED)
-            audit = AuditLog(client, key=_audit_key(settings))
+        async with open_runtime(settings, routing) as runtime:
             return await erase(
-                client, store, routing, identifiers, transport, audit=audit, actor="cli"
+                runtime.redis,
+                runtime.consent,
+                routing,
+                identifiers,
+                runtime.transport,
+                audit=runtime.audit_log,
+                actor="cli",
             )
-        finally:
-            await transport.aclose()
-            await client.aclose()
 
     try:
         receipt = asyncio.run(run())
@@ -335,10 +294,6 @@ def cmd_erase(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps({"success": True, "receipt": receipt}, sort_keys=True))
     return 0
-
-
-def _audit_key(settings: Settings) -> bytes:
-    return settings.audit_key.get_secret_value().encode() if settings.audit_key else b""
 
 
 def _with_redis(settings: Settings, work: Callable[[Redis], Awaitable[int]]) -> int:

@@ -28,7 +28,6 @@ from destinations.transport import Transport
 from router.compliance.anomaly import AnomalyMonitor
 from router.compliance.audit_log import AuditWriter
 from router.compliance.quarantine import quarantine_write
-from router.config import Routing, SourceConfig
 from router.core import jsonscan
 from router.core.audit_records import AuditKind, consent_written
 from router.core.outcomes import RejectCode, Rejection
@@ -54,6 +53,7 @@ from router.observability.tracing import ingest_trace, set_span_attributes, stag
 from router.queue.enqueuer import Deliveries, Enqueuer, Write
 from router.queue.items import ITEM_ENCODER
 from router.queue.keys import SUPPRESSED, queue_key, subject_hash
+from router.routing import Routing, SourceConfig
 from router.settings import Settings
 
 _NO_TRACER: Final = trace.NoOpTracer()

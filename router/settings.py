@@ -1,4 +1,9 @@
-"""Process settings from the environment (prefix ``ROUTER_``), via pydantic-settings."""
+"""Process settings from the environment (prefix ``ROUTER_``), via pydantic-settings.
+
+The only reader of ``ROUTER_*`` variables: everything else takes a ``Settings`` (or a value
+derived here, such as ``audit_key_bytes``). ``router.admin.tokens_of`` builds the token table
+from it.
+"""
 
 from __future__ import annotations
 
@@ -49,3 +54,13 @@ class Settings(BaseSettings):
     """Drop quarantined (rejected, redacted) events older than this."""
     consumer_name: str | None = None
     """Name of this process in the consumer groups (default: host name and pid)."""
+
+    @property
+    def audit_key_bytes(self) -> bytes:
+        """``audit_key`` as the HMAC key of the audit's subject tokens (empty when unset)."""
+        return self.audit_key.get_secret_value().encode() if self.audit_key else b""
+
+    @property
+    def tokenize_key(self) -> str:
+        """``tokenize_secret``'s value (empty when unset)."""
+        return self.tokenize_secret.get_secret_value() if self.tokenize_secret else ""

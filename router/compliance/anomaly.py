@@ -50,6 +50,7 @@ from router.observability.metrics import Stats
 from router.periodic import Periodic
 from router.queue.keys import ANOMALIES, fields_key, pii_key, volume_key, volume_since_key
 from router.queue.streams import hold
+from router.routing import Routing
 
 log = logging.getLogger("router.anomaly")
 
@@ -456,3 +457,17 @@ class AnomalyMonitor:
 
 def _hour_text(hour: int) -> str:
     return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(hours=hour)).isoformat(timespec="minutes")
+
+
+def monitor_settings(routing: Routing) -> MonitorSettings:
+    """The anomaly monitor's settings from the routing file's ``monitoring`` block."""
+    return MonitorSettings(**routing.file.monitoring.model_dump())
+
+
+def configure_monitor(monitor: AnomalyMonitor, routing: Routing) -> None:
+    """Point the monitor at a (re)loaded routing file: thresholds, holds, expected PII."""
+    monitor.settings = monitor_settings(routing)
+    monitor.hold_destinations = frozenset(
+        d.id for d in routing.destinations if d.config.hold_on_anomaly
+    )
+    monitor.expected_pii = {d.id: frozenset(d.identifiers.values()) for d in routing.destinations}

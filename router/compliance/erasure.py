@@ -40,10 +40,10 @@ from destinations.errors import TransportError
 from destinations.transport import Transport
 from router.compliance.audit_log import AuditLog
 from router.compliance.quarantine import erase_quarantined
-from router.config import CompiledDestination, Routing
 from router.core.audit_records import AuditKind
 from router.http import HttpError
 from router.queue.keys import ERASURES
+from router.routing import CompiledDestination, Routing
 from router.stored_consent import invalid_field
 
 log = logging.getLogger("router.erasure")

@@ -24,7 +24,7 @@ import msgspec
 from consent.model import DenyReason
 from destinations.base import Delivery, DeliveryOf, PayloadT
 from destinations.dlp import Detection
-from router.config import CompiledDestination
+from router.routing import CompiledDestination
 
 
 class RejectCode(StrEnum):

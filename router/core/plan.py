@@ -26,12 +26,12 @@ from consent.records import ConsentRecord, merge_records, narrow
 from consent.resolve import RequestSignals, carries_signals, region_of, resolve_consent
 from destinations.base import ConsentFacts, DeliveryOf
 from destinations.dlp import scan_payload
-from router.config import CompiledDestination, Routing
 from router.core.audit_records import AuditKind, decision_entries
 from router.core.consent_input import consent_update
 from router.core.outcomes import Decision, Deliver, QueueItem, QueueItemOf, Skip, SkipReason
 from router.core.paths import field_paths
 from router.core.sanitize import Event
+from router.routing import CompiledDestination, Routing
 
 
 def consent_facts(state: ConsentState, policy: ConsentPolicy) -> ConsentFacts:

@@ -9,12 +9,12 @@ import redis.asyncio as aioredis
 
 from destinations.transport import Transport
 from router.compliance.datamap import DataMapRecorder
-from router.config import CompiledDestination
 from router.delivery.recheck import Recheck
 from router.delivery.worker import DestinationWorker, WorkerOptions
 from router.observability.metrics import Stats
 from router.observability.setup import Telemetry
 from router.queue.streams import HoldGate
+from router.routing import CompiledDestination
 
 __all__ = ["WorkerOptions", "WorkerPool"]
 

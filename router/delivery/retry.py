@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from destinations.base import Outcome
-from router.config import DeliveryConfig
+from router.routing import DeliveryConfig
 
 
 @dataclass(slots=True)

@@ -46,7 +46,6 @@ from destinations.base import Encoded, HttpRequest, Outcome
 from destinations.errors import TransportError
 from destinations.transport import Transport
 from router.compliance.datamap import DataMapRecorder, declared_kinds
-from router.config import CompiledDestination
 from router.core.outcomes import Failure, SkipReason
 from router.core.paths import field_paths
 from router.delivery.recheck import Recheck, recheck_batch
@@ -70,6 +69,7 @@ from router.queue.items import (
 )
 from router.queue.keys import DLQ_MAXLEN, GROUP, OUTBOX_MAXLEN, dlq_key, outbox_key, queue_key
 from router.queue.streams import HoldGate, ensure_group
+from router.routing import CompiledDestination
 
 log = logging.getLogger("router.worker")
 _NO_TRACER: Final = trace.NoOpTracer()

@@ -30,9 +30,7 @@ from router.cli import main
 from router.compliance.anomaly import ANOMALIES, AnomalyMonitor, MonitorSettings
 from router.compliance.audit_chain import parse_record, verify_records
 from router.compliance.audit_log import STREAM, AuditLog
-from router.config import Routing, parse_routing
 from router.core.audit_records import subject_token
-from router.delivery.worker import WorkerOptions
 from router.ingest import STATE
 from router.observability.logs import JsonFormatter
 from router.observability.metrics import render_prometheus
@@ -41,6 +39,8 @@ from router.observability.tracing import parse_traceparent
 from router.queue.items import ITEM_DECODER, entry_items
 from router.queue.keys import dlq_key, queue_key
 from router.queue.streams import is_held
+from router.routing import Routing, parse_routing
+from router.runtime import build_runtime
 from router.settings import Settings
 from tests.conftest import HOOK_SECRET, WRITE_KEY, AppFactory, wait_for
 from tests.fakes.amplitude import AmplitudeFake
@@ -647,13 +647,14 @@ async def test_reload_is_audited_with_the_files_digest_and_reconfigures_the_moni
         monkeypatch.setenv(name, value)
     settings = Settings(redis_url=redis_server.url, config=path)
     telemetry = setup_telemetry({})
-    app = create_app(settings, parse_routing(text, env=env), workers=False, telemetry=telemetry)
+    runtime = build_runtime(settings, parse_routing(text, env=env), serve=True, telemetry=telemetry)
+    app = create_app(runtime)
     client: Client = TestClient(TestServer(app))
     await client.start_server()
     try:
         changed = text.replace("hold_on_anomaly: false", "hold_on_anomaly: true")
         path.write_text(changed)
-        assert await reload_routing(app, settings, WorkerOptions(consumer="r"), workers=False)
+        assert await reload_routing(app)
         monitor = app[STATE].monitor
         assert monitor is not None
         assert monitor.hold_destinations == frozenset({"analytics-hook"})

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from destinations.base import Outcome
-from router.config import DeliveryConfig
 from router.delivery.retry import Action, Group, backoff, bisect, exhausted, next_action
+from router.routing import DeliveryConfig
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,12 @@ import redis.asyncio as aioredis
 
 from destinations.base import Delivery
 from router.compliance.datamap import DataMapRecorder, declared_kinds
-from router.config import CompiledDestination
 from router.core.paths import field_paths
 from router.delivery.worker import DestinationWorker, WorkerOptions, _Entry
 from router.observability.metrics import Stats, render_prometheus
 from router.observability.setup import setup_telemetry
 from router.queue.items import ITEM_ENCODER, QueueItem, decode_queued
+from router.routing import CompiledDestination
 from tests.conftest import routing_from
 from tests.fakes.transport import RecordingTransport
 

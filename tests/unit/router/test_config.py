@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from router.compliance.anomaly import MonitorSettings
-from router.config import MonitoringConfig, parse_routing
 from router.errors import ConfigError
+from router.routing import MonitoringConfig, parse_routing
 
 ROOT = Path(__file__).resolve().parents[3]
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -1,0 +1,272 @@
+"""The composition root: every long-lived resource of a process, built in one place.
+
+``build_runtime`` constructs them (no I/O); each resource is then opened and closed by its own
+context (``Runtime.contexts``), in an order where nothing is closed before what uses it:
+telemetry, Redis, the consent store, the audit writer, the HTTP transport, the anomaly monitor,
+the data map, the enqueuer, the delivery workers (closed in reverse). The HTTP app gives each
+context its own ``cleanup_ctx`` (``router.app.create_app``); commands use ``open_runtime``::
+
+    async with open_runtime(settings, routing, workers=True) as runtime:  # `router worker`
+        ...
+    async with open_runtime(settings, routing) as runtime:                # `router erase`
+        await erase(runtime.redis, runtime.consent, ...)
+
+``serve``: the edge's resources run (enqueuer, audit writer, monitor); ``workers``: the data
+map and a worker pool run. Objects of the modes not asked for are built but never started.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+from consent.store import ConsentStore
+from destinations.transport import AiohttpTransport, Transport
+from router.compliance.anomaly import AnomalyMonitor, configure_monitor
+from router.compliance.audit_log import AuditLog, AuditWriter
+from router.compliance.datamap import DataMapRecorder
+from router.delivery.pool import WorkerPool
+from router.delivery.recheck import consent_recheck
+from router.delivery.worker import WorkerOptions
+from router.observability.metrics import COUNTER_NAMES, Stats
+from router.observability.setup import Telemetry, setup_telemetry
+from router.queue.enqueuer import Enqueuer
+from router.queue.keys import SUPPRESSED
+from router.queue.streams import HoldGate, connect
+from router.routing import Routing
+from router.settings import Settings
+
+AUDIT_TRIM_EVERY_S = 60.0
+"""How often the audit stream is trimmed to its retention: decision records arrive at event
+rate, so an hourly trim would let the stream overshoot its cap by an hour of traffic."""
+
+Context = Callable[[], AbstractAsyncContextManager[None]]
+"""Opens one resource for the duration of the ``async with``."""
+
+
+def default_consumer(settings: Settings) -> str:
+    """This process's consumer name: configured, else host name and pid."""
+    return settings.consumer_name or f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(slots=True)
+class Runtime:
+    """The resources of one process (see the module docstring for which ones run)."""
+
+    settings: Settings
+    routing: Routing
+    """The running configuration (replaced on reload)."""
+    redis: aioredis.Redis
+    consent: ConsentStore
+    transport: Transport
+    """The process's one HTTP client to the destinations, erasure and anomaly alerts."""
+    telemetry: Telemetry
+    stats: Stats
+    audit_log: AuditLog
+    audit: AuditWriter
+    enqueuer: Enqueuer
+    monitor: AnomalyMonitor
+    datamap: DataMapRecorder
+    worker_options: WorkerOptions
+    serve: bool
+    run_workers: bool
+    owns_telemetry: bool
+    workers: WorkerPool | None = field(default=None)
+    """The running pool (``None`` before start, or without ``workers``)."""
+
+    @property
+    def audit_key(self) -> bytes:
+        """Key of the audit's subject tokens (``ROUTER_AUDIT_KEY``)."""
+        return self.settings.audit_key_bytes
+
+    def worker_pool(self) -> WorkerPool:
+        """A pool for the running configuration's destinations (not started)."""
+        return WorkerPool(
+            self.redis,
+            self.routing.destinations,
+            self.worker_options,
+            self.stats,
+            consent_recheck(self.consent),
+            transport=self.transport,
+            telemetry=self.telemetry,
+            datamap=self.datamap,
+            gate=HoldGate(self.redis),
+        )
+
+    async def replace_workers(self) -> None:
+        """Start a pool for the running configuration, then stop the old one (on reload)."""
+        if self.workers is None:
+            return
+        pool = self.worker_pool()
+        await self.workers.stop(self.settings.shutdown_timeout_s)
+        await pool.start()
+        self.workers = pool
+
+    def contexts(self) -> list[Context]:
+        """One context per running resource, in opening order."""
+        found: list[Context] = [self._telemetry, self._redis]
+        if self.serve or self.run_workers:
+            found.append(self._consent)
+        if self.serve:
+            found.append(self._audit)
+        found.append(self._transport)
+        if self.serve:
+            found.append(self._monitor)
+        if self.run_workers:
+            found.append(self._datamap)
+        if self.serve:
+            found.append(self._enqueuer)
+        if self.run_workers:
+            found.append(self._workers)
+        return found
+
+    @asynccontextmanager
+    async def _telemetry(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if self.owns_telemetry:
+                self.telemetry.shutdown()
+
+    @asynccontextmanager
+    async def _redis(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self.redis.aclose()
+
+    @asynccontextmanager
+    async def _consent(self) -> AsyncIterator[None]:
+        await self.consent.start()
+        try:
+            yield
+        finally:
+            await self.consent.aclose()
+
+    @asynccontextmanager
+    async def _audit(self) -> AsyncIterator[None]:
+        self.audit.start()
+        try:
+            yield
+        finally:
+            await self.audit.close()
+
+    @asynccontextmanager
+    async def _transport(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self.transport.aclose()
+
+    @asynccontextmanager
+    async def _monitor(self) -> AsyncIterator[None]:
+        self.monitor.start()
+        try:
+            yield
+        finally:
+            await self.monitor.close()
+
+    @asynccontextmanager
+    async def _datamap(self) -> AsyncIterator[None]:
+        self.datamap.start()
+        try:
+            yield
+        finally:
+            await self.datamap.close()
+
+    @asynccontextmanager
+    async def _enqueuer(self) -> AsyncIterator[None]:
+        self.enqueuer.start()
+        try:
+            yield
+        finally:
+            await self.enqueuer.close()
+
+    @asynccontextmanager
+    async def _workers(self) -> AsyncIterator[None]:
+        pool = self.worker_pool()
+        await pool.start()
+        self.workers = pool
+        try:
+            yield
+        finally:
+            if self.workers is not None:
+                await self.workers.stop(self.settings.shutdown_timeout_s)
+            self.workers = None
+
+
+def build_runtime(
+    settings: Settings,
+    routing: Routing,
+    *,
+    serve: bool = False,
+    workers: bool = False,
+    worker_options: WorkerOptions | None = None,
+    telemetry: Telemetry | None = None,
+) -> Runtime:
+    """Every resource, constructed but not opened. ``telemetry``: providers to use (tests pass
+    in-memory ones, kept open); by default set up from ``OTEL_*`` when serving or delivering
+    (and shut down on close), with nothing exported for a one-off command."""
+    owns_telemetry = telemetry is None
+    if telemetry is None:
+        telemetry = setup_telemetry() if serve or workers else setup_telemetry({})
+    client = connect(settings.redis_url, settings.redis_timeout_ms)
+    stats = Stats()
+    telemetry.metrics.bridge_counters(COUNTER_NAMES, stats.series)
+    transport = AiohttpTransport()
+    audit_log = AuditLog(client, key=settings.audit_key_bytes)
+    monitor = AnomalyMonitor(client, stats=stats, audit=audit_log, transport=transport)
+    configure_monitor(monitor, routing)
+    return Runtime(
+        settings=settings,
+        routing=routing,
+        redis=client,
+        consent=ConsentStore(client, suppressed_key=SUPPRESSED),
+        transport=transport,
+        telemetry=telemetry,
+        stats=stats,
+        audit_log=audit_log,
+        audit=AuditWriter(
+            audit_log,
+            trim_every_s=AUDIT_TRIM_EVERY_S,
+            retention_records=settings.audit_max_records,
+            retention_days=settings.audit_retention_days,
+        ),
+        enqueuer=Enqueuer(client),
+        monitor=monitor,
+        datamap=DataMapRecorder(client),
+        worker_options=worker_options or WorkerOptions(consumer=default_consumer(settings)),
+        serve=serve,
+        run_workers=workers,
+        owns_telemetry=owns_telemetry,
+    )
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings,
+    routing: Routing,
+    *,
+    serve: bool = False,
+    workers: bool = False,
+    worker_options: WorkerOptions | None = None,
+    telemetry: Telemetry | None = None,
+) -> AsyncIterator[Runtime]:
+    """``build_runtime``, with every running resource opened for the ``async with``."""
+    runtime = build_runtime(
+        settings,
+        routing,
+        serve=serve,
+        workers=workers,
+        worker_options=worker_options,
+        telemetry=telemetry,
+    )
+    async with AsyncExitStack() as stack:
+        for context in runtime.contexts():
+            await stack.enter_async_context(context())
+        yield runtime
