@@ -47,8 +47,8 @@ from router.core.explain import consent_context, explain
 from router.core.outcomes import Rejection
 from router.core.schema import WireEvent
 from router.core.signals import signals_from_headers
+from router.edge.http import RouterRunner
 from router.errors import ConfigError
-from router.http import RouterRunner
 from router.observability.logs import configure_logging
 from router.queue.keys import dlq_key, outbox_key
 from router.queue.streams import connect
@@ -114,8 +114,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP endpoint (and, unless --no-workers, the delivery workers)."""
     from aiohttp import web  # noqa: PLC0415 - keep CLI start-up light for the other commands
 
-    from router.admin import tokens_of  # noqa: PLC0415
-    from router.app import create_app  # noqa: PLC0415
+    from router.edge.app import create_app  # noqa: PLC0415
+    from router.edge.tokens import tokens_of  # noqa: PLC0415
     from router.runtime import build_runtime  # noqa: PLC0415
 
     settings = _settings(args)
@@ -186,7 +186,7 @@ def _serve_processes(args: argparse.Namespace, host: str, port: int) -> int:
     import signal  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
 
-    command = [sys.executable, "-m", "router.cli", "serve", "--reuse-port", "--processes", "1"]
+    command = [sys.executable, "-m", "router", "serve", "--reuse-port", "--processes", "1"]
     command += ["--host", host, "--port", str(port)]
     if args.config:
         command += ["--config", args.config]

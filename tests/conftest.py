@@ -12,9 +12,9 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from router.app import create_app
 from router.delivery.worker import WorkerOptions
-from router.http import RouterRunner
+from router.edge.app import create_app
+from router.edge.http import RouterRunner
 from router.observability.setup import Telemetry, setup_telemetry
 from router.routing import Routing, parse_routing
 from router.runtime import build_runtime

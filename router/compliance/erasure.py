@@ -41,10 +41,8 @@ from destinations.transport import Transport
 from router.compliance.audit_log import AuditLog
 from router.compliance.quarantine import erase_quarantined
 from router.core.audit_records import AuditKind
-from router.http import HttpError
 from router.queue.keys import ERASURES
 from router.routing import CompiledDestination, Routing
-from router.stored_consent import invalid_field
 
 log = logging.getLogger("router.erasure")
 
@@ -93,39 +91,6 @@ class Identifiers:
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 Ids = Id | Annotated[list[Id], msgspec.Meta(max_length=MAX_IDS)] | None
-
-
-class EraseBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """``POST /admin/erase``: any identifiers, one or a list of each."""
-
-    user_id: Ids = msgspec.field(default=None, name="userId")
-    anonymous_id: Ids = msgspec.field(default=None, name="anonymousId")
-    email: Ids = None
-
-
-_ERASE_DECODER = msgspec.json.Decoder(EraseBody)
-
-
-def parse_erase_body(body: bytes) -> Identifiers:
-    """The identifiers of an erasure request; ``HttpError`` 400 when invalid or empty."""
-    try:
-        parsed = _ERASE_DECODER.decode(body)
-    except msgspec.ValidationError as exc:
-        raise invalid_field(exc) from exc
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise HttpError(400, "invalid_json", "the body is not valid JSON") from exc
-
-    def listed(value: str | list[str] | None) -> list[str]:
-        return [] if value is None else [value] if isinstance(value, str) else value
-
-    identifiers = Identifiers.of(
-        listed(parsed.user_id), listed(parsed.anonymous_id), listed(parsed.email)
-    )
-    if not identifiers.count:
-        raise HttpError(
-            400, "missing_identity", "give a userId, anonymousId or email", path="userId"
-        )
-    return identifiers
 
 
 def _destination_ids(destination: CompiledDestination, identifiers: Identifiers) -> list[str]:

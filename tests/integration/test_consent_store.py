@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from consent.records import ConsentRecord
 from consent.store import ConsentStore, history_key, record_key, subject_key
-from router.ingest import STATE
+from router.edge.state import STATE
 from router.queue.keys import queue_key
 from tests.conftest import HOOK_SECRET, TEST_CONFIG, WRITE_KEY, AppFactory, routing_from, wait_for
 from tests.fakes.webhook import WebhookReceiver

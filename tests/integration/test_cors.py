@@ -15,7 +15,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from router.ingest import STATE
+from router.edge.state import STATE
 from router.queue.items import entry_items
 from router.queue.keys import QUARANTINE, queue_key
 from tests.conftest import WRITE_KEY, AppFactory, routing_from

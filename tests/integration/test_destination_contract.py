@@ -30,9 +30,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from destinations.registry import CONNECTORS
-from router.app import RUNTIME
 from router.compliance.datamap import day_of, read_datamap
-from router.ingest import STATE
+from router.edge.app import RUNTIME
+from router.edge.state import STATE
 from router.queue.items import entry_items
 from router.queue.keys import GROUP, dlq_key, queue_key
 from router.routing import Routing

@@ -24,14 +24,14 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from router.admin import token_hash
-from router.app import create_app, reload_routing
 from router.cli import main
 from router.compliance.anomaly import ANOMALIES, AnomalyMonitor, MonitorSettings
 from router.compliance.audit_chain import parse_record, verify_records
 from router.compliance.audit_log import STREAM, AuditLog
 from router.core.audit_records import subject_token
-from router.ingest import STATE
+from router.edge.app import create_app, reload_routing
+from router.edge.state import STATE
+from router.edge.tokens import token_hash
 from router.observability.logs import JsonFormatter
 from router.observability.metrics import render_prometheus
 from router.observability.setup import setup_telemetry

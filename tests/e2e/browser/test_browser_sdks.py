@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from playwright.async_api import BrowserContext, Page
 
-from router.ingest import STATE
+from router.edge.state import STATE
 from router.queue.items import entry_items
 from router.queue.keys import QUARANTINE, queue_key
 from router.routing import parse_routing

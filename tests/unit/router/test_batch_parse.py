@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from router.core import jsonscan
 from router.core.outcomes import Rejection
 from router.core.schema import WireEvent
-from router.http import HttpError
-from router.ingest import parse_body
+from router.edge.http import HttpError
+from router.edge.ingest import parse_body
 
 names = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=8)
 scalars = (

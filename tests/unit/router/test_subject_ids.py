@@ -9,13 +9,14 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from consent.ids import normalize_id, subject_key
-from router.compliance.erasure import Identifiers, parse_erase_body
+from router.compliance.erasure import Identifiers
 from router.core.outcomes import Rejection
 from router.core.sanitize import Event, sanitize
 from router.core.schema import WIRE_EVENT_DECODER
+from router.edge.admin import parse_erase_body
+from router.edge.consent_api import parse_consent_body
 from router.queue.keys import subject_hash
 from router.routing import parse_routing
-from router.stored_consent import parse_consent_body
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ROUTING = parse_routing("sources: [{id: web, write_key: k}]\ndestinations: []\n")

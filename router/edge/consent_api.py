@@ -1,8 +1,21 @@
-"""The router's use of the consent store: the consent API body, the re-check.
+"""The consent endpoint: ``POST /v1/consent``.
 
-- ``parse_consent_body``: ``POST /v1/consent`` bodies, validated once, ids hashed.
-- ``consent_recheck``: the delivery worker's hook: a stored withdrawal newer than the event
-  skips the send with ``consent_withdrawn``.
+``POST /v1/consent`` (write-key auth, like ``/v1/track``): store a person's consent choice
+``{"userId"?, "anonymousId"?, "categories": {"analytics": true, "C0004": false}, "timestamp"?,
+"source"?}``; ids are mapped like Segment ``categoryPreferences``. 200 once it is in Redis; a
+``consent_written`` record (subjects as keyed tokens, the source id) goes to the audit trail's
+next flush.
+
+Who may write (``sources[].consent_writes``): a source with ``grant`` stores any choice; any
+other source may only withdraw: its denials are stored, and a grant that stored consent does
+not already hold is refused with 403 ``consent_write_forbidden`` (the withdrawals of the same
+request are stored all the same: a withdrawal must never be lost to a malformed request).
+
+``POST /admin/erase`` lives in the operator API (``router.edge.admin``): roles ``operator`` and
+``admin``, and ``ROUTER_OPERATOR_TOKEN`` as an operator token.
+
+The body is validated once (``parse_consent_body``): ids normalized and hashed, categories
+mapped, ``source`` and ``timestamp`` checked; every problem is a 400 with a stable code and path.
 """
 
 from __future__ import annotations
@@ -12,12 +25,75 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
+from aiohttp import web
+from redis.exceptions import RedisError
 
 from consent.ids import normalize_id, subject_key
 from consent.policy import ConsentPolicy
 from consent.records import ConsentRecord
-from router.core.schema import error_path, error_text
-from router.http import HttpError
+from router.core.audit_records import consent_written
+from router.core.jsonscan import depth_path
+from router.edge.http import HttpError, basic_auth_key, invalid_field, json_response, read_body
+from router.edge.ingest import authenticate
+from router.edge.state import STATE, AppState
+
+
+def _unavailable(state: AppState) -> HttpError:
+    return HttpError(
+        503,
+        "consent_store_unavailable",
+        "the consent store is unavailable; retry later",
+        retry_after=state.settings.retry_after_s,
+    )
+
+
+async def post_consent(request: web.Request) -> web.Response:
+    """``POST /v1/consent``: store a consent choice for the given ids."""
+    state = request.app[STATE]
+    routing = state.routing
+    if basic_auth_key(request.headers.get("Authorization")):
+        authenticate(routing, request, None)
+    body = await read_body(request, routing.file.limits.max_event_bytes)
+    max_depth = routing.file.limits.max_depth
+    path = depth_path(body, max_depth)
+    if path is not None:  # ingest's limit, checked before a recursive decoder sees the body
+        raise HttpError(400, "too_deep", f"nesting deeper than {max_depth} levels", path=path)
+    source = authenticate(routing, request, body_write_key(body))
+    consent = parse_consent_body(body, routing.policy, datetime.now(UTC))
+    if state.consent is None:
+        raise _unavailable(state)
+    try:
+        result = await state.consent.write(
+            consent.subjects, consent.record, may_grant=source.may_grant
+        )
+    except (RedisError, OSError) as exc:
+        raise _unavailable(state) from exc
+    status = "forbidden" if result.refused else "written"
+    state.stats.add("router_consent_writes_total", route="consent", source=source.id, status=status)
+    if state.audit is not None:
+        kind, data = consent_written(
+            consent.record,
+            consent.ids,
+            "consent",
+            state.audit_key,
+            source_id=source.id,
+            refused=result.refused,
+        )
+        state.audit.record(kind, data)
+    if result.refused:
+        raise HttpError(
+            403,
+            "consent_write_forbidden",
+            f"source {source.id!r} may only withdraw consent (consent_writes: "
+            f"{source.consent_writes.value}): the grant of {', '.join(sorted(result.refused))} "
+            "was not stored; the withdrawals in the request were",
+            path="categories",
+        )
+    return json_response({"success": True})
+
+
+# --- the body ---
+
 
 SOURCE_API = "api"
 _SOURCE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
@@ -47,19 +123,6 @@ def body_write_key(body: bytes) -> str | None:
     except (msgspec.DecodeError, RecursionError):
         return None
     return key if isinstance(key, str) else None
-
-
-_NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
-
-
-def invalid_field(error: msgspec.ValidationError) -> HttpError:
-    """A 400 ``invalid_field`` with the field's path (a missing or unknown field's name too)."""
-    text = str(error)
-    path = error_path(text)
-    named = _NAMED_FIELD.search(text)
-    if named is not None:
-        path = f"{path}.{named.group(1)}" if path else named.group(1)
-    return HttpError(400, "invalid_field", error_text(text), path=path or None)
 
 
 class ConsentRequest(NamedTuple):

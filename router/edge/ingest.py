@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
-import redis.asyncio as aioredis
 from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.trace import Span
@@ -23,10 +22,6 @@ from redis.exceptions import RedisError
 
 from consent.records import ConsentRecord
 from consent.resolve import RequestSignals
-from consent.store import ConsentStore
-from destinations.transport import Transport
-from router.compliance.anomaly import AnomalyMonitor
-from router.compliance.audit_log import AuditWriter
 from router.compliance.quarantine import quarantine_write
 from router.core import jsonscan
 from router.core.audit_records import AuditKind, consent_written
@@ -45,57 +40,19 @@ from router.core.schema import (
     error_text,
 )
 from router.core.signals import signals_from_headers
+from router.edge.http import HttpError, basic_auth_key, json_response, read_body
+from router.edge.state import STATE, AppState
 from router.errors import QueueUnavailableError
-from router.http import HttpError, basic_auth_key, json_response, read_body
-from router.observability.metrics import Stats
-from router.observability.setup import Telemetry
 from router.observability.tracing import ingest_trace, set_span_attributes, stage_span
-from router.queue.enqueuer import Deliveries, Enqueuer, Write
+from router.queue.enqueuer import Deliveries, Write
 from router.queue.items import ITEM_ENCODER
 from router.queue.keys import SUPPRESSED, queue_key, subject_hash
 from router.routing import Routing, SourceConfig
-from router.settings import Settings
 
 _NO_TRACER: Final = trace.NoOpTracer()
 PLAN_SLICE: Final = 100
 """Events planned between two yields to the event loop: a 2,500-event batch takes a few
 hundred milliseconds of CPU, which no other request should wait for in one piece."""
-
-
-@dataclass(slots=True)
-class AppState:
-    """Everything the handlers share, kept in the application under ``STATE``."""
-
-    settings: Settings
-    routing: Routing
-    redis: aioredis.Redis
-    enqueuer: Enqueuer
-    stats: Stats
-    transport: Transport
-    """The process's HTTP client to the destinations (erasure, anomaly alerts, workers)."""
-    max_inflight: int = 2048
-    inflight: int = 0
-    backlogged: bool = False
-    """Redis is near its ``maxmemory`` (``limits.backlog_memory_ratio``): new events get 429."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    consent: ConsentStore | None = None
-    """Stored consent (``None``: events carry their own consent only)."""
-    telemetry: Telemetry | None = None
-    """Tracer and histograms (``None``: no spans, as in bare test apps)."""
-    audit: AuditWriter | None = None
-    """The buffered audit trail: decisions and consent writes (memory only on the hot path)."""
-    monitor: AnomalyMonitor | None = None
-    """Anomaly detection: volume and field paths per source, PII kinds per destination."""
-    audit_key: bytes = b""
-    """Key of the subject tokens in audit records (``ROUTER_AUDIT_KEY``)."""
-
-    @property
-    def tracer(self) -> trace.Tracer:
-        """The tracer of the process, or a no-op one."""
-        return self.telemetry.tracer if self.telemetry is not None else _NO_TRACER
-
-
-STATE = web.AppKey("state", AppState)
 
 
 def _new_id() -> str:
@@ -428,17 +385,9 @@ async def _plan(
         for start in range(0, len(events), PLAN_SLICE):
             if start:
                 await asyncio.sleep(0)  # let other requests run between slices of a big batch
-            _plan_events(planner, events, subjects, start)
+            end = start + PLAN_SLICE
+            planner.add(events[start:end], subjects[start:end])
     return planner.plan
-
-
-def _plan_events(
-    planner: RequestPlanner, events: Sequence[Event], subjects: list[tuple[str, ...]], start: int
-) -> None:
-    """Plan the slice of ``PLAN_SLICE`` events from ``start`` (the integration suite watches
-    this step to see the handler yield between slices)."""
-    end = start + PLAN_SLICE
-    planner.add(events[start:end], subjects[start:end])
 
 
 def _count_plan(state: AppState, plan: RequestPlan) -> None:

@@ -2,8 +2,8 @@
 
 Routes: ``POST /v1/{type}`` (and ``/v1/batch``, the one-letter aliases), RudderStack's
 ``POST /beacon/v1/batch``, ``POST /v1/consent``, analytics.js's usage counters ``POST /v1/m``,
-the operator API ``/admin/*`` (``router.admin``, erasure included), CORS (``/v1``, ``/beacon``),
-``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (counters, histograms, queue lag).
+the operator API ``/admin/*`` (``router.edge.admin``, erasure included), CORS (``/v1``,
+``/beacon``), ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (counters, histograms, queue lag).
 
 The resources come from ``router.runtime`` (the one composition root), each opened and closed
 by its own ``cleanup_ctx``; the edge adds one for its own tasks (backlog watcher, queue lag
@@ -24,11 +24,11 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from router.admin import add_admin_routes, refresh_queue_lag, tokens_of
 from router.compliance.anomaly import configure_monitor
 from router.core.audit_records import AuditKind
-from router.errors import ConfigError
-from router.http import (
+from router.edge.admin import add_admin_routes, refresh_queue_lag
+from router.edge.consent_api import post_consent
+from router.edge.http import (
     CORS_PATH_PREFIXES,
     READ_TIMEOUT,
     HttpError,
@@ -37,13 +37,15 @@ from router.http import (
     json_response,
     preflight_headers,
 )
-from router.ingest import STATE, AppState, ingest
+from router.edge.ingest import ingest
+from router.edge.sdk_metrics import post_sdk_metrics
+from router.edge.state import STATE, AppState
+from router.edge.tokens import tokens_of
+from router.errors import ConfigError
 from router.observability.metrics import render_prometheus
 from router.observability.setup import Telemetry
-from router.privacy import post_consent
 from router.routing import Routing, load_routing
 from router.runtime import Context, Runtime
-from router.sdk_metrics import post_sdk_metrics
 
 log = logging.getLogger("router.app")
 

@@ -20,6 +20,8 @@ from typing import Any, Final
 import msgspec
 from aiohttp import web
 
+from router.core.schema import error_path, error_text
+
 JSON = "application/json"
 log = logging.getLogger("router.http")
 
@@ -286,3 +288,16 @@ class RouterRunner(web.AppRunner):
         server = await super()._make_server()
         server.__class__ = _JsonErrorServer
         return server
+
+
+_NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
+
+
+def invalid_field(error: msgspec.ValidationError) -> HttpError:
+    """A 400 ``invalid_field`` with the field's path (a missing or unknown field's name too)."""
+    text = str(error)
+    path = error_path(text)
+    named = _NAMED_FIELD.search(text)
+    if named is not None:
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
+    return HttpError(400, "invalid_field", error_text(text), path=path or None)

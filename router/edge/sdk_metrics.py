@@ -18,8 +18,8 @@ import msgspec
 from aiohttp import web
 
 from router.core.schema import error_path, error_text
-from router.http import HttpError, json_response, read_body
-from router.ingest import STATE
+from router.edge.http import HttpError, json_response, read_body
+from router.edge.state import STATE
 
 MAX_BODY_BYTES: Final = 64 * 1024
 """analytics-next queues at most 20 series of a few hundred bytes between two flushes."""

@@ -45,16 +45,11 @@ reason and message id only; ``explain`` answers about the event posted to it.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from enum import StrEnum
-from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -65,7 +60,7 @@ from redis.exceptions import RedisError
 from router.compliance import anomaly
 from router.compliance.audit_log import AuditLog
 from router.compliance.datamap import day_of, read_datamap
-from router.compliance.erasure import erase, parse_erase_body
+from router.compliance.erasure import Identifiers, Ids, erase
 from router.compliance.quarantine import read_quarantine
 from router.core.audit_records import AuditKind
 from router.core.explain import consent_context, explain
@@ -73,25 +68,16 @@ from router.core.jsonscan import depth_path
 from router.core.outcomes import Failure, Rejection
 from router.core.schema import WireEvent, error_path, error_text
 from router.core.signals import signals_from_headers
+from router.edge.http import HttpError, error_response, invalid_field, json_response, read_body
+from router.edge.state import STATE, AppState
+from router.edge.tokens import Identity, Role, TokenTable
 from router.errors import AuditConflictError
-from router.http import HttpError, error_response, json_response, read_body
-from router.ingest import STATE, AppState
 from router.observability.metrics import RouterMetrics
 from router.queue.items import ITEM_DECODER
 from router.queue.keys import dlq_key, queue_key
 from router.queue.streams import discard, queue_status, release
-from router.settings import Settings
 
 log = logging.getLogger("router.admin")
-
-
-class Role(StrEnum):
-    """What a token may do."""
-
-    VIEWER = "viewer"
-    OPERATOR = "operator"
-    ADMIN = "admin"
-    AUDITOR = "auditor"
 
 
 VIEW: Final = frozenset({Role.VIEWER, Role.OPERATOR, Role.ADMIN})
@@ -101,92 +87,6 @@ AUDIT: Final = frozenset({Role.AUDITOR, Role.ADMIN})
 
 MAX_BODY_BYTES: Final = 64 * 1024
 MAX_LIMIT: Final = 1000
-
-
-# --- tokens --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who called: the role and a short, non-secret id of the token (its hash's prefix)."""
-
-    role: Role
-    token_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class TokenTable:
-    """Token hashes and their roles."""
-
-    entries: tuple[tuple[str, Role], ...] = ()
-
-    def authenticate(self, token: str) -> Identity | None:
-        """The identity of a presented token; every stored hash is compared (constant time)."""
-        digest = hashlib.sha256(token.encode()).hexdigest()
-        found: Identity | None = None
-        for stored, role in self.entries:
-            if hmac.compare_digest(stored, digest):
-                found = Identity(role, stored[:12])
-        return found
-
-
-def tokens_of(settings: Settings) -> TokenTable:
-    """The token table of the process: ``ROUTER_ADMIN_TOKENS``, plus ``ROUTER_OPERATOR_TOKEN``
-    as an ``operator`` token. ``ValueError`` when ``ROUTER_ADMIN_TOKENS`` is invalid."""
-    entries: list[tuple[str, Role]] = []
-    if settings.operator_token is not None and settings.operator_token.get_secret_value():
-        entries.append((token_hash(settings.operator_token.get_secret_value()), Role.OPERATOR))
-    if settings.admin_tokens is not None and settings.admin_tokens.get_secret_value().strip():
-        entries += parse_tokens(settings.admin_tokens.get_secret_value()).entries
-    return TokenTable(tuple(entries))
-
-
-def parse_tokens(value: str) -> TokenTable:
-    """``ROUTER_ADMIN_TOKENS``: a JSON object of hash -> role, or a path to a file holding it.
-
-    Raises ``ValueError`` naming every bad entry (never echoing a value that might be a token).
-    """
-    text = value.strip()
-    if not text.startswith("{"):
-        try:
-            text = Path(text).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(f"ROUTER_ADMIN_TOKENS: cannot read the file: {exc.strerror}") from exc
-    try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        raise ValueError("ROUTER_ADMIN_TOKENS: not a JSON object") from exc
-    if not isinstance(raw, dict):
-        raise ValueError("ROUTER_ADMIN_TOKENS: not a JSON object")
-    problems: list[str] = []
-    entries: list[tuple[str, Role]] = []
-    roles = {r.value for r in Role}
-    for position, (digest, role) in enumerate(raw.items()):
-        if not (isinstance(digest, str) and len(digest) == 64 and _is_hex(digest)):
-            problems.append(f"entry {position}: the key must be a SHA-256 hex digest")
-        elif role not in roles:
-            problems.append(f"entry {position}: unknown role (roles: {', '.join(sorted(roles))})")
-        else:
-            entries.append((digest.lower(), Role(role)))
-    if problems:
-        raise ValueError("ROUTER_ADMIN_TOKENS: " + "; ".join(problems))
-    return TokenTable(tuple(entries))
-
-
-def _is_hex(text: str) -> bool:
-    try:
-        int(text, 16)
-    except ValueError:
-        return False
-    return True
-
-
-def token_hash(token: str) -> str:
-    """What to store in ``ROUTER_ADMIN_TOKENS`` for a token."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-# --- state ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +228,42 @@ async def _answer(endpoint: Endpoint, request: web.Request, call: Call) -> web.S
 
 
 # --- queue status --------------------------------------------------------------------------------
+
+
+# --- erasure body ---
+
+
+class EraseBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``POST /admin/erase``: any identifiers, one or a list of each."""
+
+    user_id: Ids = msgspec.field(default=None, name="userId")
+    anonymous_id: Ids = msgspec.field(default=None, name="anonymousId")
+    email: Ids = None
+
+
+_ERASE_DECODER = msgspec.json.Decoder(EraseBody)
+
+
+def parse_erase_body(body: bytes) -> Identifiers:
+    """The identifiers of an erasure request; ``HttpError`` 400 when invalid or empty."""
+    try:
+        parsed = _ERASE_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        raise invalid_field(exc) from exc
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise HttpError(400, "invalid_json", "the body is not valid JSON") from exc
+
+    def listed(value: str | list[str] | None) -> list[str]:
+        return [] if value is None else [value] if isinstance(value, str) else value
+
+    identifiers = Identifiers.of(
+        listed(parsed.user_id), listed(parsed.anonymous_id), listed(parsed.email)
+    )
+    if not identifiers.count:
+        raise HttpError(
+            400, "missing_identity", "give a userId, anonymousId or email", path="userId"
+        )
+    return identifiers
 
 
 # --- handlers ------------------------------------------------------------------------------------
