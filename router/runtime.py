@@ -17,11 +17,13 @@ map and a worker pool run. Objects of the modes not asked for are built but neve
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any, ParamSpec
 
 import redis.asyncio as aioredis
 
@@ -45,8 +47,32 @@ AUDIT_TRIM_EVERY_S = 60.0
 """How often the audit stream is trimmed to its retention: decision records arrive at event
 rate, so an hourly trim would let the stream overshoot its cap by an hour of traffic."""
 
-Context = Callable[[], AbstractAsyncContextManager[None]]
-"""Opens one resource for the duration of the ``async with``."""
+Step = Callable[[], Awaitable[Any] | Any]
+P = ParamSpec("P")
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Opens one resource (``start``, sync or async) for the duration of ``async with
+    context()`` and closes it (``close``) on the way out, also after an error."""
+
+    start: Step | None = None
+    close: Step | None = None
+
+    @asynccontextmanager
+    async def __call__(self) -> AsyncIterator[None]:
+        await _run(self.start)
+        try:
+            yield
+        finally:
+            await _run(self.close)
+
+
+async def _run(step: Step | None) -> None:
+    if step is not None:
+        result = step()
+        if inspect.isawaitable(result):
+            await result
 
 
 def default_consumer(settings: Settings) -> str:
@@ -109,95 +135,31 @@ class Runtime:
 
     def contexts(self) -> list[Context]:
         """One context per running resource, in opening order."""
-        found: list[Context] = [self._telemetry, self._redis]
+        telemetry = Context(close=self.telemetry.shutdown if self.owns_telemetry else None)
+        found = [telemetry, Context(close=self.redis.aclose)]
         if self.serve or self.run_workers:
-            found.append(self._consent)
+            found.append(Context(self.consent.start, self.consent.aclose))
         if self.serve:
-            found.append(self._audit)
-        found.append(self._transport)
+            found.append(Context(self.audit.start, self.audit.close))
+        found.append(Context(close=self.transport.aclose))
         if self.serve:
-            found.append(self._monitor)
+            found.append(Context(self.monitor.start, self.monitor.close))
         if self.run_workers:
-            found.append(self._datamap)
+            found.append(Context(self.datamap.start, self.datamap.close))
         if self.serve:
-            found.append(self._enqueuer)
+            found.append(Context(self.enqueuer.start, self.enqueuer.close))
         if self.run_workers:
-            found.append(self._workers)
+            found.append(Context(self._start_workers, self._stop_workers))
         return found
 
-    @asynccontextmanager
-    async def _telemetry(self) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            if self.owns_telemetry:
-                self.telemetry.shutdown()
+    async def _start_workers(self) -> None:
+        self.workers = self.worker_pool()
+        await self.workers.start()
 
-    @asynccontextmanager
-    async def _redis(self) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await self.redis.aclose()
-
-    @asynccontextmanager
-    async def _consent(self) -> AsyncIterator[None]:
-        await self.consent.start()
-        try:
-            yield
-        finally:
-            await self.consent.aclose()
-
-    @asynccontextmanager
-    async def _audit(self) -> AsyncIterator[None]:
-        self.audit.start()
-        try:
-            yield
-        finally:
-            await self.audit.close()
-
-    @asynccontextmanager
-    async def _transport(self) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await self.transport.aclose()
-
-    @asynccontextmanager
-    async def _monitor(self) -> AsyncIterator[None]:
-        self.monitor.start()
-        try:
-            yield
-        finally:
-            await self.monitor.close()
-
-    @asynccontextmanager
-    async def _datamap(self) -> AsyncIterator[None]:
-        self.datamap.start()
-        try:
-            yield
-        finally:
-            await self.datamap.close()
-
-    @asynccontextmanager
-    async def _enqueuer(self) -> AsyncIterator[None]:
-        self.enqueuer.start()
-        try:
-            yield
-        finally:
-            await self.enqueuer.close()
-
-    @asynccontextmanager
-    async def _workers(self) -> AsyncIterator[None]:
-        pool = self.worker_pool()
-        await pool.start()
-        self.workers = pool
-        try:
-            yield
-        finally:
-            if self.workers is not None:
-                await self.workers.stop(self.settings.shutdown_timeout_s)
-            self.workers = None
+    async def _stop_workers(self) -> None:
+        if self.workers is not None:
+            await self.workers.stop(self.settings.shutdown_timeout_s)
+        self.workers = None
 
 
 def build_runtime(
@@ -247,26 +209,18 @@ def build_runtime(
     )
 
 
-@asynccontextmanager
-async def open_runtime(
-    settings: Settings,
-    routing: Routing,
-    *,
-    serve: bool = False,
-    workers: bool = False,
-    worker_options: WorkerOptions | None = None,
-    telemetry: Telemetry | None = None,
-) -> AsyncIterator[Runtime]:
-    """``build_runtime``, with every running resource opened for the ``async with``."""
-    runtime = build_runtime(
-        settings,
-        routing,
-        serve=serve,
-        workers=workers,
-        worker_options=worker_options,
-        telemetry=telemetry,
-    )
-    async with AsyncExitStack() as stack:
-        for context in runtime.contexts():
-            await stack.enter_async_context(context())
-        yield runtime
+def _opened(build: Callable[P, Runtime]) -> Callable[P, AbstractAsyncContextManager[Runtime]]:
+    @asynccontextmanager
+    async def opened(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[Runtime]:
+        runtime = build(*args, **kwargs)
+        async with AsyncExitStack() as stack:
+            for context in runtime.contexts():
+                await stack.enter_async_context(context())
+            yield runtime
+
+    return opened
+
+
+open_runtime = _opened(build_runtime)
+"""``open_runtime(settings, routing, *, serve=, workers=, worker_options=, telemetry=)``:
+``build_runtime``'s runtime, with every running resource opened for the ``async with``."""

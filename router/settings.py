@@ -1,7 +1,7 @@
 """Process settings from the environment (prefix ``ROUTER_``), via pydantic-settings.
 
 The only reader of ``ROUTER_*`` variables: everything else takes a ``Settings`` (or a value
-derived here, such as ``audit_key_bytes``). ``router.admin.tokens_of`` builds the token table
+derived here, such as ``audit_key_bytes``). ``router.edge.tokens.tokens_of`` builds the token table
 from it.
 """
 
@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     letters); kept from 0.1, where it authorised ``POST /admin/erase``."""
     admin_tokens: SecretStr | None = None
     """The operator API's tokens: a JSON object ``{"<sha256 hex of a token>": "<role>"}`` or
-    the path of a file holding one (``router.admin.parse_tokens``)."""
+    the path of a file holding one (``router.edge.tokens.parse_tokens``)."""
     audit_key: SecretStr | None = None
     """Key of the keyed tokens that stand for subject ids in the audit trail."""
     audit_max_records: int = Field(default=10_000_000, ge=1000)

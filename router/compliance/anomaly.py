@@ -48,7 +48,7 @@ from router.compliance.audit_log import AuditLog
 from router.core.audit_records import AuditKind
 from router.observability.metrics import Stats
 from router.periodic import Periodic
-from router.queue.keys import ANOMALIES, fields_key, pii_key, volume_key, volume_since_key
+from router.queue.keys import ANOMALIES, fields_key, pii_key, volume_key
 from router.queue.streams import hold
 from router.routing import Routing
 
@@ -176,7 +176,7 @@ def _day_key(kind: SubjectKind, subject: str, hour: int) -> tuple[str, str]:
 
 
 def _since_key(kind: SubjectKind, subject: str) -> str:
-    return volume_since_key(kind.value, subject)
+    return volume_key(kind.value, subject, "since")
 
 
 def _utc_now() -> datetime:

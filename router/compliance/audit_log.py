@@ -81,7 +81,7 @@ from router.compliance.audit_chain import (
 from router.core.audit_records import AuditKind, subject_token
 from router.errors import AuditConflictError
 from router.periodic import Periodic
-from router.queue.keys import AUDIT
+from router.queue.keys import AUDIT, audit_key
 
 log = logging.getLogger("router.audit")
 
@@ -266,36 +266,6 @@ class AuditLog:
         """This writer's lane (None before its first append)."""
         return self._lane
 
-    @property
-    def head_key(self) -> str:
-        """Lane 0's head (the chain from before lanes)."""
-        return f"{self.stream}:head"
-
-    @property
-    def anchor_key(self) -> str:
-        """Lane 0's last trimmed record."""
-        return f"{self.stream}:anchor"
-
-    @property
-    def lanes_key(self) -> str:
-        """The last lane number handed out."""
-        return f"{self.stream}:lanes"
-
-    @property
-    def heads_key(self) -> str:
-        """Lane -> "seq hash" of its last record."""
-        return f"{self.stream}:heads"
-
-    @property
-    def anchors_key(self) -> str:
-        """Lane -> "seq hash" of its last trimmed record."""
-        return f"{self.stream}:anchors"
-
-    @property
-    def last_key(self) -> str:
-        """The newest record of any lane."""
-        return f"{self.stream}:last"
-
     def token(self, identifier: str) -> str:
         """A subject id as the audit trail shows it."""
         return subject_token(identifier, self.key)
@@ -366,7 +336,13 @@ class AuditLog:
 
     async def _open(self) -> None:
         result = await self.client.register_script(_OPEN)(
-            keys=[self.lanes_key, self.heads_key, self.last_key, self.head_key], args=[GENESIS]
+            keys=[
+                audit_key(self.stream, "lanes"),
+                audit_key(self.stream, "heads"),
+                audit_key(self.stream, "last"),
+                audit_key(self.stream, "head"),
+            ],
+            args=[GENESIS],
         )
         self._lane = int(result[0])
         self._head = GENESIS_ANCHOR
@@ -404,7 +380,10 @@ class AuditLog:
                 args += [str(seq), moment, kind, data_json, prev, digest, witness or ""]
                 prev = digest
                 witness = None
-            result = await script(keys=[self.stream, self.heads_key, self.last_key], args=args)
+            result = await script(
+                keys=[self.stream, audit_key(self.stream, "heads"), audit_key(self.stream, "last")],
+                args=args,
+            )
             if int(result[0]) == 1:
                 self._head = Anchor(seq, prev)
                 self._witness = self._witness_of(result[1], result[2], result[3])
@@ -422,7 +401,7 @@ class AuditLog:
         """This writer's last record's seq and hash (genesis before its first append)."""
         if self._lane is None:
             return GENESIS_ANCHOR
-        value = await self.client.hget(self.heads_key, str(self._lane))  # type: ignore[misc]
+        value = await self.client.hget(audit_key(self.stream, "heads"), str(self._lane))  # type: ignore[misc]
         return GENESIS_ANCHOR if value is None else _lane_anchor(value)
 
     async def anchor(self) -> Anchor:
@@ -430,7 +409,7 @@ class AuditLog:
         genesis."""
         if self._lane is None:
             return GENESIS_ANCHOR
-        value = await self.client.hget(self.anchors_key, str(self._lane))  # type: ignore[misc]
+        value = await self.client.hget(audit_key(self.stream, "anchors"), str(self._lane))  # type: ignore[misc]
         return GENESIS_ANCHOR if value is None else _lane_anchor(value)
 
     async def records(self) -> AsyncIterator[AuditRecord]:
@@ -457,11 +436,11 @@ class AuditLog:
 
     async def _verify_once(self) -> VerifyResult:
         pipe = self.client.pipeline(transaction=True)
-        pipe.get(self.lanes_key)
-        pipe.hgetall(self.heads_key)
-        pipe.hgetall(self.anchors_key)
-        pipe.hgetall(self.head_key)
-        pipe.hgetall(self.anchor_key)
+        pipe.get(audit_key(self.stream, "lanes"))
+        pipe.hgetall(audit_key(self.stream, "heads"))
+        pipe.hgetall(audit_key(self.stream, "anchors"))
+        pipe.hgetall(audit_key(self.stream, "head"))
+        pipe.hgetall(audit_key(self.stream, "anchor"))
         lanes, heads_raw, anchors_raw, legacy_head, legacy_anchor = await pipe.execute()
         heads: dict[int, Anchor | None] = dict(_lane_anchors(heads_raw))
         heads[LEGACY_LANE] = _anchor_of(legacy_head)
@@ -473,7 +452,7 @@ class AuditLog:
             if failed is not None:
                 return failed
         if verifier.later:
-            handed_out = int(await self.client.get(self.lanes_key) or 0)
+            handed_out = int(await self.client.get(audit_key(self.stream, "lanes")) or 0)
             for lane, record in sorted(verifier.later.items()):
                 if lane > handed_out:
                     return verifier.refuse(
@@ -500,7 +479,14 @@ class AuditLog:
             if last_id is None:
                 return dropped
             removed = int(
-                await script(keys=[self.stream, self.anchor_key, self.anchors_key], args=[last_id])
+                await script(
+                    keys=[
+                        self.stream,
+                        audit_key(self.stream, "anchor"),
+                        audit_key(self.stream, "anchors"),
+                    ],
+                    args=[last_id],
+                )
             )
             if removed == 0:
                 return dropped

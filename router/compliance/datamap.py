@@ -53,14 +53,6 @@ def day_of(moment: datetime) -> str:
     return moment.astimezone(UTC).date().isoformat()
 
 
-def _key(day: str, destination: str, part: str) -> str:
-    return datamap_key(day, destination, part)
-
-
-def _index(day: str) -> str:
-    return datamap_day_key(day)
-
-
 @dataclass(slots=True)
 class _Tally:
     fields: set[str] = field(default_factory=set)
@@ -121,19 +113,19 @@ class DataMapRecorder:
         ttl = self.retention_days * 86_400
         pipe = self.client.pipeline(transaction=False)
         for (day, destination), tally in pending.items():
-            pipe.sadd(_index(day), destination)
-            pipe.expire(_index(day), ttl)
+            pipe.sadd(datamap_day_key(day), destination)
+            pipe.expire(datamap_day_key(day), ttl)
             if tally.fields:
-                pipe.sadd(_key(day, destination, "fields"), *sorted(tally.fields))
+                pipe.sadd(datamap_key(day, destination, "fields"), *sorted(tally.fields))
             if tally.pii:
-                pipe.sadd(_key(day, destination, "pii"), *sorted(tally.pii))
-            counts = _key(day, destination, "counts")
+                pipe.sadd(datamap_key(day, destination, "pii"), *sorted(tally.pii))
+            counts = datamap_key(day, destination, "counts")
             pipe.hincrby(counts, "events", tally.events)
             pipe.hincrby(counts, "bytes", tally.bytes)
             for name, amount in sorted(tally.match.items()):
-                pipe.hincrby(_key(day, destination, "match"), name, amount)
+                pipe.hincrby(datamap_key(day, destination, "match"), name, amount)
             for part in ("fields", "pii", "counts", "match"):
-                pipe.expire(_key(day, destination, part), ttl)
+                pipe.expire(datamap_key(day, destination, part), ttl)
         try:
             await pipe.execute()
         except (RedisError, OSError):
@@ -159,14 +151,14 @@ async def read_datamap(client: aioredis.Redis, day: str | date) -> dict[str, Any
     """``{"day", "destinations": {id: {"fields", "pii", "events", "bytes", "match"}}}`` for
     one day."""
     day = day.isoformat() if isinstance(day, date) else date.fromisoformat(day).isoformat()
-    members = await client.smembers(_index(day))  # type: ignore[misc]
+    members = await client.smembers(datamap_day_key(day))  # type: ignore[misc]
     destinations = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
     pipe = client.pipeline(transaction=False)
     for destination in destinations:
-        pipe.smembers(_key(day, destination, "fields"))
-        pipe.smembers(_key(day, destination, "pii"))
-        pipe.hgetall(_key(day, destination, "counts"))
-        pipe.hgetall(_key(day, destination, "match"))
+        pipe.smembers(datamap_key(day, destination, "fields"))
+        pipe.smembers(datamap_key(day, destination, "pii"))
+        pipe.hgetall(datamap_key(day, destination, "counts"))
+        pipe.hgetall(datamap_key(day, destination, "match"))
     results = await pipe.execute()
     out: dict[str, Any] = {}
     for index, destination in enumerate(destinations):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass, field
 
 import redis.asyncio as aioredis
 
@@ -19,51 +20,40 @@ from router.routing import CompiledDestination
 __all__ = ["WorkerOptions", "WorkerPool"]
 
 
+@dataclass(slots=True)
 class WorkerPool:
     """Every destination's workers in this process, sending through the process's transport
     (its owner opens and closes it)."""
 
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        destinations: Sequence[CompiledDestination],
-        options: WorkerOptions,
-        stats: Stats,
-        recheck: Recheck | None = None,
-        *,
-        transport: Transport,
-        telemetry: Telemetry | None = None,
-        datamap: DataMapRecorder | None = None,
-        gate: HoldGate | None = None,
-    ) -> None:
-        self._client = client
-        self._transport = transport
-        self._destinations = destinations
-        self._options = options
-        self._stats = stats
-        self._recheck = recheck
-        self._telemetry = telemetry
-        self._datamap = datamap
-        self._gate = gate
-        self._stopping = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+    client: aioredis.Redis
+    destinations: Sequence[CompiledDestination]
+    options: WorkerOptions
+    stats: Stats
+    recheck: Recheck | None = None
+    _: KW_ONLY
+    transport: Transport
+    telemetry: Telemetry | None = None
+    datamap: DataMapRecorder | None = None
+    gate: HoldGate | None = None
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         """Start ``delivery.concurrency`` workers per destination."""
-        for destination in self._destinations:
+        for destination in self.destinations:
             for index in range(destination.config.delivery.concurrency):
                 worker = DestinationWorker(
-                    client=self._client,
-                    transport=self._transport,
-                    destination=destination,
-                    options=self._options,
-                    stats=self._stats,
-                    stopping=self._stopping,
-                    recheck=self._recheck,
-                    index=index,
-                    telemetry=self._telemetry,
-                    datamap=self._datamap,
-                    gate=self._gate,
+                    self.client,
+                    self.transport,
+                    destination,
+                    self.options,
+                    self.stats,
+                    self._stopping,
+                    self.recheck,
+                    index,
+                    self.telemetry,
+                    self.datamap,
+                    self.gate,
                 )
                 self._tasks.append(
                     asyncio.create_task(worker.run(), name=f"worker:{destination.id}:{index}")

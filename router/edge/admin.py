@@ -68,7 +68,7 @@ from router.core.jsonscan import depth_path
 from router.core.outcomes import Failure, Rejection
 from router.core.schema import WireEvent, error_path, error_text
 from router.core.signals import signals_from_headers
-from router.edge.http import HttpError, error_response, invalid_field, json_response, read_body
+from router.edge.http import HttpError, decode_body, error_response, json_response, read_body
 from router.edge.state import STATE, AppState
 from router.edge.tokens import Identity, Role, TokenTable
 from router.errors import AuditConflictError
@@ -246,12 +246,7 @@ _ERASE_DECODER = msgspec.json.Decoder(EraseBody)
 
 def parse_erase_body(body: bytes) -> Identifiers:
     """The identifiers of an erasure request; ``HttpError`` 400 when invalid or empty."""
-    try:
-        parsed = _ERASE_DECODER.decode(body)
-    except msgspec.ValidationError as exc:
-        raise invalid_field(exc) from exc
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise HttpError(400, "invalid_json", "the body is not valid JSON") from exc
+    parsed = decode_body(_ERASE_DECODER, body)
 
     def listed(value: str | list[str] | None) -> list[str]:
         return [] if value is None else [value] if isinstance(value, str) else value

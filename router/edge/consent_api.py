@@ -33,7 +33,7 @@ from consent.policy import ConsentPolicy
 from consent.records import ConsentRecord
 from router.core.audit_records import consent_written
 from router.core.jsonscan import depth_path
-from router.edge.http import HttpError, basic_auth_key, invalid_field, json_response, read_body
+from router.edge.http import HttpError, basic_auth_key, decode_body, json_response, read_body
 from router.edge.ingest import authenticate
 from router.edge.state import STATE, AppState
 
@@ -136,12 +136,7 @@ class ConsentRequest(NamedTuple):
 
 def parse_consent_body(body: bytes, policy: ConsentPolicy, received_at: datetime) -> ConsentRequest:
     """Hashed subject ids and the record to store; ``HttpError`` 400 when invalid."""
-    try:
-        parsed = _BODY_DECODER.decode(body)
-    except msgspec.ValidationError as exc:
-        raise invalid_field(exc) from exc
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise HttpError(400, "invalid_json", "the body is not valid JSON") from exc
+    parsed = decode_body(_BODY_DECODER, body)
     ids = [normalize_id(str(i)) for i in (parsed.user_id, parsed.anonymous_id) if i is not None]
     ids = [i for i in ids if i]
     if not ids:

@@ -15,12 +15,14 @@ import logging
 import re
 import zlib
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 from aiohttp import web
 
 from router.core.schema import error_path, error_text
+
+T = TypeVar("T")
 
 JSON = "application/json"
 log = logging.getLogger("router.http")
@@ -301,3 +303,14 @@ def invalid_field(error: msgspec.ValidationError) -> HttpError:
     if named is not None:
         path = f"{path}.{named.group(1)}" if path else named.group(1)
     return HttpError(400, "invalid_field", error_text(text), path=path or None)
+
+
+def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    """A JSON body decoded and validated: 400 ``invalid_field`` with the field path, or 400
+    ``invalid_json`` (also for nesting too deep to decode)."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise invalid_field(exc) from exc
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise HttpError(400, "invalid_json", "the body is not valid JSON") from exc

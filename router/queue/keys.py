@@ -34,7 +34,7 @@ payload), plus hashed subject ids for the re-checks at delivery.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal
 
 from consent.ids import subject_key
 from consent.store import CHANNEL as CONSENT_CHANNEL
@@ -52,6 +52,8 @@ __all__ = [
     "QUARANTINE",
     "QUARANTINE_MAXLEN",
     "SUPPRESSED",
+    "AuditPart",
+    "audit_key",
     "consent_history_key",
     "consent_key",
     "datamap_day_key",
@@ -64,7 +66,6 @@ __all__ = [
     "queue_key",
     "subject_hash",
     "volume_key",
-    "volume_since_key",
 ]
 
 GROUP: Final = "delivery"
@@ -95,19 +96,25 @@ def outbox_key(destination_id: str) -> str:
     return f"rt:outbox:{destination_id}"
 
 
+AuditPart = Literal["head", "anchor", "lanes", "heads", "anchors", "last"]
+
+
+def audit_key(stream: str, part: AuditPart) -> str:
+    """A key beside the audit stream: lane 0's ``head`` and last trimmed record (``anchor``),
+    the last lane handed out (``lanes``), each lane's last record (``heads``) and last trimmed
+    record (``anchors``), the newest record of any lane (``last``)."""
+    return f"{stream}:{part}"
+
+
 def hold_key(destination: str) -> str:
     """The hold flag of a destination."""
     return f"rt:hold:{destination}"
 
 
 def volume_key(kind: str, subject: str, day: str) -> str:
-    """Hourly event counts of a destination or source on one day (``YYYYMMDD``)."""
+    """Hourly event counts of a destination or source on one day (``YYYYMMDD``); with
+    ``day="since"``, the first hour it was counted."""
     return f"rt:vol:{kind}:{subject}:{day}"
-
-
-def volume_since_key(kind: str, subject: str) -> str:
-    """The first hour a destination or source was counted."""
-    return f"rt:vol:{kind}:{subject}:since"
 
 
 def fields_key(source: str) -> str:
