@@ -42,6 +42,9 @@ class RejectCode(StrEnum):
     INVALID_JSON = "invalid_json"
     TOO_DEEP = "too_deep"
     EVENT_TOO_LARGE = "event_too_large"
+    UNKNOWN_CATEGORIES = "unknown_categories"
+    INVALID_SOURCE = "invalid_source"
+    CONSENT_EXPIRED = "consent_expired"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,8 @@ from typing import Any, Final, TypeVar
 import msgspec
 from aiohttp import web
 
-from router.core.schema import error_path, error_text
+from router.core.consent_input import field_rejection
+from router.core.outcomes import Rejection
 
 T = TypeVar("T")
 
@@ -292,17 +293,14 @@ class RouterRunner(web.AppRunner):
         return server
 
 
-_NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
+def rejected(rejection: Rejection) -> HttpError:
+    """A 400 carrying a rejection's code, path (none when empty) and message."""
+    return HttpError(400, rejection.code, rejection.message, path=rejection.path or None)
 
 
 def invalid_field(error: msgspec.ValidationError) -> HttpError:
     """A 400 ``invalid_field`` with the field's path (a missing or unknown field's name too)."""
-    text = str(error)
-    path = error_path(text)
-    named = _NAMED_FIELD.search(text)
-    if named is not None:
-        path = f"{path}.{named.group(1)}" if path else named.group(1)
-    return HttpError(400, "invalid_field", error_text(text), path=path or None)
+    return rejected(field_rejection(error))
 
 
 def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:

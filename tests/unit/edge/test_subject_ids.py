@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 
 from consent.ids import normalize_id, subject_key
 from router.compliance.erasure import Identifiers
+from router.core.consent_input import ConsentRequest, parse_consent_body
 from router.core.outcomes import Rejection
 from router.core.sanitize import Event, sanitize
 from router.core.schema import WIRE_EVENT_DECODER
 from router.edge.admin import parse_erase_body
-from router.edge.consent_api import parse_consent_body
 from router.queue.keys import subject_hash
 from router.routing import parse_routing
 
@@ -59,6 +59,7 @@ def test_consent_and_erasure_hash_what_ingest_looks_up(user_id: str, ensure_asci
 
     body = json.dumps({"userId": user_id, "categories": {"analytics": False}})
     consent = parse_consent_body(body.encode(), ROUTING.policy, NOW)
+    assert isinstance(consent, ConsentRequest)
     assert consent.subjects == [looked_up]
 
     erased = parse_erase_body(json.dumps({"userId": user_id}).encode())
