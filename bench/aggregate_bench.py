@@ -26,9 +26,9 @@ import redis.asyncio as aioredis
 
 from destinations.aggregate import AggregateSettings
 from router.compliance.aggregates import AggregateStore, Contribution, noise_plan
+from router.compliance.datamap import DataMapRecorder
 from router.compliance.inventory import read_inventory
-from router.config import parse_routing
-from router.datamap import DataMapRecorder
+from router.routing import parse_routing
 from tests.redis_server import RedisServer
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

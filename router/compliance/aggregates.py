@@ -40,6 +40,7 @@ import opendp.prelude as dp
 import redis.asyncio as aioredis
 
 from destinations.aggregate import DAY_S, AggregateSettings, Layout, sensitivities
+from router.queue.keys import aggregate_key
 
 MECHANISM: Final = "discrete_laplace"
 """OpenDP ``make_laplace`` on ``i64`` vectors (L1 sensitivity)."""
@@ -104,11 +105,6 @@ def noise_plan(settings: AggregateSettings) -> NoisePlan:
 def window_of(seconds: float, window_s: int) -> int:
     """The start (Unix seconds) of the window holding this moment."""
     return int(seconds // window_s * window_s)
-
-
-def _key(destination: str, part: str, window: int | str | None = None) -> str:
-    middle = f":{window}" if window is not None else ""
-    return f"rt:agg:{{{destination}}}{middle}:{part}"
 
 
 _COUNT = """
@@ -210,7 +206,7 @@ class AggregateStore:
 
     def key(self, part: str, window: int | None = None) -> str:
         """The Redis key of a part (of a window)."""
-        return _key(self.destination, part, window)
+        return aggregate_key(self.destination, part, window)
 
     async def count(
         self, window: int, entries: Sequence[tuple[str, Sequence[Contribution]]]
@@ -310,7 +306,7 @@ class AggregateStore:
         they added to the counts stays: it is released only with noise). How many were
         removed."""
         removed = 0
-        async for key in self.client.scan_iter(match=_key(self.destination, "who", "*")):
+        async for key in self.client.scan_iter(match=aggregate_key(self.destination, "who", "*")):
             removed += int(await self.client.hdel(key, *subjects))  # type: ignore[misc]
         return removed
 

@@ -27,8 +27,8 @@ from destinations.aggregate import AggregateConnector, AggregateSettings
 from destinations.base import DeletionSkipped, HttpRequest
 from destinations.fields import Transform
 from router.compliance.aggregates import AggregateStore
-from router.config import CompiledDestination, Routing
-from router.datamap import read_datamaps, read_last_deliveries
+from router.compliance.datamap import read_datamaps, read_last_deliveries
+from router.routing import CompiledDestination, Routing
 
 WINDOW_DAYS: Final = 30
 

@@ -40,7 +40,6 @@ from destinations.aggregate import (
 from destinations.base import HttpRequest, classify_status
 from destinations.errors import TransportError
 from destinations.transport import Transport
-from router.audit import AuditConflictError, AuditLog
 from router.compliance.aggregates import (
     MECHANISM,
     AggregateStore,
@@ -49,13 +48,16 @@ from router.compliance.aggregates import (
     noise_plan,
     window_of,
 )
-from router.config import CompiledDestination
+from router.compliance.audit_log import AuditLog
+from router.compliance.datamap import mark_delivered
 from router.core.audit_records import AuditKind
 from router.core.outcomes import Failure
-from router.datamap import mark_delivered
+from router.delivery.worker import DestinationWorker, _Entry
+from router.errors import AuditConflictError
 from router.observability.metrics import Stats
-from router.queue import OUTBOX_MAXLEN, outbox_key
-from router.worker import DestinationWorker, _Entry
+from router.queue.items import decoded
+from router.queue.keys import OUTBOX_MAXLEN, outbox_key
+from router.routing import CompiledDestination
 
 log = logging.getLogger("router.aggregate")
 
@@ -95,7 +97,7 @@ class AggregateCounter(DestinationWorker):
             entry = entries[position]
             assert entry.item is not None
             try:
-                item = entry.item.item()
+                item = decoded(entry.item)
             except msgspec.DecodeError:
                 entry.result, entry.finished = Failure("corrupt_entry"), True
                 continue

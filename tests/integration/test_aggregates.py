@@ -17,21 +17,21 @@ import redis.asyncio as aioredis
 
 from consent.store import ConsentStore
 from destinations.transport import AiohttpTransport
-from router.audit import AuditLog
 from router.compliance.aggregates import (
     AggregateStore,
     Contribution,
     discrete_laplace_variance,
     window_of,
 )
+from router.compliance.audit_log import AuditLog
+from router.compliance.datamap import read_last_deliveries
+from router.compliance.erasure import Identifiers, erase
 from router.compliance.inventory import AGGREGATES, Flag, read_inventory
-from router.config import Routing, parse_routing
-from router.datamap import read_last_deliveries
 from router.delivery.aggregate import AggregateReleaser, aggregate_parts, releaser_for
-from router.erasure import Identifiers, erase
-from router.ingest import STATE
+from router.edge.state import STATE
 from router.observability.metrics import Stats
-from router.queue import SUPPRESSED, outbox_key, queue_key
+from router.queue.keys import SUPPRESSED, outbox_key, queue_key
+from router.routing import Routing, parse_routing
 from tests.conftest import HOOK_SECRET, WRITE_KEY, AppFactory, wait_for
 from tests.fakes.transport import RecordingTransport
 from tests.fakes.webhook import WebhookReceiver

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from router.admin import token_hash
 from router.cli import main
-from router.config import Routing, parse_routing
+from router.edge.tokens import token_hash
+from router.routing import Routing, parse_routing
 from tests.conftest import HOOK_SECRET, WRITE_KEY, AppFactory, wait_for
 from tests.fakes.webhook import WebhookReceiver
 from tests.redis_server import RedisServer

@@ -27,8 +27,8 @@ from destinations.aggregate import (
 )
 from destinations.base import Delivery
 from router.compliance.aggregates import discrete_laplace_variance, noise_plan
-from router.config import parse_routing
 from router.errors import ConfigError
+from router.routing import parse_routing
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NOW = datetime(2026, 12, 6, 12, tzinfo=UTC)
