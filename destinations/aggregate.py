@@ -42,6 +42,7 @@ from destinations.base import (
     Encoded,
     HttpRequest,
 )
+from destinations.payload import path_value
 from destinations.webhook import signed_request, signing_key
 
 OTHER: Final = "other"
@@ -186,25 +187,16 @@ class Layout:
             return None
         values = []
         for path, listed in zip(self.paths, self._listed, strict=True):
-            value = _at(delivery.payload, path)
+            value = path_value(delivery.payload, path)
             text = value if isinstance(value, str) else None
             values.append(text if text in listed else OTHER)
         return self._index[Cell(name, tuple(values))]
 
 
-def _at(payload: Mapping[str, Any], path: str) -> Any:
-    value: Any = payload
-    for part in path.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
-
-
 def clipped(payload: Mapping[str, Any], rule: SumSettings) -> int:
     """An event's contribution to the sum: its value rounded and clipped; 0 when it has none
     (counted, adds nothing)."""
-    value = _at(payload, rule.field)
+    value = path_value(payload, rule.field)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return 0
     return max(rule.lower, min(rule.upper, round(value)))
