@@ -29,8 +29,10 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from router.backend import connect
-from router.queue import GROUP, Deliveries, Enqueuer, ensure_group, queue_key
+from router.queue.backend import connect
+from router.queue.enqueuer import Deliveries, Enqueuer
+from router.queue.keys import GROUP, queue_key
+from router.queue.streams import ensure_group
 from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 

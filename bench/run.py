@@ -57,7 +57,7 @@ from bench.report import (
     table,
     targets,
 )
-from router.queue import dlq_key, queue_key
+from router.queue.keys import dlq_key, queue_key
 
 REPO = Path(__file__).resolve().parent.parent
 ROUTING = REPO / "bench" / "routing.yaml"

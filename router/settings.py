@@ -1,4 +1,9 @@
-"""Process settings from the environment (prefix ``ROUTER_``), via pydantic-settings."""
+"""Process settings from the environment (prefix ``ROUTER_``), via pydantic-settings.
+
+The only reader of ``ROUTER_*`` variables: everything else takes a ``Settings`` (or a value
+derived here, such as ``audit_key_bytes``). ``router.edge.tokens.tokens_of`` builds the token table
+from it.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ class Settings(BaseSettings):
     config: Path = Path("config/router.yaml")
     redis_url: str = "redis://127.0.0.1:6379/0"
     """One server (``redis://``, ``rediss://``, ``unix://``) or a Redis / Valkey cluster
-    (``redis+cluster://host:port,host:port,...``; ``router.backend``)."""
+    (``redis+cluster://host:port,host:port,...``; ``router.queue.backend``)."""
     host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces by default
     port: int = Field(default=8080, ge=0, le=65535)
     log_level: str = "INFO"
@@ -39,7 +44,7 @@ class Settings(BaseSettings):
     letters); kept from 0.1, where it authorised ``POST /admin/erase``."""
     admin_tokens: SecretStr | None = None
     """The operator API's tokens: a JSON object ``{"<sha256 hex of a token>": "<role>"}`` or
-    the path of a file holding one (``router.admin.parse_tokens``)."""
+    the path of a file holding one (``router.edge.tokens.parse_tokens``)."""
     audit_key: SecretStr | None = None
     """Key of the keyed tokens that stand for subject ids in the audit trail."""
     audit_max_records: int = Field(default=10_000_000, ge=1000)
@@ -59,8 +64,18 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _known_redis_url(cls, value: str) -> str:
-        from router.backend import cluster_nodes, is_cluster_url  # noqa: PLC0415 - no cycle
+        from router.queue.backend import cluster_nodes, is_cluster_url  # noqa: PLC0415 - no cycle
 
         if is_cluster_url(value):
             cluster_nodes(value)  # ValueError names the node that is not host:port
         return value
+
+    @property
+    def audit_key_bytes(self) -> bytes:
+        """``audit_key`` as the HMAC key of the audit's subject tokens (empty when unset)."""
+        return self.audit_key.get_secret_value().encode() if self.audit_key else b""
+
+    @property
+    def tokenize_key(self) -> str:
+        """``tokenize_secret``'s value (empty when unset)."""
+        return self.tokenize_secret.get_secret_value() if self.tokenize_secret else ""

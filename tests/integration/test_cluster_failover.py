@@ -14,8 +14,8 @@ from redis.exceptions import RedisError
 
 from consent.ids import subject_key
 from consent.store import ConsentStore
-from router.backend import connect, ping_all
-from router.queue import SUPPRESSED, queue_key
+from router.queue.backend import connect, ping_all
+from router.queue.keys import SUPPRESSED, queue_key
 from tests.conftest import TEST_CONFIG, AppFactory, routing_from, wait_for
 from tests.fakes.webhook import WebhookReceiver
 from tests.integration.test_delivery import AUTH, by_id, order

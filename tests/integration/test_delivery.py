@@ -15,8 +15,9 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from router.ingest import STATE
-from router.queue import dlq_key, outbox_key, queue_key, subject_hash, suppress
+from router.edge.state import STATE
+from router.queue.keys import dlq_key, outbox_key, queue_key, subject_hash
+from router.queue.streams import suppress
 from tests.conftest import (
     BACKENDS,
     HOOK_SECRET,

@@ -11,10 +11,10 @@ import redis.asyncio as aioredis
 from consent.ids import subject_key
 from consent.records import ConsentRecord
 from consent.store import ConsentStore, history_key, record_key
-from router.audit import AuditLog, verify
 from router.cli import main
+from router.compliance.audit_log import AuditLog, verify
 from router.core.audit_records import AuditKind
-from router.queue import GROUP, SUPPRESSED, dlq_key, outbox_key, queue_key
+from router.queue.keys import GROUP, SUPPRESSED, dlq_key, outbox_key, queue_key
 from tests.conftest import suppressed_hashes
 from tests.redis_server import RedisServer
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 import redis.asyncio as aioredis
 
-from router.queue import dlq_key, queue_key
+from router.queue.keys import dlq_key, queue_key
 from tests.conftest import BACKENDS, TEST_CONFIG, AppFactory, routing_from, wait_for
 from tests.fakes.webhook import WebhookReceiver
 from tests.integration.test_delivery import AUTH, by_id, order

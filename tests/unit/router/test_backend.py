@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from router.backend import cluster_nodes, is_cluster_url
+from router.queue.backend import cluster_nodes, is_cluster_url
 from router.settings import Settings
 
 HOSTS = st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z0-9-]{1,10}){0,2}", fullmatch=True)
