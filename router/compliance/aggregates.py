@@ -40,6 +40,7 @@ import opendp.prelude as dp
 import redis.asyncio as aioredis
 
 from destinations.aggregate import DAY_S, AggregateSettings, Layout, sensitivities
+from router.queue.backend import run_script
 from router.queue.keys import aggregate_key
 
 MECHANISM: Final = "discrete_laplace"
@@ -201,8 +202,6 @@ class AggregateStore:
         self.client = client
         self.destination = destination
         self.settings = settings
-        self._count = client.register_script(_COUNT)
-        self._release = client.register_script(_RELEASE)
 
     def key(self, part: str, window: int | None = None) -> str:
         """The Redis key of a part (of a window)."""
@@ -223,7 +222,9 @@ class AggregateStore:
             for c in contributions:
                 args += [c.cell, c.value, len(c.subjects), *c.subjects]
         keys = [self.key(p, window) for p in ("counts", "sums", "who", "seen", "closed")]
-        counted, over, late = await self._count(keys=[*keys, self.key("next")], args=args)
+        counted, over, late = await run_script(
+            self.client, _COUNT, keys=[*keys, self.key("next")], args=args
+        )
         return CountResult(int(counted), int(over), int(late))
 
     async def next_window(self, now_s: float) -> int:
@@ -274,7 +275,7 @@ class AggregateStore:
             RAW_TTL_S + self.settings.window_s,
             window + self.settings.window_s,
         ]
-        status, spent = await self._release(keys=keys, args=args)
+        status, spent = await run_script(self.client, _RELEASE, keys=keys, args=args)
         outcome = None if int(status) < 0 else bool(int(status))
         return outcome, float(spent)
 

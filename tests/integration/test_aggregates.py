@@ -32,7 +32,7 @@ from router.edge.state import STATE
 from router.observability.metrics import Stats
 from router.queue.keys import SUPPRESSED, outbox_key, queue_key
 from router.routing import Routing, parse_routing
-from tests.conftest import HOOK_SECRET, WRITE_KEY, AppFactory, wait_for
+from tests.conftest import BACKENDS, HOOK_SECRET, WRITE_KEY, AppFactory, wait_for
 from tests.fakes.transport import RecordingTransport
 from tests.fakes.webhook import WebhookReceiver
 
@@ -106,6 +106,7 @@ def cell(release: dict[str, Any], event: str, category: str) -> dict[str, Any]:
     return found[0]
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_counts_with_consent_and_bound_then_releases_within_the_daily_budget(
     make_router: AppFactory,
     receiver: tuple[WebhookReceiver, str],
@@ -265,6 +266,7 @@ async def test_counts_with_consent_and_bound_then_releases_within_the_daily_budg
     assert spent_today <= 1.5
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_a_failed_delivery_is_sent_again_without_new_noise_or_charge(
     receiver: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
 ) -> None:
@@ -300,6 +302,7 @@ async def test_a_failed_delivery_is_sent_again_without_new_noise_or_charge(
     )
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_many_releases_of_a_fixed_count_have_the_configured_noise(
     receiver: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
 ) -> None:
@@ -354,6 +357,7 @@ async def test_many_releases_of_a_fixed_count_have_the_configured_noise(
     assert day_spent == pytest.approx(120 * bodies[0]["epsilon"])
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_counts_survive_a_reload_that_changes_the_cells(
     receiver: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
 ) -> None:
@@ -389,6 +393,7 @@ async def test_counts_survive_a_reload_that_changes_the_cells(
     assert again.counted == 0  # the same stream entry is never counted twice
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_erasure_removes_the_person_from_the_contribution_ledgers(
     receiver: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
 ) -> None:
@@ -416,6 +421,7 @@ async def test_erasure_removes_the_person_from_the_contribution_ledgers(
     assert await redis_client.exists(store.key("who", window + WINDOW_S)) == 0
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_a_dry_run_release_goes_to_the_outbox_not_the_partner(
     receiver: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
 ) -> None:
@@ -448,6 +454,7 @@ async def test_a_dry_run_release_goes_to_the_outbox_not_the_partner(
     )
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS)
 async def test_a_withdrawal_after_ingest_keeps_the_event_out_of_the_count(
     make_router: AppFactory, receiver: tuple[WebhookReceiver, str]
 ) -> None:
