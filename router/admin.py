@@ -70,6 +70,7 @@ from router.core.explain import consent_context, explain
 from router.core.jsonscan import depth_path
 from router.core.outcomes import Failure, Rejection
 from router.core.schema import WireEvent, error_path, error_text
+from router.core.sealing import Undecryptable
 from router.core.signals import signals_from_headers
 from router.datamap import day_of, read_datamap
 from router.erasure import erase, parse_erase_body
@@ -77,7 +78,15 @@ from router.http import HttpError, error_response, json_response, read_body
 from router.ingest import STATE, AppState
 from router.observability.metrics import RouterMetrics
 from router.quarantine import read_quarantine
-from router.queue import GROUP, ITEM_DECODER, dlq_key, queue_key
+from router.queue import (
+    DLQ_ROLE,
+    GROUP,
+    ITEM_DECODER,
+    dlq_key,
+    queue_key,
+    replay_entry,
+    sealed_for,
+)
 from router.settings import Settings
 
 log = logging.getLogger("router.admin")
@@ -501,8 +510,14 @@ async def list_dlq(request: web.Request, call: Call) -> web.StreamResponse:
             "reason": Failure.parse(fields.get(b"reason", b"").decode("utf-8", "replace")).text,
             "at": fields.get(b"at", b"").decode("utf-8", "replace"),
         }
+        sealed = fields.get(b"d")
         try:
-            item = ITEM_DECODER.decode(fields.get(b"d", b""))
+            if sealed is None:  # kept sealed for the queue: it did not open there
+                raise Undecryptable("kept_sealed")
+            opened = call.state.sealer.open(sealed, sealed_for(DLQ_ROLE, destination, "d"))
+            item = ITEM_DECODER.decode(opened)
+        except Undecryptable:
+            row["undecryptable"] = True
         except msgspec.DecodeError:
             row["corrupt"] = True
         else:
@@ -523,6 +538,7 @@ async def list_quarantine(request: web.Request, call: Call) -> web.StreamRespons
         _limit(request),
         now=datetime.now(UTC),
         retention_days=state.settings.quarantine_retention_days,
+        sealer=state.sealer,
     )
     return json_response({"quarantine": entries})
 
@@ -554,16 +570,25 @@ async def replay_dlq(request: web.Request, call: Call) -> web.StreamResponse:
     else:
         found = await client.xrange(dlq, count=_limit(request, MAX_LIMIT))
     pipe = client.pipeline(transaction=True)
+    replayed, kept = 0, 0
     for entry_id, fields in found:
-        pipe.xadd(queue_key(destination), {"d": fields.get(b"d", b"")})
+        entry = replay_entry(call.state.sealer, destination, fields)
+        if entry is None:
+            kept += 1
+            continue
+        pipe.xadd(queue_key(destination), entry)  # type: ignore[arg-type]
         pipe.xdel(dlq, entry_id)
-    if found:
+        replayed += 1
+    if replayed:
         await pipe.execute()
     await call.audit.append(
         AuditKind.DLQ_REPLAY,
-        {"destination": destination, "count": len(found), "actor": call.actor},
+        {"destination": destination, "count": replayed, "actor": call.actor},
     )
-    return json_response({"destination": destination, "replayed": len(found)})
+    answer: dict[str, Any] = {"destination": destination, "replayed": replayed}
+    if kept:
+        answer["undecryptable"] = kept
+    return json_response(answer)
 
 
 async def erase_subject(request: web.Request, call: Call) -> web.StreamResponse:

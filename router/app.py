@@ -54,6 +54,7 @@ from router.queue import SUPPRESSED, Enqueuer, connect
 from router.sdk_metrics import post_sdk_metrics
 from router.settings import Settings
 from router.stored_consent import consent_recheck
+from router.subject_migration import mark_subject_key
 from router.worker import WorkerOptions, WorkerPool
 
 log = logging.getLogger("router.app")
@@ -187,7 +188,25 @@ def _worker_pool(app: web.Application, state: AppState, options: WorkerOptions) 
         telemetry=state.telemetry,
         datamap=app[DATAMAP],
         gate=HoldGate(state.redis),
+        sealer=state.sealer,
     )
+
+
+async def _check_subject_key(client: aioredis.Redis, secret: bytes) -> None:
+    """Warn when subject hashes are unkeyed; refuse loudly (log) a secret that differs from the
+    one the stored hashes are keyed with (``router.subject_migration``)."""
+    if not secret:
+        log.warning("ROUTER_SUBJECT_KEY is not set: subject hashes in Redis are unkeyed SHA-256")
+        return
+    try:
+        matches = await mark_subject_key(client, secret)
+    except (RedisError, OSError):
+        return  # Redis down at start-up: checked at the next start
+    if not matches:
+        log.error(
+            "ROUTER_SUBJECT_KEY differs from the key of the stored subject hashes: "
+            "stored consent and erasures will not match"
+        )
 
 
 async def backlog_of(client: aioredis.Redis, ratio: float) -> bool:
@@ -255,8 +274,11 @@ def create_app(
     )
     app[READ_TIMEOUT] = settings.http_read_timeout_s
     tokens = tokens_of(settings)
+    sealer = settings.sealer()
     client = connect(settings.redis_url, settings.redis_timeout_ms)
-    store = ConsentStore(client, suppressed_key=SUPPRESSED)
+    store = ConsentStore(
+        client, suppressed_key=SUPPRESSED, subject_secret=settings.subject_secret()
+    )
     owned_telemetry = telemetry is None
     telemetry = setup_telemetry() if telemetry is None else telemetry
     audit_key = settings.audit_key.get_secret_value().encode() if settings.audit_key else b""
@@ -269,7 +291,7 @@ def create_app(
         settings=settings,
         routing=routing,
         redis=client,
-        enqueuer=Enqueuer(client),
+        enqueuer=Enqueuer(client, sealer=sealer),
         stats=stats,
         transport=transport,
         consent=store,
@@ -282,6 +304,8 @@ def create_app(
         ),
         monitor=monitor,
         audit_key=audit_key,
+        sealer=sealer,
+        subject_secret=settings.subject_secret(),
     )
     app[STATE] = state
     app[DATAMAP] = DataMapRecorder(client)
@@ -292,6 +316,7 @@ def create_app(
         assert state.audit is not None
         if not audit_key:
             log.warning("ROUTER_AUDIT_KEY is not set: audit subject tokens use an empty key")
+        await _check_subject_key(client, state.subject_secret)
         state.enqueuer.start()
         await store.start()
         state.audit.start()

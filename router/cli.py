@@ -10,6 +10,9 @@
     router datamap [--day YYYY-MM-DD] [--json]
     router audit verify
     router audit export
+    router keys rotate [--config PATH]
+    router keys generate --id ID
+    router migrate-subjects
 
 ``router erase`` does what ``POST /admin/erase`` does, directly against Redis (bare ids are
 user ids and anonymous ids both), prints the receipt as JSON (hashes and counts only) and
@@ -47,11 +50,12 @@ from router.config import Routing, load_routing
 from router.core.explain import consent_context, explain
 from router.core.outcomes import Rejection
 from router.core.schema import WireEvent
+from router.core.sealing import KeyRingError, Sealer, Undecryptable, new_key_entry
 from router.core.signals import signals_from_headers
 from router.errors import ConfigError
 from router.http import RouterRunner
 from router.observability.logs import configure_logging
-from router.queue import connect, dlq_key, outbox_key
+from router.queue import DLQ_ROLE, OUTBOX_ROLE, connect, dlq_key, outbox_key, sealed_for
 from router.settings import Settings
 
 
@@ -73,6 +77,15 @@ def _load(settings: Settings) -> Routing | None:
         return _routing(settings)
     except ConfigError as error:
         _print_problems(Path(settings.config), error)
+        return None
+
+
+def _sealer(settings: Settings) -> Sealer | None:
+    """The key ring's sealer, or None after printing what is wrong with the ring."""
+    try:
+        return settings.sealer()
+    except KeyRingError as error:
+        print(str(error), file=sys.stderr)
         return None
 
 
@@ -131,6 +144,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     try:
         tokens_of(settings)
+        settings.sealer()
     except ValueError as error:
         print(str(error), file=sys.stderr)
         return 1
@@ -249,12 +263,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log_level)
     routing = _load(settings)
-    if routing is None:
+    sealer = _sealer(settings)
+    if routing is None or sealer is None:
         return 1
 
     async def main() -> None:
         client = connect(settings.redis_url, settings.redis_timeout_ms)
-        store = ConsentStore(client, suppressed_key=SUPPRESSED)
+        store = ConsentStore(
+            client, suppressed_key=SUPPRESSED, subject_secret=settings.subject_secret()
+        )
         await store.start()
         telemetry = setup_telemetry()
         stats = Stats()
@@ -272,6 +289,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             telemetry=telemetry,
             datamap=datamap,
             gate=HoldGate(client),
+            sealer=sealer,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -317,7 +335,9 @@ def cmd_erase(args: argparse.Namespace) -> int:
         client = connect(settings.redis_url, settings.redis_timeout_ms)
         transport = AiohttpTransport()
         try:
-            store = ConsentStore(client, suppressed_key=SUPPRESSED)
+            store = ConsentStore(
+                client, suppressed_key=SUPPRESSED, subject_secret=settings.subject_secret()
+            )
             audit = AuditLog(client, key=_audit_key(settings))
             return await erase(
                 client, store, routing, identifiers, transport, audit=audit, actor="cli"
@@ -384,10 +404,17 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     from router.quarantine import read_quarantine  # noqa: PLC0415
 
     settings = _settings(args)
+    sealer = _sealer(settings)
+    if sealer is None:
+        return 1
 
     async def show(client: Redis) -> int:
         entries = await read_quarantine(
-            client, args.limit, now=_now(), retention_days=settings.quarantine_retention_days
+            client,
+            args.limit,
+            now=_now(),
+            retention_days=settings.quarantine_retention_days,
+            sealer=sealer,
         )
         for entry in entries:
             print(json.dumps(entry, sort_keys=True))
@@ -524,18 +551,19 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     """Print what a dry-run destination would have sent, newest first."""
-    return _print_stream(args, outbox_key(args.destination), "r")
+    return _print_stream(args, outbox_key(args.destination), "r", OUTBOX_ROLE)
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
     """List a destination's dead letters with their reasons, newest first."""
-    return _print_stream(args, dlq_key(args.destination), None)
+    return _print_stream(args, dlq_key(args.destination), None, DLQ_ROLE)
 
 
-def _print_stream(args: argparse.Namespace, key: str, field: str | None) -> int:
+def _print_stream(args: argparse.Namespace, key: str, field: str | None, role: str) -> int:
     settings = _settings(args)
     routing = _load(settings)
-    if routing is None:
+    sealer = _sealer(settings)
+    if routing is None or sealer is None:
         return 1
     if routing.destination(args.destination) is None:
         known = ", ".join(d.id for d in routing.destinations)
@@ -558,12 +586,111 @@ def _print_stream(args: argparse.Namespace, key: str, field: str | None) -> int:
         record: dict[str, Any] = {"id": entry_id.decode()}
         for name, value in fields.items():
             text = value.decode("utf-8", "replace")
-            record[name.decode()] = json.loads(text) if name.decode() in ("r", "d") else text
-        if field is not None:
+            if name.decode() in ("qd", "qb"):  # an undecryptable entry, kept sealed as it was
+                record["undecryptable"] = True
+                continue
+            if name.decode() in ("r", "d"):
+                try:
+                    where = sealed_for(role, args.destination, name.decode())
+                    opened = sealer.open(value, where)
+                except Undecryptable as exc:
+                    record["undecryptable"] = exc.reason
+                    record[name.decode()] = None
+                    continue
+                record[name.decode()] = json.loads(opened)
+            else:
+                record[name.decode()] = text
+        if field is not None and record.get(field) is not None:
             record = {"id": record["id"], **record[field]}
         print(json.dumps(record, sort_keys=True))
     if not entries:
         print(f"(nothing in {key})", file=sys.stderr)
+    return 0
+
+
+class Progress:
+    """``done/total`` as a bar redrawn in place on a terminal, else a line every 10%."""
+
+    def __init__(self, label: str, stream: Any = None, width: int = 30) -> None:
+        self._label = label
+        self._out = sys.stderr if stream is None else stream
+        self._tty = bool(getattr(self._out, "isatty", lambda: False)())
+        self._width = width
+        self._shown = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        """Show that ``done`` of ``total`` are through."""
+        share = done / total if total else 1.0
+        if self._tty:
+            filled = int(share * self._width)
+            bar = "#" * filled + "." * (self._width - filled)
+            self._out.write(f"\r{self._label} [{bar}] {share:4.0%} {done}/{total}")
+            if done >= total:
+                self._out.write("\n")
+        elif int(share * 10) > self._shown:
+            self._shown = int(share * 10)
+            self._out.write(f"{self._label}: {done}/{total} entries ({share:.0%})\n")
+        self._out.flush()
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """Re-seal every queued, dead-lettered, outbox and quarantine entry with the newest key of
+    ``ROUTER_ENCRYPTION_KEYS`` (``router.rotation``), while the routers keep running."""
+    from router.rotation import rotate  # noqa: PLC0415
+
+    settings = _settings(args)
+    sealer = _sealer(settings)
+    if sealer is not None and sealer.ring is None:
+        print("ROUTER_ENCRYPTION_KEYS is not set: there is no key to rotate to", file=sys.stderr)
+        return 1
+    routing = _load(settings)
+    if routing is None or sealer is None:
+        return 1
+    destinations = [d.id for d in routing.destinations]
+
+    async def run(client: Redis) -> int:
+        progress = Progress(f"re-encrypting with key {sealer.ring.current if sealer.ring else ''}")
+        report = await rotate(client, sealer, destinations, progress)
+        print(report.line())
+        return 0
+
+    return _with_redis(settings, run)
+
+
+def cmd_migrate_subjects(args: argparse.Namespace) -> int:
+    """Re-key the unkeyed subject hashes of stored consent and suppression under
+    ``ROUTER_SUBJECT_KEY`` (``router.subject_migration``); run before starting the routers
+    with the secret."""
+    from router.queue import SUPPRESSED  # noqa: PLC0415
+    from router.subject_migration import SubjectKeyMismatchError, migrate_subjects  # noqa: PLC0415
+
+    settings = _settings(args)
+    secret = settings.subject_secret()
+    if not secret:
+        print("ROUTER_SUBJECT_KEY is not set: there is no key to migrate to", file=sys.stderr)
+        return 1
+
+    async def run(client: Redis) -> int:
+        try:
+            report = await migrate_subjects(
+                client, secret, SUPPRESSED, Progress("re-keying subject hashes")
+            )
+        except SubjectKeyMismatchError as error:
+            print(str(error), file=sys.stderr)
+            return 1
+        print(report.line())
+        return 0
+
+    return _with_redis(settings, run)
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    """Print a fresh ``id:base64`` key to put FIRST in ``ROUTER_ENCRYPTION_KEYS``."""
+    try:
+        print(new_key_entry(args.id))
+    except KeyRingError as error:
+        print(str(error), file=sys.stderr)
+        return 2
     return 0
 
 
@@ -633,6 +760,22 @@ def build_parser() -> argparse.ArgumentParser:
     datamap.add_argument("--day", help="YYYY-MM-DD, UTC (default: today)")
     datamap.add_argument("--json", action="store_true")
     datamap.set_defaults(func=cmd_datamap)
+
+    keys = commands.add_parser("keys", help="the key ring of encryption at rest")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    rotate_cmd = keys_commands.add_parser(
+        "rotate", help="re-encrypt every entry at rest with the newest key (online)"
+    )
+    rotate_cmd.add_argument("--config")
+    rotate_cmd.set_defaults(func=cmd_keys_rotate)
+    generate = keys_commands.add_parser("generate", help="print a new id:base64 key")
+    generate.add_argument("--id", required=True, help="the key id, e.g. k2 or 2026-12")
+    generate.set_defaults(func=cmd_keys_generate)
+
+    migrate = commands.add_parser(
+        "migrate-subjects", help="re-key stored subject hashes under ROUTER_SUBJECT_KEY"
+    )
+    migrate.set_defaults(func=cmd_migrate_subjects)
 
     audit = commands.add_parser("audit", help="the hash-chained audit trail")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)

@@ -83,12 +83,12 @@ class Identifiers:
         """How many distinct identifiers were given."""
         return len({*self.user_ids, *self.anonymous_ids, *self.emails})
 
-    def hashes(self) -> list[str]:
-        """The hashed subjects to suppress (an email also lower-cased)."""
+    def hashes(self, secret: bytes = b"") -> list[str]:
+        """The hashed subjects to suppress (an email also lower-cased), keyed by ``secret``."""
         values = [*self.user_ids, *self.anonymous_ids]
         for email in self.emails:
             values += [email, email.lower()]
-        return list(dict.fromkeys(subject_key(v) for v in values))
+        return list(dict.fromkeys(subject_key(v, secret) for v in values))
 
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
@@ -175,7 +175,7 @@ async def erase(
 ) -> dict[str, Any]:
     """Erase a person everywhere we can; the receipt (no raw identifiers). ``actor``: who
     asked, as the audit trail names them (``operator:<token id>``, ``cli``)."""
-    hashes = identifiers.hashes()
+    hashes = identifiers.hashes(store.subject_secret)
     erased = await store.erase(hashes)
     quarantined = await erase_quarantined(client, hashes)
     destinations = await asyncio.gather(

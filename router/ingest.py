@@ -44,6 +44,7 @@ from router.core.schema import (
     error_path,
     error_text,
 )
+from router.core.sealing import Sealer
 from router.core.signals import signals_from_headers
 from router.errors import QueueUnavailableError
 from router.http import HttpError, basic_auth_key, json_response, read_body
@@ -53,6 +54,7 @@ from router.observability.tracing import ingest_trace, set_span_attributes, stag
 from router.quarantine import quarantine_write
 from router.queue import (
     ITEM_ENCODER,
+    PLAINTEXT,
     SUPPRESSED,
     Deliveries,
     Enqueuer,
@@ -95,6 +97,10 @@ class AppState:
     """Anomaly detection: volume and field paths per source, PII kinds per destination."""
     audit_key: bytes = b""
     """Key of the subject tokens in audit records (``ROUTER_AUDIT_KEY``)."""
+    sealer: Sealer = PLAINTEXT
+    """Encryption at rest of queued, dead-lettered, outbox and quarantined entries."""
+    subject_secret: bytes = b""
+    """Key of the subject hashes stored in Redis (``ROUTER_SUBJECT_KEY``)."""
 
     @property
     def tracer(self) -> trace.Tracer:
@@ -363,6 +369,8 @@ async def _accept(
                     raw,
                     now=received_at,
                     retention_days=state.settings.quarantine_retention_days,
+                    sealer=state.sealer,
+                    subject_secret=state.subject_secret,
                 )
             )
             state.stats.add("router_events_rejected_total", source=source.id, code=outcome.code)
@@ -413,7 +421,8 @@ async def _plan(
     state: AppState, events: Sequence[Event], signals: RequestSignals, may_grant: bool
 ) -> RequestPlan:
     """Look up the subjects (one round trip), then plan the request in slices."""
-    subjects = [tuple(subject_hash(i) for i in e.subject_ids) for e in events]
+    secret = state.subject_secret
+    subjects = [tuple(subject_hash(i, secret) for i in e.subject_ids) for e in events]
     all_hashes = sorted({h for hashes in subjects for h in hashes})
     with stage_span(state.tracer, "consent"):
         suppressed, records = await _lookups(state, all_hashes)
@@ -482,6 +491,7 @@ def _deliveries(plan: RequestPlan, trace_parent: str | None) -> list[Deliveries]
                 )
                 for r in routed
             ],
+            destination_id,
         )
         for destination_id, routed in plan.deliveries.items()
     ]

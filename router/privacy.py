@@ -50,7 +50,7 @@ async def post_consent(request: web.Request) -> web.Response:
     if path is not None:  # ingest's limit, checked before a recursive decoder sees the body
         raise HttpError(400, "too_deep", f"nesting deeper than {max_depth} levels", path=path)
     source = authenticate(routing, request, body_write_key(body))
-    consent = parse_consent_body(body, routing.policy, datetime.now(UTC))
+    consent = parse_consent_body(body, routing.policy, datetime.now(UTC), state.subject_secret)
     if state.consent is None:
         raise _unavailable(state)
     try:

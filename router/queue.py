@@ -12,6 +12,11 @@ Keys (all under ``rt:``):
 
 What rests in a destination's queue is only what that destination may receive (the minimized
 payload), plus hashed subject ids for the re-checks at delivery.
+
+At rest (``router.core.sealing``, on when ``ROUTER_ENCRYPTION_KEYS`` is set): a queue entry's
+``d``/``b`` value, a dead letter's ``d``, an outbox record's ``r`` and a quarantine entry's ``e``
+are AES-256-GCM envelopes whose associated data names the role, the destination and the field
+(``sealed_for``). Plaintext values from before encryption still read.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from redis.exceptions import RedisError
 
 from consent.ids import subject_key
 from destinations.base import ConsentFacts, Delivery
+from router.core.sealing import Sealer, Undecryptable, context
 from router.errors import QueueUnavailableError
 
 GROUP = "delivery"
@@ -56,10 +62,24 @@ def outbox_key(destination_id: str) -> str:
     return f"rt:outbox:{destination_id}"
 
 
-def subject_hash(identifier: str) -> str:
-    """How a subject id is stored in Redis: SHA-256 hex of the normalized id
-    (``consent.ids.subject_key``)."""
-    return subject_key(identifier)
+QUEUE_ROLE: Final = "queue"
+DLQ_ROLE: Final = "dlq"
+OUTBOX_ROLE: Final = "outbox"
+QUARANTINE_ROLE: Final = "quarantine"
+PLAINTEXT: Final = Sealer()
+"""Seals nothing, opens only plaintext: the default where no key ring is configured."""
+
+
+def sealed_for(role: str, destination: str, field: str) -> bytes:
+    """The associated data of a sealed field: ``role`` is ``QUEUE_ROLE``..., ``field`` the
+    stream entry's field name (``d``, ``b``, ``r``, ``e``)."""
+    return context(role, destination, field)
+
+
+def subject_hash(identifier: str, secret: bytes = b"") -> str:
+    """How a subject id is stored in Redis: HMAC-SHA256 hex of the normalized id under
+    ``ROUTER_SUBJECT_KEY`` (``consent.ids.subject_key``)."""
+    return subject_key(identifier, secret)
 
 
 class QueueItem(msgspec.Struct, frozen=True, gc=False):
@@ -153,26 +173,52 @@ def decode_queued(data: bytes) -> QueuedItem | None:
 _RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def entry_for(encoded_items: Sequence[bytes]) -> dict[str, bytes | str]:
+def entry_for(
+    encoded_items: Sequence[bytes], sealer: Sealer = PLAINTEXT, destination: str = ""
+) -> dict[str, bytes | str]:
     """The stream entry holding deliveries to one destination (one request's, or several
-    requests' packed by the enqueuer).
+    requests' packed by the enqueuer), sealed as a whole when ``sealer`` is on (one envelope
+    for up to ``MAX_ITEMS_PER_ENTRY`` deliveries).
 
     One delivery: ``{"d": item}``; several: ``{"b": [item, ...]}``, so a batch of 100 events
     costs one XADD per destination instead of 100. Dead letters always hold one item (``d``).
     """
     if len(encoded_items) == 1:
-        return {"d": encoded_items[0]}
-    return {"b": b"[" + b",".join(encoded_items) + b"]"}
+        name, value = "d", encoded_items[0]
+    else:
+        name, value = "b", b"[" + b",".join(encoded_items) + b"]"
+    return {name: sealer.seal(value, sealed_for(QUEUE_ROLE, destination, name))}
 
 
-def entry_items(fields: dict[str, bytes]) -> list[bytes]:
-    """The raw JSON of each delivery in a stream entry (``[]`` when it is unreadable)."""
+def entry_items(
+    fields: dict[str, bytes], sealer: Sealer = PLAINTEXT, destination: str = ""
+) -> list[bytes]:
+    """The raw JSON of each delivery in a stream entry (``[]`` when it is unreadable);
+    ``router.core.sealing.Undecryptable`` when it is sealed and does not open here."""
     if "d" in fields:
-        return [fields["d"]]
+        return [sealer.open(fields["d"], sealed_for(QUEUE_ROLE, destination, "d"))]
     try:
-        return [bytes(raw) for raw in _RAW_LIST.decode(fields.get("b", b""))]
+        batch = sealer.open(fields.get("b", b""), sealed_for(QUEUE_ROLE, destination, "b"))
+        return [bytes(raw) for raw in _RAW_LIST.decode(batch)]
     except msgspec.DecodeError:
         return []
+
+
+def replay_entry(
+    sealer: Sealer, destination: str, fields: dict[bytes, bytes]
+) -> dict[str, bytes] | None:
+    """The queue entry that replays a dead letter: its item opened as a dead letter and sealed
+    for the queue; an undecryptable one (``qd``/``qb``) goes back as it came, sealed for the
+    queue, where a key added since may open it. ``None`` when it opens nowhere (kept)."""
+    for name in ("d", "b"):
+        kept = fields.get(f"q{name}".encode())
+        if kept is not None:
+            return {name: kept}
+    try:
+        item = sealer.open(fields.get(b"d", b""), sealed_for(DLQ_ROLE, destination, "d"))
+    except Undecryptable:
+        return None
+    return {"d": sealer.seal(item, sealed_for(QUEUE_ROLE, destination, "d"))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +239,8 @@ class Deliveries:
 
     stream: str
     items: Sequence[bytes]
+    destination: str = ""
+    """Whose queue ``stream`` is: part of the sealed entries' associated data."""
 
 
 MAX_ITEMS_PER_ENTRY: Final = 100
@@ -221,8 +269,14 @@ class Enqueuer:
     no added latency under low load and saves round trips under high load.
     """
 
-    def __init__(self, client: aioredis.Redis, max_writes_per_flush: int = 5000) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        max_writes_per_flush: int = 5000,
+        sealer: Sealer = PLAINTEXT,
+    ) -> None:
         self._client = client
+        self._sealer = sealer
         self._max = max_writes_per_flush
         self._pending: list[tuple[Sequence[Write | Deliveries], asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
@@ -281,19 +335,19 @@ class Enqueuer:
         self, batch: list[tuple[Sequence[Write | Deliveries], asyncio.Future[None]]]
     ) -> None:
         pipe = self._client.pipeline(transaction=False)
-        packed: dict[str, list[list[bytes]]] = {}
+        packed: dict[tuple[str, str], list[list[bytes]]] = {}
         for writes, _ in batch:
             for write in writes:
                 if isinstance(write, Deliveries):
-                    entries = packed.setdefault(write.stream, [[]])
+                    entries = packed.setdefault((write.stream, write.destination), [[]])
                     if entries[-1] and len(entries[-1]) + len(write.items) > MAX_ITEMS_PER_ENTRY:
                         entries.append([])
                     entries[-1].extend(write.items)
                 else:
                     add_to(pipe, write)
-        for stream, entries in packed.items():
+        for (stream, destination), entries in packed.items():
             for items in entries:
-                add_to(pipe, Write(stream, entry_for(items)))
+                add_to(pipe, Write(stream, entry_for(items, self._sealer, destination)))
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from router.core.sealing import KeyRing, Sealer
+
 
 class Settings(BaseSettings):
     """What an operator sets per process; the routing file holds everything else."""
@@ -49,3 +51,19 @@ class Settings(BaseSettings):
     """Drop quarantined (rejected, redacted) events older than this."""
     consumer_name: str | None = None
     """Name of this process in the consumer groups (default: host name and pid)."""
+    encryption_keys: SecretStr | None = None
+    """Key ring of encryption at rest: ``id:base64,...`` of 32-byte keys, NEWEST FIRST (the
+    first seals, all open); unset: nothing is sealed (``router.core.sealing``)."""
+    subject_key: SecretStr | None = None
+    """Secret of the keyed subject hashes in Redis (HMAC-SHA256 of each id); unset: plain
+    SHA-256, as before 0.2, which a dictionary of ids can reverse."""
+
+    def sealer(self) -> Sealer:
+        """The sealer of ``encryption_keys``; ``KeyRingError`` (a ``ValueError`` naming the
+        entry, never the key) when the ring is malformed."""
+        text = self.encryption_keys.get_secret_value() if self.encryption_keys else ""
+        return Sealer(KeyRing.parse(text))
+
+    def subject_secret(self) -> bytes:
+        """The key of the subject hashes (``b""``: unkeyed SHA-256)."""
+        return self.subject_key.get_secret_value().encode() if self.subject_key else b""

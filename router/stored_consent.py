@@ -76,7 +76,9 @@ class ConsentRequest(NamedTuple):
     ids: list[str]
 
 
-def parse_consent_body(body: bytes, policy: ConsentPolicy, received_at: datetime) -> ConsentRequest:
+def parse_consent_body(
+    body: bytes, policy: ConsentPolicy, received_at: datetime, subject_secret: bytes = b""
+) -> ConsentRequest:
     """Hashed subject ids and the record to store; ``HttpError`` 400 when invalid."""
     try:
         parsed = _BODY_DECODER.decode(body)
@@ -119,7 +121,7 @@ def parse_consent_body(body: bytes, policy: ConsentPolicy, received_at: datetime
             path="timestamp",
         )
     unique = list(dict.fromkeys(ids))
-    return ConsentRequest([subject_key(i) for i in unique], record, unique)
+    return ConsentRequest([subject_key(i, subject_secret) for i in unique], record, unique)
 
 
 def _timestamp(text: str) -> datetime:

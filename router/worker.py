@@ -46,6 +46,7 @@ from router.anomaly import HoldGate
 from router.config import CompiledDestination
 from router.core.outcomes import Failure, SkipReason
 from router.core.paths import field_paths
+from router.core.sealing import Sealer, Undecryptable
 from router.datamap import DataMapRecorder, declared_kinds
 from router.observability.metrics import Stats
 from router.observability.setup import Telemetry
@@ -57,9 +58,12 @@ from router.observability.tracing import (
 )
 from router.queue import (
     DLQ_MAXLEN,
+    DLQ_ROLE,
     GROUP,
     MAX_ITEMS_PER_ENTRY,
     OUTBOX_MAXLEN,
+    OUTBOX_ROLE,
+    PLAINTEXT,
     QueuedItem,
     QueueItem,
     decode_queued,
@@ -69,6 +73,7 @@ from router.queue import (
     entry_items,
     outbox_key,
     queue_key,
+    sealed_for,
     suppressed_among,
 )
 
@@ -120,6 +125,9 @@ class _Entry:
     raw: bytes
     result: Failure | None = None
     finished: bool = False
+    still_sealed: str = ""
+    """The entry's field (``d`` or ``b``) when it did not open: ``raw`` is its envelope, kept
+    as it is (sealed for the queue) in the dead letter."""
 
 
 @dataclass(slots=True)
@@ -145,6 +153,7 @@ class DestinationWorker:
     telemetry: Telemetry | None = None
     datamap: DataMapRecorder | None = None
     gate: HoldGate | None = None
+    sealer: Sealer = PLAINTEXT
     _last_reclaim: float = field(default=0.0)
     _own_pending_done: bool = field(default=False)
     _items_per_entry: float = field(default=float(MAX_ITEMS_PER_ENTRY))
@@ -222,7 +231,7 @@ class DestinationWorker:
         with start_delivery_span(self.tracer, self.destination.id, traces):
             live: list[int] = []
             for entry in entries:
-                if entry.item is None:
+                if entry.item is None and entry.result is None:
                     entry.result, entry.finished = Failure("corrupt_entry"), True
             decoded = [(p, e.item) for p, e in enumerate(entries) if e.item is not None]
             reasons = await self._recheck([item for _, item in decoded])
@@ -243,9 +252,17 @@ class DestinationWorker:
             await self._settle(entries)
 
     def _decode(self, raw: Any) -> list[_Entry]:
-        """One ``_Entry`` per delivery of a stream entry (an entry may hold a batch)."""
+        """One ``_Entry`` per delivery of a stream entry (an entry may hold a batch); one
+        ``undecryptable`` entry for a sealed entry that does not open (never dropped)."""
+        fields = entry_fields(raw)
+        try:
+            items = entry_items(fields, self.sealer, self.destination.id)
+        except Undecryptable as exc:
+            name = "d" if "d" in fields else "b"
+            failure = Failure("undecryptable", exc.reason)
+            return [_Entry(raw[0], None, fields[name], failure, True, still_sealed=name)]
         found: list[_Entry] = []
-        for data in entry_items(entry_fields(raw)) or [b""]:
+        for data in items or [b""]:
             found.append(_Entry(entry_id=raw[0], item=decode_queued(data), raw=data))
         return found
 
@@ -374,9 +391,10 @@ class DestinationWorker:
         config = self.destination.config
         if config.dry_run:
             record = {"at": datetime.now(UTC).isoformat(), "request": request.redacted()}
+            where = sealed_for(OUTBOX_ROLE, self.destination.id, "r")
             await self.client.xadd(
                 outbox_key(self.destination.id),
-                {"r": msgspec.json.encode(record)},
+                {"r": self.sealer.seal(msgspec.json.encode(record), where)},
                 maxlen=OUTBOX_MAXLEN,
                 approximate=True,
             )
@@ -481,11 +499,17 @@ class DestinationWorker:
         pipe = self.client.pipeline(transaction=True)
         moment = datetime.now(UTC)
         now = moment.isoformat()
+        where = sealed_for(DLQ_ROLE, self.destination.id, "d")
         for entry in done:
             if entry.result is not None:
+                letter: dict[str, bytes | str] = {"reason": entry.result.text, "at": now}
+                if entry.still_sealed:  # kept as it was: it opens (if ever) in the queue
+                    letter[f"q{entry.still_sealed}"] = entry.raw
+                else:
+                    letter["d"] = self.sealer.seal(entry.raw, where)
                 pipe.xadd(
                     dlq_key(self.destination.id),
-                    {"d": entry.raw, "reason": entry.result.text, "at": now},
+                    letter,  # type: ignore[arg-type]
                     maxlen=DLQ_MAXLEN,
                     approximate=True,
                 )
@@ -537,8 +561,10 @@ class WorkerPool:
         telemetry: Telemetry | None = None,
         datamap: DataMapRecorder | None = None,
         gate: HoldGate | None = None,
+        sealer: Sealer = PLAINTEXT,
     ) -> None:
         self._client = client
+        self._sealer = sealer
         self._transport = transport
         self._destinations = destinations
         self._options = options
@@ -566,6 +592,7 @@ class WorkerPool:
                     telemetry=self._telemetry,
                     datamap=self._datamap,
                     gate=self._gate,
+                    sealer=self._sealer,
                 )
                 self._tasks.append(
                     asyncio.create_task(worker.run(), name=f"worker:{destination.id}:{index}")
