@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from consent.ids import keyed, subject_key
 from consent.store import history_key, record_key
 from router.cli import main
-from router.queue import SUPPRESSED
+from router.queue import QUARANTINE, SUPPRESSED
 from router.subject_migration import MARKER, MOVED, migrate_subjects
 from tests.conftest import WRITE_KEY, AppFactory, routing_from
 from tests.redis_server import RedisServer
@@ -44,6 +44,31 @@ async def test_consent_written_with_a_subject_key_is_stored_keyed(
     assert await redis_client.exists(record_key(subject_key("user-1", SECRET.encode()))) == 1
     assert await redis_client.exists(record_key(subject_key("user-1"))) == 0
     assert await redis_client.get(MARKER) is not None
+
+
+async def test_erasure_finds_what_was_stored_under_keyed_hashes(
+    make_router: AppFactory, redis_client: aioredis.Redis
+) -> None:
+    """Consent and a quarantined event of a person, stored keyed; ``POST /admin/erase`` with
+    the raw ids removes both and suppresses the keyed hash (the unkeyed one is never stored)."""
+    token = "operator-token-for-subject-keys"
+    router = await make_router(
+        routing_from(), workers=False, subject_key=SECRET, operator_token=token
+    )
+    body = {"userId": "user-9", "categories": {"C0002": True}}
+    assert (await router.post("/v1/consent", json=body, headers=AUTH)).status == 200
+    bad = {"type": "track", "event": "x", "userId": "user-9", "timestamp": "not a time"}
+    assert (await router.post("/v1/track", json=bad, headers=AUTH)).status == 400
+    assert await redis_client.xlen(QUARANTINE) == 1
+    erase = await router.post(
+        "/admin/erase", json={"userId": "user-9"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    receipt = (await erase.json())["receipt"]
+    keyed_hash = subject_key("user-9", SECRET.encode())
+    assert receipt["subjects"] == [keyed_hash]
+    assert receipt["removed"] == {"consent_records": 1, "history_entries": 1, "quarantined": 1}
+    assert await redis_client.sismember(SUPPRESSED, keyed_hash)  # type: ignore[misc]
+    assert not await redis_client.sismember(SUPPRESSED, subject_key("user-9"))  # type: ignore[misc]
 
 
 async def _seed_unkeyed(client: aioredis.Redis) -> None:
