@@ -127,3 +127,28 @@ def test_blank_ring_means_off_and_generated_entries_parse() -> None:
     assert len(ring.keys["k3"]) == 32
     url_safe = "k4:" + base64.urlsafe_b64encode(b"\xff" * 32).decode().rstrip("=")
     assert KeyRing.parse(url_safe) is not None
+
+
+@given(st.text(max_size=200))
+def test_any_ring_text_parses_or_is_refused_cleanly(text: str) -> None:
+    """The ring parser never raises anything but KeyRingError, and a ring it accepts has its
+    first key current and 32-byte keys only."""
+    message = ""
+    try:
+        ring = KeyRing.parse(text)
+    except KeyRingError as error:
+        ring, message = None, str(error)
+    assert not message or message.startswith("ROUTER_ENCRYPTION_KEYS entry ")
+    if ring is not None:
+        assert ring.key_ids[0] == ring.current
+        assert all(len(key) == 32 for key in ring.keys.values())
+
+
+@given(st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=4, unique=True))
+def test_generated_style_rings_round_trip(keys: list[bytes]) -> None:
+    """A ring written as the README says parses back to the same keys, newest first."""
+    text = ",".join(f"k{n}:{base64.b64encode(key).decode()}" for n, key in enumerate(keys))
+    ring = KeyRing.parse(text)
+    assert ring is not None
+    assert ring.current == "k0"
+    assert [ring.keys[f"k{n}"] for n in range(len(keys))] == keys
