@@ -260,6 +260,10 @@ class DestinationWorker:
         except Undecryptable as exc:
             name = "d" if "d" in fields else "b"
             failure = Failure("undecryptable", exc.reason)
+            log.warning(
+                "queue entry does not decrypt: dead-lettered as it is",
+                extra={"destination": self.destination.id, "reason": exc.reason},
+            )
             return [_Entry(raw[0], None, fields[name], failure, True, still_sealed=name)]
         found: list[_Entry] = []
         for data in items or [b""]:
