@@ -9,22 +9,18 @@ import base64
 import hashlib
 import io
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from destinations.base import Delivery
 from router.cli import main
 from router.core.sealing import KeyRing, Sealer, key_id_of
 from router.queue import (
     DLQ_ROLE,
-    ITEM_ENCODER,
     OUTBOX_ROLE,
     QUARANTINE,
-    QueueItem,
     dlq_key,
     entry_for,
     outbox_key,
@@ -34,6 +30,7 @@ from router.queue import (
 from router.rotation import rotate
 from tests.conftest import HOOK_SECRET, WRITE_KEY, AppFactory, routing_from, wait_for
 from tests.fakes.webhook import WebhookReceiver
+from tests.integration.test_corrupt_entries import _item
 from tests.redis_server import RedisServer
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
@@ -201,18 +198,6 @@ async def test_no_personal_value_rests_in_redis_in_clear(
     assert (await replay.json())["replayed"] == 2
     requeued = await redis_client.xrange(queue_key("refused-hook"))
     assert [key_id_of(fields[b"d"]) for _, fields in requeued] == ["k1", "k1"]
-
-
-def _item(message_id: str) -> bytes:
-    now = datetime.now(UTC)
-    delivery = Delivery(
-        message_id=message_id,
-        type="track",
-        timestamp=now,
-        payload={"messageId": message_id, "event": "Order Completed", "userId": USER},
-        event="Order Completed",
-    )
-    return ITEM_ENCODER.encode(QueueItem(delivery=delivery, accepted_at=now))
 
 
 async def _letters(client: aioredis.Redis, destination: str, count: int) -> list[Any]:
