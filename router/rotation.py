@@ -147,6 +147,7 @@ async def rotate(
         start, end = "-", last[0][0]  # what is added from now on, rewrites too, is current
         while True:
             entries: list[Any] = await client.xrange(stream.key, min=start, max=end, count=PAGE)
+            pipe = client.pipeline(transaction=False)  # one round trip per page
             for entry_id, fields in entries:
                 try:
                     fresh = _resealed(stream, sealer, fields)
@@ -158,10 +159,11 @@ async def rotate(
                     continue
                 args = [entry_id, stream.group, _digest(fields)]
                 args += [v for pair in fresh.items() for v in pair]
-                result = int(await swap(keys=[stream.key], args=args))
-                if result == 1:
+                await swap(keys=[stream.key], args=args, client=pipe)
+            for result in await pipe.execute() if len(pipe) else []:
+                if int(result) == 1:
                     report.resealed += 1
-                elif result == -1:
+                elif int(result) == -1:
                     report.pending += 1
                 else:
                     report.changed += 1
