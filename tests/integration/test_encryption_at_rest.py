@@ -378,3 +378,24 @@ async def test_rotate_direct_api_counts_what_it_cannot_open(redis_client: aiored
     report = await rotate(redis_client, Sealer(KeyRing.parse(K1)), ["queued-hook"])
     assert (report.resealed, report.undecryptable) == (0, 1)
     assert await redis_client.xlen(queue_key("queued-hook")) == 1
+
+
+async def test_replay_leaves_dead_letters_no_key_opens(
+    make_router: AppFactory, receiver: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
+) -> None:
+    """A dead letter sealed with a key the ring lacks is not replayed: it stays in the dead
+    letters, counted in the answer, and nothing reaches the queue."""
+    _, url = receiver
+    foreign = Sealer(KeyRing.parse("k9:" + base64.b64encode(b"\x09" * 32).decode()))
+    sealed = foreign.seal(_item("lost"), sealed_for(DLQ_ROLE, "queued-hook", "d"))
+    await redis_client.xadd(dlq_key("queued-hook"), {"d": sealed, "reason": "http_400", "at": "x"})
+    router = await make_router(
+        _routing(url, queued=True, workers=False),
+        workers=False,
+        encryption_keys=K1,
+        operator_token=TOKEN,
+    )
+    answer = await (await router.post("/admin/dlq/queued-hook/replay", headers=OPERATOR)).json()
+    assert (answer["replayed"], answer["undecryptable"]) == (0, 1)
+    assert await redis_client.xlen(dlq_key("queued-hook")) == 1
+    assert await redis_client.xlen(queue_key("queued-hook")) == 0
