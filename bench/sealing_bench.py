@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from bench.dlp_bench import PAYLOAD, measure
 from destinations.base import Delivery
 from router.core.sealing import KeyRing, Sealer
-from router.queue import ITEM_ENCODER, PLAINTEXT, QueueItem, entry_for, entry_items
+from router.queue.items import ITEM_ENCODER, PLAINTEXT, QueueItem, entry_for, entry_items
 
 SIZES = (1, 10, 100)
 DESTINATION = "hook-batch"

@@ -46,16 +46,18 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from router.config import Routing, load_routing
 from router.core.explain import consent_context, explain
 from router.core.outcomes import Rejection
 from router.core.schema import WireEvent
 from router.core.sealing import KeyRingError, Sealer, Undecryptable, new_key_entry
 from router.core.signals import signals_from_headers
+from router.edge.http import RouterRunner
 from router.errors import ConfigError
-from router.http import RouterRunner
 from router.observability.logs import configure_logging
-from router.queue import DLQ_ROLE, OUTBOX_ROLE, connect, dlq_key, outbox_key, sealed_for
+from router.queue.items import DLQ_ROLE, OUTBOX_ROLE, sealed_for
+from router.queue.keys import dlq_key, outbox_key
+from router.queue.streams import connect
+from router.routing import Routing, load_routing
 from router.settings import Settings
 
 
@@ -67,7 +69,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _routing(settings: Settings) -> Routing:
-    secret = settings.tokenize_secret.get_secret_value() if settings.tokenize_secret else ""
+    secret = settings.tokenize_key
     return load_routing(Path(settings.config), tokenize_secret=secret)
 
 
@@ -102,9 +104,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         routing = load_routing(
             path,
-            tokenize_secret=(
-                settings.tokenize_secret.get_secret_value() if settings.tokenize_secret else ""
-            ),
+            tokenize_secret=(settings.tokenize_key),
         )
     except ConfigError as error:
         _print_problems(path, error)
@@ -128,8 +128,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP endpoint (and, unless --no-workers, the delivery workers)."""
     from aiohttp import web  # noqa: PLC0415 - keep CLI start-up light for the other commands
 
-    from router.admin import tokens_of  # noqa: PLC0415
-    from router.app import create_app  # noqa: PLC0415
+    from router.edge.app import create_app  # noqa: PLC0415
+    from router.edge.tokens import tokens_of  # noqa: PLC0415
+    from router.runtime import build_runtime  # noqa: PLC0415
 
     settings = _settings(args)
     updates: dict[str, Any] = {}
@@ -152,7 +153,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve_processes(args, settings.host, settings.port)
 
     async def main() -> None:
-        app = create_app(settings, routing, workers=not args.no_workers)
+        app = create_app(build_runtime(settings, routing, serve=True, workers=not args.no_workers))
         runner = RouterRunner(app, handle_signals=True, access_log=None)
         await runner.setup()
         _freeze_heap()
@@ -200,7 +201,7 @@ def _serve_processes(args: argparse.Namespace, host: str, port: int) -> int:
     import signal  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
 
-    command = [sys.executable, "-m", "router.cli", "serve", "--reuse-port", "--processes", "1"]
+    command = [sys.executable, "-m", "router", "serve", "--reuse-port", "--processes", "1"]
     command += ["--host", host, "--port", str(port)]
     if args.config:
         command += ["--config", args.config]
@@ -249,16 +250,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run only the delivery workers."""
     import signal  # noqa: PLC0415
 
-    from consent.store import ConsentStore  # noqa: PLC0415
-    from destinations.transport import AiohttpTransport  # noqa: PLC0415
-    from router.anomaly import HoldGate  # noqa: PLC0415
-    from router.app import default_consumer  # noqa: PLC0415
-    from router.datamap import DataMapRecorder  # noqa: PLC0415
-    from router.observability.metrics import COUNTER_NAMES, Stats  # noqa: PLC0415
-    from router.observability.setup import setup_telemetry  # noqa: PLC0415
-    from router.queue import SUPPRESSED  # noqa: PLC0415
-    from router.stored_consent import consent_recheck  # noqa: PLC0415
-    from router.worker import WorkerOptions, WorkerPool  # noqa: PLC0415
+    from router.runtime import open_runtime  # noqa: PLC0415
 
     settings = _settings(args)
     configure_logging(settings.log_level)
@@ -268,43 +260,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 1
 
     async def main() -> None:
-        client = connect(settings.redis_url, settings.redis_timeout_ms)
-        store = ConsentStore(
-            client, suppressed_key=SUPPRESSED, subject_secret=settings.subject_secret()
-        )
-        await store.start()
-        telemetry = setup_telemetry()
-        stats = Stats()
-        telemetry.metrics.bridge_counters(COUNTER_NAMES, stats.series)
-        datamap = DataMapRecorder(client)
-        datamap.start()
-        transport = AiohttpTransport()
-        pool = WorkerPool(
-            client,
-            routing.destinations,
-            WorkerOptions(consumer=default_consumer(settings)),
-            stats,
-            consent_recheck(store),
-            transport=transport,
-            telemetry=telemetry,
-            datamap=datamap,
-            gate=HoldGate(client),
-            sealer=sealer,
-        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await pool.start()
-        _freeze_heap()
-        print(f"router worker: {len(routing.destinations)} destination(s)", file=sys.stderr)
-        await stop.wait()
-        await pool.stop(settings.shutdown_timeout_s)
-        await transport.aclose()
-        await datamap.close()
-        await store.aclose()
-        await client.aclose()
-        telemetry.shutdown()
+        async with open_runtime(settings, routing, workers=True):
+            _freeze_heap()
+            print(f"router worker: {len(routing.destinations)} destination(s)", file=sys.stderr)
+            await stop.wait()
 
     _run(main())
     return 0
@@ -312,15 +275,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_erase(args: argparse.Namespace) -> int:
     """Erase a person (stored consent, suppression, destination deletions); print the receipt."""
-    from consent.store import ConsentStore  # noqa: PLC0415
-    from destinations.transport import AiohttpTransport  # noqa: PLC0415
-    from router.audit import AuditLog  # noqa: PLC0415
-    from router.erasure import Identifiers, erase  # noqa: PLC0415
-    from router.queue import SUPPRESSED  # noqa: PLC0415
+    from router.compliance.erasure import Identifiers, erase  # noqa: PLC0415
+    from router.runtime import open_runtime  # noqa: PLC0415
 
     settings = _settings(args)
     routing = _load(settings)
-    if routing is None:
+    if routing is None or _sealer(settings) is None:
         return 1
     identifiers = Identifiers.of(
         [*args.ids, *(args.user_id or [])],
@@ -332,19 +292,16 @@ def cmd_erase(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> dict[str, Any]:
-        client = connect(settings.redis_url, settings.redis_timeout_ms)
-        transport = AiohttpTransport()
-        try:
-            store = ConsentStore(
-                client, suppressed_key=SUPPRESSED, subject_secret=settings.subject_secret()
-            )
-            audit = AuditLog(client, key=_audit_key(settings))
+        async with open_runtime(settings, routing) as runtime:
             return await erase(
-                client, store, routing, identifiers, transport, audit=audit, actor="cli"
+                runtime.redis,
+                runtime.consent,
+                routing,
+                identifiers,
+                runtime.transport,
+                audit=runtime.audit_log,
+                actor="cli",
             )
-        finally:
-            await transport.aclose()
-            await client.aclose()
 
     try:
         receipt = asyncio.run(run())
@@ -353,10 +310,6 @@ def cmd_erase(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps({"success": True, "receipt": receipt}, sort_keys=True))
     return 0
-
-
-def _audit_key(settings: Settings) -> bytes:
-    return settings.audit_key.get_secret_value().encode() if settings.audit_key else b""
 
 
 def _with_redis(settings: Settings, work: Callable[[Redis], Awaitable[int]]) -> int:
@@ -378,7 +331,7 @@ def _with_redis(settings: Settings, work: Callable[[Redis], Awaitable[int]]) -> 
 
 def cmd_datamap(args: argparse.Namespace) -> int:
     """What left for each destination on a day: fields, personal-data kinds, events, bytes."""
-    from router.datamap import day_of, read_datamap, render_table  # noqa: PLC0415
+    from router.compliance.datamap import day_of, read_datamap, render_table  # noqa: PLC0415
 
     settings = _settings(args)
     try:
@@ -401,7 +354,7 @@ def cmd_datamap(args: argparse.Namespace) -> int:
 def cmd_quarantine(args: argparse.Namespace) -> int:
     """The newest rejected events, redacted (code, path, source, size, field types), one JSON
     line each; entries past ``ROUTER_QUARANTINE_RETENTION_DAYS`` are trimmed first."""
-    from router.quarantine import read_quarantine  # noqa: PLC0415
+    from router.compliance.quarantine import read_quarantine  # noqa: PLC0415
 
     settings = _settings(args)
     sealer = _sealer(settings)
@@ -425,7 +378,8 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Check the audit trail's hash chain; name and print the first bad record."""
-    from router.audit import AuditLog, canonical  # noqa: PLC0415
+    from router.compliance.audit_chain import canonical  # noqa: PLC0415
+    from router.compliance.audit_log import AuditLog  # noqa: PLC0415
 
     settings = _settings(args)
 
@@ -452,7 +406,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
     """Every audit record as one JSON line, oldest first."""
-    from router.audit import export  # noqa: PLC0415
+    from router.compliance.audit_log import export  # noqa: PLC0415
 
     settings = _settings(args)
 
@@ -635,8 +589,8 @@ class Progress:
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     """Re-seal every queued, dead-lettered, outbox and quarantine entry with the newest key of
-    ``ROUTER_ENCRYPTION_KEYS`` (``router.rotation``), while the routers keep running."""
-    from router.rotation import rotate  # noqa: PLC0415
+    ``ROUTER_ENCRYPTION_KEYS`` (``router.queue.rotation``), while the routers keep running."""
+    from router.queue.rotation import rotate  # noqa: PLC0415
 
     settings = _settings(args)
     sealer = _sealer(settings)
@@ -661,11 +615,14 @@ def cmd_migrate_subjects(args: argparse.Namespace) -> int:
     """Re-key the unkeyed subject hashes of stored consent and suppression under
     ``ROUTER_SUBJECT_KEY`` (``router.subject_migration``); run before starting the routers
     with the secret."""
-    from router.queue import SUPPRESSED  # noqa: PLC0415
-    from router.subject_migration import SubjectKeyMismatchError, migrate_subjects  # noqa: PLC0415
+    from router.compliance.subject_migration import (  # noqa: PLC0415
+        SubjectKeyMismatchError,
+        migrate_subjects,
+    )
+    from router.queue.keys import SUPPRESSED  # noqa: PLC0415
 
     settings = _settings(args)
-    secret = settings.subject_secret()
+    secret = settings.subject_key_bytes
     if not secret:
         print("ROUTER_SUBJECT_KEY is not set: there is no key to migrate to", file=sys.stderr)
         return 1

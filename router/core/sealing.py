@@ -2,10 +2,11 @@
 (no I/O but ``os.urandom`` for nonces).
 
 What is sealed: the items of queued deliveries, dead letters, dry-run outbox records and
-quarantine entries (``router.queue`` and ``router.quarantine`` say which field). Each is sealed
-where it is written and opened where it is read, with a ``context``: the role of the stream, the
-destination and the field name, as the associated data of the cipher. An entry copied to
-another destination's stream, or from a queue into an outbox, does not open there.
+quarantine entries (``router.queue.items`` and ``router.compliance.quarantine`` say which
+field). Each is sealed where it is written and opened where it is read, with a ``context``: the
+role of the stream, the destination and the field name, as the associated data of the cipher.
+An entry copied to another destination's stream, or from a queue into an outbox, does not open
+there.
 
 The context names the role (``queue``, ``dlq``...), not the Redis key, so a deployment whose
 keys are renamed (``router migrate`` to cluster hash tags) still opens what it sealed before.

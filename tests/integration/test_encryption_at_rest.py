@@ -17,17 +17,9 @@ import redis.asyncio as aioredis
 
 from router.cli import main
 from router.core.sealing import KeyRing, Sealer, key_id_of
-from router.queue import (
-    DLQ_ROLE,
-    OUTBOX_ROLE,
-    QUARANTINE,
-    dlq_key,
-    entry_for,
-    outbox_key,
-    queue_key,
-    sealed_for,
-)
-from router.rotation import rotate
+from router.queue.items import DLQ_ROLE, OUTBOX_ROLE, entry_for, sealed_for
+from router.queue.keys import QUARANTINE, dlq_key, outbox_key, queue_key
+from router.queue.rotation import rotate
 from tests.conftest import HOOK_SECRET, WRITE_KEY, AppFactory, routing_from, wait_for
 from tests.fakes.webhook import WebhookReceiver
 from tests.integration.test_corrupt_entries import _item

@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 from consent.ids import keyed, subject_key
 from consent.store import history_key, record_key
 from router.cli import main
-from router.queue import QUARANTINE, SUPPRESSED
-from router.subject_migration import MARKER, MOVED, migrate_subjects
+from router.compliance.subject_migration import MARKER, MOVED, migrate_subjects
+from router.queue.keys import QUARANTINE, SUPPRESSED
 from tests.conftest import WRITE_KEY, AppFactory, routing_from
 from tests.redis_server import RedisServer
 
