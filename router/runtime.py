@@ -127,6 +127,7 @@ class Runtime:
             datamap=self.datamap,
             gate=HoldGate(self.redis),
             sealer=self.sealer,
+            audit=self.audit_log,
         )
 
     async def replace_workers(self) -> None:
