@@ -34,6 +34,8 @@ Endpoints (``ROLE_TABLE`` is the source of truth):
 - ``POST /admin/explain``                           ``{"event": {...}, "consent"?, "headers"?}``
 - ``POST /admin/erase``                             ``{"userId"?, "anonymousId"?, "email"?}``:
                                                     erase a person (``router.erasure``)
+- ``POST /admin/subject-report``                    the same body: a person's subject access
+                                                    report (roles ``auditor``, ``admin``)
 
 ``ROUTER_OPERATOR_TOKEN`` (the 0.1 erasure token) counts as a token with the ``operator`` role
 (``create_app`` adds its hash to the table). ``/admin/erase`` keeps its 0.1 answers: 401
@@ -65,6 +67,7 @@ from redis.exceptions import RedisError
 
 from router import anomaly
 from router.audit import AuditConflictError, AuditLog
+from router.compliance.subject_report import subject_report
 from router.core.audit_records import AuditKind
 from router.core.explain import consent_context, explain
 from router.core.jsonscan import depth_path
@@ -600,6 +603,25 @@ async def erase_subject(request: web.Request, call: Call) -> web.StreamResponse:
     return json_response({"success": True, "receipt": receipt})
 
 
+async def report_subject(request: web.Request, call: Call) -> web.StreamResponse:
+    """``POST /admin/subject-report``: a person's subject access report
+    (``router.compliance.subject_report``); the body names them as ``/admin/erase`` does."""
+    body = await read_body(request, MAX_BODY_BYTES)
+    check_depth(body, _max_depth(call))
+    identifiers = parse_erase_body(body)
+    state = call.state
+    if state.consent is None:
+        raise _unavailable(state, "consent_store_unavailable", "the consent store is unavailable")
+    report = await subject_report(
+        state.redis,
+        state.consent,
+        identifiers,
+        audit_key=call.audit.key,
+        now=datetime.now(UTC),
+    )
+    return json_response(report)
+
+
 async def export_audit(request: web.Request, call: Call) -> web.StreamResponse:
     """``GET /admin/audit/export``: every record as a JSON line, oldest first."""
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
@@ -688,6 +710,7 @@ ROLE_TABLE: Final[tuple[Endpoint, ...]] = (
     Endpoint("GET", "/admin/audit/export", AUDIT, export_audit),
     Endpoint("GET", "/admin/audit/verify", AUDIT, verify_audit),
     Endpoint("POST", "/admin/explain", PRIVACY, explain_event),
+    Endpoint("POST", "/admin/subject-report", AUDIT, report_subject),
     Endpoint(
         "POST",
         "/admin/erase",

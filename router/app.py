@@ -49,7 +49,7 @@ from router.http import (
 from router.ingest import STATE, AppState, ingest
 from router.observability.metrics import COUNTER_NAMES, Stats, render_prometheus
 from router.observability.setup import Telemetry, setup_telemetry
-from router.privacy import post_consent
+from router.privacy import get_consent_status, post_consent
 from router.queue import SUPPRESSED, Enqueuer, connect
 from router.sdk_metrics import post_sdk_metrics
 from router.settings import Settings
@@ -329,6 +329,7 @@ def create_app(
     # /v1/consent and /v1/m before /v1/{kind}, which would match them; preflights (OPTIONS)
     # are answered by the cors middleware.
     app.router.add_post("/v1/consent", post_consent)
+    app.router.add_get("/v1/consent/status", get_consent_status)
     app.router.add_post("/v1/m", post_sdk_metrics)  # analytics.js's usage counters
     app.router.add_post("/v1/{kind}", ingest)
     # RudderStack JS's beacon transport (sendBeacon on page unload), write key in the query

@@ -10,6 +10,9 @@
     router datamap [--day YYYY-MM-DD] [--json]
     router audit verify
     router audit export
+    router audit query --after T [--destination D] [--subject ID] [--user-id U]
+                       [--anonymous-id A] [--email E] [--json]
+    router subject-report [--user-id U] [--anonymous-id A] [--email E] [--json]
 
 ``router erase`` does what ``POST /admin/erase`` does, directly against Redis (bare ids are
 user ids and anonymous ids both), prints the receipt as JSON (hashes and counts only) and
@@ -19,6 +22,10 @@ records the erasure in the audit trail (actor ``cli``).
 paths, personal-data kinds, events and bytes. ``router audit verify`` checks the hash chain of
 the audit trail: exit 0 when intact, else 1 with the first bad record named and printed.
 ``router audit export`` prints every record as JSON lines (verifiable offline).
+``router audit query`` answers "did anything leave for this person after T?" from the audit
+trail's subject index: exit 0 when nothing did, 1 when something did (listed), 2 on bad
+arguments, 3 when Redis cannot be reached. ``router subject-report`` prints a person's subject
+access report (``router.compliance.subject_report``).
 
 Every command reads the routing file from ``--config``, else ``ROUTER_CONFIG``, else
 ``config/router.yaml``. Exit codes: 0 fine, 1 invalid configuration or input, 2 usage.
@@ -37,7 +44,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 from redis.asyncio import Redis
@@ -53,6 +60,9 @@ from router.http import RouterRunner
 from router.observability.logs import configure_logging
 from router.queue import connect, dlq_key, outbox_key
 from router.settings import Settings
+
+if TYPE_CHECKING:
+    from router.erasure import Identifiers
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -339,8 +349,11 @@ def _audit_key(settings: Settings) -> bytes:
     return settings.audit_key.get_secret_value().encode() if settings.audit_key else b""
 
 
-def _with_redis(settings: Settings, work: Callable[[Redis], Awaitable[int]]) -> int:
-    """Run ``work`` with a Redis client; exit 1 with a clear message when Redis is down."""
+def _with_redis(
+    settings: Settings, work: Callable[[Redis], Awaitable[int]], *, unavailable: int = 1
+) -> int:
+    """Run ``work`` with a Redis client; exit ``unavailable`` with a clear message when Redis
+    is down."""
 
     async def run() -> int:
         client = connect(settings.redis_url, settings.redis_timeout_ms)
@@ -353,7 +366,7 @@ def _with_redis(settings: Settings, work: Callable[[Redis], Awaitable[int]]) -> 
         return int(asyncio.run(run()))
     except (OSError, RedisError) as exc:
         print(f"cannot reach Redis: {type(exc).__name__}", file=sys.stderr)
-        return 1
+        return unavailable
 
 
 def cmd_datamap(args: argparse.Namespace) -> int:
@@ -435,6 +448,96 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
         return 0
 
     return _with_redis(settings, dump)
+
+
+def _identifiers(args: argparse.Namespace) -> Identifiers:
+    """The person named by ``--user-id``, ``--anonymous-id``, ``--email`` (and ``--subject``:
+    any id), normalized as ingest normalizes ids."""
+    from router.erasure import Identifiers  # noqa: PLC0415
+
+    return Identifiers.of(
+        [*(args.user_id or []), *(getattr(args, "subject", None) or [])],
+        args.anonymous_id or [],
+        args.email or [],
+    )
+
+
+def cmd_subject_report(args: argparse.Namespace) -> int:
+    """Everything held and done about one person: stored consent and its history, what left
+    for which destination (when, which fields, under which consent), what was withheld and
+    why, erasures. Exit 0, 2 without an identifier, 1 when Redis cannot be reached."""
+    from consent.store import ConsentStore  # noqa: PLC0415
+    from router.compliance.subject_report import render_text, subject_report  # noqa: PLC0415
+    from router.queue import SUPPRESSED  # noqa: PLC0415
+
+    settings = _settings(args)
+    identifiers = _identifiers(args)
+    if not identifiers.count:
+        print("give --user-id, --anonymous-id or --email", file=sys.stderr)
+        return 2
+
+    async def show(client: Redis) -> int:
+        store = ConsentStore(client, suppressed_key=SUPPRESSED)
+        report = await subject_report(
+            client, store, identifiers, audit_key=_audit_key(settings), now=_now()
+        )
+        if args.json:
+            print(json.dumps(report, indent=2, sort_keys=True))
+        else:
+            sys.stdout.write(render_text(report))
+        return 0
+
+    return _with_redis(settings, show)
+
+
+QUERY_NOTHING_LEFT: Final = 0
+QUERY_LEFT: Final = 1
+QUERY_USAGE: Final = 2
+QUERY_UNAVAILABLE: Final = 3
+
+
+def cmd_audit_query(args: argparse.Namespace) -> int:
+    """Did anything leave for this person (for a destination) at or after a time? Exit 0:
+    nothing did; 1: something did (listed); 2: bad arguments; 3: Redis unreachable."""
+    from router.compliance.subject_report import audit_query, parse_after  # noqa: PLC0415
+
+    settings = _settings(args)
+    identifiers = _identifiers(args)
+    if not identifiers.count:
+        print("give --subject, --user-id, --anonymous-id or --email", file=sys.stderr)
+        return QUERY_USAGE
+    try:
+        after = parse_after(args.after)
+    except ValueError as exc:
+        print(f"--after: {exc}", file=sys.stderr)
+        return QUERY_USAGE
+
+    async def query(client: Redis) -> int:
+        answer = await audit_query(
+            client,
+            identifiers.tokens(_audit_key(settings)),
+            after=after,
+            destination=args.destination,
+        )
+        if args.json:
+            print(json.dumps(answer, indent=2, sort_keys=True))
+        else:
+            target = args.destination or "any destination"
+            print(f"{len(answer['left'])} event(s) left for {target} at or after {answer['after']}")
+            for item in answer["left"]:
+                sent = ", ".join(item["sent"] or ["(paths not recorded)"])
+                sources = ", ".join(item["consent"]["sources"]) or "no signal"
+                where = f"{item['at']} {item['destination']} event {item['event']}"
+                print(f"  {where}: {sent} [{sources}]")
+            print(f"{len(answer['withheld'])} decision(s) withheld in the same period")
+        if not answer["complete"]:
+            print(
+                f"warning: the audit trail only reaches back to {answer['oldest_record_at']}",
+                file=sys.stderr,
+            )
+        return QUERY_LEFT if answer["left"] else QUERY_NOTHING_LEFT
+
+    return _with_redis(settings, query, unavailable=QUERY_UNAVAILABLE)
 
 
 def _now() -> datetime:
@@ -640,7 +743,33 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=cmd_audit_verify)
     export = audit_commands.add_parser("export", help="every record as JSON lines")
     export.set_defaults(func=cmd_audit_export)
+    query = audit_commands.add_parser(
+        "query",
+        help="did anything leave for a person after a time? exit 0: no, 1: yes (listed), "
+        "2: bad arguments, 3: Redis unreachable",
+    )
+    query.add_argument("--after", required=True, help="ISO 8601 time (UTC when no offset)")
+    query.add_argument("--destination", help="one destination id (default: every one)")
+    _subject_options(query, subject=True)
+    query.add_argument("--json", action="store_true")
+    query.set_defaults(func=cmd_audit_query)
+
+    report = commands.add_parser(
+        "subject-report", help="everything held and done about one person (access request)"
+    )
+    _subject_options(report, subject=False)
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(func=cmd_subject_report)
     return parser
+
+
+def _subject_options(parser: argparse.ArgumentParser, *, subject: bool) -> None:
+    """The options naming a person (each may be given several times)."""
+    if subject:
+        parser.add_argument("--subject", action="append", help="any id of the person")
+    parser.add_argument("--user-id", action="append")
+    parser.add_argument("--anonymous-id", action="append")
+    parser.add_argument("--email", action="append")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The consent endpoint: ``POST /v1/consent``.
+"""The consent endpoints: ``POST /v1/consent`` and ``GET /v1/consent/status``.
 
 ``POST /v1/consent`` (write-key auth, like ``/v1/track``): store a person's consent choice
 ``{"userId"?, "anonymousId"?, "categories": {"analytics": true, "C0004": false}, "timestamp"?,
@@ -11,6 +11,17 @@ other source may only withdraw: its denials are stored, and a grant that stored 
 not already hold is refused with 403 ``consent_write_forbidden`` (the withdrawals of the same
 request are stored all the same: a withdrawal must never be lost to a malformed request).
 
+``GET /v1/consent/status?userId=..&anonymousId=..`` (write-key auth and CORS like
+``/v1/track``): what the router holds for the person, for a site to show them (as California's
+rules on opt-out preference signals ask): the stored consent (merged as the router applies it,
+and per id: granted and denied categories, source, timestamp, expiry), and for each opt-out
+signal (``gpc``: ``Sec-GPC`` / ``context.consent.gpc``; ``usPrivacy``: a GPP or US Privacy
+opt-out) whether the router honoured it and when it last did: the time of the newest audit
+record where a destination was withheld from the person for that signal (found through the
+audit trail's subject index, so honoured means a destination actually did not get the data;
+the trail is written once a second). Errors: 400 ``missing_identity`` / ``invalid_id`` with
+the parameter as ``path``, 401, 503 ``consent_store_unavailable``.
+
 ``POST /admin/erase`` lives in the operator API (``router.admin``): roles ``operator`` and
 ``admin``, and ``ROUTER_OPERATOR_TOKEN`` as an operator token.
 """
@@ -18,12 +29,18 @@ request are stored all the same: a withdrawal must never be lost to a malformed 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from router.core.audit_records import consent_written
+from consent.ids import subject_key
+from consent.records import ConsentRecord, merge_records
+from router.compliance.subject_report import opt_outs_honoured
+from router.core.audit_records import consent_written, subject_token
+from router.core.consent_input import parse_status_query
 from router.core.jsonscan import depth_path
+from router.core.outcomes import Rejection
 from router.http import HttpError, basic_auth_key, json_response, read_body
 from router.ingest import STATE, AppState, authenticate
 from router.stored_consent import body_write_key, parse_consent_body
@@ -81,3 +98,65 @@ async def post_consent(request: web.Request) -> web.Response:
             path="categories",
         )
     return json_response({"success": True})
+
+
+async def get_consent_status(request: web.Request) -> web.Response:
+    """``GET /v1/consent/status?userId=..&anonymousId=..``: what the router holds for a person,
+    for a site to show them (see the module docstring)."""
+    state = request.app[STATE]
+    authenticate(state.routing, request, None)
+    query = parse_status_query(request.query.items())
+    if isinstance(query, Rejection):
+        raise HttpError(400, query.code, query.message, path=query.path)
+    if state.consent is None:
+        raise _unavailable(state)
+    labelled = [("userId", query.user_id), ("anonymousId", query.anonymous_id)]
+    try:
+        records = await state.consent.lookup(subject_key(i) for _, i in labelled if i)
+        honoured = await opt_outs_honoured(
+            state.redis, [subject_token(i, state.audit_key) for i in query.ids]
+        )
+    except (RedisError, OSError) as exc:
+        raise _unavailable(state) from exc
+    merged = merge_records(records.values())
+    return json_response(
+        {
+            "success": True,
+            "consent": None
+            if merged is None
+            else {
+                "granted": sorted(merged.granted),
+                "denied": sorted(merged.denied),
+                "source": merged.source,
+                "timestamp": _iso(merged.updated_at),
+            },
+            "ids": {
+                name: _stored(records.get(subject_key(value))) if value else None
+                for name, value in labelled
+            },
+            "optOut": {
+                signal: {"honoured": reason in honoured, "at": honoured.get(reason, {}).get("at")}
+                for signal, reason in OPT_OUT_SIGNALS
+            },
+        }
+    )
+
+
+OPT_OUT_SIGNALS = (("gpc", "gpc_opt_out"), ("usPrivacy", "us_opt_out"))
+"""The opt-out signals the status reports, and the skip reason that shows one honoured."""
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _stored(record: ConsentRecord | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {
+        "granted": sorted(record.granted),
+        "denied": sorted(record.denied),
+        "source": record.source,
+        "timestamp": _iso(record.updated_at),
+        "expiresAt": _iso(record.expires_at),
+    }
