@@ -16,10 +16,12 @@ from aiohttp.test_utils import TestClient
 
 from router.admin import Role, token_hash
 from router.audit import AuditLog
+from router.cli import main
 from router.compliance.subject_index import optout_index_key, subject_index_key
 from router.compliance.subject_report import subject_records
 from router.core.audit_records import subject_token
 from tests.conftest import TEST_CONFIG, WRITE_KEY, AppFactory, routing_from
+from tests.integration.test_cli import run_router
 from tests.redis_server import RedisServer
 
 Client = TestClient[web.Request, web.Application]
@@ -309,3 +311,98 @@ async def test_lookup_cost_follows_the_person_not_the_trail(
         after_ms=int((datetime.now(UTC) + timedelta(minutes=1)).timestamp() * 1000),
     )
     assert later.records == []
+
+
+def _write_history(url: str) -> None:
+    """u-1: one order delivered to ga4 and withheld from ads-hook (GPC); u-2: one order."""
+
+    async def write() -> None:
+        client = aioredis.Redis.from_url(url)
+        log = AuditLog(client, key=AUDIT_KEY.encode())
+        await log.append_many(
+            [
+                ("decisions", _decisions("ga4", "deliver", "consent_granted", [("m1", "u-1")])),
+                ("decisions", _decisions("ads-hook", "skip", "gpc_opt_out", [("m1", "u-1")])),
+                ("decisions", _decisions("ga4", "deliver", "consent_granted", [("m2", "u-2")])),
+            ]
+        )
+        await client.aclose()
+
+    asyncio.run(write())
+
+
+@pytest.fixture
+def cli_env(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> RedisServer:
+    """The CLI pointed at the test's Redis, with the audit key."""
+    monkeypatch.setenv("ROUTER_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("ROUTER_AUDIT_KEY", AUDIT_KEY)
+    _write_history(redis_server.url)
+    return redis_server
+
+
+def test_cli_subject_report_json_and_text(
+    cli_env: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`router subject-report` prints the same report as the API; text lists destinations."""
+    assert main(["subject-report", "--user-id", "u-1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["summary"]["ga4"]["received"] == 1
+    assert report["summary"]["ads-hook"]["withheld"] == {"gpc_opt_out": 1}
+    assert [i["event"] for i in report["received"]] == [token("m1")]
+    assert main(["subject-report", "--anonymous-id", "u-1"]) == 0
+    text = capsys.readouterr().out
+    assert "ga4: received 1 event(s)" in text
+    assert "withheld 1: gpc_opt_out" in text
+    assert main(["subject-report"]) == 2
+    assert "--user-id" in capsys.readouterr().err
+
+
+def test_cli_audit_query_exit_status_answers_the_question(
+    cli_env: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 1 and the deliveries when something left after T; 0 when nothing did (for that
+    destination, or after a later T); 2 on bad arguments."""
+    before = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    code = main(["audit", "query", "--subject", "u-1", "--after", before, "--json"])
+    answer = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert [(i["destination"], i["event"]) for i in answer["left"]] == [("ga4", token("m1"))]
+    assert answer["left"][0]["sent"] == ["event", "messageId"]
+    assert [i["reason"] for i in answer["withheld"]] == ["gpc_opt_out"]
+    assert answer["complete"] is True
+    assert (
+        main(["audit", "query", "--subject", "u-1", "--after", before, "--destination", "ads-hook"])
+        == 0
+    )
+    assert "0 event(s) left for ads-hook" in capsys.readouterr().out
+    assert main(["audit", "query", "--user-id", "u-1", "--after", later]) == 0
+    assert main(["audit", "query", "--subject", "u-1", "--after", "yesterday"]) == 2
+    assert "--after: expected an ISO 8601 time" in capsys.readouterr().err
+    assert main(["audit", "query", "--after", before]) == 2
+
+
+def test_cli_audit_query_without_redis_exits_3(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Redis unreachable: exit 3 (not 0 or 1, which answer the question) and a clear reason."""
+    monkeypatch.setenv("ROUTER_REDIS_URL", redis_server.url)
+    redis_server.stop()
+    assert main(["audit", "query", "--subject", "u-1", "--after", "2026-01-01"]) == 3
+    assert "cannot reach Redis" in capsys.readouterr().err
+    assert main(["subject-report", "--user-id", "u-1"]) == 1
+
+
+def test_cli_audit_query_subprocess_exit_status(cli_env: RedisServer) -> None:
+    """The installed command's exit status is the answer (for scripts)."""
+    result = run_router(
+        "audit",
+        "query",
+        "--subject",
+        "u-2",
+        "--after",
+        "2020-01-01T00:00:00Z",
+        env={"ROUTER_REDIS_URL": cli_env.url, "ROUTER_AUDIT_KEY": AUDIT_KEY},
+    )
+    assert result.returncode == 1, result.stderr
+    assert "1 event(s) left for any destination" in result.stdout
