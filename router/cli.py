@@ -12,6 +12,7 @@
     router audit export
     router audit query --after T [--destination D] [--subject ID] [--user-id U]
                        [--anonymous-id A] [--email E] [--json]
+    router audit reindex
     router subject-report [--user-id U] [--anonymous-id A] [--email E] [--json]
 
 ``router erase`` does what ``POST /admin/erase`` does, directly against Redis (bare ids are
@@ -540,6 +541,21 @@ def cmd_audit_query(args: argparse.Namespace) -> int:
     return _with_redis(settings, query, unavailable=QUERY_UNAVAILABLE)
 
 
+def cmd_audit_reindex(args: argparse.Namespace) -> int:
+    """Index the records of a trail written before the subject index existed (idempotent)."""
+    from router.audit import STREAM  # noqa: PLC0415
+    from router.compliance.subject_index import reindex  # noqa: PLC0415
+
+    settings = _settings(args)
+
+    async def run(client: Redis) -> int:
+        records, added = await reindex(client, STREAM)
+        print(f"{records} record(s) read, {added} index entr(y/ies) added")
+        return 0
+
+    return _with_redis(settings, run)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -753,6 +769,11 @@ def build_parser() -> argparse.ArgumentParser:
     _subject_options(query, subject=True)
     query.add_argument("--json", action="store_true")
     query.set_defaults(func=cmd_audit_query)
+
+    reindex = audit_commands.add_parser(
+        "reindex", help="index a trail written before the subject index (idempotent)"
+    )
+    reindex.set_defaults(func=cmd_audit_reindex)
 
     report = commands.add_parser(
         "subject-report", help="everything held and done about one person (access request)"

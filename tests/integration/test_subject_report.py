@@ -406,3 +406,27 @@ def test_cli_audit_query_subprocess_exit_status(cli_env: RedisServer) -> None:
     )
     assert result.returncode == 1, result.stderr
     assert "1 event(s) left for any destination" in result.stdout
+
+
+def test_cli_reindex_indexes_a_trail_written_before_the_index(
+    cli_env: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Records without index entries (an older router wrote them) are found after
+    `router audit reindex`; running it again adds nothing."""
+
+    async def forget() -> None:
+        client = aioredis.Redis.from_url(cli_env.url)
+        keys = [k async for k in client.scan_iter(match="rt:audit:*:*")]
+        assert keys
+        await client.delete(*keys)
+        await client.aclose()
+
+    asyncio.run(forget())
+    assert main(["subject-report", "--user-id", "u-1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"] == {}
+    assert main(["audit", "reindex"]) == 0
+    assert "3 record(s) read, 4 index entr(y/ies) added" in capsys.readouterr().out
+    assert main(["audit", "reindex"]) == 0
+    assert "0 index entr" in capsys.readouterr().out
+    assert main(["subject-report", "--user-id", "u-1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["ga4"]["received"] == 1
