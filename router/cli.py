@@ -350,6 +350,14 @@ def _audit_key(settings: Settings) -> bytes:
     return settings.audit_key.get_secret_value().encode() if settings.audit_key else b""
 
 
+def _print(value: Any, *, as_json: bool, render: Callable[[Any], str]) -> None:
+    """A command's answer: indented JSON with ``--json``, else its text rendering."""
+    if as_json:
+        print(json.dumps(value, indent=2, sort_keys=True))
+    else:
+        sys.stdout.write(render(value))
+
+
 def _with_redis(
     settings: Settings, work: Callable[[Redis], Awaitable[int]], *, unavailable: int = 1
 ) -> int:
@@ -383,10 +391,7 @@ def cmd_datamap(args: argparse.Namespace) -> int:
 
     async def show(client: Redis) -> int:
         datamap = await read_datamap(client, day)
-        if args.json:
-            print(json.dumps(datamap, indent=2, sort_keys=True))
-        else:
-            sys.stdout.write(render_table(datamap))
+        _print(datamap, as_json=args.json, render=render_table)
         return 0
 
     return _with_redis(settings, show)
@@ -482,10 +487,7 @@ def cmd_subject_report(args: argparse.Namespace) -> int:
         report = await subject_report(
             client, store, identifiers, audit_key=_audit_key(settings), now=_now()
         )
-        if args.json:
-            print(json.dumps(report, indent=2, sort_keys=True))
-        else:
-            sys.stdout.write(render_text(report))
+        _print(report, as_json=args.json, render=render_text)
         return 0
 
     return _with_redis(settings, show)

@@ -29,14 +29,13 @@ the parameter as ``path``, 401, 503 ``consent_store_unavailable``.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from consent.ids import subject_key
-from consent.records import ConsentRecord, merge_records
-from router.compliance.subject_report import opt_outs_honoured
+from consent.records import merge_records
+from router.compliance.subject_report import consent_json, iso, opt_outs_honoured
 from router.core.audit_records import consent_written, subject_token
 from router.core.consent_input import parse_status_query
 from router.core.jsonscan import depth_path
@@ -122,20 +121,18 @@ async def get_consent_status(request: web.Request) -> web.Response:
     return json_response(
         {
             "success": True,
-            "consent": None
-            if merged is None
-            else {
-                "granted": sorted(merged.granted),
-                "denied": sorted(merged.denied),
-                "source": merged.source,
-                "timestamp": _iso(merged.updated_at),
-            },
+            "consent": consent_json(merged),
             "ids": {
-                name: _stored(records.get(subject_key(value))) if value else None
+                name: consent_json(records.get(subject_key(value))) if value else None
                 for name, value in labelled
             },
             "optOut": {
-                signal: {"honoured": reason in honoured, "at": honoured.get(reason, {}).get("at")}
+                signal: {
+                    "honoured": reason in honoured,
+                    "at": iso(datetime.fromisoformat(honoured[reason]["at"]))
+                    if reason in honoured
+                    else None,
+                }
                 for signal, reason in OPT_OUT_SIGNALS
             },
         }
@@ -144,19 +141,3 @@ async def get_consent_status(request: web.Request) -> web.Response:
 
 OPT_OUT_SIGNALS = (("gpc", "gpc_opt_out"), ("usPrivacy", "us_opt_out"))
 """The opt-out signals the status reports, and the skip reason that shows one honoured."""
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _stored(record: ConsentRecord | None) -> dict[str, Any] | None:
-    if record is None:
-        return None
-    return {
-        "granted": sorted(record.granted),
-        "denied": sorted(record.denied),
-        "source": record.source,
-        "timestamp": _iso(record.updated_at),
-        "expiresAt": _iso(record.expires_at),
-    }

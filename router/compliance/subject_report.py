@@ -39,6 +39,7 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 
 from consent.ids import subject_key
+from consent.model import StoredConsent
 from consent.records import ConsentRecord, merge_records
 from consent.store import ConsentStore
 from router.audit import STREAM, AuditRecord, chain_hash, record_of
@@ -190,24 +191,12 @@ def report_from(
                     withheld.append(item)
                     per.withheld[str(item["reason"])] += 1
         elif record.kind == "consent_written":
-            data = record.data
-            writes.append(
-                {"recorded_at": record.at}
-                | {
-                    k: data.get(k)
-                    for k in ("at", "route", "source", "source_id", "granted", "denied")
-                }
-                | ({"refused": data["refused"]} if "refused" in data else {})
-            )
+            write = {"recorded_at": record.at} | _pick(record.data, CONSENT_WRITE_FIELDS)
+            if "refused" in record.data:
+                write["refused"] = record.data["refused"]
+            writes.append(write)
         elif record.kind == "erasure":
-            data = record.data
-            erasures.append(
-                {"at": record.at}
-                | {
-                    k: data.get(k)
-                    for k in ("receipt", "actor", "suppressed", "removed", "destinations")
-                }
-            )
+            erasures.append({"at": record.at} | _pick(record.data, ERASURE_FIELDS))
     return {
         "received": received,
         "withheld": withheld,
@@ -219,25 +208,40 @@ def report_from(
     }
 
 
+CONSENT_WRITE_FIELDS: Final = ("at", "route", "source", "source_id", "granted", "denied")
+ERASURE_FIELDS: Final = ("receipt", "actor", "suppressed", "removed", "destinations")
+
+
+def _pick(data: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    return {k: data.get(k) for k in keys}
+
+
+def iso(moment: datetime) -> str:
+    """A time as the consent answers show it: UTC, milliseconds, ``Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _iso_ms(value: Any) -> str | None:
     try:
-        return datetime.fromtimestamp(int(value) / 1000, UTC).isoformat(timespec="milliseconds")
+        return iso(datetime.fromtimestamp(int(value) / 1000, UTC))
     except (TypeError, ValueError):
         return None
 
 
-def consent_json(record: ConsentRecord | None) -> dict[str, Any] | None:
-    """A stored record as reports show it."""
-    if record is None:
+def consent_json(consent: StoredConsent | ConsentRecord | None) -> dict[str, Any] | None:
+    """Stored consent as ``GET /v1/consent/status`` and the report show it: categories,
+    source, the consent's ``timestamp`` (and a record's ``expiresAt``); None when absent."""
+    if consent is None:
         return None
-    return {
-        "granted": sorted(record.granted),
-        "denied": sorted(record.denied),
-        "source": record.source,
-        "updated_at": record.updated_at.isoformat(timespec="milliseconds"),
-        "received_at": record.received_at.isoformat(timespec="milliseconds"),
-        "expires_at": record.expires_at.isoformat(timespec="milliseconds"),
+    out: dict[str, Any] = {
+        "granted": sorted(consent.granted),
+        "denied": sorted(consent.denied),
+        "source": consent.source,
+        "timestamp": iso(consent.updated_at),
     }
+    if isinstance(consent, ConsentRecord):
+        out["expiresAt"] = iso(consent.expires_at)
+    return out
 
 
 def labelled_hashes(identifiers: Identifiers) -> list[tuple[str, str]]:
@@ -274,22 +278,15 @@ async def stored_consent(
                         "granted": [c for c in entry.get("granted", "").split(",") if c],
                         "denied": [c for c in entry.get("denied", "").split(",") if c],
                         "source": entry.get("source"),
-                        "updated_at": _iso_ms(entry.get("updated_at_ms")),
-                        "received_at": _iso_ms(entry.get("received_at_ms")),
+                        "timestamp": _iso_ms(entry.get("updated_at_ms")),
+                        "receivedAt": _iso_ms(entry.get("received_at_ms")),
                     }
                     for entry in history
                 ],
             }
         )
     return {
-        "current": None
-        if merged is None
-        else {
-            "granted": sorted(merged.granted),
-            "denied": sorted(merged.denied),
-            "source": merged.source,
-            "updated_at": merged.updated_at.isoformat(timespec="milliseconds"),
-        },
+        "current": consent_json(merged),
         "ids": per_id,
         "suppressed": any(bool(f) for f in flags),
     }
@@ -340,7 +337,7 @@ def render_text(report: Mapping[str, Any]) -> str:
         lines.append(
             f"stored consent: granted {', '.join(current['granted']) or '-'}; denied "
             f"{', '.join(current['denied']) or '-'} (source {current['source']}, "
-            f"{current['updated_at']})"
+            f"{current['timestamp']})"
         )
     for entry in consent["ids"]:
         lines.append(f"  {entry['id']}: {len(entry['history'])} recorded change(s)")

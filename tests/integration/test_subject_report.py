@@ -193,6 +193,7 @@ async def test_consent_status_shows_stored_consent_and_the_honoured_gpc(history:
     assert status["ids"]["anonymousId"] is None
     assert status["optOut"]["gpc"]["honoured"] is True
     assert status["optOut"]["gpc"]["at"].startswith(str(datetime.now(UTC).year))
+    assert status["optOut"]["gpc"]["at"].endswith("Z")
     assert status["optOut"]["usPrivacy"] == {"honoured": False, "at": None}
     other = await history.get(
         "/v1/consent/status", params={"anonymousId": "anon-u-2", "writeKey": WRITE_KEY}
