@@ -431,3 +431,25 @@ def test_cli_reindex_indexes_a_trail_written_before_the_index(
     assert "0 index entr" in capsys.readouterr().out
     assert main(["subject-report", "--user-id", "u-1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["summary"]["ga4"]["received"] == 1
+
+
+def test_cli_audit_query_warns_when_the_trail_no_longer_reaches_back(
+    cli_env: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a trim, an --after older than the oldest record held answers with a warning and
+    `complete: false`: an exit 0 then covers only what the trail still holds."""
+
+    async def trim() -> None:
+        client = aioredis.Redis.from_url(cli_env.url)
+        log = AuditLog(client, key=AUDIT_KEY.encode())
+        assert await log.trim(max_records=1) == 2  # u-1's two records go
+        await client.aclose()
+
+    asyncio.run(trim())
+    code = main(["audit", "query", "--subject", "u-1", "--after", "2020-01-01", "--json"])
+    captured = capsys.readouterr()
+    answer = json.loads(captured.out)
+    assert code == 0
+    assert answer["complete"] is False
+    assert answer["left"] == []
+    assert "only reaches back to" in captured.err
