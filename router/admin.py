@@ -17,7 +17,8 @@ with ``Retry-After``. JSON bodies get ingest's limits (``limits.max_depth``, che
 decoder with ``jsonscan.depth_path``: 400 ``too_deep`` with the path).
 
 Roles: ``viewer`` < ``operator`` < ``admin``, and ``auditor`` beside them (privacy and legal:
-the data map, anomalies, explain and the audit trail, but not queues or dead letters).
+the data map, anomalies, explain, the audit trail and subject access reports, but not queues
+or dead letters).
 
 Endpoints (``ROLE_TABLE`` is the source of truth):
 

@@ -241,6 +241,16 @@ async def test_consent_status_errors_have_a_code_and_path(
     assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
 
 
+async def test_consent_status_odd_ids_are_looked_up_not_refused(router: Client) -> None:
+    """Percent-encoded bytes that are not UTF-8, control characters, a long but allowed id:
+    a 200 with nothing stored, never a 500."""
+    for query in ("?userId=%FF%FE", "?anonymousId=a%00b%0A", "?userId=" + "x" * 256):
+        response = await router.get("/v1/consent/status" + query, headers=BASIC)
+        answer = await response.json()
+        assert response.status == 200, (query, answer)
+        assert answer["consent"] is None
+
+
 async def test_consent_status_without_redis_is_503(
     router: Client, redis_server: RedisServer
 ) -> None:
