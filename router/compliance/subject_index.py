@@ -51,7 +51,8 @@ def optout_index_key(stream: str, token: str) -> str:
     return f"{stream}:optout:{token}"
 
 
-def _tokens(value: Any) -> list[str]:
+def tokens_in(value: Any) -> list[str]:
+    """The non-empty strings of a record's ``subjects`` (anything else in it is ignored)."""
     if not isinstance(value, list):
         return []
     return [t for t in value if isinstance(t, str) and t]
@@ -62,17 +63,19 @@ def index_tokens(kind: str, data: Mapping[str, Any]) -> tuple[list[str], list[st
 
     A record names its ``subjects`` (``decision``, ``consent_written``, ``erasure``) and the
     ``subjects`` of each of its ``events`` (``decisions``)."""
-    found = _tokens(data.get("subjects"))
+    found = tokens_in(data.get("subjects"))
     events = data.get("events")
     if isinstance(events, list):
         for event in events:
             if isinstance(event, Mapping):
-                found += _tokens(event.get("subjects"))
+                found += tokens_in(event.get("subjects"))
     subjects = list(dict.fromkeys(found))
+    reason = data.get("reason")
     honoured = (
         kind in {"decision", "decisions"}
         and data.get("decision") == "skip"
-        and data.get("reason") in OPT_OUT_REASONS
+        and isinstance(reason, str)
+        and reason in OPT_OUT_REASONS
     )
     return subjects, subjects if honoured else []
 

@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import redis.asyncio as aioredis
 
@@ -48,6 +48,7 @@ from router.compliance.subject_index import (
     indexed_ids,
     optout_index_key,
     subject_index_key,
+    tokens_in,
 )
 from router.erasure import Identifiers
 from router.queue import SUPPRESSED
@@ -112,31 +113,52 @@ def decisions_of(
     (the shared data, the event token, the consent time)."""
     data = record.data
     if record.kind == "decision":
-        if tokens.intersection(data.get("subjects") or ()):
-            consent = data.get("consent") or {}
-            yield data, str(data.get("event")), consent.get("at")
+        if tokens.intersection(tokens_in(data.get("subjects"))):
+            consent = data.get("consent")
+            yield (
+                data,
+                str(data.get("event")),
+                _text(consent.get("at")) if _is_map(consent) else None,
+            )
         return
-    for event in data.get("events") or ():
-        if isinstance(event, Mapping) and tokens.intersection(event.get("subjects") or ()):
-            yield data, str(event.get("event")), event.get("consent_at")
+    events = data.get("events")
+    for event in events if isinstance(events, list) else ():
+        if _is_map(event) and tokens.intersection(tokens_in(event.get("subjects"))):
+            yield data, str(event.get("event")), _text(event.get("consent_at"))
+
+
+def _is_map(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    return isinstance(value, Mapping)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _texts(value: Any) -> list[str] | None:
+    """A list of strings as stored, or None (absent or not a list of strings)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return None
+    return value
 
 
 def _decision(
     record: AuditRecord, data: Mapping[str, Any], event: str, consent_at: Any
 ) -> dict[str, Any]:
-    consent = data.get("consent") or {}
+    consent = data.get("consent")
+    sources = _texts(consent.get("sources")) if _is_map(consent) else None
     out: dict[str, Any] = {
         "at": record.at,
-        "destination": data.get("destination"),
-        "stage": data.get("stage"),
+        "destination": str(data.get("destination")),
+        "stage": _text(data.get("stage")),
         "event": event,
-        "reason": data.get("reason"),
-        "consent": {"sources": consent.get("sources", []), "at": consent_at},
+        "reason": str(data.get("reason")),
+        "consent": {"sources": sources or [], "at": consent_at},
     }
     if data.get("decision") == "deliver":
-        out["sent"] = data.get("sent")  # None: a record from before ``sent`` was audited
-        out["removed"] = data.get("removed", [])
-        out["transformed"] = data.get("transformed", [])
+        out["sent"] = _texts(data.get("sent"))  # None: from before ``sent`` was audited
+        out["removed"] = _texts(data.get("removed")) or []
+        out["transformed"] = _texts(data.get("transformed")) or []
     return out
 
 
@@ -181,7 +203,7 @@ def report_from(
         if record.kind in DECISION_KINDS:
             for data, event, consent_at in decisions_of(record, wanted):
                 item = _decision(record, data, event, consent_at)
-                per = summary.setdefault(str(item["destination"]), _Summary())
+                per = summary.setdefault(item["destination"], _Summary())
                 if data.get("decision") == "deliver":
                     received.append(item)
                     per.received += 1
@@ -189,7 +211,7 @@ def report_from(
                     per.fields.update(item["sent"] or ())
                 else:
                     withheld.append(item)
-                    per.withheld[str(item["reason"])] += 1
+                    per.withheld[item["reason"]] += 1
         elif record.kind == "consent_written":
             write = {"recorded_at": record.at} | _pick(record.data, CONSENT_WRITE_FIELDS)
             if "refused" in record.data:

@@ -140,3 +140,22 @@ def test_report_keeps_the_persons_decisions_and_flags_altered_records() -> None:
     assert report["erasures"][0]["receipt"] == "r-1"
     assert report["altered"] == [{"id": "5-0", "lane": 1, "seq": 5}]
     assert report["records"] == 5
+
+
+@given(st.lists(st.tuples(KINDS, FIELDS | st.dictionaries(st.text(max_size=8), JSON)), max_size=5))
+def test_report_reads_any_stored_record_without_failing(items: list[tuple[str, Any]]) -> None:
+    """Records as anything may have stored them (edited, from another version): the report
+    is built, and what it lists has the types its readers expect."""
+    records = [
+        (f"{i}-0", seal(i, "2026-12-06T10:00:00", kind, data, GENESIS, lane=1))
+        for i, (kind, data) in enumerate(items, start=1)
+    ]
+    tokens = sorted({t for _, data in items for t in _strings(data)})[:3]
+    report = report_from(records, tokens)
+    assert report["records"] == len(items)
+    for item in report["received"] + report["withheld"]:
+        assert isinstance(item["destination"], str)
+        assert isinstance(item["reason"], str)
+        assert all(isinstance(s, str) for s in item["consent"]["sources"])
+    for per in report["summary"].values():
+        assert all(isinstance(f, str) for f in per["fields"])
