@@ -40,11 +40,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from consent.store import ConsentStore
-from router.audit import PAGE, AuditLog, record_of
+from router.compliance.audit_log import PAGE, AuditLog, record_of
+from router.compliance.erasure import Identifiers
 from router.compliance.subject_report import subject_report
 from router.core.audit_records import subject_token
-from router.erasure import Identifiers
-from router.queue import SUPPRESSED
+from router.queue.keys import SUPPRESSED
 from tests.redis_server import RedisServer
 
 KEY = b"bench-audit-key"

@@ -51,19 +51,20 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from router.config import Routing, load_routing
 from router.core.explain import consent_context, explain
 from router.core.outcomes import Rejection
 from router.core.schema import WireEvent
 from router.core.signals import signals_from_headers
+from router.edge.http import RouterRunner
 from router.errors import ConfigError
-from router.http import RouterRunner
 from router.observability.logs import configure_logging
-from router.queue import connect, dlq_key, outbox_key
+from router.queue.keys import dlq_key, outbox_key
+from router.queue.streams import connect
+from router.routing import Routing, load_routing
 from router.settings import Settings
 
 if TYPE_CHECKING:
-    from router.erasure import Identifiers
+    from router.compliance.erasure import Identifiers
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -74,7 +75,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _routing(settings: Settings) -> Routing:
-    secret = settings.tokenize_secret.get_secret_value() if settings.tokenize_secret else ""
+    secret = settings.tokenize_key
     return load_routing(Path(settings.config), tokenize_secret=secret)
 
 
@@ -100,9 +101,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         routing = load_routing(
             path,
-            tokenize_secret=(
-                settings.tokenize_secret.get_secret_value() if settings.tokenize_secret else ""
-            ),
+            tokenize_secret=(settings.tokenize_key),
         )
     except ConfigError as error:
         _print_problems(path, error)
@@ -126,8 +125,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP endpoint (and, unless --no-workers, the delivery workers)."""
     from aiohttp import web  # noqa: PLC0415 - keep CLI start-up light for the other commands
 
-    from router.admin import tokens_of  # noqa: PLC0415
-    from router.app import create_app  # noqa: PLC0415
+    from router.edge.app import create_app  # noqa: PLC0415
+    from router.edge.tokens import tokens_of  # noqa: PLC0415
+    from router.runtime import build_runtime  # noqa: PLC0415
 
     settings = _settings(args)
     updates: dict[str, Any] = {}
@@ -149,7 +149,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve_processes(args, settings.host, settings.port)
 
     async def main() -> None:
-        app = create_app(settings, routing, workers=not args.no_workers)
+        app = create_app(build_runtime(settings, routing, serve=True, workers=not args.no_workers))
         runner = RouterRunner(app, handle_signals=True, access_log=None)
         await runner.setup()
         _freeze_heap()
@@ -197,7 +197,7 @@ def _serve_processes(args: argparse.Namespace, host: str, port: int) -> int:
     import signal  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
 
-    command = [sys.executable, "-m", "router.cli", "serve", "--reuse-port", "--processes", "1"]
+    command = [sys.executable, "-m", "router", "serve", "--reuse-port", "--processes", "1"]
     command += ["--host", host, "--port", str(port)]
     if args.config:
         command += ["--config", args.config]
@@ -246,16 +246,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run only the delivery workers."""
     import signal  # noqa: PLC0415
 
-    from consent.store import ConsentStore  # noqa: PLC0415
-    from destinations.transport import AiohttpTransport  # noqa: PLC0415
-    from router.anomaly import HoldGate  # noqa: PLC0415
-    from router.app import default_consumer  # noqa: PLC0415
-    from router.datamap import DataMapRecorder  # noqa: PLC0415
-    from router.observability.metrics import COUNTER_NAMES, Stats  # noqa: PLC0415
-    from router.observability.setup import setup_telemetry  # noqa: PLC0415
-    from router.queue import SUPPRESSED  # noqa: PLC0415
-    from router.stored_consent import consent_recheck  # noqa: PLC0415
-    from router.worker import WorkerOptions, WorkerPool  # noqa: PLC0415
+    from router.runtime import open_runtime  # noqa: PLC0415
 
     settings = _settings(args)
     configure_logging(settings.log_level)
@@ -264,40 +255,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 1
 
     async def main() -> None:
-        client = connect(settings.redis_url, settings.redis_timeout_ms)
-        store = ConsentStore(client, suppressed_key=SUPPRESSED)
-        await store.start()
-        telemetry = setup_telemetry()
-        stats = Stats()
-        telemetry.metrics.bridge_counters(COUNTER_NAMES, stats.series)
-        datamap = DataMapRecorder(client)
-        datamap.start()
-        transport = AiohttpTransport()
-        pool = WorkerPool(
-            client,
-            routing.destinations,
-            WorkerOptions(consumer=default_consumer(settings)),
-            stats,
-            consent_recheck(store),
-            transport=transport,
-            telemetry=telemetry,
-            datamap=datamap,
-            gate=HoldGate(client),
-        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await pool.start()
-        _freeze_heap()
-        print(f"router worker: {len(routing.destinations)} destination(s)", file=sys.stderr)
-        await stop.wait()
-        await pool.stop(settings.shutdown_timeout_s)
-        await transport.aclose()
-        await datamap.close()
-        await store.aclose()
-        await client.aclose()
-        telemetry.shutdown()
+        async with open_runtime(settings, routing, workers=True):
+            _freeze_heap()
+            print(f"router worker: {len(routing.destinations)} destination(s)", file=sys.stderr)
+            await stop.wait()
 
     _run(main())
     return 0
@@ -305,11 +270,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_erase(args: argparse.Namespace) -> int:
     """Erase a person (stored consent, suppression, destination deletions); print the receipt."""
-    from consent.store import ConsentStore  # noqa: PLC0415
-    from destinations.transport import AiohttpTransport  # noqa: PLC0415
-    from router.audit import AuditLog  # noqa: PLC0415
-    from router.erasure import Identifiers, erase  # noqa: PLC0415
-    from router.queue import SUPPRESSED  # noqa: PLC0415
+    from router.compliance.erasure import Identifiers, erase  # noqa: PLC0415
+    from router.runtime import open_runtime  # noqa: PLC0415
 
     settings = _settings(args)
     routing = _load(settings)
@@ -325,17 +287,16 @@ def cmd_erase(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> dict[str, Any]:
-        client = connect(settings.redis_url, settings.redis_timeout_ms)
-        transport = AiohttpTransport()
-        try:
-            store = ConsentStore(client, suppressed_key=SUPPRESSED)
-            audit = AuditLog(client, key=_audit_key(settings))
+        async with open_runtime(settings, routing) as runtime:
             return await erase(
-                client, store, routing, identifiers, transport, audit=audit, actor="cli"
+                runtime.redis,
+                runtime.consent,
+                routing,
+                identifiers,
+                runtime.transport,
+                audit=runtime.audit_log,
+                actor="cli",
             )
-        finally:
-            await transport.aclose()
-            await client.aclose()
 
     try:
         receipt = asyncio.run(run())
@@ -344,10 +305,6 @@ def cmd_erase(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps({"success": True, "receipt": receipt}, sort_keys=True))
     return 0
-
-
-def _audit_key(settings: Settings) -> bytes:
-    return settings.audit_key.get_secret_value().encode() if settings.audit_key else b""
 
 
 def _print(value: Any, *, as_json: bool, render: Callable[[Any], str]) -> None:
@@ -380,7 +337,7 @@ def _with_redis(
 
 def cmd_datamap(args: argparse.Namespace) -> int:
     """What left for each destination on a day: fields, personal-data kinds, events, bytes."""
-    from router.datamap import day_of, read_datamap, render_table  # noqa: PLC0415
+    from router.compliance.datamap import day_of, read_datamap, render_table  # noqa: PLC0415
 
     settings = _settings(args)
     try:
@@ -400,7 +357,7 @@ def cmd_datamap(args: argparse.Namespace) -> int:
 def cmd_quarantine(args: argparse.Namespace) -> int:
     """The newest rejected events, redacted (code, path, source, size, field types), one JSON
     line each; entries past ``ROUTER_QUARANTINE_RETENTION_DAYS`` are trimmed first."""
-    from router.quarantine import read_quarantine  # noqa: PLC0415
+    from router.compliance.quarantine import read_quarantine  # noqa: PLC0415
 
     settings = _settings(args)
 
@@ -417,7 +374,8 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Check the audit trail's hash chain; name and print the first bad record."""
-    from router.audit import AuditLog, canonical  # noqa: PLC0415
+    from router.compliance.audit_chain import canonical  # noqa: PLC0415
+    from router.compliance.audit_log import AuditLog  # noqa: PLC0415
 
     settings = _settings(args)
 
@@ -444,7 +402,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
     """Every audit record as one JSON line, oldest first."""
-    from router.audit import export  # noqa: PLC0415
+    from router.compliance.audit_log import export  # noqa: PLC0415
 
     settings = _settings(args)
 
@@ -459,7 +417,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 def _identifiers(args: argparse.Namespace) -> Identifiers:
     """The person named by ``--user-id``, ``--anonymous-id``, ``--email`` (and ``--subject``:
     any id), normalized as ingest normalizes ids."""
-    from router.erasure import Identifiers  # noqa: PLC0415
+    from router.compliance.erasure import Identifiers  # noqa: PLC0415
 
     return Identifiers.of(
         [*(args.user_id or []), *(getattr(args, "subject", None) or [])],
@@ -474,7 +432,7 @@ def cmd_subject_report(args: argparse.Namespace) -> int:
     why, erasures. Exit 0, 2 without an identifier, 1 when Redis cannot be reached."""
     from consent.store import ConsentStore  # noqa: PLC0415
     from router.compliance.subject_report import render_text, subject_report  # noqa: PLC0415
-    from router.queue import SUPPRESSED  # noqa: PLC0415
+    from router.queue.keys import SUPPRESSED  # noqa: PLC0415
 
     settings = _settings(args)
     identifiers = _identifiers(args)
@@ -485,7 +443,7 @@ def cmd_subject_report(args: argparse.Namespace) -> int:
     async def show(client: Redis) -> int:
         store = ConsentStore(client, suppressed_key=SUPPRESSED)
         report = await subject_report(
-            client, store, identifiers, audit_key=_audit_key(settings), now=_now()
+            client, store, identifiers, audit_key=settings.audit_key_bytes, now=_now()
         )
         _print(report, as_json=args.json, render=render_text)
         return 0
@@ -518,7 +476,7 @@ def cmd_audit_query(args: argparse.Namespace) -> int:
     async def query(client: Redis) -> int:
         answer = await audit_query(
             client,
-            identifiers.tokens(_audit_key(settings)),
+            identifiers.tokens(settings.audit_key_bytes),
             after=after,
             destination=args.destination,
         )
@@ -545,13 +503,13 @@ def cmd_audit_query(args: argparse.Namespace) -> int:
 
 def cmd_audit_reindex(args: argparse.Namespace) -> int:
     """Index the records of a trail written before the subject index existed (idempotent)."""
-    from router.audit import STREAM  # noqa: PLC0415
     from router.compliance.subject_index import reindex  # noqa: PLC0415
+    from router.queue.keys import AUDIT  # noqa: PLC0415
 
     settings = _settings(args)
 
     async def run(client: Redis) -> int:
-        records, added = await reindex(client, STREAM)
+        records, added = await reindex(client, AUDIT)
         print(f"{records} record(s) read, {added} index entr(y/ies) added")
         return 0
 

@@ -14,12 +14,12 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from router.admin import Role, token_hash
-from router.audit import AuditLog
 from router.cli import main
-from router.compliance.subject_index import optout_index_key, subject_index_key
+from router.compliance.audit_log import AuditLog
 from router.compliance.subject_report import subject_records
 from router.core.audit_records import subject_token
+from router.edge.tokens import Role, token_hash
+from router.queue.keys import optout_index_key, subject_index_key
 from tests.conftest import TEST_CONFIG, WRITE_KEY, AppFactory, routing_from
 from tests.integration.test_cli import run_router
 from tests.redis_server import RedisServer
