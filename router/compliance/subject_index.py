@@ -5,7 +5,7 @@ person's records among millions. The audit trail names subjects only by keyed to
 (``subject_token``: HMAC-SHA256 under ``ROUTER_AUDIT_KEY``), so the index is keyed by token
 too and holds nothing else: no raw identifier, no plain hash.
 
-Keys (``<stream>`` is ``rt:audit``):
+Keys (``<stream>`` is ``rt:audit``; named in ``router.queue.keys``):
 
 - ``<stream>:subject:<token>``  sorted set: the stream ids of every record naming the subject
                                 (score: the id's milliseconds)
@@ -14,7 +14,8 @@ Keys (``<stream>`` is ``rt:audit``):
                                 ``us_opt_out``)
 
 Both are written by the audit append script in the same atomic step as the records
-(``router.audit``), and follow the audit's retention: a trim removes the trimmed records' ids
+(``router.compliance.audit_log``), and follow the audit's retention: a trim removes the
+trimmed records' ids
 from the sets of the subjects they name, and a lookup that meets an id no longer in the
 stream (a trim interrupted half-way) removes it. A set emptied this way disappears.
 
@@ -35,20 +36,12 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 
+from router.queue.keys import optout_index_key, subject_index_key
+
 OPT_OUT_REASONS: Final = frozenset({"gpc_opt_out", "us_opt_out"})
 """Skip reasons that prove an opt-out signal was honoured."""
 FETCH_CHUNK: Final = 500
 """Records fetched per pipelined round trip."""
-
-
-def subject_index_key(stream: str, token: str) -> str:
-    """The sorted set of the records naming ``token``."""
-    return f"{stream}:subject:{token}"
-
-
-def optout_index_key(stream: str, token: str) -> str:
-    """The sorted set of the records honouring an opt-out signal of ``token``."""
-    return f"{stream}:optout:{token}"
 
 
 def tokens_in(value: Any) -> list[str]:

@@ -42,16 +42,11 @@ from consent.ids import subject_key
 from consent.model import StoredConsent
 from consent.records import ConsentRecord, merge_records
 from consent.store import ConsentStore
-from router.audit import STREAM, AuditRecord, chain_hash, record_of
-from router.compliance.subject_index import (
-    fetch_records,
-    indexed_ids,
-    optout_index_key,
-    subject_index_key,
-    tokens_in,
-)
-from router.erasure import Identifiers
-from router.queue import SUPPRESSED
+from router.compliance.audit_chain import AuditRecord, chain_hash
+from router.compliance.audit_log import STREAM, record_of
+from router.compliance.erasure import Identifiers
+from router.compliance.subject_index import fetch_records, indexed_ids, tokens_in
+from router.queue.keys import SUPPRESSED, optout_index_key, subject_index_key
 
 DECISION_KINDS: Final = frozenset({"decision", "decisions"})
 

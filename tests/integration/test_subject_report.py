@@ -23,6 +23,7 @@ from router.queue.keys import optout_index_key, subject_index_key
 from tests.conftest import TEST_CONFIG, WRITE_KEY, AppFactory, routing_from
 from tests.integration.test_cli import run_router
 from tests.redis_server import RedisServer
+from tests.unit.compliance.test_subject_records import decisions_record
 
 Client = TestClient[web.Request, web.Application]
 AUDIT_KEY = "subject-audit-key"
@@ -265,20 +266,10 @@ async def test_consent_status_without_redis_is_503(
 def _decisions(
     destination: str, decision: str, reason: str, events: list[tuple[str, str]]
 ) -> dict[str, Any]:
-    return {
-        "stage": "ingest",
-        "destination": destination,
-        "decision": decision,
-        "reason": reason,
-        "sent": ["event", "messageId"] if decision == "deliver" else [],
-        "removed": [],
-        "transformed": [],
-        "consent": {"sources": ["segment"]},
-        "count": len(events),
-        "events": [
-            {"event": token(e), "subjects": [token(s)], "consent_at": None} for e, s in events
-        ],
-    }
+    """A ``decisions`` record of (message id, subject id) pairs, named by keyed tokens."""
+    return decisions_record(
+        destination, decision, reason, [(token(e), token(s)) for e, s in events]
+    )
 
 
 async def test_index_follows_the_audit_retention(redis_client: aioredis.Redis) -> None:

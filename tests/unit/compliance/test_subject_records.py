@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.audit import GENESIS, seal
+from router.compliance.audit_chain import GENESIS, seal
 from router.compliance.subject_index import index_tokens
 from router.compliance.subject_report import report_from
 
@@ -57,19 +57,29 @@ def test_index_tokens_take_only_strings_the_record_names(kind: str, data: dict[s
         assert kind in ("decision", "decisions")
 
 
-def _decisions(
-    destination: str, decision: str, reason: str, events: list[tuple[str, str]]
+def decisions_record(
+    destination: str,
+    decision: str,
+    reason: str,
+    events: list[tuple[str, str]],
+    *,
+    consent_at: str | None = None,
 ) -> dict[str, Any]:
+    """A ``decisions`` record's data as the audit writer groups it: (event token, subject
+    token) pairs sharing one destination, decision and reason (shared with the integration
+    tests)."""
+    deliver = decision == "deliver"
     return {
         "stage": "ingest",
         "destination": destination,
         "decision": decision,
         "reason": reason,
-        "sent": ["event"] if decision == "deliver" else [],
-        "removed": ["properties.email"] if decision == "deliver" else [],
+        "sent": ["event", "messageId"] if deliver else [],
+        "removed": ["properties.email"] if deliver else [],
         "transformed": [],
         "consent": {"sources": ["gpc", "segment"]},
-        "events": [{"event": e, "subjects": [s], "consent_at": "t0"} for e, s in events],
+        "count": len(events),
+        "events": [{"event": e, "subjects": [s], "consent_at": consent_at} for e, s in events],
     }
 
 
@@ -81,7 +91,13 @@ def test_report_keeps_the_persons_decisions_and_flags_altered_records() -> None:
             1,
             "2026-12-06T10:00:00",
             "decisions",
-            _decisions("ga4", "deliver", "consent_granted", [("e1", "me"), ("e2", "other")]),
+            decisions_record(
+                "ga4",
+                "deliver",
+                "consent_granted",
+                [("e1", "me"), ("e2", "other")],
+                consent_at="t0",
+            ),
             GENESIS,
             lane=1,
         ),
@@ -89,7 +105,7 @@ def test_report_keeps_the_persons_decisions_and_flags_altered_records() -> None:
             2,
             "2026-12-06T10:00:01",
             "decisions",
-            _decisions("ads", "skip", "gpc_opt_out", [("e1", "me")]),
+            decisions_record("ads", "skip", "gpc_opt_out", [("e1", "me")]),
             GENESIS,
             lane=1,
         ),
@@ -119,7 +135,7 @@ def test_report_keeps_the_persons_decisions_and_flags_altered_records() -> None:
         5,
         "2026-12-06T10:00:04",
         "decisions",
-        _decisions("ga4", "deliver", "consent_granted", [("e3", "me")]),
+        decisions_record("ga4", "deliver", "consent_granted", [("e3", "me")]),
         GENESIS,
         lane=1,
     )
@@ -130,7 +146,7 @@ def test_report_keeps_the_persons_decisions_and_flags_altered_records() -> None:
         ("ga4", "e1"),
         ("ga4", "e3"),
     ]
-    assert report["received"][0]["sent"] == ["event"]
+    assert report["received"][0]["sent"] == ["event", "messageId"]
     assert report["received"][0]["consent"] == {"sources": ["gpc", "segment"], "at": "t0"}
     assert [(i["destination"], i["reason"]) for i in report["withheld"]] == [("ads", "gpc_opt_out")]
     assert report["summary"]["ga4"]["received"] == 2
