@@ -292,10 +292,18 @@ class Connector(abc.ABC, Generic[SettingsT]):
     identifier_fields: ClassVar[Mapping[str, str]] = {}
     """Payload paths this connector reads as identifiers of a kind (``email``, ``phone``,
     ``ip``) and normalizes or hashes itself: the PII safety net lets that kind through there."""
+    hashed_fields: ClassVar[frozenset[str]] = frozenset()
+    """Payload paths this connector only ever sends SHA-256 hashed (the record of processing)."""
+    recipient_name: ClassVar[str] = ""
+    """Who receives what this connector sends (the record of processing's recipient)."""
 
     def __init__(self, destination_id: str, settings: SettingsT) -> None:
         self.destination_id = destination_id
         self.settings = settings
+
+    def recipient(self) -> str:
+        """The recipient of this destination's data, as a privacy notice names it."""
+        return self.recipient_name or self.type_name
 
     def encode(self, batch: Sequence[Delivery], now: datetime) -> Encoded:
         """Turn deliveries into requests; pure.

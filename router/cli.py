@@ -8,6 +8,7 @@
     router dlq list DESTINATION [--limit N]
     router erase [ID...] [--user-id U] [--anonymous-id A] [--email E] [--config PATH]
     router datamap [--day YYYY-MM-DD] [--json]
+    router inventory [--config PATH] [--json | --markdown]
     router audit verify
     router audit export
     router audit query --after T [--destination D] [--subject ID] [--user-id U]
@@ -20,7 +21,12 @@ user ids and anonymous ids both), prints the receipt as JSON (hashes and counts 
 records the erasure in the audit trail (actor ``cli``).
 
 ``router datamap`` prints what left for each destination on a day (UTC, default today): field
-paths, personal-data kinds, events and bytes. ``router audit verify`` checks the hash chain of
+paths, personal-data kinds, events and bytes. ``router inventory`` prints the record of
+processing: per destination the recipient, purpose, legal basis, stated retention, consent
+required, what the data map says left in the last 30 days (categories, personal-data kinds,
+hashed or tokenized fields), deletion support, last delivery, and flags (idle, unused
+allowlist fields, undeclared personal data); ``--markdown`` is the list of recipients for a
+privacy policy. ``router audit verify`` checks the hash chain of
 the audit trail: exit 0 when intact, else 1 with the first bad record named and printed.
 ``router audit export`` prints every record as JSON lines (verifiable offline).
 ``router audit query`` answers "did anything leave for this person after T?" from the audit
@@ -333,6 +339,32 @@ def _with_redis(
     except (OSError, RedisError) as exc:
         print(f"cannot reach Redis: {type(exc).__name__}", file=sys.stderr)
         return unavailable
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    """The record of processing and third-party inventory."""
+    from router.compliance.inventory import (  # noqa: PLC0415
+        read_inventory,
+        render_markdown,
+        render_text,
+    )
+
+    settings = _settings(args)
+    routing = _load(settings)
+    if routing is None:
+        return 1
+
+    async def show(client: Redis) -> int:
+        inventory = await read_inventory(client, routing, _now())
+        if args.json:
+            print(json.dumps(inventory.to_json(), indent=2, sort_keys=True))
+        elif args.markdown:
+            sys.stdout.write(render_markdown(inventory))
+        else:
+            sys.stdout.write(render_text(inventory))
+        return 0
+
+    return _with_redis(settings, show)
 
 
 def cmd_datamap(args: argparse.Namespace) -> int:
@@ -712,6 +744,13 @@ def build_parser() -> argparse.ArgumentParser:
     datamap.add_argument("--day", help="YYYY-MM-DD, UTC (default: today)")
     datamap.add_argument("--json", action="store_true")
     datamap.set_defaults(func=cmd_datamap)
+
+    inventory = commands.add_parser("inventory", help="the record of processing (recipients)")
+    inventory.add_argument("--config")
+    shape = inventory.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true")
+    shape.add_argument("--markdown", action="store_true")
+    inventory.set_defaults(func=cmd_inventory)
 
     audit = commands.add_parser("audit", help="the hash-chained audit trail")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)

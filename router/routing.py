@@ -29,9 +29,10 @@ from pydantic import (
 )
 
 from consent.policy import DEFAULT_CATEGORIES, ConsentPolicy, Missing
+from destinations.aggregate import AggregateSettings, settings_problems
 from destinations.base import Connector
 from destinations.fields import Allowlist, Transform, compile_allowlist, parse_path
-from destinations.registry import CONNECTORS
+from destinations.registry import DESTINATION_TYPES
 from router.core.schema import EventType
 from router.errors import ConfigError
 
@@ -44,6 +45,35 @@ def _path(value: str) -> str:
 FieldPath = Annotated[str, AfterValidator(_path)]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 IdentifierKind = Literal["card", "email", "phone", "iban", "ssn", "ip"]
+
+_RETENTION = re.compile(
+    r"^(?P<count>[1-9][0-9]{0,3}) ?(?P<unit>days?|weeks?|months?|years?)$|^(?P<word>session|none)$"
+)
+
+
+def _retention(value: str) -> str:
+    if not _RETENTION.fullmatch(value.strip()) or value != value.strip():
+        raise ValueError(
+            "expected a duration such as '30 days', '13 months' or '2 years' "
+            "(or 'session' / 'none'), as the recipient states it"
+        )
+    return value
+
+
+Retention = Annotated[str, AfterValidator(_retention)]
+"""The recipient's stated retention of what it receives (``destinations[].retention``)."""
+
+
+class LegalBasis(StrEnum):
+    """The lawful basis of a destination's processing (GDPR art. 6(1)),
+    ``destinations[].legal_basis``."""
+
+    CONSENT = "consent"
+    CONTRACT = "contract"
+    LEGAL_OBLIGATION = "legal_obligation"
+    VITAL_INTERESTS = "vital_interests"
+    PUBLIC_TASK = "public_task"
+    LEGITIMATE_INTERESTS = "legitimate_interests"
 
 
 class _Strict(BaseModel):
@@ -125,6 +155,11 @@ class DestinationConfig(_Strict):
     forward_traceparent: bool | None = None
     """Send the W3C ``traceparent`` header; ``None``: the connector's default (webhooks yes,
     ad platforms no)."""
+    recipient: str | None = Field(default=None, min_length=1, max_length=200)
+    """Who receives the data (the record of processing); ``None``: the connector's platform
+    (a webhook: its URL's host)."""
+    legal_basis: LegalBasis | None = None
+    retention: Retention | None = None
 
 
 class LimitsConfig(_Strict):
@@ -396,14 +431,19 @@ def _destination(
             _settings_of(raw.get("type"), raw.get("settings", {}), prefix, problems)
         return None
     count = len(problems)
+    if config.legal_basis is LegalBasis.CONSENT and not config.requires:
+        problems.append(
+            f"{prefix}.legal_basis: 'consent' needs the consent categories in `requires` "
+            "(`requires: []` sends without consent)"
+        )
     for position, category in enumerate(config.requires):
         if category not in categories:
             problems.append(f"{prefix}.requires[{position}]: unknown category {category!r}")
-    connector_class = CONNECTORS.get(config.type)
+    connector_class = DESTINATION_TYPES.get(config.type)
     if connector_class is None:
         problems.append(
             f"{prefix}.type: unknown destination type {config.type!r}"
-            f" (known: {', '.join(sorted(CONNECTORS))})"
+            f" (known: {', '.join(sorted(DESTINATION_TYPES))})"
         )
         return None
     settings = _settings_of(config.type, config.settings, prefix, problems)
@@ -423,6 +463,9 @@ def _destination(
             f"{prefix}.delivery.batch_size: {config.type} accepts at most "
             f"{connector_class.max_batch_size} events per request"
         )
+    if isinstance(settings, AggregateSettings):
+        for where, message in settings_problems(settings, config.events, config.fields):
+            problems.append(f"{prefix}.{where}: {message}")
     key = _tokenize_key(config, tokenize_secret)
     if Transform.TOKENIZE in config.transforms.values() and not key:
         problems.append(
@@ -449,7 +492,7 @@ def _destination(
 
 
 def _settings_of(kind: Any, raw: Any, prefix: str, problems: list[str]) -> BaseModel | None:
-    connector_class = CONNECTORS.get(kind) if isinstance(kind, str) else None
+    connector_class = DESTINATION_TYPES.get(kind) if isinstance(kind, str) else None
     if connector_class is None:
         return None
     try:

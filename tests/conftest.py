@@ -88,11 +88,16 @@ async def make_router(
         workers: bool = True,
         consumer: str = "test",
         telemetry: Telemetry | None = None,
+        release_every_s: float = 1.0,
         **settings: Any,
     ) -> TestClient[web.Request, web.Application]:
         config = Settings(redis_url=redis_server.url, redis_timeout_ms=500, **settings)
         options = WorkerOptions(
-            consumer=consumer, block_ms=50, reclaim_idle_ms=300, reclaim_every_s=0.1
+            consumer=consumer,
+            block_ms=50,
+            reclaim_idle_ms=300,
+            reclaim_every_s=0.1,
+            release_every_s=release_every_s,
         )
         if telemetry is None:  # no OTEL_* of the developer's shell: nothing exported
             telemetry = setup_telemetry({})

@@ -12,6 +12,9 @@ Redis keys (``<day>`` is ``YYYY-MM-DD`` in UTC; every key expires after ``retent
   identifiers left out, ``omitted:<field>:<reason>`` (``omitted:phone:no_country_code``), so a
   falling match rate can be traced to its cause
 
+``rt:dm:last`` (``DATAMAP_LAST``) holds when each destination last accepted a delivery (sorted
+set, Unix seconds; only moves forward; no expiry: destination ids and times only).
+
 Entry point (the delivery worker, after a destination accepted a batch; or the ingest, if the
 map should say "queued for" rather than "sent to")::
 
@@ -38,7 +41,7 @@ from redis.exceptions import RedisError
 
 from router.core.paths import field_paths
 from router.periodic import Periodic
-from router.queue.keys import datamap_day_key, datamap_key
+from router.queue.keys import DATAMAP_LAST, datamap_day_key, datamap_key
 
 log = logging.getLogger("router.datamap")
 
@@ -60,6 +63,8 @@ class _Tally:
     events: int = 0
     bytes: int = 0
     match: Counter[str] = field(default_factory=Counter)
+    last: float = 0.0
+    """Unix seconds of the newest delivery counted."""
 
 
 @dataclass(slots=True)
@@ -97,7 +102,9 @@ class DataMapRecorder:
         """Count one sent payload (or ``events`` alike); no I/O. ``paths``:
         ``field_paths(payload)`` when the caller computed it already; ``match``: match-key
         counts (bounded names from the connectors)."""
-        tally = self._pending.setdefault((day_of(self.clock()), destination), _Tally())
+        moment = self.clock()
+        tally = self._pending.setdefault((day_of(moment), destination), _Tally())
+        tally.last = max(tally.last, moment.timestamp())
         tally.fields |= field_paths(payload) if paths is None else paths
         tally.pii.update(pii_kinds)
         tally.events += events
@@ -126,6 +133,7 @@ class DataMapRecorder:
                 pipe.hincrby(datamap_key(day, destination, "match"), name, amount)
             for part in ("fields", "pii", "counts", "match"):
                 pipe.expire(datamap_key(day, destination, part), ttl)
+            pipe.zadd(DATAMAP_LAST, {destination: tally.last}, gt=True)
         try:
             await pipe.execute()
         except (RedisError, OSError):
@@ -136,6 +144,7 @@ class DataMapRecorder:
                 merged.events += tally.events
                 merged.bytes += tally.bytes
                 merged.match.update(tally.match)
+                merged.last = max(merged.last, tally.last)
             raise
 
     def start(self) -> None:
@@ -150,28 +159,54 @@ class DataMapRecorder:
 async def read_datamap(client: aioredis.Redis, day: str | date) -> dict[str, Any]:
     """``{"day", "destinations": {id: {"fields", "pii", "events", "bytes", "match"}}}`` for
     one day."""
-    day = day.isoformat() if isinstance(day, date) else date.fromisoformat(day).isoformat()
-    members = await client.smembers(datamap_day_key(day))  # type: ignore[misc]
-    destinations = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+    day = day if isinstance(day, date) else date.fromisoformat(day)
+    return (await read_datamaps(client, [day]))[0]
+
+
+async def mark_delivered(client: aioredis.Redis, destination: str, moment: datetime) -> None:
+    """Record a delivery that is not an event (an aggregate release) as the destination's last
+    one, if it is the newest."""
+    await client.zadd(DATAMAP_LAST, {destination: moment.timestamp()}, gt=True)
+
+
+async def read_datamaps(client: aioredis.Redis, days: Iterable[date]) -> list[dict[str, Any]]:
+    """``read_datamap`` for several days, oldest first, in two round trips."""
+    names = [d.isoformat() for d in sorted(days)]
     pipe = client.pipeline(transaction=False)
-    for destination in destinations:
+    for day in names:
+        pipe.smembers(datamap_day_key(day))
+    indexes = await pipe.execute()
+    rows = [
+        (day, destination)
+        for day, members in zip(names, indexes, strict=True)
+        for destination in sorted(_text(m) for m in members)
+    ]
+    pipe = client.pipeline(transaction=False)
+    for day, destination in rows:
         pipe.smembers(datamap_key(day, destination, "fields"))
         pipe.smembers(datamap_key(day, destination, "pii"))
         pipe.hgetall(datamap_key(day, destination, "counts"))
         pipe.hgetall(datamap_key(day, destination, "match"))
     results = await pipe.execute()
-    out: dict[str, Any] = {}
-    for index, destination in enumerate(destinations):
+    out: dict[str, dict[str, Any]] = {day: {} for day in names}
+    for index, (day, destination) in enumerate(rows):
         fields, pii, counts, match = results[4 * index : 4 * index + 4]
-        out[destination] = {
+        row: dict[str, Any] = {
             "fields": sorted(_text(f) for f in fields),
             "pii": sorted(_text(k) for k in pii),
             "events": int(counts.get(b"events", 0)),
             "bytes": int(counts.get(b"bytes", 0)),
         }
         if match:  # only destinations that match people report it
-            out[destination]["match"] = {_text(k): int(v) for k, v in sorted(match.items())}
-    return {"day": day, "destinations": out}
+            row["match"] = {_text(k): int(v) for k, v in sorted(match.items())}
+        out[day][destination] = row
+    return [{"day": day, "destinations": out[day]} for day in names]
+
+
+async def read_last_deliveries(client: aioredis.Redis) -> dict[str, datetime]:
+    """When each destination last accepted a delivery (UTC), as far as the data map knows."""
+    rows = await client.zrange(DATAMAP_LAST, 0, -1, withscores=True)
+    return {_text(member): datetime.fromtimestamp(score, UTC) for member, score in rows}
 
 
 def _text(value: bytes | str) -> str:

@@ -7,7 +7,8 @@
 2. in one Redis transaction adds the hashes to ``rt:suppressed`` (checked at ingest and again by
    the delivery worker, so queued events of the person reach no destination), deletes their
    consent records and histories, and publishes the hashes so every process evicts its cache;
-   then deletes the person's quarantined (rejected) events, found by their hashed subjects;
+   then deletes the person's quarantined (rejected) events, found by their hashed subjects, and
+   their entries in aggregate destinations' contribution ledgers;
 3. sends each destination's deletion request (``Connector.deletion_request``, pure) through
    the process's transport, unless the platform has no deletion API or the destination is
    ``dry_run``, with the ids as that destination received them (tokenized when its allowlist
@@ -35,9 +36,11 @@ import redis.asyncio as aioredis
 
 from consent.ids import normalize_id, subject_key
 from consent.store import ConsentStore
+from destinations.aggregate import AggregateSettings
 from destinations.base import Connector, DeletionSkipped
 from destinations.errors import TransportError
 from destinations.transport import Transport
+from router.compliance.aggregates import AggregateStore
 from router.compliance.audit_log import AuditLog
 from router.compliance.quarantine import erase_quarantined
 from router.core.audit_records import AuditKind, subject_token
@@ -150,6 +153,11 @@ async def erase(
     hashes = identifiers.hashes()
     erased = await store.erase(hashes)
     quarantined = await erase_quarantined(client, hashes)
+    ledgers = 0
+    for destination in routing.destinations:
+        settings = destination.connector.settings
+        if isinstance(settings, AggregateSettings):
+            ledgers += await AggregateStore(client, destination.id, settings).forget(hashes)
     destinations = await asyncio.gather(
         *(
             request_deletion(
@@ -170,6 +178,7 @@ async def erase(
             "consent_records": erased.consent_records,
             "history_entries": erased.history_entries,
             "quarantined": quarantined,
+            "aggregate_contributions": ledgers,
         },
         "suppressed": len(hashes),
         "destinations": list(destinations),

@@ -42,6 +42,8 @@ class AuditKind(StrEnum):
     DECISIONS = "decisions"
     ADMIN_CALL = "admin_call"
     ANOMALY = "anomaly"
+    AGGREGATE_RELEASE = "aggregate_release"
+    AGGREGATE_REFUSED = "aggregate_refused"
 
 
 @functools.lru_cache(maxsize=16)

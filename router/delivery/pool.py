@@ -8,8 +8,11 @@ from dataclasses import KW_ONLY, dataclass, field
 
 import redis.asyncio as aioredis
 
+from destinations.aggregate import AggregateConnector
 from destinations.transport import Transport
+from router.compliance.audit_log import AuditLog
 from router.compliance.datamap import DataMapRecorder
+from router.delivery.aggregate import AggregateCounter, releaser_for
 from router.delivery.recheck import Recheck
 from router.delivery.worker import DestinationWorker, WorkerOptions
 from router.observability.metrics import Stats
@@ -35,14 +38,29 @@ class WorkerPool:
     telemetry: Telemetry | None = None
     datamap: DataMapRecorder | None = None
     gate: HoldGate | None = None
+    audit: AuditLog | None = None
+    """Where aggregate releases are recorded (none: they wait, unreleased)."""
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
-        """Start ``delivery.concurrency`` workers per destination."""
+        """Start ``delivery.concurrency`` workers per destination; an ``aggregate``
+        destination's workers count instead of sending, and it gets one releaser."""
         for destination in self.destinations:
+            aggregate = destination.type == AggregateConnector.type_name
+            if aggregate:
+                releaser = releaser_for(
+                    destination, self.client, self.transport, self.audit, self.stats
+                )
+                self._tasks.append(
+                    asyncio.create_task(
+                        releaser.run(self._stopping, self.options.release_every_s),
+                        name=f"releaser:{destination.id}",
+                    )
+                )
+            kind = AggregateCounter if aggregate else DestinationWorker
             for index in range(destination.config.delivery.concurrency):
-                worker = DestinationWorker(
+                worker = kind(
                     self.client,
                     self.transport,
                     destination,

@@ -83,6 +83,8 @@ class WorkerOptions:
     block_ms: int = 1000
     reclaim_idle_ms: int = 30_000
     reclaim_every_s: float = 5.0
+    release_every_s: float = 1.0
+    """How often an aggregate destination's releaser looks for windows to release."""
 
 
 @dataclass(slots=True)

@@ -24,6 +24,8 @@ Endpoints (``ROLE_TABLE`` is the source of truth):
 
 - ``GET  /admin/destinations``                      id, type, purpose, requires, queue, held...
 - ``GET  /admin/datamap?day=YYYY-MM-DD``            what left, per destination (default today)
+- ``GET  /admin/inventory[?format=markdown]``       the record of processing: recipients, legal
+                                                    basis, what was sent in 30 days, flags
 - ``GET  /admin/anomalies?limit=N``                 newest first
 - ``POST /admin/holds/{destination}/release``       the held events flow again
 - ``POST /admin/holds/{destination}/discard``       drop the queued events, then release
@@ -64,6 +66,7 @@ from router.compliance import anomaly
 from router.compliance.audit_log import AuditLog
 from router.compliance.datamap import day_of, read_datamap
 from router.compliance.erasure import Identifiers, Ids, erase
+from router.compliance.inventory import read_inventory, render_markdown
 from router.compliance.quarantine import read_quarantine
 from router.compliance.subject_report import subject_report
 from router.core.audit_records import AuditKind
@@ -344,6 +347,17 @@ async def list_destinations(request: web.Request, call: Call) -> web.StreamRespo
     return json_response({"destinations": rows})
 
 
+async def get_inventory(request: web.Request, call: Call) -> web.StreamResponse:
+    """``GET /admin/inventory[?format=json|markdown]``."""
+    kind = request.query.get("format", "json")
+    if kind not in ("json", "markdown"):
+        raise HttpError(400, "invalid_format", "format must be json or markdown", path="format")
+    inventory = await read_inventory(call.state.redis, call.state.routing, datetime.now(UTC))
+    if kind == "markdown":
+        return web.Response(text=render_markdown(inventory), content_type="text/markdown")
+    return json_response(inventory.to_json())
+
+
 async def get_datamap(request: web.Request, call: Call) -> web.StreamResponse:
     """``GET /admin/datamap?day=``."""
     day = request.query.get("day") or day_of(datetime.now(UTC))
@@ -582,6 +596,7 @@ async def explain_event(request: web.Request, call: Call) -> web.StreamResponse:
 ROLE_TABLE: Final[tuple[Endpoint, ...]] = (
     Endpoint("GET", "/admin/destinations", VIEW, list_destinations),
     Endpoint("GET", "/admin/datamap", PRIVACY, get_datamap),
+    Endpoint("GET", "/admin/inventory", PRIVACY, get_inventory),
     Endpoint("GET", "/admin/anomalies", PRIVACY, list_anomalies),
     Endpoint("POST", "/admin/holds/{destination}/release", OPERATE, release_hold),
     Endpoint("POST", "/admin/holds/{destination}/discard", OPERATE, discard_hold),

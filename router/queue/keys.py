@@ -31,6 +31,10 @@ Compliance:
 - ``rt:fields:{source}`` / ``:since``             field paths seen from a source
 - ``rt:pii:{destination}``     personal-data kinds seen reaching a destination
 - ``rt:dm:{day}:destinations`` and ``rt:dm:{day}:{destination}:{part}``  the data map
+- ``rt:dm:last``               each destination's last delivery (the record of processing)
+- ``rt:agg:{{destination}}:...``  an aggregate destination's windows, contribution ledgers,
+                               budget and pending releases (``aggregate_key``; the list is in
+                               ``router.compliance.aggregates``)
 
 What rests in a destination's queue is only what that destination may receive (the minimized
 payload), plus hashed subject ids for the re-checks at delivery.
@@ -49,6 +53,7 @@ __all__ = [
     "ANOMALIES",
     "AUDIT",
     "CONSENT_CHANNEL",
+    "DATAMAP_LAST",
     "DLQ_MAXLEN",
     "ERASURES",
     "GROUP",
@@ -57,6 +62,7 @@ __all__ = [
     "QUARANTINE_MAXLEN",
     "SUPPRESSED",
     "AuditPart",
+    "aggregate_key",
     "audit_key",
     "consent_history_key",
     "consent_key",
@@ -81,6 +87,7 @@ SUPPRESSED: Final = "rt:suppressed"
 AUDIT: Final = "rt:audit"
 ERASURES: Final = "rt:erasures"
 ANOMALIES: Final = "rt:anomalies"
+DATAMAP_LAST: Final = "rt:dm:last"
 
 QUARANTINE_MAXLEN: Final = 100_000
 OUTBOX_MAXLEN: Final = 1_000
@@ -100,6 +107,13 @@ def dlq_key(destination_id: str) -> str:
 def outbox_key(destination_id: str) -> str:
     """The dry-run outbox of a destination."""
     return f"rt:outbox:{destination_id}"
+
+
+def aggregate_key(destination: str, part: str, window: int | str | None = None) -> str:
+    """A key of an aggregate destination (all in one hash slot: ``{destination}``), of one
+    window when ``window`` (its start in Unix seconds, or ``*`` in a SCAN pattern) is given."""
+    middle = f":{window}" if window is not None else ""
+    return f"rt:agg:{{{destination}}}{middle}:{part}"
 
 
 AuditPart = Literal["head", "anchor", "lanes", "heads", "anchors", "last"]

@@ -88,7 +88,12 @@ async def test_an_erased_users_queued_and_new_events_reach_no_destination(
     receipt = answer["receipt"]
     assert receipt["identifiers"] == 1
     assert receipt["subjects"] == [subject_key("user-1")]
-    assert receipt["removed"] == {"consent_records": 1, "history_entries": 1, "quarantined": 0}
+    assert receipt["removed"] == {
+        "consent_records": 1,
+        "history_entries": 1,
+        "quarantined": 0,
+        "aggregate_contributions": 0,
+    }
     assert receipt["suppressed"] == 1
     assert [(d["destination"], d["status"], d["reason"]) for d in receipt["destinations"]] == [
         ("analytics-hook", "skipped", "no_deletion_api"),
