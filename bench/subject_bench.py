@@ -31,21 +31,19 @@ import argparse
 import asyncio
 import random
 import statistics
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from bench.private_redis import private_redis
 from consent.store import ConsentStore
 from router.compliance.audit_log import PAGE, AuditLog, record_of
 from router.compliance.erasure import Identifiers
 from router.compliance.subject_report import subject_report
 from router.core.audit_records import subject_token
 from router.queue.keys import SUPPRESSED
-from tests.redis_server import RedisServer
 
 KEY = b"bench-audit-key"
 PEOPLE = 100_000
@@ -233,14 +231,8 @@ def main() -> int:
     parser.add_argument("--events-per-record", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory:
-        server = RedisServer(Path(directory) / "redis")
-        server.directory.mkdir()
-        server.start()
-        try:
-            asyncio.run(run(args, server.url))
-        finally:
-            server.stop()
+    with private_redis() as url:
+        asyncio.run(run(args, url))
     return 0
 
 
