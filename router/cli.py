@@ -11,6 +11,10 @@
     router inventory [--config PATH] [--json | --markdown]
     router audit verify
     router audit export
+    router audit query --after T [--destination D] [--subject ID] [--user-id U]
+                       [--anonymous-id A] [--email E] [--json]
+    router audit reindex
+    router subject-report [--user-id U] [--anonymous-id A] [--email E] [--json]
     router keys rotate [--config PATH]
     router keys generate --id ID
     router migrate-subjects
@@ -28,6 +32,10 @@ allowlist fields, undeclared personal data); ``--markdown`` is the list of recip
 privacy policy. ``router audit verify`` checks the hash chain of
 the audit trail: exit 0 when intact, else 1 with the first bad record named and printed.
 ``router audit export`` prints every record as JSON lines (verifiable offline).
+``router audit query`` answers "did anything leave for this person after T?" from the audit
+trail's subject index: exit 0 when nothing did, 1 when something did (listed), 2 on bad
+arguments, 3 when Redis cannot be reached. ``router subject-report`` prints a person's subject
+access report (``router.compliance.subject_report``).
 
 Every command reads the routing file from ``--config``, else ``ROUTER_CONFIG``, else
 ``config/router.yaml``. Exit codes: 0 fine, 1 invalid configuration or input, 2 usage.
@@ -46,7 +54,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 from redis.asyncio import Redis
@@ -65,6 +73,9 @@ from router.queue.keys import dlq_key, outbox_key
 from router.queue.streams import connect
 from router.routing import Routing, load_routing
 from router.settings import Settings
+
+if TYPE_CHECKING:
+    from router.compliance.erasure import Identifiers
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -318,8 +329,19 @@ def cmd_erase(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_redis(settings: Settings, work: Callable[[Redis], Awaitable[int]]) -> int:
-    """Run ``work`` with a Redis client; exit 1 with a clear message when Redis is down."""
+def _print(value: Any, *, as_json: bool, render: Callable[[Any], str]) -> None:
+    """A command's answer: indented JSON with ``--json``, else its text rendering."""
+    if as_json:
+        print(json.dumps(value, indent=2, sort_keys=True))
+    else:
+        sys.stdout.write(render(value))
+
+
+def _with_redis(
+    settings: Settings, work: Callable[[Redis], Awaitable[int]], *, unavailable: int = 1
+) -> int:
+    """Run ``work`` with a Redis client; exit ``unavailable`` with a clear message when Redis
+    is down."""
 
     async def run() -> int:
         client = connect(settings.redis_url, settings.redis_timeout_ms)
@@ -332,7 +354,7 @@ def _with_redis(settings: Settings, work: Callable[[Redis], Awaitable[int]]) -> 
         return int(asyncio.run(run()))
     except (OSError, RedisError) as exc:
         print(f"cannot reach Redis: {type(exc).__name__}", file=sys.stderr)
-        return 1
+        return unavailable
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:
@@ -374,10 +396,7 @@ def cmd_datamap(args: argparse.Namespace) -> int:
 
     async def show(client: Redis) -> int:
         datamap = await read_datamap(client, day)
-        if args.json:
-            print(json.dumps(datamap, indent=2, sort_keys=True))
-        else:
-            sys.stdout.write(render_table(datamap))
+        _print(datamap, as_json=args.json, render=render_table)
         return 0
 
     return _with_redis(settings, show)
@@ -448,6 +467,110 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
         return 0
 
     return _with_redis(settings, dump)
+
+
+def _identifiers(args: argparse.Namespace) -> Identifiers:
+    """The person named by ``--user-id``, ``--anonymous-id``, ``--email`` (and ``--subject``:
+    any id), normalized as ingest normalizes ids."""
+    from router.compliance.erasure import Identifiers  # noqa: PLC0415
+
+    return Identifiers.of(
+        [*(args.user_id or []), *(getattr(args, "subject", None) or [])],
+        args.anonymous_id or [],
+        args.email or [],
+    )
+
+
+def cmd_subject_report(args: argparse.Namespace) -> int:
+    """Everything held and done about one person: stored consent and its history, what left
+    for which destination (when, which fields, under which consent), what was withheld and
+    why, erasures. Exit 0, 2 without an identifier, 1 when Redis cannot be reached."""
+    from consent.store import ConsentStore  # noqa: PLC0415
+    from router.compliance.subject_report import render_text, subject_report  # noqa: PLC0415
+    from router.queue.keys import SUPPRESSED  # noqa: PLC0415
+
+    settings = _settings(args)
+    identifiers = _identifiers(args)
+    if not identifiers.count:
+        print("give --user-id, --anonymous-id or --email", file=sys.stderr)
+        return 2
+
+    async def show(client: Redis) -> int:
+        store = ConsentStore(
+            client, suppressed_key=SUPPRESSED, subject_secret=settings.subject_key_bytes
+        )
+        report = await subject_report(
+            client, store, identifiers, audit_key=settings.audit_key_bytes, now=_now()
+        )
+        _print(report, as_json=args.json, render=render_text)
+        return 0
+
+    return _with_redis(settings, show)
+
+
+QUERY_NOTHING_LEFT: Final = 0
+QUERY_LEFT: Final = 1
+QUERY_USAGE: Final = 2
+QUERY_UNAVAILABLE: Final = 3
+
+
+def cmd_audit_query(args: argparse.Namespace) -> int:
+    """Did anything leave for this person (for a destination) at or after a time? Exit 0:
+    nothing did; 1: something did (listed); 2: bad arguments; 3: Redis unreachable."""
+    from router.compliance.subject_report import audit_query, parse_after  # noqa: PLC0415
+
+    settings = _settings(args)
+    identifiers = _identifiers(args)
+    if not identifiers.count:
+        print("give --subject, --user-id, --anonymous-id or --email", file=sys.stderr)
+        return QUERY_USAGE
+    try:
+        after = parse_after(args.after)
+    except ValueError as exc:
+        print(f"--after: {exc}", file=sys.stderr)
+        return QUERY_USAGE
+
+    async def query(client: Redis) -> int:
+        answer = await audit_query(
+            client,
+            identifiers.tokens(settings.audit_key_bytes),
+            after=after,
+            destination=args.destination,
+        )
+        if args.json:
+            print(json.dumps(answer, indent=2, sort_keys=True))
+        else:
+            target = args.destination or "any destination"
+            print(f"{len(answer['left'])} event(s) left for {target} at or after {answer['after']}")
+            for item in answer["left"]:
+                sent = ", ".join(item["sent"] or ["(paths not recorded)"])
+                sources = ", ".join(item["consent"]["sources"]) or "no signal"
+                where = f"{item['at']} {item['destination']} event {item['event']}"
+                print(f"  {where}: {sent} [{sources}]")
+            print(f"{len(answer['withheld'])} decision(s) withheld in the same period")
+        if not answer["complete"]:
+            print(
+                f"warning: the audit trail only reaches back to {answer['oldest_record_at']}",
+                file=sys.stderr,
+            )
+        return QUERY_LEFT if answer["left"] else QUERY_NOTHING_LEFT
+
+    return _with_redis(settings, query, unavailable=QUERY_UNAVAILABLE)
+
+
+def cmd_audit_reindex(args: argparse.Namespace) -> int:
+    """Index the records of a trail written before the subject index existed (idempotent)."""
+    from router.compliance.subject_index import reindex  # noqa: PLC0415
+    from router.queue.keys import AUDIT  # noqa: PLC0415
+
+    settings = _settings(args)
+
+    async def run(client: Redis) -> int:
+        records, added = await reindex(client, AUDIT)
+        print(f"{records} record(s) read, {added} index entr(y/ies) added")
+        return 0
+
+    return _with_redis(settings, run)
 
 
 def _now() -> datetime:
@@ -779,7 +902,38 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=cmd_audit_verify)
     export = audit_commands.add_parser("export", help="every record as JSON lines")
     export.set_defaults(func=cmd_audit_export)
+    query = audit_commands.add_parser(
+        "query",
+        help="did anything leave for a person after a time? exit 0: no, 1: yes (listed), "
+        "2: bad arguments, 3: Redis unreachable",
+    )
+    query.add_argument("--after", required=True, help="ISO 8601 time (UTC when no offset)")
+    query.add_argument("--destination", help="one destination id (default: every one)")
+    _subject_options(query, subject=True)
+    query.add_argument("--json", action="store_true")
+    query.set_defaults(func=cmd_audit_query)
+
+    reindex = audit_commands.add_parser(
+        "reindex", help="index a trail written before the subject index (idempotent)"
+    )
+    reindex.set_defaults(func=cmd_audit_reindex)
+
+    report = commands.add_parser(
+        "subject-report", help="everything held and done about one person (access request)"
+    )
+    _subject_options(report, subject=False)
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(func=cmd_subject_report)
     return parser
+
+
+def _subject_options(parser: argparse.ArgumentParser, *, subject: bool) -> None:
+    """The options naming a person (each may be given several times)."""
+    if subject:
+        parser.add_argument("--subject", action="append", help="any id of the person")
+    parser.add_argument("--user-id", action="append")
+    parser.add_argument("--anonymous-id", action="append")
+    parser.add_argument("--email", action="append")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

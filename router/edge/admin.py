@@ -17,7 +17,8 @@ with ``Retry-After``. JSON bodies get ingest's limits (``limits.max_depth``, che
 decoder with ``jsonscan.depth_path``: 400 ``too_deep`` with the path).
 
 Roles: ``viewer`` < ``operator`` < ``admin``, and ``auditor`` beside them (privacy and legal:
-the data map, anomalies, explain and the audit trail, but not queues or dead letters).
+the data map, anomalies, explain, the audit trail and subject access reports, but not queues
+or dead letters).
 
 Endpoints (``ROLE_TABLE`` is the source of truth):
 
@@ -36,6 +37,8 @@ Endpoints (``ROLE_TABLE`` is the source of truth):
 - ``POST /admin/explain``                           ``{"event": {...}, "consent"?, "headers"?}``
 - ``POST /admin/erase``                             ``{"userId"?, "anonymousId"?, "email"?}``:
                                                     erase a person (``router.compliance.erasure``)
+- ``POST /admin/subject-report``                    the same body: a person's subject access
+                                                    report (roles ``auditor``, ``admin``)
 
 ``ROUTER_OPERATOR_TOKEN`` (the 0.1 erasure token) counts as a token with the ``operator`` role
 (``create_app`` adds its hash to the table). ``/admin/erase`` keeps its 0.1 answers: 401
@@ -65,6 +68,7 @@ from router.compliance.datamap import day_of, read_datamap
 from router.compliance.erasure import Identifiers, Ids, erase
 from router.compliance.inventory import read_inventory, render_markdown
 from router.compliance.quarantine import read_quarantine
+from router.compliance.subject_report import subject_report
 from router.core.audit_records import AuditKind
 from router.core.explain import consent_context, explain
 from router.core.jsonscan import depth_path
@@ -511,6 +515,25 @@ async def erase_subject(request: web.Request, call: Call) -> web.StreamResponse:
     return json_response({"success": True, "receipt": receipt})
 
 
+async def report_subject(request: web.Request, call: Call) -> web.StreamResponse:
+    """``POST /admin/subject-report``: a person's subject access report
+    (``router.compliance.subject_report``); the body names them as ``/admin/erase`` does."""
+    body = await read_body(request, MAX_BODY_BYTES)
+    check_depth(body, _max_depth(call))
+    identifiers = parse_erase_body(body)
+    state = call.state
+    if state.consent is None:
+        raise _unavailable(state, "consent_store_unavailable", "the consent store is unavailable")
+    report = await subject_report(
+        state.redis,
+        state.consent,
+        identifiers,
+        audit_key=call.audit.key,
+        now=datetime.now(UTC),
+    )
+    return json_response(report)
+
+
 async def export_audit(request: web.Request, call: Call) -> web.StreamResponse:
     """``GET /admin/audit/export``: every record as a JSON line, oldest first."""
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
@@ -600,6 +623,7 @@ ROLE_TABLE: Final[tuple[Endpoint, ...]] = (
     Endpoint("GET", "/admin/audit/export", AUDIT, export_audit),
     Endpoint("GET", "/admin/audit/verify", AUDIT, verify_audit),
     Endpoint("POST", "/admin/explain", PRIVACY, explain_event),
+    Endpoint("POST", "/admin/subject-report", AUDIT, report_subject),
     Endpoint(
         "POST",
         "/admin/erase",

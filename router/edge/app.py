@@ -28,7 +28,7 @@ from router.compliance.anomaly import configure_monitor
 from router.compliance.subject_migration import check_subject_key
 from router.core.audit_records import AuditKind
 from router.edge.admin import add_admin_routes, refresh_queue_lag
-from router.edge.consent_api import post_consent
+from router.edge.consent_api import get_consent_status, post_consent
 from router.edge.http import (
     CORS_PATH_PREFIXES,
     READ_TIMEOUT,
@@ -225,6 +225,7 @@ def create_app(runtime: Runtime) -> web.Application:
     # /v1/consent and /v1/m before /v1/{kind}, which would match them; preflights (OPTIONS)
     # are answered by the cors middleware.
     app.router.add_post("/v1/consent", post_consent)
+    app.router.add_get("/v1/consent/status", get_consent_status)
     app.router.add_post("/v1/m", post_sdk_metrics)  # analytics.js's usage counters
     app.router.add_post("/v1/{kind}", ingest)
     # RudderStack JS's beacon transport (sendBeacon on page unload), write key in the query

@@ -20,6 +20,10 @@ Compliance:
 - ``rt:audit``                 the audit trail (``router.compliance.audit_log``; its lane heads,
                                anchors and witness are ``rt:audit:heads``, ``:anchors``,
                                ``:last``, ``:head``, ``:anchor``, derived from the stream name)
+- ``rt:audit:subject:{token}`` the subject index: ids of the audit records naming a subject's
+                               keyed token (``router.compliance.subject_index``)
+- ``rt:audit:optout:{token}``  ids of the records that withheld data for the subject's GPC or
+                               US opt-out
 - ``rt:erasures``              erasure receipts
 - ``rt:anomalies``             detected anomalies
 - ``rt:hold:{destination}``    a held destination (its workers stop reading)
@@ -67,10 +71,12 @@ __all__ = [
     "dlq_key",
     "fields_key",
     "hold_key",
+    "optout_index_key",
     "outbox_key",
     "pii_key",
     "queue_key",
     "subject_hash",
+    "subject_index_key",
     "volume_key",
 ]
 
@@ -118,6 +124,16 @@ def audit_key(stream: str, part: AuditPart) -> str:
     the last lane handed out (``lanes``), each lane's last record (``heads``) and last trimmed
     record (``anchors``), the newest record of any lane (``last``)."""
     return f"{stream}:{part}"
+
+
+def subject_index_key(stream: str, token: str) -> str:
+    """The sorted set of the audit records naming a subject token (score: the id's ms)."""
+    return f"{stream}:subject:{token}"
+
+
+def optout_index_key(stream: str, token: str) -> str:
+    """The sorted set of the audit records that honoured an opt-out of a subject token."""
+    return f"{stream}:optout:{token}"
 
 
 def hold_key(destination: str) -> str:

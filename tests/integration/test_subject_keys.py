@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 
 import pytest
 import redis.asyncio as aioredis
@@ -74,6 +75,31 @@ async def test_erasure_finds_what_was_stored_under_keyed_hashes(
     )
     assert await redis_client.sismember(SUPPRESSED, keyed_hash)  # type: ignore[misc]
     assert not await redis_client.sismember(SUPPRESSED, subject_key("user-9"))  # type: ignore[misc]
+
+
+async def test_consent_status_and_subject_report_read_keyed_hashes(
+    make_router: AppFactory, redis_client: aioredis.Redis
+) -> None:
+    """``GET /v1/consent/status`` and ``POST /admin/subject-report`` hash the ids they are
+    asked about with the subject key, so they find what was stored under it."""
+    token = "admin-token-for-subject-keys"
+    tokens = json.dumps({hashlib.sha256(token.encode()).hexdigest(): "admin"})
+    router = await make_router(
+        routing_from(), workers=False, subject_key=SECRET, admin_tokens=tokens
+    )
+    body = {"userId": "user-5", "categories": {"C0002": True}}
+    assert (await router.post("/v1/consent", json=body, headers=AUTH)).status == 200
+    status = await router.get("/v1/consent/status", params={"userId": "user-5"}, headers=AUTH)
+    answer = await status.json()
+    assert "analytics" in answer["consent"]["granted"]
+    report = await router.post(
+        "/admin/subject-report",
+        json={"userId": "user-5"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    consent = (await report.json())["consent"]
+    assert "analytics" in consent["current"]["granted"]
+    assert consent["ids"][0]["history"]
 
 
 async def _seed_unkeyed(client: aioredis.Redis) -> None:
