@@ -32,4 +32,14 @@ if [ -z "${ROUTER_ENCRYPTION_KEYS:-}${ROUTER_SUBJECT_KEY:-}" ]; then
   . .run/dev-keys
   echo "encryption at rest on with the development keys of .run/dev-keys" >&2
 fi
+# The audit trail's subject tokens are HMACs under ROUTER_AUDIT_KEY: without one, a list of ids
+# reverses them. Same treatment: a development key in .run/dev-audit-key unless one is set.
+if [ -z "${ROUTER_AUDIT_KEY:-}" ]; then
+  mkdir -p .run
+  if [ ! -f .run/dev-audit-key ]; then
+    (umask 077; echo "export ROUTER_AUDIT_KEY='$(head -c 32 /dev/urandom | base64)'" > .run/dev-audit-key)
+  fi
+  # shellcheck source=/dev/null
+  . .run/dev-audit-key
+fi
 .venv/bin/router serve --config "$ROUTER_CONFIG"
