@@ -250,8 +250,11 @@ class ConsentStore:
         history_max: int = HISTORY_MAX,
         channel: str = CHANNEL,
         ping_interval_s: float = 5.0,
+        subject_secret: bytes = b"",
     ) -> None:
         self._client = client
+        self.subject_secret = subject_secret
+        """Key of the subject hashes (``consent.ids.subject_key``): the caller's secret."""
         self._suppressed_key = suppressed_key
         self._cache_size = cache_size
         self._history_max = history_max
@@ -467,7 +470,8 @@ class ConsentStore:
 
     async def get(self, subject_ids: Iterable[str]) -> StoredConsent | None:
         """The merged stored consent of a person's raw ids (user id, anonymous id...)."""
-        return await self.get_hashed(subject_key(i) for i in subject_ids if normalize_id(i))
+        secret = self.subject_secret
+        return await self.get_hashed(subject_key(i, secret) for i in subject_ids if normalize_id(i))
 
     async def history(self, subject: str, count: int = HISTORY_MAX) -> list[dict[str, str]]:
         """A hashed subject's recorded changes, newest first (proof)."""

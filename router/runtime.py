@@ -17,7 +17,9 @@ map and a worker pool run. Objects of the modes not asked for are built but neve
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,6 +34,7 @@ from destinations.transport import AiohttpTransport, Transport
 from router.compliance.anomaly import AnomalyMonitor, configure_monitor
 from router.compliance.audit_log import AuditLog, AuditWriter
 from router.compliance.datamap import DataMapRecorder
+from router.core.sealing import Sealer
 from router.delivery.pool import WorkerPool
 from router.delivery.recheck import consent_recheck
 from router.delivery.worker import WorkerOptions
@@ -39,6 +42,7 @@ from router.observability.metrics import COUNTER_NAMES, Stats
 from router.observability.setup import Telemetry, setup_telemetry
 from router.queue.backend import connect
 from router.queue.enqueuer import Enqueuer
+from router.queue.items import PLAINTEXT
 from router.queue.keys import SUPPRESSED
 from router.queue.streams import HoldGate
 from router.routing import Routing
@@ -48,17 +52,28 @@ AUDIT_TRIM_EVERY_S = 60.0
 """How often the audit stream is trimmed to its retention: decision records arrive at event
 rate, so an hourly trim would let the stream overshoot its cap by an hour of traffic."""
 
+log = logging.getLogger("router.runtime")
+
 Step = Callable[[], Awaitable[Any] | Any]
 P = ParamSpec("P")
+
+
+CLOSE_TIMEOUT_S = 10.0
+"""How long one resource may take to close: a shutdown never hangs on one of them (an
+orchestrator would kill the process and lose what the later closes would have flushed)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Context:
     """Opens one resource (``start``, sync or async) for the duration of ``async with
-    context()`` and closes it (``close``) on the way out, also after an error."""
+    context()`` and closes it (``close``) on the way out, also after an error. A close that
+    overruns ``close_timeout_s`` is abandoned with a warning naming the resource, so the
+    resources after it still close."""
 
+    name: str
     start: Step | None = None
     close: Step | None = None
+    close_timeout_s: float = CLOSE_TIMEOUT_S
 
     @asynccontextmanager
     async def __call__(self) -> AsyncIterator[None]:
@@ -66,7 +81,14 @@ class Context:
         try:
             yield
         finally:
-            await _run(self.close)
+            try:
+                async with asyncio.timeout(self.close_timeout_s):
+                    await _run(self.close)
+            except TimeoutError:
+                log.warning(
+                    "resource did not close in time; abandoned",
+                    extra={"resource": self.name, "timeout_s": self.close_timeout_s},
+                )
 
 
 async def _run(step: Step | None) -> None:
@@ -103,6 +125,8 @@ class Runtime:
     serve: bool
     run_workers: bool
     owns_telemetry: bool
+    sealer: Sealer = PLAINTEXT
+    """Encryption at rest (``ROUTER_ENCRYPTION_KEYS``) of what the queues hold."""
     workers: WorkerPool | None = field(default=None)
     """The running pool (``None`` before start, or without ``workers``)."""
 
@@ -123,6 +147,7 @@ class Runtime:
             telemetry=self.telemetry,
             datamap=self.datamap,
             gate=HoldGate(self.redis),
+            sealer=self.sealer,
             audit=self.audit_log,
         )
 
@@ -137,21 +162,25 @@ class Runtime:
 
     def contexts(self) -> list[Context]:
         """One context per running resource, in opening order."""
-        telemetry = Context(close=self.telemetry.shutdown if self.owns_telemetry else None)
-        found = [telemetry, Context(close=self.redis.aclose)]
+        telemetry = self.telemetry.shutdown if self.owns_telemetry else None
+        found = [Context("telemetry", close=telemetry), Context("redis", close=self.redis.aclose)]
         if self.serve or self.run_workers:
-            found.append(Context(self.consent.start, self.consent.aclose))
+            found.append(Context("consent store", self.consent.start, self.consent.aclose))
         if self.serve:
-            found.append(Context(self.audit.start, self.audit.close))
-        found.append(Context(close=self.transport.aclose))
+            found.append(Context("audit writer", self.audit.start, self.audit.close))
+        found.append(Context("transport", close=self.transport.aclose))
         if self.serve:
-            found.append(Context(self.monitor.start, self.monitor.close))
+            found.append(Context("anomaly monitor", self.monitor.start, self.monitor.close))
         if self.run_workers:
-            found.append(Context(self.datamap.start, self.datamap.close))
+            found.append(Context("data map", self.datamap.start, self.datamap.close))
         if self.serve:
-            found.append(Context(self.enqueuer.start, self.enqueuer.close))
+            found.append(Context("enqueuer", self.enqueuer.start, self.enqueuer.close))
         if self.run_workers:
-            found.append(Context(self._start_workers, self._stop_workers))
+            # the pool has its own drain budget; the bound only catches a stuck stop
+            budget = self.settings.shutdown_timeout_s + CLOSE_TIMEOUT_S
+            found.append(
+                Context("workers", self._start_workers, self._stop_workers, close_timeout_s=budget)
+            )
         return found
 
     async def _start_workers(self) -> None:
@@ -186,11 +215,14 @@ def build_runtime(
     audit_log = AuditLog(client, key=settings.audit_key_bytes)
     monitor = AnomalyMonitor(client, stats=stats, audit=audit_log, transport=transport)
     configure_monitor(monitor, routing)
+    sealer = settings.sealer()
     return Runtime(
         settings=settings,
         routing=routing,
         redis=client,
-        consent=ConsentStore(client, suppressed_key=SUPPRESSED),
+        consent=ConsentStore(
+            client, suppressed_key=SUPPRESSED, subject_secret=settings.subject_key_bytes
+        ),
         transport=transport,
         telemetry=telemetry,
         stats=stats,
@@ -203,6 +235,7 @@ def build_runtime(
         ),
         enqueuer=Enqueuer(
             client,
+            sealer=sealer,
             min_replicas=settings.redis_min_replicas,
             wait_timeout_ms=max(10, settings.redis_timeout_ms // 2),
         ),
@@ -212,6 +245,7 @@ def build_runtime(
         serve=serve,
         run_workers=workers,
         owns_telemetry=owns_telemetry,
+        sealer=sealer,
     )
 
 

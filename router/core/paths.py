@@ -123,6 +123,21 @@ def removed(
     return _removed(field_paths(data) if data_paths is None else data_paths, field_paths(payload))
 
 
+def sent_and_removed(
+    data_paths: frozenset[str], payload: Mapping[str, Any]
+) -> tuple[list[str], list[str]]:
+    """The paths ``payload`` holds and the paths of the data it no longer has (each sorted, at
+    most ``MAX_REMOVED``): what left and what minimization took away, in one walk."""
+    sent = field_paths(payload)
+    return _listed(sent), _removed(data_paths, sent)
+
+
+@functools.lru_cache(maxsize=4096)
+def _listed(paths: frozenset[str]) -> list[str]:
+    """Shared: never change the list."""
+    return sorted(paths)[:MAX_REMOVED]
+
+
 @functools.lru_cache(maxsize=4096)
 def _removed(all_paths: frozenset[str], sent: frozenset[str]) -> list[str]:
     """Events of one shape give the same sets. Shared: never change the list."""

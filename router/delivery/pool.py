@@ -13,11 +13,13 @@ from destinations.aggregate import AggregateConnector
 from destinations.transport import Transport
 from router.compliance.audit_log import AuditLog
 from router.compliance.datamap import DataMapRecorder
+from router.core.sealing import Sealer
 from router.delivery.aggregate import AggregateCounter, releaser_for
 from router.delivery.recheck import Recheck
 from router.delivery.worker import DestinationWorker, WorkerOptions
 from router.observability.metrics import Stats
 from router.observability.setup import Telemetry
+from router.queue.items import PLAINTEXT
 from router.queue.streams import HoldGate
 from router.routing import CompiledDestination
 
@@ -39,6 +41,8 @@ class WorkerPool:
     telemetry: Telemetry | None = None
     datamap: DataMapRecorder | None = None
     gate: HoldGate | None = None
+    sealer: Sealer = PLAINTEXT
+    """Encryption at rest of the entries the workers read and dead-letter."""
     audit: AuditLog | None = None
     """Where aggregate releases are recorded (none: they wait, unreleased)."""
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -78,6 +82,7 @@ class WorkerPool:
                     telemetry=self.telemetry,
                     datamap=self.datamap,
                     gate=self.gate,
+                    sealer=self.sealer,
                 )
                 self._tasks.append(
                     asyncio.create_task(

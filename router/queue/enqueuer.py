@@ -11,9 +11,10 @@ from typing import Any, Final, TypeAlias
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from router.core.sealing import Sealer
 from router.errors import QueueUnavailableError
 from router.queue.backend import add_replica_waits
-from router.queue.items import entry_for
+from router.queue.items import PLAINTEXT, entry_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,8 @@ class Deliveries:
 
     stream: str
     items: Sequence[bytes]
+    destination: str = ""
+    """Whose queue ``stream`` is: part of the sealed entries' associated data."""
 
 
 MAX_ITEMS_PER_ENTRY: Final = 100
@@ -62,11 +65,13 @@ class Enqueuer:
         self,
         client: aioredis.Redis,
         max_writes_per_flush: int = 5000,
+        sealer: Sealer = PLAINTEXT,
         *,
         min_replicas: int = 0,
         wait_timeout_ms: int = 1000,
     ) -> None:
         self._client = client
+        self._sealer = sealer
         self._max = max_writes_per_flush
         self._min_replicas = min_replicas
         self._wait_timeout_ms = wait_timeout_ms
@@ -125,24 +130,24 @@ class Enqueuer:
 
     async def _flush(self, batch: list[_Submission]) -> None:
         pipe = self._client.pipeline(transaction=False)
-        packed: dict[str, list[list[bytes]]] = {}
+        packed: dict[tuple[str, str], list[list[bytes]]] = {}
         for writes, _ in batch:
             for write in writes:
                 if isinstance(write, Deliveries):
-                    entries = packed.setdefault(write.stream, [[]])
+                    entries = packed.setdefault((write.stream, write.destination), [[]])
                     if entries[-1] and len(entries[-1]) + len(write.items) > MAX_ITEMS_PER_ENTRY:
                         entries.append([])
                     entries[-1].extend(write.items)
                 else:
                     add_to(pipe, write)
-        for stream, entries in packed.items():
+        for (stream, destination), entries in packed.items():
             for items in entries:
-                add_to(pipe, Write(stream, entry_for(items)))
+                add_to(pipe, Write(stream, entry_for(items, self._sealer, destination)))
         waits = 0
         try:
             if self._min_replicas:
                 plain = (w.stream for ws, _ in batch for w in ws if isinstance(w, Write))
-                streams = [*packed, *plain]
+                streams = [*(stream for stream, _ in packed), *plain]
                 waits = await add_replica_waits(
                     pipe, self._client, streams, self._min_replicas, self._wait_timeout_ms
                 )

@@ -12,7 +12,7 @@ before                         after
 ``rt:consent:<sha256>``        ``rt:consent:{<sha256>}``
 ``rt:consent-log:<sha256>``    ``rt:consent-log:{<sha256>}``
 ``rt:suppressed`` (one set)    ``rt:suppressed:{<sha256>}`` (a key per erased subject)
-``rt:audit``, ``rt:audit:*``   ``rt:{audit}``, ``rt:{audit}:*``
+``rt:audit``, ``rt:audit:*``   ``rt:{audit}``, ``rt:{audit}:*`` (indexes included)
 =============================  ==================================
 
 Run it once with the routers stopped, on the single server, before starting the new version (or
@@ -33,10 +33,7 @@ from consent.store import history_key, record_key, suppressed_key
 from router.queue.keys import AUDIT as AUDIT_STREAM
 from router.queue.keys import SUPPRESSED, dlq_key, outbox_key, queue_key
 
-OLD_AUDIT: tuple[tuple[str, str], ...] = tuple(
-    (f"rt:audit{suffix}", f"{AUDIT_STREAM}{suffix}")
-    for suffix in ("", ":lanes", ":heads", ":anchors", ":last", ":head", ":anchor")
-)
+OLD_AUDIT = "rt:audit"
 _PREFIXES = {
     "rt:q:": queue_key,
     "rt:dlq:": dlq_key,
@@ -59,9 +56,8 @@ class MigrationReport:
 
 def new_name(key: str) -> str | None:
     """The new name of an old-style key, or None when the key keeps its name."""
-    for old, new in OLD_AUDIT:
-        if key == old:
-            return new
+    if key == OLD_AUDIT or key.startswith(f"{OLD_AUDIT}:"):
+        return AUDIT_STREAM + key[len(OLD_AUDIT) :]
     for prefix, naming in _PREFIXES.items():
         if key.startswith(prefix):
             rest = key[len(prefix) :]
