@@ -19,7 +19,7 @@ from typing import Any, Final
 from consent.model import ConsentState
 from consent.records import ConsentRecord
 from router.core.outcomes import Decision, Deliver
-from router.core.paths import field_paths, removed, safe_path
+from router.core.paths import field_paths, removed, safe_path, sent_paths
 from router.core.sanitize import Event
 
 MAX_PATHS: Final = 100
@@ -113,10 +113,16 @@ def decision_entries(
         if isinstance(decision, Deliver):
             if all_paths is None:
                 all_paths = field_paths(event_data)
+            payload = decision.delivery.payload
             data.update(
                 decision="deliver",
                 reason="consent_granted" if destination.requires else "no_consent_required",
-                removed=removed(event_data, decision.delivery.payload, data_paths=all_paths),
+                removed=removed(
+                    event_data,
+                    payload,
+                    data_paths=all_paths,
+                    sent=sent_paths(destination.allowlist, all_paths, payload),
+                ),
                 transformed=list(_configured_paths(destination.allowlist.transformed_paths)),
             )
         else:
