@@ -10,6 +10,10 @@ called on pre-built requests: ``make_mocked_request`` with the body already in i
 aiohttp's parser and the sockets cost nothing and CPU time per event is the router's own work
 (the enqueuer's Redis round trips are awaited, their client-side CPU is counted).
 
+``--gc off freeze serve`` measures each workload under each garbage collector setting (in the
+same process, one after the other): ``off`` Python's defaults, ``freeze`` the start-up heap
+frozen, ``serve`` what ``router serve`` does (this tree: frozen, then ``GC_THRESHOLDS``).
+
 Workloads (``bench/payload.py``): ``single`` (one ``/v1/track`` of the bench user, whose
 consent is stored), ``single-distinct`` (``/v1/track`` of a new person each time, consent in
 the event: every request misses the consent cache), ``batch100`` (one person's event repeated:
@@ -78,8 +82,28 @@ def _bodies(workload: str, requests: int, run: str) -> tuple[str, list[bytes]]:
 from bench import payload  # noqa: E402 - bench/ comes from this tree in every child
 
 
+def _collector(mode: str) -> None:
+    """The garbage collector as ``mode`` says: ``off`` (Python's defaults, nothing frozen),
+    ``freeze`` (start-up heap frozen, default thresholds), ``serve`` (what the tree's
+    ``router serve`` does after start-up)."""
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+    if mode == "freeze":
+        gc.collect()
+        gc.freeze()
+    elif mode == "serve":
+        from router import cli  # noqa: PLC0415
+
+        cli._freeze_heap()
+
+
 async def _measure(
-    workload: str, requests: int, concurrency: int, profile: bool, redis_url: str
+    workload: str,
+    requests: int,
+    concurrency: int,
+    profile: bool,
+    redis_url: str,
+    collector: str,
 ) -> dict[str, Any]:
     from aiohttp import web  # noqa: PLC0415
     from aiohttp.streams import StreamReader  # noqa: PLC0415
@@ -159,6 +183,7 @@ async def _measure(
 
         spent = [0.0]
         profiler: cProfile.Profile | None = None
+        _collector(collector)
         warm_path, warm = _bodies(workload, max(concurrency, requests // 5), "warm")
         await drive(warm_path, warm)
         path, bodies = _bodies(workload, requests, "r" + payload.run_tag(time.time_ns() // 1000))
@@ -168,6 +193,7 @@ async def _measure(
         cpu, wall = spent[0], time.perf_counter() - wall0
         out: dict[str, Any] = {
             "workload": workload,
+            "gc": collector,
             "events": events,
             "requests": len(bodies),
             "cpu_us_per_event": 1e6 * cpu / events,
@@ -182,6 +208,7 @@ async def _measure(
             out["profile"] = text.getvalue()
         return out
     finally:
+        _collector("off")
         await runner.cleanup()
 
 
@@ -197,17 +224,19 @@ def _child(args: argparse.Namespace) -> int:
         server.start()
         try:
             for workload in args.workloads:
-                results.append(
-                    asyncio.run(
-                        _measure(
-                            workload,
-                            args.requests if workload.startswith("single") else args.batches,
-                            args.concurrency,
-                            workload in args.profile,
-                            server.url,
+                for collector in args.gc:
+                    results.append(
+                        asyncio.run(
+                            _measure(
+                                workload,
+                                args.requests if workload.startswith("single") else args.batches,
+                                args.concurrency,
+                                workload in args.profile,
+                                server.url,
+                                collector,
+                            )
                         )
                     )
-                )
         finally:
             server.stop()
     print("INPROC_JSON " + json.dumps(results))
@@ -218,6 +247,7 @@ def _run_tree(tree: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     argv = [sys.executable, "-m", "bench.inproc", "--child", "--tree", tree]
     argv += ["--workloads", *args.workloads, "--requests", str(args.requests)]
     argv += ["--batches", str(args.batches), "--concurrency", str(args.concurrency)]
+    argv += ["--gc", *args.gc]
     if args.profile:
         argv += ["--profile", *args.profile]
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
@@ -239,6 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--baseline", help="another checkout to measure alternately")
     parser.add_argument("--profile", nargs="*", default=[], choices=WORKLOADS)
+    parser.add_argument(
+        "--gc",
+        nargs="+",
+        default=["serve"],
+        choices=["off", "freeze", "serve"],
+        help="garbage collector settings to measure each workload under (default: serve's)",
+    )
     parser.add_argument("--tree", default=str(HERE.parent), help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -255,16 +292,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {round_ + 1}: {name} ({tree})", file=sys.stderr, flush=True)
             runs[name].append(_run_tree(tree, args))
     print(f"CPU us per event (lower is better), {args.rounds} rounds alternating, best shown")
-    header = f"{'workload':<18}" + "".join(f"{name:>22}" for name, _ in trees)
+    header = f"{'workload':<26}" + "".join(f"{name:>22}" for name, _ in trees)
     if args.baseline:
         header += f"{'speed-up':>10}"
     print(header)
-    for index, workload in enumerate(args.workloads):
+    labels = [
+        r["workload"] + ("" if len(args.gc) == 1 else f" gc={r['gc']}")
+        for r in runs[trees[0][0]][0]
+    ]
+    for index, workload in enumerate(labels):
         best = [min(r[index]["cpu_us_per_event"] for r in runs[name]) for name, _ in trees]
         every = [
             "/".join(f"{r[index]['cpu_us_per_event']:.0f}" for r in runs[name]) for name, _ in trees
         ]
-        line = f"{workload:<18}" + "".join(
+        line = f"{workload:<26}" + "".join(
             f"{b:>9.1f} ({e:>10})" for b, e in zip(best, every, strict=True)
         )
         if args.baseline:
