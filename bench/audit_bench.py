@@ -19,7 +19,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from router.audit import AuditLog
+from router.compliance.audit_log import AuditLog
 from router.core.audit_records import AuditKind
 from tests.redis_server import RedisServer
 

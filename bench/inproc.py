@@ -110,15 +110,29 @@ async def _measure(
     from aiohttp.test_utils import make_mocked_request  # noqa: PLC0415
     from multidict import CIMultiDict  # noqa: PLC0415
 
-    from router.app import create_app  # noqa: PLC0415
-    from router.config import load_routing  # noqa: PLC0415
-    from router.ingest import STATE, ingest  # noqa: PLC0415
     from router.settings import Settings  # noqa: PLC0415
+
+    try:  # the layout of router/edge and router/runtime.py
+        from router.edge.app import create_app  # noqa: PLC0415
+        from router.edge.ingest import ingest  # noqa: PLC0415
+        from router.edge.state import STATE  # noqa: PLC0415
+        from router.routing import load_routing  # noqa: PLC0415
+        from router.runtime import build_runtime  # noqa: PLC0415
+
+        def make_app(settings: Settings, routing: Any) -> web.Application:
+            return create_app(build_runtime(settings, routing, serve=True, workers=False))
+    except ImportError:  # a baseline checkout from before it (flat router/)
+        from router.app import create_app as create_flat  # type: ignore[no-redef]  # noqa: PLC0415
+        from router.config import load_routing  # type: ignore[no-redef]  # noqa: PLC0415
+        from router.ingest import STATE, ingest  # type: ignore[no-redef]  # noqa: PLC0415
+
+        def make_app(settings: Settings, routing: Any) -> web.Application:
+            return create_flat(settings, routing, workers=False)  # type: ignore[call-arg]
 
     os.environ.update(ROUTER_REDIS_URL=redis_url, BENCH_WRITE_KEY=WRITE_KEY)
     settings = Settings(config=HERE / "routing.yaml", audit_key="bench-audit-key")
     routing = load_routing(settings.config)
-    app = create_app(settings, routing, workers=False)
+    app = make_app(settings, routing)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     try:

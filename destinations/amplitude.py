@@ -185,6 +185,7 @@ class AmplitudeConnector(Connector[AmplitudeSettings]):
 
     type_name: ClassVar[str] = "amplitude"
     identifier_fields: ClassVar[Mapping[str, str]] = {"context.ip": "ip"}
+    recipient_name: ClassVar[str] = "Amplitude (analytics)"
     settings_model: ClassVar[type[BaseModel]] = AmplitudeSettings
     required_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("userId", "anonymousId"),)
     max_batch_size: ClassVar[int] = 1000

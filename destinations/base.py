@@ -14,7 +14,7 @@ Most connectors only encode one event at a time (``encode_event``) and declare h
 joined into a request body (``packing``, ``request``): the shared ``Connector.encode`` loop
 encodes each event once and packs them greedily into as few requests as the limits allow.
 A platform with a deletion API builds its request with ``deletion_request`` and reads the answer
-with ``interpret_deletion``; ``router.erasure`` sends it.
+with ``interpret_deletion``; ``router.compliance.erasure`` sends it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import email.utils
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Final, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Final, Generic, Literal, TypeAlias, TypeVar
 
 import msgspec
 from pydantic import BaseModel
@@ -47,20 +47,32 @@ class ConsentFacts(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     ad_personalization: bool | None = None
 
 
-class Delivery(msgspec.Struct, frozen=True, gc=False):
+PayloadT = TypeVar("PayloadT")
+
+
+class DeliveryOf(msgspec.Struct, Generic[PayloadT], frozen=True, gc=False):
     """One event, already minimized for one destination, as it waits in that destination's queue.
 
     ``payload`` is the Segment-shaped event holding only the allowlisted (and transformed)
     fields. ``message_id``, ``type``, ``event`` and ``timestamp`` are always present because
     every platform needs a dedup id, an event name and an event time.
+
+    Generic in the payload only so that one struct serves both readings of a queue entry:
+    ``Delivery`` (decoded payload, what connectors encode) and ``DeliveryOf[msgspec.Raw]`` (the
+    payload left as raw JSON until a worker needs it, ``router.queue.items``).
     """
 
     message_id: str
     type: str
     timestamp: datetime
-    payload: dict[str, Any]
+    payload: PayloadT
     event: str | None = None
     consent: ConsentFacts = ConsentFacts()
+
+
+Delivery: TypeAlias = DeliveryOf[dict[str, Any]]
+"""A delivery with its payload decoded (construct hot-path ones with ``DeliveryOf(...)``: calling
+the alias costs a typing indirection)."""
 
 
 class HttpRequest(msgspec.Struct, frozen=True):
@@ -280,10 +292,18 @@ class Connector(abc.ABC, Generic[SettingsT]):
     identifier_fields: ClassVar[Mapping[str, str]] = {}
     """Payload paths this connector reads as identifiers of a kind (``email``, ``phone``,
     ``ip``) and normalizes or hashes itself: the PII safety net lets that kind through there."""
+    hashed_fields: ClassVar[frozenset[str]] = frozenset()
+    """Payload paths this connector only ever sends SHA-256 hashed (the record of processing)."""
+    recipient_name: ClassVar[str] = ""
+    """Who receives what this connector sends (the record of processing's recipient)."""
 
     def __init__(self, destination_id: str, settings: SettingsT) -> None:
         self.destination_id = destination_id
         self.settings = settings
+
+    def recipient(self) -> str:
+        """The recipient of this destination's data, as a privacy notice names it."""
+        return self.recipient_name or self.type_name
 
     def encode(self, batch: Sequence[Delivery], now: datetime) -> Encoded:
         """Turn deliveries into requests; pure.

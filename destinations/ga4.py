@@ -41,7 +41,13 @@ from destinations.base import (
     outcome_from_status,
 )
 from destinations.commerce import currency_code, money
-from destinations.payload import CONTACT_IDENTIFIERS, finite_number, mapping, trait
+from destinations.payload import (
+    CONTACT_IDENTIFIERS,
+    HASHED_CONTACT_FIELDS,
+    finite_number,
+    mapping,
+    trait,
+)
 
 __all__ = ["GA4Connector", "GA4Settings", "ga4_event_name"]
 
@@ -236,6 +242,8 @@ class GA4Connector(Connector[GA4Settings]):
 
     type_name: ClassVar[str] = "ga4"
     identifier_fields: ClassVar[Mapping[str, str]] = CONTACT_IDENTIFIERS
+    recipient_name: ClassVar[str] = "Google (Google Analytics 4)"
+    hashed_fields: ClassVar[frozenset[str]] = HASHED_CONTACT_FIELDS
     settings_model: ClassVar[type[BaseModel]] = GA4Settings
     required_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("anonymousId",),)
     max_batch_size: ClassVar[int] = MAX_EVENTS_PER_REQUEST

@@ -40,7 +40,13 @@ from destinations.base import (
     retry_after_of,
 )
 from destinations.commerce import Money, currency_code, money
-from destinations.payload import CONTACT_IDENTIFIERS, finite_number, mapping, trait
+from destinations.payload import (
+    CONTACT_IDENTIFIERS,
+    HASHED_CONTACT_FIELDS,
+    finite_number,
+    mapping,
+    trait,
+)
 
 __all__ = ["MetaCapiConnector", "MetaCapiSettings", "meta_event_name"]
 
@@ -179,6 +185,8 @@ class MetaCapiConnector(Connector[MetaCapiSettings]):
 
     type_name: ClassVar[str] = "meta_capi"
     identifier_fields: ClassVar[Mapping[str, str]] = CONTACT_IDENTIFIERS
+    recipient_name: ClassVar[str] = "Meta (Conversions API)"
+    hashed_fields: ClassVar[frozenset[str]] = HASHED_CONTACT_FIELDS
     settings_model: ClassVar[type[BaseModel]] = MetaCapiSettings
     max_batch_size: ClassVar[int] = MAX_EVENTS_PER_REQUEST
     split_on_rejection: ClassVar[bool] = True

@@ -175,6 +175,7 @@ class MixpanelConnector(Connector[MixpanelSettings]):
 
     type_name: ClassVar[str] = "mixpanel"
     identifier_fields: ClassVar[Mapping[str, str]] = {"context.ip": "ip"}
+    recipient_name: ClassVar[str] = "Mixpanel (analytics)"
     settings_model: ClassVar[type[BaseModel]] = MixpanelSettings
     required_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("userId", "anonymousId"),)
     max_batch_size: ClassVar[int] = MAX_EVENTS_PER_REQUEST

@@ -22,6 +22,10 @@ CONTACT_IDENTIFIERS: Mapping[str, str] = MappingProxyType(
 )
 """The identifier fields of the ad platforms that match people by contact data (GA4 user_data,
 Meta and TikTok user matching): each normalizes and hashes them itself."""
+HASHED_CONTACT_FIELDS: frozenset[str] = frozenset(
+    path for path, kind in CONTACT_IDENTIFIERS.items() if kind in ("email", "phone")
+)
+"""The contact identifiers GA4, Meta and TikTok only ever send SHA-256 hashed."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)

@@ -82,7 +82,14 @@ from destinations.base import (
 )
 from destinations.commerce import currency_code, money
 from destinations.hashing import hash_email, hash_external_id, hash_phone, phone_problem
-from destinations.payload import CONTACT_IDENTIFIERS, id_text, is_number, mapping, path_value
+from destinations.payload import (
+    CONTACT_IDENTIFIERS,
+    HASHED_CONTACT_FIELDS,
+    id_text,
+    is_number,
+    mapping,
+    path_value,
+)
 
 ENDPOINT = "https://business-api.tiktok.com/open_api/v1.3/event/track/"
 MAX_EVENTS_PER_REQUEST = 1000
@@ -170,6 +177,8 @@ class TikTokConnector(Connector[TikTokSettings]):
 
     type_name: ClassVar[str] = "tiktok"
     identifier_fields: ClassVar[Mapping[str, str]] = CONTACT_IDENTIFIERS
+    recipient_name: ClassVar[str] = "TikTok (Events API)"
+    hashed_fields: ClassVar[frozenset[str]] = HASHED_CONTACT_FIELDS
     settings_model: ClassVar[type[BaseModel]] = TikTokSettings
     max_batch_size: ClassVar[int] = MAX_EVENTS_PER_REQUEST
     split_on_rejection: ClassVar[bool] = True

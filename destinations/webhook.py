@@ -13,9 +13,10 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -59,6 +60,35 @@ def sign(key: bytes, webhook_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
+def signed_request(
+    key: bytes,
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    ident: str,
+    body: bytes,
+    now: datetime,
+    indices: tuple[int, ...] = (),
+) -> HttpRequest:
+    """A signed JSON POST (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``) with
+    the configured ``headers`` (masked when shown)."""
+    timestamp = int(now.timestamp())
+    return HttpRequest(
+        method="POST",
+        url=url,
+        headers={
+            **headers,
+            "content-type": "application/json",
+            "webhook-id": ident,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(key, ident, timestamp, body),
+        },
+        body=body,
+        indices=indices,
+        secrets=tuple(headers.values()),
+    )
+
+
 def webhook_id(batch: Sequence[Delivery]) -> str:
     """The messageId for one event (``.`` is not allowed in ids), a digest for a batch."""
     if len(batch) == 1 and "." not in batch[0].message_id:
@@ -79,27 +109,23 @@ class WebhookConnector(Connector[WebhookSettings]):
         super().__init__(destination_id, settings)
         self._key = signing_key(settings.secret)
 
+    def recipient(self) -> str:
+        """The endpoint's host (``recipient:`` in the routing file names the organisation)."""
+        return urlsplit(self.settings.url).hostname or self.settings.url
+
     def encode(self, batch: Sequence[Delivery], now: datetime) -> Encoded:
         """One request for the whole batch, signed with this attempt's timestamp."""
         if len(batch) == 1:
             body = msgspec.json.encode(batch[0].payload)
         else:
             body = msgspec.json.encode({"batch": [d.payload for d in batch]})
-        ident = webhook_id(batch)
-        timestamp = int(now.timestamp())
-        headers = {
-            **self.settings.headers,
-            "content-type": "application/json",
-            "webhook-id": ident,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(self._key, ident, timestamp, body),
-        }
-        request = HttpRequest(
-            method="POST",
-            url=self.settings.url,
-            headers=headers,
+        request = signed_request(
+            self._key,
+            self.settings.url,
+            self.settings.headers,
+            ident=webhook_id(batch),
             body=body,
+            now=now,
             indices=tuple(range(len(batch))),
-            secrets=tuple(self.settings.headers.values()),
         )
         return Encoded(requests=[request])

@@ -8,6 +8,7 @@
     router dlq list DESTINATION [--limit N]
     router erase [ID...] [--user-id U] [--anonymous-id A] [--email E] [--config PATH]
     router datamap [--day YYYY-MM-DD] [--json]
+    router inventory [--config PATH] [--json | --markdown]
     router audit verify
     router audit export
 
@@ -16,7 +17,12 @@ user ids and anonymous ids both), prints the receipt as JSON (hashes and counts 
 records the erasure in the audit trail (actor ``cli``).
 
 ``router datamap`` prints what left for each destination on a day (UTC, default today): field
-paths, personal-data kinds, events and bytes. ``router audit verify`` checks the hash chain of
+paths, personal-data kinds, events and bytes. ``router inventory`` prints the record of
+processing: per destination the recipient, purpose, legal basis, stated retention, consent
+required, what the data map says left in the last 30 days (categories, personal-data kinds,
+hashed or tokenized fields), deletion support, last delivery, and flags (idle, unused
+allowlist fields, undeclared personal data); ``--markdown`` is the list of recipients for a
+privacy policy. ``router audit verify`` checks the hash chain of
 the audit trail: exit 0 when intact, else 1 with the first bad record named and printed.
 ``router audit export`` prints every record as JSON lines (verifiable offline).
 
@@ -43,15 +49,16 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from router.config import Routing, load_routing
 from router.core.explain import consent_context, explain
 from router.core.outcomes import Rejection
 from router.core.schema import WireEvent
 from router.core.signals import signals_from_headers
+from router.edge.http import RouterRunner
 from router.errors import ConfigError
-from router.http import RouterRunner
 from router.observability.logs import configure_logging
-from router.queue import connect, dlq_key, outbox_key
+from router.queue.keys import dlq_key, outbox_key
+from router.queue.streams import connect
+from router.routing import Routing, load_routing
 from router.settings import Settings
 
 
@@ -63,7 +70,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _routing(settings: Settings) -> Routing:
-    secret = settings.tokenize_secret.get_secret_value() if settings.tokenize_secret else ""
+    secret = settings.tokenize_key
     return load_routing(Path(settings.config), tokenize_secret=secret)
 
 
@@ -89,9 +96,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         routing = load_routing(
             path,
-            tokenize_secret=(
-                settings.tokenize_secret.get_secret_value() if settings.tokenize_secret else ""
-            ),
+            tokenize_secret=(settings.tokenize_key),
         )
     except ConfigError as error:
         _print_problems(path, error)
@@ -115,8 +120,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP endpoint (and, unless --no-workers, the delivery workers)."""
     from aiohttp import web  # noqa: PLC0415 - keep CLI start-up light for the other commands
 
-    from router.admin import tokens_of  # noqa: PLC0415
-    from router.app import create_app  # noqa: PLC0415
+    from router.edge.app import create_app  # noqa: PLC0415
+    from router.edge.tokens import tokens_of  # noqa: PLC0415
+    from router.runtime import build_runtime  # noqa: PLC0415
 
     settings = _settings(args)
     updates: dict[str, Any] = {}
@@ -138,7 +144,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve_processes(args, settings.host, settings.port)
 
     async def main() -> None:
-        app = create_app(settings, routing, workers=not args.no_workers)
+        app = create_app(build_runtime(settings, routing, serve=True, workers=not args.no_workers))
         runner = RouterRunner(app, handle_signals=True, access_log=None)
         await runner.setup()
         _freeze_heap()
@@ -196,7 +202,7 @@ def _serve_processes(args: argparse.Namespace, host: str, port: int) -> int:
     import signal  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
 
-    command = [sys.executable, "-m", "router.cli", "serve", "--reuse-port", "--processes", "1"]
+    command = [sys.executable, "-m", "router", "serve", "--reuse-port", "--processes", "1"]
     command += ["--host", host, "--port", str(port)]
     if args.config:
         command += ["--config", args.config]
@@ -245,16 +251,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run only the delivery workers."""
     import signal  # noqa: PLC0415
 
-    from consent.store import ConsentStore  # noqa: PLC0415
-    from destinations.transport import AiohttpTransport  # noqa: PLC0415
-    from router.anomaly import HoldGate  # noqa: PLC0415
-    from router.app import default_consumer  # noqa: PLC0415
-    from router.datamap import DataMapRecorder  # noqa: PLC0415
-    from router.observability.metrics import COUNTER_NAMES, Stats  # noqa: PLC0415
-    from router.observability.setup import setup_telemetry  # noqa: PLC0415
-    from router.queue import SUPPRESSED  # noqa: PLC0415
-    from router.stored_consent import consent_recheck  # noqa: PLC0415
-    from router.worker import WorkerOptions, WorkerPool  # noqa: PLC0415
+    from router.runtime import open_runtime  # noqa: PLC0415
 
     settings = _settings(args)
     configure_logging(settings.log_level)
@@ -263,40 +260,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 1
 
     async def main() -> None:
-        client = connect(settings.redis_url, settings.redis_timeout_ms)
-        store = ConsentStore(client, suppressed_key=SUPPRESSED)
-        await store.start()
-        telemetry = setup_telemetry()
-        stats = Stats()
-        telemetry.metrics.bridge_counters(COUNTER_NAMES, stats.series)
-        datamap = DataMapRecorder(client)
-        datamap.start()
-        transport = AiohttpTransport()
-        pool = WorkerPool(
-            client,
-            routing.destinations,
-            WorkerOptions(consumer=default_consumer(settings)),
-            stats,
-            consent_recheck(store),
-            transport=transport,
-            telemetry=telemetry,
-            datamap=datamap,
-            gate=HoldGate(client),
-        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await pool.start()
-        _freeze_heap()
-        print(f"router worker: {len(routing.destinations)} destination(s)", file=sys.stderr)
-        await stop.wait()
-        await pool.stop(settings.shutdown_timeout_s)
-        await transport.aclose()
-        await datamap.close()
-        await store.aclose()
-        await client.aclose()
-        telemetry.shutdown()
+        async with open_runtime(settings, routing, workers=True):
+            _freeze_heap()
+            print(f"router worker: {len(routing.destinations)} destination(s)", file=sys.stderr)
+            await stop.wait()
 
     _run(main())
     return 0
@@ -304,11 +275,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_erase(args: argparse.Namespace) -> int:
     """Erase a person (stored consent, suppression, destination deletions); print the receipt."""
-    from consent.store import ConsentStore  # noqa: PLC0415
-    from destinations.transport import AiohttpTransport  # noqa: PLC0415
-    from router.audit import AuditLog  # noqa: PLC0415
-    from router.erasure import Identifiers, erase  # noqa: PLC0415
-    from router.queue import SUPPRESSED  # noqa: PLC0415
+    from router.compliance.erasure import Identifiers, erase  # noqa: PLC0415
+    from router.runtime import open_runtime  # noqa: PLC0415
 
     settings = _settings(args)
     routing = _load(settings)
@@ -324,17 +292,16 @@ def cmd_erase(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> dict[str, Any]:
-        client = connect(settings.redis_url, settings.redis_timeout_ms)
-        transport = AiohttpTransport()
-        try:
-            store = ConsentStore(client, suppressed_key=SUPPRESSED)
-            audit = AuditLog(client, key=_audit_key(settings))
+        async with open_runtime(settings, routing) as runtime:
             return await erase(
-                client, store, routing, identifiers, transport, audit=audit, actor="cli"
+                runtime.redis,
+                runtime.consent,
+                routing,
+                identifiers,
+                runtime.transport,
+                audit=runtime.audit_log,
+                actor="cli",
             )
-        finally:
-            await transport.aclose()
-            await client.aclose()
 
     try:
         receipt = asyncio.run(run())
@@ -343,10 +310,6 @@ def cmd_erase(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps({"success": True, "receipt": receipt}, sort_keys=True))
     return 0
-
-
-def _audit_key(settings: Settings) -> bytes:
-    return settings.audit_key.get_secret_value().encode() if settings.audit_key else b""
 
 
 def _with_redis(settings: Settings, work: Callable[[Redis], Awaitable[int]]) -> int:
@@ -366,9 +329,35 @@ def _with_redis(settings: Settings, work: Callable[[Redis], Awaitable[int]]) -> 
         return 1
 
 
+def cmd_inventory(args: argparse.Namespace) -> int:
+    """The record of processing and third-party inventory."""
+    from router.compliance.inventory import (  # noqa: PLC0415
+        read_inventory,
+        render_markdown,
+        render_text,
+    )
+
+    settings = _settings(args)
+    routing = _load(settings)
+    if routing is None:
+        return 1
+
+    async def show(client: Redis) -> int:
+        inventory = await read_inventory(client, routing, _now())
+        if args.json:
+            print(json.dumps(inventory.to_json(), indent=2, sort_keys=True))
+        elif args.markdown:
+            sys.stdout.write(render_markdown(inventory))
+        else:
+            sys.stdout.write(render_text(inventory))
+        return 0
+
+    return _with_redis(settings, show)
+
+
 def cmd_datamap(args: argparse.Namespace) -> int:
     """What left for each destination on a day: fields, personal-data kinds, events, bytes."""
-    from router.datamap import day_of, read_datamap, render_table  # noqa: PLC0415
+    from router.compliance.datamap import day_of, read_datamap, render_table  # noqa: PLC0415
 
     settings = _settings(args)
     try:
@@ -391,7 +380,7 @@ def cmd_datamap(args: argparse.Namespace) -> int:
 def cmd_quarantine(args: argparse.Namespace) -> int:
     """The newest rejected events, redacted (code, path, source, size, field types), one JSON
     line each; entries past ``ROUTER_QUARANTINE_RETENTION_DAYS`` are trimmed first."""
-    from router.quarantine import read_quarantine  # noqa: PLC0415
+    from router.compliance.quarantine import read_quarantine  # noqa: PLC0415
 
     settings = _settings(args)
 
@@ -408,7 +397,8 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Check the audit trail's hash chain; name and print the first bad record."""
-    from router.audit import AuditLog, canonical  # noqa: PLC0415
+    from router.compliance.audit_chain import canonical  # noqa: PLC0415
+    from router.compliance.audit_log import AuditLog  # noqa: PLC0415
 
     settings = _settings(args)
 
@@ -435,7 +425,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
     """Every audit record as one JSON line, oldest first."""
-    from router.audit import export  # noqa: PLC0415
+    from router.compliance.audit_log import export  # noqa: PLC0415
 
     settings = _settings(args)
 
@@ -643,6 +633,13 @@ def build_parser() -> argparse.ArgumentParser:
     datamap.add_argument("--day", help="YYYY-MM-DD, UTC (default: today)")
     datamap.add_argument("--json", action="store_true")
     datamap.set_defaults(func=cmd_datamap)
+
+    inventory = commands.add_parser("inventory", help="the record of processing (recipients)")
+    inventory.add_argument("--config")
+    shape = inventory.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true")
+    shape.add_argument("--markdown", action="store_true")
+    inventory.set_defaults(func=cmd_inventory)
 
     audit = commands.add_parser("audit", help="the hash-chained audit trail")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)

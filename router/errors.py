@@ -2,7 +2,8 @@
 
     RouterError
     ├── ConfigError          the routing file or settings are invalid (carries every problem)
-    └── QueueUnavailableError     Redis could not take or give work (the edge answers 503)
+    ├── QueueUnavailableError     Redis could not take or give work (the edge answers 503)
+    └── AuditConflictError   an audit lane's head moved under its one writer, again and again
 
 Rejected events and skipped destinations are values (``Rejection``, ``Skip``), not exceptions.
 """
@@ -24,3 +25,8 @@ class ConfigError(RouterError):
 
 class QueueUnavailableError(RouterError):
     """Redis is unreachable or failed a write; the caller answers 503 with Retry-After."""
+
+
+class AuditConflictError(RouterError):
+    """A lane's head was not the one its writer held, again and again (two writers sharing a
+    lane by mistake); never raised by contention between writers."""

@@ -1,4 +1,9 @@
-"""Process settings from the environment (prefix ``ROUTER_``), via pydantic-settings."""
+"""Process settings from the environment (prefix ``ROUTER_``), via pydantic-settings.
+
+The only reader of ``ROUTER_*`` variables: everything else takes a ``Settings`` (or a value
+derived here, such as ``audit_key_bytes``). ``router.edge.tokens.tokens_of`` builds the token table
+from it.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ class Settings(BaseSettings):
     letters); kept from 0.1, where it authorised ``POST /admin/erase``."""
     admin_tokens: SecretStr | None = None
     """The operator API's tokens: a JSON object ``{"<sha256 hex of a token>": "<role>"}`` or
-    the path of a file holding one (``router.admin.parse_tokens``)."""
+    the path of a file holding one (``router.edge.tokens.parse_tokens``)."""
     audit_key: SecretStr | None = None
     """Key of the keyed tokens that stand for subject ids in the audit trail."""
     audit_max_records: int = Field(default=10_000_000, ge=1000)
@@ -49,3 +54,13 @@ class Settings(BaseSettings):
     """Drop quarantined (rejected, redacted) events older than this."""
     consumer_name: str | None = None
     """Name of this process in the consumer groups (default: host name and pid)."""
+
+    @property
+    def audit_key_bytes(self) -> bytes:
+        """``audit_key`` as the HMAC key of the audit's subject tokens (empty when unset)."""
+        return self.audit_key.get_secret_value().encode() if self.audit_key else b""
+
+    @property
+    def tokenize_key(self) -> str:
+        """``tokenize_secret``'s value (empty when unset)."""
+        return self.tokenize_secret.get_secret_value() if self.tokenize_secret else ""

@@ -12,12 +12,13 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from router.app import create_app
-from router.config import Routing, parse_routing
-from router.http import RouterRunner
+from router.delivery.worker import WorkerOptions
+from router.edge.app import create_app
+from router.edge.http import RouterRunner
 from router.observability.setup import Telemetry, setup_telemetry
+from router.routing import Routing, parse_routing
+from router.runtime import build_runtime
 from router.settings import Settings
-from router.worker import WorkerOptions
 from tests.fakes.webhook import WebhookReceiver
 from tests.redis_server import RedisServer
 
@@ -87,18 +88,29 @@ async def make_router(
         workers: bool = True,
         consumer: str = "test",
         telemetry: Telemetry | None = None,
+        release_every_s: float = 1.0,
         **settings: Any,
     ) -> TestClient[web.Request, web.Application]:
         config = Settings(redis_url=redis_server.url, redis_timeout_ms=500, **settings)
         options = WorkerOptions(
-            consumer=consumer, block_ms=50, reclaim_idle_ms=300, reclaim_every_s=0.1
+            consumer=consumer,
+            block_ms=50,
+            reclaim_idle_ms=300,
+            reclaim_every_s=0.1,
+            release_every_s=release_every_s,
         )
         if telemetry is None:  # no OTEL_* of the developer's shell: nothing exported
             telemetry = setup_telemetry({})
             providers.append(telemetry)
-        app = create_app(
-            config, routing, workers=workers, worker_options=options, telemetry=telemetry
+        runtime = build_runtime(
+            config,
+            routing,
+            serve=True,
+            workers=workers,
+            worker_options=options,
+            telemetry=telemetry,
         )
+        app = create_app(runtime)
         client = TestClient(RouterTestServer(app))
         await client.start_server()
         clients.append(client)

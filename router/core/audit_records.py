@@ -3,7 +3,8 @@
 ``decision_entries``: per event and destination, deliver or skip, the reason, the removed and
 transformed field paths (keys normalized) and the consent snapshot's sources and time;
 ``consent_written``: a stored consent choice. Subject and event ids appear only as
-``subject_token``s, HMAC-SHA256 under the audit key. ``router.audit`` chains and stores them.
+``subject_token``s, HMAC-SHA256 under the audit key. ``router.compliance.audit_log`` chains
+and stores them.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class AuditKind(StrEnum):
     DECISIONS = "decisions"
     ADMIN_CALL = "admin_call"
     ANOMALY = "anomaly"
+    AGGREGATE_RELEASE = "aggregate_release"
+    AGGREGATE_REFUSED = "aggregate_refused"
 
 
 @functools.lru_cache(maxsize=16)

@@ -15,12 +15,12 @@ from datetime import datetime
 from typing import Any
 
 from consent.resolve import READERS, RequestSignals, resolve_consent
-from router.config import Routing
 from router.core.outcomes import Deliver, Rejection
 from router.core.paths import removed
 from router.core.plan import plan
 from router.core.sanitize import Limits, sanitize
 from router.core.schema import WireEvent
+from router.routing import Routing
 
 
 def consent_context(consent: Any) -> dict[str, Any]:

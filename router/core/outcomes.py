@@ -15,14 +15,16 @@ Every code is bounded: safe as a metric label, free of personal data.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
+from typing import Any, Generic, TypeAlias
 
 import msgspec
 
 from consent.model import DenyReason
-from destinations.base import Delivery
+from destinations.base import Delivery, DeliveryOf, PayloadT
 from destinations.dlp import Detection
-from router.config import CompiledDestination
+from router.routing import CompiledDestination
 
 
 class RejectCode(StrEnum):
@@ -40,6 +42,9 @@ class RejectCode(StrEnum):
     INVALID_JSON = "invalid_json"
     TOO_DEEP = "too_deep"
     EVENT_TOO_LARGE = "event_too_large"
+    UNKNOWN_CATEGORIES = "unknown_categories"
+    INVALID_SOURCE = "invalid_source"
+    CONSENT_EXPIRED = "consent_expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +97,29 @@ class Skip:
 
 
 Decision = Deliver | Skip
+
+
+class QueueItemOf(msgspec.Struct, Generic[PayloadT], frozen=True, gc=False):
+    """One delivery as planned and as stored in a destination's stream: the one queue item type.
+
+    The planner builds it (``QueueItem``), the enqueuer stores it, a worker first reads it with
+    the payload undecoded (``QueuedItem``, ``router.queue.items``). Defined here because the
+    pure planner makes it and may not import ``router.queue``.
+    """
+
+    delivery: DeliveryOf[PayloadT]
+    subjects: tuple[str, ...] = ()
+    """The event's hashed subject ids (for the delivery re-check and erasure)."""
+    requires: tuple[str, ...] = ()
+    accepted_at: datetime | None = None
+    trace: str | None = None
+    """The ``traceparent`` of the ingest span: the delivery span links to it."""
+    pii: tuple[str, ...] = ()
+    """Kinds of personal data the PII safety net found and let through (declared fields)."""
+
+
+QueueItem: TypeAlias = QueueItemOf[dict[str, Any]]
+"""A queue item with its payload decoded."""
 
 
 class Failure(msgspec.Struct, frozen=True):

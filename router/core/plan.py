@@ -18,21 +18,20 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, NamedTuple
 
 from consent.model import ConsentState
 from consent.policy import ConsentPolicy, evaluate
 from consent.records import ConsentRecord, merge_records, narrow
 from consent.resolve import RequestSignals, carries_signals, region_of, resolve_consent
-from destinations.base import ConsentFacts, Delivery
+from destinations.base import ConsentFacts, DeliveryOf
 from destinations.dlp import scan_payload
-from router.config import CompiledDestination, Routing
 from router.core.audit_records import AuditKind, decision_entries
 from router.core.consent_input import consent_update
-from router.core.outcomes import Decision, Deliver, Skip, SkipReason
+from router.core.outcomes import Decision, Deliver, QueueItem, QueueItemOf, Skip, SkipReason
 from router.core.paths import field_paths
 from router.core.sanitize import Event
+from router.routing import CompiledDestination, Routing
 
 
 def consent_facts(state: ConsentState, policy: ConsentPolicy) -> ConsentFacts:
@@ -120,7 +119,7 @@ def _decide(
     payload, found = scan_payload(
         allowlist.apply(event.data), destination.identifiers, allowlist.unscanned_paths
     )
-    delivery = Delivery(
+    delivery = DeliveryOf(
         message_id=event.message_id,
         type=event.type.value,
         timestamp=event.timestamp,
@@ -129,19 +128,6 @@ def _decide(
         consent=facts,
     )
     return Deliver(destination, delivery, tuple(found))
-
-
-@dataclass(frozen=True, slots=True)
-class Routed:
-    """One delivery of a request: what the destination's queue keeps of it."""
-
-    delivery: Delivery
-    subjects: tuple[str, ...]
-    """The event's hashed subject ids (for the delivery re-check and erasure)."""
-    requires: tuple[str, ...]
-    accepted_at: datetime
-    pii: tuple[str, ...] = ()
-    """Kinds of personal data the safety net let through (declared fields), sorted."""
 
 
 class PiiDetection(NamedTuple):
@@ -159,7 +145,7 @@ class PiiDetection(NamedTuple):
 class RequestPlan:
     """What planning one request decided; the handler stores, sends and counts it."""
 
-    deliveries: dict[str, list[Routed]] = field(default_factory=dict)
+    deliveries: dict[str, list[QueueItem]] = field(default_factory=dict)
     """Per destination id, in event order."""
     skipped: Counter[tuple[str, SkipReason]] = field(default_factory=Counter)
     """(destination id, reason) -> events skipped."""
@@ -194,6 +180,9 @@ class RequestPlanner:
     may_grant: bool = True
     audit_key: bytes | None = None
     collect_paths: bool = False
+    trace: str | None = None
+    """The ingest span's ``traceparent``, kept on every queue item (the delivery span links
+    to it)."""
     plan: RequestPlan = field(default_factory=RequestPlan)
     _resolved: dict[tuple[tuple[str, ...], str | None], ConsentState] = field(default_factory=dict)
     """Events without consent fields of their own, of the same subjects and region, have the
@@ -219,11 +208,12 @@ class RequestPlanner:
                 if isinstance(decision, Deliver):
                     kept = _count_detections(decision, out) if decision.detections else ()
                     out.deliveries.setdefault(destination.id, []).append(
-                        Routed(
+                        QueueItemOf(
                             decision.delivery,
                             subjects=hashes,
                             requires=destination.requires,
                             accepted_at=event.received_at,
+                            trace=self.trace,
                             pii=kept,
                         )
                     )

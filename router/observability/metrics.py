@@ -21,6 +21,8 @@ from router.observability.histogram import BatchHistogram
 from router.observability.labels import LABEL_KEYS, metric_labels
 
 COUNTER_NAMES: Final = (
+    "router_aggregate_contributions_total",
+    "router_aggregate_releases_total",
     "router_anomalies_total",
     "router_anomaly_alerts_total",
     "router_consent_writes_total",

@@ -28,7 +28,7 @@ from rudderstack.analytics.client import Client as RudderClient
 from segment.analytics import request as segment_request
 from segment.analytics.client import Client as SegmentClient
 
-from router.queue import QUARANTINE, dlq_key, queue_key
+from router.queue.keys import QUARANTINE, dlq_key, queue_key
 from tests.conftest import TEST_CONFIG, WRITE_KEY, AppFactory, routing_from, wait_for
 from tests.fakes.webhook import Received, WebhookReceiver
 

@@ -14,7 +14,7 @@ import sys
 
 import redis.asyncio as aioredis
 
-from router.audit import AuditLog
+from router.compliance.audit_log import AuditLog
 from router.core.audit_records import AuditKind
 
 

@@ -21,32 +21,29 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from consent.model import ConsentState, Signal
 from consent.store import ConsentStore
 from destinations.base import Delivery
-from router.admin import ROLE_TABLE, Endpoint, Role, add_admin_routes, parse_tokens, token_hash
-from router.anomaly import AnomalyMonitor, hold
-from router.app import errors
-from router.audit import AuditLog, AuditWriter, parse_record, verify_records
+from router.compliance.anomaly import AnomalyMonitor
+from router.compliance.audit_chain import parse_record, verify_records
+from router.compliance.audit_log import AuditLog, AuditWriter
+from router.compliance.datamap import DataMapRecorder
+from router.compliance.erasure import ERASURES
 from router.core.audit_records import decision_entries
 from router.core.paths import field_paths
 from router.core.plan import plan
 from router.core.sanitize import Event
 from router.core.schema import EventType
-from router.datamap import DataMapRecorder
-from router.erasure import ERASURES
-from router.ingest import STATE, AppState
+from router.edge.admin import ROLE_TABLE, Endpoint, add_admin_routes
+from router.edge.app import errors
+from router.edge.consent_api import post_consent
+from router.edge.state import STATE, AppState
+from router.edge.tokens import Role, parse_tokens, token_hash
 from router.observability.logs import JsonFormatter
 from router.observability.metrics import Stats, render_prometheus
 from router.observability.setup import setup_telemetry
 from router.observability.tracing import set_span_attributes, stage_span, start_ingest_span
-from router.privacy import post_consent
-from router.queue import (
-    ITEM_ENCODER,
-    SUPPRESSED,
-    Enqueuer,
-    QueueItem,
-    dlq_key,
-    ensure_group,
-    queue_key,
-)
+from router.queue.enqueuer import Enqueuer
+from router.queue.items import ITEM_ENCODER, QueueItem
+from router.queue.keys import SUPPRESSED, dlq_key, queue_key
+from router.queue.streams import ensure_group, hold
 from router.settings import Settings
 from tests.conftest import routing_from
 from tests.fakes.transport import RecordingTransport

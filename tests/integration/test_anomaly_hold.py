@@ -15,23 +15,19 @@ from aiohttp.test_utils import TestServer
 
 from destinations.base import Delivery
 from destinations.transport import AiohttpTransport
-from router.anomaly import (
+from router.compliance.anomaly import (
     ANOMALIES,
     AnomalyKind,
     AnomalyMonitor,
-    HoldGate,
     MonitorSettings,
     SubjectKind,
-    discard,
-    hold,
-    hold_info,
-    is_held,
     recent_anomalies,
-    release,
 )
-from router.audit import AuditLog
+from router.compliance.audit_log import AuditLog
 from router.observability.metrics import Stats
-from router.queue import GROUP, ITEM_ENCODER, QueueItem, ensure_group, queue_key
+from router.queue.items import ITEM_ENCODER, QueueItem
+from router.queue.keys import GROUP, queue_key
+from router.queue.streams import HoldGate, discard, ensure_group, hold, hold_info, is_held, release
 from tests.conftest import wait_for
 
 START = datetime(2026, 11, 10, 0, 5, tzinfo=UTC)

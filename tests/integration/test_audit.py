@@ -11,22 +11,17 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from router.audit import (
+from router.compliance.audit_chain import (
     GENESIS_ANCHOR,
-    STREAM,
-    AuditKind,
-    AuditLog,
     AuditRecord,
-    AuditWriter,
     canonical,
     chain,
     chain_hash,
-    export,
     parse_record,
     seal,
-    verify,
     verify_records,
 )
+from router.compliance.audit_log import STREAM, AuditKind, AuditLog, AuditWriter, export, verify
 from tests.redis_server import RedisServer
 
 

@@ -23,7 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from router.cli import main
-from router.queue import dlq_key, outbox_key
+from router.queue.keys import dlq_key, outbox_key
 from tests.conftest import HOOK_SECRET, TEST_CONFIG, WRITE_KEY, AppFactory, routing_from
 from tests.fakes.webhook import WebhookReceiver
 from tests.redis_server import RedisServer

@@ -20,8 +20,8 @@ from consent.store import ConsentStore
 from router.core.plan import RequestPlan, plan_request
 from router.core.sanitize import Event, sanitize
 from router.core.schema import WireEvent
-from router.ingest import STATE
-from router.queue import SUPPRESSED
+from router.edge.state import STATE
+from router.queue.keys import SUPPRESSED
 from tests.conftest import WRITE_KEY, AppFactory, routing_from
 from tests.integration.test_consent_store import command_calls
 

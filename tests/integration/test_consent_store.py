@@ -19,8 +19,8 @@ import redis.asyncio as aioredis
 
 from consent.records import ConsentRecord
 from consent.store import ConsentStore, history_key, record_key, subject_key
-from router.ingest import STATE
-from router.queue import queue_key
+from router.edge.state import STATE
+from router.queue.keys import queue_key
 from tests.conftest import HOOK_SECRET, TEST_CONFIG, WRITE_KEY, AppFactory, routing_from, wait_for
 from tests.fakes.webhook import WebhookReceiver
 from tests.redis_server import RedisServer, free_port

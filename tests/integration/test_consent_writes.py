@@ -17,9 +17,9 @@ import redis.asyncio as aioredis
 
 from consent.records import ConsentRecord, narrow
 from consent.store import ConsentStore, WriteOutcome, record_key, subject_key
-from router.audit import AuditLog
-from router.ingest import STATE
-from router.queue import queue_key
+from router.compliance.audit_log import AuditLog
+from router.edge.state import STATE
+from router.queue.keys import queue_key
 from tests.conftest import TEST_CONFIG, AppFactory, routing_from
 
 PARTNER_KEY = "partner-write-key"

@@ -10,7 +10,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from destinations.base import Delivery
-from router.queue import ITEM_ENCODER, QueueItem, dlq_key, entry_for, queue_key
+from router.queue.items import ITEM_ENCODER, QueueItem, entry_for
+from router.queue.keys import dlq_key, queue_key
 from tests.conftest import TEST_CONFIG, AppFactory, routing_from, wait_for
 from tests.fakes.webhook import WebhookReceiver
 

@@ -15,8 +15,9 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from router.ingest import STATE
-from router.queue import QUARANTINE, entry_items, queue_key
+from router.edge.state import STATE
+from router.queue.items import entry_items
+from router.queue.keys import QUARANTINE, queue_key
 from tests.conftest import WRITE_KEY, AppFactory, routing_from
 
 ORIGIN = "http://localhost:3000"  # cors_origins of config/test.yaml

@@ -15,8 +15,8 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from router.ingest import STATE
-from router.queue import SUPPRESSED, dlq_key, outbox_key, queue_key, subject_hash
+from router.edge.state import STATE
+from router.queue.keys import SUPPRESSED, dlq_key, outbox_key, queue_key, subject_hash
 from tests.conftest import HOOK_SECRET, TEST_CONFIG, WRITE_KEY, AppFactory, routing_from, wait_for
 from tests.fakes.webhook import WebhookReceiver
 from tests.redis_server import RedisServer

@@ -30,11 +30,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from destinations.registry import CONNECTORS
-from router.app import DATAMAP, WORKERS
-from router.config import Routing
-from router.datamap import day_of, read_datamap
-from router.ingest import STATE
-from router.queue import GROUP, dlq_key, entry_items, queue_key
+from router.compliance.datamap import day_of, read_datamap
+from router.edge.app import RUNTIME
+from router.edge.state import STATE
+from router.queue.items import entry_items
+from router.queue.keys import GROUP, dlq_key, queue_key
+from router.routing import Routing
 from tests.conftest import WRITE_KEY, AppFactory, routing_from, wait_for
 from tests.integration.contract_cases import (
     CASES,
@@ -298,7 +299,8 @@ async def test_closing_twice_raises_nothing_and_leaves_nothing_pending(harness: 
         expected = len(delivered)
         await wait_for(lambda expected=expected: len(platform.accepted_ids()) >= expected)
         await until(harness.settled)
-        pool = router.server.app[WORKERS]
+        pool = router.server.app[RUNTIME].workers
+        assert pool is not None
         await router.close()
         await router.close()
         await pool.stop(1.0)
@@ -425,7 +427,7 @@ async def test_a_phone_without_country_code_is_never_hashed_as_if_it_had_one(
         "router_fields_omitted_total", destination=harness.id, field="phone"
     )
     assert omitted == len(ids)
-    recorder = worker.server.app[DATAMAP]
+    recorder = worker.server.app[RUNTIME].datamap
     await recorder.flush()
     row = (await read_datamap(harness.redis, day_of(datetime.now(UTC))))["destinations"][harness.id]
     assert row["match"]["omitted:phone:no_country_code"] == len(ids)

@@ -7,21 +7,13 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
+from router.delivery.worker import DestinationWorker, WorkerOptions
 from router.errors import QueueUnavailableError
 from router.observability.metrics import Stats
-from router.queue import (
-    MAX_ITEMS_PER_ENTRY,
-    QUARANTINE,
-    Deliveries,
-    Enqueuer,
-    Write,
-    ensure_group,
-    entry_fields,
-    entry_for,
-    entry_items,
-    queue_key,
-)
-from router.worker import DestinationWorker, WorkerOptions
+from router.queue.enqueuer import MAX_ITEMS_PER_ENTRY, Deliveries, Enqueuer, Write
+from router.queue.items import entry_fields, entry_for, entry_items
+from router.queue.keys import QUARANTINE, queue_key
+from router.queue.streams import ensure_group
 from tests.conftest import routing_from
 from tests.fakes.transport import RecordingTransport
 from tests.redis_server import RedisServer

@@ -16,12 +16,12 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
 from consent.store import record_key, subject_key
-from router.admin import token_hash
-from router.audit import AuditLog
+from router.compliance.audit_log import AuditLog
+from router.compliance.erasure import ERASURES
 from router.core.audit_records import subject_token
-from router.erasure import ERASURES
-from router.ingest import STATE
-from router.queue import SUPPRESSED, queue_key
+from router.edge.state import STATE
+from router.edge.tokens import token_hash
+from router.queue.keys import SUPPRESSED, queue_key
 from tests.conftest import HOOK_SECRET, TEST_CONFIG, WRITE_KEY, AppFactory, routing_from, wait_for
 from tests.fakes.amplitude import AmplitudeFake, create_app
 from tests.fakes.webhook import WebhookReceiver
@@ -88,7 +88,12 @@ async def test_an_erased_users_queued_and_new_events_reach_no_destination(
     receipt = answer["receipt"]
     assert receipt["identifiers"] == 1
     assert receipt["subjects"] == [subject_key("user-1")]
-    assert receipt["removed"] == {"consent_records": 1, "history_entries": 1, "quarantined": 0}
+    assert receipt["removed"] == {
+        "consent_records": 1,
+        "history_entries": 1,
+        "quarantined": 0,
+        "aggregate_contributions": 0,
+    }
     assert receipt["suppressed"] == 1
     assert [(d["destination"], d["status"], d["reason"]) for d in receipt["destinations"]] == [
         ("analytics-hook", "skipped", "no_deletion_api"),

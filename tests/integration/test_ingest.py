@@ -14,9 +14,11 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from router import ingest as ingest_module
-from router.app import backlog_of
-from router.queue import QUARANTINE, entry_items, queue_key
+from router.core.plan import RequestPlanner
+from router.edge import ingest as ingest_module
+from router.edge.app import backlog_of
+from router.queue.items import entry_items
+from router.queue.keys import QUARANTINE, queue_key
 from tests.conftest import WRITE_KEY, AppFactory, routing_from
 
 
@@ -547,11 +549,11 @@ async def test_a_big_batch_is_planned_in_slices_that_let_other_tasks_run(
     2,500-event batch does not hold every other request for its whole plan step."""
     ticks = 0
     seen: list[int] = []
-    real = ingest_module._plan_events
+    real = RequestPlanner.add
 
-    def recording(*args: Any, **kwargs: Any) -> None:
+    def recording(planner: RequestPlanner, *args: Any, **kwargs: Any) -> None:
         seen.append(ticks)
-        real(*args, **kwargs)
+        real(planner, *args, **kwargs)
 
     async def ticker(stop: asyncio.Event) -> None:
         nonlocal ticks
@@ -559,7 +561,7 @@ async def test_a_big_batch_is_planned_in_slices_that_let_other_tasks_run(
             ticks += 1
             await asyncio.sleep(0)
 
-    monkeypatch.setattr(ingest_module, "_plan_events", recording)
+    monkeypatch.setattr(RequestPlanner, "add", recording)
     stop = asyncio.Event()
     task = asyncio.create_task(ticker(stop))
     batch = [{"type": "track", **_track(messageId=f"s{i}")} for i in range(1000)]

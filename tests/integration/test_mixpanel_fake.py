@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 from destinations.base import Delivery, HttpRequest, Outcome
 from destinations.mixpanel import MixpanelConnector, MixpanelSettings
 from destinations.transport import AiohttpTransport, send_request
-from router.erasure import request_deletion
+from router.compliance.erasure import request_deletion
 from tests.fakes.mixpanel import MixpanelFake, create_app
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]

@@ -24,21 +24,24 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from router.admin import token_hash
-from router.anomaly import ANOMALIES, AnomalyMonitor, MonitorSettings, is_held
-from router.app import create_app, reload_routing
-from router.audit import STREAM, AuditLog, parse_record, verify_records
 from router.cli import main
-from router.config import Routing, parse_routing
+from router.compliance.anomaly import ANOMALIES, AnomalyMonitor, MonitorSettings
+from router.compliance.audit_chain import parse_record, verify_records
+from router.compliance.audit_log import STREAM, AuditLog
 from router.core.audit_records import subject_token
-from router.ingest import STATE
+from router.edge.app import create_app, reload_routing
+from router.edge.state import STATE
+from router.edge.tokens import token_hash
 from router.observability.logs import JsonFormatter
 from router.observability.metrics import render_prometheus
 from router.observability.setup import setup_telemetry
 from router.observability.tracing import parse_traceparent
-from router.queue import ITEM_DECODER, dlq_key, entry_items, queue_key
+from router.queue.items import ITEM_DECODER, entry_items
+from router.queue.keys import dlq_key, queue_key
+from router.queue.streams import is_held
+from router.routing import Routing, parse_routing
+from router.runtime import build_runtime
 from router.settings import Settings
-from router.worker import WorkerOptions
 from tests.conftest import HOOK_SECRET, WRITE_KEY, AppFactory, wait_for
 from tests.fakes.amplitude import AmplitudeFake
 from tests.fakes.amplitude import create_app as amplitude_app
@@ -644,13 +647,14 @@ async def test_reload_is_audited_with_the_files_digest_and_reconfigures_the_moni
         monkeypatch.setenv(name, value)
     settings = Settings(redis_url=redis_server.url, config=path)
     telemetry = setup_telemetry({})
-    app = create_app(settings, parse_routing(text, env=env), workers=False, telemetry=telemetry)
+    runtime = build_runtime(settings, parse_routing(text, env=env), serve=True, telemetry=telemetry)
+    app = create_app(runtime)
     client: Client = TestClient(TestServer(app))
     await client.start_server()
     try:
         changed = text.replace("hold_on_anomaly: false", "hold_on_anomaly: true")
         path.write_text(changed)
-        assert await reload_routing(app, settings, WorkerOptions(consumer="r"), workers=False)
+        assert await reload_routing(app)
         monitor = app[STATE].monitor
         assert monitor is not None
         assert monitor.hold_destinations == frozenset({"analytics-hook"})

@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 
 from consent.ids import subject_key
 from router.cli import main
-from router.quarantine import read_quarantine
-from router.queue import QUARANTINE
+from router.compliance.quarantine import read_quarantine
+from router.queue.keys import QUARANTINE
 from tests.conftest import WRITE_KEY, AppFactory, routing_from
 from tests.redis_server import RedisServer
 

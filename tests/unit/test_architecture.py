@@ -52,10 +52,39 @@ RULES: dict[str, Rule] = {
     "consent decoders and policy are pure": Rule(
         ("consent",), IO, exempt=("consent.store",), pure=True
     ),
-    "router.core is pure and below the edge": Rule(
+    "router.core is pure and below every other router package": Rule(
         ("router.core",),
-        (*IO, "router.edge", "router.queue", "router.delivery"),
+        (
+            *IO,
+            "router.edge",
+            "router.queue",
+            "router.delivery",
+            "router.compliance",
+            "router.observability",
+            "router.runtime",
+        ),
         pure=True,
+    ),
+    "the audit chain is pure": Rule(("router.compliance.audit_chain",), IO, pure=True),
+    "router.queue is below the edge and delivery": Rule(
+        ("router.queue",), ("router.edge", "router.delivery", "router.runtime")
+    ),
+    "router.delivery is below the edge": Rule(
+        ("router.delivery",), ("router.edge", "router.runtime")
+    ),
+    "router.compliance is below the edge and delivery": Rule(
+        ("router.compliance",), ("router.edge", "router.delivery", "router.runtime")
+    ),
+    "router.observability is below every package that uses it": Rule(
+        ("router.observability",),
+        ("router.edge", "router.queue", "router.delivery", "router.compliance", "router.runtime"),
+    ),
+    # The app factory is the edge's one wiring module: it takes the runtime. Handlers never
+    # reach delivery or the composition root.
+    "edge handlers never reach delivery or the composition root": Rule(
+        ("router.edge",),
+        ("router.delivery", "router.runtime", "router.cli"),
+        exempt=("router.edge.app",),
     ),
 }
 NOT_YET: frozenset[str] = frozenset()

@@ -18,9 +18,10 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from playwright.async_api import BrowserContext, Page
 
-from router.config import parse_routing
-from router.ingest import STATE
-from router.queue import QUARANTINE, entry_items, queue_key
+from router.edge.state import STATE
+from router.queue.items import entry_items
+from router.queue.keys import QUARANTINE, queue_key
+from router.routing import parse_routing
 from tests.conftest import HOOK_SECRET, AppFactory, wait_for
 from tests.e2e.browser.conftest import PageServer, Seen
 

@@ -9,7 +9,7 @@ import pytest
 from consent.model import StoredConsent
 from consent.records import ConsentRecord, UnreadableRecordError, merge_records
 from consent.store import subject_key
-from router.queue import subject_hash
+from router.queue.keys import subject_hash
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from router.core import jsonscan
-from router.http import HttpError, basic_auth_key, inflate
+from router.edge.http import HttpError, basic_auth_key, inflate
 
 values = st.recursive(
     st.none()

@@ -10,12 +10,12 @@ import msgspec
 
 from consent.ids import subject_key
 from consent.resolve import RequestSignals
-from router.config import Routing
 from router.core.audit_records import AuditKind
 from router.core.outcomes import SkipReason
 from router.core.plan import PiiDetection, RequestPlan, RequestPlanner, plan_request
 from router.core.sanitize import Event, sanitize
 from router.core.schema import WireEvent
+from router.routing import Routing
 from tests.conftest import routing_from
 
 NOW = datetime(2026, 11, 22, 10, tzinfo=UTC)

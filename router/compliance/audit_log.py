@@ -1,0 +1,687 @@
+"""The audit trail: append-only, hash-chained lanes in the Redis stream ``rt:audit``.
+
+Every writer (an ``AuditLog``: one per router process, worker or CLI command) appends to its
+own *lane*, a hash chain nobody else writes to, so appends never race: a writer's appends are
+serialized in its process (and the concurrent ones grouped into one round trip), and different
+writers touch different chains. All lanes share the one stream, so its order is the global
+order of the records.
+
+Each record holds ``lane`` (1, 2, 3...), ``seq`` (1, 2, 3... within its lane), ``at`` (ISO 8601,
+UTC), ``kind`` (``AuditKind``), ``data`` (JSON without personal data: subject ids are keyed-HMAC
+tokens, field paths have their keys normalized), ``prev_hash`` (the lane's previous record) and,
+on the first record of each append, ``witness``: the lane, seq and hash of the newest record of
+another lane the writer saw, a cross-link that ties the lanes together (cutting another lane's
+tail, or rewriting a record another lane witnessed, is noticed). ``hash`` is the SHA-256 of the
+canonical JSON of all those fields. Changing, removing or inserting a record breaks its lane,
+and ``verify`` names the first bad record by lane and seq.
+
+Lane 0 is the single chain written before lanes existed (records without a ``lane`` field,
+hashed without one, head and anchor in ``rt:audit:head`` / ``rt:audit:anchor``): it stays
+verifiable as it is and nothing new is appended to it.
+
+Keys:
+
+- ``rt:audit``          the records (stream entries: lane, seq, at, kind, data, prev, hash,
+                        witness?)
+- ``rt:audit:lanes``    the last lane number handed out (lanes are numbered 1, 2, 3...)
+- ``rt:audit:heads``    lane -> "seq hash" of its last record (so a removed tail is noticed)
+- ``rt:audit:anchors``  lane -> "seq hash" of its last *trimmed* record (verification of what
+                        is left starts from it)
+- ``rt:audit:last``     lane, seq and hash of the newest record of any lane (the next witness)
+- ``rt:audit:head``, ``rt:audit:anchor``  lane 0's head and anchor (before lanes)
+
+Why lanes: SHA-256 cannot run inside Redis (its Lua has SHA-1 only), so one shared chain means
+a client must read the head, hash, and append only if the head did not move: with 32 writers
+at once most attempts lose and a writer can lose forever. A lane has one writer, so its append
+script only checks that the head is the one the writer holds (a safety net that fails only
+when two writers share a lane by mistake; the writer then re-chains once).
+
+Entry points::
+
+    log = AuditLog(client, key=secret)                      # key: for subject tokens
+    await log.append(AuditKind.RELEASE, {"destination": "ga4"})
+    writer = AuditWriter(log); writer.start()               # buffered, for the hot path:
+    writer.record_decisions(decision_entries(event, consent, decisions, key=secret))  # sync
+    result = await verify(client)                           # `router audit verify`
+    async for line in export(client): ...                   # JSON lines
+
+The pure core (``chain_hash``, ``seal``, ``verify_records``) does no I/O; the records about
+requests (``AuditKind``, ``decision_entries``, ``subject_token``) are built in
+``router.core.audit_records``.
+Tamper evidence covers edits by anyone who cannot also rewrite every later record of the lane,
+its head and the other lanes' witnesses; for more, keep ``verify``'s heads (or an export's
+last hashes) somewhere else now and then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from router.compliance.audit_chain import (
+    GENESIS,
+    GENESIS_ANCHOR,
+    LEGACY_LANE,
+    Anchor,
+    AuditRecord,
+    TrailVerifier,
+    VerifyResult,
+    canonical,
+    record_name,
+    sealed_hash,
+)
+from router.core.audit_records import AuditKind, subject_token
+from router.errors import AuditConflictError
+from router.periodic import Periodic
+from router.queue.keys import AUDIT, audit_key
+
+log = logging.getLogger("router.audit")
+
+STREAM: Final = AUDIT
+PAGE: Final = 500
+
+
+# --- Redis ---------------------------------------------------------------------------------------
+
+_OPEN = """
+local lane = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], lane, '0 ' .. ARGV[1])
+local last = redis.call('HMGET', KEYS[3], 'lane', 'seq', 'hash')
+if last[1] then return {lane, last[1], last[2], last[3]} end
+local legacy = redis.call('HMGET', KEYS[4], 'seq', 'hash')
+if legacy[1] then return {lane, '0', legacy[1], legacy[2]} end
+return {lane}
+"""
+"""Open a lane: its number, registered with an empty head; and the newest record of any lane
+(or lane 0's head), the first witness."""
+
+_APPEND = """
+local lane = ARGV[1]
+local head = redis.call('HGET', KEYS[2], lane)
+if head ~= ARGV[2] then return {0, head or ''} end
+local before = redis.call('HMGET', KEYS[3], 'lane', 'seq', 'hash')
+local n = #ARGV
+for i = 3, n, 7 do
+  if ARGV[i + 6] == '' then
+    redis.call('XADD', KEYS[1], '*', 'lane', lane, 'seq', ARGV[i], 'at', ARGV[i + 1],
+      'kind', ARGV[i + 2], 'data', ARGV[i + 3], 'prev', ARGV[i + 4], 'hash', ARGV[i + 5])
+  else
+    redis.call('XADD', KEYS[1], '*', 'lane', lane, 'seq', ARGV[i], 'at', ARGV[i + 1],
+      'kind', ARGV[i + 2], 'data', ARGV[i + 3], 'prev', ARGV[i + 4], 'hash', ARGV[i + 5],
+      'witness', ARGV[i + 6])
+  end
+end
+redis.call('HSET', KEYS[2], lane, ARGV[n - 6] .. ' ' .. ARGV[n - 1])
+redis.call('HSET', KEYS[3], 'lane', lane, 'seq', ARGV[n - 6], 'hash', ARGV[n - 1])
+return {1, before[1] or '', before[2] or '', before[3] or ''}
+"""
+"""Append a lane's records if its head is the one the writer holds (it always is, unless two
+writers share the lane); returns the newest record of any lane before them (the next witness)."""
+
+_TRIM = """
+local found = redis.call('XRANGE', KEYS[1], '-', ARGV[1])
+if #found == 0 then return 0 end
+local last = {}
+for _, entry in ipairs(found) do
+  local fields = entry[2]
+  local lane, seq, hash = '0', nil, nil
+  for i = 1, #fields, 2 do
+    local name = fields[i]
+    if name == 'lane' then lane = fields[i + 1]
+    elseif name == 'seq' then seq = fields[i + 1]
+    elseif name == 'hash' then hash = fields[i + 1] end
+  end
+  if seq and hash and tonumber(seq) then last[lane] = {seq, hash} end
+end
+for lane, anchor in pairs(last) do
+  if lane == '0' then
+    local current = redis.call('HGET', KEYS[2], 'seq')
+    if not current or tonumber(current) < tonumber(anchor[1]) then
+      redis.call('HSET', KEYS[2], 'seq', anchor[1], 'hash', anchor[2])
+    end
+  else
+    local current = redis.call('HGET', KEYS[3], lane)
+    if not current or tonumber(string.match(current, '^(%d+)')) < tonumber(anchor[1]) then
+      redis.call('HSET', KEYS[3], lane, anchor[1] .. ' ' .. anchor[2])
+    end
+  end
+end
+local ms, s = string.match(ARGV[1], '^(%d+)-(%d+)$')
+return redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. string.format('%d', tonumber(s) + 1))
+"""
+"""Drop the records up to an entry id; each lane's last dropped record becomes its anchor."""
+
+MAX_RECORDS_PER_APPEND: Final = 1000
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _now_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _record_of(fields: Mapping[bytes, bytes]) -> AuditRecord:
+    try:
+        data = json.loads(fields[b"data"])
+        if not isinstance(data, dict):
+            data = {"_invalid": True}
+    except (KeyError, ValueError):
+        data = {"_invalid": True}
+    try:
+        seq = int(fields.get(b"seq", b"-1"))
+    except ValueError:
+        seq = -1
+    try:
+        lane = int(fields.get(b"lane", b"0"))
+    except ValueError:
+        lane = -1
+    witness: Mapping[str, Any] | None = None
+    if b"witness" in fields:
+        try:
+            witness = json.loads(fields[b"witness"])
+        except ValueError:
+            witness = {"_invalid": True}
+        if not isinstance(witness, dict):
+            witness = {"_invalid": True}
+    return AuditRecord(
+        seq=seq,
+        at=_text(fields.get(b"at", b"")),
+        kind=_text(fields.get(b"kind", b"")),
+        data=data,
+        prev_hash=_text(fields.get(b"prev", b"")),
+        hash=_text(fields.get(b"hash", b"")),
+        lane=lane,
+        witness=witness,
+    )
+
+
+def _anchor_of(fields: Mapping[bytes, bytes]) -> Anchor | None:
+    if b"seq" not in fields or b"hash" not in fields:
+        return None
+    return Anchor(int(fields[b"seq"]), fields[b"hash"].decode())
+
+
+def _lane_anchor(value: bytes | str) -> Anchor:
+    """``"seq hash"`` as kept in ``rt:audit:heads`` and ``rt:audit:anchors``."""
+    seq, _, digest = _text(value).partition(" ")
+    return Anchor(int(seq), digest)
+
+
+def _lane_anchors(fields: Mapping[bytes, bytes]) -> dict[int, Anchor]:
+    out: dict[int, Anchor] = {}
+    for lane, value in fields.items():
+        try:
+            out[int(lane)] = _lane_anchor(value)
+        except ValueError:
+            continue  # not a lane: verification reports the lane as missing, if it is one
+    return out
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Records waiting for the next append of the lane: (at, kind, data, data JSON)."""
+
+    entries: list[tuple[str, str, dict[str, Any], str]]
+    done: asyncio.Future[list[AuditRecord]]
+
+
+@dataclass(slots=True)
+class AuditLog:
+    """One writer of the audit stream: its own lane, opened at the first append.
+
+    Appends are serialized in the process and the ones that arrive while an append is in
+    flight are written together in the next round trip (group commit), so 32 concurrent
+    callers cost a few round trips and none can be starved. Share one ``AuditLog`` per process
+    (each instance opens its own lane); reading (``verify``, ``export``) needs no lane.
+    """
+
+    client: aioredis.Redis
+    key: bytes = b""
+    """Key of the subject tokens (``ROUTER_AUDIT_KEY``); set one in production."""
+    stream: str = STREAM
+    clock: Callable[[], datetime] = _utc_now
+    max_attempts: int = 3
+    _lane: int | None = field(default=None, init=False, repr=False)
+    _head: Anchor = field(default=GENESIS_ANCHOR, init=False, repr=False)
+    _witness: str | None = field(default=None, init=False, repr=False)
+    _pending: list[_Pending] = field(default_factory=list, init=False, repr=False)
+    _drain: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def lane(self) -> int | None:
+        """This writer's lane (None before its first append)."""
+        return self._lane
+
+    def token(self, identifier: str) -> str:
+        """A subject id as the audit trail shows it."""
+        return subject_token(identifier, self.key)
+
+    async def append(
+        self, kind: AuditKind | str, data: Mapping[str, Any], *, at: datetime | None = None
+    ) -> AuditRecord:
+        """Append one record."""
+        records = await self.append_many([(kind, data)], at=at)
+        return records[0]
+
+    async def append_many(
+        self,
+        items: Sequence[tuple[AuditKind | str, Mapping[str, Any]]],
+        *,
+        at: datetime | Sequence[datetime] | None = None,
+    ) -> list[AuditRecord]:
+        """Append records in order, atomically, onto this writer's lane. Raises ``RedisError``
+        or ``OSError`` when Redis cannot be reached (nothing, or all of them, was written)."""
+        if not items:
+            return []
+        if isinstance(at, Sequence):
+            texts: dict[datetime, str] = {}  # records of one request share their time
+            times = [texts[t] if t in texts else texts.setdefault(t, _now_text(t)) for t in at]
+        else:
+            times = [_now_text(at or self.clock())] * len(items)
+        # Each record's data is encoded once.
+        entries = [
+            (t, str(kind), dict(data), canonical(data).decode())
+            for t, (kind, data) in zip(times, items, strict=True)
+        ]
+        pending = _Pending(entries, asyncio.get_running_loop().create_future())
+        self._pending.append(pending)
+        if self._drain is None or self._drain.done():
+            # A task of its own: a caller that is cancelled does not stop the others' appends.
+            self._drain = asyncio.ensure_future(self._write_pending())
+        return await asyncio.shield(pending.done)
+
+    async def _write_pending(self) -> None:
+        """Write what is pending, a group of callers per round trip, until nothing is left."""
+        while self._pending:
+            group: list[_Pending] = []
+            size = 0
+            while self._pending and (
+                not group or size + len(self._pending[0].entries) <= (MAX_RECORDS_PER_APPEND)
+            ):
+                size += len(self._pending[0].entries)
+                group.append(self._pending.pop(0))
+            try:
+                records = await self._append_group([e for p in group for e in p.entries])
+            except asyncio.CancelledError:
+                for pending in group + self._pending:
+                    pending.done.cancel()
+                self._pending.clear()
+                raise
+            except Exception as exc:  # handed to every caller of the group
+                for pending in group:
+                    if not pending.done.done():
+                        pending.done.set_exception(exc)
+                        pending.done.exception()  # retrieved: a cancelled caller never will
+                continue
+            start = 0
+            for pending in group:
+                end = start + len(pending.entries)
+                if not pending.done.done():
+                    pending.done.set_result(records[start:end])
+                start = end
+
+    async def _open(self) -> None:
+        result = await self.client.register_script(_OPEN)(
+            keys=[
+                audit_key(self.stream, "lanes"),
+                audit_key(self.stream, "heads"),
+                audit_key(self.stream, "last"),
+                audit_key(self.stream, "head"),
+            ],
+            args=[GENESIS],
+        )
+        self._lane = int(result[0])
+        self._head = GENESIS_ANCHOR
+        self._witness = None
+        if len(result) == 4:
+            self._witness = self._witness_of(result[1], result[2], result[3])
+
+    def _witness_of(self, lane: Any, seq: Any, digest: Any) -> str | None:
+        """The canonical JSON of a witness, unless it is empty or of this writer's lane."""
+        if not _text(lane) or not _text(seq) or int(_text(lane)) == self._lane:
+            return None
+        return _text(
+            canonical({"lane": int(_text(lane)), "seq": int(_text(seq)), "hash": _text(digest)})
+        )
+
+    async def _append_group(
+        self, entries: Sequence[tuple[str, str, dict[str, Any], str]]
+    ) -> list[AuditRecord]:
+        script = self.client.register_script(_APPEND)
+        for _ in range(self.max_attempts):
+            if self._lane is None:
+                await self._open()
+            assert self._lane is not None
+            lane, head, witness = self._lane, self._head, self._witness
+            records: list[AuditRecord] = []
+            args: list[str | int] = [str(lane), f"{head.seq} {head.hash}"]
+            seq, prev = head.seq, head.hash
+            for moment, kind, data, data_json in entries:
+                seq += 1
+                digest = sealed_hash(
+                    seq, moment, kind, data_json, prev, lane=lane, witness_json=witness
+                )
+                parsed = json.loads(witness) if witness is not None else None
+                records.append(AuditRecord(seq, moment, kind, data, prev, digest, lane, parsed))
+                args += [str(seq), moment, kind, data_json, prev, digest, witness or ""]
+                prev = digest
+                witness = None
+            result = await script(
+                keys=[self.stream, audit_key(self.stream, "heads"), audit_key(self.stream, "last")],
+                args=args,
+            )
+            if int(result[0]) == 1:
+                self._head = Anchor(seq, prev)
+                self._witness = self._witness_of(result[1], result[2], result[3])
+                return records
+            current = _text(result[1])
+            if current:
+                # Another writer holds this lane (a copied AuditLog): chain onto its head.
+                self._head = _lane_anchor(current)
+            else:
+                self._lane = None  # the lane is gone from the registry: open a new one
+            log.warning("audit lane head moved; appending again", extra={"lane": lane})
+        raise AuditConflictError("could not append to the audit lane")
+
+    async def head(self) -> Anchor:
+        """This writer's last record's seq and hash (genesis before its first append)."""
+        if self._lane is None:
+            return GENESIS_ANCHOR
+        value = await self.client.hget(audit_key(self.stream, "heads"), str(self._lane))  # type: ignore[misc]
+        return GENESIS_ANCHOR if value is None else _lane_anchor(value)
+
+    async def anchor(self) -> Anchor:
+        """Where verification of this writer's lane starts: its last trimmed record, or
+        genesis."""
+        if self._lane is None:
+            return GENESIS_ANCHOR
+        value = await self.client.hget(audit_key(self.stream, "anchors"), str(self._lane))  # type: ignore[misc]
+        return GENESIS_ANCHOR if value is None else _lane_anchor(value)
+
+    async def records(self) -> AsyncIterator[AuditRecord]:
+        """Every record still in the stream, oldest first (every lane)."""
+        start = "-"
+        while True:
+            page = await self.client.xrange(self.stream, min=start, count=PAGE)
+            for entry_id, fields in page:
+                yield _record_of(fields)
+                start = "(" + _text(entry_id)
+            if len(page) < PAGE:
+                return
+
+    async def verify(self) -> VerifyResult:
+        """Check every lane from its anchor to its head, and the witnesses between lanes
+        (records appended meanwhile are left for the next run; a trim that moved an anchor
+        meanwhile causes one retry)."""
+        result = await self._verify_once()
+        if not result.ok:
+            again = await self._verify_once()
+            if again.ok:
+                return again
+        return result
+
+    async def _verify_once(self) -> VerifyResult:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(audit_key(self.stream, "lanes"))
+        pipe.hgetall(audit_key(self.stream, "heads"))
+        pipe.hgetall(audit_key(self.stream, "anchors"))
+        pipe.hgetall(audit_key(self.stream, "head"))
+        pipe.hgetall(audit_key(self.stream, "anchor"))
+        lanes, heads_raw, anchors_raw, legacy_head, legacy_anchor = await pipe.execute()
+        heads: dict[int, Anchor | None] = dict(_lane_anchors(heads_raw))
+        heads[LEGACY_LANE] = _anchor_of(legacy_head)
+        anchors = _lane_anchors(anchors_raw)
+        anchors[LEGACY_LANE] = _anchor_of(legacy_anchor) or GENESIS_ANCHOR
+        verifier = TrailVerifier(anchors, heads=heads, lanes=int(lanes or 0))
+        async for record in self.records():
+            failed = verifier.feed(record)
+            if failed is not None:
+                return failed
+        if verifier.later:
+            handed_out = int(await self.client.get(audit_key(self.stream, "lanes")) or 0)
+            for lane, record in sorted(verifier.later.items()):
+                if lane > handed_out:
+                    return verifier.refuse(
+                        record, f"{record_name(lane, record.seq)}: its lane is unknown"
+                    )
+        return verifier.finish()
+
+    async def export(self) -> AsyncIterator[str]:
+        """Every record as one JSON line (ending in a newline), oldest first."""
+        async for record in self.records():
+            yield canonical(record.to_json()).decode() + "\n"
+
+    async def trim(
+        self, *, max_records: int | None = None, older_than: datetime | None = None
+    ) -> int:
+        """Drop the oldest records (beyond ``max_records``, or older than ``older_than``).
+
+        Each lane's last dropped record becomes its anchor, so the rest still verifies.
+        """
+        script = self.client.register_script(_TRIM)
+        dropped = 0
+        while True:
+            last_id = await self._trim_point(max_records, older_than)
+            if last_id is None:
+                return dropped
+            removed = int(
+                await script(
+                    keys=[
+                        self.stream,
+                        audit_key(self.stream, "anchor"),
+                        audit_key(self.stream, "anchors"),
+                    ],
+                    args=[last_id],
+                )
+            )
+            if removed == 0:
+                return dropped
+            dropped += removed
+
+    async def _trim_point(self, max_records: int | None, older_than: datetime | None) -> str | None:
+        candidates: list[Any] = []
+        if max_records is not None:
+            excess = int(await self.client.xlen(self.stream)) - max_records
+            if excess > 0:
+                candidates = await self.client.xrange(self.stream, count=min(excess, 10_000))
+        if older_than is not None:
+            boundary = f"({int(older_than.timestamp() * 1000)}-0"
+            older = await self.client.xrange(self.stream, max=boundary, count=10_000)
+            if len(older) > len(candidates):
+                candidates = older
+        if not candidates:
+            return None
+        return _text(candidates[-1][0])
+
+
+async def verify(client: aioredis.Redis, stream: str = STREAM) -> VerifyResult:
+    """Verify the audit trail stored in ``client`` (``router audit verify``)."""
+    return await AuditLog(client, stream=stream).verify()
+
+
+async def export(client: aioredis.Redis, stream: str = STREAM) -> AsyncIterator[str]:
+    """The audit trail as JSON lines (``GET /admin/audit/export``)."""
+    async for line in AuditLog(client, stream=stream).export():
+        yield line
+
+
+MAX_EVENTS_PER_RECORD: Final = 500
+
+
+def decision_group_key(data: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What the decision records of one ``decisions`` record share (everything but the event,
+    its subjects and its consent time)."""
+    return (
+        data["stage"],
+        data["destination"],
+        data["decision"],
+        data["reason"],
+        tuple(data["removed"]),
+        tuple(data["transformed"]),
+        tuple(data["consent"]["sources"]),
+    )
+
+
+@dataclass(slots=True)
+class _DecisionGroup:
+    shared: dict[str, Any]
+    first: datetime
+    last: datetime
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def records(self) -> list[tuple[str, dict[str, Any], datetime]]:
+        """``decisions`` records of at most ``MAX_EVENTS_PER_RECORD`` events each."""
+        out: list[tuple[str, dict[str, Any], datetime]] = []
+        window = {"from": _now_text(self.first), "to": _now_text(self.last)}
+        for start in range(0, len(self.events), MAX_EVENTS_PER_RECORD):
+            events = self.events[start : start + MAX_EVENTS_PER_RECORD]
+            data = {**self.shared, **window, "count": len(events), "events": events}
+            out.append((AuditKind.DECISIONS.value, data, self.last))
+        return out
+
+
+@dataclass(slots=True)
+class AuditWriter:
+    """Buffers records from the hot path and appends them once per ``flush_every_s``.
+
+    ``record`` never awaits. Records wait in memory for at most one interval; when Redis is
+    down they are kept (up to ``max_buffer``, then the oldest are dropped and counted) and
+    retried. ``retention_records`` trims the stream every ``trim_every_s``.
+
+    ``record_decisions`` takes ``decision_entries``' output and, at each flush, writes one
+    ``decisions`` record per group of decisions that differ only in their event (destination,
+    deliver or skip, reason, removed and transformed paths, consent sources): the shared part
+    once, then ``events``, each ``{"event", "subjects", "consent_at"}`` (keyed tokens and a
+    time), with ``from``/``to`` (the interval) and ``count``. The same facts as one record per
+    decision, at a fraction of the hashing, encoding and Redis memory: decisions arrive at
+    event rate, most events of a source have the same shape.
+    """
+
+    log: AuditLog
+    flush_every_s: float = 1.0
+    max_buffer: int = 100_000
+    retention_records: int | None = 10_000_000
+    retention_days: float | None = None
+    trim_every_s: float = 3600.0
+    dropped: int = 0
+    _buffer: list[tuple[str, Mapping[str, Any], datetime]] = field(default_factory=list)
+    _groups: dict[tuple[Any, ...], _DecisionGroup] = field(default_factory=dict)
+    _grouped: int = 0
+    _last_trim: float | None = None
+    _flusher: Periodic = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._flusher = Periodic(
+            "audit-writer",
+            self._tick,
+            self.flush_every_s,
+            (RedisError, OSError, AuditConflictError),
+            log,
+            "audit flush failed",
+            final=self.flush,
+        )
+
+    def record(self, kind: AuditKind | str, data: Mapping[str, Any]) -> None:
+        """Queue one record for the next flush."""
+        self._buffer.append((str(kind), data, self.log.clock()))
+        self._bound()
+
+    def record_many(self, entries: Iterable[tuple[AuditKind | str, Mapping[str, Any]]]) -> None:
+        """Queue several records (``decision_entries``' output), all with the same time."""
+        moment = self.log.clock()
+        self._buffer.extend((str(kind), data, moment) for kind, data in entries)
+        self._bound()
+
+    def record_decisions(
+        self, entries: Iterable[tuple[AuditKind | str, Mapping[str, Any]]]
+    ) -> None:
+        """Queue ``decision_entries``' records, grouped at the flush (see the class)."""
+        moment = self.log.clock()
+        for _, data in entries:
+            if self._grouped >= self.max_buffer:
+                self.dropped += 1
+                continue
+            key = decision_group_key(data)
+            group = self._groups.get(key)
+            if group is None:
+                shared = {k: v for k, v in data.items() if k not in ("event", "subjects")}
+                shared["consent"] = {"sources": data["consent"]["sources"]}
+                group = self._groups[key] = _DecisionGroup(shared, moment, moment)
+            group.last = moment
+            group.events.append(
+                {
+                    "event": data["event"],
+                    "subjects": data["subjects"],
+                    "consent_at": data["consent"]["at"],
+                }
+            )
+            self._grouped += 1
+
+    def _bound(self) -> None:
+        if len(self._buffer) > self.max_buffer:
+            excess = len(self._buffer) - self.max_buffer
+            del self._buffer[:excess]
+            self.dropped += excess
+
+    async def flush(self) -> int:
+        """Append what is buffered; the count of records appended."""
+        if self._groups:
+            groups, self._groups, self._grouped = self._groups, {}, 0
+            for group in sorted(groups.values(), key=lambda g: g.first):
+                self._buffer += group.records()
+            self._bound()
+        if not self._buffer:
+            return 0
+        batch, self._buffer = self._buffer, []
+        done = 0
+        try:
+            while done < len(batch):
+                part = batch[done : done + 1000]
+                await self.log.append_many(
+                    [(kind, data) for kind, data, _ in part], at=[t for _, _, t in part]
+                )
+                done += len(part)
+        except (RedisError, OSError, AuditConflictError):
+            self._buffer[:0] = batch[done:]
+            raise
+        return done
+
+    def start(self) -> None:
+        """Start the periodic flush (and trim)."""
+        self._flusher.start()
+
+    async def close(self) -> None:
+        """Stop and flush what is left."""
+        await self._flusher.close()
+
+    async def trim(self) -> int:
+        """Apply the retention (records beyond the count, records older than the age)."""
+        older_than = None
+        if self.retention_days is not None:
+            older_than = self.log.clock() - timedelta(days=self.retention_days)
+        return await self.log.trim(max_records=self.retention_records, older_than=older_than)
+
+    async def _tick(self) -> None:
+        """Flush; trim to the retention every ``trim_every_s``."""
+        await self.flush()
+        now = asyncio.get_running_loop().time()
+        if self._last_trim is None:
+            self._last_trim = now
+        retains = self.retention_records or self.retention_days
+        if retains and now - self._last_trim >= self.trim_every_s:
+            self._last_trim = now
+            await self.trim()

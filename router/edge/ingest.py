@@ -1,0 +1,481 @@
+"""The ingest handler: ``POST /v1/{type}`` and ``/v1/batch`` (Segment-compatible).
+
+decode -> authenticate -> validate and sanitize each event -> resolve consent -> plan ->
+enqueue every delivery (and every rejection to quarantine) in one group-committed pipeline ->
+answer. The 200 is sent only after Redis has the writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgspec
+from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.trace import Span
+from redis.exceptions import RedisError
+
+from consent.records import ConsentRecord
+from consent.resolve import RequestSignals
+from router.compliance.quarantine import quarantine_write
+from router.core import jsonscan
+from router.core.audit_records import AuditKind, consent_written
+from router.core.outcomes import RejectCode, Rejection
+from router.core.plan import RequestPlan, RequestPlanner
+from router.core.sanitize import Event, Limits, sanitize
+from router.core.schema import (
+    BATCH_DECODER,
+    KEY_DECODER,
+    ROUTE_TYPES,
+    WIRE_EVENT_DECODER,
+    BatchEnvelope,
+    EventType,
+    WireEvent,
+    error_path,
+    error_text,
+)
+from router.core.signals import signals_from_headers
+from router.edge.http import HttpError, basic_auth_key, json_response, read_body
+from router.edge.state import STATE, AppState
+from router.errors import QueueUnavailableError
+from router.observability.tracing import ingest_trace, set_span_attributes, stage_span
+from router.queue.enqueuer import Deliveries, Write
+from router.queue.items import ITEM_ENCODER
+from router.queue.keys import SUPPRESSED, queue_key, subject_hash
+from router.routing import Routing, SourceConfig
+
+_NO_TRACER: Final = trace.NoOpTracer()
+PLAN_SLICE: Final = 100
+"""Events planned between two yields to the event loop: a 2,500-event batch takes a few
+hundred milliseconds of CPU, which no other request should wait for in one piece."""
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(slots=True)
+class _Parsed:
+    items: list[tuple[bytes, WireEvent | Rejection]]
+    context: dict[str, Any] | None = None
+    integrations: dict[str, Any] | None = None
+    sent_at: Any = None
+
+
+_DEFECTS: Final = {
+    "non_finite": (RejectCode.INVALID_NUMBER, "numbers must be finite (no NaN or Infinity)"),
+    "lone_surrogate": (
+        RejectCode.INVALID_STRING,
+        "a string holds an unpaired UTF-16 surrogate escape",
+    ),
+    "control_char": (
+        RejectCode.INVALID_STRING,
+        "a string holds a raw control character; escape it",
+    ),
+    "invalid_utf8": (RejectCode.INVALID_STRING, "a string is not valid UTF-8"),
+}
+"""What ``jsonscan.defect`` finds in an event msgspec refused -> (rejection code, message)."""
+
+
+def _decode_event(raw: bytes) -> WireEvent | Rejection:
+    try:
+        return WIRE_EVENT_DECODER.decode(raw)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        if "out of range" in text:
+            return _malformed(raw)
+        return Rejection(RejectCode.INVALID_FIELD, error_path(text), error_text(text))
+    except msgspec.DecodeError:
+        return _malformed(raw)
+    except RecursionError:
+        return Rejection(RejectCode.TOO_DEEP, "", "the event is nested too deeply")
+
+
+def _malformed(raw: bytes) -> Rejection:
+    """The rejection of an event that is not valid JSON: which value, where, when the
+    structure is sound (one NaN, a lone surrogate escape, a raw control character)."""
+    found = jsonscan.defect(raw)
+    if found is None:
+        return Rejection(RejectCode.INVALID_JSON, "", "the event is not valid JSON")
+    code, message = _DEFECTS[found[0]]
+    return Rejection(code, found[1], message)
+
+
+def _probe_key(body: bytes) -> str | None:
+    """The body's ``writeKey``, also when some other value of the body is malformed."""
+    try:
+        return KEY_DECODER.decode(body).write_key
+    except (msgspec.DecodeError, RecursionError):
+        pass
+    try:
+        raw = jsonscan.object_members(body).get(b'"writeKey"')
+        return msgspec.json.decode(raw, type=str) if raw is not None else None
+    except (jsonscan.ScanError, msgspec.DecodeError):
+        return None
+
+
+def parse_body(
+    body: bytes, route_type: EventType | None, max_event_bytes: int, max_events: int
+) -> _Parsed:
+    """Decode a request body into raw events; ``HttpError`` when nothing is usable.
+
+    A batch is split into raw events before any of them is decoded, so one malformed value
+    costs only its event; a batch of more than ``max_events`` is refused before any work."""
+    if route_type is not None:
+        if len(body) > max_event_bytes:
+            raise HttpError(
+                413, "event_too_large", f"an event is limited to {max_event_bytes} bytes"
+            )
+        decoded = _decode_event(body)
+        if isinstance(decoded, Rejection) and decoded.code is RejectCode.INVALID_JSON:
+            raise HttpError(400, "invalid_json", "the body is not valid JSON")
+        return _Parsed(items=[(body, decoded)])
+    try:
+        envelope = BATCH_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        if "Object missing required field `batch`" in text:
+            raise HttpError(
+                400, "invalid_batch", "a batch body needs a `batch` array", path="batch"
+            ) from exc
+        raise HttpError(400, "invalid_batch", error_text(text), path=error_path(text)) from exc
+    except msgspec.DecodeError:
+        envelope = _split_batch(body, HttpError(400, "invalid_json", "the body is not valid JSON"))
+    except RecursionError:
+        envelope = _split_batch(body, HttpError(400, "too_deep", "the body is nested too deeply"))
+    if len(envelope.batch) > max_events:
+        raise HttpError(
+            413,
+            "too_many_events",
+            f"a batch is limited to {max_events} events; this one has {len(envelope.batch)}",
+        )
+    items: list[tuple[bytes, WireEvent | Rejection]] = []
+    for raw in envelope.batch:
+        data = bytes(raw)
+        if len(data) > max_event_bytes:
+            items.append(
+                (
+                    data,
+                    Rejection(
+                        RejectCode.EVENT_TOO_LARGE,
+                        "",
+                        f"an event is limited to {max_event_bytes} bytes",
+                    ),
+                )
+            )
+        else:
+            items.append((data, _decode_event(data)))
+    return _Parsed(
+        items=items,
+        context=envelope.context,
+        integrations=envelope.integrations,
+        sent_at=envelope.sent_at,
+    )
+
+
+def _split_batch(body: bytes, unusable: HttpError) -> BatchEnvelope:
+    """Split a batch msgspec refused as a whole (one event too deep, or holding a value that
+    is not JSON) into raw events, each decoded on its own later. The envelope's other members
+    must be valid; ``unusable`` is raised when they or the structure are not."""
+    try:
+        members = jsonscan.object_members(body)
+        raw_batch = members.pop(b'"batch"', None)
+        if raw_batch is None:
+            raise HttpError(
+                400, "invalid_batch", "a batch body needs a `batch` array", path="batch"
+            )
+        shallow = b"{" + b",".join(k + b":" + v for k, v in members.items()) + b"}"
+        envelope = BATCH_DECODER.decode(shallow[:-1] + (b"," if members else b"") + b'"batch":[]}')
+        items = [msgspec.Raw(item) for item in jsonscan.array_items(raw_batch)]
+    except (jsonscan.ScanError, msgspec.DecodeError, RecursionError) as exc:
+        raise unusable from exc
+    return msgspec.structs.replace(envelope, batch=items)
+
+
+def authenticate(routing: Routing, request: web.Request, body_key: str | None) -> SourceConfig:
+    header_key = basic_auth_key(request.headers.get("Authorization"))
+    for key in (header_key, body_key, request.query.get("writeKey")):
+        if key:
+            source = routing.sources_by_key.get(key)
+            if source is not None:
+                return source
+            raise HttpError(401, "invalid_write_key", "the write key is not known")
+    raise HttpError(
+        401,
+        "missing_write_key",
+        "send the write key as HTTP Basic user name or as `writeKey` in the body",
+    )
+
+
+async def ingest(request: web.Request) -> web.Response:
+    """``POST /v1/{kind}``: accept events, answer once they are durably queued."""
+    state = request.app[STATE]
+    kind = request.match_info["kind"].lower()
+    if kind not in ROUTE_TYPES:
+        raise HttpError(404, "not_found", f"unknown endpoint /v1/{kind}")
+    route_type = ROUTE_TYPES[kind]
+    if state.inflight >= state.max_inflight:
+        state.stats.add("router_requests_throttled_total", reason="inflight")
+        raise HttpError(429, "rate_limited", "too many requests in flight", retry_after=1)
+    if state.backlogged:
+        state.stats.add("router_requests_throttled_total", reason="backlog")
+        raise HttpError(
+            429,
+            "backlog",
+            "the event queue is near Redis' memory limit; retry later",
+            retry_after=state.settings.retry_after_s,
+        )
+    state.inflight += 1
+    try:
+        return await _ingest(request, state, route_type)
+    finally:
+        state.inflight -= 1
+
+
+async def _ingest(
+    request: web.Request, state: AppState, route_type: EventType | None
+) -> web.Response:
+    route = "batch" if route_type is None else route_type.value
+    with ingest_trace(state.tracer, request.headers, route=route) as (span, trace_parent):
+        try:
+            response = await _accept(
+                request, state, route_type, route, span=span, trace_parent=trace_parent
+            )
+        except HttpError as error:
+            set_span_attributes(span, status=error.status, reason=error.code)
+            raise
+        set_span_attributes(span, status=response.status)
+        return response
+
+
+async def _accept(
+    request: web.Request,
+    state: AppState,
+    route_type: EventType | None,
+    route: str,
+    *,
+    span: Span,
+    trace_parent: str | None,
+) -> web.Response:
+    routing = state.routing
+    limits = routing.file.limits
+    # No work before the write key is known: a key in the header or the query string is
+    # checked before the body is read, one in the body before the body is decoded.
+    source = None
+    if basic_auth_key(request.headers.get("Authorization")) or request.query.get("writeKey"):
+        source = authenticate(routing, request, None)
+    body = await read_body(request, limits.max_request_bytes)
+    if source is None:
+        source = authenticate(routing, request, _probe_key(body))
+    parsed = parse_body(body, route_type, limits.max_event_bytes, limits.max_batch_events)
+    set_span_attributes(span, source=source.id)
+    received_at = datetime.now(UTC)
+    event_limits = Limits(max_string_chars=limits.max_string_chars, max_depth=limits.max_depth)
+
+    events: list[tuple[int, Event]] = []
+    rejected: list[dict[str, Any]] = []
+    writes: list[Write | Deliveries] = []
+    for index, (raw, item) in enumerate(parsed.items):
+        if isinstance(item, Rejection):
+            outcome: Event | Rejection = item
+        else:
+            outcome = sanitize(
+                item,
+                route_type=route_type,
+                received_at=received_at,
+                new_id=_new_id,
+                limits=event_limits,
+                batch_context=parsed.context,
+                batch_integrations=parsed.integrations,
+                batch_sent_at=parsed.sent_at,
+                raw=raw,
+            )
+        if isinstance(outcome, Rejection):
+            rejected.append(
+                {
+                    "index": index,
+                    "code": outcome.code,
+                    "path": outcome.path,
+                    "message": outcome.message,
+                }
+            )
+            writes.append(
+                quarantine_write(
+                    source.id,
+                    route,
+                    index,
+                    outcome,
+                    raw,
+                    now=received_at,
+                    retention_days=state.settings.quarantine_retention_days,
+                )
+            )
+            state.stats.add("router_events_rejected_total", source=source.id, code=outcome.code)
+        else:
+            events.append((index, outcome))
+    state.stats.add(
+        "router_events_received_total", amount=len(parsed.items), source=source.id, route=route
+    )
+
+    signals = signals_from_headers(request.headers.items(), routing.policy.geo_header)
+    tracer = state.tracer
+    try:
+        plan = await _plan(state, [e for _, e in events], signals, source.may_grant, trace_parent)
+        _count_plan(state, plan)
+        writes.extend(_deliveries(plan))
+        consent_audit: list[tuple[AuditKind, dict[str, Any]]] = []
+        with stage_span(tracer, "enqueue"):
+            if plan.updates and state.consent is not None:
+                consent_audit = await _write_consent(state, source, plan)
+            await state.enqueuer.submit(writes)
+    except (QueueUnavailableError, RedisError, OSError) as exc:
+        state.stats.add("router_requests_unavailable_total", route=route)
+        raise HttpError(
+            503,
+            "queue_unavailable",
+            "the event queue is unavailable; retry later",
+            retry_after=state.settings.retry_after_s,
+        ) from exc
+    state.stats.add(
+        "router_events_accepted_total", amount=len(events), source=source.id, route=route
+    )
+    _observe(state, source.id, len(events), plan, consent_audit)
+
+    if events or not rejected:
+        body_out: dict[str, Any] = {"success": True}
+        if rejected:
+            body_out["rejected"] = rejected
+        return json_response(body_out)
+    if route_type is not None:
+        first = rejected[0]
+        raise HttpError(400, first["code"], first["message"], path=first["path"], details=rejected)
+    raise HttpError(
+        400, "no_valid_events", "no event of the batch could be accepted", details=rejected
+    )
+
+
+async def _plan(
+    state: AppState,
+    events: Sequence[Event],
+    signals: RequestSignals,
+    may_grant: bool,
+    trace_parent: str | None,
+) -> RequestPlan:
+    """Look up the subjects (one round trip), then plan the request in slices."""
+    subjects = [tuple(subject_hash(i) for i in e.subject_ids) for e in events]
+    all_hashes = sorted({h for hashes in subjects for h in hashes})
+    with stage_span(state.tracer, "consent"):
+        suppressed, records = await _lookups(state, all_hashes)
+    with stage_span(state.tracer, "plan"):
+        planner = RequestPlanner(
+            state.routing,  # one configuration for the whole request, even across a reload
+            signals,
+            suppressed=suppressed,
+            records=records,
+            may_grant=may_grant,
+            audit_key=state.audit_key if state.audit is not None else None,
+            collect_paths=state.monitor is not None,
+            trace=trace_parent,
+        )
+        for start in range(0, len(events), PLAN_SLICE):
+            if start:
+                await asyncio.sleep(0)  # let other requests run between slices of a big batch
+            end = start + PLAN_SLICE
+            planner.add(events[start:end], subjects[start:end])
+    return planner.plan
+
+
+def _count_plan(state: AppState, plan: RequestPlan) -> None:
+    """The plan's skips and PII detections, as counters (once per request, not per event)."""
+    for (destination_id, reason), count in plan.skipped.items():
+        state.stats.add(
+            "router_events_skipped_total",
+            amount=count,
+            destination=destination_id,
+            reason=reason.value,
+            stage="ingest",
+        )
+    for detection, count in plan.detections.items():
+        state.stats.add(
+            "router_pii_detections_total",
+            amount=count,
+            destination=detection.destination,
+            kind=detection.kind,
+            field=detection.field,
+            status=detection.status,
+        )
+
+
+def _deliveries(plan: RequestPlan) -> list[Deliveries]:
+    """The plan's deliveries as encoded queue items (the enqueuer packs them into entries)."""
+    return [
+        Deliveries(queue_key(destination_id), [ITEM_ENCODER.encode(item) for item in items])
+        for destination_id, items in plan.deliveries.items()
+    ]
+
+
+async def _write_consent(
+    state: AppState, source: SourceConfig, plan: RequestPlan
+) -> list[tuple[AuditKind, dict[str, Any]]]:
+    """Store the consent events' choices (one round trip); count them, refusals too, and
+    return their audit records.
+
+    A grant its source may not make is not stored (the event itself was routed as planned):
+    counted as ``router_consent_writes_total{status="forbidden"}`` and audited with the
+    refused categories."""
+    assert state.consent is not None
+    results = await state.consent.write_many(plan.updates, may_grant=source.may_grant)
+    forbidden = sum(1 for result in results if result.refused)
+    for status, amount in (("written", len(results) - forbidden), ("forbidden", forbidden)):
+        if amount:
+            state.stats.add(
+                "router_consent_writes_total",
+                amount=amount,
+                route="event",
+                source=source.id,
+                status=status,
+            )
+    if state.audit is None:
+        return []
+    return [
+        consent_written(
+            record, ids, "event", state.audit_key, source_id=source.id, refused=result.refused
+        )
+        for (_, record), ids, result in zip(plan.updates, plan.update_ids, results, strict=True)
+    ]
+
+
+def _observe(
+    state: AppState,
+    source_id: str,
+    events: int,
+    plan: RequestPlan,
+    consent_audit: list[tuple[AuditKind, dict[str, Any]]],
+) -> None:
+    """Tell the monitor and the audit trail about an accepted request (memory only)."""
+    if state.monitor is not None:
+        queued = {d: len(routed) for d, routed in plan.deliveries.items()}
+        state.monitor.observe(source_id, queued, plan.paths, events=events)
+        for destination_id, kinds in plan.pii.items():
+            state.monitor.observe_pii(destination_id, kinds)
+    if state.audit is not None:
+        state.audit.record_many(consent_audit)
+        state.audit.record_decisions(plan.decision_audit)
+
+
+async def _lookups(
+    state: AppState, hashes: list[str]
+) -> tuple[set[str], dict[str, ConsentRecord | None]]:
+    """Suppressed subjects and stored consent: free for cached subjects, else one round trip."""
+    if not hashes:
+        return set(), {}
+    if state.consent is not None:
+        records, suppressed = await state.consent.lookup_all(hashes)
+        return suppressed, records
+    found = await state.redis.smismember(SUPPRESSED, hashes)  # type: ignore[misc]
+    return {h for h, hit in zip(hashes, found, strict=True) if hit}, {}

@@ -1,0 +1,157 @@
+"""Every Redis key and stream name the router uses, listed once (all under ``rt:``).
+
+Queues (``router.queue``):
+
+- ``rt:q:{destination}``       the destination's queue (consumer group ``delivery``)
+- ``rt:dlq:{destination}``     dead letters, with the reason
+- ``rt:outbox:{destination}``  encoded requests of a ``dry_run`` destination (bounded)
+- ``rt:quarantine``            rejected input events, redacted: code, path, field types, hashed
+                               subjects (bounded in count and age; ``router.compliance.quarantine``)
+- ``rt:suppressed``            hashed identifiers of erased subjects
+
+Consent (``consent.store``, which may not import the router: its names are re-exported here):
+
+- ``rt:consent:{subject}``     stored consent of a hashed subject
+- ``rt:consent-log:{subject}`` its change history
+- ``rt:consent:changed``       the pub/sub channel of changes
+
+Compliance:
+
+- ``rt:audit``                 the audit trail (``router.compliance.audit_log``; its lane heads,
+                               anchors and witness are ``rt:audit:heads``, ``:anchors``,
+                               ``:last``, ``:head``, ``:anchor``, derived from the stream name)
+- ``rt:erasures``              erasure receipts
+- ``rt:anomalies``             detected anomalies
+- ``rt:hold:{destination}``    a held destination (its workers stop reading)
+- ``rt:vol:{kind}:{id}:{YYYYMMDD}`` / ``:since``  hourly volume counters and first hour seen
+- ``rt:fields:{source}`` / ``:since``             field paths seen from a source
+- ``rt:pii:{destination}``     personal-data kinds seen reaching a destination
+- ``rt:dm:{day}:destinations`` and ``rt:dm:{day}:{destination}:{part}``  the data map
+- ``rt:dm:last``               each destination's last delivery (the record of processing)
+- ``rt:agg:{{destination}}:...``  an aggregate destination's windows, contribution ledgers,
+                               budget and pending releases (``aggregate_key``; the list is in
+                               ``router.compliance.aggregates``)
+
+What rests in a destination's queue is only what that destination may receive (the minimized
+payload), plus hashed subject ids for the re-checks at delivery.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from consent.ids import subject_key
+from consent.store import CHANNEL as CONSENT_CHANNEL
+from consent.store import history_key as consent_history_key
+from consent.store import record_key as consent_key
+
+__all__ = [
+    "ANOMALIES",
+    "AUDIT",
+    "CONSENT_CHANNEL",
+    "DATAMAP_LAST",
+    "DLQ_MAXLEN",
+    "ERASURES",
+    "GROUP",
+    "OUTBOX_MAXLEN",
+    "QUARANTINE",
+    "QUARANTINE_MAXLEN",
+    "SUPPRESSED",
+    "AuditPart",
+    "aggregate_key",
+    "audit_key",
+    "consent_history_key",
+    "consent_key",
+    "datamap_day_key",
+    "datamap_key",
+    "dlq_key",
+    "fields_key",
+    "hold_key",
+    "outbox_key",
+    "pii_key",
+    "queue_key",
+    "subject_hash",
+    "volume_key",
+]
+
+GROUP: Final = "delivery"
+"""The consumer group of every destination queue."""
+QUARANTINE: Final = "rt:quarantine"
+SUPPRESSED: Final = "rt:suppressed"
+AUDIT: Final = "rt:audit"
+ERASURES: Final = "rt:erasures"
+ANOMALIES: Final = "rt:anomalies"
+DATAMAP_LAST: Final = "rt:dm:last"
+
+QUARANTINE_MAXLEN: Final = 100_000
+OUTBOX_MAXLEN: Final = 1_000
+DLQ_MAXLEN: Final = 1_000_000
+
+
+def queue_key(destination_id: str) -> str:
+    """The destination's delivery stream."""
+    return f"rt:q:{destination_id}"
+
+
+def dlq_key(destination_id: str) -> str:
+    """The destination's dead-letter stream."""
+    return f"rt:dlq:{destination_id}"
+
+
+def outbox_key(destination_id: str) -> str:
+    """The dry-run outbox of a destination."""
+    return f"rt:outbox:{destination_id}"
+
+
+def aggregate_key(destination: str, part: str, window: int | str | None = None) -> str:
+    """A key of an aggregate destination (all in one hash slot: ``{destination}``), of one
+    window when ``window`` (its start in Unix seconds, or ``*`` in a SCAN pattern) is given."""
+    middle = f":{window}" if window is not None else ""
+    return f"rt:agg:{{{destination}}}{middle}:{part}"
+
+
+AuditPart = Literal["head", "anchor", "lanes", "heads", "anchors", "last"]
+
+
+def audit_key(stream: str, part: AuditPart) -> str:
+    """A key beside the audit stream: lane 0's ``head`` and last trimmed record (``anchor``),
+    the last lane handed out (``lanes``), each lane's last record (``heads``) and last trimmed
+    record (``anchors``), the newest record of any lane (``last``)."""
+    return f"{stream}:{part}"
+
+
+def hold_key(destination: str) -> str:
+    """The hold flag of a destination."""
+    return f"rt:hold:{destination}"
+
+
+def volume_key(kind: str, subject: str, day: str) -> str:
+    """Hourly event counts of a destination or source on one day (``YYYYMMDD``); with
+    ``day="since"``, the first hour it was counted."""
+    return f"rt:vol:{kind}:{subject}:{day}"
+
+
+def fields_key(source: str) -> str:
+    """The field paths seen from a source (its ``:since`` key is derived from it)."""
+    return f"rt:fields:{source}"
+
+
+def pii_key(destination: str) -> str:
+    """The personal-data kinds seen reaching a destination."""
+    return f"rt:pii:{destination}"
+
+
+def datamap_key(day: str, destination: str, part: str) -> str:
+    """One part (``fields``, ``pii``, ``counts``, ``match``) of a destination's data map."""
+    return f"rt:dm:{day}:{destination}:{part}"
+
+
+def datamap_day_key(day: str) -> str:
+    """The destinations that received anything on that day."""
+    return f"rt:dm:{day}:destinations"
+
+
+def subject_hash(identifier: str) -> str:
+    """How a subject id is stored in Redis: SHA-256 hex of the normalized id
+    (``consent.ids.subject_key``)."""
+    return subject_key(identifier)

@@ -1,0 +1,278 @@
+"""The audit chain's pure core: hashing, verification, decision records without PII."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from consent.model import ConsentState, Signal
+from router.compliance.audit_chain import (
+    GENESIS,
+    GENESIS_ANCHOR,
+    Anchor,
+    AuditRecord,
+    canonical,
+    chain,
+    chain_hash,
+    parse_record,
+    seal,
+    sealed_hash,
+    verify_records,
+)
+from router.compliance.audit_log import MAX_EVENTS_PER_RECORD, AuditLog, AuditWriter
+from router.core.audit_records import AuditKind, decision_entries, subject_token
+from router.core.plan import plan
+from router.core.sanitize import Event
+from router.core.schema import EventType
+from tests.conftest import routing_from
+
+AT = "2026-11-22T10:00:00.000+00:00"
+
+
+def _records(count: int) -> list[AuditRecord]:
+    return chain(GENESIS_ANCHOR, [(AT, "release", {"destination": f"d{i}"}) for i in range(count)])
+
+
+def test_chain_hash_covers_every_field() -> None:
+    """Changing seq, at, kind, data or prev_hash changes the hash; the hash itself is excluded."""
+    record = seal(1, AT, "hold", {"destination": "ga4"}, GENESIS)
+    assert record.hash == chain_hash(record)
+    for change in (
+        {"seq": 2},
+        {"at": "2026-11-22T10:00:01.000+00:00"},
+        {"kind": "release"},
+        {"data": {"destination": "meta"}},
+        {"prev_hash": "1" * 64},
+    ):
+        assert chain_hash(dataclasses.replace(record, **change)) != record.hash
+    assert chain_hash(dataclasses.replace(record, hash="x")) == record.hash
+
+
+def test_canonical_json_ignores_key_order() -> None:
+    """The canonical form sorts keys, so the same data always hashes the same."""
+    assert canonical({"b": 1, "a": [1, {"d": 2, "c": 3}]}) == b'{"a":[1,{"c":3,"d":2}],"b":1}'
+
+
+def test_intact_chain_verifies() -> None:
+    """Records chained from genesis verify, and every record is counted."""
+    records = _records(5)
+    result = verify_records(records, head=Anchor(5, records[-1].hash))
+    assert result.ok
+    assert result.checked == 5
+
+
+def test_edited_record_is_named() -> None:
+    """Editing one record's data without resealing makes that record fail."""
+    records = _records(5)
+    records[2] = dataclasses.replace(records[2], data={"destination": "evil"})
+    result = verify_records(records)
+    assert not result.ok
+    assert result.first_bad_seq == 3
+    assert "record 3" in result.reason
+
+
+def test_resealed_record_is_named_by_the_next_link() -> None:
+    """A record edited and resealed is caught by the next record's prev_hash, and named."""
+    records = _records(5)
+    records[2] = seal(3, AT, "release", {"destination": "evil"}, records[1].hash)
+    result = verify_records(records)
+    assert not result.ok
+    assert result.first_bad_seq == 3
+
+
+def test_resealed_last_record_is_caught_by_the_head() -> None:
+    """Resealing the last record is caught by the stored head."""
+    records = _records(3)
+    head = Anchor(3, records[-1].hash)
+    records[-1] = seal(3, AT, "release", {"destination": "evil"}, records[1].hash)
+    result = verify_records(records, head=head)
+    assert not result.ok
+    assert result.first_bad_seq == 3
+
+
+def test_removed_record_is_reported_missing() -> None:
+    """Deleting a record in the middle names the missing seq."""
+    records = _records(5)
+    del records[1]
+    result = verify_records(records)
+    assert not result.ok
+    assert result.first_bad_seq == 2
+    assert "missing" in result.reason
+
+
+def test_removed_tail_is_caught_by_the_head() -> None:
+    """Deleting the newest records is noticed through the head."""
+    records = _records(5)
+    head = Anchor(5, records[-1].hash)
+    result = verify_records(records[:3], head=head)
+    assert not result.ok
+    assert result.first_bad_seq == 4
+
+
+def test_verification_starts_from_an_anchor() -> None:
+    """After trimming, the rest verifies from the last trimmed record's seq and hash."""
+    records = _records(6)
+    anchor = Anchor(records[2].seq, records[2].hash)
+    assert verify_records(records[3:], anchor).ok
+    assert not verify_records(records[3:]).ok
+    assert verify_records(records[3:], None).ok
+
+
+def test_exported_lines_parse_back_and_verify() -> None:
+    """An exported JSON line parses into the same record."""
+    records = _records(3)
+    lines = [canonical(r.to_json()).decode() for r in records]
+    parsed = [parse_record(line) for line in lines]
+    assert parsed == records
+    assert verify_records(parsed).ok
+
+
+def test_decision_entries_tokenize_subjects_and_hold_no_values() -> None:
+    """Decision records name destination, decision, reason and paths, never ids or values."""
+    routing = routing_from()
+    now = datetime(2026, 11, 22, 10, tzinfo=UTC)
+    data = {
+        "type": "track",
+        "event": "Order Completed",
+        "messageId": "msg-1",
+        "userId": "jane.doe@example.com",
+        "anonymousId": "anon-555-0100",
+        "properties": {"order_id": "o-1", "jane.doe@example.com": 1, "note": "call +1 650 555"},
+    }
+    event = Event(
+        type=EventType.TRACK,
+        message_id="msg-1",
+        timestamp=now,
+        received_at=now,
+        data=data,
+        user_id="jane.doe@example.com",
+        anonymous_id="anon-555-0100",
+        name="Order Completed",
+    )
+    consent = ConsentState(
+        granted=frozenset({"necessary"}), signals=(Signal.SEGMENT,), collected_at=now
+    )
+    decisions = plan(event, consent, routing.destinations, routing.policy)
+    entries = decision_entries(event, consent, decisions, key=b"k")
+    assert [kind for kind, _ in entries] == [AuditKind.DECISION, AuditKind.DECISION]
+    by_destination = {d["destination"]: d for _, d in entries}
+    assert by_destination["analytics-hook"]["decision"] == "skip"
+    ops = by_destination["ops-hook"]
+    assert ops["decision"] == "deliver"
+    assert "properties.note" in ops["removed"]
+    assert "properties.*" in ops["removed"]
+    assert ops["consent"] == {"sources": ["segment"], "at": now.isoformat()}
+    assert subject_token("jane.doe@example.com", b"k") in ops["subjects"]
+    text = json.dumps(entries)
+    for secret in ("jane.doe", "example.com", "anon-555", "650 555", "msg-1"):
+        assert secret not in text
+
+
+def test_appended_records_hash_like_chain_hash() -> None:
+    """The append path's single-encoding hash equals ``chain_hash`` (unicode, escapes, nesting)."""
+    for data in (
+        {"a": [1, "é", None, True, 2.5], "z": {"y": 'x\n"q'}},
+        {},
+        {"destination": "ga4", "removed": ["a.b[]", "properties.*"]},
+    ):
+        record = seal(7, AT, "decision", data, GENESIS)
+        assert sealed_hash(7, AT, "decision", canonical(data).decode(), GENESIS) == record.hash
+
+
+def _decisions(message_id: str, revenue: object, granted: frozenset[str]) -> list[Any]:
+    routing = routing_from()
+    now = datetime(2026, 11, 22, 10, tzinfo=UTC)
+    data = {
+        "type": "track",
+        "event": "Order Completed",
+        "messageId": message_id,
+        "anonymousId": f"anon-{message_id}",
+        "properties": {"order_id": "o-1", "revenue": revenue},
+    }
+    event = Event(
+        type=EventType.TRACK,
+        message_id=message_id,
+        timestamp=now,
+        received_at=now,
+        data=data,
+        anonymous_id=f"anon-{message_id}",
+        name="Order Completed",
+    )
+    consent = ConsentState(granted=granted, signals=(Signal.SEGMENT,), collected_at=now)
+    return decision_entries(
+        event, consent, plan(event, consent, routing.destinations, routing.policy), key=b"k"
+    )
+
+
+def test_decisions_of_same_shaped_events_share_one_record() -> None:
+    """Decisions differing only in their event are grouped: shared part once, events listed;
+    another outcome or another field set gets its own record; large groups are split."""
+    writer = AuditWriter(AuditLog(client=None, key=b"k"))
+    analytics = frozenset({"analytics", "necessary"})
+    for index in range(3):
+        writer.record_decisions(_decisions(f"m{index}", 5, analytics))
+    writer.record_decisions(_decisions("m3", 5, frozenset({"necessary"})))  # analytics: skip
+    writer.record_decisions(_decisions("m4", {"nested": 1}, analytics))  # ops: other paths
+    records = [r for g in writer._groups.values() for r in g.records()]
+    shapes = sorted((d["destination"], d["decision"], d["count"]) for _, d, _ in records)
+    assert shapes == [
+        ("analytics-hook", "deliver", 4),
+        ("analytics-hook", "skip", 1),
+        ("ops-hook", "deliver", 1),
+        ("ops-hook", "deliver", 4),
+    ]
+    assert {kind for kind, _, _ in records} == {AuditKind.DECISIONS.value}
+    group = next(
+        d for _, d, _ in records if d["destination"] == "analytics-hook" and d["count"] == 4
+    )
+    assert group["reason"] == "consent_granted"
+    assert group["removed"] == ["properties.order_id"]
+    tokens = [subject_token(f"m{i}", b"k") for i in (0, 1, 2, 4)]
+    assert [e["event"] for e in group["events"]] == tokens
+    assert group["events"][0]["subjects"] == [subject_token("anon-m0", b"k")]
+    assert group["consent"] == {"sources": ["segment"]}
+    assert "event" not in group
+    assert "subjects" not in group
+    big = AuditWriter(AuditLog(client=None, key=b"k"))
+    for index in range(MAX_EVENTS_PER_RECORD + 1):
+        big.record_decisions(_decisions(f"n{index}", 5, analytics)[:1])
+    (only,) = big._groups.values()
+    assert [d["count"] for _, d, _ in only.records()] == [MAX_EVENTS_PER_RECORD, 1]
+
+
+def test_lane_records_hash_their_lane_and_witness_the_fast_way_too() -> None:
+    """A lane record's hash covers its lane and witness; the one-encoding path agrees."""
+    witness = {"lane": 2, "seq": 7, "hash": "a" * 64}
+    record = seal(3, AT, "hold", {"destination": "ga4"}, GENESIS, lane=4, witness=witness)
+    fast = sealed_hash(
+        3, AT, "hold", canonical({"destination": "ga4"}).decode(), GENESIS, lane=4,
+        witness_json=canonical(witness).decode(),
+    )  # fmt: skip
+    assert fast == record.hash == chain_hash(record)
+    assert chain_hash(dataclasses.replace(record, lane=5)) != record.hash
+    assert chain_hash(dataclasses.replace(record, witness={**witness, "seq": 8})) != record.hash
+    legacy = seal(3, AT, "hold", {"destination": "ga4"}, GENESIS)
+    assert legacy.hash == sealed_hash(
+        3, AT, "hold", canonical({"destination": "ga4"}).decode(), GENESIS
+    )
+    assert parse_record(canonical(record.to_json())) == record
+
+
+def test_interleaved_lanes_verify_and_a_witness_must_match() -> None:
+    """Records of several lanes, interleaved, verify lane by lane; a witness pointing at a
+    record with another hash, or past its lane's end, fails."""
+    one = chain(GENESIS_ANCHOR, [(AT, "release", {"n": i}) for i in range(3)], lane=1)
+    seen = {"lane": 1, "seq": 2, "hash": one[1].hash}
+    two = chain(GENESIS_ANCHOR, [(AT, "hold", {"n": i}) for i in range(2)], lane=2, witness=seen)
+    stream = [one[0], one[1], two[0], one[2], two[1]]
+    result = verify_records(stream)
+    assert (result.ok, result.checked, result.lanes) == (True, 5, 2)
+    assert verify_records(stream, head={1: Anchor(3, one[2].hash), 2: Anchor(2, two[1].hash)}).ok
+    lying = chain(GENESIS_ANCHOR, [(AT, "hold", {})], lane=2, witness={**seen, "hash": "b" * 64})
+    failed = verify_records([one[0], one[1], lying[0]])
+    assert (failed.ok, failed.lane, failed.first_bad_seq) == (False, 2, 1)
+    ahead = chain(GENESIS_ANCHOR, [(AT, "hold", {})], lane=2, witness={**seen, "seq": 9})
+    failed = verify_records([*one, ahead[0]])
+    assert "witnessed lane 1 record 9, which is missing" in failed.reason
