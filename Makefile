@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench redis browser fmt clean compiled test-compiled
+.PHONY: run test lint typecheck pytest bench redis browser fmt clean compiled test-compiled test-corpus
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required (found $$($(PYTHON) --version))"; exit 1; }
@@ -50,7 +50,11 @@ bench: $(STAMP) redis
 compiled: $(STAMP)
 	@scripts/build-compiled.sh
 
-## The whole suite on the compiled build, then the corpus comparing both builds' outputs.
+## The corpus comparing both builds' outputs (CI runs it).
+test-corpus: compiled
+	ROUTER_REQUIRE_COMPILED=1 $(BIN)/pytest tests/integration/test_compiled_build.py
+
+## The whole suite on the compiled build, then the corpus.
 test-compiled: compiled redis browser
 	@if [ -d tests/e2e/browser/node_modules ]; then \
 	  ln -sfn "$(CURDIR)/tests/e2e/browser/node_modules" build/compiled/tests/e2e/browser/node_modules; fi
