@@ -17,19 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from bench.private_redis import private_redis
 from destinations.aggregate import AggregateSettings
 from router.compliance.aggregates import AggregateStore, Contribution, noise_plan
 from router.compliance.datamap import DataMapRecorder
 from router.compliance.inventory import read_inventory
 from router.routing import parse_routing
-from tests.redis_server import RedisServer
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -132,13 +130,8 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--cells", type=int, default=1000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = RedisServer(Path(tmp))
-        server.start()
-        try:
-            asyncio.run(_main(args, server.url))
-        finally:
-            server.stop()
+    with private_redis() as url:
+        asyncio.run(_main(args, url))
     return 0
 
 

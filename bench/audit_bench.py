@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
-from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from bench.private_redis import private_redis
 from router.compliance.audit_log import AuditLog
 from router.core.audit_records import AuditKind
-from tests.redis_server import RedisServer
 
 
 async def _run(
@@ -58,21 +56,16 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=2000)
     parser.add_argument("--appenders", type=int, nargs="+", default=[1, 32, 64])
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = RedisServer(Path(tmp))
-        server.start()
-        try:
-            for shared in (False, True):
-                for appenders in args.appenders:
-                    rate, failed, ok, checked = asyncio.run(
-                        _run(server.url, appenders, args.records, shared=shared)
-                    )
-                    print(
-                        f"{'callers' if shared else 'writers'}={appenders:3d} "
-                        f"records/s={rate:8.0f} failed={failed:5d} verified={ok} checked={checked}"
-                    )
-        finally:
-            server.stop()
+    with private_redis() as url:
+        for shared in (False, True):
+            for appenders in args.appenders:
+                rate, failed, ok, checked = asyncio.run(
+                    _run(url, appenders, args.records, shared=shared)
+                )
+                print(
+                    f"{'callers' if shared else 'writers'}={appenders:3d} "
+                    f"records/s={rate:8.0f} failed={failed:5d} verified={ok} checked={checked}"
+                )
     return 0
 
 

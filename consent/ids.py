@@ -6,6 +6,11 @@ erasure is stored under another hash and silently does nothing. So every id goes
 ``normalize_id`` (control characters removed, NFC, surrounding whitespace stripped), and
 ``subject_key`` applies it before hashing, so no caller can forget it.
 
+Keyed (since 0.2): with a secret, a subject key is HMAC-SHA256 (under the secret) of the
+SHA-256 hex of the normalized id, so the hashes in Redis cannot be reversed by hashing a
+dictionary of emails or ids. The router passes
+its ``ROUTER_SUBJECT_KEY`` in; without one the key is plain SHA-256, as before.
+
 This module lives in ``consent/`` because both ``consent.store`` and ``router`` hash ids, and
 ``consent`` never imports ``router``.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import re
 import unicodedata
 
@@ -37,8 +43,19 @@ def normalize_id(value: str) -> str:
 
 
 @functools.lru_cache(maxsize=8192)
-def subject_key(identifier: str) -> str:
-    """How a subject id is stored in Redis: SHA-256 hex of the normalized id, never the id.
+def subject_key(identifier: str, secret: bytes = b"") -> str:
+    """How a subject id is stored in Redis: ``keyed`` SHA-256 hex of the normalized id under
+    ``secret`` (the plain SHA-256 hex when it is empty), never the id.
 
     Memoized (in memory only): the same subjects send event after event."""
-    return hashlib.sha256(normalize_id(identifier).encode()).hexdigest()
+    unkeyed = hashlib.sha256(normalize_id(identifier).encode()).hexdigest()
+    return keyed(unkeyed, secret) if secret else unkeyed
+
+
+def keyed(unkeyed: str, secret: bytes) -> str:
+    """The keyed subject key of an unkeyed one (the SHA-256 hex of an id).
+
+    The HMAC is taken over the SHA-256 hex rather than over the id so that a deployment which
+    stored unkeyed hashes can re-key them without knowing the ids (``router migrate-subjects``).
+    """
+    return hmac.new(secret, unkeyed.encode(), hashlib.sha256).hexdigest()

@@ -225,8 +225,11 @@ class ConsentStore:
         channel: str = CHANNEL,
         ping_interval_s: float = 5.0,
         group_lookups: bool = True,
+        subject_secret: bytes = b"",
     ) -> None:
         self._client = client
+        self.subject_secret = subject_secret
+        """Key of the subject hashes (``consent.ids.subject_key``): the caller's secret."""
         self._group_lookups = group_lookups
         self._open: _Group | None = None
         """The group concurrent misses join (its read is not sent yet)."""
@@ -450,7 +453,8 @@ class ConsentStore:
 
     async def get(self, subject_ids: Iterable[str]) -> StoredConsent | None:
         """The merged stored consent of a person's raw ids (user id, anonymous id...)."""
-        return await self.get_hashed(subject_key(i) for i in subject_ids if normalize_id(i))
+        secret = self.subject_secret
+        return await self.get_hashed(subject_key(i, secret) for i in subject_ids if normalize_id(i))
 
     async def history(self, subject: str, count: int = HISTORY_MAX) -> list[dict[str, str]]:
         """A hashed subject's recorded changes, newest first (proof)."""

@@ -11,6 +11,13 @@
     router inventory [--config PATH] [--json | --markdown]
     router audit verify
     router audit export
+    router audit query --after T [--destination D] [--subject ID] [--user-id U]
+                       [--anonymous-id A] [--email E] [--json]
+    router audit reindex
+    router subject-report [--user-id U] [--anonymous-id A] [--email E] [--json]
+    router keys rotate [--config PATH]
+    router keys generate --id ID
+    router migrate-subjects
 
 ``router erase`` does what ``POST /admin/erase`` does, directly against Redis (bare ids are
 user ids and anonymous ids both), prints the receipt as JSON (hashes and counts only) and
@@ -25,6 +32,10 @@ allowlist fields, undeclared personal data); ``--markdown`` is the list of recip
 privacy policy. ``router audit verify`` checks the hash chain of
 the audit trail: exit 0 when intact, else 1 with the first bad record named and printed.
 ``router audit export`` prints every record as JSON lines (verifiable offline).
+``router audit query`` answers "did anything leave for this person after T?" from the audit
+trail's subject index: exit 0 when nothing did, 1 when something did (listed), 2 on bad
+arguments, 3 when Redis cannot be reached. ``router subject-report`` prints a person's subject
+access report (``router.compliance.subject_report``).
 
 Every command reads the routing file from ``--config``, else ``ROUTER_CONFIG``, else
 ``config/router.yaml``. Exit codes: 0 fine, 1 invalid configuration or input, 2 usage.
@@ -43,7 +54,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 from redis.asyncio import Redis
@@ -52,14 +63,19 @@ from redis.exceptions import RedisError
 from router.core.explain import consent_context, explain
 from router.core.outcomes import Rejection
 from router.core.schema import WireEvent
+from router.core.sealing import KeyRingError, Sealer, Undecryptable, new_key_entry
 from router.core.signals import signals_from_headers
 from router.edge.http import RouterRunner
 from router.errors import ConfigError
 from router.observability.logs import configure_logging
+from router.queue.items import DLQ_ROLE, OUTBOX_ROLE, sealed_for
 from router.queue.keys import dlq_key, outbox_key
 from router.queue.streams import connect
 from router.routing import Routing, load_routing
 from router.settings import Settings
+
+if TYPE_CHECKING:
+    from router.compliance.erasure import Identifiers
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -80,6 +96,15 @@ def _load(settings: Settings) -> Routing | None:
         return _routing(settings)
     except ConfigError as error:
         _print_problems(Path(settings.config), error)
+        return None
+
+
+def _sealer(settings: Settings) -> Sealer | None:
+    """The key ring's sealer, or None after printing what is wrong with the ring."""
+    try:
+        return settings.sealer()
+    except KeyRingError as error:
+        print(str(error), file=sys.stderr)
         return None
 
 
@@ -137,6 +162,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     try:
         tokens_of(settings)
+        settings.sealer()
     except ValueError as error:
         print(str(error), file=sys.stderr)
         return 1
@@ -256,7 +282,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log_level)
     routing = _load(settings)
-    if routing is None:
+    sealer = _sealer(settings)
+    if routing is None or sealer is None:
         return 1
 
     async def main() -> None:
@@ -280,7 +307,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     routing = _load(settings)
-    if routing is None:
+    if routing is None or _sealer(settings) is None:
         return 1
     identifiers = Identifiers.of(
         [*args.ids, *(args.user_id or [])],
@@ -312,8 +339,19 @@ def cmd_erase(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_redis(settings: Settings, work: Callable[[Redis], Awaitable[int]]) -> int:
-    """Run ``work`` with a Redis client; exit 1 with a clear message when Redis is down."""
+def _print(value: Any, *, as_json: bool, render: Callable[[Any], str]) -> None:
+    """A command's answer: indented JSON with ``--json``, else its text rendering."""
+    if as_json:
+        print(json.dumps(value, indent=2, sort_keys=True))
+    else:
+        sys.stdout.write(render(value))
+
+
+def _with_redis(
+    settings: Settings, work: Callable[[Redis], Awaitable[int]], *, unavailable: int = 1
+) -> int:
+    """Run ``work`` with a Redis client; exit ``unavailable`` with a clear message when Redis
+    is down."""
 
     async def run() -> int:
         client = connect(settings.redis_url, settings.redis_timeout_ms)
@@ -326,7 +364,7 @@ def _with_redis(settings: Settings, work: Callable[[Redis], Awaitable[int]]) -> 
         return int(asyncio.run(run()))
     except (OSError, RedisError) as exc:
         print(f"cannot reach Redis: {type(exc).__name__}", file=sys.stderr)
-        return 1
+        return unavailable
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:
@@ -368,10 +406,7 @@ def cmd_datamap(args: argparse.Namespace) -> int:
 
     async def show(client: Redis) -> int:
         datamap = await read_datamap(client, day)
-        if args.json:
-            print(json.dumps(datamap, indent=2, sort_keys=True))
-        else:
-            sys.stdout.write(render_table(datamap))
+        _print(datamap, as_json=args.json, render=render_table)
         return 0
 
     return _with_redis(settings, show)
@@ -383,10 +418,17 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     from router.compliance.quarantine import read_quarantine  # noqa: PLC0415
 
     settings = _settings(args)
+    sealer = _sealer(settings)
+    if sealer is None:
+        return 1
 
     async def show(client: Redis) -> int:
         entries = await read_quarantine(
-            client, args.limit, now=_now(), retention_days=settings.quarantine_retention_days
+            client,
+            args.limit,
+            now=_now(),
+            retention_days=settings.quarantine_retention_days,
+            sealer=sealer,
         )
         for entry in entries:
             print(json.dumps(entry, sort_keys=True))
@@ -435,6 +477,110 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
         return 0
 
     return _with_redis(settings, dump)
+
+
+def _identifiers(args: argparse.Namespace) -> Identifiers:
+    """The person named by ``--user-id``, ``--anonymous-id``, ``--email`` (and ``--subject``:
+    any id), normalized as ingest normalizes ids."""
+    from router.compliance.erasure import Identifiers  # noqa: PLC0415
+
+    return Identifiers.of(
+        [*(args.user_id or []), *(getattr(args, "subject", None) or [])],
+        args.anonymous_id or [],
+        args.email or [],
+    )
+
+
+def cmd_subject_report(args: argparse.Namespace) -> int:
+    """Everything held and done about one person: stored consent and its history, what left
+    for which destination (when, which fields, under which consent), what was withheld and
+    why, erasures. Exit 0, 2 without an identifier, 1 when Redis cannot be reached."""
+    from consent.store import ConsentStore  # noqa: PLC0415
+    from router.compliance.subject_report import render_text, subject_report  # noqa: PLC0415
+    from router.queue.keys import SUPPRESSED  # noqa: PLC0415
+
+    settings = _settings(args)
+    identifiers = _identifiers(args)
+    if not identifiers.count:
+        print("give --user-id, --anonymous-id or --email", file=sys.stderr)
+        return 2
+
+    async def show(client: Redis) -> int:
+        store = ConsentStore(
+            client, suppressed_key=SUPPRESSED, subject_secret=settings.subject_key_bytes
+        )
+        report = await subject_report(
+            client, store, identifiers, audit_key=settings.audit_key_bytes, now=_now()
+        )
+        _print(report, as_json=args.json, render=render_text)
+        return 0
+
+    return _with_redis(settings, show)
+
+
+QUERY_NOTHING_LEFT: Final = 0
+QUERY_LEFT: Final = 1
+QUERY_USAGE: Final = 2
+QUERY_UNAVAILABLE: Final = 3
+
+
+def cmd_audit_query(args: argparse.Namespace) -> int:
+    """Did anything leave for this person (for a destination) at or after a time? Exit 0:
+    nothing did; 1: something did (listed); 2: bad arguments; 3: Redis unreachable."""
+    from router.compliance.subject_report import audit_query, parse_after  # noqa: PLC0415
+
+    settings = _settings(args)
+    identifiers = _identifiers(args)
+    if not identifiers.count:
+        print("give --subject, --user-id, --anonymous-id or --email", file=sys.stderr)
+        return QUERY_USAGE
+    try:
+        after = parse_after(args.after)
+    except ValueError as exc:
+        print(f"--after: {exc}", file=sys.stderr)
+        return QUERY_USAGE
+
+    async def query(client: Redis) -> int:
+        answer = await audit_query(
+            client,
+            identifiers.tokens(settings.audit_key_bytes),
+            after=after,
+            destination=args.destination,
+        )
+        if args.json:
+            print(json.dumps(answer, indent=2, sort_keys=True))
+        else:
+            target = args.destination or "any destination"
+            print(f"{len(answer['left'])} event(s) left for {target} at or after {answer['after']}")
+            for item in answer["left"]:
+                sent = ", ".join(item["sent"] or ["(paths not recorded)"])
+                sources = ", ".join(item["consent"]["sources"]) or "no signal"
+                where = f"{item['at']} {item['destination']} event {item['event']}"
+                print(f"  {where}: {sent} [{sources}]")
+            print(f"{len(answer['withheld'])} decision(s) withheld in the same period")
+        if not answer["complete"]:
+            print(
+                f"warning: the audit trail only reaches back to {answer['oldest_record_at']}",
+                file=sys.stderr,
+            )
+        return QUERY_LEFT if answer["left"] else QUERY_NOTHING_LEFT
+
+    return _with_redis(settings, query, unavailable=QUERY_UNAVAILABLE)
+
+
+def cmd_audit_reindex(args: argparse.Namespace) -> int:
+    """Index the records of a trail written before the subject index existed (idempotent)."""
+    from router.compliance.subject_index import reindex  # noqa: PLC0415
+    from router.queue.keys import AUDIT  # noqa: PLC0415
+
+    settings = _settings(args)
+
+    async def run(client: Redis) -> int:
+        records, added = await reindex(client, AUDIT)
+        print(f"{records} record(s) read, {added} index entr(y/ies) added")
+        return 0
+
+    return _with_redis(settings, run)
 
 
 def _now() -> datetime:
@@ -524,18 +670,19 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     """Print what a dry-run destination would have sent, newest first."""
-    return _print_stream(args, outbox_key(args.destination), "r")
+    return _print_stream(args, outbox_key(args.destination), "r", OUTBOX_ROLE)
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
     """List a destination's dead letters with their reasons, newest first."""
-    return _print_stream(args, dlq_key(args.destination), None)
+    return _print_stream(args, dlq_key(args.destination), None, DLQ_ROLE)
 
 
-def _print_stream(args: argparse.Namespace, key: str, field: str | None) -> int:
+def _print_stream(args: argparse.Namespace, key: str, field: str | None, role: str) -> int:
     settings = _settings(args)
     routing = _load(settings)
-    if routing is None:
+    sealer = _sealer(settings)
+    if routing is None or sealer is None:
         return 1
     if routing.destination(args.destination) is None:
         known = ", ".join(d.id for d in routing.destinations)
@@ -558,12 +705,114 @@ def _print_stream(args: argparse.Namespace, key: str, field: str | None) -> int:
         record: dict[str, Any] = {"id": entry_id.decode()}
         for name, value in fields.items():
             text = value.decode("utf-8", "replace")
-            record[name.decode()] = json.loads(text) if name.decode() in ("r", "d") else text
-        if field is not None:
+            if name.decode() in ("qd", "qb"):  # an undecryptable entry, kept sealed as it was
+                record["undecryptable"] = True
+                continue
+            if name.decode() in ("r", "d"):
+                try:
+                    where = sealed_for(role, args.destination, name.decode())
+                    opened = sealer.open(value, where)
+                except Undecryptable as exc:
+                    record["undecryptable"] = exc.reason
+                    record[name.decode()] = None
+                    continue
+                record[name.decode()] = json.loads(opened)
+            else:
+                record[name.decode()] = text
+        if field is not None and record.get(field) is not None:
             record = {"id": record["id"], **record[field]}
         print(json.dumps(record, sort_keys=True))
     if not entries:
         print(f"(nothing in {key})", file=sys.stderr)
+    return 0
+
+
+class Progress:
+    """``done/total`` as a bar redrawn in place on a terminal, else a line every 10%."""
+
+    def __init__(self, label: str, stream: Any = None, width: int = 30) -> None:
+        self._label = label
+        self._out = sys.stderr if stream is None else stream
+        self._tty = bool(getattr(self._out, "isatty", lambda: False)())
+        self._width = width
+        self._shown = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        """Show that ``done`` of ``total`` are through."""
+        share = done / total if total else 1.0
+        if self._tty:
+            filled = int(share * self._width)
+            bar = "#" * filled + "." * (self._width - filled)
+            self._out.write(f"\r{self._label} [{bar}] {share:4.0%} {done}/{total}")
+            if done >= total:
+                self._out.write("\n")
+        elif int(share * 10) > self._shown:
+            self._shown = int(share * 10)
+            self._out.write(f"{self._label}: {done}/{total} entries ({share:.0%})\n")
+        self._out.flush()
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """Re-seal every queued, dead-lettered, outbox and quarantine entry with the newest key of
+    ``ROUTER_ENCRYPTION_KEYS`` (``router.queue.rotation``), while the routers keep running."""
+    from router.queue.rotation import rotate  # noqa: PLC0415
+
+    settings = _settings(args)
+    sealer = _sealer(settings)
+    if sealer is not None and sealer.ring is None:
+        print("ROUTER_ENCRYPTION_KEYS is not set: there is no key to rotate to", file=sys.stderr)
+        return 1
+    routing = _load(settings)
+    if routing is None or sealer is None:
+        return 1
+    destinations = [d.id for d in routing.destinations]
+
+    async def run(client: Redis) -> int:
+        progress = Progress(f"re-encrypting with key {sealer.ring.current if sealer.ring else ''}")
+        report = await rotate(client, sealer, destinations, progress)
+        print(report.line())
+        return 0
+
+    return _with_redis(settings, run)
+
+
+def cmd_migrate_subjects(args: argparse.Namespace) -> int:
+    """Re-key the unkeyed subject hashes of stored consent and suppression under
+    ``ROUTER_SUBJECT_KEY`` (``router.subject_migration``); run before starting the routers
+    with the secret."""
+    from router.compliance.subject_migration import (  # noqa: PLC0415
+        SubjectKeyMismatchError,
+        migrate_subjects,
+    )
+    from router.queue.keys import SUPPRESSED  # noqa: PLC0415
+
+    settings = _settings(args)
+    secret = settings.subject_key_bytes
+    if not secret:
+        print("ROUTER_SUBJECT_KEY is not set: there is no key to migrate to", file=sys.stderr)
+        return 1
+
+    async def run(client: Redis) -> int:
+        try:
+            report = await migrate_subjects(
+                client, secret, SUPPRESSED, Progress("re-keying subject hashes")
+            )
+        except SubjectKeyMismatchError as error:
+            print(str(error), file=sys.stderr)
+            return 1
+        print(report.line())
+        return 0
+
+    return _with_redis(settings, run)
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    """Print a fresh ``id:base64`` key to put FIRST in ``ROUTER_ENCRYPTION_KEYS``."""
+    try:
+        print(new_key_entry(args.id))
+    except KeyRingError as error:
+        print(str(error), file=sys.stderr)
+        return 2
     return 0
 
 
@@ -634,6 +883,22 @@ def build_parser() -> argparse.ArgumentParser:
     datamap.add_argument("--json", action="store_true")
     datamap.set_defaults(func=cmd_datamap)
 
+    keys = commands.add_parser("keys", help="the key ring of encryption at rest")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    rotate_cmd = keys_commands.add_parser(
+        "rotate", help="re-encrypt every entry at rest with the newest key (online)"
+    )
+    rotate_cmd.add_argument("--config")
+    rotate_cmd.set_defaults(func=cmd_keys_rotate)
+    generate = keys_commands.add_parser("generate", help="print a new id:base64 key")
+    generate.add_argument("--id", required=True, help="the key id, e.g. k2 or 2026-12")
+    generate.set_defaults(func=cmd_keys_generate)
+
+    migrate = commands.add_parser(
+        "migrate-subjects", help="re-key stored subject hashes under ROUTER_SUBJECT_KEY"
+    )
+    migrate.set_defaults(func=cmd_migrate_subjects)
+
     inventory = commands.add_parser("inventory", help="the record of processing (recipients)")
     inventory.add_argument("--config")
     shape = inventory.add_mutually_exclusive_group()
@@ -647,7 +912,38 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=cmd_audit_verify)
     export = audit_commands.add_parser("export", help="every record as JSON lines")
     export.set_defaults(func=cmd_audit_export)
+    query = audit_commands.add_parser(
+        "query",
+        help="did anything leave for a person after a time? exit 0: no, 1: yes (listed), "
+        "2: bad arguments, 3: Redis unreachable",
+    )
+    query.add_argument("--after", required=True, help="ISO 8601 time (UTC when no offset)")
+    query.add_argument("--destination", help="one destination id (default: every one)")
+    _subject_options(query, subject=True)
+    query.add_argument("--json", action="store_true")
+    query.set_defaults(func=cmd_audit_query)
+
+    reindex = audit_commands.add_parser(
+        "reindex", help="index a trail written before the subject index (idempotent)"
+    )
+    reindex.set_defaults(func=cmd_audit_reindex)
+
+    report = commands.add_parser(
+        "subject-report", help="everything held and done about one person (access request)"
+    )
+    _subject_options(report, subject=False)
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(func=cmd_subject_report)
     return parser
+
+
+def _subject_options(parser: argparse.ArgumentParser, *, subject: bool) -> None:
+    """The options naming a person (each may be given several times)."""
+    if subject:
+        parser.add_argument("--subject", action="append", help="any id of the person")
+    parser.add_argument("--user-id", action="append")
+    parser.add_argument("--anonymous-id", action="append")
+    parser.add_argument("--email", action="append")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,12 +34,14 @@ from destinations.transport import AiohttpTransport, Transport
 from router.compliance.anomaly import AnomalyMonitor, configure_monitor
 from router.compliance.audit_log import AuditLog, AuditWriter
 from router.compliance.datamap import DataMapRecorder
+from router.core.sealing import Sealer
 from router.delivery.pool import WorkerPool
 from router.delivery.recheck import consent_recheck
 from router.delivery.worker import WorkerOptions
 from router.observability.metrics import COUNTER_NAMES, Stats
 from router.observability.setup import Telemetry, setup_telemetry
 from router.queue.enqueuer import Enqueuer
+from router.queue.items import PLAINTEXT
 from router.queue.keys import SUPPRESSED
 from router.queue.streams import HoldGate, connect
 from router.routing import Routing
@@ -122,6 +124,8 @@ class Runtime:
     serve: bool
     run_workers: bool
     owns_telemetry: bool
+    sealer: Sealer = PLAINTEXT
+    """Encryption at rest (``ROUTER_ENCRYPTION_KEYS``) of what the queues hold."""
     workers: WorkerPool | None = field(default=None)
     """The running pool (``None`` before start, or without ``workers``)."""
 
@@ -142,6 +146,7 @@ class Runtime:
             telemetry=self.telemetry,
             datamap=self.datamap,
             gate=HoldGate(self.redis),
+            sealer=self.sealer,
             audit=self.audit_log,
         )
 
@@ -209,11 +214,14 @@ def build_runtime(
     audit_log = AuditLog(client, key=settings.audit_key_bytes)
     monitor = AnomalyMonitor(client, stats=stats, audit=audit_log, transport=transport)
     configure_monitor(monitor, routing)
+    sealer = settings.sealer()
     return Runtime(
         settings=settings,
         routing=routing,
         redis=client,
-        consent=ConsentStore(client, suppressed_key=SUPPRESSED),
+        consent=ConsentStore(
+            client, suppressed_key=SUPPRESSED, subject_secret=settings.subject_key_bytes
+        ),
         transport=transport,
         telemetry=telemetry,
         stats=stats,
@@ -224,13 +232,14 @@ def build_runtime(
             retention_records=settings.audit_max_records,
             retention_days=settings.audit_retention_days,
         ),
-        enqueuer=Enqueuer(client),
+        enqueuer=Enqueuer(client, sealer=sealer),
         monitor=monitor,
         datamap=DataMapRecorder(client),
         worker_options=worker_options or WorkerOptions(consumer=default_consumer(settings)),
         serve=serve,
         run_workers=workers,
         owns_telemetry=owns_telemetry,
+        sealer=sealer,
     )
 
 

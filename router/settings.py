@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from router.core.sealing import KeyRing, Sealer
+
 
 class Settings(BaseSettings):
     """What an operator sets per process; the routing file holds everything else."""
@@ -54,6 +56,12 @@ class Settings(BaseSettings):
     """Drop quarantined (rejected, redacted) events older than this."""
     consumer_name: str | None = None
     """Name of this process in the consumer groups (default: host name and pid)."""
+    encryption_keys: SecretStr | None = None
+    """Key ring of encryption at rest: ``id:base64,...`` of 32-byte keys, NEWEST FIRST (the
+    first seals, all open); unset: nothing is sealed (``router.core.sealing``)."""
+    subject_key: SecretStr | None = None
+    """Secret of the keyed subject hashes in Redis (HMAC-SHA256 of each id); unset: plain
+    SHA-256, as before 0.2, which a dictionary of ids can reverse."""
 
     @property
     def audit_key_bytes(self) -> bytes:
@@ -64,3 +72,14 @@ class Settings(BaseSettings):
     def tokenize_key(self) -> str:
         """``tokenize_secret``'s value (empty when unset)."""
         return self.tokenize_secret.get_secret_value() if self.tokenize_secret else ""
+
+    @property
+    def subject_key_bytes(self) -> bytes:
+        """``subject_key`` as the key of the subject hashes (empty: unkeyed SHA-256)."""
+        return self.subject_key.get_secret_value().encode() if self.subject_key else b""
+
+    def sealer(self) -> Sealer:
+        """The sealer of ``encryption_keys``; ``KeyRingError`` (a ``ValueError`` naming the
+        entry, never the key) when the ring is malformed."""
+        text = self.encryption_keys.get_secret_value() if self.encryption_keys else ""
+        return Sealer(KeyRing.parse(text))

@@ -16,4 +16,30 @@ if [ -z "${ROUTER_REDIS_URL:-}" ]; then
   export ROUTER_REDIS_URL="redis://127.0.0.1:${port}/0"
   echo "local Redis on port ${port} (data in .run/redis)" >&2
 fi
+# Development secrets of encryption at rest and of the keyed subject hashes, made on the first
+# run and kept in .run/dev-keys (git-ignored) so that later runs read what earlier ones stored.
+# Never use these in production: set ROUTER_ENCRYPTION_KEYS and ROUTER_SUBJECT_KEY yourself.
+if [ -z "${ROUTER_ENCRYPTION_KEYS:-}${ROUTER_SUBJECT_KEY:-}" ]; then
+  mkdir -p .run
+  if [ ! -f .run/dev-keys ]; then
+    umask 077
+    {
+      echo "export ROUTER_ENCRYPTION_KEYS='$(.venv/bin/router keys generate --id dev1)'"
+      echo "export ROUTER_SUBJECT_KEY='$(head -c 32 /dev/urandom | base64)'"
+    } > .run/dev-keys
+  fi
+  # shellcheck source=/dev/null
+  . .run/dev-keys
+  echo "encryption at rest on with the development keys of .run/dev-keys" >&2
+fi
+# The audit trail's subject tokens are HMACs under ROUTER_AUDIT_KEY: without one, a list of ids
+# reverses them. Same treatment: a development key in .run/dev-audit-key unless one is set.
+if [ -z "${ROUTER_AUDIT_KEY:-}" ]; then
+  mkdir -p .run
+  if [ ! -f .run/dev-audit-key ]; then
+    (umask 077; echo "export ROUTER_AUDIT_KEY='$(head -c 32 /dev/urandom | base64)'" > .run/dev-audit-key)
+  fi
+  # shellcheck source=/dev/null
+  . .run/dev-audit-key
+fi
 .venv/bin/router serve --config "$ROUTER_CONFIG"

@@ -1,5 +1,6 @@
 """What privacy and legal read: the audit trail, the data map, anomalies and holds, erasure,
-the quarantine, the record of processing, differentially private aggregates.
+the quarantine, the record of processing, differentially private aggregates, the subject
+index and the subject access report.
 
 Pure cores (``audit_chain``, the anomaly detector's arithmetic, the inventory's
 ``build_inventory``) inside Redis shells (``audit_log``, ``datamap``, ``anomaly``, ``erasure``,

@@ -78,10 +78,11 @@ from router.compliance.audit_chain import (
     record_name,
     sealed_hash,
 )
+from router.compliance.subject_index import index_tokens, unindex
 from router.core.audit_records import AuditKind, subject_token
 from router.errors import AuditConflictError
 from router.periodic import Periodic
-from router.queue.keys import AUDIT, audit_key
+from router.queue.keys import AUDIT, audit_key, optout_index_key, subject_index_key
 
 log = logging.getLogger("router.audit")
 
@@ -109,22 +110,29 @@ local head = redis.call('HGET', KEYS[2], lane)
 if head ~= ARGV[2] then return {0, head or ''} end
 local before = redis.call('HMGET', KEYS[3], 'lane', 'seq', 'hash')
 local n = #ARGV
-for i = 3, n, 7 do
+local id
+for i = 3, n, 8 do
   if ARGV[i + 6] == '' then
-    redis.call('XADD', KEYS[1], '*', 'lane', lane, 'seq', ARGV[i], 'at', ARGV[i + 1],
+    id = redis.call('XADD', KEYS[1], '*', 'lane', lane, 'seq', ARGV[i], 'at', ARGV[i + 1],
       'kind', ARGV[i + 2], 'data', ARGV[i + 3], 'prev', ARGV[i + 4], 'hash', ARGV[i + 5])
   else
-    redis.call('XADD', KEYS[1], '*', 'lane', lane, 'seq', ARGV[i], 'at', ARGV[i + 1],
+    id = redis.call('XADD', KEYS[1], '*', 'lane', lane, 'seq', ARGV[i], 'at', ARGV[i + 1],
       'kind', ARGV[i + 2], 'data', ARGV[i + 3], 'prev', ARGV[i + 4], 'hash', ARGV[i + 5],
       'witness', ARGV[i + 6])
   end
+  local ms = string.match(id, '^(%d+)')
+  for k in string.gmatch(ARGV[i + 7], '%d+') do
+    redis.call('ZADD', KEYS[tonumber(k)], ms, id)
+  end
 end
-redis.call('HSET', KEYS[2], lane, ARGV[n - 6] .. ' ' .. ARGV[n - 1])
-redis.call('HSET', KEYS[3], 'lane', lane, 'seq', ARGV[n - 6], 'hash', ARGV[n - 1])
+redis.call('HSET', KEYS[2], lane, ARGV[n - 7] .. ' ' .. ARGV[n - 2])
+redis.call('HSET', KEYS[3], 'lane', lane, 'seq', ARGV[n - 7], 'hash', ARGV[n - 2])
 return {1, before[1] or '', before[2] or '', before[3] or ''}
 """
 """Append a lane's records if its head is the one the writer holds (it always is, unless two
-writers share the lane); returns the newest record of any lane before them (the next witness)."""
+writers share the lane); returns the newest record of any lane before them (the next witness).
+Each record's id is added to the subject index sets (``router.compliance.subject_index``) named
+by the space-separated ``KEYS`` positions of its last argument, in the same atomic step."""
 
 _TRIM = """
 local found = redis.call('XRANGE', KEYS[1], '-', ARGV[1])
@@ -174,7 +182,8 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _record_of(fields: Mapping[bytes, bytes]) -> AuditRecord:
+def record_of(fields: Mapping[bytes, bytes]) -> AuditRecord:
+    """A record from its stream entry's fields (unreadable parts marked ``_invalid``)."""
     try:
         data = json.loads(fields[b"data"])
         if not isinstance(data, dict):
@@ -369,6 +378,8 @@ class AuditLog:
             lane, head, witness = self._lane, self._head, self._witness
             records: list[AuditRecord] = []
             args: list[str | int] = [str(lane), f"{head.seq} {head.hash}"]
+            keys = [self.stream, audit_key(self.stream, "heads"), audit_key(self.stream, "last")]
+            positions: dict[str, int] = {}
             seq, prev = head.seq, head.hash
             for moment, kind, data, data_json in entries:
                 seq += 1
@@ -378,12 +389,10 @@ class AuditLog:
                 parsed = json.loads(witness) if witness is not None else None
                 records.append(AuditRecord(seq, moment, kind, data, prev, digest, lane, parsed))
                 args += [str(seq), moment, kind, data_json, prev, digest, witness or ""]
+                args.append(self._index_positions(kind, data, keys, positions))
                 prev = digest
                 witness = None
-            result = await script(
-                keys=[self.stream, audit_key(self.stream, "heads"), audit_key(self.stream, "last")],
-                args=args,
-            )
+            result = await script(keys=keys, args=args)
             if int(result[0]) == 1:
                 self._head = Anchor(seq, prev)
                 self._witness = self._witness_of(result[1], result[2], result[3])
@@ -396,6 +405,23 @@ class AuditLog:
                 self._lane = None  # the lane is gone from the registry: open a new one
             log.warning("audit lane head moved; appending again", extra={"lane": lane})
         raise AuditConflictError("could not append to the audit lane")
+
+    def _index_positions(
+        self, kind: str, data: Mapping[str, Any], keys: list[str], positions: dict[str, int]
+    ) -> str:
+        """The ``KEYS`` positions (1-based, added to ``keys`` when new) of the subject index
+        sets a record goes into, space-separated."""
+        subjects, honoured = index_tokens(kind, data)
+        wanted = [subject_index_key(self.stream, t) for t in subjects]
+        wanted += [optout_index_key(self.stream, t) for t in honoured]
+        out: list[str] = []
+        for key in wanted:
+            position = positions.get(key)
+            if position is None:
+                keys.append(key)
+                position = positions[key] = len(keys)
+            out.append(str(position))
+        return " ".join(out)
 
     async def head(self) -> Anchor:
         """This writer's last record's seq and hash (genesis before its first append)."""
@@ -418,7 +444,7 @@ class AuditLog:
         while True:
             page = await self.client.xrange(self.stream, min=start, count=PAGE)
             for entry_id, fields in page:
-                yield _record_of(fields)
+                yield record_of(fields)
                 start = "(" + _text(entry_id)
             if len(page) < PAGE:
                 return
@@ -475,9 +501,10 @@ class AuditLog:
         script = self.client.register_script(_TRIM)
         dropped = 0
         while True:
-            last_id = await self._trim_point(max_records, older_than)
-            if last_id is None:
+            candidates = await self._trim_point(max_records, older_than)
+            if not candidates:
                 return dropped
+            last_id = _text(candidates[-1][0])
             removed = int(
                 await script(
                     keys=[
@@ -488,11 +515,16 @@ class AuditLog:
                     args=[last_id],
                 )
             )
+            # The subject index follows: the trimmed records leave their subjects' sets (a
+            # lookup drops what an interrupted trim left behind).
+            trimmed = [(_text(i), record_of(fields)) for i, fields in candidates]
+            await unindex(self.client, self.stream, ((i, r.kind, r.data) for i, r in trimmed))
             if removed == 0:
                 return dropped
             dropped += removed
 
-    async def _trim_point(self, max_records: int | None, older_than: datetime | None) -> str | None:
+    async def _trim_point(self, max_records: int | None, older_than: datetime | None) -> list[Any]:
+        """The oldest records to trim (at most 10,000 at a time), as stream entries."""
         candidates: list[Any] = []
         if max_records is not None:
             excess = int(await self.client.xlen(self.stream)) - max_records
@@ -503,9 +535,7 @@ class AuditLog:
             older = await self.client.xrange(self.stream, max=boundary, count=10_000)
             if len(older) > len(candidates):
                 candidates = older
-        if not candidates:
-            return None
-        return _text(candidates[-1][0])
+        return candidates
 
 
 async def verify(client: aioredis.Redis, stream: str = STREAM) -> VerifyResult:
@@ -530,6 +560,7 @@ def decision_group_key(data: Mapping[str, Any]) -> tuple[Any, ...]:
         data["destination"],
         data["decision"],
         data["reason"],
+        tuple(data.get("sent", ())),
         tuple(data["removed"]),
         tuple(data["transformed"]),
         tuple(data["consent"]["sources"]),

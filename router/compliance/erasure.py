@@ -43,7 +43,7 @@ from destinations.transport import Transport
 from router.compliance.aggregates import AggregateStore
 from router.compliance.audit_log import AuditLog
 from router.compliance.quarantine import erase_quarantined
-from router.core.audit_records import AuditKind
+from router.core.audit_records import AuditKind, subject_token
 from router.queue.keys import ERASURES
 from router.routing import CompiledDestination, Routing
 
@@ -84,12 +84,19 @@ class Identifiers:
         """How many distinct identifiers were given."""
         return len({*self.user_ids, *self.anonymous_ids, *self.emails})
 
-    def hashes(self) -> list[str]:
-        """The hashed subjects to suppress (an email also lower-cased)."""
+    def tokens(self, key: bytes) -> list[str]:
+        """The subjects as the audit trail names them (keyed tokens; an email also
+        lower-cased), sorted."""
+        every = {*self.user_ids, *self.anonymous_ids, *self.emails}
+        every |= {email.lower() for email in self.emails}
+        return sorted({subject_token(i, key) for i in every})
+
+    def hashes(self, secret: bytes = b"") -> list[str]:
+        """The hashed subjects to suppress (an email also lower-cased), keyed by ``secret``."""
         values = [*self.user_ids, *self.anonymous_ids]
         for email in self.emails:
             values += [email, email.lower()]
-        return list(dict.fromkeys(subject_key(v) for v in values))
+        return list(dict.fromkeys(subject_key(v, secret) for v in values))
 
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
@@ -143,7 +150,7 @@ async def erase(
 ) -> dict[str, Any]:
     """Erase a person everywhere we can; the receipt (no raw identifiers). ``actor``: who
     asked, as the audit trail names them (``operator:<token id>``, ``cli``)."""
-    hashes = identifiers.hashes()
+    hashes = identifiers.hashes(store.subject_secret)
     erased = await store.erase(hashes)
     quarantined = await erase_quarantined(client, hashes)
     ledgers = 0
@@ -192,13 +199,11 @@ def erasure_record(
     receipt: dict[str, Any], identifiers: Identifiers, audit: AuditLog, actor: str | None
 ) -> dict[str, Any]:
     """The audit trail's ``erasure`` record: counts, bounded statuses, keyed subject tokens."""
-    every = {*identifiers.user_ids, *identifiers.anonymous_ids, *identifiers.emails}
-    every |= {email.lower() for email in identifiers.emails}
     return {
         "receipt": receipt["id"],
         "actor": actor,
         "identifiers": identifiers.count,
-        "subjects": sorted({audit.token(i) for i in every}),
+        "subjects": identifiers.tokens(audit.key),
         "suppressed": receipt["suppressed"],
         "removed": receipt["removed"],
         "destinations": [

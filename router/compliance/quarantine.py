@@ -12,6 +12,9 @@ Stream ``rt:quarantine``, one entry per rejected event (``quarantine_write``):
 - ``subjects``: the hashed ids (``consent.ids.subject_key`` of ``userId`` and ``anonymousId``,
   comma-separated) so erasure finds a person's entries (``erase_quarantined``) without the ids.
 
+With encryption at rest on (``ROUTER_ENCRYPTION_KEYS``), every field but ``subjects`` is sealed
+into one ``e`` (a JSON object of them): erasure still finds entries by their hashes.
+
 Retention: at most ``QUARANTINE_MAXLEN`` entries (approximately), and none older than
 ``ROUTER_QUARANTINE_RETENTION_DAYS`` (default 7): every quarantine write trims the older ones
 in the same pipeline, and every read trims before reading.
@@ -30,7 +33,9 @@ import redis.asyncio as aioredis
 from consent.ids import normalize_id, subject_key
 from router.core.outcomes import Rejection
 from router.core.paths import WILDCARD, safe_segment
+from router.core.sealing import Sealer, Undecryptable
 from router.queue.enqueuer import Write
+from router.queue.items import PLAINTEXT, QUARANTINE_ROLE, sealed_for
 from router.queue.keys import QUARANTINE, QUARANTINE_MAXLEN
 
 MAX_SHAPE_PATHS: Final = 128
@@ -121,12 +126,12 @@ def _id_text(value: Any) -> str | None:
     return None
 
 
-def subjects_of(parsed: Any) -> list[str]:
+def subjects_of(parsed: Any, secret: bytes = b"") -> list[str]:
     """The hashed subjects of a rejected event (its ``userId`` and ``anonymousId``)."""
     if not isinstance(parsed, dict):
         return []
     ids = (_id_text(parsed.get(name)) for name in ("userId", "anonymousId"))
-    return list(dict.fromkeys(subject_key(i) for i in ids if i))
+    return list(dict.fromkeys(subject_key(i, secret) for i in ids if i))
 
 
 def _parse(raw: bytes) -> tuple[bool, Any]:
@@ -145,6 +150,8 @@ def quarantine_write(
     *,
     now: datetime,
     retention_days: float,
+    sealer: Sealer = PLAINTEXT,
+    subject_secret: bytes = b"",
 ) -> Write:
     """The redacted quarantine entry of a rejected event (trimming what is past retention)."""
     parsed_ok, parsed = _parse(raw)
@@ -158,8 +165,12 @@ def quarantine_write(
         "size": str(len(raw)),
         "json": "1" if parsed_ok else "0",
         "shape": json.dumps(shape_of(parsed) if parsed_ok else {}, separators=(",", ":")),
-        "subjects": ",".join(subjects_of(parsed)),
     }
+    subjects = ",".join(subjects_of(parsed, subject_secret))
+    if sealer.enabled:
+        sealed = sealer.seal(json.dumps(fields).encode(), sealed_for(QUARANTINE_ROLE, "", "e"))
+        fields = {"e": sealed}
+    fields["subjects"] = subjects
     return Write(QUARANTINE, fields, maxlen=QUARANTINE_MAXLEN, minid=min_id(now, retention_days))
 
 
@@ -173,8 +184,14 @@ async def trim_quarantine(client: aioredis.Redis, now: datetime, retention_days:
     return int(await client.xtrim(QUARANTINE, minid=min_id(now, retention_days), approximate=False))
 
 
-def _decode(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
+def _decode(entry_id: bytes, fields: dict[bytes, bytes], sealer: Sealer) -> dict[str, Any]:
     record: dict[str, Any] = {"id": entry_id.decode()}
+    if b"e" in fields:
+        try:
+            opened = json.loads(sealer.open(fields[b"e"], sealed_for(QUARANTINE_ROLE, "", "e")))
+        except Undecryptable as exc:
+            return {**record, "undecryptable": exc.reason}
+        fields = {k.encode(): str(v).encode() for k, v in opened.items()}
     for name, value in fields.items():
         key, text = name.decode(), value.decode("utf-8", "replace")
         if key == "shape":
@@ -194,12 +211,18 @@ def _decode(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
 
 
 async def read_quarantine(
-    client: aioredis.Redis, limit: int, *, now: datetime, retention_days: float
+    client: aioredis.Redis,
+    limit: int,
+    *,
+    now: datetime,
+    retention_days: float,
+    sealer: Sealer = PLAINTEXT,
 ) -> list[dict[str, Any]]:
-    """The newest ``limit`` entries as JSON-ready dicts (after trimming to the retention)."""
+    """The newest ``limit`` entries as JSON-ready dicts (after trimming to the retention); a
+    sealed entry that does not open reads as ``{"id", "undecryptable": reason}``."""
     await trim_quarantine(client, now, retention_days)
     entries = await client.xrevrange(QUARANTINE, count=limit)
-    return [_decode(entry_id, fields) for entry_id, fields in entries]
+    return [_decode(entry_id, fields, sealer) for entry_id, fields in entries]
 
 
 async def erase_quarantined(client: aioredis.Redis, hashes: Iterable[str]) -> int:

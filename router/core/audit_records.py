@@ -1,7 +1,7 @@
 """What the router writes to the audit trail about one request, as values. Pure.
 
-``decision_entries``: per event and destination, deliver or skip, the reason, the removed and
-transformed field paths (keys normalized) and the consent snapshot's sources and time;
+``decision_entries``: per event and destination, deliver or skip, the reason, the sent, removed
+and transformed field paths (keys normalized) and the consent snapshot's sources and time;
 ``consent_written``: a stored consent choice. Subject and event ids appear only as
 ``subject_token``s, HMAC-SHA256 under the audit key. ``router.compliance.audit_log`` chains
 and stores them.
@@ -20,7 +20,7 @@ from typing import Any, Final
 from consent.model import ConsentState
 from consent.records import ConsentRecord
 from router.core.outcomes import Decision, Deliver
-from router.core.paths import field_paths, removed, safe_path, sent_paths
+from router.core.paths import field_paths, safe_path, sent_and_removed, sent_paths
 from router.core.sanitize import Event
 
 MAX_PATHS: Final = 100
@@ -91,10 +91,10 @@ def decision_entries(
 ) -> list[tuple[AuditKind, dict[str, Any]]]:
     """One ``decision`` record per destination, with no personal data.
 
-    Records the destination, deliver or skip, the reason, the removed and transformed field
-    paths (keys normalized), the consent snapshot's sources and time; the event and its
-    subjects appear as keyed tokens only. ``event_paths``: ``field_paths(event.data)`` when
-    the caller computed it already.
+    Records the destination, deliver or skip, the reason, the field paths sent (``sent``, on
+    a delivery), removed and transformed (keys normalized), the consent snapshot's sources and
+    time; the event and its subjects appear as keyed tokens only. ``event_paths``:
+    ``field_paths(event.data)`` when the caller computed it already.
     """
     event_data = event.data
     event_token = subject_token(event.message_id, key)
@@ -117,15 +117,14 @@ def decision_entries(
             if all_paths is None:
                 all_paths = field_paths(event_data)
             payload = decision.delivery.payload
+            sent, removed = sent_and_removed(
+                all_paths, payload, sent=sent_paths(destination.allowlist, all_paths, payload)
+            )
             data.update(
                 decision="deliver",
                 reason="consent_granted" if destination.requires else "no_consent_required",
-                removed=removed(
-                    event_data,
-                    payload,
-                    data_paths=all_paths,
-                    sent=sent_paths(destination.allowlist, all_paths, payload),
-                ),
+                sent=sent,
+                removed=removed,
                 transformed=list(_configured_paths(destination.allowlist.transformed_paths)),
             )
         else:

@@ -5,13 +5,16 @@ Consent Preference``) carry the user's new choice in ``context.consent.categoryP
 ``consent_update`` turns it into the record to store (malformed: nothing to store).
 ``parse_consent_body`` reads a ``POST /v1/consent`` body into hashed subjects and a record, or
 a ``Rejection`` (stable code, field path, message) that the edge answers with a 400.
+``parse_status_query`` reads whose status ``GET /v1/consent/status`` asks for.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Final, NamedTuple
 
 import msgspec
 
@@ -21,7 +24,7 @@ from consent.policy import ConsentPolicy
 from consent.records import ConsentRecord
 from consent.signals import read_segment
 from router.core.outcomes import RejectCode, Rejection
-from router.core.sanitize import Event
+from router.core.sanitize import Event, Limits
 from router.core.schema import EventType, error_path, error_text
 
 RESERVED_EVENTS = frozenset({"Segment Consent Preference Updated", "Segment Consent Preference"})
@@ -106,7 +109,7 @@ class ConsentRequest(NamedTuple):
 
 
 def parse_consent_body(
-    body: bytes, policy: ConsentPolicy, received_at: datetime
+    body: bytes, policy: ConsentPolicy, received_at: datetime, subject_secret: bytes = b""
 ) -> ConsentRequest | Rejection:
     """Hashed subject ids and the record to store, or why the body is refused."""
     try:
@@ -152,7 +155,7 @@ def parse_consent_body(
             f"the timestamp is older than max_age_days ({policy.max_age_days})",
         )
     unique = list(dict.fromkeys(ids))
-    return ConsentRequest([subject_key(i) for i in unique], record, unique)
+    return ConsentRequest([subject_key(i, subject_secret) for i in unique], record, unique)
 
 
 def _timestamp(text: str) -> datetime | None:
@@ -163,3 +166,55 @@ def _timestamp(text: str) -> datetime | None:
         return parsed.astimezone(UTC)
     except (ValueError, OverflowError):
         return None
+
+
+# --- whose consent status is asked for (``GET /v1/consent/status``) ---
+
+
+MAX_ID_CHARS: Final = Limits().max_id_chars
+STATUS_IDS: Final = (("userId", "user_id"), ("anonymousId", "anonymous_id"))
+"""The query parameters of ``GET /v1/consent/status`` naming the person."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusQuery:
+    """Whose consent status is asked for: normalized ids, at least one."""
+
+    user_id: str | None = None
+    anonymous_id: str | None = None
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The ids given, user id first."""
+        return tuple(i for i in (self.user_id, self.anonymous_id) if i)
+
+
+def parse_status_query(
+    items: Iterable[tuple[str, str]], *, max_id_chars: int = MAX_ID_CHARS
+) -> StatusQuery | Rejection:
+    """The person of ``GET /v1/consent/status?userId=..&anonymousId=..``.
+
+    Each id is normalized as ingest normalizes ids (``normalize_id``); an empty one counts as
+    absent (a page may template an empty ``userId`` for a visitor who is not logged in). Other
+    parameters (``writeKey``, cache busters) are ignored. A Rejection when no id is left
+    (``missing_identity``), or an id is given twice or is too long (``invalid_id``)."""
+    given: dict[str, list[str]] = {}
+    for name, value in items:
+        given.setdefault(name, []).append(value)
+    found: dict[str, str | None] = {}
+    for name, attribute in STATUS_IDS:
+        values = given.get(name, [])
+        if len(values) > 1:
+            return Rejection(RejectCode.INVALID_ID, name, f"give {name} once")
+        text = normalize_id(values[0]) if values else ""
+        if len(text) > max_id_chars:
+            return Rejection(
+                RejectCode.INVALID_ID, name, f"ids are limited to {max_id_chars} characters"
+            )
+        found[attribute] = text or None
+    query = StatusQuery(**found)
+    if not query.ids:
+        return Rejection(
+            RejectCode.MISSING_IDENTITY, "userId", "give userId or anonymousId (or both)"
+        )
+    return query

@@ -11,7 +11,7 @@ trail or ``router explain``.
 and the audit trail's ``decision`` records both give.
 
 ``sent_paths(allowlist, data_paths, payload)``: the paths of a destination's payload, memoized
-per event shape (the audit's removed paths and the plan's per-destination paths read it).
+per event shape (the audit's sent and removed paths read it).
 """
 
 from __future__ import annotations
@@ -122,15 +122,30 @@ def removed(
     payload: Mapping[str, Any],
     *,
     data_paths: frozenset[str] | None = None,
-    sent: frozenset[str] | None = None,
 ) -> list[str]:
     """The paths of ``data`` its minimized form ``payload`` no longer has: sorted, at most
-    ``MAX_REMOVED``. ``data_paths``: ``field_paths(data)``, ``sent``: ``field_paths(payload)``
-    (or ``sent_paths``), when the caller has them already."""
-    return _removed(
-        field_paths(data) if data_paths is None else data_paths,
-        field_paths(payload) if sent is None else sent,
-    )
+    ``MAX_REMOVED``. ``data_paths``: ``field_paths(data)`` when the caller has it already."""
+    return _removed(field_paths(data) if data_paths is None else data_paths, field_paths(payload))
+
+
+def sent_and_removed(
+    data_paths: frozenset[str],
+    payload: Mapping[str, Any],
+    *,
+    sent: frozenset[str] | None = None,
+) -> tuple[list[str], list[str]]:
+    """The paths ``payload`` holds and the paths of the data it no longer has (each sorted, at
+    most ``MAX_REMOVED``): what left and what minimization took away, in one walk.
+    ``sent``: ``field_paths(payload)`` (or ``sent_paths``) when the caller has it already."""
+    if sent is None:
+        sent = field_paths(payload)
+    return _listed(sent), _removed(data_paths, sent)
+
+
+@functools.lru_cache(maxsize=4096)
+def _listed(paths: frozenset[str]) -> list[str]:
+    """Shared: never change the list."""
+    return sorted(paths)[:MAX_REMOVED]
 
 
 @functools.lru_cache(maxsize=4096)

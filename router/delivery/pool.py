@@ -12,11 +12,13 @@ from destinations.aggregate import AggregateConnector
 from destinations.transport import Transport
 from router.compliance.audit_log import AuditLog
 from router.compliance.datamap import DataMapRecorder
+from router.core.sealing import Sealer
 from router.delivery.aggregate import AggregateCounter, releaser_for
 from router.delivery.recheck import Recheck
 from router.delivery.worker import DestinationWorker, WorkerOptions
 from router.observability.metrics import Stats
 from router.observability.setup import Telemetry
+from router.queue.items import PLAINTEXT
 from router.queue.streams import HoldGate
 from router.routing import CompiledDestination
 
@@ -38,6 +40,8 @@ class WorkerPool:
     telemetry: Telemetry | None = None
     datamap: DataMapRecorder | None = None
     gate: HoldGate | None = None
+    sealer: Sealer = PLAINTEXT
+    """Encryption at rest of the entries the workers read and dead-letter."""
     audit: AuditLog | None = None
     """Where aggregate releases are recorded (none: they wait, unreleased)."""
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -72,6 +76,7 @@ class WorkerPool:
                     self.telemetry,
                     self.datamap,
                     self.gate,
+                    self.sealer,
                 )
                 self._tasks.append(
                     asyncio.create_task(worker.run(), name=f"worker:{destination.id}:{index}")

@@ -48,6 +48,7 @@ from destinations.transport import Transport
 from router.compliance.datamap import DataMapRecorder, declared_kinds
 from router.core.outcomes import Failure, SkipReason
 from router.core.paths import field_paths
+from router.core.sealing import Sealer, Undecryptable
 from router.delivery.recheck import Recheck, recheck_batch
 from router.delivery.retry import Action, Group, backoff, bisect, exhausted, next_action
 from router.observability.metrics import Stats
@@ -60,12 +61,16 @@ from router.observability.tracing import (
 )
 from router.queue.enqueuer import MAX_ITEMS_PER_ENTRY
 from router.queue.items import (
+    DLQ_ROLE,
+    OUTBOX_ROLE,
+    PLAINTEXT,
     QueuedItem,
     QueueItem,
     decode_queued,
     decoded,
     entry_fields,
     entry_items,
+    sealed_for,
 )
 from router.queue.keys import DLQ_MAXLEN, GROUP, OUTBOX_MAXLEN, dlq_key, outbox_key, queue_key
 from router.queue.streams import HoldGate, ensure_group
@@ -95,6 +100,9 @@ class _Entry:
     raw: bytes
     result: Failure | None = None
     finished: bool = False
+    still_sealed: str = ""
+    """The entry's field (``d`` or ``b``) when it did not open: ``raw`` is its envelope, kept
+    as it is (sealed for the queue) in the dead letter."""
 
 
 @dataclass(slots=True)
@@ -112,6 +120,7 @@ class DestinationWorker:
     telemetry: Telemetry | None = None
     datamap: DataMapRecorder | None = None
     gate: HoldGate | None = None
+    sealer: Sealer = PLAINTEXT
     _last_reclaim: float = field(default=0.0)
     _own_pending_done: bool = field(default=False)
     _items_per_entry: float = field(default=float(MAX_ITEMS_PER_ENTRY))
@@ -189,7 +198,7 @@ class DestinationWorker:
         with start_delivery_span(self.tracer, self.destination.id, traces):
             live: list[int] = []
             for entry in entries:
-                if entry.item is None:
+                if entry.item is None and entry.result is None:
                     entry.result, entry.finished = Failure("corrupt_entry"), True
             decoded = [(p, e.item) for p, e in enumerate(entries) if e.item is not None]
             reasons = await self._recheck([item for _, item in decoded])
@@ -210,9 +219,21 @@ class DestinationWorker:
             await self._settle(entries)
 
     def _decode(self, raw: Any) -> list[_Entry]:
-        """One ``_Entry`` per delivery of a stream entry (an entry may hold a batch)."""
+        """One ``_Entry`` per delivery of a stream entry (an entry may hold a batch); one
+        ``undecryptable`` entry for a sealed entry that does not open (never dropped)."""
+        fields = entry_fields(raw)
+        try:
+            items = entry_items(fields, self.sealer, self.destination.id)
+        except Undecryptable as exc:
+            name = "d" if "d" in fields else "b"
+            failure = Failure("undecryptable", exc.reason)
+            log.warning(
+                "queue entry does not decrypt: dead-lettered as it is",
+                extra={"destination": self.destination.id, "reason": exc.reason},
+            )
+            return [_Entry(raw[0], None, fields[name], failure, True, still_sealed=name)]
         found: list[_Entry] = []
-        for data in entry_items(entry_fields(raw)) or [b""]:
+        for data in items or [b""]:
             found.append(_Entry(entry_id=raw[0], item=decode_queued(data), raw=data))
         return found
 
@@ -317,9 +338,10 @@ class DestinationWorker:
         config = self.destination.config
         if config.dry_run:
             record = {"at": datetime.now(UTC).isoformat(), "request": request.redacted()}
+            where = sealed_for(OUTBOX_ROLE, self.destination.id, "r")
             await self.client.xadd(
                 outbox_key(self.destination.id),
-                {"r": msgspec.json.encode(record)},
+                {"r": self.sealer.seal(msgspec.json.encode(record), where)},
                 maxlen=OUTBOX_MAXLEN,
                 approximate=True,
             )
@@ -415,11 +437,17 @@ class DestinationWorker:
         pipe = self.client.pipeline(transaction=True)
         moment = datetime.now(UTC)
         now = moment.isoformat()
+        where = sealed_for(DLQ_ROLE, self.destination.id, "d")
         for entry in done:
             if entry.result is not None:
+                letter: dict[str, bytes | str] = {"reason": entry.result.text, "at": now}
+                if entry.still_sealed:  # kept as it was: it opens (if ever) in the queue
+                    letter[f"q{entry.still_sealed}"] = entry.raw
+                else:
+                    letter["d"] = self.sealer.seal(entry.raw, where)
                 pipe.xadd(
                     dlq_key(self.destination.id),
-                    {"d": entry.raw, "reason": entry.result.text, "at": now},
+                    letter,  # type: ignore[arg-type]
                     maxlen=DLQ_MAXLEN,
                     approximate=True,
                 )

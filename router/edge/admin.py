@@ -17,7 +17,8 @@ with ``Retry-After``. JSON bodies get ingest's limits (``limits.max_depth``, che
 decoder with ``jsonscan.depth_path``: 400 ``too_deep`` with the path).
 
 Roles: ``viewer`` < ``operator`` < ``admin``, and ``auditor`` beside them (privacy and legal:
-the data map, anomalies, explain and the audit trail, but not queues or dead letters).
+the data map, anomalies, explain, the audit trail and subject access reports, but not queues
+or dead letters).
 
 Endpoints (``ROLE_TABLE`` is the source of truth):
 
@@ -36,6 +37,8 @@ Endpoints (``ROLE_TABLE`` is the source of truth):
 - ``POST /admin/explain``                           ``{"event": {...}, "consent"?, "headers"?}``
 - ``POST /admin/erase``                             ``{"userId"?, "anonymousId"?, "email"?}``:
                                                     erase a person (``router.compliance.erasure``)
+- ``POST /admin/subject-report``                    the same body: a person's subject access
+                                                    report (roles ``auditor``, ``admin``)
 
 ``ROUTER_OPERATOR_TOKEN`` (the 0.1 erasure token) counts as a token with the ``operator`` role
 (``create_app`` adds its hash to the table). ``/admin/erase`` keeps its 0.1 answers: 401
@@ -65,18 +68,20 @@ from router.compliance.datamap import day_of, read_datamap
 from router.compliance.erasure import Identifiers, Ids, erase
 from router.compliance.inventory import read_inventory, render_markdown
 from router.compliance.quarantine import read_quarantine
+from router.compliance.subject_report import subject_report
 from router.core.audit_records import AuditKind
 from router.core.explain import consent_context, explain
 from router.core.jsonscan import depth_path
 from router.core.outcomes import Failure, Rejection
 from router.core.schema import WireEvent, error_path, error_text
+from router.core.sealing import Undecryptable
 from router.core.signals import signals_from_headers
 from router.edge.http import HttpError, decode_body, error_response, json_response, read_body
 from router.edge.state import STATE, AppState
 from router.edge.tokens import Identity, Role, TokenTable
 from router.errors import AuditConflictError
 from router.observability.metrics import RouterMetrics
-from router.queue.items import ITEM_DECODER
+from router.queue.items import DLQ_ROLE, ITEM_DECODER, replay_entry, sealed_for
 from router.queue.keys import dlq_key, queue_key
 from router.queue.streams import discard, queue_status, release
 
@@ -395,8 +400,14 @@ async def list_dlq(request: web.Request, call: Call) -> web.StreamResponse:
             "reason": Failure.parse(fields.get(b"reason", b"").decode("utf-8", "replace")).text,
             "at": fields.get(b"at", b"").decode("utf-8", "replace"),
         }
+        sealed = fields.get(b"d")
         try:
-            item = ITEM_DECODER.decode(fields.get(b"d", b""))
+            if sealed is None:  # kept sealed for the queue: it did not open there
+                raise Undecryptable("kept_sealed")
+            opened = call.state.sealer.open(sealed, sealed_for(DLQ_ROLE, destination, "d"))
+            item = ITEM_DECODER.decode(opened)
+        except Undecryptable:
+            row["undecryptable"] = True
         except msgspec.DecodeError:
             row["corrupt"] = True
         else:
@@ -417,6 +428,7 @@ async def list_quarantine(request: web.Request, call: Call) -> web.StreamRespons
         _limit(request),
         now=datetime.now(UTC),
         retention_days=state.settings.quarantine_retention_days,
+        sealer=state.sealer,
     )
     return json_response({"quarantine": entries})
 
@@ -448,16 +460,25 @@ async def replay_dlq(request: web.Request, call: Call) -> web.StreamResponse:
     else:
         found = await client.xrange(dlq, count=_limit(request, MAX_LIMIT))
     pipe = client.pipeline(transaction=True)
+    replayed, kept = 0, 0
     for entry_id, fields in found:
-        pipe.xadd(queue_key(destination), {"d": fields.get(b"d", b"")})
+        entry = replay_entry(call.state.sealer, destination, fields)
+        if entry is None:
+            kept += 1
+            continue
+        pipe.xadd(queue_key(destination), entry)  # type: ignore[arg-type]
         pipe.xdel(dlq, entry_id)
-    if found:
+        replayed += 1
+    if replayed:
         await pipe.execute()
     await call.audit.append(
         AuditKind.DLQ_REPLAY,
-        {"destination": destination, "count": len(found), "actor": call.actor},
+        {"destination": destination, "count": replayed, "actor": call.actor},
     )
-    return json_response({"destination": destination, "replayed": len(found)})
+    answer: dict[str, Any] = {"destination": destination, "replayed": replayed}
+    if kept:
+        answer["undecryptable"] = kept
+    return json_response(answer)
 
 
 async def erase_subject(request: web.Request, call: Call) -> web.StreamResponse:
@@ -492,6 +513,25 @@ async def erase_subject(request: web.Request, call: Call) -> web.StreamResponse:
         raise unavailable from exc
     state.stats.add("router_erasures_total")
     return json_response({"success": True, "receipt": receipt})
+
+
+async def report_subject(request: web.Request, call: Call) -> web.StreamResponse:
+    """``POST /admin/subject-report``: a person's subject access report
+    (``router.compliance.subject_report``); the body names them as ``/admin/erase`` does."""
+    body = await read_body(request, MAX_BODY_BYTES)
+    check_depth(body, _max_depth(call))
+    identifiers = parse_erase_body(body)
+    state = call.state
+    if state.consent is None:
+        raise _unavailable(state, "consent_store_unavailable", "the consent store is unavailable")
+    report = await subject_report(
+        state.redis,
+        state.consent,
+        identifiers,
+        audit_key=call.audit.key,
+        now=datetime.now(UTC),
+    )
+    return json_response(report)
 
 
 async def export_audit(request: web.Request, call: Call) -> web.StreamResponse:
@@ -583,6 +623,7 @@ ROLE_TABLE: Final[tuple[Endpoint, ...]] = (
     Endpoint("GET", "/admin/audit/export", AUDIT, export_audit),
     Endpoint("GET", "/admin/audit/verify", AUDIT, verify_audit),
     Endpoint("POST", "/admin/explain", PRIVACY, explain_event),
+    Endpoint("POST", "/admin/subject-report", AUDIT, report_subject),
     Endpoint(
         "POST",
         "/admin/erase",

@@ -25,9 +25,10 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from router.compliance.anomaly import configure_monitor
+from router.compliance.subject_migration import check_subject_key
 from router.core.audit_records import AuditKind
 from router.edge.admin import add_admin_routes, refresh_queue_lag
-from router.edge.consent_api import post_consent
+from router.edge.consent_api import get_consent_status, post_consent
 from router.edge.http import (
     CORS_PATH_PREFIXES,
     READ_TIMEOUT,
@@ -210,6 +211,8 @@ def create_app(runtime: Runtime) -> web.Application:
         audit=runtime.audit,
         monitor=runtime.monitor,
         audit_key=runtime.audit_key,
+        sealer=runtime.sealer,
+        subject_secret=settings.subject_key_bytes,
     )
     contexts = runtime.contexts()
     # The edge's own tasks start once the resources they use are open, before the workers.
@@ -222,6 +225,7 @@ def create_app(runtime: Runtime) -> web.Application:
     # /v1/consent and /v1/m before /v1/{kind}, which would match them; preflights (OPTIONS)
     # are answered by the cors middleware.
     app.router.add_post("/v1/consent", post_consent)
+    app.router.add_get("/v1/consent/status", get_consent_status)
     app.router.add_post("/v1/m", post_sdk_metrics)  # analytics.js's usage counters
     app.router.add_post("/v1/{kind}", ingest)
     # RudderStack JS's beacon transport (sendBeacon on page unload), write key in the query
@@ -250,6 +254,7 @@ async def _edge_tasks(app: web.Application) -> AsyncIterator[None]:
     runtime, state = app[RUNTIME], app[STATE]
     if not runtime.audit_key:
         log.warning("ROUTER_AUDIT_KEY is not set: audit subject tokens use an empty key")
+    await check_subject_key(runtime.redis, runtime.settings.subject_key_bytes)
     runtime.audit.record(AuditKind.CONFIG_LOADED, _config_record(runtime.routing))
     tasks = [asyncio.create_task(_watch_backlog(state), name="backlog")]
     if "metrics" in runtime.telemetry.exporting:

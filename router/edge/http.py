@@ -239,7 +239,7 @@ def preflight_headers(requested: str | None) -> dict[str, str]:
         and all(_TOKEN.fullmatch(n) for n in names)
     )
     return {
-        "Access-Control-Allow-Methods": "POST, OPTIONS",
+        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
         "Access-Control-Allow-Headers": ", ".join(names) if reflect else KNOWN_REQUEST_HEADERS,
         "Access-Control-Max-Age": "86400",
         "Vary": "Origin, Access-Control-Request-Headers",

@@ -313,6 +313,8 @@ async def _accept(
                     raw,
                     now=received_at,
                     retention_days=state.settings.quarantine_retention_days,
+                    sealer=state.sealer,
+                    subject_secret=state.subject_secret,
                 )
             )
             state.stats.add("router_events_rejected_total", source=source.id, code=outcome.code)
@@ -367,7 +369,8 @@ async def _plan(
     trace_parent: str | None,
 ) -> RequestPlan:
     """Look up the subjects (one round trip), then plan the request in slices."""
-    subjects = [tuple(subject_hash(i) for i in e.subject_ids) for e in events]
+    secret = state.subject_secret
+    subjects = [tuple(subject_hash(i, secret) for i in e.subject_ids) for e in events]
     all_hashes = sorted({h for hashes in subjects for h in hashes})
     with stage_span(state.tracer, "consent"):
         suppressed, records = await _lookups(state, all_hashes)
@@ -414,7 +417,11 @@ def _count_plan(state: AppState, plan: RequestPlan) -> None:
 def _deliveries(plan: RequestPlan) -> list[Deliveries]:
     """The plan's deliveries as encoded queue items (the enqueuer packs them into entries)."""
     return [
-        Deliveries(queue_key(destination_id), [ITEM_ENCODER.encode(item) for item in items])
+        Deliveries(
+            queue_key(destination_id),
+            [ITEM_ENCODER.encode(item) for item in items],
+            destination_id,
+        )
         for destination_id, items in plan.deliveries.items()
     ]
 

@@ -13,9 +13,11 @@ from consent.store import ConsentStore
 from destinations.transport import Transport
 from router.compliance.anomaly import AnomalyMonitor
 from router.compliance.audit_log import AuditWriter
+from router.core.sealing import Sealer
 from router.observability.metrics import Stats
 from router.observability.setup import Telemetry
 from router.queue.enqueuer import Enqueuer
+from router.queue.items import PLAINTEXT
 from router.routing import Routing
 from router.settings import Settings
 
@@ -48,6 +50,10 @@ class AppState:
     """Anomaly detection: volume and field paths per source, PII kinds per destination."""
     audit_key: bytes = b""
     """Key of the subject tokens in audit records (``ROUTER_AUDIT_KEY``)."""
+    sealer: Sealer = PLAINTEXT
+    """Encryption at rest of queued, dead-lettered, outbox and quarantined entries."""
+    subject_secret: bytes = b""
+    """Key of the subject hashes stored in Redis (``ROUTER_SUBJECT_KEY``)."""
 
     @property
     def tracer(self) -> trace.Tracer:

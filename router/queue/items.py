@@ -7,21 +7,32 @@ they are settled; the re-checks read only ids and times. Decoded payloads held t
 most of what the garbage collector walked, so a worker reads ``QueuedItem`` (the same struct,
 payload left as raw JSON) and decodes the payload (``decoded``) just before its group is encoded.
 There is one item struct and one delivery struct, generic in the payload; a test keeps it so.
+
+At rest (``router.core.sealing``, on when ``ROUTER_ENCRYPTION_KEYS`` is set): a queue entry's
+``d``/``b`` value, a dead letter's ``d``, an outbox record's ``r`` and a quarantine entry's ``e``
+are AES-256-GCM envelopes whose associated data names the role, the destination and the field
+(``sealed_for``). Plaintext values from before encryption still read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import msgspec
 
 from destinations.base import DeliveryOf
 from router.core.outcomes import QueueItem, QueueItemOf
+from router.core.sealing import Sealer, Undecryptable, context
 
 __all__ = [
+    "DLQ_ROLE",
     "ITEM_DECODER",
     "ITEM_ENCODER",
+    "OUTBOX_ROLE",
+    "PLAINTEXT",
+    "QUARANTINE_ROLE",
+    "QUEUE_ROLE",
     "QueueItem",
     "QueueItemOf",
     "QueuedItem",
@@ -30,7 +41,23 @@ __all__ = [
     "entry_fields",
     "entry_for",
     "entry_items",
+    "replay_entry",
+    "sealed_for",
 ]
+
+QUEUE_ROLE: Final = "queue"
+DLQ_ROLE: Final = "dlq"
+OUTBOX_ROLE: Final = "outbox"
+QUARANTINE_ROLE: Final = "quarantine"
+PLAINTEXT: Final = Sealer()
+"""Seals nothing, opens only plaintext: the default where no key ring is configured."""
+
+
+def sealed_for(role: str, destination: str, field: str) -> bytes:
+    """The associated data of a sealed field: ``role`` is ``QUEUE_ROLE``..., ``field`` the
+    stream entry's field name (``d``, ``b``, ``r``, ``e``)."""
+    return context(role, destination, field)
+
 
 QueuedItem: TypeAlias = QueueItemOf[msgspec.Raw]
 """A queue item as a worker first reads it: the payload left as raw JSON."""
@@ -85,26 +112,52 @@ def decoded(queued: QueuedItem) -> QueueItem:
 _RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def entry_for(encoded_items: Sequence[bytes]) -> dict[str, bytes | str]:
+def entry_for(
+    encoded_items: Sequence[bytes], sealer: Sealer = PLAINTEXT, destination: str = ""
+) -> dict[str, bytes | str]:
     """The stream entry holding deliveries to one destination (one request's, or several
-    requests' packed by the enqueuer).
+    requests' packed by the enqueuer), sealed as a whole when ``sealer`` is on (one envelope
+    for up to ``MAX_ITEMS_PER_ENTRY`` deliveries).
 
     One delivery: ``{"d": item}``; several: ``{"b": [item, ...]}``, so a batch of 100 events
     costs one XADD per destination instead of 100. Dead letters always hold one item (``d``).
     """
     if len(encoded_items) == 1:
-        return {"d": encoded_items[0]}
-    return {"b": b"[" + b",".join(encoded_items) + b"]"}
+        name, value = "d", encoded_items[0]
+    else:
+        name, value = "b", b"[" + b",".join(encoded_items) + b"]"
+    return {name: sealer.seal(value, sealed_for(QUEUE_ROLE, destination, name))}
 
 
-def entry_items(fields: dict[str, bytes]) -> list[bytes]:
-    """The raw JSON of each delivery in a stream entry (``[]`` when it is unreadable)."""
+def entry_items(
+    fields: dict[str, bytes], sealer: Sealer = PLAINTEXT, destination: str = ""
+) -> list[bytes]:
+    """The raw JSON of each delivery in a stream entry (``[]`` when it is unreadable);
+    ``router.core.sealing.Undecryptable`` when it is sealed and does not open here."""
     if "d" in fields:
-        return [fields["d"]]
+        return [sealer.open(fields["d"], sealed_for(QUEUE_ROLE, destination, "d"))]
     try:
-        return [bytes(raw) for raw in _RAW_LIST.decode(fields.get("b", b""))]
+        batch = sealer.open(fields.get("b", b""), sealed_for(QUEUE_ROLE, destination, "b"))
+        return [bytes(raw) for raw in _RAW_LIST.decode(batch)]
     except msgspec.DecodeError:
         return []
+
+
+def replay_entry(
+    sealer: Sealer, destination: str, fields: dict[bytes, bytes]
+) -> dict[str, bytes] | None:
+    """The queue entry that replays a dead letter: its item opened as a dead letter and sealed
+    for the queue; an undecryptable one (``qd``/``qb``) goes back as it came, sealed for the
+    queue, where a key added since may open it. ``None`` when it opens nowhere (kept)."""
+    for name in ("d", "b"):
+        kept = fields.get(f"q{name}".encode())
+        if kept is not None:
+            return {name: kept}
+    try:
+        item = sealer.open(fields.get(b"d", b""), sealed_for(DLQ_ROLE, destination, "d"))
+    except Undecryptable:
+        return None
+    return {"d": sealer.seal(item, sealed_for(QUEUE_ROLE, destination, "d"))}
 
 
 def entry_fields(entry: Any) -> dict[str, bytes]:

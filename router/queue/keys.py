@@ -20,6 +20,10 @@ Compliance:
 - ``rt:audit``                 the audit trail (``router.compliance.audit_log``; its lane heads,
                                anchors and witness are ``rt:audit:heads``, ``:anchors``,
                                ``:last``, ``:head``, ``:anchor``, derived from the stream name)
+- ``rt:audit:subject:{token}`` the subject index: ids of the audit records naming a subject's
+                               keyed token (``router.compliance.subject_index``)
+- ``rt:audit:optout:{token}``  ids of the records that withheld data for the subject's GPC or
+                               US opt-out
 - ``rt:erasures``              erasure receipts
 - ``rt:anomalies``             detected anomalies
 - ``rt:hold:{destination}``    a held destination (its workers stop reading)
@@ -67,10 +71,12 @@ __all__ = [
     "dlq_key",
     "fields_key",
     "hold_key",
+    "optout_index_key",
     "outbox_key",
     "pii_key",
     "queue_key",
     "subject_hash",
+    "subject_index_key",
     "volume_key",
 ]
 
@@ -120,6 +126,16 @@ def audit_key(stream: str, part: AuditPart) -> str:
     return f"{stream}:{part}"
 
 
+def subject_index_key(stream: str, token: str) -> str:
+    """The sorted set of the audit records naming a subject token (score: the id's ms)."""
+    return f"{stream}:subject:{token}"
+
+
+def optout_index_key(stream: str, token: str) -> str:
+    """The sorted set of the audit records that honoured an opt-out of a subject token."""
+    return f"{stream}:optout:{token}"
+
+
 def hold_key(destination: str) -> str:
     """The hold flag of a destination."""
     return f"rt:hold:{destination}"
@@ -151,7 +167,7 @@ def datamap_day_key(day: str) -> str:
     return f"rt:dm:{day}:destinations"
 
 
-def subject_hash(identifier: str) -> str:
-    """How a subject id is stored in Redis: SHA-256 hex of the normalized id
-    (``consent.ids.subject_key``)."""
-    return subject_key(identifier)
+def subject_hash(identifier: str, secret: bytes = b"") -> str:
+    """How a subject id is stored in Redis: HMAC-SHA256 hex of the normalized id under
+    ``ROUTER_SUBJECT_KEY`` (``consent.ids.subject_key``)."""
+    return subject_key(identifier, secret)

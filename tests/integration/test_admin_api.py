@@ -58,7 +58,11 @@ EXPLAIN_BODY = {
 }
 
 
-BODIES: dict[str, Any] = {"/admin/explain": EXPLAIN_BODY, "/admin/erase": {"userId": "user-1"}}
+BODIES: dict[str, Any] = {
+    "/admin/explain": EXPLAIN_BODY,
+    "/admin/erase": {"userId": "user-1"},
+    "/admin/subject-report": {"userId": "user-1"},
+}
 
 
 def _bearer(role: Role | None) -> dict[str, str]:
@@ -570,13 +574,22 @@ async def test_explain_depth_limit_is_ingests(admin: Client) -> None:
     ("path", "body"),
     [
         ("/admin/erase", '{"userId": ' + _deep(3000, '"u"') + "}"),
+        ("/admin/subject-report", '{"userId": ' + _deep(3000, '"u"') + "}"),
         ("/admin/dlq/analytics-hook/replay", '{"ids": ' + _deep(3000) + "}"),
         ("/admin/explain", '{"event": {"event": "x"}, "consent": ' + _deep(3000) + "}"),
         ("/admin/explain", '{"event": {"event": "x"}, "headers": ' + _deep(3000) + "}"),
         ("/admin/explain", "[" * 100_000),
         ("/v1/consent", '{"userId": "u", "categories": ' + _deep(3000) + "}"),
     ],
-    ids=["erase", "replay", "explain-consent", "explain-headers", "explain-brackets", "consent"],
+    ids=[
+        "erase",
+        "subject-report",
+        "replay",
+        "explain-consent",
+        "explain-headers",
+        "explain-brackets",
+        "consent",
+    ],
 )
 async def test_deep_bodies_everywhere_are_400_too_deep(
     redis_client: aioredis.Redis, path: str, body: str

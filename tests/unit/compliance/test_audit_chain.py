@@ -214,22 +214,30 @@ def test_decisions_of_same_shaped_events_share_one_record() -> None:
     for index in range(3):
         writer.record_decisions(_decisions(f"m{index}", 5, analytics))
     writer.record_decisions(_decisions("m3", 5, frozenset({"necessary"})))  # analytics: skip
-    writer.record_decisions(_decisions("m4", {"nested": 1}, analytics))  # ops: other paths
+    writer.record_decisions(_decisions("m4", {"nested": 1}, analytics))  # other paths sent
     records = [r for g in writer._groups.values() for r in g.records()]
     shapes = sorted((d["destination"], d["decision"], d["count"]) for _, d, _ in records)
     assert shapes == [
-        ("analytics-hook", "deliver", 4),
+        ("analytics-hook", "deliver", 1),
+        ("analytics-hook", "deliver", 3),
         ("analytics-hook", "skip", 1),
         ("ops-hook", "deliver", 1),
         ("ops-hook", "deliver", 4),
     ]
     assert {kind for kind, _, _ in records} == {AuditKind.DECISIONS.value}
     group = next(
-        d for _, d, _ in records if d["destination"] == "analytics-hook" and d["count"] == 4
+        d for _, d, _ in records if d["destination"] == "analytics-hook" and d["count"] == 3
     )
     assert group["reason"] == "consent_granted"
     assert group["removed"] == ["properties.order_id"]
-    tokens = [subject_token(f"m{i}", b"k") for i in (0, 1, 2, 4)]
+    assert "properties.revenue" in group["sent"]
+    nested = next(
+        d
+        for _, d, _ in records
+        if d["destination"] == "analytics-hook" and d["count"] == 1 and d["decision"] == "deliver"
+    )
+    assert "properties.revenue.nested" in nested["sent"]
+    tokens = [subject_token(f"m{i}", b"k") for i in (0, 1, 2)]
     assert [e["event"] for e in group["events"]] == tokens
     assert group["events"][0]["subjects"] == [subject_token("anon-m0", b"k")]
     assert group["consent"] == {"sources": ["segment"]}

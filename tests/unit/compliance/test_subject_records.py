@@ -1,0 +1,177 @@
+"""The pure parts of the subject index and report: which tokens a record is indexed under,
+and what a person's report says about a set of records. No Redis."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from router.compliance.audit_chain import GENESIS, seal
+from router.compliance.subject_index import index_tokens
+from router.compliance.subject_report import report_from
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+KINDS = st.sampled_from(["decision", "decisions", "erasure", "consent_written", "admin_call"])
+FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "subjects": JSON,
+        "events": st.lists(st.fixed_dictionaries({}, optional={"subjects": JSON}) | JSON),
+        "decision": st.sampled_from(["skip", "deliver"]) | JSON,
+        "reason": st.sampled_from(["gpc_opt_out", "us_opt_out", "category_denied"]) | JSON,
+    },
+)
+
+
+def _strings(value: Any) -> set[str]:
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        return set().union(*(_strings(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(_strings(v) for v in value)) if value else set()
+    return set()
+
+
+@given(KINDS, FIELDS)
+def test_index_tokens_take_only_strings_the_record_names(kind: str, data: dict[str, Any]) -> None:
+    """Any stored data (a record written by anything): no exception, no duplicates, only
+    non-empty strings from the record, and opt-out tokens only for opt-out skips."""
+    subjects, honoured = index_tokens(kind, data)
+    assert len(subjects) == len(set(subjects))
+    assert all(isinstance(t, str) and t for t in subjects)
+    assert set(subjects) <= _strings(data)
+    if honoured:
+        assert honoured == subjects
+        assert data["decision"] == "skip"
+        assert data["reason"] in ("gpc_opt_out", "us_opt_out")
+        assert kind in ("decision", "decisions")
+
+
+def decisions_record(
+    destination: str,
+    decision: str,
+    reason: str,
+    events: list[tuple[str, str]],
+    *,
+    consent_at: str | None = None,
+) -> dict[str, Any]:
+    """A ``decisions`` record's data as the audit writer groups it: (event token, subject
+    token) pairs sharing one destination, decision and reason (shared with the integration
+    tests)."""
+    deliver = decision == "deliver"
+    return {
+        "stage": "ingest",
+        "destination": destination,
+        "decision": decision,
+        "reason": reason,
+        "sent": ["event", "messageId"] if deliver else [],
+        "removed": ["properties.email"] if deliver else [],
+        "transformed": [],
+        "consent": {"sources": ["gpc", "segment"]},
+        "count": len(events),
+        "events": [{"event": e, "subjects": [s], "consent_at": consent_at} for e, s in events],
+    }
+
+
+def test_report_keeps_the_persons_decisions_and_flags_altered_records() -> None:
+    """Only the person's events of shared records; per destination counts, fields and
+    reasons; consent writes and erasures; a record that no longer matches its hash is named."""
+    records = [
+        seal(
+            1,
+            "2026-12-06T10:00:00",
+            "decisions",
+            decisions_record(
+                "ga4",
+                "deliver",
+                "consent_granted",
+                [("e1", "me"), ("e2", "other")],
+                consent_at="t0",
+            ),
+            GENESIS,
+            lane=1,
+        ),
+        seal(
+            2,
+            "2026-12-06T10:00:01",
+            "decisions",
+            decisions_record("ads", "skip", "gpc_opt_out", [("e1", "me")]),
+            GENESIS,
+            lane=1,
+        ),
+        seal(
+            3,
+            "2026-12-06T10:00:02",
+            "consent_written",
+            {
+                "subjects": ["me"],
+                "granted": ["analytics"],
+                "denied": [],
+                "refused": ["advertising"],
+            },
+            GENESIS,
+            lane=1,
+        ),
+        seal(
+            4,
+            "2026-12-06T10:00:03",
+            "erasure",
+            {"subjects": ["me"], "actor": "cli", "receipt": "r-1"},
+            GENESIS,
+            lane=1,
+        ),
+    ]
+    altered = seal(
+        5,
+        "2026-12-06T10:00:04",
+        "decisions",
+        decisions_record("ga4", "deliver", "consent_granted", [("e3", "me")]),
+        GENESIS,
+        lane=1,
+    )
+    tampered = dataclasses.replace(altered, at="2026-12-06T09:00:00")  # hash left as sealed
+    entries = [(f"{i}-0", r) for i, r in enumerate([*records, tampered], start=1)]
+    report = report_from(entries, ["me"])
+    assert [(i["destination"], i["event"]) for i in report["received"]] == [
+        ("ga4", "e1"),
+        ("ga4", "e3"),
+    ]
+    assert report["received"][0]["sent"] == ["event", "messageId"]
+    assert report["received"][0]["consent"] == {"sources": ["gpc", "segment"], "at": "t0"}
+    assert [(i["destination"], i["reason"]) for i in report["withheld"]] == [("ads", "gpc_opt_out")]
+    assert report["summary"]["ga4"]["received"] == 2
+    assert report["summary"]["ga4"]["first"] == "2026-12-06T09:00:00"
+    assert report["summary"]["ads"]["withheld"] == {"gpc_opt_out": 1}
+    assert report["consent_writes"][0]["refused"] == ["advertising"]
+    assert report["erasures"][0]["receipt"] == "r-1"
+    assert report["altered"] == [{"id": "5-0", "lane": 1, "seq": 5}]
+    assert report["records"] == 5
+
+
+@given(st.lists(st.tuples(KINDS, FIELDS | st.dictionaries(st.text(max_size=8), JSON)), max_size=5))
+def test_report_reads_any_stored_record_without_failing(items: list[tuple[str, Any]]) -> None:
+    """Records as anything may have stored them (edited, from another version): the report
+    is built, and what it lists has the types its readers expect."""
+    records = [
+        (f"{i}-0", seal(i, "2026-12-06T10:00:00", kind, data, GENESIS, lane=1))
+        for i, (kind, data) in enumerate(items, start=1)
+    ]
+    tokens = sorted({t for _, data in items for t in _strings(data)})[:3]
+    report = report_from(records, tokens)
+    assert report["records"] == len(items)
+    for item in report["received"] + report["withheld"]:
+        assert isinstance(item["destination"], str)
+        assert isinstance(item["reason"], str)
+        assert all(isinstance(s, str) for s in item["consent"]["sources"])
+    for per in report["summary"].values():
+        assert all(isinstance(f, str) for f in per["fields"])
