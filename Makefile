@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench redis browser fmt clean
+.PHONY: run test lint typecheck pytest bench redis browser fmt clean compiled test-compiled test-corpus
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required (found $$($(PYTHON) --version))"; exit 1; }
@@ -45,5 +45,21 @@ fmt: $(STAMP)
 bench: $(STAMP) redis
 	$(BIN)/python -m bench
 
+## Opt-in: build/compiled/, a copy of the tree with the pure core compiled by mypyc (needs gcc
+## and python3-dev). The source tree stays pure Python; run the compiled one from that folder.
+compiled: $(STAMP)
+	@scripts/build-compiled.sh
+
+## The corpus comparing both builds' outputs (CI runs it).
+test-corpus: compiled
+	ROUTER_REQUIRE_COMPILED=1 $(BIN)/pytest tests/integration/test_compiled_build.py
+
+## The whole suite on the compiled build, then the corpus.
+test-compiled: compiled redis browser
+	@if [ -d tests/e2e/browser/node_modules ]; then \
+	  ln -sfn "$(CURDIR)/tests/e2e/browser/node_modules" build/compiled/tests/e2e/browser/node_modules; fi
+	cd build/compiled && ../../$(BIN)/pytest
+	ROUTER_REQUIRE_COMPILED=1 $(BIN)/pytest tests/integration/test_compiled_build.py
+
 clean:
-	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache tests/e2e/browser/node_modules tests/e2e/browser/build
+	rm -rf $(VENV) .run build .pytest_cache .mypy_cache .ruff_cache tests/e2e/browser/node_modules tests/e2e/browser/build

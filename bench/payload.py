@@ -5,6 +5,12 @@ The body is the same for every request except the message ids, which the load ge
 writes into the template (``MARKER``) so that every accepted event can be found again at its
 destinations (receivers count unique ids). The same workload drives the baseline and the
 router.
+
+Two batch workloads: ``batch`` repeats one person's event (same user, order id and URL: the
+router's memos of subjects, consent, paths and transforms hit on every event, which flatters
+it), ``distinct_batch`` gives every event its own user id, anonymous id, order id and page URL
+(also written into the template by the load generator), with the consent choice in the event
+since those people have no stored record.
 """
 
 from __future__ import annotations
@@ -25,13 +31,38 @@ STORED_CONSENT = {"necessary": True, "analytics": True, "functional": False, "ad
 """The same choice, as the stored record posted to ``POST /v1/consent`` when it exists."""
 
 
+def run_tag(number: int) -> str:
+    """``number`` in base 36: a run's prefix of ids without long digit runs (a 13-digit run
+    in every user id would send each through the PII net's card check, which real ids do not)."""
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+        if not number:
+            return out
+
+
 def auth_header(write_key: str) -> str:
     """HTTP Basic with the write key as user name, as the Segment SDKs send it."""
     return "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
 
 
-def order_completed(message_id: str, *, in_event_consent: bool, now: datetime) -> dict[str, Any]:
-    """One event as analytics.js would send it (about 1.3 KB of JSON)."""
+def order_completed(
+    message_id: str,
+    *,
+    in_event_consent: bool,
+    now: datetime,
+    person: str | None = None,
+) -> dict[str, Any]:
+    """One event as analytics.js would send it (about 1.3 KB of JSON).
+
+    ``person``: a text put into the user id, anonymous id, order id and page URL (the
+    ``distinct`` workloads pass ``MARKER``, so that each gets a value of its own); ``None``:
+    the one bench user and order."""
+    user_id, anonymous_id, order_id = USER_ID, ANONYMOUS_ID, "ORD-2026-000123"
+    if person is not None:
+        user_id, anonymous_id, order_id = f"user-{person}", f"anon-{person}", f"ORD-{person}"
     stamp = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
     context: dict[str, Any] = {
         "ip": "203.0.113.42",
@@ -42,7 +73,7 @@ def order_completed(message_id: str, *, in_event_consent: bool, now: datetime) -
         ),
         "page": {
             "path": "/checkout/complete",
-            "url": "https://shop.example.com/checkout/complete?order=ORD-2026-000123",
+            "url": f"https://shop.example.com/checkout/complete?order={order_id}",
             "title": "Thank you for your order",
             "referrer": "https://shop.example.com/cart",
         },
@@ -55,11 +86,11 @@ def order_completed(message_id: str, *, in_event_consent: bool, now: datetime) -
         "messageId": message_id,
         "type": "track",
         "event": "Order Completed",
-        "userId": USER_ID,
-        "anonymousId": ANONYMOUS_ID,
+        "userId": user_id,
+        "anonymousId": anonymous_id,
         "timestamp": stamp,
         "properties": {
-            "order_id": "ORD-2026-000123",
+            "order_id": order_id,
             "total": 127.4,
             "revenue": 112.5,
             "shipping": 9.9,
@@ -116,6 +147,21 @@ def batch(write_key: str, *, size: int, in_event_consent: bool) -> Workload:
     text = json.dumps({"batch": events, "sentAt": sent_at}, separators=(",", ":"))
     return Workload(
         f"batch{size}", "/v1/batch", tuple(text.split(MARKER)), size, auth_header(write_key)
+    )
+
+
+def distinct_batch(write_key: str, *, size: int) -> Workload:
+    """``POST /v1/batch`` with ``size`` events of ``size`` different people: every event has
+    its own user id, anonymous id, order id and page URL (each written by the load generator,
+    like the message ids), and carries its consent (no stored record exists for them)."""
+    now = datetime.now(UTC)
+    events = [
+        order_completed(MARKER, in_event_consent=True, now=now, person=MARKER) for _ in range(size)
+    ]
+    sent_at = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    text = json.dumps({"batch": events, "sentAt": sent_at}, separators=(",", ":"))
+    return Workload(
+        f"distinct{size}", "/v1/batch", tuple(text.split(MARKER)), size, auth_header(write_key)
     )
 
 

@@ -7,10 +7,12 @@ from typing import Any
 
 from bench.load import LoadResult
 
-TARGET_SINGLE_RATIO = 0.5
+TARGET_SINGLE_RATIO = 0.30
+"""Issue 14's targets (the earlier 0.5 x and 60,000 events/s were out of one CPython core's
+reach with every guarantee kept; see bench/README.md)."""
 TARGET_SINGLE_P99_MS = 20.0
 TARGET_SINGLE_CONNECTIONS = 64
-TARGET_BATCH_EVENTS_S = 60_000
+TARGET_BATCH_EVENTS_S = 15_000
 TARGET_DELIVERY_EVENTS_S = 20_000
 TARGET_RSS_DRIFT = 0.10
 
@@ -253,12 +255,15 @@ def targets(
                 met(p99 < TARGET_SINGLE_P99_MS),
             )
         )
-    batch = next((s for s in scenarios if s.name.startswith("batch")), None)
+    # The target is met by batches of distinct people, not by one person's event repeated
+    # (which every memo of the router recognises).
+    batch = next((s for s in scenarios if s.name.startswith("distinct")), None)
     if batch is not None:
         rate = batch.router.events_per_s
         rows.append(
             (
-                f"batch: >= {TARGET_BATCH_EVENTS_S:,} accepted events/s on one core",
+                f"batch (distinct people): >= {TARGET_BATCH_EVENTS_S:,} accepted events/s "
+                "on one core",
                 f"{rate:,.0f} events/s",
                 met(rate >= TARGET_BATCH_EVENTS_S),
             )

@@ -435,18 +435,20 @@ class Bench:
 
     # -- load -----------------------------------------------------------------------------
 
-    def workloads(self) -> tuple[payload.Workload, payload.Workload]:
-        """Single events and batches, with consent where the probe decided."""
+    def workloads(self) -> tuple[payload.Workload, payload.Workload, payload.Workload]:
+        """Single events, batches of one person's event (consent where the probe decided),
+        batches of distinct people (consent in each event)."""
         single = payload.single(WRITE_KEY, in_event_consent=self.in_event_consent)
         batch = payload.batch(
             WRITE_KEY, size=self.opts.batch_size, in_event_consent=self.in_event_consent
         )
-        return single, batch
+        distinct = payload.distinct_batch(WRITE_KEY, size=self.opts.batch_size)
+        return single, batch, distinct
 
     def drive(self, workload: payload.Workload, port: int, seconds: int, label: str) -> LoadResult:
         """One load run (wrk, or the Python fallback)."""
         self._runs += 1
-        run_id = f"r{int(time.time())}{self._runs:03d}{label}"
+        run_id = f"r{payload.run_tag(int(time.time()) * 1000 + self._runs)}{label}"
         base = f"http://127.0.0.1:{port}"
         if self.wrk is not None:
             return run_wrk(
@@ -669,15 +671,17 @@ class Bench:
     def run_scenarios(self) -> None:
         """Ingest (baseline vs router), delivery by a worker, one process with workers."""
         baseline, baseline_port = self.start_baseline()
-        single, batch = self.workloads()
+        single, batch, distinct = self.workloads()
         print(
             f"bodies: single {len(single.sample_body):,} bytes; batch of {self.opts.batch_size}: "
-            f"{len(batch.sample_body):,} bytes"
+            f"{len(batch.sample_body):,} bytes (one person's event repeated; distinct people: "
+            f"{len(distinct.sample_body):,} bytes)"
         )
         accepted_total = 0
         for name, workload in (
             ("single /v1/track", single),
             (f"batch{self.opts.batch_size} /v1/batch", batch),
+            (f"distinct{self.opts.batch_size} /v1/batch", distinct),
         ):
             print(f"\n== ingest: {name}", flush=True)
             router, port = self.start_router(f"router-{workload.name}", workers=False)
@@ -766,7 +770,7 @@ class Bench:
         if profile.py_spy() is None:
             print("\n== profile: py-spy is not installed (.venv/bin/pip install py-spy); skipped")
             return
-        single, _ = self.workloads()
+        single, _, _ = self.workloads()
         print("\n== profile (py-spy, a separate run: its figures are not in the table)", flush=True)
         RESULTS.mkdir(parents=True, exist_ok=True)
         router, port = self.start_router("router-profile", workers=False)
@@ -803,7 +807,7 @@ class Bench:
 
     def run_soak(self, seconds: int) -> None:
         """Single events for ``seconds`` on one process with its workers; RSS every 10 s."""
-        single, _ = self.workloads()
+        single, _, _ = self.workloads()
         print(f"\n== soak: single events for {seconds}s, router serve with workers", flush=True)
         router, port = self.start_router("router-soak", workers=True)
         try:
@@ -889,7 +893,7 @@ class Bench:
         worker and checked at the receivers.
         """
         self.sut_cpus = self.aux_cpus = None
-        single, _ = self.workloads()
+        single, _, _ = self.workloads()
         print("\n== scaling: router serve --no-workers --processes N, every CPU shared", flush=True)
         for processes in (1, 2):
             router, port = self.start_router(

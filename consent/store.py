@@ -22,6 +22,12 @@ delivers the message (milliseconds), and a hot subject costs no round trip. On a
 subscription is a plain connection to one node (PUBLISH reaches every node of a cluster), moved
 to another node when that one fails.
 
+Group lookup (like the enqueuer's group commit): the cache misses of concurrent requests share
+one round trip. The first miss opens a group and schedules its read for the next turn of the
+event loop; requests that miss meanwhile join it; while one read is in flight, the next group
+gathers. Each request gets exactly what its own MGET would have returned, and its cache
+bookkeeping (a subject invalidated while its read was in flight is not cached) is its own.
+
 This is the I/O edge of the consent package: the rules stay in ``consent.resolve`` and
 ``consent.policy``, the record and the merge of a person's records in ``consent.records``.
 """
@@ -33,7 +39,7 @@ import contextlib
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -233,6 +239,14 @@ return {records, entries, marked}
 """
 
 
+@dataclass(slots=True)
+class _Group:
+    """Concurrent requests' cache misses, read in one round trip."""
+
+    done: asyncio.Future[dict[str, tuple[bytes | None, int]]]
+    subjects: dict[str, None] = field(default_factory=dict)
+
+
 class ConsentStore:
     """Stored consent with a process-local cache kept coherent by pub/sub invalidation.
 
@@ -250,11 +264,17 @@ class ConsentStore:
         history_max: int = HISTORY_MAX,
         channel: str = CHANNEL,
         ping_interval_s: float = 5.0,
+        group_lookups: bool = True,
         subject_secret: bytes = b"",
     ) -> None:
         self._client = client
         self.subject_secret = subject_secret
         """Key of the subject hashes (``consent.ids.subject_key``): the caller's secret."""
+        self._group_lookups = group_lookups
+        self._open: _Group | None = None
+        """The group concurrent misses join (its read is not sent yet)."""
+        self._flight: asyncio.Task[None] | None = None
+        """The group read in flight, if any."""
         self._suppressed_key = suppressed_key
         self._cache_size = cache_size
         self._history_max = history_max
@@ -439,10 +459,10 @@ class ConsentStore:
         generation = self._generation
         self._reading.update(misses)
         try:
-            keys = [record_key(s) for s in misses]
-            if self._suppressed_key is not None:
-                keys += [suppressed_key(self._suppressed_key, s) for s in misses]
-            replies = await read_many(self._client, keys)
+            if self._group_lookups:
+                read = await self._read_grouped(misses)
+            else:
+                read = await self._read(misses)
             fresh = {s for s in misses if s not in self._dirty}
         finally:
             self._reading.subtract(misses)
@@ -450,19 +470,62 @@ class ConsentStore:
                 if not self._reading[subject]:
                     del self._reading[subject]
                     self._dirty.discard(subject)
-        values = replies[: len(misses)]
-        flags = replies[len(misses) :] if self._suppressed_key is not None else [None] * len(misses)
         keep = live and self.live and generation == self._generation
-        for subject, raw, flag in zip(misses, values, flags, strict=True):
+        for subject in misses:
+            raw, flag = read[subject]
             record = None if raw is None else _decode(raw, now)
             if record is not None and record.expires_at <= now:
                 record = None
             found[subject] = record
-            if flag is not None:
+            if flag:
                 suppressed.add(subject)
             if keep and subject in fresh:
-                self._remember(subject, record, erased=flag is not None)
+                self._remember(subject, record, erased=bool(flag))
         return found, suppressed
+
+    async def _read(self, subjects: Sequence[str]) -> dict[str, tuple[bytes | None, int]]:
+        """Raw records and suppression flags of ``subjects``: one round trip."""
+        keys = [record_key(s) for s in subjects]
+        if self._suppressed_key is not None:
+            keys += [suppressed_key(self._suppressed_key, s) for s in subjects]
+        replies = await read_many(self._client, keys)
+        records = replies[: len(subjects)]
+        marks = replies[len(subjects) :] if self._suppressed_key is not None else []
+        flags = [int(m is not None) for m in marks] or [0] * len(subjects)
+        return {s: (raw, flag) for s, raw, flag in zip(subjects, records, flags, strict=True)}
+
+    async def _read_grouped(self, subjects: Sequence[str]) -> dict[str, tuple[bytes | None, int]]:
+        """``_read``, shared with the concurrent requests that miss too (group lookup)."""
+        group = self._open
+        if group is None:
+            group = self._open = _Group(asyncio.get_running_loop().create_future())
+            # Sent from a task of its own: a caller that goes away (cancelled) cannot strand
+            # the others waiting for the same read.
+            asyncio.get_running_loop().create_task(self._send(group), name="consent-lookup")
+        group.subjects.update(dict.fromkeys(subjects))
+        return await asyncio.shield(group.done)
+
+    async def _send(self, group: _Group) -> None:
+        """Read ``group`` after the one in flight (requests keep joining until then)."""
+        previous = self._flight
+        if previous is not None:
+            await asyncio.wait([previous])
+        else:
+            await asyncio.sleep(0)  # one turn of the loop: requests arriving now join
+        if self._open is group:
+            self._open = None
+        self._flight = asyncio.current_task()
+        try:
+            group.done.set_result(await self._read(list(group.subjects)))
+        except Exception as exc:  # each caller gets the failure its own read would have had
+            group.done.set_exception(exc)
+            group.done.exception()  # retrieved: nobody may be left waiting for it
+        except asyncio.CancelledError:
+            group.done.cancel()
+            raise
+        finally:
+            if self._flight is asyncio.current_task():
+                self._flight = None
 
     async def get_hashed(self, subjects: Iterable[str]) -> StoredConsent | None:
         """The merged stored consent of a person's hashed subject ids."""

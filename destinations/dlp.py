@@ -523,7 +523,7 @@ def _scan_string(
     return new_value
 
 
-def _scan_number(value: float, path: str, detections: list[Detection]) -> object:
+def _scan_number(value: int | float, path: str, detections: list[Detection]) -> object:
     if isinstance(value, bool):
         return value
     if isinstance(value, int):

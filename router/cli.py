@@ -202,12 +202,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+GC_THRESHOLDS: Final = (20_000, 20, 50)
+"""The collector's thresholds once serving: a young collection per 20,000 net container
+allocations instead of 700 (a batch of 100 events allocates tens of thousands: the default
+ran dozens of young collections per request, each walking every surviving young object), and
+the older generations a few times less often. Requests free their objects by reference
+counting; the cycles they leave (exceptions with tracebacks, asyncio futures) are still
+collected, a little later. Measured: bench/inproc.py --gc (bench/README.md)."""
+
+
 def _freeze_heap() -> None:
     """Move everything allocated at start-up (modules, config, compiled plans) out of the
     garbage collector's reach: collections then scan only what requests allocate, which
-    measured 60-120 us less CPU per request under load."""
+    measured 60-120 us less CPU per request under load; then ``GC_THRESHOLDS``."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _serve_processes(args: argparse.Namespace, host: str, port: int) -> int:

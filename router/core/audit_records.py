@@ -20,7 +20,7 @@ from typing import Any, Final
 from consent.model import ConsentState
 from consent.records import ConsentRecord
 from router.core.outcomes import Decision, Deliver
-from router.core.paths import field_paths, safe_path, sent_and_removed
+from router.core.paths import field_paths, safe_path, sent_and_removed, sent_paths
 from router.core.sanitize import Event
 
 MAX_PATHS: Final = 100
@@ -116,7 +116,10 @@ def decision_entries(
         if isinstance(decision, Deliver):
             if all_paths is None:
                 all_paths = field_paths(event_data)
-            sent, removed = sent_and_removed(all_paths, decision.delivery.payload)
+            payload = decision.delivery.payload
+            sent, removed = sent_and_removed(
+                all_paths, payload, sent=sent_paths(destination.allowlist, all_paths, payload)
+            )
             data.update(
                 decision="deliver",
                 reason="consent_granted" if destination.requires else "no_consent_required",

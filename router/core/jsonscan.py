@@ -214,8 +214,8 @@ def defect(buf: bytes) -> tuple[str, str] | None:
             if found is not None:
                 return found, _render(path)
             i = _after_value(buf, end, kinds, path)
-    except _KeyDefectError as found:
-        return str(found), _render(path)
+    except _KeyDefectError as key_defect:  # not `found`: a str | None above (mypyc types it)
+        return str(key_defect), _render(path)
     except ScanError:
         return None
     return None
@@ -308,4 +308,4 @@ def _render(path: list[str | int]) -> str:
     return _UNPRINTABLE.sub("\ufffd", text)
 
 
-_UNPRINTABLE = re.compile("[\x00-\x1f\ud800-\udfff]")
+_UNPRINTABLE = re.compile("[\x00-\x1f" + chr(0xD800) + "-" + chr(0xDFFF) + "]")

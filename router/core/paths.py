@@ -9,6 +9,9 @@ trail or ``router explain``.
 
 ``removed(data, payload)`` is what minimization took away: the one answer ``router explain``
 and the audit trail's ``decision`` records both give.
+
+``sent_paths(allowlist, data_paths, payload)``: the paths of a destination's payload, memoized
+per event shape (the audit's sent and removed paths read it).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import functools
 import re
 from collections.abc import Mapping
 from typing import Any, Final
+
+from destinations.fields import Allowlist
 
 MAX_PATHS: Final = 256
 MAX_DEPTH: Final = 16
@@ -124,11 +129,16 @@ def removed(
 
 
 def sent_and_removed(
-    data_paths: frozenset[str], payload: Mapping[str, Any]
+    data_paths: frozenset[str],
+    payload: Mapping[str, Any],
+    *,
+    sent: frozenset[str] | None = None,
 ) -> tuple[list[str], list[str]]:
     """The paths ``payload`` holds and the paths of the data it no longer has (each sorted, at
-    most ``MAX_REMOVED``): what left and what minimization took away, in one walk."""
-    sent = field_paths(payload)
+    most ``MAX_REMOVED``): what left and what minimization took away, in one walk.
+    ``sent``: ``field_paths(payload)`` (or ``sent_paths``) when the caller has it already."""
+    if sent is None:
+        sent = field_paths(payload)
     return _listed(sent), _removed(data_paths, sent)
 
 
@@ -142,3 +152,77 @@ def _listed(paths: frozenset[str]) -> list[str]:
 def _removed(all_paths: frozenset[str], sent: frozenset[str]) -> list[str]:
     """Events of one shape give the same sets. Shared: never change the list."""
     return sorted(all_paths - sent)[:MAX_REMOVED]
+
+
+# -- what a destination receives, per event shape ----------------------------------------------
+#
+# A payload is ``allowlist.apply(event)`` passed through the PII net, which only rewrites leaf
+# values. Which paths it has is decided by the event's structure, which ``field_paths(event)``
+# names exactly (a path is a leaf, an empty container, or a union over array elements, and the
+# allowlist keeps or drops by path the same way), except where a value decides: a transform
+# drops a value it cannot transform (``null``, a boolean, an object, a malformed IP). So the
+# memo's key is the event's path set plus, per transformed field, whether the payload has it;
+# it is used only where that key is complete:
+# - no transform under an array (``a[].b``): its outcome may differ from element to element;
+# - every listed path is a field name (``safe_path`` leaves it alone) and shallower than
+#   ``MAX_DEPTH``: normalized or depth-capped keys of different events could otherwise meet;
+# - the event has fewer than ``MAX_PATHS`` paths (a capped path set is not its shape).
+# Anything else is walked (``field_paths(payload)``), which is always the answer.
+
+_MEMO_SIZE: Final = 4096
+"""Shapes remembered per allowlist (then the memo starts afresh)."""
+_MAX_ALLOWLISTS: Final = 64
+
+
+class _Memo:
+    """One allowlist's memo: whether it may be used, the transformed fields to probe."""
+
+    __slots__ = ("allowlist", "probes", "shapes", "usable")
+
+    def __init__(self, allowlist: Allowlist) -> None:
+        self.allowlist = allowlist  # held: its id() cannot be reused while this memo lives
+        self.usable = all("[]" not in p for p in allowlist.transformed_paths) and all(
+            safe_path(p) == p and p.count(".") + p.count("[]") < MAX_DEPTH - 1
+            for p in allowlist.fields
+        )
+        self.probes = tuple(tuple(p.split(".")) for p in sorted(allowlist.transformed_paths))
+        self.shapes: dict[tuple[frozenset[str], tuple[bool, ...]], frozenset[str]] = {}
+
+
+_MEMOS: Final[dict[int, _Memo]] = {}
+
+
+def _memo_of(allowlist: Allowlist) -> _Memo:
+    memo = _MEMOS.get(id(allowlist))
+    if memo is None or memo.allowlist is not allowlist:
+        if len(_MEMOS) >= _MAX_ALLOWLISTS:
+            _MEMOS.clear()  # routing files reloaded many times: old allowlists go
+        memo = _MEMOS[id(allowlist)] = _Memo(allowlist)
+    return memo
+
+
+def _has(payload: Mapping[str, Any], parts: tuple[str, ...]) -> bool:
+    node: Any = payload
+    for part in parts:
+        if type(node) is not dict or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def sent_paths(
+    allowlist: Allowlist, data_paths: frozenset[str], payload: Mapping[str, Any]
+) -> frozenset[str]:
+    """``field_paths(payload)`` for ``payload`` = ``allowlist`` applied to an event whose
+    ``field_paths`` are ``data_paths`` (then through the PII net): memoized per event shape
+    where the shape decides it (see above), walked otherwise. Shared: never change it."""
+    memo = _memo_of(allowlist)
+    if not memo.usable or len(data_paths) >= MAX_PATHS:
+        return field_paths(payload)
+    key = (data_paths, tuple(_has(payload, probe) for probe in memo.probes))
+    found = memo.shapes.get(key)
+    if found is None:
+        if len(memo.shapes) >= _MEMO_SIZE:
+            memo.shapes.clear()
+        found = memo.shapes[key] = field_paths(payload)
+    return found

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.core.paths import field_paths, safe_path, safe_segment
+from destinations.dlp import scan_payload
+from destinations.fields import Allowlist, Transform, compile_allowlist
+from router.core.paths import field_paths, safe_path, safe_segment, sent_paths
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
@@ -90,3 +93,123 @@ def test_safe_path_rechecks_segments() -> None:
     """A path from elsewhere is re-checked segment by segment."""
     assert safe_path("properties.products[].sku") == "properties.products[].sku"
     assert safe_path("traits.+4915112345678.x") == "traits.*.x"
+
+
+# -- the memo of what a destination receives --------------------------------------------------
+
+ALLOWLISTS = [
+    # the bench's webhook: transforms at the top and one level down, an array rule
+    compile_allowlist(
+        ["messageId", "event", "properties.order_id", "properties.products[].sku", "context.ip"],
+        {"userId": Transform.TOKENIZE, "context.ip": Transform.TRUNCATE_IP},
+        b"k",
+    ),
+    # a whole subtree with a deeper transform and a dropped field inside it
+    compile_allowlist(
+        ["properties", "context"],
+        {"properties.email": Transform.HASH_SHA256, "context.secret": Transform.DROP},
+    ),
+    # an array listed whole and by element, an object listed whole and by child
+    compile_allowlist(["properties.products", "properties.products[].sku", "traits.address.city"]),
+    # a transform under an array: never memoized
+    compile_allowlist(
+        ["properties.products[].sku"], {"properties.products[].id": Transform.TOKENIZE}
+    ),
+]
+
+_value = st.none() | st.booleans() | st.integers() | st.sampled_from(["1.2.3.4", "x", ""])
+_shape = st.recursive(
+    _value,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["sku", "id", "email", "ip", "city", "secret", "products", "x y"]),
+            children,
+            max_size=3,
+        )
+    ),
+    max_leaves=12,
+)
+_event = st.fixed_dictionaries(
+    {},
+    optional={
+        "messageId": _value,
+        "event": _value,
+        "userId": _shape,
+        "properties": _shape,
+        "context": _shape,
+        "traits": st.fixed_dictionaries({}, optional={"address": _shape}),
+    },
+)
+
+
+def _sent(allowlist: Allowlist, event: dict[str, Any]) -> dict[str, Any]:
+    """What the destination receives: the allowlist, then the PII net (as the planner does)."""
+    payload, _ = scan_payload(allowlist.apply(event), {}, allowlist.unscanned_paths)
+    return payload
+
+
+@settings(max_examples=400, deadline=None)
+@given(_event)
+def test_sent_paths_memo_always_gives_the_walked_answer(event: dict[str, Any]) -> None:
+    """Whatever events came before (the memo is shared across examples), ``sent_paths`` is
+    exactly ``field_paths`` of the payload, for every allowlist."""
+    data_paths = field_paths(event)
+    for allowlist in ALLOWLISTS:
+        payload = _sent(allowlist, event)
+        assert sent_paths(allowlist, data_paths, payload) == field_paths(payload)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        # same keys, different shapes: a list of objects, then an object
+        ({"properties": {"products": [{"sku": "a"}]}}, {"properties": {"products": {"sku": "a"}}}),
+        # same paths, a transform that keeps one value and drops the other
+        ({"context": {"ip": "1.2.3.4"}}, {"context": {"ip": "not an ip"}}),
+        ({"userId": "u-1"}, {"userId": True}),
+        ({"userId": "u-1"}, {"userId": None}),
+        # same paths, array elements that keep or lose the listed field
+        (
+            {"properties": {"products": [{"sku": "a", "id": 1}]}},
+            {"properties": {"products": [{"sku": "a"}, {"id": 1}]}},
+        ),
+        # a transform under an array: kept in one event, dropped (with its element) in the other
+        ({"properties": {"products": [{"id": "a"}]}}, {"properties": {"products": [{"id": True}]}}),
+        # an empty object where another event has a value
+        ({"traits": {"address": {}}}, {"traits": {"address": "x"}}),
+    ],
+)
+def test_sent_paths_memo_tells_shapes_with_the_same_keys_apart(
+    first: dict[str, Any], second: dict[str, Any]
+) -> None:
+    """Events with the same keys but another shape or transform outcome: each gets its own
+    payload's paths, in either order, never the other's remembered answer."""
+    for a, b in ((first, second), (second, first)):
+        for allowlist in ALLOWLISTS:
+            for event in (a, b, a):
+                payload = _sent(allowlist, event)
+                assert sent_paths(allowlist, field_paths(event), payload) == field_paths(payload)
+
+
+def test_sent_paths_is_remembered_per_shape() -> None:
+    """Events of one shape with other values share one answer (the memo's point)."""
+    allowlist = ALLOWLISTS[0]
+    events = [
+        {"userId": f"u-{n}", "properties": {"order_id": f"o-{n}", "products": [{"sku": n}]}}
+        for n in range(3)
+    ]
+    answers = [sent_paths(allowlist, field_paths(e), _sent(allowlist, e)) for e in events]
+    assert answers[0] == {"userId", "properties.order_id", "properties.products[].sku"}
+    assert answers[0] is answers[1] is answers[2]
+
+
+def test_sent_paths_is_not_remembered_for_value_like_listed_keys() -> None:
+    """A listed key that normalizes to ``*`` (``ab12345``) would make events with other such
+    keys look alike: that allowlist is always walked."""
+    allowlist = compile_allowlist(["properties.ab12345"])
+    kept, other = {"properties": {"ab12345": 1}}, {"properties": {"zz99999": 1}}
+    assert field_paths(kept) == field_paths(other) == {"properties.*"}
+    for event in (kept, other, kept):
+        payload = _sent(allowlist, event)
+        assert sent_paths(allowlist, field_paths(event), payload) == field_paths(payload)

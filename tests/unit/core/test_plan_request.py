@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from unittest import mock
 
 import msgspec
 
 from consent.ids import subject_key
-from consent.resolve import RequestSignals, resolve_consent
+from consent.resolve import RequestSignals
 from router.core.audit_records import AuditKind
 from router.core.outcomes import SkipReason
-from router.core.plan import PiiDetection, RequestPlan, plan_request
+from router.core.plan import PiiDetection, RequestPlan, RequestPlanner, plan_request
 from router.core.sanitize import Event, sanitize
 from router.core.schema import WireEvent
 from router.routing import Routing
@@ -61,9 +60,11 @@ def _delivered(plan: RequestPlan, destination: str) -> list[str]:
 def test_consent_is_resolved_once_per_identical_consent_context() -> None:
     """Events of one subject and region without consent fields share one resolution."""
     events = [_event(i) for i in range(5)] + [_event(5, user="anon-2")]
-    with mock.patch("router.core.plan.resolve_consent", wraps=resolve_consent) as resolve:
-        _plan(events)
-    assert resolve.call_count == 2
+    planner = RequestPlanner(ROUTING, RequestSignals())
+    planner.add(events, [tuple(subject_key(i) for i in e.subject_ids) for e in events])
+    # One resolution per (subjects, region): each is remembered once. (Counted this way, not
+    # by patching resolve_consent, which the compiled build calls directly.)
+    assert len(planner._resolved) == 2
 
 
 def test_a_consent_event_changes_the_consent_of_later_events_of_the_batch() -> None:
