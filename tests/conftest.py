@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -154,10 +155,25 @@ async def make_router(
         return client
 
     yield factory
-    for client in clients:
-        await client.close()
+    # A shutdown that hangs (seen rarely on a loaded machine) prints every task's stack before
+    # pytest-timeout ends the test, so the report shows where it waits.
+    watchdog = asyncio.get_running_loop().call_later(SHUTDOWN_DUMP_AFTER_S, _dump_tasks)
+    try:
+        for client in clients:
+            await client.close()
+    finally:
+        watchdog.cancel()
     for telemetry in providers:
         telemetry.shutdown()
+
+
+SHUTDOWN_DUMP_AFTER_S = 30.0
+
+
+def _dump_tasks() -> None:
+    print(f"router shutdown still running after {SHUTDOWN_DUMP_AFTER_S} s:", file=sys.stderr)
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
 
 
 async def wait_for(condition: Callable[[], bool], within_s: float = 10.0) -> None:
