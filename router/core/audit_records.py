@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
+from consent.ids import normalize_id
 from consent.model import ConsentState
 from consent.records import ConsentRecord
 from router.core.outcomes import Decision, Deliver
@@ -52,9 +53,11 @@ def _token_base(key: bytes) -> hmac.HMAC:
 
 
 def subject_token(identifier: str, key: bytes) -> str:
-    """How a subject id appears in the audit trail: HMAC-SHA256 under the audit key."""
+    """How a subject id appears in the audit trail: HMAC-SHA256 under the audit key, of the
+    id in the one canonical form the consent store and erasure also hash
+    (``consent.ids.normalize_id``), so every spelling of one id has one token."""
     state = _token_base(key).copy()  # the keyed state is prepared once per key
-    state.update(identifier.strip().encode())
+    state.update(normalize_id(identifier).encode())
     return state.hexdigest()[:32]
 
 
