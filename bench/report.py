@@ -195,6 +195,72 @@ def table(scenarios: list[Scenario]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class BackendRun:
+    """The scenarios and drains of one backend (``--backends``)."""
+
+    backend: str
+    scenarios: list[Scenario]
+    deliveries: list[Delivery]
+    delivery_rate: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the JSON results."""
+        return {
+            "scenarios": [s.as_dict() for s in self.scenarios],
+            "deliveries": [d.as_dict() for d in self.deliveries],
+            "delivery_events_per_s": self.delivery_rate,
+        }
+
+
+def backends_table(runs: list[BackendRun]) -> str:
+    """The router's figures per scenario with one column per backend: events/s, p99, the
+    router's and Redis's CPU per 1k events; then each drain's rate and zero-loss verdict."""
+    names = [r.backend for r in runs]
+    width = max(10, *(len(n) for n in names))
+
+    def cols(values: list[str]) -> str:
+        return " ".join(f"{v:>{width}}" for v in values)
+
+    def group(title: str) -> str:
+        return f"{title:<{(width + 1) * len(names) - 1}}"
+
+    head = (
+        f"{'scenario':<28} | {group('events/s')} | {group('p99 ms')} | "
+        f"{group('router CPU ms/1k')} | {group('Redis CPU ms/1k')}"
+    )
+    sub = f"{'':<28} | " + " | ".join([cols(names)] * 4)
+    lines = [head, sub, "-" * len(sub)]
+    by_name = [{s.name: s.router for s in r.scenarios} for r in runs]
+    for name in dict.fromkeys(s.name for r in runs for s in r.scenarios):
+        got = [row.get(name) for row in by_name]
+        lines.append(
+            f"{name:<28} | "
+            + " | ".join(
+                cols([_f(None if m is None else pick(m), spec) for m in got])
+                for pick, spec in (
+                    (lambda m: m.events_per_s, ",.0f"),
+                    (lambda m: m.load.p99_ms, ".2f"),
+                    (lambda m: m.cpu_ms_per_1k, ".1f"),
+                    (lambda m: m.redis_cpu_s * 1e6 / m.events if m.events else None, ".1f"),
+                )
+            )
+        )
+    lines.append("")
+    head = (
+        f"{'drain':<36} | {group('events/s')} | {group('worker CPU ms/1k')} | {group('zero loss')}"
+    )
+    lines += [head, f"{'':<36} | " + " | ".join([cols(names)] * 3), "-" * len(head)]
+    drains = [{d.label.rsplit(" [", 1)[0]: d for d in r.deliveries} for r in runs]
+    for label in dict.fromkeys(k for row in drains for k in row):
+        got_d = [row.get(label) for row in drains]
+        rates = cols([_f(None if d is None else d.events_per_s, ",.0f") for d in got_d])
+        cpu = cols([_f(None if d is None else d.cpu_ms_per_1k, ".1f") for d in got_d])
+        verdicts = cols(["-" if d is None else ("PASS" if d.passed else "FAIL") for d in got_d])
+        lines.append(f"{label:<36} | {rates} | {cpu} | {verdicts}")
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def delivery_table(delivery: Delivery) -> str:
     """Per destination: expected vs received, rate, verdict."""
     head = (

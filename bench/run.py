@@ -10,6 +10,10 @@ Phases (see ``bench/README.md``):
    in its steady window; then the zero-loss check per destination;
 4. one process with its workers (``router serve``) under single events, drained and checked;
 5. optionally ``--profile`` (py-spy on the ingest and on a worker) and ``--soak SECONDS``.
+
+``--backends single cluster`` runs phases 2-4 once per backend: on the private redis-server,
+then on a private 3-master + 3-replica Redis Cluster (``tests/redis_cluster.py``, the same
+append-only settings), and prints both side by side.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from bench.load import LoadResult, ensure_wrk, run_python_load, run_wrk
 from bench.procs import (
     Proc,
     Processes,
+    cpu_seconds,
     cpus_busy_seconds,
     free_port,
     http_get,
@@ -48,16 +53,19 @@ from bench.procs import (
     wait_port,
 )
 from bench.report import (
+    BackendRun,
     Delivery,
     DestinationCheck,
     Measured,
     Scenario,
+    backends_table,
     delivery_table,
     render_targets,
     table,
     targets,
 )
 from router.queue.keys import dlq_key, queue_key
+from tests.redis_cluster import RedisCluster
 
 REPO = Path(__file__).resolve().parent.parent
 ROUTING = REPO / "bench" / "routing.yaml"
@@ -71,6 +79,8 @@ NOISE_SHARE = 0.10
 EXPECTED: dict[str, bool] = {"hook-batch": True, "amplitude": True, "ads-hook": False}
 """Per destination of ``bench/routing.yaml``: whether it must receive every accepted event
 (analytics granted) or none (advertising denied)."""
+BACKENDS = ("single", "cluster")
+"""``--backends``: one private redis-server; a private 3-master + 3-replica Redis Cluster."""
 
 
 @dataclass
@@ -91,6 +101,23 @@ class Options:
     load: str
     json_path: Path | None
     keep_logs: bool
+    backends: tuple[str, ...] = ("single",)
+
+
+def parse_backends(words: list[str]) -> tuple[str, ...]:
+    """``--backends`` words (separated by spaces or commas) -> the backends, in the order
+    given, each once; ValueError naming the word that is not one of ``BACKENDS``."""
+    out: list[str] = []
+    for word in (w.strip() for item in words for w in item.split(",")):
+        if not word:
+            continue
+        if word not in BACKENDS:
+            raise ValueError(f"unknown backend {word!r}: choose from {', '.join(BACKENDS)}")
+        if word not in out:
+            out.append(word)
+    if not out:
+        raise ValueError(f"no backend given: choose from {', '.join(BACKENDS)}")
+    return tuple(out)
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -141,7 +168,21 @@ def parse_args(argv: list[str] | None) -> Options:
         help="where to write the JSON results ('' for nowhere)",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["single"],
+        metavar="BACKEND",
+        help="run the scenarios on each: single (one redis-server, the default), cluster "
+        "(3 masters + 3 replicas); several are printed side by side",
+    )
     args = parser.parse_args(argv)
+    try:
+        backends = parse_backends(args.backends)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if backends != ("single",) and (args.soak or args.scaling):
+        parser.error("--backends applies to the scenarios, not to --soak or --scaling")
     duration, warmup = (5, 1) if args.quick else (args.duration, args.warmup)
     return Options(
         duration=duration,
@@ -158,6 +199,7 @@ def parse_args(argv: list[str] | None) -> Options:
         load=args.load,
         json_path=Path(args.json) if args.json else None,
         keep_logs=args.keep_logs,
+        backends=backends,
     )
 
 
@@ -198,6 +240,9 @@ class Bench:
     redis_port: int = 0
     receivers_port: int = 0
     redis_proc: Proc | None = None
+    cluster: RedisCluster | None = None
+    backend: str = "single"
+    runs: dict[str, BackendRun] = field(default_factory=dict)
     hook_secret: str = ""
     wrk: str | None = None
     in_event_consent: bool = True
@@ -265,8 +310,50 @@ class Bench:
             f"most ~1 s from disk), no RDB snapshots"
         )
 
-    def client(self) -> redis.Redis:
-        """A client of the private Redis."""
+    def start_cluster(self) -> None:
+        """A private 3-master + 3-replica Redis Cluster, the same persistence as the single
+        server, its nodes on the auxiliary CPUs."""
+        directory = self.tmp / "cluster"
+        self.cluster = RedisCluster(directory, extra_args=("--appendfsync", "everysec"))
+        self.cluster.start()
+        for node in self.cluster.nodes:
+            if self.aux_cpus and node.process is not None:
+                os.sched_setaffinity(node.process.pid, self.aux_cpus)
+        print(
+            f"redis cluster: private, 3 masters + 3 replicas on ports "
+            f"{', '.join(str(n.port) for n in self.cluster.nodes)}, dir {directory}, "
+            "appendonly yes, appendfsync everysec; every node shares the same CPUs"
+        )
+
+    def stop_backend(self) -> None:
+        """Stop the private redis-server or cluster of the current backend."""
+        if self.redis_proc is not None:
+            self.procs.stop(self.redis_proc)
+            self.redis_proc = None
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
+
+    def redis_url(self) -> str:
+        """The router's ``ROUTER_REDIS_URL`` for the current backend."""
+        if self.cluster is not None:
+            return self.cluster.url
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def redis_cpu_seconds(self) -> float:
+        """CPU time used so far by the Redis process(es) of the current backend."""
+        if self.cluster is not None:
+            return sum(
+                cpu_seconds(n.process.pid) for n in self.cluster.nodes if n.process is not None
+            )
+        return self.redis_proc.cpu_seconds() if self.redis_proc else 0.0
+
+    def client(self) -> redis.Redis | redis.RedisCluster:
+        """A client of the current backend (single-key commands only)."""
+        if self.cluster is not None:
+            return redis.RedisCluster(
+                host="127.0.0.1", port=self.cluster.nodes[0].port, socket_timeout=30
+            )
         return redis.Redis(host="127.0.0.1", port=self.redis_port, socket_timeout=30)
 
     def start_receivers(self) -> None:
@@ -311,7 +398,7 @@ class Bench:
         """The router's environment: private Redis, receivers' URLs, quiet logs."""
         base = f"http://127.0.0.1:{self.receivers_port}"
         return {
-            "ROUTER_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "ROUTER_REDIS_URL": self.redis_url(),
             "ROUTER_LOG_LEVEL": "WARNING",
             "BENCH_WRITE_KEY": WRITE_KEY,
             "BENCH_HOOK_URL": f"{base}/hook/hook-batch",
@@ -493,14 +580,14 @@ class Bench:
         time.sleep(0.2)
         cpu0 = proc.cpu_seconds()
         busy0 = cpus_busy_seconds(self.sut_cpus) if self.sut_cpus else 0.0
-        redis0 = self.redis_proc.cpu_seconds() if self.redis_proc else 0.0
+        redis0 = self.redis_cpu_seconds()
         result = self.drive(workload, port, self.opts.duration, label)
         # Counted at the end of the load window: what the router accepted during it.
         cpu = proc.cpu_seconds() - cpu0
         foreign = (
             cpus_busy_seconds(self.sut_cpus) - busy0 - cpu if self.sut_cpus is not None else None
         )
-        redis_cpu = (self.redis_proc.cpu_seconds() - redis0) if self.redis_proc else 0.0
+        redis_cpu = self.redis_cpu_seconds() - redis0
         if router:
             events = self.accepted(port) - before_events
         else:
@@ -544,6 +631,8 @@ class Bench:
     def note(self, who: str, label: str, measured: Measured | None) -> None:
         """Carry a reported run's problems (noise, errors) into the summary's notes."""
         if measured is not None and measured.problems:
+            if len(self.opts.backends) > 1:
+                who = f"[{self.backend}] {who}"
             self.notes.append(f"{who} {label}: {', '.join(measured.problems)}")
 
     # -- delivery -------------------------------------------------------------------------
@@ -764,6 +853,28 @@ class Bench:
         self.scenarios.append(Scenario("single + workers (1 proc)", 1, measured, base_single))
         self.deliveries.append(delivery)
         print(delivery_table(delivery))
+
+    def run_backend(self, backend: str) -> None:
+        """The scenarios on the current backend (and ``--profile`` on the first); with
+        several backends, each one's results are kept apart for the side-by-side table, the
+        first one's stay the main table and every drain counts for the zero-loss verdict."""
+        first = not self.runs
+        earlier = self.deliveries
+        self.scenarios, self.deliveries, self.delivery_rate = [], [], None
+        try:
+            self.run_scenarios()
+            if first and self.opts.profile:
+                self.run_profile()
+        finally:
+            if len(self.opts.backends) > 1:
+                for delivery in self.deliveries:
+                    delivery.label += f" [{backend}]"
+            self.runs[backend] = BackendRun(
+                backend, self.scenarios, list(self.deliveries), self.delivery_rate
+            )
+            self.deliveries = earlier + self.deliveries
+            main = next(iter(self.runs.values()))
+            self.scenarios, self.delivery_rate = main.scenarios, main.delivery_rate
 
     def run_profile(self) -> None:
         """py-spy on the ingest of single events, then on a worker draining them."""
@@ -1073,21 +1184,30 @@ def main(argv: list[str] | None = None) -> int:
             "other processes on the server's core are reported per run"
         )
         bench.pin_layout()
-        bench.start_redis()
         bench.start_receivers()
-        probe, probe_port = bench.start_router("router-probe", workers=False)
-        try:
-            bench.probe_stored_consent(probe_port)
-        finally:
-            procs.stop(probe)
-        if opts.soak:
-            bench.run_soak(opts.soak)
-        elif opts.scaling:
-            bench.run_scaling()
-        else:
-            bench.run_scenarios()
-            if opts.profile:
-                bench.run_profile()
+        for backend in opts.backends:
+            if len(opts.backends) > 1:
+                print(f"\n==== backend: {backend}", flush=True)
+            bench.backend = backend
+            if backend == "cluster":
+                bench.start_cluster()
+            else:
+                bench.start_redis()
+            try:
+                bench.reset_receivers()
+                probe, probe_port = bench.start_router("router-probe", workers=False)
+                try:
+                    bench.probe_stored_consent(probe_port)
+                finally:
+                    procs.stop(probe)
+                if opts.soak:
+                    bench.run_soak(opts.soak)
+                elif opts.scaling:
+                    bench.run_scaling()
+                else:
+                    bench.run_backend(backend)
+            finally:
+                bench.stop_backend()
     except (RuntimeError, OSError, redis.RedisError, json.JSONDecodeError) as exc:
         error = f"{type(exc).__name__}: {exc}"
         print(f"\nbench failed: {error}", file=sys.stderr)
@@ -1109,6 +1229,12 @@ def _print_summary(bench: Bench) -> None:
     if bench.scenarios:
         print("\n== results (server pinned to one core; req/s count 2xx answers)\n")
         print(table(bench.scenarios))
+    if len(bench.runs) > 1:
+        print(
+            "\n== backends side by side (every Redis node shares the machine's CPUs: this "
+            "shows the cluster's overhead, not its scale-out)\n"
+        )
+        print(backends_table(list(bench.runs.values())))
     if bench.notes:
         print()
         for note in bench.notes:
@@ -1136,6 +1262,7 @@ def _write_json(bench: Bench, opts: Options, started: datetime, error: str | Non
         "delivery_events_per_s": bench.delivery_rate,
         "soak": bench.soak,
         "scaling": bench.scaling,
+        "backends": {name: run.as_dict() for name, run in bench.runs.items()},
         "profiles": bench.profiles,
         "notes": bench.notes,
     }

@@ -50,7 +50,7 @@ class RedisClusterNode(RedisServer):
     """One cluster node: a ``RedisServer`` with cluster mode on (its config file survives a
     restart), and ``redis-cli`` helpers."""
 
-    def __init__(self, directory: Path, port: int) -> None:
+    def __init__(self, directory: Path, port: int, extra_args: tuple[str, ...] = ()) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         super().__init__(
             directory,
@@ -62,6 +62,7 @@ class RedisClusterNode(RedisServer):
                 "nodes.conf",
                 "--cluster-node-timeout",
                 "1000",
+                *extra_args,
             ),
         )
 
@@ -93,10 +94,14 @@ class RedisClusterNode(RedisServer):
 class RedisCluster:
     """Start a 3-master + 3-replica cluster, kill a node, wait for the cluster to be ok."""
 
-    def __init__(self, directory: Path, masters: int = MASTERS) -> None:
+    def __init__(
+        self, directory: Path, masters: int = MASTERS, extra_args: tuple[str, ...] = ()
+    ) -> None:
+        """``extra_args`` go to every node's ``redis-server`` after the tests' settings (the
+        last value of a setting wins), e.g. the benchmark's ``--appendfsync everysec``."""
         taken: set[int] = set()
         self.nodes = [
-            RedisClusterNode(directory / f"node{i}", free_cluster_port(taken))
+            RedisClusterNode(directory / f"node{i}", free_cluster_port(taken), extra_args)
             for i in range(2 * masters)
         ]
 
