@@ -587,7 +587,7 @@ def _may_hold_findings(payload: Mapping[str, Any], skip: frozenset[str]) -> bool
                 if id(value) not in ignored:
                     stack.append(value.values())
             elif kind is int or kind is float:
-                card = value >= 10**12 and _scan_number(value, "", []) is not value
+                card = abs(value) >= 10**12 and _scan_number(value, "", []) is not value
                 if card and id(value) not in ignored:
                     return True
             elif kind is list:

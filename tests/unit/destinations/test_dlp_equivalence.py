@@ -2,10 +2,12 @@
 
 ``reference_may_hold_findings`` and ``reference_scan_payload`` are verbatim copies of
 ``destinations/dlp.py`` before the quick walk was made cheaper (issue 14), only renamed and
-pointed at the module's unchanged helpers. The package must give identical results: the same
-answer from the quick walk, the same payload (types included: a tuple copied into a list, an
-integer kept as ``12345`` and not ``12345.0``) and the same detections (kinds, paths, order),
-on arbitrary nested JSON built from PII-like fragments and on the compiled build's corpus.
+pointed at the module's unchanged helpers, and with one fix also made in the package (marked
+below: a negative Luhn-valid number was not looked at by the quick walk). The package must
+give identical results: the same answer from the quick walk, the same payload (types
+included: a tuple copied into a list, an integer kept as ``12345`` and not ``12345.0``) and
+the same detections (kinds, paths, order), on arbitrary nested JSON built from PII-like
+fragments and on the compiled build's corpus.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ def reference_may_hold_findings(payload: Mapping[str, Any], skip: frozenset[str]
                 ):
                     return True
             elif kind is int or kind is float:
-                card = value >= 10**12 and dlp._scan_number(value, "", []) is not value
+                # The one intended change: abs(), so a negative card number alone is redacted
+                # (the copied walk had "value >= 10**12" and let it through unscanned).
+                card = abs(value) >= 10**12 and dlp._scan_number(value, "", []) is not value
                 if card and id(value) not in ignored:
                     return True
             elif kind is dict or kind is list:
