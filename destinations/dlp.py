@@ -566,26 +566,38 @@ def _may_hold_findings(payload: Mapping[str, Any], skip: frozenset[str]) -> bool
     Top-level skipped fields (transformed values, the router's own ids and times) are left out
     by name, nested ones by identity; a skipped path inside an array is not resolved here,
     which can only make the answer True (and the full walk then applies the skip exactly).
+
+    The stack holds iterables of values (a dict's ``values()``, a list), so no node needs an
+    ABC ``isinstance`` check; ``None`` and booleans are passed over before the fallback test
+    for other containers. Same answer as testing every value against ``Mapping``.
     """
     top, nested = _split_skip(skip)
     ignored = {id(v) for path in nested if (v := _at(payload, path)) is not None}
-    stack: list[Any] = [[v for k, v in payload.items() if k not in top]]
+    stack: list[Any] = [
+        [v for k, v in payload.items() if k not in top] if top else list(payload.values())
+    ]
+    scan = _scan_cached
     while stack:
-        node = stack.pop()
-        values = node.values() if isinstance(node, Mapping) else node
-        for value in values:
+        for value in stack.pop():
             kind = type(value)
             if kind is str:
-                if len(value) >= _MIN_TEXT and _scan_cached(value) and id(value) not in ignored:
+                if len(value) >= _MIN_TEXT and scan(value) and id(value) not in ignored:
                     return True
+            elif kind is dict:
+                if id(value) not in ignored:
+                    stack.append(value.values())
             elif kind is int or kind is float:
-                card = value >= 10**12 and _scan_number(value, "", []) is not value
+                card = abs(value) >= 10**12 and _scan_number(value, "", []) is not value
                 if card and id(value) not in ignored:
                     return True
-            elif kind is dict or kind is list:
+            elif kind is list:
                 if id(value) not in ignored:
                     stack.append(value)
-            elif isinstance(value, Mapping | list | tuple):
+            elif value is None or kind is bool:
+                continue
+            elif isinstance(value, Mapping):
+                stack.append(value.values())
+            elif isinstance(value, list | tuple):
                 stack.append(value)
     return False
 

@@ -64,6 +64,8 @@ class _Dropped:
 
 
 DROPPED: Final = _Dropped()
+_ABSENT: Final = _Dropped()
+"""Marker for "no such key" in ``_apply`` (distinct from ``DROPPED`` and from ``None``)."""
 
 
 @dataclass(slots=True)
@@ -74,9 +76,12 @@ class _Node:
     transform: Transform | None = None
     leaf: bool = False
     """Allowed as is: whole, with no child rule and no transform (set once compiled)."""
+    rules: tuple[tuple[str, _Node | None], ...] = ()
+    """The children in order, ``None`` for a leaf child (copied without a call; set once
+    compiled)."""
 
     def seal(self) -> None:
-        """Compute ``leaf`` for this node and every node below it."""
+        """Compute ``leaf`` and ``rules`` for this node and every node below it."""
         self.leaf = (
             self.whole and not self.children and self.each is None and self.transform is None
         )
@@ -84,6 +89,9 @@ class _Node:
             child.seal()
         if self.each is not None:
             self.each.seal()
+        self.rules = tuple(
+            (name, None if child.leaf else child) for name, child in self.children.items()
+        )
 
     def child(self, name: str) -> _Node:
         node = self.children.get(name)
@@ -179,16 +187,18 @@ def _apply(node: _Node, value: Any, key: bytes) -> Any:
         return items if items or node.whole else DROPPED
     if kind is dict:
         out: dict[str, Any] = dict(value) if node.whole else {}
-        for name, child in node.children.items():
-            if name in value:
-                if child.leaf:  # the common case, without a call
-                    out[name] = value[name]
-                    continue
-                result = _apply(child, value[name], key)
-                if result is DROPPED:
-                    out.pop(name, None)
-                else:
-                    out[name] = result
+        for name, child in node.rules:
+            item = value.get(name, _ABSENT)  # one lookup; the value itself may be None
+            if item is _ABSENT:
+                continue
+            if child is None:  # a leaf: the common case, without a call
+                out[name] = item
+                continue
+            result = _apply(child, item, key)
+            if result is DROPPED:
+                out.pop(name, None)
+            else:
+                out[name] = result
         return out if out or node.whole else DROPPED
     return value if node.whole else DROPPED
 

@@ -245,6 +245,16 @@ def test_ignores_strings_that_are_not_emails(text: str) -> None:
     assert kinds(text) == []
 
 
+@pytest.mark.parametrize("number", [-4111111111111111, -4111111111111111.0, -378282246310005])
+def test_redacts_a_negative_card_number_alone_in_a_payload(number: float) -> None:
+    """The quick walk used to skip numbers below 10**12, so a negative card left unredacted
+    when nothing else in the payload was reported."""
+    assert scan_payload({"a": number}, {}, ()) == (
+        {"a": "[redacted:card]"},
+        [Detection("a", "card", True)],
+    )
+
+
 def test_redacts_emails_in_nested_arrays() -> None:
     """Emails inside arrays of objects are found and reported with ``[]`` paths."""
     payload = {"properties": {"guests": [{"contacts": ["x", "Ann@Example.com"]}]}}
