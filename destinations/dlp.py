@@ -103,7 +103,14 @@ import ipaddress
 import itertools
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from types import ModuleType
 from typing import Any, Final, Literal, NamedTuple
+
+_native: ModuleType | None
+try:  # the native walker, when pip could build it (setup.py); else the pure one below
+    import destinations._speedups as _native
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _native = None
 
 Kind = Literal["card", "email", "phone", "iban", "ssn", "ip"]
 """What a detector found; bounded, so safe as a metric label."""
@@ -566,16 +573,29 @@ def _may_hold_findings(payload: Mapping[str, Any], skip: frozenset[str]) -> bool
     Top-level skipped fields (transformed values, the router's own ids and times) are left out
     by name, nested ones by identity; a skipped path inside an array is not resolved here,
     which can only make the answer True (and the full walk then applies the skip exactly).
+    The walk itself is native when ``destinations._speedups`` is built (same answers).
+    """
+    top, nested = _split_skip(skip)
+    ignored = {id(v) for path in nested if (v := _at(payload, path)) is not None}
+    values = [v for k, v in payload.items() if k not in top] if top else list(payload.values())
+    if _native is not None:
+        return bool(_native.may_hold_findings(values, ignored, _scan_cached, _is_card, _MIN_TEXT))
+    return _may_hold(values, ignored)
+
+
+def _is_card(value: int | float) -> bool:
+    """An int (or integral float) the full walk would redact as a card number."""
+    return _scan_number(value, "", []) is not value
+
+
+def _may_hold(values: list[Any], ignored: set[int]) -> bool:
+    """The pure walk of ``_may_hold_findings``.
 
     The stack holds iterables of values (a dict's ``values()``, a list), so no node needs an
     ABC ``isinstance`` check; ``None`` and booleans are passed over before the fallback test
     for other containers. Same answer as testing every value against ``Mapping``.
     """
-    top, nested = _split_skip(skip)
-    ignored = {id(v) for path in nested if (v := _at(payload, path)) is not None}
-    stack: list[Any] = [
-        [v for k, v in payload.items() if k not in top] if top else list(payload.values())
-    ]
+    stack: list[Any] = [values]
     scan = _scan_cached
     while stack:
         for value in stack.pop():
@@ -587,8 +607,7 @@ def _may_hold_findings(payload: Mapping[str, Any], skip: frozenset[str]) -> bool
                 if id(value) not in ignored:
                     stack.append(value.values())
             elif kind is int or kind is float:
-                card = abs(value) >= 10**12 and _scan_number(value, "", []) is not value
-                if card and id(value) not in ignored:
+                if abs(value) >= 10**12 and _is_card(value) and id(value) not in ignored:
                     return True
             elif kind is list:
                 if id(value) not in ignored:

@@ -27,9 +27,16 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import ModuleType
 from typing import Any, Final
 
 from destinations.errors import FieldPathError
+
+_native: ModuleType | None
+try:  # the native walker, when pip could build it (setup.py); else the pure ``_apply``
+    import destinations._speedups as _native
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _native = None
 
 
 class Transform(StrEnum):
@@ -79,6 +86,8 @@ class _Node:
     rules: tuple[tuple[str, _Node | None], ...] = ()
     """The children in order, ``None`` for a leaf child (copied without a call; set once
     compiled)."""
+    native: Any = field(default=None, compare=False, repr=False)
+    """This node as the native walker's ``Rule`` (set once compiled, when it is built)."""
 
     def seal(self) -> None:
         """Compute ``leaf`` and ``rules`` for this node and every node below it."""
@@ -92,6 +101,14 @@ class _Node:
         self.rules = tuple(
             (name, None if child.leaf else child) for name, child in self.children.items()
         )
+        if _native is not None:
+            self.native = _native.Rule(
+                self.transform,
+                self.leaf,
+                self.whole,
+                None if self.each is None else self.each.native,
+                tuple((name, None if c is None else c.native) for name, c in self.rules),
+            )
 
     def child(self, name: str) -> _Node:
         node = self.children.get(name)
@@ -117,7 +134,10 @@ class Allowlist:
 
     def apply(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """The event reduced to the allowed fields, transforms applied."""
-        result = _apply(self.root, event, self.tokenize_key)
+        if self.root.native is not None:
+            result = _native_apply(self.root.native, event, self.tokenize_key)
+        else:
+            result = _apply(self.root, event, self.tokenize_key)
         return result if isinstance(result, dict) else {}
 
     @functools.cached_property
@@ -169,7 +189,13 @@ def _insert(root: _Node, parts: tuple[tuple[str, bool], ...]) -> _Node:
     return node
 
 
+def _native_apply(rule: Any, value: Any, key: bytes) -> Any:
+    assert _native is not None
+    return _native.apply(rule, value, key, apply_transform, DROPPED)
+
+
 def _apply(node: _Node, value: Any, key: bytes) -> Any:
+    """The pure walk of ``Allowlist.apply`` (the native one gives the same answers)."""
     if node.transform is not None:
         return apply_transform(node.transform, value, key)
     if node.leaf:

@@ -188,7 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         await site.start()
         print(
             f"router listening on http://{settings.host}:{settings.port} "
-            f"({len(routing.destinations)} destination(s))",
+            f"({len(routing.destinations)} destination(s); {_walkers()})",
             file=sys.stderr,
             flush=True,
         )
@@ -200,6 +200,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt, web.GracefulExit):
         _run(main())
     return 0
+
+
+def _walkers() -> str:
+    """Whether pip could build the native walkers (setup.py) or the pure ones run."""
+    from destinations import dlp  # noqa: PLC0415
+    from router.core import paths  # noqa: PLC0415
+
+    built = paths._native is not None and dlp._native is not None
+    return "native walkers" if built else "pure-Python walkers: no C compiler when installed"
 
 
 GC_THRESHOLDS: Final = (20_000, 20, 50)

@@ -19,9 +19,16 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any, Final
 
 from destinations.fields import Allowlist
+
+_native: ModuleType | None
+try:  # the native walker, when pip could build it (setup.py); else the pure one below
+    import router.core._speedups as _native
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _native = None
 
 MAX_PATHS: Final = 256
 MAX_DEPTH: Final = 16
@@ -55,7 +62,19 @@ def field_paths(
     """Leaf paths of a JSON-like value in allowlist syntax (``a.b[].c``), keys normalized.
 
     At most ``max_paths`` paths, at most ``max_depth`` levels (deeper values count as a leaf).
+    Native when ``router.core._speedups`` is built (the same answers as ``pure_field_paths``).
     """
+    if _native is not None:
+        paths: frozenset[str] = _native.field_paths(value, max_paths, max_depth)
+        return paths
+    return pure_field_paths(value, max_paths=max_paths, max_depth=max_depth)
+
+
+def pure_field_paths(
+    value: Any, *, max_paths: int = MAX_PATHS, max_depth: int = MAX_DEPTH
+) -> frozenset[str]:
+    """``field_paths`` in Python (the fallback, and the reference the native walker is tested
+    against)."""
     found: set[str] = set()
     if type(value) is dict:
         _dict_paths(value, "", 0, found, max_paths, max_depth)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
+from destinations import dlp
 from tests.conftest import HOOK_SECRET, TEST_CONFIG, WRITE_KEY, wait_for
 from tests.fakes.webhook import WebhookReceiver
 from tests.redis_server import RedisServer, free_port
@@ -130,6 +131,8 @@ async def test_sighup_reloads_every_child_and_children_die_with_the_parent(
     children: list[int] = []
     try:
         await wait_for(lambda: sum("router listening" in line for line in lines) == 2, within_s=30)
+        walkers = "native walkers" if dlp._native is not None else "pure-Python walkers"
+        assert sum(walkers in line for line in lines) == 2  # each child says which it runs
         children = children_of(parent.pid)
         assert len(children) == 2
         parent.send_signal(signal.SIGHUP)

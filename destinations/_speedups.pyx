@@ -1,0 +1,113 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Native walkers of the allowlist copy and the PII net's quick check: the same answers as
+the pure functions of ``destinations.fields`` and ``destinations.dlp``, faster.
+
+Built by ``pip install`` (setup.py, Cython) when a C compiler and the Python headers are
+there; both modules fall back to their pure-Python walkers otherwise. Pure: no I/O. The
+callbacks (string scan, number check, transform) are the pure modules' own functions, so
+what counts as personal data is decided in one place. tests/unit/test_speedups.py checks
+that both builds give the same answers on generated JSON.
+"""
+
+from collections.abc import Mapping
+
+
+def may_hold_findings(
+    list values, object ignored, object scan, object is_card, Py_ssize_t min_text
+):
+    """Whether any of ``values`` (recursively) could be reported (``dlp._may_hold_findings``
+    after its skip handling): a string of at least ``min_text`` characters with findings
+    (``scan``), an int or float of 12+ digits ``is_card`` says is a card number. Values whose
+    ``id`` is in ``ignored`` (a set, or ``None``) and everything under them are passed over."""
+    cdef list stack = [values]
+    cdef bint check_ids = bool(ignored)
+    while stack:
+        for value in stack.pop():
+            kind = type(value)
+            if kind is str:
+                if len(<str>value) >= min_text and scan(value):
+                    if not check_ids or id(value) not in ignored:
+                        return True
+            elif kind is dict:
+                if not check_ids or id(value) not in ignored:
+                    stack.append(list((<dict>value).values()))
+            elif kind is int or kind is float:
+                if abs(value) >= 1_000_000_000_000 and is_card(value):
+                    if not check_ids or id(value) not in ignored:
+                        return True
+            elif kind is list:
+                if not check_ids or id(value) not in ignored:
+                    stack.append(value)
+            elif value is None or kind is bool:
+                continue
+            elif isinstance(value, Mapping):
+                stack.append(list(value.values()))
+            elif isinstance(value, (list, tuple)):
+                stack.append(list(value))
+    return False
+
+
+cdef class Rule:
+    """One compiled allowlist node (``fields._Node`` sealed): read without attribute lookups."""
+
+    cdef readonly object transform
+    cdef readonly bint leaf
+    cdef readonly bint whole
+    cdef readonly Rule each
+    cdef readonly tuple rules  # ((name, Rule or None), ...)
+
+    def __init__(self, transform, bint leaf, bint whole, Rule each, tuple rules):
+        self.transform = transform
+        self.leaf = leaf
+        self.whole = whole
+        self.each = each
+        self.rules = rules
+
+
+cdef object _apply(Rule node, object value, bytes key, object transform, object dropped):
+    cdef list items
+    cdef dict out
+    cdef dict source
+    cdef Rule each
+    cdef Rule child
+    if node.transform is not None:
+        return transform(node.transform, value, key)
+    if node.leaf:
+        return value
+    kind = type(value)
+    if kind is list:
+        each = node.each
+        if each is None:
+            return value if node.whole else dropped
+        items = []
+        for item in <list>value:
+            result = _apply(each, item, key, transform, dropped)
+            if result is not dropped:
+                items.append(result)
+        return items if items or node.whole else dropped
+    if kind is dict:
+        source = <dict>value
+        out = dict(source) if node.whole else {}
+        for name, rule in node.rules:
+            item = source.get(name, _ABSENT)
+            if item is _ABSENT:
+                continue
+            if rule is None:
+                out[name] = item
+                continue
+            result = _apply(<Rule>rule, item, key, transform, dropped)
+            if result is dropped:
+                out.pop(name, None)
+            else:
+                out[name] = result
+        return out if out or node.whole else dropped
+    return value if node.whole else dropped
+
+
+cdef object _ABSENT = object()
+
+
+def apply(Rule node, object value, bytes key, object transform, object dropped):
+    """``fields._apply``: ``value`` reduced to ``node``'s allowed fields, transforms applied
+    through ``transform`` (``fields.apply_transform``); ``dropped`` for "remove it"."""
+    return _apply(node, value, key, transform, dropped)

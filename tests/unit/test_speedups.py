@@ -1,0 +1,243 @@
+"""The native walkers (Cython, built by pip from setup.py) give the pure walkers' answers.
+
+``router.core._speedups.field_paths`` against ``paths.pure_field_paths``,
+``destinations._speedups.may_hold_findings`` against ``dlp._may_hold`` (and ``scan_payload``
+with and without it), ``destinations._speedups.apply`` against ``fields._apply``: the same
+values, types, key order and sharing of the input's objects, on generated JSON with PII-like
+strings, value-like keys, odd numbers and tuples, and on the compiled build's corpus.
+
+When the extensions are not built (no C compiler at install) these tests are skipped, unless
+``ROUTER_REQUIRE_NATIVE=1`` (CI sets it: there the build must have them).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from destinations import dlp, fields
+from destinations.fields import Allowlist, Transform, compile_allowlist
+from router.core import paths
+from tests.compiled_corpus import _event
+from tests.unit.destinations.test_dlp import PII_SAMPLES, PROPERTY_SETTINGS, pii_text
+from tests.unit.destinations.test_dlp_equivalence import NUMBERS, SKIPS
+
+native_paths = paths._native
+native_destinations = dlp._native
+
+if os.environ.get("ROUTER_REQUIRE_NATIVE") == "1":
+    assert native_paths is not None, "router.core._speedups is not built (pip install -e .)"
+    assert native_destinations is not None, "destinations._speedups is not built"
+pytestmark = pytest.mark.skipif(
+    native_paths is None or native_destinations is None,
+    reason="native walkers not built (no C compiler when installed)",
+)
+
+KEYS = [
+    "a",
+    "b_1",
+    "$ref",
+    "-x",
+    "x-y",
+    "9lives",
+    "id12345",
+    "id1234",
+    "x y",
+    "j@x.io",
+    "+16505551212",
+    "",
+    "é",
+    "a" * 64,
+    "a" * 65,
+    "userId",
+    "email",
+    "ip",
+    "context",
+    "traits",
+    "messageId",
+]
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.sampled_from(NUMBERS)
+    | st.sampled_from(PII_SAMPLES)
+    | pii_text
+)
+keys = st.sampled_from(KEYS) | st.text(max_size=8)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=4),
+    max_leaves=40,
+)
+with_tuples = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.lists(children, max_size=3).map(tuple)
+        | st.dictionaries(keys, children, max_size=4)
+    ),
+    max_leaves=30,
+)
+events = st.dictionaries(keys, json_values, max_size=8)
+
+
+@contextmanager
+def pure(module: ModuleType) -> Iterator[None]:
+    """Run ``module`` on its pure-Python walker for the duration."""
+    saved = module._native
+    module._native = None
+    try:
+        yield
+    finally:
+        module._native = saved
+
+
+@PROPERTY_SETTINGS
+@given(json_values | events, st.integers(1, 300), st.integers(1, 17))
+def test_field_paths_match_the_pure_walker(value: Any, max_paths: int, max_depth: int) -> None:
+    native = paths.field_paths(value, max_paths=max_paths, max_depth=max_depth)
+    assert native == paths.pure_field_paths(value, max_paths=max_paths, max_depth=max_depth)
+    assert type(native) is frozenset
+
+
+@PROPERTY_SETTINGS
+@given(st.one_of(st.sampled_from(KEYS), st.text(max_size=70), st.integers(), st.none()))
+def test_segments_match_the_pure_rule(name: Any) -> None:
+    """The native check is written out in C; the pure one is two regular expressions."""
+    assert native_paths is not None
+    assert native_paths.safe_segment(name) == paths.safe_segment(name)
+
+
+def test_field_paths_stay_right_past_the_bound_of_remembered_paths() -> None:
+    """More distinct field-like keys than the native trie keeps: it starts again, same answers."""
+    for start in range(0, 70_000, 10_000):
+        value = {f"k{n}": {"v": 1, "w": [{"x": n}]} for n in range(start, start + 10_000)}
+        assert paths.field_paths(value, max_paths=40_000) == paths.pure_field_paths(
+            value, max_paths=40_000
+        )
+    assert paths.field_paths({"a": {"b": 1}}) == {"a.b"}
+
+
+def _quick_both(payload: dict[str, Any], skip: frozenset[str]) -> tuple[bool, bool]:
+    native = dlp._may_hold_findings(payload, skip)
+    with pure(dlp):
+        return native, dlp._may_hold_findings(payload, skip)
+
+
+@PROPERTY_SETTINGS
+@given(st.dictionaries(keys, with_tuples, max_size=6), st.frozensets(st.sampled_from(SKIPS)))
+def test_quick_walk_matches_the_pure_walker(payload: dict[str, Any], skip: frozenset[str]) -> None:
+    native, pure_answer = _quick_both(payload, skip)
+    assert native == pure_answer
+
+
+def test_quick_walk_ignores_skipped_values_by_identity_in_both_walkers() -> None:
+    email = "jane.doe@example.com"
+    card = 4111111111111111
+    payload = {"traits": {"email": email, "card": card}, "context": {"ip": "10.1.2.3 x"}}
+    assert _quick_both(payload, frozenset({"traits.email", "traits.card"})) == (True, True)
+    assert _quick_both(payload, frozenset({"traits", "context.ip"})) == (False, False)
+    assert _quick_both({"n": -card}, frozenset()) == (True, True)
+
+
+@PROPERTY_SETTINGS
+@given(st.dictionaries(keys, with_tuples, max_size=6), st.frozensets(st.sampled_from(SKIPS)))
+def test_scan_payload_matches_with_the_pure_walker(
+    payload: dict[str, Any], skip: frozenset[str]
+) -> None:
+    declared = {"traits.email": "email", "context.ip": "ip", "a": "phone"}
+    native, found = dlp.scan_payload(payload, declared, skip)
+    with pure(dlp):
+        plain, plain_found = dlp.scan_payload(payload, declared, skip)
+    assert (repr(native), found) == (repr(plain), plain_found)
+
+
+segments = st.tuples(st.sampled_from(KEYS[:8] + KEYS[15:]), st.booleans()).map(
+    lambda part: part[0] + ("[]" if part[1] else "")
+)
+listed = st.lists(segments, min_size=1, max_size=3).map(".".join)
+allowlists = st.builds(
+    lambda fields_, transforms: compile_allowlist(fields_, transforms, b"key"),
+    st.lists(listed, max_size=6),
+    st.dictionaries(listed, st.sampled_from(list(Transform)), max_size=2),
+)
+
+
+def _containers(value: Any) -> list[int]:
+    if isinstance(value, dict):
+        return [id(value), *(i for item in value.values() for i in _containers(item))]
+    if isinstance(value, list):
+        return [id(value), *(i for item in value for i in _containers(item))]
+    return []
+
+
+def assert_same_copy(allowlist: Allowlist, event: dict[str, Any]) -> None:
+    assert allowlist.root.native is not None
+    native = allowlist.apply(event)
+    plain = fields._apply(allowlist.root, event, allowlist.tokenize_key)
+    plain = plain if isinstance(plain, dict) else {}
+    assert repr(native) == repr(plain)
+    ids = set(_containers(event))
+    assert [i in ids for i in _containers(native)] == [i in ids for i in _containers(plain)]
+
+
+@PROPERTY_SETTINGS
+@given(allowlists, events)
+def test_allowlist_copy_matches_the_pure_walker(
+    allowlist: Allowlist, event: dict[str, Any]
+) -> None:
+    assert_same_copy(allowlist, event)
+
+
+def test_allowlist_copy_edge_cases_match_the_pure_walker() -> None:
+    """Whole parents with narrower rules inside, emptied arrays and objects, transforms of
+    containers (dropped), keys absent or holding None."""
+    cases = [
+        (["a", "a[].b"], {}, {"a": [{"c": 1}], "z": 2}),
+        (["a", "a.b"], {"a.b": Transform.DROP}, {"a": {"b": 1, "c": 2}}),
+        (["a[].b"], {}, {"a": [{"c": 1}, 3, [4]]}),
+        (["a.b"], {"a.b": Transform.HASH_SHA256}, {"a": {"b": {"x": 1}}}),
+        (["a.b"], {"a.b": Transform.TOKENIZE}, {"a": {"b": None}}),
+        (["a.b[]"], {}, {"a": {"b": []}}),
+        (["a"], {"a": Transform.TRUNCATE_IP}, {"a": "2001:db8::1"}),
+    ]
+    for listed_, transforms, event in cases:
+        assert_same_copy(compile_allowlist(listed_, transforms, b"key"), event)
+    whole = compile_allowlist(["a", "a[].b"])
+    assert whole.apply({"a": [{"c": 1}]}) == {"a": []}
+
+
+def test_corpus_matches_the_pure_walkers() -> None:
+    """The compiled build's corpus: paths, quick walk, copies, and the net on the copies."""
+    lists = [
+        compile_allowlist(
+            ["messageId", "event", "properties.products[].sku", "context.page.url", "traits"],
+            {"userId": Transform.TOKENIZE, "context.ip": Transform.TRUNCATE_IP},
+            b"key",
+        ),
+        compile_allowlist(["userId", "properties", "context"], {"properties.total": "drop"}),
+    ]
+    rng = random.Random(14)
+    reported = 0
+    for n in range(600):
+        event = _event(rng, n)
+        assert paths.field_paths(event) == paths.pure_field_paths(event)
+        for allowlist in lists:
+            assert_same_copy(allowlist, event)
+            copy = allowlist.apply(event)
+            native = dlp.scan_payload(copy, {}, allowlist.unscanned_paths)
+            with pure(dlp):
+                plain = dlp.scan_payload(copy, {}, allowlist.unscanned_paths)
+            assert (repr(native[0]), native[1]) == (repr(plain[0]), plain[1])
+            reported += bool(native[1])
+    assert reported > 0  # the corpus holds personal data the net reports
