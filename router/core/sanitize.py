@@ -219,11 +219,7 @@ def shallow_source(raw: bytes, limits: Limits) -> bool:
     )
 
 
-def _clean_field(
-    value: dict[str, Any], limits: Limits, name: str, *, trusted: bool, shallow: bool = False
-) -> dict[str, Any]:
-    if trusted and shallow:
-        return value
+def _clean_field(value: dict[str, Any], limits: Limits, name: str, trusted: bool) -> dict[str, Any]:
     try:
         if trusted:
             try:
@@ -414,23 +410,26 @@ def _sanitize(
         _required(user_id, "userId", "userId")
         data["previousId"] = previous_id
 
-    context: dict[str, Any] = dict(batch_context or {})
-    context.update(wire.context or {})
-    integrations: dict[str, Any] = dict(batch_integrations or {})
-    integrations.update(wire.integrations or {})
-    for key, value in (
-        ("properties", wire.properties),
-        ("traits", wire.traits),
-        ("context", context),
-        ("integrations", integrations),
+    # Batch-level context / integrations were not part of the event's raw bytes: merged with
+    # them, the event's own are cleaned in full; alone, they are trusted like the rest.
+    context = {**batch_context, **(wire.context or {})} if batch_context else wire.context
+    integrations = (
+        {**batch_integrations, **(wire.integrations or {})}
+        if batch_integrations
+        else wire.integrations
+    )
+    for key, value, own in (
+        ("properties", wire.properties, True),
+        ("traits", wire.traits, True),
+        ("context", context, not batch_context),
+        ("integrations", integrations, not batch_integrations),
     ):
-        # Merged batch-level context / integrations were not part of the event's raw bytes.
-        from_batch = (key == "context" and batch_context) or (
-            key == "integrations" and batch_integrations
-        )
         if value:
-            data[key] = _clean_field(
-                value, limits, key, trusted=trusted and not from_batch, shallow=shallow
+            field_trusted = trusted and own
+            data[key] = (
+                value
+                if field_trusted and shallow
+                else _clean_field(value, limits, key, field_trusted)
             )
     if wire.channel:
         data["channel"] = _clean_str(wire.channel, 64)
