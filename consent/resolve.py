@@ -9,13 +9,14 @@ Merging rules (design.md section 5):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from consent.errors import DecodeError
 from consent.iab import read_consent_mode, read_gpp, read_onetrust, read_tcf, read_us_privacy
+from consent.memo import BoundedMemo, Unkeyable, frozen
 from consent.model import ConsentState, DenyReason, Signal, StoredConsent
 from consent.policy import ConsentPolicy, Missing
 from consent.signals import (
@@ -71,11 +72,18 @@ READERS: tuple[Reader, ...] = (
     Reader(Signal.GPC, read_gpc_flag, frozenset({"gpc"})),
 )
 """Every in-event signal, in the order their readings are merged. A reader runs only when one
-of its keys is present, so an event without consent fields costs almost nothing."""
+of its keys is present, so an event without consent fields costs almost nothing. A reader reads
+nothing of the context but ``context.consent`` and its own ``context_keys``: ``signal_key`` keys
+the memo of readings by exactly these."""
 
 
 _CONSENT_KEYS = frozenset().union(*(r.consent_keys for r in READERS))
 _CONTEXT_KEYS = frozenset().union(*(r.context_keys for r in READERS))
+_CONTEXT_KEY_ORDER = tuple(sorted(_CONTEXT_KEYS))
+MEMO_SIZE = 4096
+"""Distinct signal values (and, apart, merged states) remembered per policy."""
+_MEMO_POLICIES = 4
+"""Policies with a memo at once (a reloaded routing file brings a new one)."""
 
 
 def carries_signals(context: Mapping[str, Any]) -> bool:
@@ -158,7 +166,68 @@ def resolve_consent(
     does carry one, only a stored withdrawal newer than the event counts, and it wins. A stored
     record older than ``max_age_days`` is expired: without another choice, nothing is granted
     (``consent_expired``).
+
+    The event's own signals are read once per distinct value (``SignalMemo``): the same
+    TC strings and category maps arrive with person after person. Without a stored record, the
+    merged state itself is shared by every event of the same signals, region and request GPC.
     """
+    region = region_of(context, request)
+    memo = _memo_for(policy) if readers is READERS else None
+    key = signal_key(context) if memo is not None else None
+    if memo is not None and key is not None:
+        state_key = (key, request.gpc, region)
+        if stored is None:
+            state = memo.states.get(state_key)
+            if state is not None:
+                return state
+        own = memo.signals.get(key)
+        if own is None:
+            own = memo.signals.put(key, read_signals(context, policy, readers))
+        if stored is None:
+            return memo.states.put(state_key, _merge_own(own, request, policy, region))
+    else:
+        own = read_signals(context, policy, readers)
+    if stored is None:
+        return _merge_own(own, request, policy, region)
+    readings = list(own.readings)
+    if request.gpc and not own.gpc:
+        readings.append(gpc_reading(policy))
+    expired = False
+    has_choice = own.choice
+    limit = timedelta(days=policy.max_age_days)
+    if now is not None and stored.updated_at < now - limit:
+        expired = not has_choice
+    elif not has_choice:
+        readings.append(stored_reading(stored))
+    elif event_time is not None and stored.updated_at > event_time:
+        readings.append(withdrawal_reading(stored))
+    return merge(readings, own.unparseable, policy, region, expired=expired)
+
+
+@dataclass(frozen=True, slots=True)
+class OwnSignals:
+    """What an event's own consent fields say, before the request and stored state join in.
+
+    Shared between events (memoized): nothing may change a reading once it is here."""
+
+    readings: tuple[SignalReading, ...]
+    unparseable: tuple[Signal, ...]
+
+    @property
+    def choice(self) -> bool:
+        """Whether the event makes a CMP choice (a malformed signal counts as one)."""
+        return bool(self.unparseable) or any(r.cmp for r in self.readings)
+
+    @property
+    def gpc(self) -> bool:
+        """Whether some signal of the event is a GPC opt-out."""
+        return any(r.gpc for r in self.readings)
+
+
+def read_signals(
+    context: Mapping[str, Any], policy: ConsentPolicy, readers: Sequence[Reader] = READERS
+) -> OwnSignals:
+    """Run every reader whose keys the context holds; a malformed signal is ``unparseable``."""
     readings: list[SignalReading] = []
     unparseable: list[Signal] = []
     consent = context.get("consent")
@@ -173,19 +242,56 @@ def resolve_consent(
             continue
         if reading is not None:
             readings.append(reading)
-    if request.gpc and not any(r.gpc for r in readings):
-        readings.append(gpc_reading(policy))
-    expired = False
-    if stored is not None:
-        has_choice = any(r.cmp for r in readings) or bool(unparseable)
-        limit = timedelta(days=policy.max_age_days)
-        if now is not None and stored.updated_at < now - limit:
-            expired = not has_choice
-        elif not has_choice:
-            readings.append(stored_reading(stored))
-        elif event_time is not None and stored.updated_at > event_time:
-            readings.append(withdrawal_reading(stored))
-    return merge(readings, unparseable, policy, region_of(context, request), expired=expired)
+    return OwnSignals(tuple(readings), tuple(unparseable))
+
+
+def _merge_own(
+    own: OwnSignals, request: RequestSignals, policy: ConsentPolicy, region: str | None
+) -> ConsentState:
+    """The state of an event's own signals and its request's, without stored consent."""
+    readings: Sequence[SignalReading] = own.readings
+    if request.gpc and not own.gpc:
+        readings = (*readings, gpc_reading(policy))
+    return merge(readings, own.unparseable, policy, region)
+
+
+def signal_key(context: Mapping[str, Any]) -> Hashable | None:
+    """What the readers of ``READERS`` read of a context, as an exact key; ``None`` when some
+    value of it is not JSON (then nothing is memoized)."""
+    try:
+        return (
+            frozen(context.get("consent")),
+            tuple(
+                [(name, frozen(context[name])) for name in _CONTEXT_KEY_ORDER if name in context]
+            ),
+        )
+    except Unkeyable:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SignalMemo:
+    """One policy's memos: the readings of each distinct signal value, and the merged state of
+    each (signal value, request GPC, region) without stored consent."""
+
+    policy: ConsentPolicy
+    signals: BoundedMemo[OwnSignals]
+    states: BoundedMemo[ConsentState]
+
+
+_MEMOS: dict[int, SignalMemo] = {}
+"""By ``id(policy)``; each memo holds its policy, so the id stays that policy's while it lives."""
+
+
+def _memo_for(policy: ConsentPolicy) -> SignalMemo:
+    memo = _MEMOS.get(id(policy))
+    if memo is None or memo.policy is not policy:
+        if len(_MEMOS) >= _MEMO_POLICIES:
+            del _MEMOS[next(iter(_MEMOS))]
+        memo = _MEMOS[id(policy)] = SignalMemo(
+            policy, BoundedMemo(MEMO_SIZE), BoundedMemo(MEMO_SIZE)
+        )
+    return memo
 
 
 def stored_reading(stored: StoredConsent) -> SignalReading:

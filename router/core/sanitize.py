@@ -188,6 +188,25 @@ def _long_string(max_key_chars: int) -> re.Pattern[bytes]:
     return re.compile(b'"[^"]{%d}' % (max_key_chars + 1))
 
 
+_BLOCK = 128
+"""A quote-free run of ``2 * _BLOCK - 1`` bytes or more covers a whole aligned block of
+``_BLOCK`` bytes: when every aligned block holds a quote, no run is that long."""
+
+
+def _no_long_run(raw: bytes, max_key_chars: int) -> bool:
+    """Whether no quote of ``raw`` is followed by more than ``max_key_chars`` bytes without a
+    quote. Every aligned block holding a quote rules such a run out at the cost of a few
+    ``find`` calls; the regular expression (which stops at every quote) decides otherwise."""
+    if max_key_chars >= 2 * _BLOCK - 2:
+        find = raw.find
+        for start in range(0, len(raw) - _BLOCK + 1, _BLOCK):  # whole blocks only
+            if find(b'"', start, start + _BLOCK) < 0:
+                break
+        else:
+            return True
+    return not _long_string(max_key_chars).search(raw)
+
+
 def shallow_source(raw: bytes, limits: Limits) -> bool:
     """Whether an event's raw JSON is certainly within the depth and key-length limits.
 
@@ -195,16 +214,12 @@ def shallow_source(raw: bytes, limits: Limits) -> bool:
     larger) and no quoted run longer than the key cap: then no value can be nested deeper
     than the limit and no key is too long, so a trusted event needs no walk at all.
     """
-    return raw.count(b"{") + raw.count(b"[") <= limits.max_depth and not _long_string(
-        limits.max_key_chars
-    ).search(raw)
+    return raw.count(b"{") + raw.count(b"[") <= limits.max_depth and _no_long_run(
+        raw, limits.max_key_chars
+    )
 
 
-def _clean_field(
-    value: dict[str, Any], limits: Limits, name: str, *, trusted: bool, shallow: bool = False
-) -> dict[str, Any]:
-    if trusted and shallow:
-        return value
+def _clean_field(value: dict[str, Any], limits: Limits, name: str, trusted: bool) -> dict[str, Any]:
     try:
         if trusted:
             try:
@@ -220,15 +235,19 @@ def _clean_field(
 
 
 def _id(value: Any, path: str, limits: Limits) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise Rejected(Rejection(RejectCode.INVALID_ID, path, "an id must be a string or a number"))
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise Rejected(Rejection(RejectCode.INVALID_ID, path, "an id must be finite"))
-        value = int(value) if value.is_integer() else value
-    text = normalize_id(str(value))  # the form every hash of an id is taken of
+    if type(value) is not str:  # a string (the usual id) goes straight to normalizing
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            raise Rejected(
+                Rejection(RejectCode.INVALID_ID, path, "an id must be a string or a number")
+            )
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise Rejected(Rejection(RejectCode.INVALID_ID, path, "an id must be finite"))
+            value = int(value) if value.is_integer() else value
+        value = str(value)
+    text = normalize_id(value)  # the form every hash of an id is taken of
     if len(text) > limits.max_id_chars:
         raise Rejected(
             Rejection(
@@ -278,6 +297,10 @@ def iso(moment: datetime) -> str:
     Memoized: a request's ``receivedAt`` and a batch's ``sentAt`` are the same for each of its
     events, and formatting costs ten times a lookup."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_FUTURE = timedelta(days=365 * 10)
+"""How far after its receipt an event's time may lie."""
 
 
 def _required(value: str | None, path: str, what: str) -> None:
@@ -387,23 +410,26 @@ def _sanitize(
         _required(user_id, "userId", "userId")
         data["previousId"] = previous_id
 
-    context: dict[str, Any] = dict(batch_context or {})
-    context.update(wire.context or {})
-    integrations: dict[str, Any] = dict(batch_integrations or {})
-    integrations.update(wire.integrations or {})
-    for key, value in (
-        ("properties", wire.properties),
-        ("traits", wire.traits),
-        ("context", context),
-        ("integrations", integrations),
+    # Batch-level context / integrations were not part of the event's raw bytes: merged with
+    # them, the event's own are cleaned in full; alone, they are trusted like the rest.
+    context = {**batch_context, **(wire.context or {})} if batch_context else wire.context
+    integrations = (
+        {**batch_integrations, **(wire.integrations or {})}
+        if batch_integrations
+        else wire.integrations
+    )
+    for key, value, own in (
+        ("properties", wire.properties, True),
+        ("traits", wire.traits, True),
+        ("context", context, not batch_context),
+        ("integrations", integrations, not batch_integrations),
     ):
-        # Merged batch-level context / integrations were not part of the event's raw bytes.
-        from_batch = (key == "context" and batch_context) or (
-            key == "integrations" and batch_integrations
-        )
         if value:
-            data[key] = _clean_field(
-                value, limits, key, trusted=trusted and not from_batch, shallow=shallow
+            field_trusted = trusted and own
+            data[key] = (
+                value
+                if field_trusted and shallow
+                else _clean_field(value, limits, key, field_trusted)
             )
     if wire.channel:
         data["channel"] = _clean_str(wire.channel, 64)
@@ -418,7 +444,7 @@ def _sanitize(
             timestamp = received_at - (sent_at - client_time)
         except OverflowError:
             timestamp = client_time
-    if timestamp.year < 1971 or timestamp > received_at + timedelta(days=365 * 10):
+    if timestamp.year < 1971 or timestamp > received_at + _FUTURE:
         raise Rejected(
             Rejection(
                 RejectCode.INVALID_TIMESTAMP, "timestamp", "timestamp is outside plausible range"
