@@ -287,6 +287,9 @@ class ConsentStore:
         self._reading: Counter[str] = Counter()
         self._dirty: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        """Set by ``aclose``: the listener also checks it, in case a cancellation was
+        swallowed inside the client library (redis-py has had such bugs)."""
         self._listening_on: str | None = None
 
     # -- lifecycle and coherence -------------------------------------------------------------
@@ -294,11 +297,13 @@ class ConsentStore:
     async def start(self) -> None:
         """Subscribe to invalidations (in the background: Redis may be down at start-up)."""
         if self._task is None:
+            self._stopping.clear()
             self._task = asyncio.create_task(self._listen(), name="consent-invalidations")
 
     async def aclose(self) -> None:
         """Stop listening and drop the cache."""
         if self._task is not None:
+            self._stopping.set()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -347,7 +352,7 @@ class ConsentStore:
 
     async def _listen(self) -> None:
         attempt = 0
-        while True:
+        while not self._stopping.is_set():
             pubsub: Any = None
             node: aioredis.Redis | None = None
             try:
@@ -397,7 +402,7 @@ class ConsentStore:
         loop = asyncio.get_running_loop()
         heard = loop.time()
         pinged = False
-        while True:
+        while not self._stopping.is_set():
             message = await pubsub.get_message(timeout=self._ping_interval_s)
             if message is None:
                 if loop.time() - heard < self._ping_interval_s:

@@ -30,6 +30,8 @@ class Periodic:
     failure: str
     final: Callable[[], Awaitable[object]] | None = None
     """What ``close`` runs once after the task ended (default: ``step``)."""
+    immediately: bool = False
+    """Whether the first step runs at ``start`` (default: one period after it)."""
     _task: asyncio.Task[None] | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -50,10 +52,18 @@ class Periodic:
             await (self.final or self.step)()
 
     async def _run(self) -> None:
+        # Stopped by the event, never by cancelling: a cancellation swallowed inside a client
+        # library (redis-py has had such bugs) would leave a loop running that close waits for.
+        if self.immediately:
+            await self._step()
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.every_s)
-            try:
-                await self.step()
-            except self.errors as exc:
-                self.logger.warning(self.failure, extra={"error": type(exc).__name__})
+            if not self._stopping.is_set():  # close runs the last one (``final``)
+                await self._step()
+
+    async def _step(self) -> None:
+        try:
+            await self.step()
+        except self.errors as exc:
+            self.logger.warning(self.failure, extra={"error": type(exc).__name__})

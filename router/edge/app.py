@@ -14,7 +14,6 @@ configuration); each load is recorded in the audit trail with the file's SHA-256
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,7 +43,7 @@ from router.edge.state import STATE, AppState
 from router.edge.tokens import tokens_of
 from router.errors import ConfigError
 from router.observability.metrics import render_prometheus
-from router.observability.setup import Telemetry
+from router.periodic import Periodic
 from router.queue.backend import memory_infos, ping_all
 from router.routing import Routing, load_routing
 from router.runtime import Context, Runtime
@@ -154,11 +153,13 @@ async def backlog_of(client: aioredis.Redis, ratio: float) -> bool:
     return False
 
 
-async def _watch_backlog(state: AppState) -> None:
-    """Keep ``state.backlogged`` fresh (the ingest answers 429 while it holds). Logs changes
-    only, not every second of an outage."""
+def _backlog_step(state: AppState) -> Callable[[], Awaitable[None]]:
+    """One sample keeping ``state.backlogged`` fresh (the ingest answers 429 while it holds).
+    Logs changes only, not every second of an outage."""
     failing = False
-    while True:
+
+    async def step() -> None:
+        nonlocal failing
         try:
             ratio = state.routing.file.limits.backlog_memory_ratio
             backlogged = await backlog_of(state.redis, ratio)
@@ -170,17 +171,12 @@ async def _watch_backlog(state: AppState) -> None:
             if not failing:
                 log.warning("backlog not sampled", extra={"error": type(exc).__name__})
             failing = True
-        await asyncio.sleep(BACKLOG_SAMPLE_EVERY_S)
+
+    return step
 
 
-async def _sample_lag(state: AppState, telemetry: Telemetry) -> None:
-    """Keep the queue lag gauge fresh for OTLP export."""
-    while True:
-        await asyncio.sleep(LAG_SAMPLE_EVERY_S)
-        try:
-            await refresh_queue_lag(state.redis, state.routing.partitions, telemetry.metrics)
-        except (RedisError, OSError) as exc:
-            log.warning("queue lag not sampled", extra={"error": type(exc).__name__})
+async def _nothing() -> None:
+    """No last step at shutdown: a sample taken then would be read by no one."""
 
 
 def create_app(runtime: Runtime) -> web.Application:
@@ -257,15 +253,38 @@ async def _edge_tasks(app: web.Application) -> AsyncIterator[None]:
         log.warning("ROUTER_AUDIT_KEY is not set: audit subject tokens use an empty key")
     await check_subject_key(runtime.redis, runtime.settings.subject_key_bytes)
     runtime.audit.record(AuditKind.CONFIG_LOADED, _config_record(runtime.routing))
-    tasks = [asyncio.create_task(_watch_backlog(state), name="backlog")]
+    # Periodic tasks stop on an event, not by cancellation (see router.periodic).
+    tasks = [
+        Periodic(
+            "backlog",
+            _backlog_step(state),
+            BACKLOG_SAMPLE_EVERY_S,
+            errors=(),
+            logger=log,
+            failure="backlog not sampled",
+            final=_nothing,
+            immediately=True,
+        )
+    ]
     if "metrics" in runtime.telemetry.exporting:
-        tasks.append(asyncio.create_task(_sample_lag(state, runtime.telemetry), name="queue-lag"))
+        metrics = runtime.telemetry.metrics
+        tasks.append(
+            Periodic(
+                "queue-lag",
+                lambda: refresh_queue_lag(state.redis, state.routing.partitions, metrics),
+                LAG_SAMPLE_EVERY_S,
+                errors=(RedisError, OSError),
+                logger=log,
+                failure="queue lag not sampled",
+                final=_nothing,
+            )
+        )
+    for task in tasks:
+        task.start()
     _install_reload(app)
     yield
     for task in tasks:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await task.close()
 
 
 async def reload_routing(app: web.Application) -> bool:

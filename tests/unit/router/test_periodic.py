@@ -50,3 +50,25 @@ async def test_close_without_start_still_flushes() -> None:
 
     await Periodic("t", step, 1.0, (OSError,), logging.getLogger("t"), "failed").close()
     assert calls == ["step"]
+
+
+async def test_immediately_steps_at_start_and_close_never_steps_twice() -> None:
+    """``immediately``: the first step runs at start; a close during the wait runs ``final``
+    only, not one more step before it."""
+    calls: list[str] = []
+    started = asyncio.Event()
+
+    async def step() -> None:
+        calls.append("step")
+        started.set()
+
+    async def final() -> None:
+        calls.append("final")
+
+    periodic = Periodic(
+        "t", step, 60.0, (), logging.getLogger("t"), "failed", final, immediately=True
+    )
+    periodic.start()
+    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.wait_for(periodic.close(), 5)
+    assert calls == ["step", "final"]
