@@ -254,7 +254,7 @@ async def _edge_tasks(app: web.Application) -> AsyncIterator[None]:
     await check_subject_key(runtime.redis, runtime.settings.subject_key_bytes)
     runtime.audit.record(AuditKind.CONFIG_LOADED, _config_record(runtime.routing))
     # Periodic tasks stop on an event, not by cancellation (see router.periodic).
-    tasks = [
+    samplers = [
         Periodic(
             "backlog",
             _backlog_step(state),
@@ -268,7 +268,7 @@ async def _edge_tasks(app: web.Application) -> AsyncIterator[None]:
     ]
     if "metrics" in runtime.telemetry.exporting:
         metrics = runtime.telemetry.metrics
-        tasks.append(
+        samplers.append(
             Periodic(
                 "queue-lag",
                 lambda: refresh_queue_lag(state.redis, state.routing.partitions, metrics),
@@ -279,12 +279,12 @@ async def _edge_tasks(app: web.Application) -> AsyncIterator[None]:
                 final=_nothing,
             )
         )
-    for task in tasks:
-        task.start()
+    for sampler in samplers:
+        sampler.start()
     _install_reload(app)
     yield
-    for task in tasks:
-        await task.close()
+    for sampler in samplers:
+        await sampler.close()
 
 
 async def reload_routing(app: web.Application) -> bool:
