@@ -90,10 +90,12 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
     chunked encoding, fewer bytes than announced) is a ``400 incomplete_body``, logged without
     a traceback: the client went away or misbehaved, nothing is wrong here.
     """
-    timeout_s = request.config_dict.get(READ_TIMEOUT, DEFAULT_READ_TIMEOUT_S)
     try:
-        async with asyncio.timeout(timeout_s):
+        if request.content.is_eof():  # all of it has arrived: nothing to wait for, no timer
             body = await _read_raw(request, max_bytes)
+        else:
+            async with asyncio.timeout(_read_timeout_s(request)):
+                body = await _read_raw(request, max_bytes)
     except TimeoutError:
         # End the body here: aiohttp would otherwise keep reading ("lingering") for up to 10 s
         # before closing; the answer says the connection closes (``close=True``).
@@ -101,7 +103,7 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
         raise HttpError(
             408,
             "request_timeout",
-            f"the request body did not arrive within {timeout_s:g} s",
+            f"the request body did not arrive within {_read_timeout_s(request):g} s",
             close=True,
         ) from None
     except (ConnectionError, web.RequestPayloadError) as exc:
@@ -120,6 +122,10 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
     raise HttpError(
         415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported; use gzip"
     )
+
+
+def _read_timeout_s(request: web.Request) -> float:
+    return request.config_dict.get(READ_TIMEOUT, DEFAULT_READ_TIMEOUT_S)
 
 
 async def _read_raw(request: web.Request, max_bytes: int) -> bytes:
