@@ -55,13 +55,20 @@ class Stats:
 
     def __init__(self) -> None:
         self._counters: Counter[tuple[str, Labels]] = Counter()
+        self._series: dict[tuple[str, Labels], tuple[str, Labels]] = {}
+        """The checked, sorted series of each ``add`` call's name and labels as given (the
+        same few per request): one dict lookup instead of a check and a sort."""
 
     def add(self, name: str, amount: int = 1, **labels: str) -> None:
         """Increment a counter; only keys of ``LABEL_KEYS`` are accepted."""
-        if not LABEL_KEYS.issuperset(labels):
-            unknown = set(labels) - LABEL_KEYS
-            raise ValueError(f"unbounded metric label(s): {sorted(unknown)}")
-        self._counters[(name, tuple(sorted(labels.items())))] += amount
+        given = (name, tuple(labels.items()))
+        series = self._series.get(given)
+        if series is None:
+            if not LABEL_KEYS.issuperset(labels):
+                unknown = set(labels) - LABEL_KEYS
+                raise ValueError(f"unbounded metric label(s): {sorted(unknown)}")
+            series = self._series[given] = (name, tuple(sorted(labels.items())))
+        self._counters[series] += amount
 
     def get(self, name: str, **labels: str) -> int:
         """The sum of a counter over every series matching the given labels."""
