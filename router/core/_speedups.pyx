@@ -3,7 +3,7 @@
 
 Built by ``pip install`` (setup.py, Cython) when a C compiler and the Python headers are
 there; ``router.core.paths`` falls back to its pure-Python walker otherwise. Pure: no I/O.
-tests/unit/core/test_speedups.py checks that both give the same answer on generated JSON.
+tests/unit/test_speedups.py checks that both give the same answer on generated JSON.
 """
 
 cdef str WILDCARD = "*"
