@@ -57,8 +57,10 @@ test-corpus: compiled
 
 ## The whole suite on the compiled build, then the corpus.
 test-compiled: compiled redis browser
-	@if [ -d tests/e2e/browser/node_modules ]; then \
-	  ln -sfn "$(CURDIR)/tests/e2e/browser/node_modules" build/compiled/tests/e2e/browser/node_modules; fi
+	@for built in node_modules build; do \
+	  if [ -d tests/e2e/browser/$$built ]; then \
+	    ln -sfn "$(CURDIR)/tests/e2e/browser/$$built" build/compiled/tests/e2e/browser/$$built; fi; \
+	done
 	cd build/compiled && ../../$(BIN)/pytest
 	ROUTER_REQUIRE_COMPILED=1 $(BIN)/pytest tests/integration/test_compiled_build.py
 

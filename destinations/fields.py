@@ -159,20 +159,21 @@ class Allowlist:
 
 def compile_allowlist(
     fields: Iterable[str],
-    transforms: Mapping[str, Transform] | None = None,
+    transforms: Mapping[str, Transform | str] | None = None,
     tokenize_key: bytes = b"",
 ) -> Allowlist:
-    """Build the tree once; raises ``FieldPathError`` on a bad path."""
+    """Build the tree once; raises ``FieldPathError`` on a bad path (and ``ValueError`` on a
+    transform that is not one of ``Transform``'s values)."""
     fields = tuple(fields)
     root = _Node()
     for path in fields:
         _insert(root, parse_path(path)).whole = True
-    transforms = transforms or {}
-    for path, transform in transforms.items():
-        _insert(root, parse_path(path)).transform = Transform(transform)
+    chosen = {path: Transform(transform) for path, transform in (transforms or {}).items()}
+    for path, transform in chosen.items():
+        _insert(root, parse_path(path)).transform = transform
     root.seal()
-    transformed = frozenset(p for p, t in transforms.items() if t is not Transform.DROP)
-    listed = tuple(dict.fromkeys([*fields, *transforms]))
+    transformed = frozenset(p for p, t in chosen.items() if t is not Transform.DROP)
+    listed = tuple(dict.fromkeys([*fields, *chosen]))
     return Allowlist(
         root=root, tokenize_key=tokenize_key, transformed_paths=transformed, fields=listed
     )

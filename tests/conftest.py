@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, settings
 
 from router.delivery.worker import WorkerOptions
 from router.edge.app import create_app
@@ -30,6 +31,11 @@ HOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 WRITE_KEY = "test-write-key"
 
 TEST_CONFIG = Path(__file__).resolve().parent.parent / "config" / "test.yaml"
+
+# No time limit per generated example: property tests check answers, not speed (bench/ does),
+# and a loaded CI machine made an example overrun Hypothesis' default 200 ms deadline.
+settings.register_profile("router", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("router")
 
 
 @pytest.fixture

@@ -100,6 +100,23 @@ def test_untransformable_values_are_removed() -> None:
     assert allow.apply(EVENT) == {}
 
 
+def test_transforms_given_as_their_names_act_as_the_enum() -> None:
+    """A transform named by its value (as YAML spells it) is the same transform: a dropped
+    path is not reported as transformed, and an unknown name is refused."""
+    by_name = compile_allowlist(
+        ["properties"], {"properties.email": "drop", "userId": "hash_sha256"}
+    )
+    by_enum = compile_allowlist(
+        ["properties"],
+        {"properties.email": Transform.DROP, "userId": Transform.HASH_SHA256},
+    )
+    assert by_name.transformed_paths == by_enum.transformed_paths == frozenset({"userId"})
+    assert by_name.apply(EVENT) == by_enum.apply(EVENT)
+    assert "email" not in by_name.apply(EVENT)["properties"]
+    with pytest.raises(ValueError, match="shout"):
+        compile_allowlist([], {"userId": "shout"})
+
+
 @pytest.mark.parametrize("path", ["", " a", "a..b", "a.[]", "a[]b", "a b", "a.b[].", "[]"])
 def test_invalid_paths_are_refused(path: str) -> None:
     """Path syntax errors are reported."""
