@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
 from consent.ids import normalize_id
-from consent.model import ConsentState
+from consent.model import ConsentState, Signal
 from consent.records import ConsentRecord
 from router.core.outcomes import Decision, Deliver
 from router.core.paths import field_paths, safe_path, sent_and_removed, sent_paths
@@ -87,6 +87,13 @@ def _subject_tokens(identifiers: tuple[str, ...], key: bytes) -> list[str]:
 
 
 @functools.lru_cache(maxsize=256)
+def _sources(signals: tuple[Signal, ...]) -> list[str]:
+    """The names of a consent snapshot's signals, sorted (the same few tuples recur). Shared
+    between records: nobody may change it."""
+    return sorted({s.value for s in signals})
+
+
+@functools.lru_cache(maxsize=256)
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
@@ -120,11 +127,12 @@ def decision_entries(
     event_data = event.data
     event_token = subject_token(event.message_id, key)
     subjects = _subject_tokens(event.subject_ids, key)
-    sources = sorted({s.value for s in consent.signals})
+    sources = _sources(consent.signals)
     consent_at = consent.collected_at
     snapshot_at = _iso(consent_at) if consent_at else None
     all_paths = event_paths
     entries: list[tuple[AuditKind, dict[str, Any]]] = []
+    kind = AuditKind.DECISION
     for decision in decisions:
         destination = decision.destination
         data: dict[str, Any] = {
@@ -141,16 +149,17 @@ def decision_entries(
             sent, removed = sent_and_removed(
                 all_paths, payload, sent=sent_paths(destination.allowlist, all_paths, payload)
             )
-            data.update(
-                decision="deliver",
-                reason="consent_granted" if destination.requires else "no_consent_required",
-                sent=sent,
-                removed=removed,
-                transformed=list(_configured_paths(destination.allowlist.transformed_paths)),
-            )
+            data["decision"] = "deliver"
+            data["reason"] = "consent_granted" if destination.requires else "no_consent_required"
+            data["sent"] = sent
+            data["removed"] = removed
+            data["transformed"] = list(_configured_paths(destination.allowlist.transformed_paths))
         else:
-            data.update(decision="skip", reason=decision.reason.value, removed=[], transformed=[])
-        entries.append((AuditKind.DECISION, data))
+            data["decision"] = "skip"
+            data["reason"] = decision.reason.value
+            data["removed"] = []
+            data["transformed"] = []
+        entries.append((kind, data))
     return entries
 
 
