@@ -389,7 +389,7 @@ class AuditLog:
             records: list[AuditRecord] = []
             args: list[str | int] = [str(lane), f"{head.seq} {head.hash}"]
             keys = [self.stream, audit_key(self.stream, "heads"), audit_key(self.stream, "last")]
-            positions: dict[str, int] = {}
+            positions: tuple[dict[str, str], dict[str, str]] = ({}, {})
             seq, prev = head.seq, head.hash
             for moment, kind, data, data_json in entries:
                 seq += 1
@@ -417,20 +417,27 @@ class AuditLog:
         raise AuditConflictError("could not append to the audit lane")
 
     def _index_positions(
-        self, kind: str, data: Mapping[str, Any], keys: list[str], positions: dict[str, int]
+        self,
+        kind: str,
+        data: Mapping[str, Any],
+        keys: list[str],
+        positions: tuple[dict[str, str], dict[str, str]],
     ) -> str:
         """The ``KEYS`` positions (1-based, added to ``keys`` when new) of the subject index
-        sets a record goes into, space-separated."""
+        sets a record goes into, space-separated. ``positions``: the position of each token's
+        subject set and opt-out set already in ``keys`` (a group's records share subjects)."""
         subjects, honoured = index_tokens(kind, data)
-        wanted = [subject_index_key(self.stream, t) for t in subjects]
-        wanted += [optout_index_key(self.stream, t) for t in honoured]
         out: list[str] = []
-        for key in wanted:
-            position = positions.get(key)
-            if position is None:
-                keys.append(key)
-                position = positions[key] = len(keys)
-            out.append(str(position))
+        for key_of, tokens, known in (
+            (subject_index_key, subjects, positions[0]),
+            (optout_index_key, honoured, positions[1]),
+        ):
+            for token in tokens:
+                position = known.get(token)
+                if position is None:
+                    keys.append(key_of(self.stream, token))
+                    position = known[token] = str(len(keys))
+                out.append(position)
         return " ".join(out)
 
     async def head(self) -> Anchor:

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from consent.ids import normalize_id
-from consent.model import ConsentState
+from consent.model import ConsentState, Signal
 from consent.records import ConsentRecord
 from router.core.outcomes import Decision, Deliver
 from router.core.paths import field_paths, safe_path, sent_and_removed, sent_paths
 from router.core.sanitize import Event
+
+if TYPE_CHECKING:
+    from _hashlib import HASH
 
 MAX_PATHS: Final = 100
 """At most this many configured paths per record."""
@@ -47,18 +49,34 @@ class AuditKind(StrEnum):
     AGGREGATE_REFUSED = "aggregate_refused"
 
 
+_BLOCK: Final = 64
+"""SHA-256's block size: an HMAC key is padded (or first hashed) to it."""
+_INNER_PAD: Final = bytes(b ^ 0x36 for b in range(256))
+_OUTER_PAD: Final = bytes(b ^ 0x5C for b in range(256))
+
+
 @functools.lru_cache(maxsize=16)
-def _token_base(key: bytes) -> hmac.HMAC:
-    return hmac.new(key, digestmod=hashlib.sha256)
+def _token_pads(key: bytes) -> tuple[HASH, HASH]:
+    """SHA-256 after the key's inner and outer pad (RFC 2104), prepared once per key: a token
+    is then two copies of these states, far cheaper than copying an ``hmac.HMAC``."""
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    padded = key.ljust(_BLOCK, b"\0")
+    return hashlib.sha256(padded.translate(_INNER_PAD)), hashlib.sha256(
+        padded.translate(_OUTER_PAD)
+    )
 
 
 def subject_token(identifier: str, key: bytes) -> str:
-    """How a subject id appears in the audit trail: HMAC-SHA256 under the audit key, of the
-    id in the one canonical form the consent store and erasure also hash
-    (``consent.ids.normalize_id``), so every spelling of one id has one token."""
-    state = _token_base(key).copy()  # the keyed state is prepared once per key
+    """How a subject id appears in the audit trail: HMAC-SHA256 under the audit key (its
+    first 32 hex digits), of the id in the one canonical form the consent store and erasure
+    also hash (``consent.ids.normalize_id``), so every spelling of one id has one token."""
+    inner, outer = _token_pads(key)
+    state = inner.copy()
     state.update(normalize_id(identifier).encode())
-    return state.hexdigest()[:32]
+    digest = outer.copy()
+    digest.update(state.digest())
+    return digest.digest()[:16].hex()
 
 
 @functools.lru_cache(maxsize=8192)
@@ -66,6 +84,13 @@ def _subject_tokens(identifiers: tuple[str, ...], key: bytes) -> list[str]:
     """Sorted tokens of an event's subjects: the same few subjects recur event after event.
     The list is shared between records: nobody may change it."""
     return sorted(subject_token(i, key) for i in identifiers)
+
+
+@functools.lru_cache(maxsize=256)
+def _sources(signals: tuple[Signal, ...]) -> list[str]:
+    """The names of a consent snapshot's signals, sorted (the same few tuples recur). Shared
+    between records: nobody may change it."""
+    return sorted({s.value for s in signals})
 
 
 @functools.lru_cache(maxsize=256)
@@ -102,11 +127,12 @@ def decision_entries(
     event_data = event.data
     event_token = subject_token(event.message_id, key)
     subjects = _subject_tokens(event.subject_ids, key)
-    sources = sorted({s.value for s in consent.signals})
+    sources = _sources(consent.signals)
     consent_at = consent.collected_at
     snapshot_at = _iso(consent_at) if consent_at else None
     all_paths = event_paths
     entries: list[tuple[AuditKind, dict[str, Any]]] = []
+    kind = AuditKind.DECISION
     for decision in decisions:
         destination = decision.destination
         data: dict[str, Any] = {
@@ -123,16 +149,17 @@ def decision_entries(
             sent, removed = sent_and_removed(
                 all_paths, payload, sent=sent_paths(destination.allowlist, all_paths, payload)
             )
-            data.update(
-                decision="deliver",
-                reason="consent_granted" if destination.requires else "no_consent_required",
-                sent=sent,
-                removed=removed,
-                transformed=list(_configured_paths(destination.allowlist.transformed_paths)),
-            )
+            data["decision"] = "deliver"
+            data["reason"] = "consent_granted" if destination.requires else "no_consent_required"
+            data["sent"] = sent
+            data["removed"] = removed
+            data["transformed"] = list(_configured_paths(destination.allowlist.transformed_paths))
         else:
-            data.update(decision="skip", reason=decision.reason.value, removed=[], transformed=[])
-        entries.append((AuditKind.DECISION, data))
+            data["decision"] = "skip"
+            data["reason"] = decision.reason.value
+            data["removed"] = []
+            data["transformed"] = []
+        entries.append((kind, data))
     return entries
 
 

@@ -57,6 +57,33 @@ def test_index_tokens_take_only_strings_the_record_names(kind: str, data: dict[s
         assert kind in ("decision", "decisions")
 
 
+def _reference_index_tokens(kind: str, data: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """``index_tokens`` as first written: each list of subjects filtered, then deduplicated."""
+
+    def tokens(value: Any) -> list[str]:
+        return [t for t in value if isinstance(t, str) and t] if isinstance(value, list) else []
+
+    found = tokens(data.get("subjects"))
+    events = data.get("events")
+    if isinstance(events, list):
+        for event in events:
+            if isinstance(event, dict):
+                found += tokens(event.get("subjects"))
+    subjects = list(dict.fromkeys(found))
+    honoured = (
+        kind in {"decision", "decisions"}
+        and data.get("decision") == "skip"
+        and data.get("reason") in ("gpc_opt_out", "us_opt_out")
+    )
+    return subjects, subjects if honoured else []
+
+
+@given(KINDS, FIELDS)
+def test_index_tokens_are_those_of_the_reference(kind: str, data: dict[str, Any]) -> None:
+    """The same tokens, in the same order, as the straightforward reference."""
+    assert index_tokens(kind, data) == _reference_index_tokens(kind, data)
+
+
 def decisions_record(
     destination: str,
     decision: str,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+import hashlib
+import hmac
+
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from consent.ids import normalize_id
@@ -24,3 +27,13 @@ def test_a_token_is_the_token_of_the_normalized_id(identifier: str) -> None:
     assert token == subject_token(normalize_id(identifier), KEY)
     assert len(token) == 32
     assert token != subject_token(identifier, b"another-key")
+
+
+@given(st.text(max_size=40), st.binary(max_size=100))
+@example("user-1", b"k" * 64)
+@example("user-1", b"k" * 65)
+@example("user-1", b"")
+def test_a_token_is_the_hmac_sha256_of_the_normalized_id(identifier: str, key: bytes) -> None:
+    """Tokens from the prepared pads equal ``hmac``'s, for keys shorter and longer than a block."""
+    expected = hmac.new(key, normalize_id(identifier).encode(), hashlib.sha256).hexdigest()
+    assert subject_token(identifier, key) == expected[:32]
