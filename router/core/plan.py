@@ -151,7 +151,7 @@ def _decide(
     )
     delivery = DeliveryOf(
         message_id=event.message_id,
-        type=event.type.value,
+        type=str(event.type),  # its value (a StrEnum; ``.value`` is a slower property)
         timestamp=event.timestamp,
         payload=payload,
         event=event.name,
