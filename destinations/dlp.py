@@ -548,21 +548,21 @@ def _scan_number(value: int | float, path: str, detections: list[Detection]) -> 
 _Frame = tuple[Iterator[tuple[Any, Any]], dict[Any, Any] | list[Any], str, bool]
 
 
-def _at(payload: Mapping[str, Any], path: str) -> Any:
+def _at(payload: Mapping[str, Any], parts: tuple[str, ...]) -> Any:
     node: Any = payload
-    for part in path.split("."):
-        if not isinstance(node, Mapping):
+    for part in parts:
+        if type(node) is not dict and not isinstance(node, Mapping):
             return None
         node = node.get(part)
     return node
 
 
 @functools.lru_cache(maxsize=256)
-def _split_skip(skip: frozenset[str]) -> tuple[frozenset[str], tuple[str, ...]]:
-    """Skipped paths as top-level names (skipped by key) and dotted paths (resolved per
-    payload); paths inside arrays are left to the full walk."""
+def _split_skip(skip: frozenset[str]) -> tuple[frozenset[str], tuple[tuple[str, ...], ...]]:
+    """Skipped paths as top-level names (skipped by key) and dotted paths, split into their
+    keys (resolved per payload); paths inside arrays are left to the full walk."""
     top = frozenset(p for p in skip if "." not in p and "[" not in p)
-    nested = tuple(p for p in skip if "." in p and "[" not in p)
+    nested = tuple(tuple(p.split(".")) for p in skip if "." in p and "[" not in p)
     return top, nested
 
 
@@ -576,7 +576,9 @@ def _may_hold_findings(payload: Mapping[str, Any], skip: frozenset[str]) -> bool
     The walk itself is native when ``destinations._speedups`` is built (same answers).
     """
     top, nested = _split_skip(skip)
-    ignored = {id(v) for path in nested if (v := _at(payload, path)) is not None}
+    ignored = (
+        {id(v) for parts in nested if (v := _at(payload, parts)) is not None} if nested else set()
+    )
     values = [v for k, v in payload.items() if k not in top] if top else list(payload.values())
     if _native is not None:
         return bool(_native.may_hold_findings(values, ignored, _scan_cached, _is_card, _MIN_TEXT))

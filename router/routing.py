@@ -222,7 +222,7 @@ class CompiledDestination:
         """Whether the ``events`` filter lets this event through."""
         if self.events is None:
             return True
-        return event_type.value in self.events or (
+        return event_type in self.events or (  # a StrEnum: hashed and compared as its value
             event_type is EventType.TRACK and name is not None and name in self.events
         )
 

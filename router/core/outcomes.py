@@ -78,17 +78,18 @@ class SkipReason(StrEnum):
         return cls(reason.value)
 
 
-@dataclass(frozen=True, slots=True)
-class Deliver:
-    """Send this minimized event to this destination; ``detections`` are the safety net's."""
+class Deliver(msgspec.Struct, frozen=True):
+    """Send this minimized event to this destination; ``detections`` are the safety net's.
+
+    ``Deliver`` and ``Skip`` are structs: the planner builds one per event and destination,
+    and a frozen dataclass costs several times more to build."""
 
     destination: CompiledDestination
     delivery: Delivery
     detections: tuple[Detection, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Skip:
+class Skip(msgspec.Struct, frozen=True):
     """Do not send; ``reason`` is bounded, ``detail`` is for people (no personal data)."""
 
     destination: CompiledDestination

@@ -53,10 +53,8 @@ def consent_facts(state: ConsentState, policy: ConsentPolicy) -> ConsentFacts:
     )
 
 
-def integrations_allow(integrations: Any, destination: CompiledDestination) -> bool:
+def integrations_allow(integrations: Mapping[str, Any], destination: CompiledDestination) -> bool:
     """Segment's ``integrations`` object can only remove a destination, never add one."""
-    if not isinstance(integrations, Mapping):
-        return True
     for key in (destination.id, destination.type):
         if key in integrations:
             return integrations[key] is not False
@@ -72,33 +70,70 @@ def plan(
     suppressed: bool = False,
 ) -> list[Decision]:
     """One decision per destination, in configuration order."""
-    facts = consent_facts(consent, policy)
-    integrations = event.data.get("integrations")
-    decisions: list[Decision] = []
-    for destination in destinations:
-        decisions.append(
-            _decide(
-                event,
-                consent,
-                destination,
-                facts=facts,
-                integrations=integrations,
-                suppressed=suppressed,
-                tcf_purposes=policy.tcf,
+    return _plan(event, ConsentOutcome.of(consent, destinations, policy), destinations, suppressed)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentOutcome:
+    """What one consent state decides for each destination, whatever the event: the facts
+    connectors get, and per destination the skip when its consent is not granted (``None``:
+    granted). Events of the same consent state share it."""
+
+    facts: ConsentFacts
+    denials: tuple[Skip | None, ...]
+
+    @classmethod
+    def of(
+        cls,
+        consent: ConsentState,
+        destinations: Sequence[CompiledDestination],
+        policy: ConsentPolicy,
+    ) -> ConsentOutcome:
+        """Evaluate ``consent`` for every destination, in configuration order."""
+        denials: list[Skip | None] = []
+        for destination in destinations:
+            verdict = evaluate(
+                consent, destination.requires, destination.config.tcf_vendor_id, policy.tcf
             )
+            if verdict.allowed:
+                denials.append(None)
+                continue
+            assert verdict.reason is not None
+            detail = f"category {verdict.category}" if verdict.category else ""
+            denials.append(Skip(destination, SkipReason.denied(verdict.reason), detail))
+        return cls(consent_facts(consent, policy), tuple(denials))
+
+
+def _plan(
+    event: Event,
+    outcome: ConsentOutcome,
+    destinations: Sequence[CompiledDestination],
+    suppressed: bool,
+) -> list[Decision]:
+    integrations = event.data.get("integrations")
+    if not isinstance(integrations, Mapping):
+        integrations = None
+    return [
+        _decide(
+            event,
+            destination,
+            denial,
+            facts=outcome.facts,
+            integrations=integrations,
+            suppressed=suppressed,
         )
-    return decisions
+        for destination, denial in zip(destinations, outcome.denials, strict=True)
+    ]
 
 
 def _decide(
     event: Event,
-    consent: ConsentState,
     destination: CompiledDestination,
+    denial: Skip | None,
     *,
     facts: ConsentFacts,
-    integrations: Any,
+    integrations: Mapping[str, Any] | None,
     suppressed: bool,
-    tcf_purposes: Mapping[str, tuple[int, ...]],
 ) -> Decision:
     if not destination.config.enabled:
         return Skip(destination, SkipReason.DESTINATION_DISABLED)
@@ -106,22 +141,17 @@ def _decide(
         return Skip(destination, SkipReason.SUPPRESSED, "the subject asked for erasure")
     if not destination.wants(event.type, event.name):
         return Skip(destination, SkipReason.EVENT_NOT_LISTED)
-    if not integrations_allow(integrations, destination):
+    if integrations is not None and not integrations_allow(integrations, destination):
         return Skip(destination, SkipReason.INTEGRATIONS_DISABLED, "integrations object")
-    verdict = evaluate(
-        consent, destination.requires, destination.config.tcf_vendor_id, tcf_purposes
-    )
-    if not verdict.allowed:
-        assert verdict.reason is not None
-        detail = f"category {verdict.category}" if verdict.category else ""
-        return Skip(destination, SkipReason.denied(verdict.reason), detail)
+    if denial is not None:
+        return denial
     allowlist = destination.allowlist
     payload, found = scan_payload(
         allowlist.apply(event.data), destination.identifiers, allowlist.unscanned_paths
     )
     delivery = DeliveryOf(
         message_id=event.message_id,
-        type=event.type.value,
+        type=str(event.type),  # its value (a StrEnum; ``.value`` is a slower property)
         timestamp=event.timestamp,
         payload=payload,
         event=event.name,
@@ -187,6 +217,9 @@ class RequestPlanner:
     _resolved: dict[tuple[tuple[str, ...], str | None], ConsentState] = field(default_factory=dict)
     """Events without consent fields of their own, of the same subjects and region, have the
     same consent: resolved once (forgotten when the request stores a choice)."""
+    _outcomes: dict[int, tuple[ConsentState, ConsentOutcome]] = field(default_factory=dict)
+    """By ``id`` of the consent state (kept alive here): the states the consent memos share
+    between events are evaluated once per request."""
 
     def add(self, events: Sequence[Event], subjects: Sequence[tuple[str, ...]]) -> None:
         """Plan these events (``subjects``: each event's hashed subject ids)."""
@@ -200,9 +233,7 @@ class RequestPlanner:
             if update is not None:
                 self._store(hashes, update)
                 out.update_ids.append(event.subject_ids)
-            decisions = plan(
-                event, consent, routing.destinations, routing.policy, suppressed=is_suppressed
-            )
+            decisions = _plan(event, self._outcome(consent), routing.destinations, is_suppressed)
             for decision in decisions:
                 destination = decision.destination
                 if isinstance(decision, Deliver):
@@ -247,6 +278,14 @@ class RequestPlanner:
         if memo_key is not None:
             self._resolved[memo_key] = consent
         return consent
+
+    def _outcome(self, consent: ConsentState) -> ConsentOutcome:
+        known = self._outcomes.get(id(consent))
+        if known is not None and known[0] is consent:
+            return known[1]
+        outcome = ConsentOutcome.of(consent, self.routing.destinations, self.routing.policy)
+        self._outcomes[id(consent)] = (consent, outcome)
+        return outcome
 
     def _store(self, hashes: tuple[str, ...], update: ConsentRecord) -> None:
         """Record a consent event's choice; later events of the request see it."""

@@ -383,7 +383,7 @@ def _sanitize(
         )
     message_id = _id(wire.message_id, "messageId", limits) or new_id()
 
-    data: dict[str, Any] = {"type": event_type.value, "messageId": message_id}
+    data: dict[str, Any] = {"type": str(event_type), "messageId": message_id}  # its value
     if user_id:
         data["userId"] = user_id
     if anonymous_id:

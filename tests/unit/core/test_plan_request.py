@@ -3,16 +3,20 @@ skips with reasons, PII detections and audit entries, all as values of one ``Req
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consent.ids import subject_key
-from consent.resolve import RequestSignals
+from consent.records import ConsentRecord, merge_records
+from consent.resolve import RequestSignals, resolve_consent
 from router.core.audit_records import AuditKind
-from router.core.outcomes import SkipReason
-from router.core.plan import PiiDetection, RequestPlan, RequestPlanner, plan_request
+from router.core.outcomes import Deliver, SkipReason
+from router.core.plan import PiiDetection, RequestPlan, RequestPlanner, plan, plan_request
 from router.core.sanitize import Event, sanitize
 from router.core.schema import WireEvent
 from router.routing import Routing
@@ -151,3 +155,67 @@ def test_field_paths_are_collected_only_when_asked() -> None:
     assert _plan([event]).paths == set()
     paths = _plan([event], collect_paths=True).paths
     assert {"properties.plan", "properties.*"} <= paths
+
+
+_CONSENTS = st.one_of(
+    st.none(),
+    st.dictionaries(st.sampled_from(["C0001", "C0002", "C0004", "analytics"]), st.booleans()),
+)
+_EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(["Page Viewed", "Order Completed"]),
+        st.sampled_from(["anon-1", "anon-2", "anon-3"]),
+        _CONSENTS,
+        st.sampled_from([None, {"ops-hook": False}, {"All": False, "webhook": True}]),
+        st.booleans(),  # gpc
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_EVENTS, st.booleans(), st.booleans())
+def test_the_planner_decides_what_plan_decides_event_by_event(
+    specs: list[tuple[str, str, dict[str, bool] | None, Any, bool]], stored: bool, gpc: bool
+) -> None:
+    """The planner's shared consent evaluations (per consent state, per request) give, event
+    for event, the deliveries and skips of resolving and planning each event on its own."""
+    events = []
+    for index, (name, user, consent, integrations, event_gpc) in enumerate(specs):
+        context: dict[str, Any] = {"page": {"url": f"https://example.com/{index}"}}
+        if consent is not None or event_gpc:
+            context["consent"] = {
+                **({"categoryPreferences": consent} if consent is not None else {}),
+                **({"gpc": True} if event_gpc else {}),
+            }
+        extra: dict[str, Any] = {"context": context}
+        if integrations is not None:
+            extra["integrations"] = integrations
+        events.append(_event(index, name, user, **extra))
+    records: dict[str, ConsentRecord | None] = {}
+    if stored:
+        records[subject_key("anon-1")] = ConsentRecord.build(
+            {"analytics": True}, source="api", updated_at=NOW, received_at=NOW, max_age_days=395
+        )
+    signals = RequestSignals(gpc=gpc)
+    subjects = [tuple(subject_key(i) for i in e.subject_ids) for e in events]
+    got = plan_request(events, subjects, routing=ROUTING, signals=signals, records=records)
+
+    deliveries: dict[str, list[Any]] = {}
+    skipped: Counter[tuple[str, Any]] = Counter()
+    for event, hashes in zip(events, subjects, strict=True):
+        consent_state = resolve_consent(
+            event.data.get("context") or {},
+            signals,
+            ROUTING.policy,
+            stored=merge_records(records.get(h) for h in hashes),
+            event_time=event.timestamp,
+            now=event.received_at,
+        )
+        for decision in plan(event, consent_state, ROUTING.destinations, ROUTING.policy):
+            if isinstance(decision, Deliver):
+                deliveries.setdefault(decision.destination.id, []).append(decision.delivery)
+            else:
+                skipped[(decision.destination.id, decision.reason)] += 1
+    assert {d: [i.delivery for i in items] for d, items in got.deliveries.items()} == deliveries
+    assert got.skipped == skipped
