@@ -32,10 +32,13 @@ STORED_CONSENT = {"necessary": True, "analytics": True, "functional": False, "ad
 
 
 def run_tag(number: int) -> str:
-    """``number`` in base 36: a run's prefix of ids without long digit runs (a 13-digit run
-    in every user id would send each through the PII net's card check, which real ids do not)."""
+    """``number`` in base 36 and a closing letter: a run's prefix of ids without long digit
+    runs (a 13-digit run in every user id would send each through the PII net's card check,
+    which real ids do not). The letter keeps the counters written after it (``-{n}-{index}``)
+    apart from the tag's last digits, so what the PII net sees does not change from run to run.
+    """
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
+    out = "x"
     while True:
         number, rest = divmod(number, 36)
         out = digits[rest] + out
