@@ -877,23 +877,28 @@ class Bench:
             self.scenarios, self.delivery_rate = main.scenarios, main.delivery_rate
 
     def run_profile(self) -> None:
-        """py-spy on the ingest of single events, then on a worker draining them."""
+        """py-spy on the ingest of single events and of batches of distinct people, then on a
+        worker draining them."""
         if profile.py_spy() is None:
             print("\n== profile: py-spy is not installed (.venv/bin/pip install py-spy); skipped")
             return
-        single, _, _ = self.workloads()
+        single, _, distinct = self.workloads()
         print("\n== profile (py-spy, a separate run: its figures are not in the table)", flush=True)
         RESULTS.mkdir(parents=True, exist_ok=True)
-        router, port = self.start_router("router-profile", workers=False)
-        try:
-            self.drive(single, port, self.opts.warmup or 1, "profile-warm")
-            out = RESULTS / "profile-ingest.txt"
-            spy = profile.start(self.procs, router.pid, out, self.opts.duration, self.aux_cpus)
-            self.drive(single, port, self.opts.duration, "profile")
-            profile.finish(self.procs, spy, self.opts.duration)
-        finally:
-            self.procs.stop(router)
-        self._summarize("ingest, single /v1/track (router serve --no-workers)", out)
+        for workload, name, file in (
+            (single, "single /v1/track", "profile-ingest.txt"),
+            (distinct, "distinct100 /v1/batch", "profile-ingest-distinct100.txt"),
+        ):
+            router, port = self.start_router("router-profile", workers=False)
+            try:
+                self.drive(workload, port, self.opts.warmup or 1, "profile-warm")
+                out = RESULTS / file
+                spy = profile.start(self.procs, router.pid, out, self.opts.duration, self.aux_cpus)
+                self.drive(workload, port, self.opts.duration, "profile")
+                profile.finish(self.procs, spy, self.opts.duration)
+            finally:
+                self.procs.stop(router)
+            self._summarize(f"ingest, {name} (router serve --no-workers)", out)
 
         worker = self.start_worker("worker-profile")
         try:
