@@ -10,21 +10,17 @@ and stores them.
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from consent.ids import normalize_id
+from consent.ids import hmac_sha256, normalize_id
 from consent.model import ConsentState, Signal
 from consent.records import ConsentRecord
 from router.core.outcomes import Decision, Deliver
 from router.core.paths import field_paths, safe_path, sent_and_removed, sent_paths
 from router.core.sanitize import Event
-
-if TYPE_CHECKING:
-    from _hashlib import HASH
 
 MAX_PATHS: Final = 100
 """At most this many configured paths per record."""
@@ -49,34 +45,11 @@ class AuditKind(StrEnum):
     AGGREGATE_REFUSED = "aggregate_refused"
 
 
-_BLOCK: Final = 64
-"""SHA-256's block size: an HMAC key is padded (or first hashed) to it."""
-_INNER_PAD: Final = bytes(b ^ 0x36 for b in range(256))
-_OUTER_PAD: Final = bytes(b ^ 0x5C for b in range(256))
-
-
-@functools.lru_cache(maxsize=16)
-def _token_pads(key: bytes) -> tuple[HASH, HASH]:
-    """SHA-256 after the key's inner and outer pad (RFC 2104), prepared once per key: a token
-    is then two copies of these states, far cheaper than copying an ``hmac.HMAC``."""
-    if len(key) > _BLOCK:
-        key = hashlib.sha256(key).digest()
-    padded = key.ljust(_BLOCK, b"\0")
-    return hashlib.sha256(padded.translate(_INNER_PAD)), hashlib.sha256(
-        padded.translate(_OUTER_PAD)
-    )
-
-
 def subject_token(identifier: str, key: bytes) -> str:
     """How a subject id appears in the audit trail: HMAC-SHA256 under the audit key (its
     first 32 hex digits), of the id in the one canonical form the consent store and erasure
     also hash (``consent.ids.normalize_id``), so every spelling of one id has one token."""
-    inner, outer = _token_pads(key)
-    state = inner.copy()
-    state.update(normalize_id(identifier).encode())
-    digest = outer.copy()
-    digest.update(state.digest())
-    return digest.digest()[:16].hex()
+    return hmac_sha256(key, normalize_id(identifier).encode())[:16].hex()
 
 
 @functools.lru_cache(maxsize=8192)

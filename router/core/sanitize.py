@@ -57,8 +57,12 @@ class Event(msgspec.Struct, frozen=True):
 
     @property
     def subject_ids(self) -> tuple[str, ...]:
-        """The identifiers consent and suppression are looked up by."""
-        return tuple(i for i in (self.user_id, self.anonymous_id) if i)
+        """The identifiers consent and suppression are looked up by (the non-empty ones of
+        ``user_id`` and ``anonymous_id``, in that order)."""
+        user, anonymous = self.user_id, self.anonymous_id
+        if user:
+            return (user, anonymous) if anonymous else (user,)
+        return (anonymous,) if anonymous else ()
 
 
 class Rejected(Exception):  # noqa: N818 - internal control flow, never escapes this module

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from datetime import UTC, datetime
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from consent.ids import normalize_id, subject_key
+from consent.ids import hmac_sha256, keyed, normalize_id, subject_key
 from router.compliance.erasure import Identifiers
 from router.core.consent_input import ConsentRequest, parse_consent_body
 from router.core.outcomes import Rejection
 from router.core.sanitize import Event, sanitize
-from router.core.schema import WIRE_EVENT_DECODER
+from router.core.schema import WIRE_EVENT_DECODER, EventType
 from router.edge.admin import parse_erase_body
 from router.queue.keys import subject_hash
 from router.routing import parse_routing
@@ -81,3 +82,30 @@ def test_decomposed_and_composed_ids_are_one_subject() -> None:
     assert subject_key("jose\u0301") == subject_key("jos\u00e9") == subject_key(" jos\u00e9\x00")
     assert subject_key("e\x00\u0301") == subject_key("\u00e9")
     assert subject_key("jose") != subject_key("jos\u00e9")
+
+
+@given(st.binary(max_size=100), st.binary(max_size=200))
+@example(b"k" * 64, b"id")
+@example(b"k" * 65, b"id")
+@example(b"", b"")
+def test_hmac_sha256_from_prepared_states_is_hmac(key: bytes, message: bytes) -> None:
+    """The prepared-pad HMAC behind subject keys and audit tokens is RFC 2104 HMAC-SHA256,
+    for keys shorter and longer than a block (then hashed first)."""
+    assert hmac_sha256(key, message) == hmac.digest(key, message, "sha256")
+    assert keyed(message.hex(), key) == hmac.new(key, message.hex().encode(), "sha256").hexdigest()
+
+
+@given(st.one_of(st.none(), st.just(""), ids), st.one_of(st.none(), st.just(""), ids))
+def test_subject_ids_are_the_non_empty_ids_user_first(
+    user_id: str | None, anonymous_id: str | None
+) -> None:
+    event = Event(
+        type=EventType.TRACK,
+        message_id="m-1",
+        timestamp=NOW,
+        received_at=NOW,
+        data={},
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+    )
+    assert event.subject_ids == tuple(i for i in (user_id, anonymous_id) if i)
