@@ -91,8 +91,10 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
     a traceback: the client went away or misbehaved, nothing is wrong here.
     """
     try:
-        if request.content.is_eof():  # all of it has arrived: nothing to wait for, no timer
-            body = await _read_raw(request, max_bytes)
+        if request.content.is_eof():  # all of it has arrived: take it, no waiting, no timer
+            body = request.content.read_nowait()
+            if len(body) > max_bytes:
+                raise _too_large(max_bytes)
         else:
             async with asyncio.timeout(_read_timeout_s(request)):
                 body = await _read_raw(request, max_bytes)
