@@ -147,6 +147,8 @@ def _run(coro: Any) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP endpoint (and, unless --no-workers, the delivery workers)."""
+    import signal  # noqa: PLC0415
+
     from aiohttp import web  # noqa: PLC0415 - keep CLI start-up light for the other commands
 
     from router.edge.app import create_app  # noqa: PLC0415
@@ -174,8 +176,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve_processes(args, settings.host, settings.port)
 
     async def main() -> None:
+        # SIGINT/SIGTERM set an event: the cleanup below then runs while every background task
+        # still lives, so each stops by its own rules (the audit writer's last flush, the
+        # enqueuer's last group). aiohttp's own handlers raise GracefulExit out of the loop
+        # instead, and asyncio.run then cancels every task at once: buffered audit records
+        # were lost.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
         app = create_app(build_runtime(settings, routing, serve=True, workers=not args.no_workers))
-        runner = RouterRunner(app, handle_signals=True, access_log=None)
+        runner = RouterRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         _freeze_heap()
         site = web.TCPSite(
@@ -193,11 +204,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await runner.cleanup()
 
-    with contextlib.suppress(KeyboardInterrupt, web.GracefulExit):
+    with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C before the handlers are set
         _run(main())
     return 0
 

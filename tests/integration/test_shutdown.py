@@ -9,16 +9,26 @@ on an event as well; these tests make the library call swallow the cancellation 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
+import signal
+import sys
 from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
 from consent.store import ConsentStore
+from router.compliance.audit_log import AuditKind, AuditLog
 from router.edge import app as app_module
-from tests.conftest import AppFactory, routing_from
+from tests.conftest import HOOK_SECRET, TEST_CONFIG, WRITE_KEY, AppFactory, routing_from
+from tests.fakes.webhook import WebhookReceiver
+from tests.redis_server import RedisServer, free_port
+
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 
 
 async def _swallowing(seconds: float) -> None:
@@ -82,3 +92,63 @@ async def test_the_consent_listener_stops_although_get_message_swallows_a_cancel
     await asyncio.wait_for(store.aclose(), 10)
     assert asyncio.get_running_loop().time() - began < 3
     assert not store.live
+
+
+async def test_sigterm_stops_serve_cleanly_with_every_audit_decision_written(
+    redis_server: RedisServer, receiver: tuple[WebhookReceiver, str]
+) -> None:
+    """``kill -TERM`` of ``router serve``: exit 0, no error at shutdown, and the decision records
+    of every accepted event in the audit trail (its writer buffers them in memory: the last
+    flush must happen before the process ends)."""
+    _, url = receiver
+    port = free_port()
+    env = {
+        **os.environ,
+        "ROUTER_REDIS_URL": redis_server.url,
+        "HOOK_URL": url,
+        "HOOK_SECRET": HOOK_SECRET,
+        "ROUTER_LOG_LEVEL": "WARNING",
+        "ROUTER_AUDIT_KEY": "shutdown-test-audit-key",
+    }
+    serve = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router.cli", "serve", "--config", str(TEST_CONFIG),
+        "--host", "127.0.0.1", "--port", str(port), "--no-workers",
+        env=env, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                        if response.status == 200:
+                            break
+                await asyncio.sleep(0.05)
+            batch = [
+                {"type": "track", "event": "Order Completed", "anonymousId": f"a{i}"}
+                for i in range(20)
+            ]
+            async with session.post(
+                f"http://127.0.0.1:{port}/v1/batch", json={"batch": batch}, headers=AUTH
+            ) as response:
+                assert response.status == 200
+        serve.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(serve.wait(), timeout=30) == 0
+        assert serve.stderr is not None
+        errors = (await serve.stderr.read()).decode()
+    finally:
+        if serve.returncode is None:
+            serve.kill()
+            await serve.wait()
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        events = [
+            event
+            async for record in AuditLog(client).records()
+            if record.kind == AuditKind.DECISIONS
+            for event in record.data["events"]
+        ]
+    finally:
+        await client.aclose()
+    assert len({e["event"] for e in events}) == 20
+    assert "Error" not in errors, errors
+    assert "unhandled" not in errors, errors
