@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -36,6 +37,21 @@ TEST_CONFIG = Path(__file__).resolve().parent.parent / "config" / "test.yaml"
 # and a loaded CI machine made an example overrun Hypothesis' default 200 ms deadline.
 settings.register_profile("router", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("router")
+
+
+def process_env(
+    redis_url: str, hook_url: str, *, log_level: str = "WARNING", **extra: str
+) -> dict[str, str]:
+    """The environment of a router process a test starts: its Redis, the test webhook (the
+    ``HOOK_*`` variables of config/test.yaml), a log level, and ``extra`` variables."""
+    return {
+        **os.environ,
+        "ROUTER_REDIS_URL": redis_url,
+        "HOOK_URL": hook_url,
+        "HOOK_SECRET": HOOK_SECRET,
+        "ROUTER_LOG_LEVEL": log_level,
+        **extra,
+    }
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 
 from destinations import dlp
-from tests.conftest import HOOK_SECRET, TEST_CONFIG, WRITE_KEY, wait_for
+from tests.conftest import TEST_CONFIG, WRITE_KEY, process_env, wait_for
 from tests.fakes.webhook import WebhookReceiver
 from tests.redis_server import RedisServer, free_port
 
@@ -50,13 +50,7 @@ async def test_processes_share_the_port_deliver_everything_and_stop_together(
     """Two processes answer on one port; every accepted event is delivered; SIGTERM stops all."""
     state, url = receiver
     port = free_port()
-    env = {
-        **os.environ,
-        "ROUTER_REDIS_URL": redis_server.url,
-        "HOOK_URL": url,
-        "HOOK_SECRET": HOOK_SECRET,
-        "ROUTER_LOG_LEVEL": "WARNING",
-    }
+    env = process_env(redis_server.url, url)
     parent = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "router.cli", "serve", "--config", str(TEST_CONFIG),
         "--host", "127.0.0.1", "--port", str(port), "--processes", "2",
@@ -108,13 +102,7 @@ async def test_sighup_reloads_every_child_and_children_die_with_the_parent(
     the parent leaves no child serving an old configuration."""
     _, url = receiver
     port = free_port()
-    env = {
-        **os.environ,
-        "ROUTER_REDIS_URL": redis_server.url,
-        "HOOK_URL": url,
-        "HOOK_SECRET": HOOK_SECRET,
-        "ROUTER_LOG_LEVEL": "INFO",
-    }
+    env = process_env(redis_server.url, url, log_level="INFO")
     parent = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "router.cli", "serve", "--config", str(TEST_CONFIG),
         "--host", "127.0.0.1", "--port", str(port), "--processes", "2",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import os
 import signal
 import sys
 from typing import Any
@@ -24,7 +23,7 @@ from redis.asyncio.client import PubSub
 from consent.store import ConsentStore
 from router.compliance.audit_log import AuditKind, AuditLog
 from router.edge import app as app_module
-from tests.conftest import HOOK_SECRET, TEST_CONFIG, WRITE_KEY, AppFactory, routing_from
+from tests.conftest import TEST_CONFIG, WRITE_KEY, AppFactory, process_env, routing_from
 from tests.fakes.webhook import WebhookReceiver
 from tests.redis_server import RedisServer, free_port
 
@@ -102,14 +101,7 @@ async def test_sigterm_stops_serve_cleanly_with_every_audit_decision_written(
     flush must happen before the process ends)."""
     _, url = receiver
     port = free_port()
-    env = {
-        **os.environ,
-        "ROUTER_REDIS_URL": redis_server.url,
-        "HOOK_URL": url,
-        "HOOK_SECRET": HOOK_SECRET,
-        "ROUTER_LOG_LEVEL": "WARNING",
-        "ROUTER_AUDIT_KEY": "shutdown-test-audit-key",
-    }
+    env = process_env(redis_server.url, url, ROUTER_AUDIT_KEY="shutdown-test-audit-key")
     serve = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "router.cli", "serve", "--config", str(TEST_CONFIG),
         "--host", "127.0.0.1", "--port", str(port), "--no-workers",
