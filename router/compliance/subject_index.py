@@ -55,18 +55,15 @@ def index_tokens(kind: str, data: Mapping[str, Any]) -> tuple[list[str], list[st
     """The subject tokens a record names, and those among them whose opt-out it honours.
 
     A record names its ``subjects`` (``decision``, ``consent_written``, ``erasure``) and the
-    ``subjects`` of each of its ``events`` (``decisions``): their non-empty strings, each once
-    (as ``tokens_in``), in order."""
-    listed = data.get("subjects")
-    found: list[Any] = list(listed) if isinstance(listed, list) else []
+    ``subjects`` of each of its ``events`` (``decisions``): their ``tokens_in``, each once, in
+    order."""
+    found = tokens_in(data.get("subjects"))
     events = data.get("events")
     if isinstance(events, list):
         for event in events:
             if type(event) is dict or isinstance(event, Mapping):  # dict: no ABC check
-                listed = event.get("subjects")
-                if isinstance(listed, list):
-                    found += listed
-    subjects = list(dict.fromkeys(t for t in found if isinstance(t, str) and t))
+                found += tokens_in(event.get("subjects"))
+    subjects = list(dict.fromkeys(found))
     reason = data.get("reason")
     honoured = (
         kind in {"decision", "decisions"}
