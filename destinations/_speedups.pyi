@@ -2,6 +2,7 @@
 from collections.abc import Callable
 from typing import Any
 
+def quiet(text: str) -> bool: ...
 def may_hold_findings(
     values: list[Any],
     ignored: set[int] | None,

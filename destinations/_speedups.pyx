@@ -12,20 +12,66 @@ that both builds give the same answers on generated JSON.
 from collections.abc import Mapping
 
 
+cdef inline bint _in_run(Py_UCS4 c):
+    return (c >= 48 and c <= 57) or c == 32 or c == 46 or c == 47 or c == 40 or c == 41 or c == 45
+
+
+cpdef bint quiet(str text):
+    """Whether ``dlp._candidates`` certainly finds nothing in ``text``: no ``@``, no ``%40``,
+    neither ``::`` nor 7 colons (no IPv6 to try), and every *run* (``dlp._RUN``: a digit then
+    6 or more of ``0-9 ./()-``) has fewer than 3 dots (no IPv4 to try) and fewer than 8
+    digits (not a zone: no phone, SSN, card or IBAN to try). The PII net's quick walk passes
+    such strings over without the memoized scan (tests/unit/test_speedups.py checks this
+    against ``dlp._candidates`` and its own early exits on generated text)."""
+    cdef Py_UCS4 c, prev = 0, prev2 = 0
+    cdef Py_ssize_t colons = 0, length = 0, digits = 0, dots = 0
+    cdef bint run = False  # in a run of 0-9 ./()- that started with a digit
+    for c in text:
+        if c == 64:  # @
+            return False
+        if c == 58:  # :
+            colons += 1
+            if prev == 58 or colons >= 7:
+                return False
+        elif c == 48 and prev == 52 and prev2 == 37:  # %40
+            return False
+        if _in_run(c):
+            if run:
+                length += 1
+                if c <= 57 and c >= 48:
+                    digits += 1
+                    if digits >= 8:
+                        return False
+                elif c == 46:
+                    dots += 1
+                if dots >= 3 and length >= 7:
+                    return False
+            elif c >= 48 and c <= 57:
+                run = True
+                length = digits = 1
+                dots = 0
+        else:
+            run = False
+        prev2 = prev
+        prev = c
+    return True
+
+
 def may_hold_findings(
     list values, object ignored, object scan, object is_card, Py_ssize_t min_text
 ):
     """Whether any of ``values`` (recursively) could be reported (``dlp._may_hold_findings``
     after its skip handling): a string of at least ``min_text`` characters with findings
-    (``scan``), an int or float of 12+ digits ``is_card`` says is a card number. Values whose
-    ``id`` is in ``ignored`` (a set, or ``None``) and everything under them are passed over."""
+    (``scan``; strings ``quiet`` says hold none are not scanned), an int or float of 12+
+    digits ``is_card`` says is a card number. Values whose ``id`` is in ``ignored`` (a set,
+    or ``None``) and everything under them are passed over."""
     cdef list stack = [values]
     cdef bint check_ids = bool(ignored)
     while stack:
         for value in stack.pop():
             kind = type(value)
             if kind is str:
-                if len(<str>value) >= min_text and scan(value):
+                if len(<str>value) >= min_text and not quiet(<str>value) and scan(value):
                     if not check_ids or id(value) not in ignored:
                         return True
             elif kind is dict:

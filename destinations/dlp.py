@@ -573,7 +573,9 @@ def _may_hold_findings(payload: Mapping[str, Any], skip: frozenset[str]) -> bool
     Top-level skipped fields (transformed values, the router's own ids and times) are left out
     by name, nested ones by identity; a skipped path inside an array is not resolved here,
     which can only make the answer True (and the full walk then applies the skip exactly).
-    The walk itself is native when ``destinations._speedups`` is built (same answers).
+    The walk itself is native when ``destinations._speedups`` is built (same answers); it
+    passes over strings its ``quiet`` check clears (nothing ``_candidates`` could look at)
+    without the memoized scan, so a value seen once (an order id, a URL) costs no memo entry.
     """
     top, nested = _split_skip(skip)
     ignored = (

@@ -141,6 +141,67 @@ def test_quick_walk_matches_the_pure_walker(payload: dict[str, Any], skip: froze
     assert native == pure_answer
 
 
+def _nothing_to_look_at(text: str) -> bool:
+    """``dlp._candidates``'s own early exits, spelled out: no ``@``/``%40``, no IPv6 to try
+    (``::`` or 7 colons), no run with an IPv4 to try (3 dots) or a zone (8 digits)."""
+    ipv6 = "::" in text or text.count(":") >= 7
+    return (
+        "@" not in text
+        and "%40" not in text
+        and not ipv6
+        and all(
+            run.group().count(".") < 3 and dlp._digits(run.group()) < dlp._MIN_ZONE_DIGITS
+            for run in dlp._RUN.finditer(text)
+        )
+    )
+
+
+run_heavy = st.text(alphabet="0123456789 ./()-:@%4aZ\u00e9\u0660\n", max_size=40)
+
+
+@PROPERTY_SETTINGS
+@given(run_heavy | pii_text | st.sampled_from(PII_SAMPLES) | st.text(max_size=30))
+def test_quiet_strings_hold_no_candidates(text: str) -> None:
+    """A string the native quick walk passes over unscanned has nothing ``_candidates`` could
+    report, and it passes over every such string."""
+    assert native_destinations is not None
+    quiet = native_destinations.quiet(text)
+    assert quiet == _nothing_to_look_at(text)
+    if quiet:
+        assert dlp._candidates(text) == []
+
+
+def test_quiet_examples() -> None:
+    assert native_destinations is not None
+    quiet = native_destinations.quiet
+    for text in (
+        "Running shoes",
+        "https://shop.example/p/42?ref=a1",
+        "ORD-12",
+        "12:30",
+        "a:b:c",
+        "1234567",
+        "user-1234-57",
+        "a 1.2.3",
+        "1.2.3.",
+    ):
+        assert quiet(text), text
+    for text in (
+        "x@y.io",
+        "x%40y.io",
+        "fe80::1",
+        "1:2:3:4:5:6:7:8",
+        "call 650 555 1212",
+        "12345678",
+        "(0)30 1234 56",
+        "4111111111111111",
+        "ip 10.1.2.3",
+        "1.2.3.4",
+        "1.2.3. 4",
+    ):
+        assert not quiet(text), text
+
+
 def test_quick_walk_ignores_skipped_values_by_identity_in_both_walkers() -> None:
     email = "jane.doe@example.com"
     card = 4111111111111111
