@@ -6,6 +6,8 @@ there; ``router.core.paths`` falls back to its pure-Python walker otherwise. Pur
 tests/unit/test_speedups.py checks that both give the same answer on generated JSON.
 """
 
+from cpython.set cimport PyFrozenSet_New, PySet_Add, PySet_GET_SIZE
+
 cdef str WILDCARD = "*"
 cdef int MAX_NAME = 64
 cdef int MAX_DIGIT_RUN = 4
@@ -79,8 +81,14 @@ cdef inline void _count_node():
         _root_list = _Path("[]", "[].")
 
 
-cdef inline _Path _named(_Path parent, str segment):
-    cdef _Path node = <_Path>parent.names.get(segment)
+cdef inline _Path _named(_Path parent, object name):
+    """The path of ``parent``'s child ``name``. ``names`` holds children by segment, and a
+    field-like key is its own segment: one lookup finds it, with no ``safe_segment`` scan."""
+    cdef _Path node = <_Path>parent.names.get(name)
+    if node is not None:
+        return node
+    cdef str segment = safe_segment(name)
+    node = <_Path>parent.names.get(segment)
     if node is None:
         text = parent.dot + segment
         node = _Path(text, text + ".")
@@ -100,44 +108,46 @@ cdef inline _Path _each(_Path parent):
 
 
 cdef int _dict_paths(
-    dict node, _Path at, int depth, set found, Py_ssize_t max_paths, int max_depth
+    dict node, _Path at, int depth, object found, Py_ssize_t max_paths, int max_depth
 ) except -1:
     cdef _Path path
     depth += 1
     for name, child in node.items():
-        if len(found) >= max_paths:
+        if PySet_GET_SIZE(found) >= max_paths:
             return 0
-        path = _named(at, safe_segment(name))
+        path = _named(at, name)
         if type(child) is dict and child and depth < max_depth:
             _dict_paths(<dict>child, path, depth, found, max_paths, max_depth)
         elif type(child) is list and child and depth < max_depth:
             _list_paths(<list>child, _each(path), depth, found, max_paths, max_depth)
         else:
-            found.add(path.text)
+            PySet_Add(found, path.text)
     return 0
 
 
 cdef int _list_paths(
-    list items, _Path at, int depth, set found, Py_ssize_t max_paths, int max_depth
+    list items, _Path at, int depth, object found, Py_ssize_t max_paths, int max_depth
 ) except -1:
     depth += 1
     for child in items:
-        if len(found) >= max_paths:
+        if PySet_GET_SIZE(found) >= max_paths:
             return 0
         if type(child) is dict and child and depth < max_depth:
             _dict_paths(<dict>child, at, depth, found, max_paths, max_depth)
         elif type(child) is list and child and depth < max_depth:
             _list_paths(<list>child, _each(at), depth, found, max_paths, max_depth)
         else:
-            found.add(at.text)
+            PySet_Add(found, at.text)
     return 0
 
 
 def field_paths(object value, Py_ssize_t max_paths, int max_depth):
     """Leaf paths of a JSON-like value in allowlist syntax, keys normalized (see paths.py)."""
-    cdef set found = set()
+    # Filled in place before anyone sees it (what PySet_Add allows on a new frozenset): no
+    # set to copy into one.
+    found = PyFrozenSet_New(<object>NULL)
     if type(value) is dict:
         _dict_paths(<dict>value, _root_dict, 0, found, max_paths, max_depth)
     elif type(value) is list:
         _list_paths(<list>value, _root_list, 0, found, max_paths, max_depth)
-    return frozenset(found)
+    return found

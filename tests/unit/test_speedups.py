@@ -63,6 +63,7 @@ KEYS = [
     "context",
     "traits",
     "messageId",
+    "*",
 ]
 scalars = (
     st.none()
