@@ -220,7 +220,7 @@ def build_cpu_ratios(scenarios: list[Scenario], builds: tuple[str, str]) -> str:
             f"  {name:<28} {b.cpu_ms_per_1k / a.cpu_ms_per_1k:.2f} x CPU per event, "
             f"{b.events_per_s / a.events_per_s:.2f} x events/s"
         )
-    return "\n".join([f"{second} vs {first} (same run, alternating):", *lines])
+    return "\n".join([f"{second} vs {first}, router (the same bench run):", *lines])
 
 
 @dataclass

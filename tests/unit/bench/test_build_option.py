@@ -98,7 +98,7 @@ def test_builds_side_by_side_and_their_cpu_ratio() -> None:
     assert row.split("|")[1].split() == ["3,000", "3,600"]
     assert row.split("|")[3].split() == ["320.0", "266.7"]  # CPU ms per 1k events
     ratios = build_cpu_ratios(scenarios, ("pure", "compiled")).splitlines()
-    assert ratios[0] == "compiled vs pure (same run, alternating):"
+    assert ratios[0] == "compiled vs pure, router (the same bench run):"
     assert ratios[1].split(maxsplit=2)[2] == "0.83 x CPU per event, 1.20 x events/s"
 
 
