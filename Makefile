@@ -22,9 +22,10 @@ redis:
 browser:
 	@scripts/ensure-browser.sh
 
-## Run the router for real: local Redis (unless ROUTER_REDIS_URL is set), config/router.yaml.
+## Run the router for real: local Redis (unless ROUTER_REDIS_URL is set), config/router.yaml,
+## on the compiled build when gcc and python3-dev are there (ROUTER_BUILD=pure: never).
 run: $(STAMP) redis
-	@scripts/run.sh
+	@MAKE="$(MAKE)" VENV="$(VENV)" scripts/run.sh
 
 ## Everything CI checks: format, lint, types, then the whole test suite on a real Redis.
 test: $(STAMP) redis browser lint typecheck pytest
@@ -46,10 +47,20 @@ fmt: $(STAMP)
 bench: $(STAMP) redis
 	$(BIN)/python -m bench
 
-## Opt-in: build/compiled/, a copy of the tree with the pure core compiled by mypyc (needs gcc
-## and python3-dev). The source tree stays pure Python; run the compiled one from that folder.
+## build/compiled/, a copy of the tree with the pure core compiled by mypyc (needs gcc and
+## python3-dev). The source tree stays pure Python. `make compiled` always builds; the stamp
+## below rebuilds only when what `router serve` loads from the copy changed (make run, bench):
+## the packages' files (tracked or new; `find` without git) and the build script.
+COMPILED := build/compiled/.built
+PACKAGE_FILES := $(wildcard $(shell { [ -e .git ] && git ls-files --cached --others \
+  --exclude-standard router consent destinations; } 2>/dev/null || find router consent \
+  destinations -name __pycache__ -prune -o -type f ! -name '*.so' ! -name '*.c' -print))
+
 compiled: $(STAMP)
-	@scripts/build-compiled.sh
+	@PYTHON="$(BIN)/python" scripts/build-compiled.sh
+
+$(COMPILED): $(STAMP) scripts/build-compiled.sh $(PACKAGE_FILES)
+	@PYTHON="$(BIN)/python" scripts/build-compiled.sh
 
 ## The corpus comparing both builds' outputs (CI runs it).
 test-corpus: compiled

@@ -88,6 +88,8 @@ class Scenario:
     baseline: Measured | None = None
     router_runs: list[Measured] = field(default_factory=list)
     baseline_runs: list[Measured] = field(default_factory=list)
+    build: str = ""
+    """The router's build: ``pure`` or ``compiled`` (``--build``)."""
 
     @property
     def ratio(self) -> float | None:
@@ -100,6 +102,7 @@ class Scenario:
         """For the JSON results."""
         return {
             "name": self.name,
+            "build": self.build,
             "events_per_request": self.events_per_request,
             "ratio": self.ratio,
             "router": self.router.as_dict(),
@@ -144,6 +147,8 @@ class Delivery:
     cpu_ms_per_1k: float | None = None
     peak_rss_mb: float | None = None
     notes: list[str] = field(default_factory=list)
+    build: str = ""
+    """The build of the process that delivered: ``pure`` or ``compiled``."""
 
     @property
     def passed(self) -> bool:
@@ -154,6 +159,7 @@ class Delivery:
         """For the JSON results."""
         return {
             "label": self.label,
+            "build": self.build,
             "accepted": self.accepted,
             "drained": self.drained,
             "drain_s": self.drain_s,
@@ -171,28 +177,50 @@ def _f(value: float | None, spec: str) -> str:
 
 
 def table(scenarios: list[Scenario]) -> str:
-    """The side-by-side table."""
+    """The side-by-side table: a row per scenario and build, each followed by its baseline
+    (once when the rows of several builds share it)."""
     head = (
-        f"{'scenario':<28} {'base req/s':>10} {'router req/s':>12} {'ratio':>6} "
+        f"{'scenario':<28} {'build':<8} {'base req/s':>10} {'router req/s':>12} {'ratio':>6} "
         f"{'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/1k ev':>12} {'peak RSS MB':>11}"
     )
     lines = [head, "-" * len(head)]
-    for s in scenarios:
+    for i, s in enumerate(scenarios):
         r = s.router
         base = s.baseline
         lines.append(
-            f"{s.name:<28} {_f(base.ok_rps if base else None, ',.0f'):>10} "
+            f"{s.name:<28} {s.build or '-':<8} {_f(base.ok_rps if base else None, ',.0f'):>10} "
             f"{r.ok_rps:>12,.0f} {_f(s.ratio, '.2f'):>6} {r.events_per_s:>9,.0f} "
             f"{r.load.p50_ms:>7.2f} {r.load.p99_ms:>7.2f} {r.cpu_ms_per_1k:>12.1f} "
             f"{r.peak_rss_mb:>11.1f}"
         )
-        if base:
+        following = scenarios[i + 1] if i + 1 < len(scenarios) else None
+        if base and not (following and following.name == s.name and following.baseline is base):
             lines.append(
-                f"{'  (baseline)':<28} {'':>10} {'':>12} {'':>6} {base.events_per_s:>9,.0f} "
-                f"{base.load.p50_ms:>7.2f} {base.load.p99_ms:>7.2f} "
+                f"{'  (baseline)':<28} {'':<8} {'':>10} {'':>12} {'':>6} "
+                f"{base.events_per_s:>9,.0f} {base.load.p50_ms:>7.2f} {base.load.p99_ms:>7.2f} "
                 f"{base.cpu_ms_per_1k:>12.1f} {base.peak_rss_mb:>11.1f}"
             )
     return "\n".join(lines)
+
+
+def build_cpu_ratios(scenarios: list[Scenario], builds: tuple[str, str]) -> str:
+    """Per scenario measured in both builds: the second build's router CPU per event over
+    the first's (``--build both``: compiled over pure; below 1 is less CPU)."""
+    first, second = builds
+    by_build: dict[str, dict[str, Measured]] = {first: {}, second: {}}
+    for s in scenarios:
+        if s.build in by_build:
+            by_build[s.build][s.name] = s.router
+    lines = []
+    for name, a in by_build[first].items():
+        b = by_build[second].get(name)
+        if b is None or not a.events or not a.events_per_s:
+            continue
+        lines.append(
+            f"  {name:<28} {b.cpu_ms_per_1k / a.cpu_ms_per_1k:.2f} x CPU per event, "
+            f"{b.events_per_s / a.events_per_s:.2f} x events/s"
+        )
+    return "\n".join([f"{second} vs {first}, router (the same bench run):", *lines])
 
 
 @dataclass
@@ -225,17 +253,25 @@ def backends_table(runs: list[BackendRun]) -> str:
     def group(title: str) -> str:
         return f"{title:<{(width + 1) * len(names) - 1}}"
 
+    # Rows are per scenario, and per build too when a run measured several (--build both).
+    several = any(len({s.build for s in r.scenarios}) > 1 for r in runs)
+
+    def key(name: str, build: str) -> str:
+        return f"{name} [{build}]" if several and build else name
+
+    keys = list(dict.fromkeys(key(s.name, s.build) for r in runs for s in r.scenarios))
+    wide = max(28, *(len(k) for k in keys)) if keys else 28
     head = (
-        f"{'scenario':<28} | {group('events/s')} | {group('p99 ms')} | "
+        f"{'scenario':<{wide}} | {group('events/s')} | {group('p99 ms')} | "
         f"{group('router CPU ms/1k')} | {group('Redis CPU ms/1k')}"
     )
-    sub = f"{'':<28} | " + " | ".join([cols(names)] * 4)
+    sub = f"{'':<{wide}} | " + " | ".join([cols(names)] * 4)
     lines = [head, sub, "-" * len(sub)]
-    by_name = [{s.name: s.router for s in r.scenarios} for r in runs]
-    for name in dict.fromkeys(s.name for r in runs for s in r.scenarios):
+    by_name = [{key(s.name, s.build): s.router for s in r.scenarios} for r in runs]
+    for name in keys:
         got = [row.get(name) for row in by_name]
         lines.append(
-            f"{name:<28} | "
+            f"{name:<{wide}} | "
             + " | ".join(
                 cols([_f(None if m is None else pick(m), spec) for m in got])
                 for pick, spec in (
@@ -247,17 +283,20 @@ def backends_table(runs: list[BackendRun]) -> str:
             )
         )
     lines.append("")
+    drains = [{key(d.label.rsplit(" [", 1)[0], d.build): d for d in r.deliveries} for r in runs]
+    labels = list(dict.fromkeys(k for row in drains for k in row))
+    wide = max(36, *(len(k) for k in labels)) if labels else 36
     head = (
-        f"{'drain':<36} | {group('events/s')} | {group('worker CPU ms/1k')} | {group('zero loss')}"
+        f"{'drain':<{wide}} | {group('events/s')} | {group('worker CPU ms/1k')} | "
+        f"{group('zero loss')}"
     )
-    lines += [head, f"{'':<36} | " + " | ".join([cols(names)] * 3), "-" * len(head)]
-    drains = [{d.label.rsplit(" [", 1)[0]: d for d in r.deliveries} for r in runs]
-    for label in dict.fromkeys(k for row in drains for k in row):
+    lines += [head, f"{'':<{wide}} | " + " | ".join([cols(names)] * 3), "-" * len(head)]
+    for label in labels:
         got_d = [row.get(label) for row in drains]
         rates = cols([_f(None if d is None else d.events_per_s, ",.0f") for d in got_d])
         cpu = cols([_f(None if d is None else d.cpu_ms_per_1k, ".1f") for d in got_d])
         verdicts = cols(["-" if d is None else ("PASS" if d.passed else "FAIL") for d in got_d])
-        lines.append(f"{label:<36} | {rates} | {cpu} | {verdicts}")
+        lines.append(f"{label:<{wide}} | {rates} | {cpu} | {verdicts}")
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -267,8 +306,9 @@ def delivery_table(delivery: Delivery) -> str:
         f"{'destination':<14} {'expected':>9} {'unique':>9} {'received':>9} {'dlq':>5} "
         f"{'rejected':>8} {'events/s':>9}  verdict"
     )
+    build = f" ({delivery.build} build)" if delivery.build else ""
     lines = [
-        f"{delivery.label}: accepted {delivery.accepted:,} events; "
+        f"{delivery.label}{build}: accepted {delivery.accepted:,} events; "
         f"queues {'drained' if delivery.drained else 'NOT drained'} after {delivery.drain_s:.1f}s",
         head,
         "-" * len(head),

@@ -14,6 +14,11 @@ Phases (see ``bench/README.md``):
 ``--backends single cluster`` runs phases 2-4 once per backend: on the private redis-server,
 then on a private 3-master + 3-replica Redis Cluster (``tests/redis_cluster.py``, the same
 append-only settings), and prints both side by side.
+
+``--build pure|compiled|both`` picks the router's build: the source tree, or the mypyc build of
+``build/compiled/`` (``make compiled``) on ``PYTHONPATH``; by default the compiled one when it
+is up to date with the sources, else the pure one. ``both`` measures the two in the same
+ingest runs, alternating with the baseline, and prints them side by side.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from bench.report import (
     Measured,
     Scenario,
     backends_table,
+    build_cpu_ratios,
     delivery_table,
     render_targets,
     table,
@@ -81,6 +87,9 @@ EXPECTED: dict[str, bool] = {"hook-batch": True, "amplitude": True, "ads-hook": 
 (analytics granted) or none (advertising denied)."""
 BACKENDS = ("single", "cluster")
 """``--backends``: one private redis-server; a private 3-master + 3-replica Redis Cluster."""
+COMPILED_TREE = REPO / "build" / "compiled"
+BUILDS = ("pure", "compiled", "both")
+"""``--build``: the source tree; ``build/compiled/`` (mypyc); both, alternating."""
 
 
 @dataclass
@@ -102,6 +111,8 @@ class Options:
     json_path: Path | None
     keep_logs: bool
     backends: tuple[str, ...] = ("single",)
+    build: str | None = None
+    """``--build`` as given; None: compiled when build/compiled/ is up to date, else pure."""
 
 
 def parse_backends(words: list[str]) -> tuple[str, ...]:
@@ -176,6 +187,13 @@ def parse_args(argv: list[str] | None) -> Options:
         help="run the scenarios on each: single (one redis-server, the default), cluster "
         "(3 masters + 3 replicas); several are printed side by side",
     )
+    parser.add_argument(
+        "--build",
+        choices=BUILDS,
+        help="the router's build: pure (the source tree), compiled (build/compiled/, make "
+        "compiled), both (the ingest scenarios alternate the two with the baseline; printed "
+        "side by side); default: compiled when build/compiled/ is up to date, else pure",
+    )
     args = parser.parse_args(argv)
     try:
         backends = parse_backends(args.backends)
@@ -183,6 +201,8 @@ def parse_args(argv: list[str] | None) -> Options:
         parser.error(str(exc))
     if backends != ("single",) and (args.soak or args.scaling):
         parser.error("--backends applies to the scenarios, not to --soak or --scaling")
+    if args.build == "both" and (args.soak or args.scaling):
+        parser.error("--build both applies to the scenarios, not to --soak or --scaling")
     duration, warmup = (5, 1) if args.quick else (args.duration, args.warmup)
     return Options(
         duration=duration,
@@ -200,7 +220,49 @@ def parse_args(argv: list[str] | None) -> Options:
         json_path=Path(args.json) if args.json else None,
         keep_logs=args.keep_logs,
         backends=backends,
+        build=args.build,
     )
+
+
+def compiled_state() -> tuple[bool, str]:
+    """Whether ``build/compiled/`` is there and up to date with the sources, and why not:
+    asks make about its stamp (``make -q build/compiled/.built``, the rule ``make run``
+    rebuilds by), so both agree on what "up to date" means."""
+    if not (COMPILED_TREE / ".built").exists():
+        return False, "no build/compiled/ (make compiled)"
+    make = shutil.which("make")
+    if make is None:
+        return False, "make is not installed: cannot tell whether build/compiled/ is up to date"
+    done = subprocess.run(
+        [make, "-q", "-s", "--no-print-directory", "build/compiled/.built"],
+        cwd=REPO,
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode == 0:
+        return True, "build/compiled/ is up to date"
+    if done.returncode == 1:
+        return False, "build/compiled/ is older than the sources (make compiled)"
+    return False, f"make could not tell whether build/compiled/ is up to date ({done.returncode})"
+
+
+def choose_builds(choice: str | None, compiled: tuple[bool, str]) -> tuple[tuple[str, ...], str]:
+    """The builds to measure, in order (the last runs every phase that is not alternated),
+    and the line saying why; ValueError when an explicit choice needs a compiled build that
+    is missing or stale. ``compiled`` is ``compiled_state()``."""
+    fresh, why = compiled
+    if choice is None:
+        if fresh:
+            return ("compiled",), f"build: compiled ({why}; --build pure or both to change)"
+        return ("pure",), f"build: pure ({why}; --build compiled or both to change)"
+    if choice != "pure" and not fresh:
+        raise ValueError(f"--build {choice}: {why}")
+    if choice == "both":
+        return ("pure", "compiled"), (
+            "build: both, alternating in each ingest run (pure, compiled; delivery by a "
+            "compiled worker)"
+        )
+    return (choice,), f"build: {choice} (--build {choice})"
 
 
 def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -243,6 +305,8 @@ class Bench:
     cluster: RedisCluster | None = None
     backend: str = "single"
     runs: dict[str, BackendRun] = field(default_factory=dict)
+    builds: tuple[str, ...] = ("pure",)
+    """``--build``: the builds measured; the last one runs the phases that do not alternate."""
     hook_secret: str = ""
     wrk: str | None = None
     in_event_consent: bool = True
@@ -394,10 +458,20 @@ class Bench:
         """Forget what the receivers counted."""
         http_post(f"http://127.0.0.1:{self.receivers_port}/reset", b"", {})
 
-    def router_env(self) -> dict[str, str]:
-        """The router's environment: private Redis, receivers' URLs, quiet logs."""
+    @property
+    def build(self) -> str:
+        """The build of the phases that do not alternate builds (delivery, profile, soak)."""
+        return self.builds[-1]
+
+    def router_env(self, build: str | None = None) -> dict[str, str]:
+        """The router's environment: private Redis, receivers' URLs, quiet logs; the
+        compiled build's tree first on ``PYTHONPATH`` for that build."""
         base = f"http://127.0.0.1:{self.receivers_port}"
-        return {
+        env: dict[str, str] = {}
+        if (build or self.build) == "compiled":
+            path = os.environ.get("PYTHONPATH")
+            env["PYTHONPATH"] = f"{COMPILED_TREE}{os.pathsep}{path}" if path else str(COMPILED_TREE)
+        return env | {
             "ROUTER_REDIS_URL": self.redis_url(),
             "ROUTER_LOG_LEVEL": "WARNING",
             "BENCH_WRITE_KEY": WRITE_KEY,
@@ -409,12 +483,18 @@ class Bench:
         }
 
     def router_command(self) -> list[str]:
-        """``.venv/bin/router`` next to this interpreter, else ``python -m router.cli``."""
+        """``.venv/bin/router`` next to this interpreter, else ``python -P -m router.cli``
+        (``-P``: the working directory does not come before ``PYTHONPATH``)."""
         exe = Path(sys.executable).parent / "router"
-        return [str(exe)] if exe.exists() else [sys.executable, "-m", "router.cli"]
+        return [str(exe)] if exe.exists() else [sys.executable, "-P", "-m", "router.cli"]
 
-    def start_router(self, name: str, *, workers: bool, processes: int = 1) -> tuple[Proc, int]:
-        """``router serve --config bench/routing.yaml --port P [--no-workers] [--processes N]``."""
+    def start_router(
+        self, name: str, *, workers: bool, processes: int = 1, build: str | None = None
+    ) -> tuple[Proc, int]:
+        """``router serve --config bench/routing.yaml --port P [--no-workers] [--processes N]``
+        in ``build`` (default: the build of the phases that do not alternate); fails unless
+        its start-up line names that build."""
+        build = build or self.build
         port = free_port()
         argv = [
             *self.router_command(),
@@ -430,12 +510,17 @@ class Bench:
             argv.append("--no-workers")
         if processes > 1:
             argv += ["--processes", str(processes)]
-        proc = self.procs.start(name, argv, env=self.router_env(), cpus=self.sut_cpus, cwd=REPO)
+        env = self.router_env(build)
+        proc = self.procs.start(name, argv, env=env, cpus=self.sut_cpus, cwd=REPO)
         wait_http(f"http://127.0.0.1:{port}/readyz", proc)
+        started = [line for line in proc.tail(200).splitlines() if "router listening" in line]
+        if not started or f"; {build} build)" not in started[-1]:
+            raise RuntimeError(f"{name} was to run the {build} build:\n{proc.tail()}")
         return proc, port
 
     def start_worker(self, name: str) -> Proc:
-        """``router worker --config bench/routing.yaml``."""
+        """``router worker --config bench/routing.yaml``, in the build of the phases that do
+        not alternate."""
         argv = [*self.router_command(), "worker", "--config", str(ROUTING)]
         return self.procs.start(name, argv, env=self.router_env(), cpus=self.sut_cpus, cwd=REPO)
 
@@ -571,6 +656,7 @@ class Bench:
         *,
         router: bool,
         warm: bool = True,
+        build: str = "",
     ) -> Measured:
         """Warm up, then one measured run with the server's CPU, peak RSS and accepted count."""
         if warm and self.opts.warmup:
@@ -615,7 +701,7 @@ class Bench:
             problems.append(f"{result.non_2xx} non-2xx")
         if result.socket_errors or result.timeouts:
             problems.append(f"{result.socket_errors} socket errors, {result.timeouts} timeouts")
-        who = "router" if router else "baseline"
+        who = (build if len(self.builds) > 1 else "router") if router else "baseline"
         extra = f" ({'; '.join(problems)})" if problems else ""
         print(
             f"  {who:<8} {label:<22} {measured.ok_rps:>9,.0f} req/s  "
@@ -737,6 +823,7 @@ class Bench:
                 )
             )
         return Delivery(
+            build=self.build,
             label=label,
             accepted=accepted,
             drained=drained,
@@ -773,10 +860,19 @@ class Bench:
             (f"distinct{self.opts.batch_size} /v1/batch", distinct),
         ):
             print(f"\n== ingest: {name}", flush=True)
-            router, port = self.start_router(f"router-{workload.name}", workers=False)
+            # One router per build (--build both: the idle one waits on the same core), each
+            # measured after the baseline in every attempt, the builds' order alternating.
+            several = len(self.builds) > 1
+            routers: dict[str, tuple[Proc, int]] = {}
             try:
+                for build in self.builds:
+                    routers[build] = self.start_router(
+                        f"router-{workload.name}" + (f"-{build}" if several else ""),
+                        workers=False,
+                        build=build,
+                    )
                 base_runs: list[Measured] = []
-                router_runs: list[Measured] = []
+                router_runs: dict[str, list[Measured]] = {build: [] for build in self.builds}
                 for attempt in range(self.opts.repeat):
                     warm = attempt == 0
                     base_runs.append(
@@ -789,36 +885,53 @@ class Bench:
                             warm=warm,
                         )
                     )
-                    router_runs.append(
-                        self.measure(router, port, workload, workload.name, router=True, warm=warm)
-                    )
+                    order = self.builds if attempt % 2 == 0 else self.builds[::-1]
+                    for build in order:
+                        router, port = routers[build]
+                        router_runs[build].append(
+                            self.measure(
+                                router,
+                                port,
+                                workload,
+                                workload.name,
+                                router=True,
+                                warm=warm,
+                                build=build,
+                            )
+                        )
                 base = max(base_runs, key=lambda m: m.ok_rps)
-                measured = max(router_runs, key=lambda m: m.ok_rps)
                 self.note("baseline", workload.name, base)
-                self.note("router", workload.name, measured)
-                accepted = self.settled_accepted(port)
-                accepted_total += accepted
-                denied = self.skipped(port, "ads-hook")
-                if denied != accepted:
-                    self.notes.append(
-                        f"{name}: ads-hook skipped at ingest {denied:,} of {accepted:,} "
-                        "accepted events (expected all: advertising is denied)"
+                for build, (_, port) in routers.items():
+                    measured = max(router_runs[build], key=lambda m: m.ok_rps)
+                    self.note(build if several else "router", workload.name, measured)
+                    accepted = self.settled_accepted(port)
+                    accepted_total += accepted
+                    denied = self.skipped(port, "ads-hook")
+                    if denied != accepted:
+                        self.notes.append(
+                            f"{name} ({build}): ads-hook skipped at ingest {denied:,} of "
+                            f"{accepted:,} accepted events (expected all: advertising is denied)"
+                        )
+                    self.scenarios.append(
+                        Scenario(
+                            name,
+                            workload.events_per_request,
+                            measured,
+                            base,
+                            router_runs=router_runs[build],
+                            baseline_runs=base_runs,
+                            build=build,
+                        )
                     )
             finally:
-                self.procs.stop(router)
-            self.scenarios.append(
-                Scenario(
-                    name,
-                    workload.events_per_request,
-                    measured,
-                    base,
-                    router_runs=router_runs,
-                    baseline_runs=base_runs,
-                )
-            )
+                for router, _ in routers.values():
+                    self.procs.stop(router)
         self.procs.stop(baseline)
 
-        print(f"\n== delivery: one `router worker` drains {accepted_total:,} accepted events")
+        print(
+            f"\n== delivery: one `router worker` ({self.build} build) drains "
+            f"{accepted_total:,} accepted events"
+        )
         worker = self.start_worker("worker")
         try:
             drained, waited, window = self.drain("delivery", worker)
@@ -832,27 +945,43 @@ class Bench:
         self.deliveries.append(delivery)
         print(delivery_table(delivery))
 
-        print("\n== one process with its workers (router serve): single events", flush=True)
-        self.reset_receivers()
-        self.clear_dead_letters()
-        router, port = self.start_router("router-serve-workers", workers=True)
-        try:
-            measured = self.measure(router, port, single, "single+workers", router=True)
-            self.note("router", "single+workers", measured)
-            accepted = self.settled_accepted(port)
-            drained, waited, window = self.drain("serve+workers", router)
-            delivery = self.check("one process (serve + workers)", accepted, drained, waited, {})
-            delivery.peak_rss_mb = router.peak_rss_mb()
-            delivery.notes.append(
-                "ingest and delivery share one process and one core; CPU ms/1k in the table "
-                "covers both during the load window"
-            )
-        finally:
-            self.procs.stop(router)
         base_single = self.scenarios[0].baseline if self.scenarios else None
-        self.scenarios.append(Scenario("single + workers (1 proc)", 1, measured, base_single))
-        self.deliveries.append(delivery)
-        print(delivery_table(delivery))
+        for build in self.builds:
+            print(
+                f"\n== one process with its workers (router serve, {build} build): single events",
+                flush=True,
+            )
+            self.reset_receivers()
+            self.clear_dead_letters()
+            several = len(self.builds) > 1
+            router, port = self.start_router(
+                "router-serve-workers" + (f"-{build}" if several else ""),
+                workers=True,
+                build=build,
+            )
+            try:
+                measured = self.measure(
+                    router, port, single, "single+workers", router=True, build=build
+                )
+                self.note(build if several else "router", "single+workers", measured)
+                accepted = self.settled_accepted(port)
+                drained, waited, window = self.drain("serve+workers", router)
+                delivery = self.check(
+                    "one process (serve + workers)", accepted, drained, waited, {}
+                )
+                delivery.build = build
+                delivery.peak_rss_mb = router.peak_rss_mb()
+                delivery.notes.append(
+                    "ingest and delivery share one process and one core; CPU ms/1k in the "
+                    "table covers both during the load window"
+                )
+            finally:
+                self.procs.stop(router)
+            self.scenarios.append(
+                Scenario("single + workers (1 proc)", 1, measured, base_single, build=build)
+            )
+            self.deliveries.append(delivery)
+            print(delivery_table(delivery))
 
     def run_backend(self, backend: str) -> None:
         """The scenarios on the current backend (and ``--profile`` on the first); with
@@ -1156,10 +1285,16 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run everything; exit 1 when the zero-loss check fails, 2 when the harness failed."""
     opts = parse_args(argv)
+    try:
+        builds, build_line = choose_builds(opts.build, compiled_state())
+    except ValueError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, _on_sigterm)
     tmp = Path(tempfile.mkdtemp(prefix="router-bench-"))
     procs = Processes(tmp)
-    bench = Bench(opts, procs, tmp)
+    bench = Bench(opts, procs, tmp, builds=builds)
+    bench.meta["builds"] = list(builds)
     error: str | None = None
     started = datetime.now(UTC)
     try:
@@ -1182,6 +1317,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{opts.warmup}s warm-up, best of {opts.repeat} run(s); the same script for the "
             "baseline and the router"
         )
+        print(build_line)
         load1, load5, _ = os.getloadavg()
         bench.meta["loadavg_at_start"] = [load1, load5]
         print(
@@ -1234,6 +1370,20 @@ def _print_summary(bench: Bench) -> None:
     if bench.scenarios:
         print("\n== results (server pinned to one core; req/s count 2xx answers)\n")
         print(table(bench.scenarios))
+    if len(bench.builds) == 2 and bench.scenarios:
+        first, second = bench.builds
+        print(f"\n== builds side by side ({first}, {second}; the same runs as above)\n")
+        runs = [
+            BackendRun(
+                build,
+                [s for s in bench.scenarios if s.build == build],
+                [d for d in bench.deliveries if d.build == build],
+            )
+            for build in bench.builds
+        ]
+        print(backends_table(runs))
+        print()
+        print(build_cpu_ratios(bench.scenarios, (first, second)))
     if len(bench.runs) > 1:
         print(
             "\n== backends side by side (every Redis node shares the machine's CPUs: this "
@@ -1246,10 +1396,11 @@ def _print_summary(bench: Bench) -> None:
             print(f"note: {note}")
     if bench.scenarios or bench.deliveries or bench.soak:
         drift = bench.soak["drift"] if bench.soak else None
+        scenarios = [s for s in bench.scenarios if s.build in ("", bench.build)]
         rows = targets(
-            bench.scenarios, bench.deliveries, bench.delivery_rate, drift, bench.opts.connections
+            scenarios, bench.deliveries, bench.delivery_rate, drift, bench.opts.connections
         )
-        print("\n== targets (printed, not asserted)\n")
+        print(f"\n== targets (printed, not asserted; {bench.build} build)\n")
         print(render_targets(rows))
 
 

@@ -56,7 +56,9 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -199,7 +201,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         await site.start()
         print(
             f"router listening on http://{settings.host}:{settings.port} "
-            f"({len(routing.destinations)} destination(s); {_walkers()})",
+            f"({len(routing.destinations)} destination(s); {_walkers()}; {build_name()} build)",
             file=sys.stderr,
             flush=True,
         )
@@ -220,6 +222,19 @@ def _walkers() -> str:
 
     built = paths._native is not None and dlp._native is not None
     return "native walkers" if built else "pure-Python walkers: no C compiler when installed"
+
+
+def build_name(module: ModuleType | None = None) -> str:
+    """``"compiled"`` when the pure core runs as mypyc's C extensions (``build/compiled/`` on
+    ``PYTHONPATH``, ``scripts/build-compiled.sh``), else ``"pure"``: whether ``module``
+    (default ``router.core.plan``, one of the compiled modules) was loaded from an extension
+    module rather than from its Python source."""
+    if module is None:
+        from router.core import plan  # noqa: PLC0415
+
+        module = plan
+    path = module.__file__ or ""
+    return "compiled" if path.endswith(tuple(EXTENSION_SUFFIXES)) else "pure"
 
 
 GC_THRESHOLDS: Final = (20_000, 20, 50)
@@ -252,7 +267,13 @@ def _serve_processes(args: argparse.Namespace, host: str, port: int) -> int:
     import signal  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
 
-    command = [sys.executable, "-m", "router", "serve", "--reuse-port", "--processes", "1"]
+    # The children import the tree this process runs (the compiled build's copy, or the
+    # source): its folder first on PYTHONPATH, and -P, since ``-m`` would put the working
+    # directory before PYTHONPATH (the source tree, when serving from its root).
+    tree = str(Path(__file__).resolve().parent.parent)
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": tree if not path else f"{tree}{os.pathsep}{path}"}
+    command = [sys.executable, "-P", "-m", "router", "serve", "--reuse-port", "--processes", "1"]
     command += ["--host", host, "--port", str(port)]
     if args.config:
         command += ["--config", args.config]
@@ -260,7 +281,7 @@ def _serve_processes(args: argparse.Namespace, host: str, port: int) -> int:
         command.append("--no-workers")
     arm = _die_with_parent(signal.SIGTERM)
     children = [
-        subprocess.Popen(command, preexec_fn=arm)  # noqa: S603, PLW1509
+        subprocess.Popen(command, env=env, preexec_fn=arm)  # noqa: S603, PLW1509
         for _ in range(args.processes)
     ]
 

@@ -5,11 +5,13 @@
 # that copy the modules below run compiled; every other module, and this tree itself, stay
 # pure Python (the fallback: nothing here changes unless you run from build/compiled/).
 #
-#   scripts/build-compiled.sh            # or: make compiled
+#   scripts/build-compiled.sh            # or: make compiled (make run: only when a source changed)
+#   scripts/build-compiled.sh --check    # whether it can build here; if not, says what is missing
 #   cd build/compiled && ../../.venv/bin/router serve ...     # run it
 #   PYTHONPATH=build/compiled .venv/bin/router serve ...      # the same, from here
 #
-# Needs gcc and the Python headers (Debian: apt-get install gcc python3-dev).
+# Needs gcc and the Python headers (Debian: apt-get install gcc python3-dev). A finished build
+# leaves build/compiled/.built, dated when its copy of the tree was taken (the Makefile's stamp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -32,16 +34,30 @@ MODULES=(
   destinations/fields.py destinations/dlp.py destinations/hashing.py
 )
 
-command -v gcc >/dev/null || { echo "gcc is missing: apt-get install gcc python3-dev"; exit 1; }
+command -v gcc >/dev/null || { echo "gcc is missing (apt-get install gcc python3-dev)"; exit 1; }
 include=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
-[ -f "$include/Python.h" ] || { echo "Python.h is missing: apt-get install python3-dev"; exit 1; }
+[ -f "$include/Python.h" ] || { echo "Python.h is missing (apt-get install python3-dev)"; exit 1; }
 MYPYC="$(cd "$(dirname "$PYTHON")" && pwd)/mypyc"
-[ -x "$MYPYC" ] || { echo "mypyc is missing: .venv/bin/pip install -e '.[dev]'"; exit 1; }
+[ -x "$MYPYC" ] || { echo "mypyc is missing (.venv/bin/pip install -e '.[dev]')"; exit 1; }
+[ "${1:-}" = --check ] && exit 0
 
+# The tree as it is, sources only: with git, the tracked and new files that still exist (not
+# the ignored ones); without (a source tarball), every file but what .gitignore names.
+sources() {
+  if [ -e .git ] && command -v git >/dev/null; then
+    git ls-files -z --cached --others --exclude-standard |
+      while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done
+  else
+    find . \( -name .git -o -name .venv -o -name .run -o -name build -o -name dist \
+      -o -name __pycache__ -o -name '*.egg-info' -o -name '.*_cache' -o -name .hypothesis \
+      -o -name node_modules \) -prune \
+      -o -type f ! -name '*.so' ! -name _speedups.c -printf '%P\0'
+  fi
+}
 rm -rf "$OUT"
 mkdir -p "$OUT"
-# The tree as it is (tracked and new files, not the ignored ones), sources only.
-git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$OUT"
+: > "$OUT/.building"
+sources | tar --null -T - -cf - | tar -xf - -C "$OUT"
 # The native walkers pip built in place (setup.py; ignored by git), when there are any.
 for native in router/core/_speedups.*.so destinations/_speedups.*.so; do
   [ -f "$native" ] && cp "$native" "$OUT/$(dirname "$native")/"
@@ -49,4 +65,5 @@ done
 cd "$OUT"
 "$MYPYC" "${MODULES[@]}" > mypyc.log 2>&1 || { tail -30 mypyc.log; exit 1; }
 rm -rf build
-echo "compiled build in $OUT: $(ls router/core/*.so consent/*.so destinations/*.so | grep -vc _speedups) modules compiled"
+mv .building .built
+echo "compiled build: $(ls router/core/*.so consent/*.so destinations/*.so | grep -vc _speedups) modules (mypyc) in $OUT"

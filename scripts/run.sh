@@ -1,9 +1,34 @@
 #!/usr/bin/env bash
 # Start the router with config/router.yaml. Without ROUTER_REDIS_URL, start a local Redis with
 # append-only persistence under .run/redis (git-ignored) and stop it when the router exits.
+# The compiled build (build/compiled/, scripts/build-compiled.sh; rebuilt by make only when a
+# source changed) runs when gcc and the Python headers are there, else the pure source with a
+# line saying what to install. ROUTER_BUILD=pure: the pure source; ROUTER_BUILD=compiled: fail
+# instead of falling back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
 export ROUTER_CONFIG="${ROUTER_CONFIG:-config/router.yaml}"
+build="${ROUTER_BUILD:-auto}"
+case "$build" in
+  pure) ;;
+  auto | compiled)
+    if ! missing=$(PYTHON="$VENV/bin/python" scripts/build-compiled.sh --check); then
+      [ "$build" = compiled ] && { echo "ROUTER_BUILD=compiled: $missing" >&2; exit 1; }
+      echo "running the pure-Python build, not the compiled one: $missing" >&2
+      build=pure
+    elif ! PYTHON="$VENV/bin/python" "${MAKE:-make}" -s --no-print-directory VENV="$VENV" \
+      build/compiled/.built; then
+      [ "$build" = compiled ] && exit 1
+      echo "the compiled build failed (build/compiled/mypyc.log): running the pure-Python build" >&2
+      build=pure
+    else
+      build=compiled
+      export PYTHONPATH="$PWD/build/compiled${PYTHONPATH:+:$PYTHONPATH}"
+    fi
+    ;;
+  *) echo "ROUTER_BUILD=$build: use pure or compiled (unset: compiled when it can be built)" >&2; exit 2 ;;
+esac
 if [ -z "${ROUTER_REDIS_URL:-}" ]; then
   port="${ROUTER_LOCAL_REDIS_PORT:-6390}"
   mkdir -p .run/redis
@@ -24,7 +49,7 @@ if [ -z "${ROUTER_ENCRYPTION_KEYS:-}${ROUTER_SUBJECT_KEY:-}" ]; then
   if [ ! -f .run/dev-keys ]; then
     umask 077
     {
-      echo "export ROUTER_ENCRYPTION_KEYS='$(.venv/bin/router keys generate --id dev1)'"
+      echo "export ROUTER_ENCRYPTION_KEYS='$("$VENV/bin/router" keys generate --id dev1)'"
       echo "export ROUTER_SUBJECT_KEY='$(head -c 32 /dev/urandom | base64)'"
     } > .run/dev-keys
   fi
@@ -42,4 +67,19 @@ if [ -z "${ROUTER_AUDIT_KEY:-}" ]; then
   # shellcheck source=/dev/null
   . .run/dev-audit-key
 fi
-.venv/bin/router serve --config "$ROUTER_CONFIG"
+# The router runs in the background and this script waits for it, passing on SIGTERM, SIGINT
+# and SIGHUP (reload): a shell waiting on a foreground child would be killed by SIGTERM
+# without running its EXIT trap, leaving the local Redis running. ``trap - INT`` undoes the
+# SIGINT-ignoring that a background command gets, so an early Ctrl-C still stops it.
+(trap - INT; exec "$VENV/bin/router" serve --config "$ROUTER_CONFIG") &
+router=$!
+for sig in TERM INT HUP; do
+  # shellcheck disable=SC2064
+  trap "kill -$sig $router 2>/dev/null || true" "$sig"
+done
+status=0
+while :; do
+  wait "$router" && status=0 || status=$?
+  kill -0 "$router" 2>/dev/null || break # a signal interrupted the wait: wait for the exit
+done
+exit "$status"

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 
 from destinations import dlp
+from router.cli import build_name
 from tests.conftest import TEST_CONFIG, WRITE_KEY, process_env, wait_for
 from tests.fakes.webhook import WebhookReceiver
 from tests.redis_server import RedisServer, free_port
@@ -121,6 +122,7 @@ async def test_sighup_reloads_every_child_and_children_die_with_the_parent(
         await wait_for(lambda: sum("router listening" in line for line in lines) == 2, within_s=30)
         walkers = "native walkers" if dlp._native is not None else "pure-Python walkers"
         assert sum(walkers in line for line in lines) == 2  # each child says which it runs
+        assert sum(f"; {build_name()} build)" in line for line in lines) == 2  # as this one
         children = children_of(parent.pid)
         assert len(children) == 2
         parent.send_signal(signal.SIGHUP)
