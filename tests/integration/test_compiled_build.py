@@ -30,8 +30,9 @@ def _corpus(tree: Path) -> list[bytes]:
 
 @pytest.fixture
 def compiled_tree() -> Path:
-    """The compiled build next to this tree; skipped when it was not built (CI builds it and
-    sets ``ROUTER_REQUIRE_COMPILED=1``, so there it fails instead)."""
+    """The compiled build next to this tree; skipped when it was not built or is older than
+    the source (CI builds it and sets ``ROUTER_REQUIRE_COMPILED=1``, so there it fails
+    instead)."""
     if not (COMPILED_TREE / "router" / "core").is_dir() or COMPILED_TREE == ROOT:
         if os.environ.get("ROUTER_REQUIRE_COMPILED") == "1":
             pytest.fail(f"no compiled build in {COMPILED_TREE}: run `make compiled`")
@@ -42,7 +43,11 @@ def compiled_tree() -> Path:
         if (ROOT / f"{m.replace('.', '/')}.py").read_bytes()
         != (COMPILED_TREE / f"{m.replace('.', '/')}.py").read_bytes()
     ]
-    assert not stale, f"the compiled build is older than the source of {stale}: make compiled"
+    if stale:  # `make run` builds it; an edit since then makes it stale until the next build
+        message = f"the compiled build is older than the source of {stale}: make compiled"
+        if os.environ.get("ROUTER_REQUIRE_COMPILED") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
     return COMPILED_TREE
 
 
