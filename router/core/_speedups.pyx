@@ -151,3 +151,43 @@ def field_paths(object value, Py_ssize_t max_paths, int max_depth):
     elif type(value) is list:
         _list_paths(<list>value, _root_list, 0, found, max_paths, max_depth)
     return found
+
+
+TRUSTED = 1
+SHALLOW = 2
+
+
+def source_flags(
+    bytes raw, Py_ssize_t max_string_chars, Py_ssize_t max_depth, Py_ssize_t max_key_chars
+):
+    """``sanitize.clean_source`` (``TRUSTED``) and, when it holds, ``sanitize.shallow_source``
+    (``SHALLOW``) of an event's raw JSON, in one pass over its bytes: printable ASCII with no
+    escape of ``\\u``, ``\\b`` or ``\\f`` and no longer than the string cap; then at most
+    ``max_depth`` opening brackets and no quote followed by more than ``max_key_chars`` bytes
+    without a quote."""
+    cdef Py_ssize_t n = len(raw)
+    cdef const unsigned char* p = raw
+    cdef Py_ssize_t i, brackets = 0, quote = -1
+    cdef bint long_run = False
+    cdef unsigned char c, after
+    if n > max_string_chars:
+        return 0
+    for i in range(n):
+        c = p[i]
+        if c >= 0x7f:
+            return 0
+        if c == 0x22:  # "
+            if quote >= 0 and i - quote - 1 > max_key_chars:
+                long_run = True
+            quote = i
+        elif c == 0x7b or c == 0x5b:  # { [
+            brackets += 1
+        elif c == 0x5c and i + 1 < n:  # a backslash, then u, b or f
+            after = p[i + 1]
+            if after == 0x75 or after == 0x62 or after == 0x66:
+                return 0
+    if quote >= 0 and n - quote - 1 > max_key_chars:
+        long_run = True
+    if brackets <= max_depth and not long_run:
+        return TRUSTED | SHALLOW
+    return TRUSTED

@@ -20,6 +20,7 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import ModuleType
 from typing import Any
 
 import msgspec
@@ -27,6 +28,12 @@ import msgspec
 from consent.ids import normalize_id
 from router.core.outcomes import RejectCode, Rejection
 from router.core.schema import EventType, Timestamp, WireEvent
+
+_native: ModuleType | None
+try:  # the native byte scan, when pip could build it (setup.py); else the pure checks below
+    import router.core._speedups as _native
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _native = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +230,20 @@ def shallow_source(raw: bytes, limits: Limits) -> bool:
     )
 
 
+def _source_flags(raw: bytes | None, limits: Limits) -> tuple[bool, bool]:
+    """``clean_source`` and (when it holds) ``shallow_source`` of ``raw``: one native pass
+    over the bytes when ``router.core._speedups`` is built (the same answers)."""
+    if raw is None:
+        return False, False
+    if _native is not None:
+        flags = _native.source_flags(
+            raw, limits.max_string_chars, limits.max_depth, limits.max_key_chars
+        )
+        return bool(flags & _native.TRUSTED), bool(flags & _native.SHALLOW)
+    trusted = clean_source(raw, limits)
+    return trusted, trusted and shallow_source(raw, limits)
+
+
 def _clean_field(value: dict[str, Any], limits: Limits, name: str, trusted: bool) -> dict[str, Any]:
     try:
         if trusted:
@@ -328,12 +349,12 @@ def sanitize(
 
     ``raw`` (the event's JSON as received) lets a clean event skip the string walk.
     """
-    trusted = raw is not None and clean_source(raw, limits)
+    trusted, shallow = _source_flags(raw, limits)
     try:
         return _sanitize(
             wire,
             trusted=trusted,
-            shallow=trusted and raw is not None and shallow_source(raw, limits),
+            shallow=shallow,
             route_type=route_type,
             received_at=received_at,
             new_id=new_id,

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from destinations import dlp, fields
 from destinations.fields import Allowlist, Transform, compile_allowlist
-from router.core import paths
+from router.core import paths, sanitize
 from tests.compiled_corpus import _event
 from tests.unit.destinations.test_dlp import PII_SAMPLES, PROPERTY_SETTINGS, pii_text
 from tests.unit.destinations.test_dlp_equivalence import NUMBERS, SKIPS
@@ -127,6 +127,44 @@ def test_field_paths_stay_right_past_the_bound_of_remembered_paths() -> None:
             value, max_paths=40_000
         )
     assert paths.field_paths({"a": {"b": 1}}) == {"a.b"}
+
+
+source_bytes = st.lists(
+    st.sampled_from([b'"', b"{", b"[", b"\\", b"u", b"b", b"f", b"n", b"a", b"\x7f", b"\xc3\xa9"]),
+    max_size=60,
+).map(b"".join)
+
+
+@PROPERTY_SETTINGS
+@given(source_bytes, st.integers(0, 70), st.integers(0, 8), st.integers(0, 12))
+def test_source_flags_match_the_pure_checks(
+    raw: bytes, max_string_chars: int, max_depth: int, max_key_chars: int
+) -> None:
+    limits = sanitize.Limits(
+        max_string_chars=max_string_chars, max_depth=max_depth, max_key_chars=max_key_chars
+    )
+    native = sanitize._source_flags(raw, limits)
+    with pure(sanitize):
+        assert sanitize._source_flags(raw, limits) == native
+    trusted = sanitize.clean_source(raw, limits)
+    assert native == (trusted, trusted and sanitize.shallow_source(raw, limits))
+
+
+def test_source_flags_examples() -> None:
+    limits = sanitize.Limits(max_string_chars=100, max_depth=2, max_key_chars=5)
+    for raw, expected in [
+        (b'{"ab":[1]}', (True, True)),
+        (b'{"a":{"b":[]}}', (True, False)),  # 3 brackets
+        (b'{"abcdef":1}', (True, False)),  # a 6-byte run after a quote
+        (b'{"a":"x"} 1234', (True, False)),  # the run after the last quote counts
+        (b'{"a":"\\n"}', (True, True)),
+        (b'{"a":"\\u00e9"}', (False, False)),
+        (b'{"a":"\xc3\xa9"}', (False, False)),
+        (b"x" * 101, (False, False)),
+    ]:
+        assert sanitize._source_flags(raw, limits) == expected, raw
+        with pure(sanitize):
+            assert sanitize._source_flags(raw, limits) == expected, raw
 
 
 def _quick_both(payload: dict[str, Any], skip: frozenset[str]) -> tuple[bool, bool]:
