@@ -42,7 +42,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from operator import attrgetter
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -384,7 +383,7 @@ class ConsentStore:
             return client.pubsub(), None
         if not client.get_nodes():
             await client.initialize()
-        nodes = sorted(client.get_nodes(), key=attrgetter("name"))  # mypyc: no lambda after await
+        nodes = sorted(client.get_nodes(), key=lambda n: n.name)
         chosen = nodes[attempt % len(nodes)]
         self._listening_on = chosen.name
         options = client.get_connection_kwargs()
