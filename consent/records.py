@@ -101,7 +101,11 @@ class ConsentRecord:
                 expires_at=_at(int(data["expires_at_ms"])),
             )
         except (ValueError, TypeError, KeyError, OverflowError) as exc:
-            raise UnreadableRecordError from exc
+            # ``raise ... from exc`` spelled out: mypyc (the compiled build) drops the cause of
+            # ``raise ... from``; setting ``__cause__`` also suppresses the context, as it does.
+            error = UnreadableRecordError()
+            error.__cause__ = exc
+            raise error  # noqa: B904 - the cause is set above
 
 
 def merge_records(records: Iterable[ConsentRecord | None]) -> StoredConsent | None:

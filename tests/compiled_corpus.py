@@ -23,7 +23,10 @@ from typing import Any
 
 import msgspec
 
-from consent.ids import subject_key
+from consent.ids import hmac_sha256, keyed, normalize_id, subject_key
+from consent.memo import BoundedMemo, Unkeyable, frozen
+from consent.records import ConsentRecord, UnreadableRecordError, merge_records, narrow
+from consent.store import history_key, record_key
 from router.core import jsonscan
 from router.core.explain import explain
 from router.core.outcomes import Rejection
@@ -32,6 +35,10 @@ from router.core.plan import RequestPlan, plan_request
 from router.core.sanitize import Event, sanitize
 from router.core.schema import WIRE_EVENT_DECODER, WireEvent
 from router.core.signals import signals_from_headers
+from router.observability.metrics import Stats, render_prometheus
+from router.queue import keys
+from router.queue.enqueuer import Deliveries, Write
+from router.queue.items import ITEM_ENCODER, decode_queued, decoded, entry_for, entry_items
 from tests.conftest import routing_from
 from tests.unit.consent.tcf_encoder import encode_tc_string
 from tests.unit.consent.test_gpp import USNAT_ALL_SET, USNAT_ALL_SET_NO_GPC
@@ -47,6 +54,13 @@ COMPILED = (
     "consent.resolve",
     "consent.tcf",
     "consent.gpp",
+    "consent.ids",
+    "consent.memo",
+    "consent.records",
+    "router.queue.keys",
+    "router.queue.items",
+    "router.queue.enqueuer",
+    "router.observability.metrics",
     "destinations.dlp",
     "destinations.fields",
 )
@@ -179,6 +193,184 @@ def _encoded(plan: RequestPlan) -> dict[str, Any]:
     }
 
 
+IDS = [
+    "user-1",
+    "  user-1 ",
+    "e\x00\u0301",
+    "e\u0301",
+    "\u00e9",
+    "Jane.Doe@Example.com",
+    "a\tb\nc",
+    "\x85\u200bzero-width",
+    "\U0001f600",
+    "",
+    " ",
+    "x" * 300,
+    "12345",
+]
+HMAC_KEYS = [b"k", b"corpus-subject-key", b"x" * 64, b"y" * 65, bytearray(b"z")]
+
+
+def _ids(rng: random.Random) -> list[Any]:
+    """Subject ids (``consent.ids``, ``router.queue.keys``): normalized, hashed, keyed."""
+    out: list[Any] = []
+    ids = [*IDS, *("".join(rng.choice(IDS) for _ in range(3)) for _ in range(40))]
+    for value in ids:
+        secret = rng.choice([b"", b"corpus-subject-key"])
+        out.append(
+            [
+                "id",
+                normalize_id(value),
+                subject_key(value),
+                subject_key(value, secret),
+                keys.subject_hash(value, secret),
+                keyed(subject_key(value), b"corpus-subject-key"),
+                [hmac_sha256(bytes(k), value.encode()).hex() for k in HMAC_KEYS],
+            ]
+        )
+    return out
+
+
+def _memo(rng: random.Random, values: list[Any]) -> list[Any]:
+    """``frozen`` keys of JSON values (which are equal, which are not) and a ``BoundedMemo``."""
+    out: list[Any] = []
+    odd = [(1, 2), {1, 2}, frozenset(), b"x", {"a": (1,)}, [1, [2, {3}]], {1: 2}, {True: 1}]
+    keys_seen: list[Any] = []
+    for value in [*values, *odd, 1, 1.0, True, None, "1", [1], {"a": 1, "b": 2}, {"b": 2, "a": 1}]:
+        try:
+            key = frozen(value)
+        except Unkeyable as exc:
+            out.append(["unkeyable", str(exc)])
+            continue
+        hash(key)
+        same = [n for n, seen in enumerate(keys_seen) if seen == key]
+        out.append(["frozen", repr(key), same[:5]])
+        keys_seen.append(key)
+    memo: BoundedMemo[int] = BoundedMemo(rng.randrange(1, 6))
+    for n in range(200):
+        key = frozen(rng.choice(values[:8]))
+        if rng.random() < 0.5:
+            out.append(["memo put", memo.put(key, n), len(memo)])
+        else:
+            out.append(["memo get", memo.get(key), len(memo)])
+    return out
+
+
+def _records(rng: random.Random) -> list[Any]:
+    """Consent records (``consent.records``): built, merged, narrowed, encoded, decoded."""
+    out: list[Any] = []
+    records: list[ConsentRecord | None] = [None]
+    for _ in range(60):
+        votes = {c: rng.random() < 0.5 for c in rng.sample(["C1", "C2", "C3", "C4"], 3)}
+        at = NOW - timedelta(seconds=rng.randrange(-100, 10**6), microseconds=rng.randrange(10**6))
+        record = ConsentRecord.build(
+            votes,
+            source=rng.choice(["api", "segment_event", "gpp"]),
+            updated_at=at,
+            received_at=NOW,
+            max_age_days=rng.choice([1, 30, 395]),
+        )
+        records.append(record)
+        encoded = record.encode()
+        out.append(["record", encoded, ConsentRecord.decode(encoded) == record])
+    for _ in range(60):
+        chosen = rng.sample(records, rng.randrange(4))
+        merged = merge_records(chosen)
+        if merged is None:
+            out.append(["merged", None])
+        else:
+            granted, denied = sorted(merged.granted), sorted(merged.denied)
+            out.append(["merged", granted, denied, merged.source, merged.updated_at.isoformat()])
+        current, write = rng.choice(records), rng.choice(records[1:])
+        assert write is not None
+        kept, refused = narrow(current, write)
+        out.append(["narrow", None if kept is None else kept.encode(), sorted(refused)])
+    corrupt = [b"{", b"[]", b'{"granted":1}', b'{"granted":[],"denied":[],"source":"a"}', b"\xff"]
+    corrupt.append(b'{"granted":[1],"denied":[],"source":2,"updated_at_ms":"9",')
+    corrupt[-1] += b'"received_at_ms":1e3,"expires_at_ms":10}'
+    corrupt.append(corrupt[-1].replace(b"1e3", b"10").replace(b"10}", b"1e400}"))
+    for raw in corrupt:
+        try:
+            out.append(["decoded", ConsentRecord.decode(raw).encode()])
+        except UnreadableRecordError as exc:
+            out.append(["unreadable", repr(exc.__cause__)])
+    out.append(["unreadable record", ConsentRecord.unreadable(NOW).encode()])
+    return out
+
+
+def _keys_and_items(rng: random.Random, plan: RequestPlan) -> list[Any]:
+    """Redis keys (``router.queue.keys``, ``consent.store``), queue entries of a plan's
+    deliveries (``router.queue.items``) and the enqueuer's writes."""
+    out: list[Any] = []
+    for destination in ["ops-hook", "ga4", "a/b", ""]:
+        partition = rng.randrange(3)
+        out.append(
+            [
+                "keys",
+                keys.queue_key(destination, partition),
+                keys.dlq_key(destination, partition),
+                keys.outbox_key(destination),
+                keys.aggregate_key(destination, "who", rng.choice([None, 1700000000, "*"])),
+                keys.audit_key(keys.AUDIT, "heads"),
+                record_key(destination),
+                history_key(destination),
+            ]
+        )
+    for value in ["1-1", "2/3-4", "0/1-1", "x/1-1", "9/1-1", "1-", "", "12345-0"]:
+        out.append(["dead letter", value, keys.parse_dead_letter_id(value, 3)])
+    for destination, routed in plan.deliveries.items():
+        encoded = [ITEM_ENCODER.encode(item) for item in routed]
+        for items in (encoded[:1], encoded):
+            entry = entry_for(items, destination=destination)
+            fields = {k: v if isinstance(v, bytes) else v.encode() for k, v in entry.items()}
+            raw = entry_items(fields, destination=destination)
+            queued = [decode_queued(r) for r in raw]
+            out.append(
+                [
+                    "entry",
+                    sorted(entry),
+                    raw == items,
+                    [None if q is None else msgspec.to_builtins(decoded(q)) for q in queued],
+                ]
+            )
+        write = Deliveries(keys.queue_key(destination), encoded, destination)
+        out.append(["write", repr(Write(write.stream, {"n": str(len(write.items))}))])
+    out.append(["not queue items", [decode_queued(r) for r in [b"", b"{}", b"[1]", b'{"d":1}']]])
+    return out
+
+
+def _metrics(rng: random.Random) -> list[Any]:
+    """Counters (``router.observability.metrics``): series and their Prometheus text."""
+    stats = Stats()
+    for _ in range(300):
+        labels = rng.choice(
+            [
+                {"source": "web"},
+                {"source": "web", "route": "batch"},
+                {"route": "batch", "source": "web"},
+                {"destination": "ops-hook", "reason": "consent"},
+                {"destination": "jane.doe@example.com", "reason": "x"},
+                {},
+            ]
+        )
+        amount = rng.choice([0, 1, 7, 10**6, 2**53 + 1])
+        stats.add(
+            rng.choice(["router_events_received_total", "router_events_skipped_total"]),
+            amount,
+            **labels,
+        )
+    try:
+        stats.add("router_events_received_total", bogus="1")
+    except ValueError as exc:
+        refused = str(exc)
+    return [
+        ["series", stats.series()],
+        ["total", stats.get("router_events_received_total", source="web")],
+        ["refused", refused],
+        ["prometheus", render_prometheus(stats)],
+    ]
+
+
 def corpus(count: int) -> list[Any]:
     """Every output of the corpus, in order."""
     rng = random.Random(14)
@@ -220,6 +412,11 @@ def corpus(count: int) -> list[Any]:
             collect_paths=True,
         )
         out.append(["batch", _encoded(plan)])
+        out += _keys_and_items(rng, plan)
+    out += _ids(rng)
+    out += _memo(rng, [msgspec.to_builtins(e.data) for e in events[:200]])
+    out += _records(rng)
+    out += _metrics(rng)
     return out
 
 

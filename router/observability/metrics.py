@@ -155,7 +155,6 @@ class RouterMetrics:
             self.meter.create_observable_counter(name, callbacks=[_counter_callback(name, series)])
 
     def _observe_lag(self, options: metrics.CallbackOptions) -> Iterator[metrics.Observation]:
-        del options
         for destination, seconds in sorted(self.queue_lag_s.items()):
             yield metrics.Observation(seconds, metric_labels({"destination": destination}))
 
@@ -164,7 +163,6 @@ def _counter_callback(
     name: str, series: CounterSeries
 ) -> Callable[[metrics.CallbackOptions], Iterator[metrics.Observation]]:
     def callback(options: metrics.CallbackOptions) -> Iterator[metrics.Observation]:
-        del options
         for series_name, labels, value in series():
             if series_name == name:
                 yield metrics.Observation(value, dict(labels))
@@ -214,8 +212,9 @@ def _text(attributes: Mapping[str, Any] | None) -> Labels:
     return tuple((key, str(value)) for key, value in (attributes or {}).items())
 
 
-def _sample(name: str, labels: Iterable[tuple[str, str]], value: float) -> str:
-    """One line: ``name{k="v",...} value``, labels sorted, integers exact, floats as ``%g``."""
+def _sample(name: str, labels: Iterable[tuple[str, str]], value: int | float) -> str:
+    """One line: ``name{k="v",...} value``, labels sorted, integers exact, floats as ``%g``
+    (``int | float``: compiled, a ``float`` parameter would turn a count into a float)."""
     number = f"{value:g}" if isinstance(value, float) else str(value)
     rendered = ",".join(f'{key}="{_escape(text)}"' for key, text in sorted(labels))
     return f"{name}{{{rendered}}} {number}" if rendered else f"{name} {number}"

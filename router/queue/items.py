@@ -90,7 +90,10 @@ def decoded(queued: QueuedItem) -> QueueItem:
     try:
         payload = _PAYLOAD_DECODER.decode(head.payload)
     except UnicodeDecodeError as exc:  # msgspec's own error type for invalid UTF-8
-        raise msgspec.DecodeError("the payload is not valid UTF-8") from exc
+        # ``raise ... from exc`` spelled out: mypyc drops the cause of ``raise ... from``.
+        error = msgspec.DecodeError("the payload is not valid UTF-8")
+        error.__cause__ = exc
+        raise error  # noqa: B904 - the cause is set above
     delivery = DeliveryOf(
         message_id=head.message_id,
         type=head.type,

@@ -102,3 +102,12 @@ def test_one_record_merges_to_itself_with_grants_it_also_denies_removed() -> Non
     expected = StoredConsent(frozenset({"analytics"}), frozenset({"advertising"}), "api", T0)
     assert merge_records([None, only]) == expected
     assert merge_records([only, only]) == expected
+
+
+def test_an_unreadable_record_names_its_cause() -> None:
+    """The decode error is the cause (as ``raise ... from``), in the compiled build too."""
+    for raw, cause in ((b"not json", ValueError), (b"[]", TypeError), (b"{}", KeyError)):
+        with pytest.raises(UnreadableRecordError) as refused:
+            ConsentRecord.decode(raw)
+        assert isinstance(refused.value.__cause__, cause)
+        assert refused.value.__suppress_context__
