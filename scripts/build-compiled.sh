@@ -76,4 +76,4 @@ cd "$OUT"
 "$MYPYC" "${MODULES[@]}" > mypyc.log 2>&1 || { tail -30 mypyc.log; exit 1; }
 rm -rf build
 mv .building .built
-echo "compiled build: $(ls router/core/*.so consent/*.so destinations/*.so | grep -vc _speedups) modules (mypyc) in $OUT"
+echo "compiled build: $(find router consent destinations -name '*.so' ! -name '_speedups*' | wc -l) modules (mypyc) in $OUT"
