@@ -156,6 +156,17 @@ def field_paths(object value, Py_ssize_t max_paths, int max_depth):
 TRUSTED = 1
 SHALLOW = 2
 
+cdef unsigned char _ORDINARY = 0, _NOT_ASCII = 1, _QUOTE = 2, _BRACKET = 3, _ESCAPE = 4
+cdef unsigned char _BYTE_CLASS[256]
+for _byte in range(256):
+    _BYTE_CLASS[_byte] = (
+        _NOT_ASCII if _byte >= 0x7f
+        else _QUOTE if _byte == 0x22
+        else _BRACKET if _byte == 0x7b or _byte == 0x5b
+        else _ESCAPE if _byte == 0x5c
+        else _ORDINARY
+    )
+
 
 def source_flags(
     bytes raw, Py_ssize_t max_string_chars, Py_ssize_t max_depth, Py_ssize_t max_key_chars
@@ -164,25 +175,27 @@ def source_flags(
     (``SHALLOW``) of an event's raw JSON, in one pass over its bytes: printable ASCII with no
     escape of ``\\u``, ``\\b`` or ``\\f`` and no longer than the string cap; then at most
     ``max_depth`` opening brackets and no quote followed by more than ``max_key_chars`` bytes
-    without a quote."""
+    without a quote. A table sorts the bytes, so an ordinary one costs a lookup."""
     cdef Py_ssize_t n = len(raw)
     cdef const unsigned char* p = raw
     cdef Py_ssize_t i, brackets = 0, quote = -1
     cdef bint long_run = False
-    cdef unsigned char c, after
+    cdef unsigned char kind, after
     if n > max_string_chars:
         return 0
     for i in range(n):
-        c = p[i]
-        if c >= 0x7f:
-            return 0
-        if c == 0x22:  # "
+        kind = _BYTE_CLASS[p[i]]
+        if kind == _ORDINARY:
+            continue
+        if kind == _QUOTE:
             if quote >= 0 and i - quote - 1 > max_key_chars:
                 long_run = True
             quote = i
-        elif c == 0x7b or c == 0x5b:  # { [
+        elif kind == _BRACKET:
             brackets += 1
-        elif c == 0x5c and i + 1 < n:  # a backslash, then u, b or f
+        elif kind == _NOT_ASCII:
+            return 0
+        elif i + 1 < n:  # a backslash, then u, b or f
             after = p[i + 1]
             if after == 0x75 or after == 0x62 or after == 0x66:
                 return 0
