@@ -66,8 +66,27 @@ def field_paths(
     """
     if _native is not None:
         paths: frozenset[str] = _native.field_paths(value, max_paths, max_depth)
-        return paths
-    return pure_field_paths(value, max_paths=max_paths, max_depth=max_depth)
+    else:
+        paths = pure_field_paths(value, max_paths=max_paths, max_depth=max_depth)
+    return _one_of(paths)
+
+
+_SHAPES: Final[dict[frozenset[str], frozenset[str]]] = {}
+"""Path sets seen, each kept as one object (bounded: then it starts again)."""
+_MAX_SHAPES: Final = 4096
+
+
+def _one_of(paths: frozenset[str]) -> frozenset[str]:
+    """The one object of the path sets equal to ``paths``. Events of one shape give equal
+    sets, and the memos keyed by them (``sent_paths``, ``_removed``, ``_listed``) compare
+    keys: an identical set compares in one step, an equal one element by element."""
+    known = _SHAPES.get(paths)
+    if known is not None:
+        return known
+    if len(_SHAPES) >= _MAX_SHAPES:
+        _SHAPES.clear()
+    _SHAPES[paths] = paths
+    return paths
 
 
 def pure_field_paths(

@@ -213,3 +213,14 @@ def test_sent_paths_is_not_remembered_for_value_like_listed_keys() -> None:
     for event in (kept, other, kept):
         payload = _sent(allowlist, event)
         assert sent_paths(allowlist, field_paths(event), payload) == field_paths(payload)
+
+
+def test_equal_path_sets_come_back_as_one_object() -> None:
+    """Events of one shape share their path set (the memos keyed by it then compare keys by
+    identity), whatever their values; another shape gets its own."""
+    first = field_paths({"a": 1, "b": {"c": "x"}})
+    second = field_paths({"b": {"c": "y"}, "a": 2})
+    assert first == {"a", "b.c"}
+    assert second is first
+    assert field_paths({"a": 1}) == {"a"}
+    assert field_paths({"a": 1}) is not first
