@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.load import LoadResult
 from bench.report import BackendRun, Delivery, DestinationCheck, Measured, Scenario, backends_table
 from bench.run import BACKENDS, parse_args, parse_backends
+from tests.unit.bench.loads import one_second
 
 
 def test_default_is_the_single_server() -> None:
@@ -61,18 +61,7 @@ def test_parse_backends_accepts_known_words_or_names_the_bad_one(words: list[str
 
 
 def _run(backend: str, events_per_s: float, passed: bool) -> BackendRun:
-    load = LoadResult(
-        tool="wrk",
-        duration_s=1.0,
-        requests=int(events_per_s),
-        non_2xx=0,
-        socket_errors=0,
-        timeouts=0,
-        p50_ms=1.0,
-        p90_ms=2.0,
-        p99_ms=2.5,
-        max_ms=3.0,
-    )
+    load = one_second(events_per_s)
     measured = Measured(
         load=load, events=int(events_per_s), cpu_s=0.3, peak_rss_mb=90, redis_cpu_s=0.1
     )

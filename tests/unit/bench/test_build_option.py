@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.load import LoadResult
 from bench.report import BackendRun, Measured, Scenario, backends_table, build_cpu_ratios, table
 from bench.run import choose_builds, parse_args
+from tests.unit.bench.loads import one_second
 
 FRESH = (True, "build/compiled/ is up to date")
 STALE = (False, "build/compiled/ is older than the sources (make compiled)")
@@ -60,18 +60,7 @@ def test_bad_builds_are_a_usage_error(
 
 
 def _measured(events_per_s: float, cpu_s: float) -> Measured:
-    load = LoadResult(
-        tool="wrk",
-        duration_s=1.0,
-        requests=int(events_per_s),
-        non_2xx=0,
-        socket_errors=0,
-        timeouts=0,
-        p50_ms=1.0,
-        p90_ms=2.0,
-        p99_ms=2.5,
-        max_ms=3.0,
-    )
+    load = one_second(events_per_s)
     return Measured(load=load, events=int(events_per_s), cpu_s=cpu_s, peak_rss_mb=90)
 
 
