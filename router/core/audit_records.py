@@ -76,9 +76,10 @@ def _paths(paths: Iterable[str]) -> list[str]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _configured_paths(paths: frozenset[str]) -> tuple[str, ...]:
-    """``_paths`` of a destination's configured paths (the same few sets, every event)."""
-    return tuple(_paths(paths))
+def _configured_paths(paths: frozenset[str]) -> list[str]:
+    """``_paths`` of a destination's configured paths (the same few sets, every event).
+    Shared between records: nobody may change it."""
+    return _paths(paths)
 
 
 def decision_entries(
@@ -100,21 +101,18 @@ def decision_entries(
     event_data = event.data
     event_token = subject_token(event.message_id, key)
     subjects = _subject_tokens(event.subject_ids, key)
-    sources = _sources(consent.signals)
     consent_at = consent.collected_at
-    snapshot_at = _iso(consent_at) if consent_at else None
+    snapshot = {
+        "sources": _sources(consent.signals),
+        "at": _iso(consent_at) if consent_at else None,
+    }
     all_paths = event_paths
     entries: list[tuple[AuditKind, dict[str, Any]]] = []
     kind = AuditKind.DECISION
+    # Each record is one dict literal (built at its final size) in the order of its keys; the
+    # consent snapshot and the path lists are shared between records: nobody may change them.
     for decision in decisions:
         destination = decision.destination
-        data: dict[str, Any] = {
-            "stage": stage,
-            "destination": destination.id,
-            "event": event_token,
-            "subjects": subjects,
-            "consent": {"sources": sources, "at": snapshot_at},
-        }
         if isinstance(decision, Deliver):
             if all_paths is None:
                 all_paths = field_paths(event_data)
@@ -122,16 +120,30 @@ def decision_entries(
             sent, removed = sent_and_removed(
                 all_paths, payload, sent=sent_paths(destination.allowlist, all_paths, payload)
             )
-            data["decision"] = "deliver"
-            data["reason"] = "consent_granted" if destination.requires else "no_consent_required"
-            data["sent"] = sent
-            data["removed"] = removed
-            data["transformed"] = list(_configured_paths(destination.allowlist.transformed_paths))
+            data: dict[str, Any] = {
+                "stage": stage,
+                "destination": destination.id,
+                "event": event_token,
+                "subjects": subjects,
+                "consent": snapshot,
+                "decision": "deliver",
+                "reason": "consent_granted" if destination.requires else "no_consent_required",
+                "sent": sent,
+                "removed": removed,
+                "transformed": _configured_paths(destination.allowlist.transformed_paths),
+            }
         else:
-            data["decision"] = "skip"
-            data["reason"] = decision.reason.value
-            data["removed"] = []
-            data["transformed"] = []
+            data = {
+                "stage": stage,
+                "destination": destination.id,
+                "event": event_token,
+                "subjects": subjects,
+                "consent": snapshot,
+                "decision": "skip",
+                "reason": decision.reason.value,
+                "removed": [],
+                "transformed": [],
+            }
         entries.append((kind, data))
     return entries
 
