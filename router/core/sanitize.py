@@ -235,7 +235,7 @@ def _source_flags(raw: bytes | None, limits: Limits) -> tuple[bool, bool]:
     over the bytes when ``router.core._speedups`` is built (the same answers)."""
     if raw is None:
         return False, False
-    if _native is not None and type(raw) is bytes:  # the native scan takes exact bytes
+    if _native is not None:
         flags = _native.source_flags(
             raw, limits.max_string_chars, limits.max_depth, limits.max_key_chars
         )
