@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from bench.report import BackendRun, Delivery, DestinationCheck, Measured, Scenario, backends_table
 from bench.run import BACKENDS, parse_args, parse_backends
-from tests.unit.bench.loads import one_second
+from tests.unit.bench.helpers import assert_usage_error, one_second
 
 
 def test_default_is_the_single_server() -> None:
@@ -40,10 +40,7 @@ def test_backends_in_the_order_given_each_once(argv: list[str], expected: tuple[
 def test_bad_backends_are_a_usage_error(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exited:
-        parse_args(argv)
-    assert exited.value.code == 2
-    assert message in capsys.readouterr().err
+    assert_usage_error(argv, message, capsys)
 
 
 @given(st.lists(st.text(alphabet="abcdefghijklmnopqrstuvwxyz, ", max_size=12), max_size=5))

@@ -7,7 +7,7 @@ import pytest
 
 from bench.report import BackendRun, Measured, Scenario, backends_table, build_cpu_ratios, table
 from bench.run import choose_builds, parse_args
-from tests.unit.bench.loads import one_second
+from tests.unit.bench.helpers import assert_usage_error, one_second
 
 FRESH = (True, "build/compiled/ is up to date")
 STALE = (False, "build/compiled/ is older than the sources (make compiled)")
@@ -53,10 +53,7 @@ def test_a_stale_or_missing_compiled_build_is_refused_when_asked_for(choice: str
 def test_bad_builds_are_a_usage_error(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exited:
-        parse_args(argv)
-    assert exited.value.code == 2
-    assert message in capsys.readouterr().err
+    assert_usage_error(argv, message, capsys)
 
 
 def _measured(events_per_s: float, cpu_s: float) -> Measured:
