@@ -463,6 +463,11 @@ class Bench:
         """The build of the phases that do not alternate builds (delivery, profile, soak)."""
         return self.builds[-1]
 
+    def router_name(self, build: str) -> str:
+        """The router of ``build`` in notes and tables: ``router`` when one build is measured,
+        else the build's name."""
+        return build if len(self.builds) > 1 else "router"
+
     def router_env(self, build: str | None = None) -> dict[str, str]:
         """The router's environment: private Redis, receivers' URLs, quiet logs; the
         compiled build's tree first on ``PYTHONPATH`` for that build."""
@@ -701,7 +706,7 @@ class Bench:
             problems.append(f"{result.non_2xx} non-2xx")
         if result.socket_errors or result.timeouts:
             problems.append(f"{result.socket_errors} socket errors, {result.timeouts} timeouts")
-        who = (build if len(self.builds) > 1 else "router") if router else "baseline"
+        who = self.router_name(build) if router else "baseline"
         extra = f" ({'; '.join(problems)})" if problems else ""
         print(
             f"  {who:<8} {label:<22} {measured.ok_rps:>9,.0f} req/s  "
@@ -862,12 +867,11 @@ class Bench:
             print(f"\n== ingest: {name}", flush=True)
             # One router per build (--build both: the idle one waits on the same core), each
             # measured after the baseline in every attempt, the builds' order alternating.
-            several = len(self.builds) > 1
             routers: dict[str, tuple[Proc, int]] = {}
             try:
                 for build in self.builds:
                     routers[build] = self.start_router(
-                        f"router-{workload.name}" + (f"-{build}" if several else ""),
+                        f"router-{workload.name}" + ("" if len(self.builds) == 1 else f"-{build}"),
                         workers=False,
                         build=build,
                     )
@@ -903,7 +907,7 @@ class Bench:
                 self.note("baseline", workload.name, base)
                 for build, (_, port) in routers.items():
                     measured = max(router_runs[build], key=lambda m: m.ok_rps)
-                    self.note(build if several else "router", workload.name, measured)
+                    self.note(self.router_name(build), workload.name, measured)
                     accepted = self.settled_accepted(port)
                     accepted_total += accepted
                     denied = self.skipped(port, "ads-hook")
@@ -953,9 +957,8 @@ class Bench:
             )
             self.reset_receivers()
             self.clear_dead_letters()
-            several = len(self.builds) > 1
             router, port = self.start_router(
-                "router-serve-workers" + (f"-{build}" if several else ""),
+                "router-serve-workers" + ("" if len(self.builds) == 1 else f"-{build}"),
                 workers=True,
                 build=build,
             )
@@ -963,7 +966,7 @@ class Bench:
                 measured = self.measure(
                     router, port, single, "single+workers", router=True, build=build
                 )
-                self.note(build if several else "router", "single+workers", measured)
+                self.note(self.router_name(build), "single+workers", measured)
                 accepted = self.settled_accepted(port)
                 drained, waited, window = self.drain("serve+workers", router)
                 delivery = self.check(
