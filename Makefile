@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint typecheck pytest bench redis browser fmt clean compiled test-compiled test-corpus
 
 ## setup.py builds the native walkers (Cython) in place: reinstall when they change.
-$(STAMP): pyproject.toml setup.py router/core/_speedups.pyx destinations/_speedups.pyx
+$(STAMP): pyproject.toml setup.py router/core/_speedups.pyx destinations/_speedups.pyx \
+		consent/_speedups.pyx native/sha256.h native/hmac.pxi
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required (found $$($(PYTHON) --version))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

@@ -21,10 +21,14 @@ import functools
 import hashlib
 import re
 import unicodedata
-from typing import TYPE_CHECKING, Final
+from types import ModuleType
+from typing import Final, Protocol
 
-if TYPE_CHECKING:
-    from _hashlib import HASH
+_native: ModuleType | None
+try:  # SHA-256 and HMAC-SHA256 in C (native/sha256.h), when pip could build them (setup.py)
+    import consent._speedups as _native
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _native = None
 
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 """C0 and C1 control characters except tab, line feed and carriage return (as sanitizing
@@ -51,7 +55,7 @@ def subject_key(identifier: str, secret: bytes = b"") -> str:
     ``secret`` (the plain SHA-256 hex when it is empty), never the id.
 
     Memoized (in memory only): the same subjects send event after event."""
-    unkeyed = hashlib.sha256(normalize_id(identifier).encode()).hexdigest()
+    unkeyed = sha256_hex(normalize_id(identifier))
     return keyed(unkeyed, secret) if secret else unkeyed
 
 
@@ -61,7 +65,21 @@ def keyed(unkeyed: str, secret: bytes) -> str:
     The HMAC is taken over the SHA-256 hex rather than over the id so that a deployment which
     stored unkeyed hashes can re-key them without knowing the ids (``router migrate-subjects``).
     """
-    return hmac_sha256(secret, unkeyed.encode()).hex()
+    return hmac_key(secret).hex(unkeyed)
+
+
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    """``hmac.digest(key, message, "sha256")``, from states prepared once per key."""
+    return hmac_key(key).digest(message)
+
+
+class KeyedHash(Protocol):
+    """HMAC-SHA256 under one key, prepared once: ``consent._speedups.HmacSha256`` when built,
+    else ``PureHmac``."""
+
+    def digest(self, message: bytes) -> bytes: ...
+
+    def hex(self, text: str, size: int = 32) -> str: ...
 
 
 _BLOCK: Final = 64
@@ -70,24 +88,39 @@ _INNER_PAD: Final = bytes(b ^ 0x36 for b in range(256))
 _OUTER_PAD: Final = bytes(b ^ 0x5C for b in range(256))
 
 
+class PureHmac:
+    """``KeyedHash`` through hashlib: SHA-256 after the key's inner and outer pad (RFC 2104)
+    prepared once, two state copies per message instead of the padding and four hashes."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _BLOCK:
+            key = hashlib.sha256(key).digest()
+        padded = key.ljust(_BLOCK, b"\0")
+        self.inner = hashlib.sha256(padded.translate(_INNER_PAD))
+        self.outer = hashlib.sha256(padded.translate(_OUTER_PAD))
+
+    def digest(self, message: bytes) -> bytes:
+        state = self.inner.copy()
+        state.update(message)
+        digest = self.outer.copy()
+        digest.update(state.digest())
+        return digest.digest()
+
+    def hex(self, text: str, size: int = 32) -> str:
+        """The hex of the first ``size`` bytes of the HMAC of ``text`` in UTF-8."""
+        if not 0 <= size <= 32:
+            raise ValueError("size must be between 0 and 32")
+        return self.digest(text.encode())[:size].hex()
+
+
 @functools.lru_cache(maxsize=16)
-def _hmac_pads(key: bytes) -> tuple[HASH, HASH]:
-    """SHA-256 after the key's inner and outer pad (RFC 2104), prepared once per key."""
-    if len(key) > _BLOCK:
-        key = hashlib.sha256(key).digest()
-    padded = key.ljust(_BLOCK, b"\0")
-    return hashlib.sha256(padded.translate(_INNER_PAD)), hashlib.sha256(
-        padded.translate(_OUTER_PAD)
-    )
+def hmac_key(key: bytes) -> KeyedHash:
+    """The prepared HMAC-SHA256 of ``key`` (the router uses a handful of keys)."""
+    return PureHmac(key) if _native is None else _native.HmacSha256(key)
 
 
-def hmac_sha256(key: bytes, message: bytes) -> bytes:
-    """``hmac.digest(key, message, "sha256")``, from states prepared once per key: two copies
-    of SHA-256 states instead of the key's padding and two hashes per call (the router keys
-    every subject id of every event, so this runs several times per event)."""
-    inner, outer = _hmac_pads(key)
-    state = inner.copy()
-    state.update(message)
-    digest = outer.copy()
-    digest.update(state.digest())
-    return digest.digest()
+def sha256_hex(text: str) -> str:
+    """``hashlib.sha256(text.encode()).hexdigest()`` (native when built)."""
+    if _native is None:
+        return hashlib.sha256(text.encode()).hexdigest()
+    return _native.sha256_hex(text)  # type: ignore[no-any-return]

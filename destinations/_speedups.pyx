@@ -157,3 +157,6 @@ def apply(Rule node, object value, bytes key, object transform, object dropped):
     """``fields._apply``: ``value`` reduced to ``node``'s allowed fields, transforms applied
     through ``transform`` (``fields.apply_transform``); ``dropped`` for "remove it"."""
     return _apply(node, value, key, transform, dropped)
+
+
+include "hmac.pxi"

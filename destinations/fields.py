@@ -251,15 +251,22 @@ def _transform_text(transform: Transform, text: str, key: bytes) -> Any:
 
 
 @functools.lru_cache(maxsize=64)
-def _hmac_base(key: bytes) -> hmac.HMAC:
-    return hmac.new(key, digestmod=hashlib.sha256)
+def _hmac_base(key: bytes) -> Any:
+    """The keyed state of ``key``: native (``HmacSha256``, native/sha256.h) when built, else
+    hmac's."""
+    if _native is None:
+        return hmac.new(key, digestmod=hashlib.sha256)
+    return _native.HmacSha256(key)
 
 
 def _keyed(key: bytes, text: str) -> str:
     """HMAC-SHA256 hex of ``text``, from a keyed state prepared once per key."""
-    state = _hmac_base(key).copy()
-    state.update(text.encode())
-    return state.hexdigest()
+    base = _hmac_base(key)
+    if _native is None:
+        state = base.copy()
+        state.update(text.encode())
+        return str(state.hexdigest())
+    return str(base.hex(text))
 
 
 def truncate_ip(text: str) -> str | None:

@@ -216,11 +216,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _walkers() -> str:
-    """Whether pip could build the native walkers (setup.py) or the pure ones run."""
+    """Whether pip could build the native walkers and hashes (setup.py) or the pure ones run."""
+    from consent import ids  # noqa: PLC0415
     from destinations import dlp  # noqa: PLC0415
     from router.core import paths  # noqa: PLC0415
 
-    built = paths._native is not None and dlp._native is not None
+    built = paths._native is not None and dlp._native is not None and ids._native is not None
     return "native walkers" if built else "pure-Python walkers: no C compiler when installed"
 
 

@@ -69,7 +69,7 @@ mkdir -p "$OUT"
 : > "$OUT/.building"
 sources | tar --null -T - -cf - | tar -xf - -C "$OUT"
 # The native walkers pip built in place (setup.py; ignored by git), when there are any.
-for native in router/core/_speedups.*.so destinations/_speedups.*.so; do
+for native in router/core/_speedups.*.so destinations/_speedups.*.so consent/_speedups.*.so; do
   [ -f "$native" ] && cp "$native" "$OUT/$(dirname "$native")/"
 done
 cd "$OUT"

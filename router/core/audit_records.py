@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from consent.ids import hmac_sha256, normalize_id
+from consent.ids import hmac_key, normalize_id
 from consent.model import ConsentState, Signal
 from consent.records import ConsentRecord
 from router.core.outcomes import Decision, Deliver
@@ -49,7 +49,7 @@ def subject_token(identifier: str, key: bytes) -> str:
     """How a subject id appears in the audit trail: HMAC-SHA256 under the audit key (its
     first 32 hex digits), of the id in the one canonical form the consent store and erasure
     also hash (``consent.ids.normalize_id``), so every spelling of one id has one token."""
-    return hmac_sha256(key, normalize_id(identifier).encode())[:16].hex()
+    return hmac_key(key).hex(normalize_id(identifier), 16)
 
 
 @functools.lru_cache(maxsize=8192)
