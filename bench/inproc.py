@@ -217,8 +217,9 @@ async def _measure(
         if profiler is not None:
             text = io.StringIO()
             stats = pstats.Stats(profiler, stream=text)
-            stats.sort_stats("tottime").print_stats(25)
-            stats.sort_stats("cumulative").print_stats(r"(router|consent|destinations)/", 30)
+            top = int(os.environ.get("BENCH_PROFILE_TOP", "30"))  # lines of each listing
+            stats.sort_stats("tottime").print_stats(top)
+            stats.sort_stats("cumulative").print_stats(r"(router|consent|destinations)/", top)
             out["profile"] = text.getvalue()
         return out
     finally:

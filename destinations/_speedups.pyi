@@ -29,6 +29,15 @@ class Rule:
 def apply(
     node: Rule, value: Any, key: bytes, transform: Callable[[Any, Any, bytes], Any], dropped: object
 ) -> Any: ...
+def apply_checked(
+    node: Rule,
+    value: Any,
+    key: bytes,
+    transform: Callable[[Any, Any, bytes], Any],
+    dropped: object,
+    min_text: int,
+    skip: frozenset[str],
+) -> tuple[Any, bool]: ...
 
 # native/hmac.pxi (the tokenize transform's HMAC; see destinations/fields.py)
 def use_portable(portable: bool) -> bool: ...

@@ -11,6 +11,8 @@ that both builds give the same answers on generated JSON.
 
 from collections.abc import Mapping
 
+from cpython.object cimport PyObject
+
 
 cdef inline bint _in_run(Py_UCS4 c):
     return (c >= 48 and c <= 57) or c == 32 or c == 46 or c == 47 or c == 40 or c == 41 or c == 45
@@ -101,6 +103,7 @@ cdef class Rule:
     cdef readonly bint whole
     cdef readonly Rule each
     cdef readonly tuple rules  # ((name, Rule or None), ...)
+    cdef frozenset names  # the names of ``rules``
 
     def __init__(self, transform, bint leaf, bint whole, Rule each, tuple rules):
         self.transform = transform
@@ -108,9 +111,52 @@ cdef class Rule:
         self.whole = whole
         self.each = each
         self.rules = rules
+        self.names = frozenset([name for name, _ in rules])
 
 
-cdef object _apply(Rule node, object value, bytes key, object transform, object dropped):
+cdef bint _loud(object value, Py_ssize_t min_text):
+    """Whether ``may_hold_findings`` could say True of ``value``: a string of ``min_text`` or
+    more characters ``quiet`` does not clear, a number of 12+ digits, anything but JSON types
+    (said loud: the full check decides), or a container holding one of those."""
+    kind = type(value)
+    if kind is str:
+        return len(<str>value) >= min_text and not quiet(<str>value)
+    if kind is dict:
+        for item in (<dict>value).values():
+            if _loud(item, min_text):
+                return True
+        return False
+    if kind is list:
+        for item in <list>value:
+            if _loud(item, min_text):
+                return True
+        return False
+    if kind is int or kind is float:
+        return abs(value) >= 1_000_000_000_000
+    return not (value is None or kind is bool)
+
+
+cdef struct Check:
+    # The PII net's quick check, made while copying (``apply_checked``); ``loud`` once a
+    # copied value might hold a finding. Transformed values are not checked (the net leaves
+    # them alone), nor the top-level names in ``skip``.
+    Py_ssize_t min_text
+    bint loud
+    PyObject *skip  # a frozenset, or NULL
+
+
+cdef inline void _check(Check *check, object value, object name):
+    if check is NULL or check.loud:
+        return
+    if name is not None and check.skip is not NULL and name in <frozenset>check.skip:
+        return
+    if _loud(value, check.min_text):
+        check.loud = True
+
+
+cdef object _apply(
+    Rule node, object value, bytes key, object transform, object dropped, Check *check, bint top
+):
     cdef list items
     cdef dict out
     cdef dict source
@@ -119,35 +165,50 @@ cdef object _apply(Rule node, object value, bytes key, object transform, object 
     if node.transform is not None:
         return transform(node.transform, value, key)
     if node.leaf:
+        _check(check, value, None)
         return value
     kind = type(value)
     if kind is list:
         each = node.each
         if each is None:
-            return value if node.whole else dropped
+            if node.whole:
+                _check(check, value, None)
+                return value
+            return dropped
         items = []
         for item in <list>value:
-            result = _apply(each, item, key, transform, dropped)
+            result = _apply(each, item, key, transform, dropped, check, False)
             if result is not dropped:
                 items.append(result)
         return items if items or node.whole else dropped
     if kind is dict:
         source = <dict>value
-        out = dict(source) if node.whole else {}
+        if node.whole:
+            out = dict(source)
+            if check is not NULL and not check.loud:
+                for name, item in source.items():
+                    if name not in node.names:  # the rules below look at their own
+                        _check(check, item, name if top else None)
+        else:
+            out = {}
         for name, rule in node.rules:
             item = source.get(name, _ABSENT)
             if item is _ABSENT:
                 continue
             if rule is None:
                 out[name] = item
+                _check(check, item, name if top else None)
                 continue
-            result = _apply(<Rule>rule, item, key, transform, dropped)
+            result = _apply(<Rule>rule, item, key, transform, dropped, check, False)
             if result is dropped:
                 out.pop(name, None)
             else:
                 out[name] = result
         return out if out or node.whole else dropped
-    return value if node.whole else dropped
+    if node.whole:
+        _check(check, value, None)
+        return value
+    return dropped
 
 
 cdef object _ABSENT = object()
@@ -156,7 +217,22 @@ cdef object _ABSENT = object()
 def apply(Rule node, object value, bytes key, object transform, object dropped):
     """``fields._apply``: ``value`` reduced to ``node``'s allowed fields, transforms applied
     through ``transform`` (``fields.apply_transform``); ``dropped`` for "remove it"."""
-    return _apply(node, value, key, transform, dropped)
+    return _apply(node, value, key, transform, dropped, NULL, False)
+
+
+def apply_checked(
+    Rule node, object value, bytes key, object transform, object dropped, Py_ssize_t min_text,
+    frozenset skip
+):
+    """``apply``, and whether the PII net's quick walk could find anything in the copy: False
+    when every copied value that is neither transformed nor under a top-level name in
+    ``skip`` is one ``_loud`` clears (then ``dlp.scan_payload`` finds nothing in it)."""
+    cdef Check check
+    check.min_text = min_text
+    check.loud = False
+    check.skip = <PyObject *>skip
+    result = _apply(node, value, key, transform, dropped, &check, True)
+    return result, check.loud
 
 
 include "hmac.pxi"

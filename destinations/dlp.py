@@ -104,7 +104,10 @@ import itertools
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from types import ModuleType
-from typing import Any, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
+
+if TYPE_CHECKING:
+    from destinations.fields import Allowlist
 
 _native: ModuleType | None
 try:  # the native walker, when pip could build it (setup.py); else the pure one below
@@ -623,6 +626,18 @@ def _may_hold(values: list[Any], ignored: set[int]) -> bool:
             elif isinstance(value, list | tuple):
                 stack.append(value)
     return False
+
+
+def allowlisted(
+    allowlist: Allowlist, event: Mapping[str, Any], declared: Mapping[str, str]
+) -> tuple[dict[str, Any], list[Detection]]:
+    """``scan_payload(allowlist.apply(event), declared, allowlist.unscanned_paths)``, the same
+    answers: when the native copy saw no value the net could report (``quiet`` strings, no
+    12+ digit number), the net's walk is skipped, and the copy is returned as it is."""
+    payload, loud = allowlist.apply_checked(event, _MIN_TEXT)
+    if not loud:
+        return payload, []
+    return scan_payload(payload, declared, allowlist.unscanned_paths)
 
 
 def scan_payload(

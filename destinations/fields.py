@@ -140,6 +140,29 @@ class Allowlist:
             result = _apply(self.root, event, self.tokenize_key)
         return result if isinstance(result, dict) else {}
 
+    def apply_checked(self, event: Mapping[str, Any], min_text: int) -> tuple[dict[str, Any], bool]:
+        """``apply``, and whether the PII net must look at the copy: ``False`` when the native
+        copy checked every value it copied (but transformed ones and the top-level
+        ``unscanned_paths``) and found none that could hold a finding (``min_text``: the net's
+        shortest string); always ``True`` on the pure walker."""
+        if self.root.native is None:
+            return self.apply(event), True
+        assert _native is not None
+        result, loud = _native.apply_checked(
+            self.root.native,
+            event,
+            self.tokenize_key,
+            apply_transform,
+            DROPPED,
+            min_text,
+            self._unscanned_names,
+        )
+        return (result if isinstance(result, dict) else {}), loud
+
+    @functools.cached_property
+    def _unscanned_names(self) -> frozenset[str]:
+        return frozenset(p for p in self.unscanned_paths if "." not in p and "[" not in p)
+
     @functools.cached_property
     def unscanned_paths(self) -> frozenset[str]:
         """Paths the PII safety net leaves alone: transformed values (a hash must not be

@@ -25,7 +25,7 @@ from consent.policy import ConsentPolicy, evaluate
 from consent.records import ConsentRecord, merge_records, narrow
 from consent.resolve import RequestSignals, carries_signals, region_of, resolve_consent
 from destinations.base import ConsentFacts, DeliveryOf
-from destinations.dlp import scan_payload
+from destinations.dlp import allowlisted
 from router.core.audit_records import AuditKind, decision_entries
 from router.core.consent_input import consent_update
 from router.core.outcomes import Decision, Deliver, QueueItem, QueueItemOf, Skip, SkipReason
@@ -145,10 +145,7 @@ def _decide(
         return Skip(destination, SkipReason.INTEGRATIONS_DISABLED, "integrations object")
     if denial is not None:
         return denial
-    allowlist = destination.allowlist
-    payload, found = scan_payload(
-        allowlist.apply(event.data), destination.identifiers, allowlist.unscanned_paths
-    )
+    payload, found = allowlisted(destination.allowlist, event.data, destination.identifiers)
     delivery = DeliveryOf(
         message_id=event.message_id,
         type=str(event.type),  # its value (a StrEnum; ``.value`` is a slower property)

@@ -317,6 +317,89 @@ def test_allowlist_copy_edge_cases_match_the_pure_walker() -> None:
     assert whole.apply({"a": [{"c": 1}]}) == {"a": []}
 
 
+DECLARED = {"traits.email": "email", "context.ip": "ip", "email": "email"}
+listed_keys = st.sampled_from(KEYS[:8] + KEYS[15:])
+matching_events = st.dictionaries(  # keys the allowlists name: copies are rarely empty
+    listed_keys,
+    st.recursive(
+        scalars,
+        lambda children: (
+            st.lists(children, max_size=4) | st.dictionaries(listed_keys, children, max_size=4)
+        ),
+        max_leaves=30,
+    ),
+    max_size=8,
+)
+shallow_allowlists = st.builds(  # top-level fields: whole objects copied as they are
+    lambda fields_, transforms: compile_allowlist(fields_, transforms, b"key"),
+    st.lists(segments, min_size=1, max_size=6),
+    st.dictionaries(listed, st.sampled_from(list(Transform)), max_size=2),
+)
+
+
+@PROPERTY_SETTINGS
+@given(shallow_allowlists | allowlists, matching_events | events)
+def test_the_checked_copy_is_the_copy_then_the_net(
+    allowlist: Allowlist, event: dict[str, Any]
+) -> None:
+    """``dlp.allowlisted`` (the native copy with its quick check, the net skipped when the
+    check clears the copy) gives what the copy and the full net give, and a cleared copy is
+    one the net's quick walk finds nothing in."""
+    payload, found = dlp.allowlisted(allowlist, event, DECLARED)
+    expected, expected_found = dlp.scan_payload(
+        allowlist.apply(event), DECLARED, allowlist.unscanned_paths
+    )
+    assert (repr(payload), found) == (repr(expected), expected_found)
+    copy, loud = allowlist.apply_checked(event, dlp._MIN_TEXT)
+    assert repr(copy) == repr(allowlist.apply(event))
+    if not loud:
+        assert not dlp._may_hold_findings(copy, allowlist.unscanned_paths)
+        with pure(dlp):
+            assert not dlp._may_hold_findings(copy, allowlist.unscanned_paths)
+
+
+def test_the_checked_copy_flags_what_the_net_could_report() -> None:
+    """Loud: a PII-like string or a 12+ digit number anywhere in what is copied, also inside a
+    whole object copied as it is; quiet: ids, URLs, short strings, the router's own top-level
+    fields (an ISO time has 8 digits in a row) and transformed values (the net leaves them)."""
+    allowlist = compile_allowlist(
+        ["messageId", "timestamp", "properties", "context.page.url", "traits.name"],
+        {"context.ip": Transform.TRUNCATE_IP, "userId": Transform.TOKENIZE},
+        b"key",
+    )
+    base = {
+        "messageId": "m-1",
+        "timestamp": "2026-12-06T10:00:00.000Z",
+        "userId": "jane@example.com",
+        "properties": {"order_id": "ord-77", "revenue": 12.5, "items": [{"sku": "a-1"}]},
+        "context": {"ip": "203.0.113.7", "page": {"url": "https://shop.example/cart?x=1"}},
+    }
+    assert allowlist.apply_checked(base, dlp._MIN_TEXT)[1] is False
+    loud_events = [
+        {**base, "properties": {"note": "mail jane@example.com"}},
+        {**base, "properties": {"items": [{"card": 4111111111111111}]}},
+        {**base, "properties": {"phone": "+1 650 555 1212"}},
+        {**base, "traits": {"name": "call 650-555-1212 now"}},
+        {**base, "properties": {"deep": {"deeper": ["x", "2001:db8::1"]}}},
+    ]
+    for event in loud_events:
+        assert allowlist.apply_checked(event, dlp._MIN_TEXT)[1] is True, event
+        assert (
+            dlp.allowlisted(allowlist, event, DECLARED)[1]
+            == dlp.scan_payload(allowlist.apply(event), DECLARED, allowlist.unscanned_paths)[1]
+        )
+    # what is not copied is not looked at
+    assert allowlist.apply_checked({**base, "traits": {"email": "j@x.io"}}, 6)[1] is False
+    # a whole object with narrower rules inside: the values no rule names are checked too
+    nested = compile_allowlist(["properties", "properties.items[].sku"], {}, b"key")
+    quiet_event = {"properties": {"order": "ord-1", "items": [{"sku": "a-1", "x": 1}]}}
+    assert nested.apply_checked(quiet_event, dlp._MIN_TEXT)[1] is False
+    loud_event = {"properties": {"note": "jane@example.com", "items": [{"sku": "a-1"}]}}
+    assert nested.apply_checked(loud_event, dlp._MIN_TEXT)[1] is True
+    loud_item = {"properties": {"items": [{"sku": "jane@example.com"}]}}
+    assert nested.apply_checked(loud_item, dlp._MIN_TEXT)[1] is True
+
+
 def test_corpus_matches_the_pure_walkers() -> None:
     """The compiled build's corpus: paths, quick walk, copies, and the net on the copies."""
     lists = [
