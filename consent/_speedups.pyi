@@ -1,4 +1,9 @@
-# The native hashes of consent/_speedups.pyx (native/hmac.pxi; see consent/ids.py).
+# consent/_speedups.pyx: the signal memo key (consent/resolve.py) and the native hashes
+# (native/hmac.pxi; see consent/ids.py).
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+def signal_key(context: Mapping[str, Any], names: tuple[str, ...]) -> Hashable | None: ...
 def use_portable(portable: bool) -> bool: ...
 def sha256_hex(text: str) -> str: ...
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import ModuleType
 from typing import Any
 
 from consent.errors import DecodeError
@@ -27,6 +28,12 @@ from consent.signals import (
     read_rudderstack,
     read_segment,
 )
+
+_native: ModuleType | None
+try:  # the memo key in C (consent/_speedups.pyx), when pip could build it (setup.py)
+    import consent._speedups as _native
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _native = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,7 @@ the memo of readings by exactly these."""
 _CONSENT_KEYS = frozenset().union(*(r.consent_keys for r in READERS))
 _CONTEXT_KEYS = frozenset().union(*(r.context_keys for r in READERS))
 _CONTEXT_KEY_ORDER = tuple(sorted(_CONTEXT_KEYS))
+
 MEMO_SIZE = 4096
 """Distinct signal values (and, apart, merged states) remembered per policy."""
 _MEMO_POLICIES = 4
@@ -257,7 +265,14 @@ def _merge_own(
 
 def signal_key(context: Mapping[str, Any]) -> Hashable | None:
     """What the readers of ``READERS`` read of a context, as an exact key; ``None`` when some
-    value of it is not JSON (then nothing is memoized)."""
+    value of it is not JSON (then nothing is memoized). Native when built (same keys)."""
+    if _native is not None:
+        return _native.signal_key(context, _CONTEXT_KEY_ORDER)  # type: ignore[no-any-return]
+    return pure_signal_key(context)
+
+
+def pure_signal_key(context: Mapping[str, Any]) -> Hashable | None:
+    """``signal_key`` over ``consent.memo.frozen``."""
     try:
         return (
             frozen(context.get("consent")),

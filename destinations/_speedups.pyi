@@ -29,15 +29,17 @@ class Rule:
 def apply(
     node: Rule, value: Any, key: bytes, transform: Callable[[Any, Any, bytes], Any], dropped: object
 ) -> Any: ...
-def apply_checked(
-    node: Rule,
-    value: Any,
-    key: bytes,
-    transform: Callable[[Any, Any, bytes], Any],
-    dropped: object,
-    min_text: int,
-    skip: frozenset[str],
-) -> tuple[Any, bool]: ...
+
+class Copier:
+    def __init__(
+        self,
+        root: Rule,
+        key: bytes,
+        transform: Callable[[Any, Any, bytes], Any],
+        dropped: object,
+        skip: frozenset[str],
+    ) -> None: ...
+    def apply_checked(self, value: Any, min_text: int) -> tuple[dict[str, Any], bool]: ...
 
 # native/hmac.pxi (the tokenize transform's HMAC; see destinations/fields.py)
 def use_portable(portable: bool) -> bool: ...

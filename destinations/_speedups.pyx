@@ -220,19 +220,34 @@ def apply(Rule node, object value, bytes key, object transform, object dropped):
     return _apply(node, value, key, transform, dropped, NULL, False)
 
 
-def apply_checked(
-    Rule node, object value, bytes key, object transform, object dropped, Py_ssize_t min_text,
-    frozenset skip
-):
-    """``apply``, and whether the PII net's quick walk could find anything in the copy: False
-    when every copied value that is neither transformed nor under a top-level name in
-    ``skip`` is one ``_loud`` clears (then ``dlp.scan_payload`` finds nothing in it)."""
-    cdef Check check
-    check.min_text = min_text
-    check.loud = False
-    check.skip = <PyObject *>skip
-    result = _apply(node, value, key, transform, dropped, &check, True)
-    return result, check.loud
+cdef class Copier:
+    """``apply`` of one allowlist with its key, transform and skip set bound once, and the PII
+    net's quick check made while copying (``apply_checked``)."""
+
+    cdef Rule root
+    cdef bytes key
+    cdef object transform
+    cdef object dropped
+    cdef frozenset skip
+
+    def __init__(self, Rule root, bytes key, object transform, object dropped, frozenset skip):
+        self.root = root
+        self.key = key
+        self.transform = transform
+        self.dropped = dropped
+        self.skip = skip
+
+    def apply_checked(self, object value, Py_ssize_t min_text):
+        """The copy (``{}`` when nothing is left), and whether the net's quick walk could
+        find anything in it: False when every copied value that is neither transformed nor
+        under a top-level name in ``skip`` is one ``_loud`` clears (then
+        ``dlp.scan_payload`` finds nothing in it)."""
+        cdef Check check
+        check.min_text = min_text
+        check.loud = False
+        check.skip = <PyObject *>self.skip
+        result = _apply(self.root, value, self.key, self.transform, self.dropped, &check, True)
+        return (result if type(result) is dict else {}), check.loud
 
 
 include "hmac.pxi"

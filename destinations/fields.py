@@ -145,19 +145,19 @@ class Allowlist:
         copy checked every value it copied (but transformed ones and the top-level
         ``unscanned_paths``) and found none that could hold a finding (``min_text``: the net's
         shortest string); always ``True`` on the pure walker."""
-        if self.root.native is None:
+        copier = self._copier
+        if copier is None:
             return self.apply(event), True
-        assert _native is not None
-        result, loud = _native.apply_checked(
-            self.root.native,
-            event,
-            self.tokenize_key,
-            apply_transform,
-            DROPPED,
-            min_text,
-            self._unscanned_names,
+        return copier.apply_checked(event, min_text)  # type: ignore[no-any-return]
+
+    @functools.cached_property
+    def _copier(self) -> Any:
+        """The native ``Copier`` of this allowlist (``None`` on the pure walker)."""
+        if _native is None or self.root.native is None:
+            return None
+        return _native.Copier(
+            self.root.native, self.tokenize_key, apply_transform, DROPPED, self._unscanned_names
         )
-        return (result if isinstance(result, dict) else {}), loud
 
     @functools.cached_property
     def _unscanned_names(self) -> frozenset[str]:

@@ -309,3 +309,50 @@ def test_bounded_memo_forgets_the_oldest_entry_first() -> None:
     assert (memo.get("a"), memo.get("b"), memo.get("c")) == (None, 3, 4)
     with pytest.raises(ValueError, match="at least one"):
         BoundedMemo(0)
+
+
+odd_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=False),
+        st.text(max_size=5),
+        st.sampled_from([(1,), b"x", frozenset(), 1.0, True, 1]),
+    ),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.one_of(st.text(max_size=3), st.integers(), st.booleans()), children)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(
+        contexts, st.dictionaries(st.sampled_from(["consent", "gdpr_consent", "x"]), odd_values)
+    )
+)
+def test_the_native_signal_key_is_the_pure_one(context: dict[str, Any]) -> None:
+    """``consent._speedups.signal_key`` (C) gives ``pure_signal_key``'s keys, ``None`` where a
+    value is not JSON (a tuple, bytes, a set; non-string object keys are keyed apart)."""
+    if resolve._native is None:
+        pytest.skip("consent._speedups is not built")
+    native = resolve.signal_key(context)
+    pure = resolve.pure_signal_key(context)
+    assert native == pure
+    assert repr(native) == repr(pure)  # True, 1 and 1.0 stay apart inside the key too
+
+
+def test_the_native_signal_key_refuses_what_frozen_refuses() -> None:
+    if resolve._native is None:
+        pytest.skip("consent._speedups is not built")
+    for value in [(1,), {1, 2}, b"x", {"a": (1,)}, [frozenset()], {(1,): 1}]:
+        assert resolve.signal_key({"consent": value}) is None
+        assert resolve.signal_key({"gdpr_consent": value}) is None
+    deep: Any = 1
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(RecursionError):
+        resolve.signal_key({"consent": deep})
