@@ -43,6 +43,7 @@ def start(
         "--format",
         "raw",
         "--function",
+        "--native",  # C frames too: the compiled build's functions, the garbage collector
         "--output",
         str(output),
     ]
