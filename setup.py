@@ -12,23 +12,24 @@ from setuptools import Extension, setup
 
 DIRECTIVES = {"language_level": "3", "boundscheck": False, "wraparound": False}
 
+
+def native(module: str) -> Extension:
+    """The optional extension of ``module`` from its ``.pyx``, which may include the shared C
+    of ``native/`` (``hmac.pxi``, ``sha256.h``)."""
+    return Extension(
+        module,
+        [module.replace(".", "/") + ".pyx"],
+        include_dirs=["native"],
+        depends=["native/sha256.h", "native/hmac.pxi"],
+        optional=True,
+    )
+
+
 extensions = cythonize(
     [
-        Extension("router.core._speedups", ["router/core/_speedups.pyx"], optional=True),
-        Extension(
-            "destinations._speedups",
-            ["destinations/_speedups.pyx"],
-            include_dirs=["native"],
-            depends=["native/sha256.h", "native/hmac.pxi"],
-            optional=True,
-        ),
-        Extension(
-            "consent._speedups",
-            ["consent/_speedups.pyx"],
-            include_dirs=["native"],
-            depends=["native/sha256.h", "native/hmac.pxi"],
-            optional=True,
-        ),
+        native("router.core._speedups"),
+        native("destinations._speedups"),
+        native("consent._speedups"),
     ],
     compiler_directives=DIRECTIVES,
     include_path=["native"],
