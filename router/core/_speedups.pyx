@@ -6,7 +6,24 @@ there; ``router.core.paths`` falls back to its pure-Python walker otherwise. Pur
 tests/unit/test_speedups.py checks that both give the same answer on generated JSON.
 """
 
+from cpython.datetime cimport (
+    PyDateTime_DATE_GET_HOUR,
+    PyDateTime_DATE_GET_MICROSECOND,
+    PyDateTime_DATE_GET_MINUTE,
+    PyDateTime_DATE_GET_SECOND,
+    PyDateTime_GET_DAY,
+    PyDateTime_GET_MONTH,
+    PyDateTime_GET_YEAR,
+    datetime,
+    datetime_tzinfo,
+    import_datetime,
+)
 from cpython.set cimport PyFrozenSet_New, PySet_Add, PySet_GET_SIZE
+
+import_datetime()
+from datetime import timezone
+
+cdef object _UTC = timezone.utc
 
 cdef str WILDCARD = "*"
 cdef int MAX_NAME = 64
@@ -204,3 +221,34 @@ def source_flags(
     if brackets <= max_depth and not long_run:
         return TRUSTED | SHALLOW
     return TRUSTED
+
+
+cdef inline void _digits(char *out, int value, int width):
+    cdef int i
+    for i in range(width - 1, -1, -1):
+        out[i] = 48 + value % 10
+        value //= 10
+
+
+def iso_millis(datetime moment):
+    """``moment.isoformat(timespec="milliseconds")`` with ``Z`` for ``+00:00``
+    (``sanitize.iso``'s format) when ``moment`` is in ``datetime.UTC``; ``None`` for any other
+    zone or none (the caller converts first)."""
+    if datetime_tzinfo(moment) is not _UTC:
+        return None
+    cdef char text[24]
+    _digits(text, PyDateTime_GET_YEAR(moment), 4)
+    text[4] = 45  # -
+    _digits(text + 5, PyDateTime_GET_MONTH(moment), 2)
+    text[7] = 45
+    _digits(text + 8, PyDateTime_GET_DAY(moment), 2)
+    text[10] = 84  # T
+    _digits(text + 11, PyDateTime_DATE_GET_HOUR(moment), 2)
+    text[13] = 58  # :
+    _digits(text + 14, PyDateTime_DATE_GET_MINUTE(moment), 2)
+    text[16] = 58
+    _digits(text + 17, PyDateTime_DATE_GET_SECOND(moment), 2)
+    text[19] = 46  # .
+    _digits(text + 20, PyDateTime_DATE_GET_MICROSECOND(moment) // 1000, 3)
+    text[23] = 90  # Z
+    return text[:24].decode("ascii")

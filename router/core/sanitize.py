@@ -315,12 +315,21 @@ def parse_timestamp(value: Timestamp, path: str) -> datetime | None:
         ) from exc
 
 
-@functools.lru_cache(maxsize=4096)
 def iso(moment: datetime) -> str:
-    """ISO 8601 in UTC with milliseconds and a ``Z``, as Segment writes timestamps.
+    """ISO 8601 in UTC with milliseconds and a ``Z``, as Segment writes timestamps: written
+    natively for a moment already in UTC (every one sanitizing makes; 0.1 us against 2-3 for
+    ``isoformat``), else ``pure_iso``."""
+    if _native is not None:
+        text: str | None = _native.iso_millis(moment)
+        if text is not None:
+            return text
+    return pure_iso(moment)
 
-    Memoized: a request's ``receivedAt`` and a batch's ``sentAt`` are the same for each of its
-    events, and formatting costs ten times a lookup."""
+
+@functools.lru_cache(maxsize=4096)
+def pure_iso(moment: datetime) -> str:
+    """``iso`` through ``isoformat``. Memoized: a request's ``receivedAt`` and a batch's
+    ``sentAt`` are the same for each of its events, and formatting costs ten times a lookup."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -16,6 +16,7 @@ import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from datetime import UTC, datetime, timedelta, timezone
 from types import ModuleType
 from typing import Any
 
@@ -432,3 +433,32 @@ def test_corpus_matches_the_pure_walkers() -> None:
             assert (repr(native[0]), native[1]) == (repr(plain[0]), plain[1])
             reported += bool(native[1])
     assert reported > 0  # the corpus holds personal data the net reports
+
+
+OFFSETS = [timedelta(0), timedelta(hours=2), timedelta(hours=-5, minutes=-30)]
+
+
+@PROPERTY_SETTINGS
+@given(
+    st.datetimes(
+        timezones=st.one_of(
+            st.just(UTC), st.none(), st.timezones(), st.builds(timezone, st.sampled_from(OFFSETS))
+        )
+    )
+)
+def test_the_native_timestamp_is_isoformats(moment: datetime) -> None:
+    """``iso_millis`` writes what ``isoformat(timespec="milliseconds")`` writes (``Z`` for
+    ``+00:00``) for a moment in UTC, and leaves every other zone to the pure path; ``iso``
+    gives ``pure_iso``'s text either way."""
+    assert native_paths is not None
+    native = native_paths.iso_millis(moment)
+    if moment.tzinfo is UTC:
+        assert native == moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    else:
+        assert native is None
+    if moment.tzinfo is not None:
+        try:
+            expected = sanitize.pure_iso(moment)
+        except (OverflowError, ValueError):  # out of range once converted to UTC
+            return
+        assert sanitize.iso(moment) == expected
