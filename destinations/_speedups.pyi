@@ -26,10 +26,6 @@ class Rule:
         rules: tuple[tuple[str, Rule | None], ...],
     ) -> None: ...
 
-def apply(
-    node: Rule, value: Any, key: bytes, transform: Callable[[Any, Any, bytes], Any], dropped: object
-) -> Any: ...
-
 class Copier:
     def __init__(
         self,
@@ -39,6 +35,7 @@ class Copier:
         dropped: object,
         skip: frozenset[str],
     ) -> None: ...
+    def apply(self, value: Any) -> dict[str, Any]: ...
     def apply_checked(self, value: Any, min_text: int) -> tuple[dict[str, Any], bool]: ...
 
 # native/hmac.pxi (the tokenize transform's HMAC; see destinations/fields.py)

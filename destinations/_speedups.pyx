@@ -214,15 +214,10 @@ cdef object _apply(
 cdef object _ABSENT = object()
 
 
-def apply(Rule node, object value, bytes key, object transform, object dropped):
-    """``fields._apply``: ``value`` reduced to ``node``'s allowed fields, transforms applied
-    through ``transform`` (``fields.apply_transform``); ``dropped`` for "remove it"."""
-    return _apply(node, value, key, transform, dropped, NULL, False)
-
-
 cdef class Copier:
-    """``apply`` of one allowlist with its key, transform and skip set bound once, and the PII
-    net's quick check made while copying (``apply_checked``)."""
+    """The allowlist copy of ``fields._apply`` (the same answers) for one allowlist, its key,
+    transform (``fields.apply_transform``), ``dropped`` marker and skip set bound once; and
+    the PII net's quick check made while copying (``apply_checked``)."""
 
     cdef Rule root
     cdef bytes key
@@ -236,6 +231,11 @@ cdef class Copier:
         self.transform = transform
         self.dropped = dropped
         self.skip = skip
+
+    def apply(self, object value):
+        """The copy of ``value`` (``{}`` when nothing is left)."""
+        result = _apply(self.root, value, self.key, self.transform, self.dropped, NULL, True)
+        return result if type(result) is dict else {}
 
     def apply_checked(self, object value, Py_ssize_t min_text):
         """The copy (``{}`` when nothing is left), and whether the net's quick walk could

@@ -134,10 +134,10 @@ class Allowlist:
 
     def apply(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """The event reduced to the allowed fields, transforms applied."""
-        if self.root.native is not None:
-            result = _native_apply(self.root.native, event, self.tokenize_key)
-        else:
-            result = _apply(self.root, event, self.tokenize_key)
+        copier = self._copier
+        if copier is not None:
+            return copier.apply(event)  # type: ignore[no-any-return]
+        result = _apply(self.root, event, self.tokenize_key)
         return result if isinstance(result, dict) else {}
 
     def apply_checked(self, event: Mapping[str, Any], min_text: int) -> tuple[dict[str, Any], bool]:
@@ -211,11 +211,6 @@ def _insert(root: _Node, parts: tuple[tuple[str, bool], ...]) -> _Node:
                 node.each = _Node()
             node = node.each
     return node
-
-
-def _native_apply(rule: Any, value: Any, key: bytes) -> Any:
-    assert _native is not None
-    return _native.apply(rule, value, key, apply_transform, DROPPED)
 
 
 def _apply(node: _Node, value: Any, key: bytes) -> Any:

@@ -2,7 +2,7 @@
 
 ``router.core._speedups.field_paths`` against ``paths.pure_field_paths``,
 ``destinations._speedups.may_hold_findings`` against ``dlp._may_hold`` (and ``scan_payload``
-with and without it), ``destinations._speedups.apply`` against ``fields._apply``: the same
+with and without it), ``destinations._speedups.Copier`` against ``fields._apply``: the same
 values, types, key order and sharing of the input's objects, on generated JSON with PII-like
 strings, value-like keys, odd numbers and tuples, and on the compiled build's corpus.
 
