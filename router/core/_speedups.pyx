@@ -252,3 +252,41 @@ def iso_millis(datetime moment):
     _digits(text + 20, PyDateTime_DATE_GET_MICROSECOND(moment) // 1000, 3)
     text[23] = 90  # Z
     return text[:24].decode("ascii")
+
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_ASCII(object)
+    Py_ssize_t PyUnicode_GET_LENGTH(object)
+    void* PyUnicode_DATA(object)
+
+cdef extern from "string.h":
+    void* memchr(const void*, int, size_t)
+
+
+cdef bint _plain(object value, int depth):
+    cdef type kind = type(value)
+    if kind is str:
+        return PyUnicode_IS_ASCII(value) and memchr(
+            PyUnicode_DATA(value), 0x7f, <size_t>PyUnicode_GET_LENGTH(value)
+        ) == NULL
+    if kind is int or kind is bool or value is None:
+        return True
+    if depth <= 0:
+        return False
+    if kind is dict:
+        for key, item in (<dict>value).items():
+            if type(key) is not str or not _plain(key, 0) or not _plain(item, depth - 1):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:
+            if not _plain(item, depth - 1):
+                return False
+        return True
+    return False
+
+
+def plain_json(object value, int max_depth):
+    """``audit_chain.pure_plain_json``: only exact dicts with string keys, lists, tuples,
+    strings of ASCII without DEL, ints, bools and None, nested at most ``max_depth`` deep."""
+    return _plain(value, max_depth)
