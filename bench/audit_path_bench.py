@@ -8,8 +8,8 @@ destinations tests | tar -x -C /tmp/base``) with this bench: run it from outside
 (``-m`` puts the working directory first on ``sys.path``). Run both one after the other, more
 than once: the machine's noise is larger than most differences.
 
-The audit path is what the router does per event for the audit trail: ``decision_entries``
-(one record per destination, subjects and event as keyed tokens), ``AuditWriter.
+The audit path is what the router does per event for the audit trail: ``decision_notes``
+(per destination its shared part, memoized, and the event's keyed tokens), ``AuditWriter.
 record_decisions`` (grouping them), and the flush (``decisions`` records in canonical JSON,
 chained with SHA-256, their subject index positions), with the Redis calls answered by a stub
 that costs nothing. The events are the ``distinct100`` workload of ``bench.inproc`` (100
@@ -56,14 +56,14 @@ class _Redis:
 
 
 def _requests(batches: int, tag: str) -> list[list[tuple[Any, ...]]]:
-    """The ``decision_entries`` calls of each request, as the planner makes them."""
+    """The ``decision_notes`` calls of each request, as the planner makes them."""
     os.environ.setdefault("BENCH_WRITE_KEY", "bench-write-key")
     routing = load_routing(HERE / "routing.yaml")
     template = payload.distinct_batch("bench-write-key", size=100)
     signals = signals_from_headers([], routing.policy.geo_header)
     now = datetime.now(UTC)
     calls: list[tuple[Any, ...]] = []
-    real = plan_module.decision_entries
+    real = plan_module.decision_notes
 
     def record(*args: Any, **kwargs: Any) -> list[Any]:
         calls.append((args, kwargs))
@@ -86,11 +86,15 @@ def _requests(batches: int, tag: str) -> list[list[tuple[Any, ...]]]:
             assert isinstance(event, Event)
             events.append(event)
         calls.clear()
-        with mock.patch.object(plan_module, "decision_entries", record):
+        with mock.patch.object(plan_module, "decision_notes", record):
             plan_request(
                 events, [e.subject_ids for e in events], routing=routing, signals=signals,
                 audit_key=KEY,
             )  # fmt: skip
+        if not calls:
+            raise SystemExit(
+                "the planner was not intercepted (a compiled plan.py?): run from the tree"
+            )
         out.append([(*args, kwargs) for args, kwargs in calls])
     return out
 
@@ -98,7 +102,7 @@ def _requests(batches: int, tag: str) -> list[list[tuple[Any, ...]]]:
 def _round(requests: list[list[tuple[Any, ...]]]) -> dict[str, float]:
     """CPU seconds of each step over the requests."""
     writer = AuditWriter(AuditLog(_Redis(), key=KEY))  # type: ignore[arg-type]
-    build: Callable[..., list[Any]] = plan_module.decision_entries
+    build: Callable[..., list[Any]] = plan_module.decision_notes
     entries_s = record_s = 0.0
     for calls in requests:
         t0 = time.process_time()

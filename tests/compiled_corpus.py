@@ -188,7 +188,7 @@ def _encoded(plan: RequestPlan) -> dict[str, Any]:
         "detections": sorted((tuple(k), n) for k, n in plan.detections.items()),
         "pii": {d: sorted(k) for d, k in sorted(plan.pii.items())},
         "updates": [(s, r.encode()) for s, r in plan.updates],
-        "audit": plan.decision_audit,
+        "audit": plan.decision_records(),
         "paths": sorted(plan.paths),
     }
 

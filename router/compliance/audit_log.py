@@ -41,12 +41,12 @@ Entry points::
     log = AuditLog(client, key=secret)                      # key: for subject tokens
     await log.append(AuditKind.RELEASE, {"destination": "ga4"})
     writer = AuditWriter(log); writer.start()               # buffered, for the hot path:
-    writer.record_decisions(decision_entries(event, consent, decisions, key=secret))  # sync
+    writer.record_decisions(decision_notes(event, consent, decisions, key=secret))  # sync
     result = await verify(client)                           # `router audit verify`
     async for line in export(client): ...                   # JSON lines
 
 The pure core (``chain_hash``, ``seal``, ``verify_records``) does no I/O; the records about
-requests (``AuditKind``, ``decision_entries``, ``subject_token``) are built in
+requests (``AuditKind``, ``decision_notes``, ``subject_token``) are built in
 ``router.core.audit_records``.
 Tamper evidence covers edits by anyone who cannot also rewrite every later record of the lane,
 its head and the other lanes' witnesses; for more, keep ``verify``'s heads (or an export's
@@ -79,7 +79,7 @@ from router.compliance.audit_chain import (
     sealed_hash,
 )
 from router.compliance.subject_index import index_tokens, unindex
-from router.core.audit_records import AuditKind, subject_token
+from router.core.audit_records import AuditKind, DecisionNote, subject_token
 from router.errors import AuditConflictError
 from router.periodic import Periodic
 from router.queue.backend import run_script
@@ -570,27 +570,14 @@ async def export(client: aioredis.Redis, stream: str = STREAM) -> AsyncIterator[
 MAX_EVENTS_PER_RECORD: Final = 500
 
 
-def decision_group_key(data: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What the decision records of one ``decisions`` record share (everything but the event,
-    its subjects and its consent time)."""
-    return (
-        data["stage"],
-        data["destination"],
-        data["decision"],
-        data["reason"],
-        tuple(data.get("sent", ())),
-        tuple(data["removed"]),
-        tuple(data["transformed"]),
-        tuple(data["consent"]["sources"]),
-    )
-
-
 @dataclass(slots=True)
 class _DecisionGroup:
     shared: dict[str, Any]
+    """A ``SharedDecision``'s data (shared: nobody may change it)."""
     first: datetime
     last: datetime
     events: list[dict[str, Any]] = field(default_factory=list)
+    """The decisions' event parts (``decision_notes``), in order."""
 
     def records(self) -> list[tuple[str, dict[str, Any], datetime]]:
         """``decisions`` records of at most ``MAX_EVENTS_PER_RECORD`` events each."""
@@ -611,13 +598,14 @@ class AuditWriter:
     down they are kept (up to ``max_buffer``, then the oldest are dropped and counted) and
     retried. ``retention_records`` trims the stream every ``trim_every_s``.
 
-    ``record_decisions`` takes ``decision_entries``' output and, at each flush, writes one
-    ``decisions`` record per group of decisions that differ only in their event (destination,
-    deliver or skip, reason, removed and transformed paths, consent sources): the shared part
-    once, then ``events``, each ``{"event", "subjects", "consent_at"}`` (keyed tokens and a
-    time), with ``from``/``to`` (the interval) and ``count``. The same facts as one record per
-    decision, at a fraction of the hashing, encoding and Redis memory: decisions arrive at
-    event rate, most events of a source have the same shape.
+    ``record_decisions`` takes ``decision_notes``' output and, at each flush, writes one
+    ``decisions`` record per group of decisions that differ only in their event (their
+    ``SharedDecision``: destination, deliver or skip, reason, sent, removed and transformed
+    paths, consent sources): the shared part once, then ``events``, each ``{"event",
+    "subjects", "consent_at"}`` (keyed tokens and a time), with ``from``/``to`` (the interval)
+    and ``count``. The same facts as one record per decision, at a fraction of the hashing,
+    encoding and Redis memory: decisions arrive at event rate, most events of a source have
+    the same shape.
     """
 
     log: AuditLog
@@ -655,29 +643,19 @@ class AuditWriter:
         self._buffer.extend((str(kind), data, moment) for kind, data in entries)
         self._bound()
 
-    def record_decisions(
-        self, entries: Iterable[tuple[AuditKind | str, Mapping[str, Any]]]
-    ) -> None:
-        """Queue ``decision_entries``' records, grouped at the flush (see the class)."""
+    def record_decisions(self, notes: Iterable[DecisionNote]) -> None:
+        """Queue ``decision_notes``' decisions, grouped by their shared part (see the class)."""
         moment = self.log.clock()
-        for _, data in entries:
+        groups = self._groups
+        for shared, event in notes:
             if self._grouped >= self.max_buffer:
                 self.dropped += 1
                 continue
-            key = decision_group_key(data)
-            group = self._groups.get(key)
+            group = groups.get(shared.key)
             if group is None:
-                shared = {k: v for k, v in data.items() if k not in ("event", "subjects")}
-                shared["consent"] = {"sources": data["consent"]["sources"]}
-                group = self._groups[key] = _DecisionGroup(shared, moment, moment)
+                group = groups[shared.key] = _DecisionGroup(shared.data, moment, moment)
             group.last = moment
-            group.events.append(
-                {
-                    "event": data["event"],
-                    "subjects": data["subjects"],
-                    "consent_at": data["consent"]["at"],
-                }
-            )
+            group.events.append(event)
             self._grouped += 1
 
     def _bound(self) -> None:

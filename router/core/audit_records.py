@@ -10,7 +10,8 @@ and stores them.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
@@ -82,6 +83,140 @@ def _configured_paths(paths: frozenset[str]) -> list[str]:
     return _paths(paths)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class SharedDecision:
+    """What the ``decision`` records of one destination, outcome, reason, field paths and
+    consent sources share: every field but the event's (``event``, ``subjects`` and the consent
+    snapshot's ``at``). The audit writer groups decisions by ``key`` into ``decisions`` records
+    (``router.compliance.audit_log.AuditWriter``). Shared between events: nobody may change
+    ``data``."""
+
+    key: tuple[Any, ...]
+    """Everything ``data`` holds, hashable: decisions with equal keys go in one group."""
+    data: dict[str, Any]
+    """``stage``, ``destination``, ``consent`` (``{"sources"}``), ``decision``, ``reason``,
+    ``sent`` (deliveries only), ``removed``, ``transformed``."""
+
+    def record(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``decision`` record of one event: the shared fields with ``event``'s (a
+        ``decision_notes`` event part: ``event``, ``subjects``, ``consent_at``)."""
+        record = {**self.data, "event": event["event"], "subjects": event["subjects"]}
+        record["consent"] = {"sources": self.data["consent"]["sources"], "at": event["consent_at"]}
+        return record
+
+
+DecisionNote = tuple[SharedDecision, dict[str, Any]]
+"""One decision of one event: its shared part, and the event's part (``event``, ``subjects``,
+``consent_at``; one dict per event, shared by its decisions: nobody may change it)."""
+
+_SHARED: Final[dict[tuple[Any, ...], SharedDecision]] = {}
+"""Shared parts by what decides them (bounded: then it starts again)."""
+_MAX_SHARED: Final = 8192
+
+
+def _shared(
+    memo_key: tuple[Any, ...],
+    stage: str,
+    destination_id: str,
+    *,
+    reason: str,
+    sources: list[str],
+    paths: tuple[list[str], list[str], list[str]] | None,
+) -> SharedDecision:
+    """The shared part of a delivery (``paths``: sent, removed, transformed) or a skip,
+    remembered under ``memo_key``."""
+    data: dict[str, Any] = {
+        "stage": stage,
+        "destination": destination_id,
+        "consent": {"sources": sources},
+        "decision": "skip" if paths is None else "deliver",
+        "reason": reason,
+    }
+    if paths is None:
+        data |= {"removed": [], "transformed": []}
+    else:
+        data |= {"sent": paths[0], "removed": paths[1], "transformed": paths[2]}
+    key = (
+        stage,
+        destination_id,
+        data["decision"],
+        reason,
+        tuple(data.get("sent", ())),
+        tuple(data["removed"]),
+        tuple(data["transformed"]),
+        tuple(sources),
+    )
+    if len(_SHARED) >= _MAX_SHARED:
+        _SHARED.clear()
+    shared = _SHARED[memo_key] = SharedDecision(key, data)
+    return shared
+
+
+def decision_notes(
+    event: Event,
+    consent: ConsentState,
+    decisions: Sequence[Decision],
+    *,
+    key: bytes,
+    stage: str = "ingest",
+    event_paths: frozenset[str] | None = None,
+) -> list[DecisionNote]:
+    """What the audit trail records of an event's decisions, with no personal data: per
+    decision, its ``SharedDecision`` (memoized: the same few recur) and the event's part, the
+    event and its subjects as keyed tokens and the consent snapshot's time. ``event_paths``:
+    ``field_paths(event.data)`` when the caller computed it already."""
+    consent_at = consent.collected_at
+    part = {
+        "event": subject_token(event.message_id, key),
+        "subjects": _subject_tokens(event.subject_ids, key),
+        "consent_at": _iso(consent_at) if consent_at else None,
+    }
+    signals = consent.signals
+    all_paths = event_paths
+    notes: list[DecisionNote] = []
+    for decision in decisions:
+        destination = decision.destination
+        if isinstance(decision, Deliver):
+            if all_paths is None:
+                all_paths = field_paths(event.data)
+            allowlist = destination.allowlist
+            sent = sent_paths(allowlist, all_paths, decision.delivery.payload)
+            reason = "consent_granted" if destination.requires else "no_consent_required"
+            memo_key: tuple[Any, ...] = (
+                stage,
+                destination.id,
+                reason,
+                signals,
+                all_paths,
+                sent,
+                allowlist.transformed_paths,
+            )
+            shared = _SHARED.get(memo_key)
+            if shared is None:
+                listed, removed = sent_and_removed(all_paths, decision.delivery.payload, sent=sent)
+                transformed = _configured_paths(allowlist.transformed_paths)
+                shared = _shared(
+                    memo_key,
+                    stage,
+                    destination.id,
+                    reason=reason,
+                    sources=_sources(signals),
+                    paths=(listed, removed, transformed),
+                )
+        else:
+            memo_key = (stage, destination.id, decision.reason, signals)
+            shared = _SHARED.get(memo_key) or _shared(
+                memo_key,
+                stage,
+                destination.id,
+                reason=decision.reason.value,
+                sources=_sources(signals),
+                paths=None,
+            )
+        notes.append((shared, part))
+    return notes
+
+
 def decision_entries(
     event: Event,
     consent: ConsentState,
@@ -91,61 +226,15 @@ def decision_entries(
     stage: str = "ingest",
     event_paths: frozenset[str] | None = None,
 ) -> list[tuple[AuditKind, dict[str, Any]]]:
-    """One ``decision`` record per destination, with no personal data.
+    """One ``decision`` record per destination, with no personal data (``decision_notes``,
+    each note written out as its record).
 
     Records the destination, deliver or skip, the reason, the field paths sent (``sent``, on
     a delivery), removed and transformed (keys normalized), the consent snapshot's sources and
-    time; the event and its subjects appear as keyed tokens only. ``event_paths``:
-    ``field_paths(event.data)`` when the caller computed it already.
+    time; the event and its subjects appear as keyed tokens only.
     """
-    event_data = event.data
-    event_token = subject_token(event.message_id, key)
-    subjects = _subject_tokens(event.subject_ids, key)
-    consent_at = consent.collected_at
-    snapshot = {
-        "sources": _sources(consent.signals),
-        "at": _iso(consent_at) if consent_at else None,
-    }
-    all_paths = event_paths
-    entries: list[tuple[AuditKind, dict[str, Any]]] = []
-    kind = AuditKind.DECISION
-    # Each record is one dict literal (built at its final size) in the order of its keys; the
-    # consent snapshot and the path lists are shared between records: nobody may change them.
-    for decision in decisions:
-        destination = decision.destination
-        if isinstance(decision, Deliver):
-            if all_paths is None:
-                all_paths = field_paths(event_data)
-            payload = decision.delivery.payload
-            sent, removed = sent_and_removed(
-                all_paths, payload, sent=sent_paths(destination.allowlist, all_paths, payload)
-            )
-            data: dict[str, Any] = {
-                "stage": stage,
-                "destination": destination.id,
-                "event": event_token,
-                "subjects": subjects,
-                "consent": snapshot,
-                "decision": "deliver",
-                "reason": "consent_granted" if destination.requires else "no_consent_required",
-                "sent": sent,
-                "removed": removed,
-                "transformed": _configured_paths(destination.allowlist.transformed_paths),
-            }
-        else:
-            data = {
-                "stage": stage,
-                "destination": destination.id,
-                "event": event_token,
-                "subjects": subjects,
-                "consent": snapshot,
-                "decision": "skip",
-                "reason": decision.reason.value,
-                "removed": [],
-                "transformed": [],
-            }
-        entries.append((kind, data))
-    return entries
+    notes = decision_notes(event, consent, decisions, key=key, stage=stage, event_paths=event_paths)
+    return [(AuditKind.DECISION, shared.record(part)) for shared, part in notes]
 
 
 def consent_written(

@@ -26,7 +26,7 @@ from consent.records import ConsentRecord, merge_records, narrow
 from consent.resolve import RequestSignals, carries_signals, region_of, resolve_consent
 from destinations.base import ConsentFacts, DeliveryOf
 from destinations.dlp import allowlisted
-from router.core.audit_records import AuditKind, decision_entries
+from router.core.audit_records import AuditKind, DecisionNote, decision_notes
 from router.core.consent_input import consent_update
 from router.core.outcomes import Decision, Deliver, QueueItem, QueueItemOf, Skip, SkipReason
 from router.core.paths import field_paths
@@ -183,9 +183,16 @@ class RequestPlan:
     """Consent events' choices to store: the hashed subjects and the record."""
     update_ids: list[tuple[str, ...]] = field(default_factory=list)
     """The subject ids of each update (for the audit's keyed tokens; never stored)."""
-    decision_audit: list[tuple[AuditKind, dict[str, Any]]] = field(default_factory=list)
+    decision_audit: list[DecisionNote] = field(default_factory=list)
+    """The audit's note of every decision (``decision_notes``), for ``AuditWriter.
+    record_decisions``."""
     paths: set[str] = field(default_factory=set)
     """The events' field paths (keys normalized), when asked for."""
+
+    def decision_records(self) -> list[tuple[AuditKind, dict[str, Any]]]:
+        """``decision_audit`` written out: one ``decision`` record per event and destination
+        (``decision_entries``' records)."""
+        return [(AuditKind.DECISION, shared.record(part)) for shared, part in self.decision_audit]
 
 
 @dataclass(slots=True)
@@ -252,7 +259,7 @@ class RequestPlanner:
                 if self.collect_paths:
                     out.paths |= event_paths
                 if self.audit_key is not None:
-                    out.decision_audit += decision_entries(
+                    out.decision_audit += decision_notes(
                         event, consent, decisions, key=self.audit_key, event_paths=event_paths
                     )
 

@@ -169,7 +169,7 @@ def _encoded(plan: RequestPlan) -> bytes:
                 for d, routed in plan.deliveries.items()
             },
             "skipped": sorted((d, r.value, n) for (d, r), n in plan.skipped.items()),
-            "audit": plan.decision_audit,
+            "audit": plan.decision_records(),
         }
     )
 

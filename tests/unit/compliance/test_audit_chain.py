@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import UTC, datetime
-from typing import Any
 
 from consent.model import ConsentState, Signal
 from router.compliance.audit_chain import (
@@ -22,7 +21,14 @@ from router.compliance.audit_chain import (
     verify_records,
 )
 from router.compliance.audit_log import MAX_EVENTS_PER_RECORD, AuditLog, AuditWriter
-from router.core.audit_records import AuditKind, decision_entries, subject_token
+from router.core.audit_records import (
+    AuditKind,
+    DecisionNote,
+    decision_entries,
+    decision_notes,
+    subject_token,
+)
+from router.core.outcomes import Decision
 from router.core.plan import plan
 from router.core.sanitize import Event
 from router.core.schema import EventType
@@ -181,7 +187,9 @@ def test_appended_records_hash_like_chain_hash() -> None:
         assert sealed_hash(7, AT, "decision", canonical(data).decode(), GENESIS) == record.hash
 
 
-def _decisions(message_id: str, revenue: object, granted: frozenset[str]) -> list[Any]:
+def _planned(
+    message_id: str, revenue: object, granted: frozenset[str]
+) -> tuple[Event, ConsentState, list[Decision]]:
     routing = routing_from()
     now = datetime(2026, 11, 22, 10, tzinfo=UTC)
     data = {
@@ -201,9 +209,12 @@ def _decisions(message_id: str, revenue: object, granted: frozenset[str]) -> lis
         name="Order Completed",
     )
     consent = ConsentState(granted=granted, signals=(Signal.SEGMENT,), collected_at=now)
-    return decision_entries(
-        event, consent, plan(event, consent, routing.destinations, routing.policy), key=b"k"
-    )
+    return event, consent, plan(event, consent, routing.destinations, routing.policy)
+
+
+def _decisions(message_id: str, revenue: object, granted: frozenset[str]) -> list[DecisionNote]:
+    event, consent, decisions = _planned(message_id, revenue, granted)
+    return decision_notes(event, consent, decisions, key=b"k")
 
 
 def test_decisions_of_same_shaped_events_share_one_record() -> None:
@@ -248,6 +259,36 @@ def test_decisions_of_same_shaped_events_share_one_record() -> None:
         big.record_decisions(_decisions(f"n{index}", 5, analytics)[:1])
     (only,) = big._groups.values()
     assert [d["count"] for _, d, _ in only.records()] == [MAX_EVENTS_PER_RECORD, 1]
+
+
+def test_a_decisions_record_holds_exactly_its_decision_records() -> None:
+    """Each event of a ``decisions`` record, joined with the shared part, is the ``decision``
+    record ``decision_entries`` writes for it: grouping loses and adds nothing."""
+    writer = AuditWriter(AuditLog(client=None, key=b"k"))
+    analytics = frozenset({"analytics", "necessary"})
+    expected = []
+    for index, (revenue, granted) in enumerate(
+        [(5, analytics), (5, analytics), ({"nested": 1}, analytics), (5, frozenset())]
+    ):
+        event, consent, decisions = _planned(f"e{index}", revenue, granted)
+        notes = decision_notes(event, consent, decisions, key=b"k")
+        entries = decision_entries(event, consent, decisions, key=b"k")
+        assert [(AuditKind.DECISION, s.record(p)) for s, p in notes] == entries
+        expected += [data for _, data in entries]
+        writer.record_decisions(notes)
+    joined = []
+    for group in writer._groups.values():
+        for _, data, _ in group.records():
+            shared = {k: v for k, v in data.items() if k not in {"from", "to", "count", "events"}}
+            for event in data["events"]:
+                joined.append(
+                    shared
+                    | {"event": event["event"], "subjects": event["subjects"]}
+                    | {"consent": {**shared["consent"], "at": event["consent_at"]}}
+                )
+    key = json.dumps
+    assert sorted(map(key, joined)) == sorted(map(key, expected))
+    assert len(joined) == 8
 
 
 def test_lane_records_hash_their_lane_and_witness_the_fast_way_too() -> None:

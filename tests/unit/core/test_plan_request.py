@@ -139,7 +139,7 @@ def test_audit_entries_only_with_an_audit_key_and_without_ids() -> None:
     """One decision record per event and destination, subjects as tokens; none without key."""
     events = [_event(0), _event(1, "Order Completed")]
     assert _plan(events).decision_audit == []
-    entries = _plan(events, audit_key=b"k").decision_audit
+    entries = _plan(events, audit_key=b"k").decision_records()
     assert [(kind, d["destination"], d["decision"]) for kind, d in entries] == [
         (AuditKind.DECISION, "analytics-hook", "skip"),
         (AuditKind.DECISION, "ops-hook", "skip"),
