@@ -34,7 +34,7 @@ OUT=build/compiled
 # compiled modules set ``__cause__`` by hand where it matters.)
 MODULES=(
   router/core/paths.py router/core/jsonscan.py router/core/sanitize.py router/core/plan.py
-  router/core/audit_records.py router/core/explain.py
+  router/core/audit_records.py router/core/explain.py router/compliance/subject_tokens.py
   router/core/signals.py
   consent/tcf.py consent/tcf_bits.py consent/gpp.py consent/usp.py consent/onetrust.py
   consent/iab.py consent/signals.py consent/resolve.py consent/policy.py

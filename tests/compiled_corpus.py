@@ -27,6 +27,7 @@ from consent.ids import hmac_sha256, keyed, normalize_id, subject_key
 from consent.memo import BoundedMemo, Unkeyable, frozen
 from consent.records import ConsentRecord, UnreadableRecordError, merge_records, narrow
 from consent.store import history_key, record_key
+from router.compliance.subject_tokens import index_positions
 from router.core import jsonscan
 from router.core.explain import explain
 from router.core.outcomes import Rejection
@@ -51,6 +52,7 @@ COMPILED = (
     "router.core.paths",
     "router.core.jsonscan",
     "router.core.audit_records",
+    "router.compliance.subject_tokens",
     "consent.resolve",
     "consent.tcf",
     "consent.gpp",
@@ -298,6 +300,22 @@ def _records(rng: random.Random) -> list[Any]:
     return out
 
 
+def _index(plan: RequestPlan) -> list[Any]:
+    """The subject index positions (``router.compliance.subject_tokens``) of a plan's
+    decisions, as ``decision`` records and as one ``decisions`` record per shared part."""
+    keys_: list[str] = []
+    positions: tuple[dict[str, str], dict[str, str]] = ({}, {})
+    records: list[tuple[str, dict[str, Any]]] = [
+        (str(kind), data) for kind, data in plan.decision_records()
+    ]
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for shared, part in plan.decision_audit:
+        groups.setdefault(shared.key, {**shared.data, "events": []})["events"].append(part)
+    records += [("decisions", data) for data in groups.values()]
+    out = [["index", index_positions("rt:{audit}", k, d, keys_, positions)] for k, d in records]
+    return [*out, ["index keys", keys_]]
+
+
 def _keys_and_items(rng: random.Random, plan: RequestPlan) -> list[Any]:
     """Redis keys (``router.queue.keys``, ``consent.store``), queue entries of a plan's
     deliveries (``router.queue.items``) and the enqueuer's writes."""
@@ -413,6 +431,7 @@ def corpus(count: int) -> list[Any]:
         )
         out.append(["batch", _encoded(plan)])
         out += _keys_and_items(rng, plan)
+        out += _index(plan)
     out += _ids(rng)
     out += _memo(rng, [msgspec.to_builtins(e.data) for e in events[:200]])
     out += _records(rng)

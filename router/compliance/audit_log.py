@@ -78,12 +78,13 @@ from router.compliance.audit_chain import (
     record_name,
     sealed_hash,
 )
-from router.compliance.subject_index import index_tokens, unindex
+from router.compliance.subject_index import unindex
+from router.compliance.subject_tokens import index_positions
 from router.core.audit_records import AuditKind, DecisionNote, subject_token
 from router.errors import AuditConflictError
 from router.periodic import Periodic
 from router.queue.backend import run_script
-from router.queue.keys import AUDIT, AuditPart, audit_key, optout_index_key, subject_index_key
+from router.queue.keys import AUDIT, AuditPart, audit_key
 
 log = logging.getLogger("router.audit")
 
@@ -399,7 +400,7 @@ class AuditLog:
                 parsed = json.loads(witness) if witness is not None else None
                 records.append(AuditRecord(seq, moment, kind, data, prev, digest, lane, parsed))
                 args += [str(seq), moment, kind, data_json, prev, digest, witness or ""]
-                args.append(self._index_positions(kind, data, keys, positions))
+                args.append(index_positions(self.stream, kind, data, keys, positions))
                 prev = digest
                 witness = None
             result = await run_script(self.client, _APPEND, keys=keys, args=args)
@@ -415,30 +416,6 @@ class AuditLog:
                 self._lane = None  # the lane is gone from the registry: open a new one
             log.warning("audit lane head moved; appending again", extra={"lane": lane})
         raise AuditConflictError("could not append to the audit lane")
-
-    def _index_positions(
-        self,
-        kind: str,
-        data: Mapping[str, Any],
-        keys: list[str],
-        positions: tuple[dict[str, str], dict[str, str]],
-    ) -> str:
-        """The ``KEYS`` positions (1-based, added to ``keys`` when new) of the subject index
-        sets a record goes into, space-separated. ``positions``: the position of each token's
-        subject set and opt-out set already in ``keys`` (a group's records share subjects)."""
-        subjects, honoured = index_tokens(kind, data)
-        out: list[str] = []
-        for key_of, tokens, known in (
-            (subject_index_key, subjects, positions[0]),
-            (optout_index_key, honoured, positions[1]),
-        ):
-            for token in tokens:
-                position = known.get(token)
-                if position is None:
-                    keys.append(key_of(self.stream, token))
-                    position = known[token] = str(len(keys))
-                out.append(position)
-        return " ".join(out)
 
     async def head(self) -> Anchor:
         """This writer's last record's seq and hash (genesis before its first append)."""

@@ -25,7 +25,8 @@ token and one ``XRANGE`` per record found (pipelined), so it grows with the pers
 never with the size of the trail.
 
 A trail written before the index existed is indexed by ``reindex`` (``router audit
-reindex``), which is idempotent. ``index_tokens`` is pure; the rest reads Redis.
+reindex``), which is idempotent. Which tokens a record names is
+``router.compliance.subject_tokens`` (pure); this module reads and writes Redis.
 """
 
 from __future__ import annotations
@@ -36,42 +37,11 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 
+from router.compliance.subject_tokens import index_tokens
 from router.queue.keys import optout_index_key, subject_index_key
 
-OPT_OUT_REASONS: Final = frozenset({"gpc_opt_out", "us_opt_out"})
-"""Skip reasons that prove an opt-out signal was honoured."""
 FETCH_CHUNK: Final = 500
 """Records fetched per pipelined round trip."""
-
-
-def tokens_in(value: Any) -> list[str]:
-    """The non-empty strings of a record's ``subjects`` (anything else in it is ignored)."""
-    if not isinstance(value, list):
-        return []
-    return [t for t in value if isinstance(t, str) and t]
-
-
-def index_tokens(kind: str, data: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    """The subject tokens a record names, and those among them whose opt-out it honours.
-
-    A record names its ``subjects`` (``decision``, ``consent_written``, ``erasure``) and the
-    ``subjects`` of each of its ``events`` (``decisions``): their ``tokens_in``, each once, in
-    order."""
-    found = tokens_in(data.get("subjects"))
-    events = data.get("events")
-    if isinstance(events, list):
-        for event in events:
-            if type(event) is dict or isinstance(event, Mapping):  # dict: no ABC check
-                found += tokens_in(event.get("subjects"))
-    subjects = list(dict.fromkeys(found))
-    reason = data.get("reason")
-    honoured = (
-        kind in {"decision", "decisions"}
-        and data.get("decision") == "skip"
-        and isinstance(reason, str)
-        and reason in OPT_OUT_REASONS
-    )
-    return subjects, subjects if honoured else []
 
 
 def id_order(entry_id: str) -> tuple[int, int]:

@@ -45,7 +45,8 @@ from consent.store import ConsentStore
 from router.compliance.audit_chain import AuditRecord, chain_hash
 from router.compliance.audit_log import STREAM, record_of
 from router.compliance.erasure import Identifiers
-from router.compliance.subject_index import fetch_records, indexed_ids, tokens_in
+from router.compliance.subject_index import fetch_records, indexed_ids
+from router.compliance.subject_tokens import tokens_in
 from router.queue.keys import optout_index_key, subject_index_key
 from router.queue.streams import suppressed_among
 

@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from router.compliance.audit_chain import GENESIS, seal
-from router.compliance.subject_index import index_tokens
 from router.compliance.subject_report import report_from
+from router.compliance.subject_tokens import index_positions, index_tokens
+from router.queue.keys import optout_index_key, subject_index_key
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
@@ -82,6 +83,26 @@ def _reference_index_tokens(kind: str, data: dict[str, Any]) -> tuple[list[str],
 def test_index_tokens_are_those_of_the_reference(kind: str, data: dict[str, Any]) -> None:
     """The same tokens, in the same order, as the straightforward reference."""
     assert index_tokens(kind, data) == _reference_index_tokens(kind, data)
+
+
+@given(st.lists(st.tuples(KINDS, FIELDS), max_size=5))
+def test_index_positions_name_each_set_once_per_append(
+    records: list[tuple[str, dict[str, Any]]],
+) -> None:
+    """Every record's index sets are listed by their KEYS position; a set already in ``keys``
+    (an earlier record of the append) keeps its position; opt-out sets follow the subject
+    sets."""
+    keys = ["rt:{audit}", "heads", "last"]
+    positions: tuple[dict[str, str], dict[str, str]] = ({}, {})
+    for kind, data in records:
+        subjects, honoured = index_tokens(kind, data)
+        listed = index_positions("rt:{audit}", kind, data, keys, positions)
+        named = [keys[int(p) - 1] for p in listed.split()]
+        assert named == [subject_index_key("rt:{audit}", t) for t in subjects] + [
+            optout_index_key("rt:{audit}", t) for t in honoured
+        ]
+    assert len(keys) == len(set(keys))
+    assert len(keys) == 3 + len(positions[0]) + len(positions[1])
 
 
 def decisions_record(

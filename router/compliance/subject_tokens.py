@@ -1,0 +1,78 @@
+"""Which subjects an audit record names, and where they go in the subject index. Pure.
+
+``index_tokens``: the subject tokens a record names (and those whose opt-out it honours);
+``index_positions``: the same as the ``KEYS`` positions of their index sets in one append
+script call (``router.compliance.audit_log``; the index is described in
+``router.compliance.subject_index``). Compiled in the compiled build: the audit flush runs it
+for every event of every ``decisions`` record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from router.queue.keys import optout_index_key, subject_index_key
+
+OPT_OUT_REASONS: Final = frozenset({"gpc_opt_out", "us_opt_out"})
+"""Skip reasons that prove an opt-out signal was honoured."""
+
+
+def tokens_in(value: Any) -> list[str]:
+    """The non-empty strings of a record's ``subjects`` (anything else in it is ignored)."""
+    if not isinstance(value, list):
+        return []
+    return [t for t in value if isinstance(t, str) and t]
+
+
+def index_tokens(kind: str, data: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """The subject tokens a record names, and those among them whose opt-out it honours.
+
+    A record names its ``subjects`` (``decision``, ``consent_written``, ``erasure``) and the
+    ``subjects`` of each of its ``events`` (``decisions``): their ``tokens_in``, each once, in
+    order."""
+    found = tokens_in(data.get("subjects"))
+    events = data.get("events")
+    if isinstance(events, list):
+        for event in events:
+            if type(event) is dict or isinstance(event, Mapping):  # dict: no ABC check
+                found += tokens_in(event.get("subjects"))
+    subjects = list(dict.fromkeys(found))
+    reason = data.get("reason")
+    honoured = (
+        kind in {"decision", "decisions"}
+        and data.get("decision") == "skip"
+        and isinstance(reason, str)
+        and reason in OPT_OUT_REASONS
+    )
+    return subjects, subjects if honoured else []
+
+
+def index_positions(
+    stream: str,
+    kind: str,
+    data: Mapping[str, Any],
+    keys: list[str],
+    positions: tuple[dict[str, str], dict[str, str]],
+) -> str:
+    """The ``KEYS`` positions (1-based, added to ``keys`` when new) of the subject index sets
+    a record goes into, space-separated: its ``index_tokens``' subject sets, then their opt-out
+    sets. ``positions``: the position of each token's subject set and opt-out set already in
+    ``keys`` (the records of one append share subjects)."""
+    subjects, honoured = index_tokens(kind, data)
+    out: list[str] = []
+    known = positions[0]
+    for token in subjects:
+        position = known.get(token)
+        if position is None:
+            keys.append(subject_index_key(stream, token))
+            position = known[token] = str(len(keys))
+        out.append(position)
+    known = positions[1]
+    for token in honoured:
+        position = known.get(token)
+        if position is None:
+            keys.append(optout_index_key(stream, token))
+            position = known[token] = str(len(keys))
+        out.append(position)
+    return " ".join(out)
