@@ -131,6 +131,24 @@ class Allowlist:
     tokenize_key: bytes
     transformed_paths: frozenset[str]
     fields: tuple[str, ...] = ()
+    unscanned_paths: frozenset[str] = field(init=False, repr=False, compare=False)
+    """Paths the PII safety net leaves alone: transformed values (a hash must not be
+    rewritten) and the fields the router itself generated or validated as ids and times."""
+    _copier: Any = field(init=False, repr=False, compare=False)
+    """The native ``Copier`` of this allowlist (``None`` on the pure walker)."""
+
+    def __post_init__(self) -> None:
+        # Set once here, not as cached properties: the compiled build (mypyc) does not cache
+        # those, and built a new Copier for every event.
+        unscanned = self.transformed_paths | ROUTER_FIELDS
+        copier = None
+        if _native is not None and self.root.native is not None:
+            top_level = frozenset(p for p in unscanned if "." not in p and "[" not in p)
+            copier = _native.Copier(
+                self.root.native, self.tokenize_key, apply_transform, DROPPED, top_level
+            )
+        object.__setattr__(self, "unscanned_paths", unscanned)
+        object.__setattr__(self, "_copier", copier)
 
     def apply(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """The event reduced to the allowed fields, transforms applied."""
@@ -149,25 +167,6 @@ class Allowlist:
         if copier is None:
             return self.apply(event), True
         return copier.apply_checked(event, min_text)  # type: ignore[no-any-return]
-
-    @functools.cached_property
-    def _copier(self) -> Any:
-        """The native ``Copier`` of this allowlist (``None`` on the pure walker)."""
-        if _native is None or self.root.native is None:
-            return None
-        return _native.Copier(
-            self.root.native, self.tokenize_key, apply_transform, DROPPED, self._unscanned_names
-        )
-
-    @functools.cached_property
-    def _unscanned_names(self) -> frozenset[str]:
-        return frozenset(p for p in self.unscanned_paths if "." not in p and "[" not in p)
-
-    @functools.cached_property
-    def unscanned_paths(self) -> frozenset[str]:
-        """Paths the PII safety net leaves alone: transformed values (a hash must not be
-        rewritten) and the fields the router itself generated or validated as ids and times."""
-        return self.transformed_paths | ROUTER_FIELDS
 
     def rule_for(self, path: str) -> str:
         """The listed path that let ``path`` through (bounded: a metric label), or ``other``."""

@@ -462,3 +462,14 @@ def test_the_native_timestamp_is_isoformats(moment: datetime) -> None:
         except (OverflowError, ValueError):  # out of range once converted to UTC
             return
         assert sanitize.iso(moment) == expected
+
+
+def test_an_allowlist_builds_its_copier_once() -> None:
+    """The native copier and the unscanned paths are built with the allowlist, not per event
+    (the compiled build does not cache ``functools.cached_property``: it built a Copier for
+    every event)."""
+    allowlist = compile_allowlist(["properties.total", "context.ip"], {"context.ip": "tokenize"})
+    assert allowlist._copier is not None
+    assert allowlist._copier is allowlist._copier
+    assert allowlist.unscanned_paths is allowlist.unscanned_paths
+    assert allowlist.unscanned_paths == {"context.ip", *fields.ROUTER_FIELDS}
