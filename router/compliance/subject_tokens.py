@@ -61,18 +61,14 @@ def index_positions(
     ``keys`` (the records of one append share subjects)."""
     subjects, honoured = index_tokens(kind, data)
     out: list[str] = []
-    known = positions[0]
-    for token in subjects:
-        position = known.get(token)
-        if position is None:
-            keys.append(subject_index_key(stream, token))
-            position = known[token] = str(len(keys))
-        out.append(position)
-    known = positions[1]
-    for token in honoured:
-        position = known.get(token)
-        if position is None:
-            keys.append(optout_index_key(stream, token))
-            position = known[token] = str(len(keys))
-        out.append(position)
+    for key_of, tokens, known in (
+        (subject_index_key, subjects, positions[0]),
+        (optout_index_key, honoured, positions[1]),
+    ):
+        for token in tokens:
+            position = known.get(token)
+            if position is None:
+                keys.append(key_of(stream, token))
+                position = known[token] = str(len(keys))
+            out.append(position)
     return " ".join(out)
