@@ -2,6 +2,9 @@
 
 ``decision_entries``: per event and destination, deliver or skip, the reason, the sent, removed
 and transformed field paths (keys normalized) and the consent snapshot's sources and time;
+``decision_notes``: the same facts as the planner hands them to the audit writer, each
+decision's shared part (``SharedDecision``, memoized) apart from its event's part, so the
+writer groups them into ``decisions`` records without taking records apart;
 ``consent_written``: a stored consent choice. Subject and event ids appear only as
 ``subject_token``s, HMAC-SHA256 under the audit key. ``router.compliance.audit_log`` chains
 and stores them.
