@@ -1,0 +1,90 @@
+"""Commands packed by hiredis (``router.queue.backend.fast_pack``) are byte for byte what
+redis-py packs, and everything else is left to redis-py (its bytes and its errors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from redis.asyncio.connection import Connection
+from redis.exceptions import DataError
+
+from router.queue import backend
+from router.queue.backend import connect, fast_pack
+
+REFERENCE = Connection()
+NAMES = st.sampled_from(["EVALSHA", "XADD", "MGET", "ZADD", "SET", b"HSET", "evalsha"])
+ARGS = st.one_of(
+    st.text(max_size=40),  # non-ASCII, control characters, surrogates
+    st.binary(max_size=40),
+    st.integers(min_value=-(2**70), max_value=2**70),
+)
+ODD = st.one_of(
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.none(),
+    st.binary(max_size=8).map(memoryview),
+    st.binary(max_size=8).map(bytearray),
+)
+
+
+def packed(pack: Any, args: tuple[Any, ...]) -> tuple[str, Any]:
+    try:
+        return "ok", b"".join(pack(*args))
+    except (DataError, UnicodeError) as exc:
+        return "error", type(exc)
+
+
+def ours(*args: Any) -> list[bytes]:
+    return backend._Connection().pack_command(*args)
+
+
+@settings(max_examples=500)
+@given(NAMES, st.lists(ARGS, max_size=12))
+def test_plain_commands_are_packed_as_redis_py_packs_them(name: Any, args: list[Any]) -> None:
+    command = (name, *args)
+    assert packed(ours, command) == packed(REFERENCE.pack_command, command)
+
+
+@settings(max_examples=300)
+@given(NAMES, st.lists(ARGS | ODD, min_size=1, max_size=6))
+def test_anything_else_is_packed_or_refused_as_redis_py_does(name: Any, args: list[Any]) -> None:
+    command = (name, *args)
+    assert packed(ours, command) == packed(REFERENCE.pack_command, command)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("CONFIG GET", "maxmemory"),  # redis-py splits the name
+        (b"SCRIPT LOAD", "return 1"),
+        ("SET", "k", 1.5),
+        ("SET", "k", True),
+        ("SET", "k", None),
+        ("SET", "k", memoryview(b"v")),
+    ],
+)
+def test_what_hiredis_does_not_pack(command: tuple[Any, ...]) -> None:
+    assert fast_pack(REFERENCE.encoder, command) is None
+    assert packed(ours, command) == packed(REFERENCE.pack_command, command)
+
+
+def test_plain_commands_take_the_c_packer() -> None:
+    """Not a fallback in disguise: a plain command is one chunk from hiredis."""
+    command = ("EVALSHA", "a" * 40, 2, "rt:{audit}", b"\xff", -7, "é")
+    assert fast_pack(REFERENCE.encoder, command) == [b"".join(REFERENCE.pack_command(*command))]
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("redis://127.0.0.1:6379/0", backend._Connection),
+        ("rediss://127.0.0.1:6379/0", backend._SSLConnection),
+        ("unix:///tmp/redis.sock", backend._UnixConnection),
+    ],
+)
+def test_every_single_server_scheme_gets_the_packer(url: str, kind: type) -> None:
+    client = connect(url, 500)
+    assert client.connection_pool.connection_class is kind
