@@ -200,6 +200,14 @@ def connect(url: str, timeout_ms: int) -> aioredis.Redis:
         # master moves at once.
         reinitialize_steps=1,
     )
+    # Every node connection, the seeds' and those of the nodes found later, packs with
+    # fast_pack: RedisCluster makes its nodes from these keyword arguments.
+    options = cluster.get_connection_kwargs()
+    chosen: Any = options["connection_class"]
+    packing: type[Any] = _PACKING.get(chosen, chosen)
+    options["connection_class"] = packing
+    for node in cluster.nodes_manager.startup_nodes.values():
+        node.connection_class = packing
     return cast(aioredis.Redis, cluster)
 
 

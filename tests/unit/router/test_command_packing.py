@@ -12,7 +12,7 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 
 from router.queue import backend
-from router.queue.backend import connect, fast_pack
+from router.queue.backend import as_cluster, connect, fast_pack
 
 REFERENCE = Connection()
 NAMES = st.sampled_from(["EVALSHA", "XADD", "MGET", "ZADD", "SET", b"HSET", "evalsha"])
@@ -88,3 +88,20 @@ def test_plain_commands_take_the_c_packer() -> None:
 def test_every_single_server_scheme_gets_the_packer(url: str, kind: type) -> None:
     client = connect(url, 500)
     assert client.connection_pool.connection_class is kind
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", backend._Connection),
+        ("rediss+cluster://127.0.0.1:7000", backend._SSLConnection),
+    ],
+)
+def test_cluster_nodes_get_the_packer(url: str, kind: type) -> None:
+    """The seed nodes now, and the nodes the cluster reports later (made from the same
+    keyword arguments)."""
+    cluster = as_cluster(connect(url, 500))
+    assert cluster.get_connection_kwargs()["connection_class"] is kind
+    seeds = cluster.nodes_manager.startup_nodes.values()
+    assert seeds
+    assert {node.connection_class for node in seeds} == {kind}
