@@ -237,6 +237,11 @@ def decision_entries(
     time; the event and its subjects appear as keyed tokens only.
     """
     notes = decision_notes(event, consent, decisions, key=key, stage=stage, event_paths=event_paths)
+    return written_out(notes)
+
+
+def written_out(notes: Iterable[DecisionNote]) -> list[tuple[AuditKind, dict[str, Any]]]:
+    """``decision_notes``' notes as ``decision`` records, one per event and destination."""
     return [(AuditKind.DECISION, shared.record(part)) for shared, part in notes]
 
 

@@ -26,7 +26,7 @@ from consent.records import ConsentRecord, merge_records, narrow
 from consent.resolve import RequestSignals, carries_signals, region_of, resolve_consent
 from destinations.base import ConsentFacts, DeliveryOf
 from destinations.dlp import allowlisted
-from router.core.audit_records import AuditKind, DecisionNote, decision_notes
+from router.core.audit_records import AuditKind, DecisionNote, decision_notes, written_out
 from router.core.consent_input import consent_update
 from router.core.outcomes import Decision, Deliver, QueueItem, QueueItemOf, Skip, SkipReason
 from router.core.paths import field_paths
@@ -192,7 +192,7 @@ class RequestPlan:
     def decision_records(self) -> list[tuple[AuditKind, dict[str, Any]]]:
         """``decision_audit`` written out: one ``decision`` record per event and destination
         (``decision_entries``' records)."""
-        return [(AuditKind.DECISION, shared.record(part)) for shared, part in self.decision_audit]
+        return written_out(self.decision_audit)
 
 
 @dataclass(slots=True)
