@@ -1,18 +1,21 @@
 """Commands packed by hiredis (``router.queue.backend.fast_pack``) are byte for byte what
-redis-py packs, and everything else is left to redis-py (its bytes and its errors)."""
+redis-py packs, and everything else is left to redis-py (its bytes and its errors); a
+connection closed under a command being sent fails as a ``ConnectionError``."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio.connection import Connection
-from redis.exceptions import DataError
+from redis.exceptions import ConnectionError, DataError
 
 from router.queue import backend
 from router.queue.backend import as_cluster, connect, fast_pack
+from tests.redis_server import RedisServer
 
 REFERENCE = Connection()
 NAMES = st.sampled_from(["EVALSHA", "XADD", "MGET", "ZADD", "SET", b"HSET", "evalsha"])
@@ -105,3 +108,33 @@ def test_cluster_nodes_get_the_packer(url: str, kind: type) -> None:
     seeds = cluster.nodes_manager.startup_nodes.values()
     assert seeds
     assert {node.connection_class for node in seeds} == {kind}
+
+
+async def send_while_closing(connection: Any) -> BaseException | None:
+    """Send a PING and close the connection before the write runs: redis-py (7.4) writes
+    from a task of ``asyncio.wait_for`` that starts a turn of the loop later."""
+    await connection.connect()
+    send = asyncio.ensure_future(connection.send_packed_command(connection.pack_command("PING")))
+    await asyncio.sleep(0)  # the send is inside wait_for, its write not yet run
+    await connection.disconnect(nowait=True)
+    try:
+        await send
+    except BaseException as exc:  # what it raised is the test
+        return exc
+    return None
+
+
+@pytest.mark.parametrize("kind", [Connection, backend._Connection])
+async def test_a_connection_closed_under_a_send_raises_a_connection_error(
+    redis_server: RedisServer, kind: type
+) -> None:
+    """redis-py's own connection dies with an ``AttributeError`` there (what no ``except
+    RedisError`` catches: a flush task failed that way in a cluster failover); the router's
+    raises ``ConnectionError``, an outage like any other."""
+    error = await send_while_closing(
+        kind(host="127.0.0.1", port=redis_server.port, socket_timeout=1)
+    )
+    if kind is Connection:
+        assert isinstance(error, AttributeError)  # the race is real: the test can fail
+    else:
+        assert isinstance(error, ConnectionError)
