@@ -18,17 +18,174 @@ cdef inline bint _in_run(Py_UCS4 c):
     return (c >= 48 and c <= 57) or c == 32 or c == 46 or c == 47 or c == 40 or c == 41 or c == 45
 
 
+cdef inline bint _digit(Py_UCS4 c):
+    return c >= 48 and c <= 57
+
+
+cdef inline bint _letter(Py_UCS4 c):
+    return (c >= 65 and c <= 90) or (c >= 97 and c <= 122)
+
+
+cdef inline bint _word(Py_UCS4 c):
+    return _digit(c) or _letter(c) or c == 95
+
+
+cdef inline Py_UCS4 _at(str text, Py_ssize_t i, Py_ssize_t end):
+    """``text[i]``, or 0 outside ``[0, end)``."""
+    return text[i] if 0 <= i < end else 0
+
+
+cdef Py_ssize_t _digits_at(str text, Py_ssize_t i, Py_ssize_t end):
+    """How many ASCII digits in a row start at ``i``."""
+    cdef Py_ssize_t j = i
+    while j < end and _digit(text[j]):
+        j += 1
+    return j - i
+
+
+cdef bint _nanp_at(str text, Py_ssize_t i, Py_ssize_t end):
+    """``[2-9]dd S [2-9]dd S dddd`` at ``i`` (one separator ``S`` of `` .-``): the North
+    American form of ``dlp._PHONE_NATIONAL``, its look-arounds left out."""
+    cdef Py_UCS4 sep
+    if i + 12 > end or not (50 <= text[i] <= 57) or _digits_at(text, i, i + 3) != 3:
+        return False
+    sep = text[i + 3]
+    if sep != 32 and sep != 46 and sep != 45:
+        return False
+    if not (50 <= text[i + 4] <= 57) or _digits_at(text, i + 4, i + 7) != 3:
+        return False
+    return text[i + 7] == sep and _digits_at(text, i + 8, i + 12) == 4
+
+
+cdef bint _ssn_at(str text, Py_ssize_t i, Py_ssize_t end):
+    """``ddd-dd-dddd`` at ``i``: ``dlp._SSN``'s shape, its exclusions left out."""
+    return (
+        i + 11 <= end
+        and _digits_at(text, i, i + 3) == 3
+        and text[i + 3] == 45
+        and _digits_at(text, i + 4, i + 6) == 2
+        and text[i + 6] == 45
+        and _digits_at(text, i + 7, i + 11) == 4
+    )
+
+
+cdef bint _ipv4_at(str text, Py_ssize_t i, Py_ssize_t end):
+    """``dlp._IPV4`` at ``i``: four groups of 1 to 3 digits joined by dots, then neither a
+    word character nor a dot and a digit."""
+    cdef Py_ssize_t group, count, n = len(text)
+    cdef Py_UCS4 after
+    for group in range(4):
+        count = _digits_at(text, i, end)
+        if count < 1 or count > 3:
+            return False
+        i += count
+        if group < 3:
+            if i >= end or text[i] != 46:
+                return False
+            i += 1
+    after = _at(text, i, n)
+    return not (_word(after) or (after == 46 and _digit(_at(text, i + 1, n))))
+
+
+cdef bint _zone_may_hold(str text, Py_ssize_t start, Py_ssize_t end, Py_ssize_t digits):
+    """Whether ``dlp._zone_findings`` could find something in the zone ``text[start:end]``
+    (a run of 8 or more digits), by the same gates and the shapes its patterns need: a card
+    needs 13 digits, a ``+`` phone a ``+``/``%2`` in the 3 characters before, an area code a
+    ``(``; national phones and SSNs need a grouped zone of 9 or more digits, and (their
+    look-behinds) a start not glued to a word or to a digit and separator, where a trunk
+    ``0``, a North American number or an SSN's shape begins. A match of those lies inside
+    the zone: the characters around a run are not digits or separators of it."""
+    cdef Py_ssize_t i, lo = start - 3 if start >= 3 else 0
+    cdef Py_UCS4 c, prev, prev2
+    cdef bint grouped = False
+    if digits >= 13:
+        return True
+    for i in range(lo, start):
+        c = text[i]
+        if c == 43 or c == 40 or (c == 37 and i + 1 < start and text[i + 1] == 50):  # + ( %2
+            return True
+    for i in range(start, end):
+        c = text[i]
+        if c == 40:  # (
+            return True
+        if not _digit(c):
+            grouped = True
+    if not grouped or digits < 9:
+        return False
+    for i in range(start, end):
+        if not _digit(text[i]):
+            continue
+        prev = _at(text, i - 1, end)
+        prev2 = _at(text, i - 2, end)
+        if _word(prev):
+            continue
+        # dlp._SSN's look-behind: not after a digit and a dash
+        if not (prev == 45 and _digit(prev2)) and _ssn_at(text, i, end):
+            return True
+        # dlp._PHONE_NATIONAL's: not after a digit and one of " ./-"
+        if (prev == 32 or prev == 46 or prev == 47 or prev == 45) and _digit(prev2):
+            continue
+        if text[i] == 48:  # a trunk 0 (or the 00 of the international prefix)
+            return True
+        if _nanp_at(text, i, end):
+            return True
+        if text[i] == 49 and i + 1 < end and text[i + 1] in (32, 46, 45) and _nanp_at(
+            text, i + 2, end
+        ):
+            return True
+    return False
+
+
+cdef bint _ipv4_may_hold(str text, Py_ssize_t start, Py_ssize_t end):
+    """Whether ``dlp._ipv4_findings`` could find an address in the run ``text[start:end]``:
+    the shape of four dotted groups at a digit that starts alone (``_ipv4_starts_alone``:
+    not after a word character or a dot, nor after ``Name/``)."""
+    cdef Py_ssize_t i
+    cdef Py_UCS4 prev
+    for i in range(start, end):
+        if not _digit(text[i]):
+            continue
+        prev = _at(text, i - 1, end)
+        if _word(prev) or prev == 46 or (prev == 47 and _word(_at(text, i - 2, end))):
+            continue
+        if _ipv4_at(text, i, end):
+            return True
+    return False
+
+
+cdef bint _iban_may_start(str text):
+    """Whether ``dlp._IBAN_CHECK_DIGITS`` could match: two letters that start a word, then two
+    digits (the country code and the rest are checked by the full scan)."""
+    cdef Py_ssize_t i, n = len(text)
+    for i in range(n - 3):
+        if (
+            _letter(text[i])
+            and _letter(text[i + 1])
+            and _digit(text[i + 2])
+            and _digit(text[i + 3])
+            and not (i > 0 and (_digit(text[i - 1]) or _letter(text[i - 1])))
+        ):
+            return True
+    return False
+
+
 cpdef bint quiet(str text):
     """Whether ``dlp._candidates`` certainly finds nothing in ``text``: no ``@``, no ``%40``,
-    neither ``::`` nor 7 colons (no IPv6 to try), and every *run* (``dlp._RUN``: a digit then
-    6 or more of ``0-9 ./()-``) has fewer than 3 dots (no IPv4 to try) and fewer than 8
-    digits (not a zone: no phone, SSN, card or IBAN to try). The PII net's quick walk passes
-    such strings over without the memoized scan (tests/unit/test_speedups.py checks this
-    against ``dlp._candidates`` and its own early exits on generated text)."""
+    neither ``::`` nor 7 colons (no IPv6 to try); every *run* (``dlp._RUN``: a digit then 6 or
+    more of ``0-9 ./()-``) with 3 dots holds no dotted quad that starts alone (no IPv4), every
+    zone (a run of 8 or more digits) has nothing its phone, SSN and card detectors need
+    (``_zone_may_hold``), and a text with a zone has no IBAN start. Each test is one the scan
+    makes itself, or a shape its patterns need, so a string ``quiet`` clears has no finding;
+    the PII net's quick walk passes such strings over without the memoized scan
+    (tests/unit/test_speedups.py checks this against ``dlp._candidates`` on generated text,
+    and that it clears everything ``_candidates``' own early exits clear)."""
     cdef Py_UCS4 c, prev = 0, prev2 = 0
-    cdef Py_ssize_t colons = 0, length = 0, digits = 0, dots = 0
+    cdef Py_ssize_t colons = 0, length = 0, digits = 0, dots = 0, i = 0, start = 0
+    cdef Py_ssize_t n = len(text)
     cdef bint run = False  # in a run of 0-9 ./()- that started with a digit
-    for c in text:
+    cdef bint zoned = False
+    for i in range(n + 1):
+        c = text[i] if i < n else 0
         if c == 64:  # @
             return False
         if c == 58:  # :
@@ -37,26 +194,30 @@ cpdef bint quiet(str text):
                 return False
         elif c == 48 and prev == 52 and prev2 == 37:  # %40
             return False
-        if _in_run(c):
+        if i < n and _in_run(c):
             if run:
                 length += 1
-                if c <= 57 and c >= 48:
+                if _digit(c):
                     digits += 1
-                    if digits >= 8:
-                        return False
                 elif c == 46:
                     dots += 1
-                if dots >= 3 and length >= 7:
-                    return False
-            elif c >= 48 and c <= 57:
+            elif _digit(c):
                 run = True
+                start = i
                 length = digits = 1
                 dots = 0
-        else:
+        elif run:
             run = False
+            if length >= 7:
+                if dots >= 3 and _ipv4_may_hold(text, start, i):
+                    return False
+                if digits >= 8:
+                    zoned = True
+                    if _zone_may_hold(text, start, i, digits):
+                        return False
         prev2 = prev
         prev = c
-    return True
+    return not (zoned and n >= 15 and _iban_may_start(text))
 
 
 def may_hold_findings(

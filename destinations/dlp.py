@@ -577,8 +577,10 @@ def _may_hold_findings(payload: Mapping[str, Any], skip: frozenset[str]) -> bool
     by name, nested ones by identity; a skipped path inside an array is not resolved here,
     which can only make the answer True (and the full walk then applies the skip exactly).
     The walk itself is native when ``destinations._speedups`` is built (same answers); it
-    passes over strings its ``quiet`` check clears (nothing ``_candidates`` could look at)
-    without the memoized scan, so a value seen once (an order id, a URL) costs no memo entry.
+    passes over strings its ``quiet`` check clears (nothing ``_candidates`` could find: no
+    ``@``, no IPv6, and no run or zone with the shape a detector needs, which clears dates,
+    versions and ids with digits) without the memoized scan, so a value seen once (an order
+    id, a URL) costs neither a scan nor a memo entry.
     """
     top, nested = _split_skip(skip)
     ignored = (
