@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 from types import ModuleType
 from typing import Any
 
@@ -176,8 +177,10 @@ def resolve_consent(
     (``consent_expired``).
 
     The event's own signals are read once per distinct value (``SignalMemo``): the same
-    TC strings and category maps arrive with person after person. Without a stored record, the
-    merged state itself is shared by every event of the same signals, region and request GPC.
+    TC strings and category maps arrive with person after person. The merged state itself is
+    shared by every event of the same signals, region and request GPC, and, with a stored
+    record, of the same use of it (expired, read, only its withdrawals, or not read) and the
+    same categories it grants and denies: what ``merge`` reads of it.
     """
     region = region_of(context, request)
     memo = _memo_for(policy) if readers is READERS else None
@@ -193,23 +196,70 @@ def resolve_consent(
             own = memo.signals.put(key, read_signals(context, policy, readers))
         if stored is None:
             return memo.states.put(state_key, _merge_own(own, request, policy, region))
-    else:
-        own = read_signals(context, policy, readers)
+        use = _stored_use(own, policy, stored, event_time, now)
+        # The categories as iterated: the order of their votes is the order of ``denied_by``.
+        stored_key = (state_key, use, tuple(stored.granted), tuple(stored.denied))
+        state = memo.states.get(stored_key)
+        if state is None:
+            state = memo.states.put(
+                stored_key, _merge_stored(own, request, policy, region, stored=stored, use=use)
+            )
+        return state
+    own = read_signals(context, policy, readers)
     if stored is None:
         return _merge_own(own, request, policy, region)
+    use = _stored_use(own, policy, stored, event_time, now)
+    return _merge_stored(own, request, policy, region, stored=stored, use=use)
+
+
+class StoredUse(Enum):
+    """How an event's consent uses its subject's stored record."""
+
+    EXPIRED = "expired"
+    """Older than ``max_age_days`` and the event makes no choice: nothing is granted."""
+    READ = "read"
+    """The event makes no choice: the record is the choice."""
+    WITHDRAWALS = "withdrawals"
+    """The event makes a choice, older than the record: the record's denials win."""
+    UNUSED = "unused"
+    """The event makes a choice newer than the record (or the record is too old)."""
+
+
+def _stored_use(
+    own: OwnSignals,
+    policy: ConsentPolicy,
+    stored: StoredConsent,
+    event_time: datetime | None,
+    now: datetime | None,
+) -> StoredUse:
+    has_choice = own.choice
+    if now is not None and stored.updated_at < now - timedelta(days=policy.max_age_days):
+        return StoredUse.UNUSED if has_choice else StoredUse.EXPIRED
+    if not has_choice:
+        return StoredUse.READ
+    if event_time is not None and stored.updated_at > event_time:
+        return StoredUse.WITHDRAWALS
+    return StoredUse.UNUSED
+
+
+def _merge_stored(
+    own: OwnSignals,
+    request: RequestSignals,
+    policy: ConsentPolicy,
+    region: str | None,
+    *,
+    stored: StoredConsent,
+    use: StoredUse,
+) -> ConsentState:
+    """The state of an event's own signals, its request's and its stored record's (``use``)."""
     readings = list(own.readings)
     if request.gpc and not own.gpc:
         readings.append(gpc_reading(policy))
-    expired = False
-    has_choice = own.choice
-    limit = timedelta(days=policy.max_age_days)
-    if now is not None and stored.updated_at < now - limit:
-        expired = not has_choice
-    elif not has_choice:
+    if use is StoredUse.READ:
         readings.append(stored_reading(stored))
-    elif event_time is not None and stored.updated_at > event_time:
+    elif use is StoredUse.WITHDRAWALS:
         readings.append(withdrawal_reading(stored))
-    return merge(readings, own.unparseable, policy, region, expired=expired)
+    return merge(readings, own.unparseable, policy, region, expired=use is StoredUse.EXPIRED)
 
 
 @dataclass(frozen=True, slots=True)

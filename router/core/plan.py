@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from consent.model import ConsentState
 from consent.policy import ConsentPolicy, evaluate
@@ -195,6 +195,13 @@ class RequestPlan:
         return written_out(self.decision_audit)
 
 
+_OUTCOMES: Final[dict[int, tuple[ConsentState, Routing, ConsentOutcome]]] = {}
+"""By ``id`` of the consent state (kept alive here, with the routing it was evaluated under):
+the states the consent memos share between events and requests (``resolve_consent``) are
+evaluated once, not once per request. Bounded: the oldest entry goes first."""
+_MAX_OUTCOMES: Final = 4096
+
+
 @dataclass(slots=True)
 class RequestPlanner:
     """Plans one request's events, slice by slice (the handler may yield between slices).
@@ -221,9 +228,6 @@ class RequestPlanner:
     _resolved: dict[tuple[tuple[str, ...], str | None], ConsentState] = field(default_factory=dict)
     """Events without consent fields of their own, of the same subjects and region, have the
     same consent: resolved once (forgotten when the request stores a choice)."""
-    _outcomes: dict[int, tuple[ConsentState, ConsentOutcome]] = field(default_factory=dict)
-    """By ``id`` of the consent state (kept alive here): the states the consent memos share
-    between events are evaluated once per request."""
 
     def add(self, events: Sequence[Event], subjects: Sequence[tuple[str, ...]]) -> None:
         """Plan these events (``subjects``: each event's hashed subject ids)."""
@@ -284,11 +288,14 @@ class RequestPlanner:
         return consent
 
     def _outcome(self, consent: ConsentState) -> ConsentOutcome:
-        known = self._outcomes.get(id(consent))
-        if known is not None and known[0] is consent:
-            return known[1]
-        outcome = ConsentOutcome.of(consent, self.routing.destinations, self.routing.policy)
-        self._outcomes[id(consent)] = (consent, outcome)
+        routing = self.routing
+        known = _OUTCOMES.get(id(consent))
+        if known is not None and known[0] is consent and known[1] is routing:
+            return known[2]
+        outcome = ConsentOutcome.of(consent, routing.destinations, routing.policy)
+        if len(_OUTCOMES) >= _MAX_OUTCOMES:
+            del _OUTCOMES[next(iter(_OUTCOMES))]
+        _OUTCOMES[id(consent)] = (consent, routing, outcome)
         return outcome
 
     def _store(self, hashes: tuple[str, ...], update: ConsentRecord) -> None:

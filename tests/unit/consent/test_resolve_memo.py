@@ -246,7 +246,8 @@ def test_recurring_signal_values_are_read_once() -> None:
 
 
 def test_a_stored_record_is_merged_per_person_over_the_memoized_readings() -> None:
-    """With a stored record, the state is built for that record, not taken from the memo."""
+    """With a stored record, the state is the one of that record's categories and of how the
+    event uses it: shared by people with the same record, apart for another record or use."""
     policy = dataclasses.replace(POLICY)
     context = {"consent": {"categoryPreferences": {"C0002": True}}}
     without = resolve_consent(context, RequestSignals(), policy)
@@ -257,6 +258,29 @@ def test_a_stored_record_is_merged_per_person_over_the_memoized_readings() -> No
     assert without.granted == {"analytics"}
     assert state.denied_by == {"analytics": DenyReason.CONSENT_WITHDRAWN}
     assert resolve_consent(context, RequestSignals(), policy) is without
+    # another person, the same record (another object): the same state
+    again = StoredConsent(frozenset(), frozenset({"analytics"}), "api", NOW - timedelta(hours=1))
+    assert (
+        resolve_consent(
+            context, RequestSignals(), policy, stored=again, event_time=NOW - timedelta(days=1)
+        )
+        is state
+    )
+    # the event newer than the record: the record is not used
+    newer = resolve_consent(context, RequestSignals(), policy, stored=withdrawn, event_time=NOW)
+    assert newer is not state
+    assert newer.granted == {"analytics"}
+    # no choice in the event: the record is the choice, and when too old, nothing is granted
+    stored = StoredConsent(frozenset({"analytics"}), frozenset(), "api", NOW - timedelta(days=2))
+    read = resolve_consent({}, RequestSignals(), policy, stored=stored, now=NOW)
+    assert read.granted == {"analytics"}
+    assert not read.expired
+    old = resolve_consent(
+        {}, RequestSignals(), policy, stored=stored, now=NOW + timedelta(days=900)
+    )
+    assert old.expired
+    assert old.granted == frozenset()
+    assert resolve_consent({}, RequestSignals(), policy, stored=stored, now=NOW) is read
 
 
 def test_each_policy_reads_signals_under_its_own_mappings() -> None:
