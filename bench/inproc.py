@@ -18,8 +18,10 @@ Workloads (``bench/payload.py``): ``single`` (one ``/v1/track`` of the bench use
 consent is stored), ``single-distinct`` (``/v1/track`` of a new person each time, consent in
 the event: every request misses the consent cache), ``batch100`` (one person's event repeated:
 flatters every memo), ``distinct100`` (every event a different user, anonymous id, order id and
-URL, consent in each event). Requests run ``--concurrency`` at a time (64, like wrk's
-connections).
+URL, consent in each event), ``distinct100-ids`` (the same with ids holding numbers as real ones
+do, ``<run>-100012-1003``: ten digits in a grouped run, each id a string the PII net must clear
+or scan; ``distinct100``'s ids hold at most 7 digits in a run). Requests run ``--concurrency``
+at a time (64, like wrk's connections).
 
 ``--baseline PATH`` runs the same measurement on another checkout (``PATH`` put first on
 ``sys.path`` in a child process; it needs ``router``, ``consent``, ``destinations``, ``tests``
@@ -48,7 +50,7 @@ from unittest import mock
 
 HERE = Path(__file__).resolve().parent
 WRITE_KEY = "bench-write-key"
-WORKLOADS = ("single", "single-distinct", "batch100", "distinct100")
+WORKLOADS = ("single", "single-distinct", "batch100", "distinct100", "distinct100-ids")
 
 
 def _bodies(workload: str, requests: int, run: str) -> tuple[str, list[bytes]]:
@@ -74,7 +76,10 @@ def _bodies(workload: str, requests: int, run: str) -> tuple[str, list[bytes]]:
     for n in range(requests):
         out = [template.parts[0]]
         for index, part in enumerate(template.parts[1:]):
-            out += [f"{run}-{n}-{index}", part]
+            if workload == "distinct100-ids":
+                out += [f"{run}-{100_000 + n}-{1_000 + index}", part]
+            else:
+                out += [f"{run}-{n}-{index}", part]
         bodies.append("".join(out).encode())
     return template.path, bodies
 
