@@ -12,6 +12,7 @@ that both builds give the same answers on generated JSON.
 from collections.abc import Mapping
 
 from cpython.object cimport PyObject
+from cpython.unicode cimport PyUnicode_DATA, PyUnicode_KIND, PyUnicode_READ
 
 
 cdef inline bint _in_run(Py_UCS4 c):
@@ -30,66 +31,73 @@ cdef inline bint _word(Py_UCS4 c):
     return _digit(c) or _letter(c) or c == 95
 
 
-cdef inline Py_UCS4 _at(str text, Py_ssize_t i, Py_ssize_t end):
-    """``text[i]``, or 0 outside ``[0, end)``."""
-    return text[i] if 0 <= i < end else 0
+cdef struct Text:
+    # A str's characters, read without the indexing checks of ``text[i]``.
+    int kind
+    void *data
+    Py_ssize_t n
 
 
-cdef Py_ssize_t _digits_at(str text, Py_ssize_t i, Py_ssize_t end):
-    """How many ASCII digits in a row start at ``i``."""
+cdef inline Py_UCS4 _at(const Text *t, Py_ssize_t i):
+    """The character at ``i``, or 0 outside the text."""
+    return PyUnicode_READ(t.kind, t.data, i) if 0 <= i < t.n else 0
+
+
+cdef inline Py_ssize_t _digits_at(const Text *t, Py_ssize_t i, Py_ssize_t end):
+    """How many ASCII digits in a row start at ``i`` (before ``end``)."""
     cdef Py_ssize_t j = i
-    while j < end and _digit(text[j]):
+    while j < end and _digit(_at(t, j)):
         j += 1
     return j - i
 
 
-cdef bint _nanp_at(str text, Py_ssize_t i, Py_ssize_t end):
+cdef bint _nanp_at(const Text *t, Py_ssize_t i, Py_ssize_t end):
     """``[2-9]dd S [2-9]dd S dddd`` at ``i`` (one separator ``S`` of `` .-``): the North
     American form of ``dlp._PHONE_NATIONAL``, its look-arounds left out."""
     cdef Py_UCS4 sep
-    if i + 12 > end or not (50 <= text[i] <= 57) or _digits_at(text, i, i + 3) != 3:
+    if i + 12 > end or not (50 <= _at(t, i) <= 57) or _digits_at(t, i, i + 3) != 3:
         return False
-    sep = text[i + 3]
+    sep = _at(t, i + 3)
     if sep != 32 and sep != 46 and sep != 45:
         return False
-    if not (50 <= text[i + 4] <= 57) or _digits_at(text, i + 4, i + 7) != 3:
+    if not (50 <= _at(t, i + 4) <= 57) or _digits_at(t, i + 4, i + 7) != 3:
         return False
-    return text[i + 7] == sep and _digits_at(text, i + 8, i + 12) == 4
+    return _at(t, i + 7) == sep and _digits_at(t, i + 8, i + 12) == 4
 
 
-cdef bint _ssn_at(str text, Py_ssize_t i, Py_ssize_t end):
+cdef bint _ssn_at(const Text *t, Py_ssize_t i, Py_ssize_t end):
     """``ddd-dd-dddd`` at ``i``: ``dlp._SSN``'s shape, its exclusions left out."""
     return (
         i + 11 <= end
-        and _digits_at(text, i, i + 3) == 3
-        and text[i + 3] == 45
-        and _digits_at(text, i + 4, i + 6) == 2
-        and text[i + 6] == 45
-        and _digits_at(text, i + 7, i + 11) == 4
+        and _digits_at(t, i, i + 3) == 3
+        and _at(t, i + 3) == 45
+        and _digits_at(t, i + 4, i + 6) == 2
+        and _at(t, i + 6) == 45
+        and _digits_at(t, i + 7, i + 11) == 4
     )
 
 
-cdef bint _ipv4_at(str text, Py_ssize_t i, Py_ssize_t end):
+cdef bint _ipv4_at(const Text *t, Py_ssize_t i, Py_ssize_t end):
     """``dlp._IPV4`` at ``i``: four groups of 1 to 3 digits joined by dots, then neither a
     word character nor a dot and a digit."""
-    cdef Py_ssize_t group, count, n = len(text)
+    cdef Py_ssize_t group, count
     cdef Py_UCS4 after
     for group in range(4):
-        count = _digits_at(text, i, end)
+        count = _digits_at(t, i, end)
         if count < 1 or count > 3:
             return False
         i += count
         if group < 3:
-            if i >= end or text[i] != 46:
+            if i >= end or _at(t, i) != 46:
                 return False
             i += 1
-    after = _at(text, i, n)
-    return not (_word(after) or (after == 46 and _digit(_at(text, i + 1, n))))
+    after = _at(t, i)
+    return not (_word(after) or (after == 46 and _digit(_at(t, i + 1))))
 
 
-cdef bint _zone_may_hold(str text, Py_ssize_t start, Py_ssize_t end, Py_ssize_t digits):
-    """Whether ``dlp._zone_findings`` could find something in the zone ``text[start:end]``
-    (a run of 8 or more digits), by the same gates and the shapes its patterns need: a card
+cdef bint _zone_may_hold(const Text *t, Py_ssize_t start, Py_ssize_t end, Py_ssize_t digits):
+    """Whether ``dlp._zone_findings`` could find something in the zone ``[start, end)`` (a
+    run of 8 or more digits), by the same gates and the shapes its patterns need: a card
     needs 13 digits, a ``+`` phone a ``+``/``%2`` in the 3 characters before, an area code a
     ``(``; national phones and SSNs need a grouped zone of 9 or more digits, and (their
     look-behinds) a start not glued to a word or to a digit and separator, where a trunk
@@ -101,11 +109,11 @@ cdef bint _zone_may_hold(str text, Py_ssize_t start, Py_ssize_t end, Py_ssize_t 
     if digits >= 13:
         return True
     for i in range(lo, start):
-        c = text[i]
-        if c == 43 or c == 40 or (c == 37 and i + 1 < start and text[i + 1] == 50):  # + ( %2
+        c = _at(t, i)
+        if c == 43 or c == 40 or (c == 37 and i + 1 < start and _at(t, i + 1) == 50):  # + ( %2
             return True
     for i in range(start, end):
-        c = text[i]
+        c = _at(t, i)
         if c == 40:  # (
             return True
         if not _digit(c):
@@ -113,59 +121,61 @@ cdef bint _zone_may_hold(str text, Py_ssize_t start, Py_ssize_t end, Py_ssize_t 
     if not grouped or digits < 9:
         return False
     for i in range(start, end):
-        if not _digit(text[i]):
+        c = _at(t, i)
+        if not _digit(c):
             continue
-        prev = _at(text, i - 1, end)
-        prev2 = _at(text, i - 2, end)
+        prev = _at(t, i - 1)
+        prev2 = _at(t, i - 2)
         if _word(prev):
             continue
         # dlp._SSN's look-behind: not after a digit and a dash
-        if not (prev == 45 and _digit(prev2)) and _ssn_at(text, i, end):
+        if not (prev == 45 and _digit(prev2)) and _ssn_at(t, i, end):
             return True
         # dlp._PHONE_NATIONAL's: not after a digit and one of " ./-"
         if (prev == 32 or prev == 46 or prev == 47 or prev == 45) and _digit(prev2):
             continue
-        if text[i] == 48:  # a trunk 0 (or the 00 of the international prefix)
+        if c == 48:  # a trunk 0 (or the 00 of the international prefix)
             return True
-        if _nanp_at(text, i, end):
+        if _nanp_at(t, i, end):
             return True
-        if text[i] == 49 and i + 1 < end and text[i + 1] in (32, 46, 45) and _nanp_at(
-            text, i + 2, end
-        ):
+        prev = _at(t, i + 1)
+        if c == 49 and (prev == 32 or prev == 46 or prev == 45) and _nanp_at(t, i + 2, end):
             return True
     return False
 
 
-cdef bint _ipv4_may_hold(str text, Py_ssize_t start, Py_ssize_t end):
-    """Whether ``dlp._ipv4_findings`` could find an address in the run ``text[start:end]``:
-    the shape of four dotted groups at a digit that starts alone (``_ipv4_starts_alone``:
-    not after a word character or a dot, nor after ``Name/``)."""
+cdef bint _ipv4_may_hold(const Text *t, Py_ssize_t start, Py_ssize_t end):
+    """Whether ``dlp._ipv4_findings`` could find an address in the run ``[start, end)``: the
+    shape of four dotted groups at a digit that starts alone (``_ipv4_starts_alone``: not
+    after a word character or a dot, nor after ``Name/``)."""
     cdef Py_ssize_t i
     cdef Py_UCS4 prev
     for i in range(start, end):
-        if not _digit(text[i]):
+        if not _digit(_at(t, i)):
             continue
-        prev = _at(text, i - 1, end)
-        if _word(prev) or prev == 46 or (prev == 47 and _word(_at(text, i - 2, end))):
+        prev = _at(t, i - 1)
+        if _word(prev) or prev == 46 or (prev == 47 and _word(_at(t, i - 2))):
             continue
-        if _ipv4_at(text, i, end):
+        if _ipv4_at(t, i, end):
             return True
     return False
 
 
-cdef bint _iban_may_start(str text):
+cdef bint _iban_may_start(const Text *t):
     """Whether ``dlp._IBAN_CHECK_DIGITS`` could match: two letters that start a word, then two
     digits (the country code and the rest are checked by the full scan)."""
-    cdef Py_ssize_t i, n = len(text)
-    for i in range(n - 3):
+    cdef Py_ssize_t i
+    cdef Py_UCS4 before
+    for i in range(t.n - 3):
         if (
-            _letter(text[i])
-            and _letter(text[i + 1])
-            and _digit(text[i + 2])
-            and _digit(text[i + 3])
-            and not (i > 0 and (_digit(text[i - 1]) or _letter(text[i - 1])))
+            _letter(_at(t, i))
+            and _letter(_at(t, i + 1))
+            and _digit(_at(t, i + 2))
+            and _digit(_at(t, i + 3))
         ):
-            return True
+            before = _at(t, i - 1)
+            if not (_digit(before) or _letter(before)):
+                return True
     return False
 
 
@@ -179,13 +189,16 @@ cpdef bint quiet(str text):
     the PII net's quick walk passes such strings over without the memoized scan
     (tests/unit/test_speedups.py checks this against ``dlp._candidates`` on generated text,
     and that it clears everything ``_candidates``' own early exits clear)."""
+    cdef Text t
+    t.kind = PyUnicode_KIND(text)
+    t.data = PyUnicode_DATA(text)
+    t.n = len(text)
     cdef Py_UCS4 c, prev = 0, prev2 = 0
-    cdef Py_ssize_t colons = 0, length = 0, digits = 0, dots = 0, i = 0, start = 0
-    cdef Py_ssize_t n = len(text)
+    cdef Py_ssize_t colons = 0, length = 0, digits = 0, dots = 0, i, start = 0
     cdef bint run = False  # in a run of 0-9 ./()- that started with a digit
     cdef bint zoned = False
-    for i in range(n + 1):
-        c = text[i] if i < n else 0
+    for i in range(t.n + 1):
+        c = PyUnicode_READ(t.kind, t.data, i) if i < t.n else 0
         if c == 64:  # @
             return False
         if c == 58:  # :
@@ -194,7 +207,7 @@ cpdef bint quiet(str text):
                 return False
         elif c == 48 and prev == 52 and prev2 == 37:  # %40
             return False
-        if i < n and _in_run(c):
+        if c != 0 and _in_run(c):
             if run:
                 length += 1
                 if _digit(c):
@@ -209,15 +222,15 @@ cpdef bint quiet(str text):
         elif run:
             run = False
             if length >= 7:
-                if dots >= 3 and _ipv4_may_hold(text, start, i):
+                if dots >= 3 and _ipv4_may_hold(&t, start, i):
                     return False
                 if digits >= 8:
                     zoned = True
-                    if _zone_may_hold(text, start, i, digits):
+                    if _zone_may_hold(&t, start, i, digits):
                         return False
         prev2 = prev
         prev = c
-    return not (zoned and n >= 15 and _iban_may_start(text))
+    return not (zoned and t.n >= 15 and _iban_may_start(&t))
 
 
 def may_hold_findings(

@@ -8,6 +8,7 @@ answer. The 200 is sent only after Redis has the writes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import uuid
 from collections.abc import Mapping, Sequence
@@ -59,6 +60,12 @@ hundred milliseconds of CPU, which no other request should wait for in one piece
 
 def _new_id() -> str:
     return str(uuid.uuid4())
+
+
+@functools.lru_cache(maxsize=16)
+def _event_limits(max_string_chars: int, max_depth: int) -> Limits:
+    """The per-event limits of the routing file's, made once (frozen: shared by requests)."""
+    return Limits(max_string_chars=max_string_chars, max_depth=max_depth)
 
 
 @dataclass(slots=True)
@@ -277,7 +284,7 @@ async def _accept(
     parsed = parse_body(body, route_type, limits.max_event_bytes, limits.max_batch_events)
     set_span_attributes(span, source=source.id)
     received_at = datetime.now(UTC)
-    event_limits = Limits(max_string_chars=limits.max_string_chars, max_depth=limits.max_depth)
+    event_limits = _event_limits(limits.max_string_chars, limits.max_depth)
 
     events: list[tuple[int, Event]] = []
     rejected: list[dict[str, Any]] = []
