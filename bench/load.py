@@ -222,7 +222,7 @@ async def _client(spec: dict[str, Any], connections: int, duration_s: int, prefi
         serial += 1
         out = [parts[0]]
         for n, part in enumerate(parts[1:], start=1):
-            out += [f"{prefix}-{serial}-{n}", part]
+            out += [f"{prefix}-{100_000 + serial}-{1_000 + n}", part]  # as lua_script
         return "".join(out).encode()
 
     async def loop(session: aiohttp.ClientSession) -> None:
