@@ -165,7 +165,7 @@ def run_python_load(
             "--duration",
             str(duration_s),
             "--prefix",
-            f"{run_id}-{index}",
+            f"{run_id}_{index}",  # as lua_script: "_" keeps the run id's digits apart
             "--out",
             str(workdir / f"{run_id}-{index}.out.json"),
         ]
