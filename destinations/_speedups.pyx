@@ -15,12 +15,12 @@ from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_DATA, PyUnicode_KIND, PyUnicode_READ
 
 
-cdef inline bint _in_run(Py_UCS4 c):
-    return (c >= 48 and c <= 57) or c == 32 or c == 46 or c == 47 or c == 40 or c == 41 or c == 45
-
-
 cdef inline bint _digit(Py_UCS4 c):
     return c >= 48 and c <= 57
+
+
+cdef inline bint _in_run(Py_UCS4 c):
+    return _digit(c) or c == 32 or c == 46 or c == 47 or c == 40 or c == 41 or c == 45
 
 
 cdef inline bint _letter(Py_UCS4 c):
@@ -104,7 +104,7 @@ cdef bint _zone_may_hold(const Text *t, Py_ssize_t start, Py_ssize_t end, Py_ssi
     ``0``, a North American number or an SSN's shape begins. A match of those lies inside
     the zone: the characters around a run are not digits or separators of it."""
     cdef Py_ssize_t i, lo = start - 3 if start >= 3 else 0
-    cdef Py_UCS4 c, prev, prev2
+    cdef Py_UCS4 c, prev, prev2, after
     cdef bint grouped = False
     if digits >= 13:
         return True
@@ -138,8 +138,9 @@ cdef bint _zone_may_hold(const Text *t, Py_ssize_t start, Py_ssize_t end, Py_ssi
             return True
         if _nanp_at(t, i, end):
             return True
-        prev = _at(t, i + 1)
-        if c == 49 and (prev == 32 or prev == 46 or prev == 45) and _nanp_at(t, i + 2, end):
+        # "1" and a separator before a North American number
+        after = _at(t, i + 1)
+        if c == 49 and (after == 32 or after == 46 or after == 45) and _nanp_at(t, i + 2, end):
             return True
     return False
 
