@@ -98,6 +98,12 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
+async def _ingest_route(request: web.Request) -> web.Response:
+    """The ingest handler as a Python coroutine function: in the compiled build ``ingest`` is
+    a mypyc function, which aiohttp would take for a bare (deprecated) function handler."""
+    return await ingest(request)
+
+
 async def healthz(request: web.Request) -> web.Response:
     """The process is up."""
     del request
@@ -224,9 +230,9 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_post("/v1/consent", post_consent)
     app.router.add_get("/v1/consent/status", get_consent_status)
     app.router.add_post("/v1/m", post_sdk_metrics)  # analytics.js's usage counters
-    app.router.add_post("/v1/{kind}", ingest)
+    app.router.add_post("/v1/{kind}", _ingest_route)
     # RudderStack JS's beacon transport (sendBeacon on page unload), write key in the query
-    app.router.add_post("/beacon/v1/{kind:batch}", ingest)
+    app.router.add_post("/beacon/v1/{kind:batch}", _ingest_route)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
