@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,16 @@ from router.compliance.audit_chain import (
     seal,
     verify_records,
 )
-from router.compliance.audit_log import STREAM, AuditKind, AuditLog, AuditWriter, export, verify
+from router.compliance.audit_log import (
+    FLUSH_PART_EVENTS,
+    MAX_EVENTS_PER_RECORD,
+    STREAM,
+    AuditKind,
+    AuditLog,
+    AuditWriter,
+    export,
+    verify,
+)
 from tests.conftest import BACKENDS
 from tests.redis_server import RedisServer
 
@@ -323,6 +333,51 @@ async def test_buffered_writer_appends_on_flush(redis_client: aioredis.Redis) ->
     await writer.close()
     records = [parse_record(line) async for line in log.export()]
     assert [r.data["destination"] for r in records] == ["d0", "d1", "d2", "d3"]
+    assert (await log.verify()).ok
+
+
+async def test_a_big_flush_is_appended_in_parts_letting_requests_run_between(
+    redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush holding many decisions appends them in parts of about ``FLUSH_PART_EVENTS``
+    decisions, and other tasks run between the parts; every record lands, in order, and the
+    chain verifies."""
+    log = AuditLog(redis_client)
+    writer = AuditWriter(log)
+    events = [{"event": f"e{i}", "subjects": [f"s{i}"]} for i in range(MAX_EVENTS_PER_RECORD)]
+    entries = []
+    for index in range(12):
+        entries.append((AuditKind.DECISIONS, {"destination": f"d{index}", "events": events}))
+        entries.append((AuditKind.RELEASE, {"destination": f"r{index}"}))
+    writer.record_many(entries)
+    ticks = 0
+    parts: list[tuple[int, int]] = []
+    real = AuditLog.append_many
+
+    async def recording(self: AuditLog, items: Any, **kwargs: Any) -> list[AuditRecord]:
+        weight = sum(1 + len(data.get("events", ())) for _, data in items)
+        parts.append((ticks, weight))
+        return await real(self, items, **kwargs)
+
+    async def ticker(stop: asyncio.Event) -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(AuditLog, "append_many", recording)
+    stop = asyncio.Event()
+    task = asyncio.create_task(ticker(stop))
+    assert await writer.flush() == len(entries)
+    stop.set()
+    await task
+    weights = [weight for _, weight in parts]
+    assert sum(weights) == 12 * (MAX_EVENTS_PER_RECORD + 2)
+    assert len(parts) > 1
+    assert all(w < FLUSH_PART_EVENTS + MAX_EVENTS_PER_RECORD + 2 for w in weights)
+    assert all(later > earlier for (earlier, _), (later, _) in itertools.pairwise(parts))
+    records = [parse_record(line) async for line in log.export()]
+    assert [r.data["destination"] for r in records] == [d["destination"] for _, d in entries]
     assert (await log.verify()).ok
 
 
