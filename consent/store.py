@@ -476,6 +476,7 @@ class ConsentStore:
                     del self._reading[subject]
                     self._dirty.discard(subject)
         keep = live and self.live and generation == self._generation
+        cache = self._cache
         for subject in misses:
             raw, flag = read[subject]
             record = None if raw is None else _decode(raw, now)
@@ -485,7 +486,13 @@ class ConsentStore:
             if flag:
                 suppressed.add(subject)
             if keep and subject in fresh:
-                self._remember(subject, record, erased=bool(flag))
+                # _remember's work, its eviction once for all the misses (a batch of new
+                # people brings hundreds)
+                if subject in cache:
+                    cache.move_to_end(subject)
+                cache[subject] = (record, bool(flag))
+        for _ in range(len(cache) - self._cache_size):
+            cache.popitem(last=False)
         return found, suppressed
 
     async def _read(self, subjects: Sequence[str]) -> dict[str, tuple[bytes | None, int]]:

@@ -54,7 +54,8 @@ class Stats:
     """Process-local counters: rendered at ``/metrics``, bridged to OTLP."""
 
     def __init__(self) -> None:
-        self._counters: Counter[tuple[str, Labels]] = Counter()
+        self._counters: dict[tuple[str, Labels], int] = {}
+        """A plain dict: compiled, a ``Counter``'s ``+=`` went through its Python-level slots."""
         self._series: dict[tuple[str, Labels], tuple[str, Labels]] = {}
         """The checked, sorted series of each ``add`` call's name and labels as given (the
         same few per request): one dict lookup instead of a check and a sort."""
@@ -68,7 +69,8 @@ class Stats:
                 unknown = set(labels) - LABEL_KEYS
                 raise ValueError(f"unbounded metric label(s): {sorted(unknown)}")
             series = self._series[given] = (name, tuple(sorted(labels.items())))
-        self._counters[series] += amount
+        counters = self._counters
+        counters[series] = counters.get(series, 0) + amount
 
     def get(self, name: str, **labels: str) -> int:
         """The sum of a counter over every series matching the given labels."""
