@@ -51,6 +51,8 @@ def _first(mapping: Mapping[str, Any] | None, names: Iterable[str]) -> Any:
 
 def _consent(context: Mapping[str, Any]) -> Mapping[str, Any] | None:
     consent = context.get("consent")
+    if type(consent) is dict:  # no ABC check (Python code) for the usual case
+        return consent
     return consent if isinstance(consent, Mapping) else None
 
 

@@ -115,7 +115,8 @@ class RequestSignals:
 def region_of(context: Mapping[str, Any], request: RequestSignals) -> str | None:
     """The country code from ``context.location.country``, else the request's geo header."""
     location = context.get("location")
-    if isinstance(location, Mapping):
+    # None or a dict first: ``isinstance`` with an ABC runs Python code (ABCMeta's check)
+    if location is not None and (type(location) is dict or isinstance(location, Mapping)):
         country = location.get("country")
         if isinstance(country, str) and country.strip():
             return country.strip().upper()

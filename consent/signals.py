@@ -44,6 +44,8 @@ Extractor = Callable[[Mapping[str, Any], ConsentPolicy], SignalReading | None]
 
 def _consent_object(context: Mapping[str, Any]) -> Mapping[str, Any] | None:
     consent = context.get("consent")
+    if type(consent) is dict:  # no ABC check (Python code) for the usual case
+        return consent
     return consent if isinstance(consent, Mapping) else None
 
 

@@ -13,7 +13,7 @@ import hmac
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -237,6 +237,13 @@ class Routing:
     sources_by_key: Mapping[str, SourceConfig]
     digest: str = ""
     """SHA-256 hex of the routing file's text (what the audit trail records)."""
+    partitions: Mapping[str, int] = field(init=False, repr=False, compare=False)
+    """Destination id -> ``delivery.partitions`` (how many streams its queue has); made once,
+    not per request (the ingest reads it for every request)."""
+
+    def __post_init__(self) -> None:
+        partitions = {d.id: d.config.delivery.partitions for d in self.destinations}
+        object.__setattr__(self, "partitions", partitions)
 
     def destination(self, destination_id: str) -> CompiledDestination | None:
         """The destination with this id, if configured."""
@@ -244,11 +251,6 @@ class Routing:
             if destination.id == destination_id:
                 return destination
         return None
-
-    @property
-    def partitions(self) -> dict[str, int]:
-        """Destination id -> ``delivery.partitions`` (how many streams its queue has)."""
-        return {d.id: d.config.delivery.partitions for d in self.destinations}
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -110,7 +110,12 @@ def _plan(
     suppressed: bool,
 ) -> list[Decision]:
     integrations = event.data.get("integrations")
-    if not isinstance(integrations, Mapping):
+    # None or a dict first: ``isinstance`` with an ABC runs Python code (ABCMeta's check)
+    if (
+        integrations is not None
+        and type(integrations) is not dict
+        and not isinstance(integrations, Mapping)
+    ):
         integrations = None
     return [
         _decide(

@@ -12,7 +12,6 @@ import functools
 import random
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -68,12 +67,22 @@ def _event_limits(max_string_chars: int, max_depth: int) -> Limits:
     return Limits(max_string_chars=max_string_chars, max_depth=max_depth)
 
 
-@dataclass(slots=True)
 class _Parsed:
-    items: list[tuple[bytes, WireEvent | Rejection]]
-    context: dict[str, Any] | None = None
-    integrations: dict[str, Any] | None = None
-    sent_at: Any = None
+    """A request body as raw events (with their decoding) and the batch's shared fields."""
+
+    __slots__ = ("context", "integrations", "items", "sent_at")
+
+    def __init__(
+        self,
+        items: list[tuple[bytes, WireEvent | Rejection]],
+        context: dict[str, Any] | None = None,
+        integrations: dict[str, Any] | None = None,
+        sent_at: Any = None,
+    ) -> None:
+        self.items = items
+        self.context = context
+        self.integrations = integrations
+        self.sent_at = sent_at
 
 
 _DEFECTS: Final = {

@@ -17,26 +17,46 @@ from router.queue.backend import add_replica_waits
 from router.queue.items import PLAINTEXT, entry_for
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Write:
     """One XADD to make, bounded by ``maxlen`` when set; entries older than ``minid`` (a
-    stream id) are trimmed in the same pipeline when that is set (the quarantine's age)."""
+    stream id) are trimmed in the same pipeline when that is set (the quarantine's age).
+
+    Its ``__init__`` is written out, as is ``Deliveries``': the one ``dataclass`` makes runs
+    as interpreted Python even in the compiled build (both are made for every request)."""
 
     stream: str
     fields: dict[str, bytes | str]
-    maxlen: int | None = None
-    minid: str | None = None
+    maxlen: int | None
+    minid: str | None
+
+    def __init__(
+        self,
+        stream: str,
+        fields: dict[str, bytes | str],
+        maxlen: int | None = None,
+        minid: str | None = None,
+    ) -> None:
+        self.stream = stream
+        self.fields = fields
+        self.maxlen = maxlen
+        self.minid = minid
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Deliveries:
     """Encoded deliveries (``QueueItem``) for one destination's stream. The enqueuer packs those
     of concurrent requests into shared entries of at most ``MAX_ITEMS_PER_ENTRY`` items."""
 
     stream: str
     items: Sequence[bytes]
-    destination: str = ""
+    destination: str
     """Whose queue ``stream`` is: part of the sealed entries' associated data."""
+
+    def __init__(self, stream: str, items: Sequence[bytes], destination: str = "") -> None:
+        self.stream = stream
+        self.items = items
+        self.destination = destination
 
 
 MAX_ITEMS_PER_ENTRY: Final = 100
