@@ -345,11 +345,13 @@ async def _accept(
     signals = signals_from_headers(request.headers.items(), routing.policy.geo_header)
     tracer = state.tracer
     try:
-        plan = await _plan(state, [e for _, e in events], signals, source.may_grant, trace_parent)
+        plan = await _plan(
+            state, [e for _, e in events], signals, source.may_grant, trace_parent, span=span
+        )
         _count_plan(state, plan)
         writes.extend(_deliveries(plan, state.routing.partitions))
         consent_audit: list[tuple[AuditKind, dict[str, Any]]] = []
-        with stage_span(tracer, "enqueue"):
+        with stage_span(tracer, "enqueue", parent=span):
             if plan.updates and state.consent is not None:
                 consent_audit = await _write_consent(state, source, plan)
             await state.enqueuer.submit(writes)
@@ -385,14 +387,17 @@ async def _plan(
     signals: RequestSignals,
     may_grant: bool,
     trace_parent: str | None,
+    *,
+    span: Span,
 ) -> RequestPlan:
-    """Look up the subjects (one round trip), then plan the request in slices."""
+    """Look up the subjects (one round trip), then plan the request in slices (``span``: the
+    ingest's, the current span)."""
     secret = state.subject_secret
     subjects = [tuple(subject_hash(i, secret) for i in e.subject_ids) for e in events]
     all_hashes = sorted({h for hashes in subjects for h in hashes})
-    with stage_span(state.tracer, "consent"):
+    with stage_span(state.tracer, "consent", parent=span):
         suppressed, records = await _lookups(state, all_hashes)
-    with stage_span(state.tracer, "plan"):
+    with stage_span(state.tracer, "plan", parent=span):
         planner = RequestPlanner(
             state.routing,  # one configuration for the whole request, even across a reload
             signals,
@@ -490,7 +495,8 @@ def _observe(
         for destination_id, kinds in plan.pii.items():
             state.monitor.observe_pii(destination_id, kinds)
     if state.audit is not None:
-        state.audit.record_many(consent_audit)
+        if consent_audit:
+            state.audit.record_many(consent_audit)
         state.audit.record_decisions(plan.decision_audit)
 
 

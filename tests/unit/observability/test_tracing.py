@@ -105,6 +105,28 @@ def test_stages_are_children_of_the_ingest_span(
         stage_span(tracer, "user@example.com")
 
 
+def test_a_stage_under_a_given_parent_is_made_only_when_the_parent_records(
+    traced: tuple[Telemetry, InMemorySpanExporter],
+) -> None:
+    """``parent=`` (the caller's current span): a recording one gets its stage span as
+    without it; a non-recording one gets none, and no span is made whatever is current."""
+    telemetry, exporter = traced
+    tracer = telemetry.tracer
+    with start_ingest_span(tracer, {}, route="track", source="web") as ingest:
+        with stage_span(tracer, "plan", parent=ingest) as made:
+            assert made is not None
+            assert made.is_recording()
+        with stage_span(tracer, "enqueue", parent=trace.INVALID_SPAN) as skipped:
+            assert skipped is None
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {"ingest", "plan"}
+    plan_parent = spans["plan"].parent
+    assert plan_parent is not None
+    assert plan_parent.span_id == spans["ingest"].context.span_id
+    with pytest.raises(ValueError, match="unknown stage"):
+        stage_span(tracer, "user@example.com", parent=trace.INVALID_SPAN)
+
+
 def test_delivery_span_links_to_the_ingest_spans(
     traced: tuple[Telemetry, InMemorySpanExporter],
 ) -> None:
