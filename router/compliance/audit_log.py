@@ -80,7 +80,7 @@ from router.compliance.audit_chain import (
 )
 from router.compliance.subject_index import unindex
 from router.compliance.subject_tokens import index_positions
-from router.core.audit_records import AuditKind, DecisionNote, subject_token
+from router.core.audit_records import AuditKind, DecisionNote, SharedDecision, subject_token
 from router.errors import AuditConflictError
 from router.periodic import Periodic
 from router.queue.backend import run_script
@@ -587,6 +587,21 @@ class _DecisionGroup:
         return out
 
 
+def _merged_groups(groups: Mapping[SharedDecision, _DecisionGroup]) -> list[_DecisionGroup]:
+    """The groups of one flush, those of equal shared parts as one. ``record_decisions``
+    groups by the ``SharedDecision`` object (hashing its key, a tuple of every path, cost more
+    than the rest of a decision's bookkeeping); equal ones are distinct objects only after
+    ``decision_notes``' memo started again, and are merged here, once per flush."""
+    merged: dict[tuple[Any, ...], _DecisionGroup] = {}
+    for shared, group in groups.items():
+        known = merged.setdefault(shared.key, group)
+        if known is not group:
+            known.events += group.events
+            known.first = min(known.first, group.first)
+            known.last = max(known.last, group.last)
+    return list(merged.values())
+
+
 @dataclass(slots=True)
 class AuditWriter:
     """Buffers records from the hot path and appends them once per ``flush_every_s``.
@@ -613,7 +628,7 @@ class AuditWriter:
     trim_every_s: float = 3600.0
     dropped: int = 0
     _buffer: list[tuple[str, Mapping[str, Any], datetime]] = field(default_factory=list)
-    _groups: dict[tuple[Any, ...], _DecisionGroup] = field(default_factory=dict)
+    _groups: dict[SharedDecision, _DecisionGroup] = field(default_factory=dict)
     _grouped: int = 0
     _last_trim: float | None = None
     _flusher: Periodic = field(init=False)
@@ -648,9 +663,9 @@ class AuditWriter:
             if self._grouped >= self.max_buffer:
                 self.dropped += 1
                 continue
-            group = groups.get(shared.key)
+            group = groups.get(shared)  # by identity (a C-level hash): see _merged_groups
             if group is None:
-                group = groups[shared.key] = _DecisionGroup(shared.data, moment, moment)
+                group = groups[shared] = _DecisionGroup(shared.data, moment, moment)
             group.last = moment
             group.events.append(event)
             self._grouped += 1
@@ -665,7 +680,7 @@ class AuditWriter:
         """Append what is buffered; the count of records appended."""
         if self._groups:
             groups, self._groups, self._grouped = self._groups, {}, 0
-            for group in sorted(groups.values(), key=lambda g: g.first):
+            for group in sorted(_merged_groups(groups), key=lambda g: g.first):
                 self._buffer += group.records()
             self._bound()
         if not self._buffer:

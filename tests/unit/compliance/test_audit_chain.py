@@ -20,7 +20,13 @@ from router.compliance.audit_chain import (
     sealed_hash,
     verify_records,
 )
-from router.compliance.audit_log import MAX_EVENTS_PER_RECORD, AuditLog, AuditWriter
+from router.compliance.audit_log import (
+    MAX_EVENTS_PER_RECORD,
+    AuditLog,
+    AuditWriter,
+    _merged_groups,
+)
+from router.core import audit_records
 from router.core.audit_records import (
     AuditKind,
     DecisionNote,
@@ -259,6 +265,29 @@ def test_decisions_of_same_shaped_events_share_one_record() -> None:
         big.record_decisions(_decisions(f"n{index}", 5, analytics)[:1])
     (only,) = big._groups.values()
     assert [d["count"] for _, d, _ in only.records()] == [MAX_EVENTS_PER_RECORD, 1]
+
+
+def test_equal_shared_parts_made_twice_still_share_one_record() -> None:
+    """``decision_notes``' memo may start again between two events of one shape: their equal
+    shared parts are then two objects, grouped apart as they arrive and merged at the flush
+    (one record per destination holding both events)."""
+    writer = AuditWriter(AuditLog(client=None, key=b"k"))
+    analytics = frozenset({"analytics", "necessary"})
+    first = _decisions("a1", 5, analytics)
+    audit_records._SHARED.clear()
+    second = _decisions("a2", 5, analytics)
+    assert first[0][0] is not second[0][0]
+    assert first[0][0].key == second[0][0].key
+    writer.record_decisions(first)
+    writer.record_decisions(second)
+    assert len(writer._groups) == 2 * len(first)
+    merged = _merged_groups(writer._groups)
+    assert len(merged) == len(first)
+    tokens = [subject_token("a1", b"k"), subject_token("a2", b"k")]
+    for group in merged:
+        ((_, data, _),) = group.records()
+        assert data["count"] == 2
+        assert [e["event"] for e in data["events"]] == tokens
 
 
 def test_a_decisions_record_holds_exactly_its_decision_records() -> None:
