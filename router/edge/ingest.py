@@ -216,13 +216,16 @@ def _split_batch(body: bytes, unusable: HttpError) -> BatchEnvelope:
 
 
 def authenticate(routing: Routing, request: web.Request, body_key: str | None) -> SourceConfig:
-    header_key = basic_auth_key(request.headers.get("Authorization"))
-    for key in (header_key, body_key, request.query.get("writeKey")):
-        if key:
-            source = routing.sources_by_key.get(key)
-            if source is not None:
-                return source
-            raise HttpError(401, "invalid_write_key", "the write key is not known")
+    """The source of the first write key given: the HTTP Basic user name, ``writeKey`` in the
+    body, ``writeKey`` in the query string (parsed only when the others are absent)."""
+    key = basic_auth_key(request.headers.get("Authorization")) or body_key
+    if not key:
+        key = request.query.get("writeKey")
+    if key:
+        source = routing.sources_by_key.get(key)
+        if source is not None:
+            return source
+        raise HttpError(401, "invalid_write_key", "the write key is not known")
     raise HttpError(
         401,
         "missing_write_key",
