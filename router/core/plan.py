@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-from consent.model import ConsentState
+from consent.model import ConsentState, StoredConsent
 from consent.policy import ConsentPolicy, evaluate
 from consent.records import ConsentRecord, merge_records, narrow
 from consent.resolve import RequestSignals, carries_signals, region_of, resolve_consent
@@ -220,6 +220,27 @@ evaluated once, not once per request. Bounded: the oldest entry goes first."""
 _MAX_OUTCOMES: Final = 4096
 
 
+_MERGED: Final[dict[tuple[int, ...], tuple[tuple[ConsentRecord | None, ...], StoredConsent]]] = {}
+"""``merge_records`` by the ``id`` of the records (kept alive here): the consent store's cache
+hands the same record objects to request after request of a person. Bounded: it starts
+again when full."""
+_MAX_MERGED: Final = 4096
+
+
+def _merged(records: tuple[ConsentRecord | None, ...]) -> StoredConsent | None:
+    """``merge_records(records)``, remembered for the same record objects."""
+    key = tuple([id(r) for r in records])
+    known = _MERGED.get(key)
+    if known is not None and all(a is b for a, b in zip(known[0], records, strict=True)):
+        return known[1]
+    merged = merge_records(records)
+    if merged is not None:
+        if len(_MERGED) >= _MAX_MERGED:
+            _MERGED.clear()
+        _MERGED[key] = (records, merged)
+    return merged
+
+
 @dataclass(slots=True, init=False)
 class RequestPlanner:
     """Plans one request's events, slice by slice (the handler may yield between slices).
@@ -321,7 +342,7 @@ class RequestPlanner:
             context,
             self.signals,
             self.routing.policy,
-            stored=merge_records(self.records.get(h) for h in hashes),
+            stored=_merged(tuple(self.records.get(h) for h in hashes)),
             event_time=event.timestamp,
             now=event.received_at,
         )

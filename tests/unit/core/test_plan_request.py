@@ -219,3 +219,32 @@ def test_the_planner_decides_what_plan_decides_event_by_event(
                 skipped[(decision.destination.id, decision.reason)] += 1
     assert {d: [i.delivery for i in items] for d, items in got.deliveries.items()} == deliveries
     assert got.skipped == skipped
+
+
+def test_merged_stored_consent_is_remembered_for_the_same_record_objects() -> None:
+    """The planner merges a person's records once per set of record objects (the consent
+    store's cache hands out the same ones): the same answer as ``merge_records``, the same
+    object again for the same records, a fresh merge for an equal but new record."""
+    from router.core.plan import _merged  # noqa: PLC0415 - the private memo under test
+
+    times = {"updated_at": NOW, "received_at": NOW, "expires_at": NOW + timedelta(days=1)}
+
+    granted = ConsentRecord(
+        granted=frozenset({"analytics"}), denied=frozenset(), source="api", **times
+    )
+    denied = ConsentRecord(
+        granted=frozenset(), denied=frozenset({"analytics"}), source="cmp", **times
+    )
+    records = (granted, None, denied)
+    first = _merged(records)
+    assert first == merge_records(records)
+    assert _merged((granted, None, denied)) is first
+    again = ConsentRecord(
+        granted=frozenset({"analytics"}), denied=frozenset(), source="api", **times
+    )
+    other = _merged((again, None, None))
+    assert other == merge_records([again])
+    assert other is not first
+    assert other is not None
+    assert other.granted == frozenset({"analytics"})
+    assert _merged((None, None)) is None
