@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -229,13 +230,18 @@ class AnomalyMonitor:
     ) -> None:
         """Count ``events`` accepted from a source, the deliveries queued per destination, and
         the (normalized) field paths the source sent. No I/O."""
-        hour = hour_of(self.clock())
-        self._volume[(SubjectKind.SOURCE, source_id, hour)] += events
+        # The wall clock's hour without a datetime when the clock is the real one (every
+        # request comes here: 0.5 us of the 2.1 this took)
+        hour = int(time.time() // 3600) if self.clock is _utc_now else hour_of(self.clock())
+        volume = self._volume
+        volume[(SubjectKind.SOURCE, source_id, hour)] += events
         for destination, count in destination_counts.items():
             if count:
-                self._volume[(SubjectKind.DESTINATION, destination, hour)] += count
+                volume[(SubjectKind.DESTINATION, destination, hour)] += count
         known = self._known_paths.get(source_id)
         paths = field_paths if isinstance(field_paths, set | frozenset) else set(field_paths)
+        if known is not None and paths <= known:  # the usual case: no set made
+            return
         fresh = paths if known is None else paths - known  # a set difference, in C
         if fresh:
             self._paths.setdefault(source_id, set()).update(fresh)
