@@ -8,6 +8,7 @@ object and ``router explain`` from ``--header 'Name: value'``: all three give th
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 from consent.resolve import RequestSignals
 
@@ -28,4 +29,10 @@ def signals_from_headers(
         elif lowered == geo and not seen_geo:
             seen_geo = True
             region = value.strip() if value else None
+    if region is None:  # the usual request: one of two shared values (a frozen dataclass's
+        return _GPC if gpc else _NONE  # __init__ runs interpreted even when compiled)
     return RequestSignals(gpc=gpc, region=region)
+
+
+_NONE: Final = RequestSignals()
+_GPC: Final = RequestSignals(gpc=True)
