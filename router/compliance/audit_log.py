@@ -58,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -178,6 +179,34 @@ return redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. string.format('%d', to
 """Drop the records up to an entry id; each lane's last dropped record becomes its anchor."""
 
 MAX_RECORDS_PER_APPEND: Final = 1000
+YIELD_AFTER_S: Final = 0.004
+"""CPU time an append spends encoding or hashing records before it yields to the event loop
+once, until its ``yield_until``. The audit writer's flush writes a second's worth of
+decisions in one round trip (21,000 under single-event load: encoding and hashing them in one
+go held the loop for 10 ms, the ingest's p99), and yields until half its interval has passed.
+Under a saturating load each yield waits for a whole turn of the loop (10-20 ms of other
+requests' work): a flush that kept yielding (or that took several round trips) fell behind
+and the writer dropped decisions past ``max_buffer``; past the deadline it finishes in one
+go, as it always did."""
+
+
+FLUSH_PART_EVENTS: Final = 2000
+"""A flush on schedule appends parts of about this many decisions (a ``decisions`` record
+weighs its events, any other record one), one round trip each: Redis runs an append script in
+one go, and one of a second's worth of decisions (21,000 under single-event load) held the
+ingest's enqueues and lookups behind it long enough to be its p99."""
+
+
+def _part_end(batch: Sequence[tuple[str, Mapping[str, Any], datetime]], start: int) -> int:
+    """Where the flush's part that begins at ``start`` ends (``FLUSH_PART_EVENTS``)."""
+    weight, end = 0, start
+    while end < len(batch) and end - start < MAX_RECORDS_PER_APPEND:
+        events = batch[end][1].get("events")
+        weight += 1 + (len(events) if isinstance(events, list) else 0)
+        end += 1
+        if weight >= FLUSH_PART_EVENTS:
+            break
+    return end
 
 
 def _utc_now() -> datetime:
@@ -256,6 +285,8 @@ class _Pending:
 
     entries: list[tuple[str, str, dict[str, Any], str]]
     done: asyncio.Future[list[AuditRecord]]
+    yield_until: float | None = None
+    """``append_many``'s (a ``time.monotonic()``): the append may yield until then."""
 
 
 @dataclass(slots=True)
@@ -301,9 +332,14 @@ class AuditLog:
         items: Sequence[tuple[AuditKind | str, Mapping[str, Any]]],
         *,
         at: datetime | Sequence[datetime] | None = None,
+        yield_until: float | None = None,
     ) -> list[AuditRecord]:
         """Append records in order, atomically, onto this writer's lane. Raises ``RedisError``
-        or ``OSError`` when Redis cannot be reached (nothing, or all of them, was written)."""
+        or ``OSError`` when Redis cannot be reached (nothing, or all of them, was written).
+
+        ``yield_until`` (a ``time.monotonic()``): until then, encoding and hashing the records
+        yields to the event loop every ``YIELD_AFTER_S`` of CPU (the audit writer's flush,
+        whose deadline is half its interval: past it, the rest is done in one go)."""
         if not items:
             return []
         if isinstance(at, Sequence):
@@ -311,12 +347,16 @@ class AuditLog:
             times = [texts[t] if t in texts else texts.setdefault(t, _now_text(t)) for t in at]
         else:
             times = [_now_text(at or self.clock())] * len(items)
-        # Each record's data is encoded once.
-        entries = [
-            (t, str(kind), dict(data), canonical(data).decode())
-            for t, (kind, data) in zip(times, items, strict=True)
-        ]
-        pending = _Pending(entries, asyncio.get_running_loop().create_future())
+        # Each record's data is encoded once; a big append lets requests run between slices.
+        entries: list[tuple[str, str, dict[str, Any], str]] = []
+        started = time.perf_counter()
+        for t, (kind, data) in zip(times, items, strict=True):
+            entries.append((t, str(kind), dict(data), canonical(data).decode()))
+            if yield_until is not None and time.perf_counter() - started >= YIELD_AFTER_S:
+                if time.monotonic() < yield_until:
+                    await asyncio.sleep(0)
+                started = time.perf_counter()
+        pending = _Pending(entries, asyncio.get_running_loop().create_future(), yield_until)
         self._pending.append(pending)
         if self._drain is None or self._drain.done():
             # A task of its own: a caller that is cancelled does not stop the others' appends.
@@ -334,7 +374,11 @@ class AuditLog:
                 size += len(self._pending[0].entries)
                 group.append(self._pending.pop(0))
             try:
-                records = await self._append_group([e for p in group for e in p.entries])
+                deadlines = [p.yield_until for p in group]
+                records = await self._append_group(
+                    [e for p in group for e in p.entries],
+                    yield_until=None if None in deadlines else min(deadlines),  # type: ignore[type-var]
+                )
             except asyncio.CancelledError:
                 for pending in group + self._pending:
                     pending.done.cancel()
@@ -380,7 +424,10 @@ class AuditLog:
         )
 
     async def _append_group(
-        self, entries: Sequence[tuple[str, str, dict[str, Any], str]]
+        self,
+        entries: Sequence[tuple[str, str, dict[str, Any], str]],
+        *,
+        yield_until: float | None = None,
     ) -> list[AuditRecord]:
         for _ in range(self.max_attempts):
             if self._lane is None:
@@ -392,7 +439,12 @@ class AuditLog:
             keys = [self.stream, audit_key(self.stream, "heads"), audit_key(self.stream, "last")]
             positions: tuple[dict[str, str], dict[str, str]] = ({}, {})
             seq, prev = head.seq, head.hash
+            started = time.perf_counter()
             for moment, kind, data, data_json in entries:
+                if yield_until is not None and time.perf_counter() - started >= YIELD_AFTER_S:
+                    if time.monotonic() < yield_until:
+                        await asyncio.sleep(0)  # only this task appends to the lane
+                    started = time.perf_counter()
                 seq += 1
                 digest = sealed_hash(
                     seq, moment, kind, data_json, prev, lane=lane, witness_json=witness
@@ -545,26 +597,6 @@ async def export(client: aioredis.Redis, stream: str = STREAM) -> AsyncIterator[
 
 
 MAX_EVENTS_PER_RECORD: Final = 500
-FLUSH_PART_EVENTS: Final = 500
-"""A flush appends its records in parts of about this many decisions (a ``decisions`` record
-counts its events; any other record, one), one round trip each, and lets the requests run
-between parts. Encoding and hashing a second's worth of decisions at once (21,000 under
-single-event load) held the event loop for 10 ms, which was the ingest's p99; and Redis runs
-a part's append script in one go (13 ms for 2,000 decisions of distinct people, their subject
-index entries included), during which the ingest's lookups and enqueues wait: parts of 500
-let distinct100 batches through 6 % faster than parts of 2,000."""
-
-
-def _part_end(batch: Sequence[tuple[str, Mapping[str, Any], datetime]], start: int) -> int:
-    """Where the flush's part that begins at ``start`` ends (``FLUSH_PART_EVENTS``)."""
-    weight, end = 0, start
-    while end < len(batch) and end - start < MAX_RECORDS_PER_APPEND:
-        events = batch[end][1].get("events")
-        weight += 1 + (len(events) if isinstance(events, list) else 0)
-        end += 1
-        if weight >= FLUSH_PART_EVENTS:
-            break
-    return end
 
 
 @dataclass(slots=True)
@@ -687,12 +719,21 @@ class AuditWriter:
             return 0
         batch, self._buffer = self._buffer, []
         done = 0
+        # Until half the interval has passed: parts of about FLUSH_PART_EVENTS decisions, one
+        # round trip each, requests running between slices of their encoding and hashing;
+        # then the rest in one go, so that a flush keeps up with a saturating load.
+        deadline = time.monotonic() + self.flush_every_s / 2
         try:
             while done < len(batch):
-                end = _part_end(batch, done)
+                if time.monotonic() < deadline:
+                    end = _part_end(batch, done)
+                else:
+                    end = min(done + MAX_RECORDS_PER_APPEND, len(batch))
                 part = batch[done:end]
                 await self.log.append_many(
-                    [(kind, data) for kind, data, _ in part], at=[t for _, _, t in part]
+                    [(kind, data) for kind, data, _ in part],
+                    at=[t for _, _, t in part],
+                    yield_until=deadline,
                 )
                 done = end
         except (RedisError, OSError, AuditConflictError):

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
+from router.compliance import audit_log
 from router.compliance.audit_chain import (
     GENESIS_ANCHOR,
     AuditRecord,
@@ -336,12 +337,14 @@ async def test_buffered_writer_appends_on_flush(redis_client: aioredis.Redis) ->
     assert (await log.verify()).ok
 
 
-async def test_a_big_flush_is_appended_in_parts_letting_requests_run_between(
+async def test_a_big_flush_on_schedule_goes_in_parts_and_slices_late_in_one_go(
     redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A flush holding many decisions appends them in parts of about ``FLUSH_PART_EVENTS``
-    decisions, and other tasks run between the parts; every record lands, in order, and the
-    chain verifies."""
+    """A flush holding many decisions appends parts of about ``FLUSH_PART_EVENTS``, and other
+    tasks run while it encodes and hashes them (here after every record: ``YIELD_AFTER_S``
+    0); every record lands, in order, and the chain verifies. Past half its interval (here at
+    once: ``flush_every_s`` 0) a flush appends the rest in one round trip without yielding,
+    so that it keeps up under a saturating load."""
     log = AuditLog(redis_client)
     writer = AuditWriter(log)
     events = [{"event": f"e{i}", "subjects": [f"s{i}"]} for i in range(MAX_EVENTS_PER_RECORD)]
@@ -351,13 +354,26 @@ async def test_a_big_flush_is_appended_in_parts_letting_requests_run_between(
         entries.append((AuditKind.RELEASE, {"destination": f"r{index}"}))
     writer.record_many(entries)
     ticks = 0
-    parts: list[tuple[int, int]] = []
-    real = AuditLog.append_many
+    encoded: list[int] = []
+    hashed: list[int] = []
+    appends: list[int] = []
+    real_canonical, real_hash, real_append = (
+        audit_log.canonical,
+        audit_log.sealed_hash,
+        AuditLog.append_many,
+    )
 
-    async def recording(self: AuditLog, items: Any, **kwargs: Any) -> list[AuditRecord]:
-        weight = sum(1 + len(data.get("events", ())) for _, data in items)
-        parts.append((ticks, weight))
-        return await real(self, items, **kwargs)
+    def canonical(value: Any) -> bytes:
+        encoded.append(ticks)
+        return real_canonical(value)
+
+    def sealed_hash(*args: Any, **kwargs: Any) -> str:
+        hashed.append(ticks)
+        return real_hash(*args, **kwargs)
+
+    async def append_many(self: AuditLog, items: Any, **kwargs: Any) -> list[AuditRecord]:
+        appends.append(sum(1 + len(data.get("events", ())) for _, data in items))
+        return await real_append(self, items, **kwargs)
 
     async def ticker(stop: asyncio.Event) -> None:
         nonlocal ticks
@@ -365,19 +381,43 @@ async def test_a_big_flush_is_appended_in_parts_letting_requests_run_between(
             ticks += 1
             await asyncio.sleep(0)
 
-    monkeypatch.setattr(AuditLog, "append_many", recording)
+    monkeypatch.setattr(audit_log, "YIELD_AFTER_S", 0.0)
+    monkeypatch.setattr(audit_log, "canonical", canonical)
+    monkeypatch.setattr(audit_log, "sealed_hash", sealed_hash)
+    monkeypatch.setattr(AuditLog, "append_many", append_many)
     stop = asyncio.Event()
     task = asyncio.create_task(ticker(stop))
     assert await writer.flush() == len(entries)
     stop.set()
     await task
-    weights = [weight for _, weight in parts]
-    assert sum(weights) == 12 * (MAX_EVENTS_PER_RECORD + 2)
-    assert len(parts) > 1
-    assert all(w < FLUSH_PART_EVENTS + MAX_EVENTS_PER_RECORD + 2 for w in weights)
-    assert all(later > earlier for (earlier, _), (later, _) in itertools.pairwise(parts))
+    total = 12 * (MAX_EVENTS_PER_RECORD + 2)
+    assert sum(appends) == total
+    assert len(appends) > 1  # on schedule: parts of about FLUSH_PART_EVENTS decisions
+    assert all(weight < FLUSH_PART_EVENTS + MAX_EVENTS_PER_RECORD + 2 for weight in appends)
+    # a yield after each record, while encoding and while hashing
+    assert len(set(encoded)) == len(set(hashed)) == len(entries)
+    assert encoded == sorted(encoded)
+    assert hashed == sorted(hashed)
     records = [parse_record(line) async for line in log.export()]
     assert [r.data["destination"] for r in records] == [d["destination"] for _, d in entries]
+    assert (await log.verify()).ok
+    # Late: one append, no yield.
+    late = AuditWriter(log, flush_every_s=0.0)
+    late.record_many(entries)
+    appends.clear()
+    encoded.clear()
+    hashed.clear()
+    task = asyncio.create_task(ticker(stop := asyncio.Event()))
+    assert await late.flush() == len(entries)
+    assert appends == [total]
+    # The same for an append past its deadline, or without one.
+    await log.append_many(entries, yield_until=time.monotonic() - 1)
+    await log.append_many(entries)
+    stop.set()
+    await task
+    assert len(encoded) == len(hashed) == 3 * len(entries)
+    assert len(set(encoded)) <= 3  # one tick per append: no yield while encoding
+    assert len(set(hashed)) <= 3
     assert (await log.verify()).ok
 
 
