@@ -420,12 +420,6 @@ class ConsentStore:
                 data = message.get("data")
                 self.invalidate(data.decode() if isinstance(data, bytes) else str(data))
 
-    def _remember(self, subject: str, record: ConsentRecord | None, *, erased: bool) -> None:
-        self._cache[subject] = (record, erased)
-        self._cache.move_to_end(subject)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-
     # -- reads -------------------------------------------------------------------------------
 
     async def lookup(self, subjects: Iterable[str]) -> dict[str, ConsentRecord | None]:
@@ -486,8 +480,8 @@ class ConsentStore:
             if flag:
                 suppressed.add(subject)
             if keep and subject in fresh:
-                # _remember's work, its eviction once for all the misses (a batch of new
-                # people brings hundreds)
+                # remembered (the most recently used at the end), evicted below once for all the
+                # misses (a batch of new people brings hundreds)
                 if subject in cache:
                     cache.move_to_end(subject)
                 cache[subject] = (record, bool(flag))
