@@ -229,6 +229,7 @@ def build_runtime(
         audit_log=audit_log,
         audit=AuditWriter(
             audit_log,
+            stats=stats,
             trim_every_s=AUDIT_TRIM_EVERY_S,
             retention_records=settings.audit_max_records,
             retention_days=settings.audit_retention_days,

@@ -83,6 +83,7 @@ from router.compliance.subject_index import unindex
 from router.compliance.subject_tokens import index_positions
 from router.core.audit_records import AuditKind, DecisionNote, SharedDecision, subject_token
 from router.errors import AuditConflictError
+from router.observability.metrics import Stats
 from router.periodic import Periodic
 from router.queue.backend import run_script
 from router.queue.keys import AUDIT, AuditPart, audit_key
@@ -659,6 +660,11 @@ class AuditWriter:
     retention_days: float | None = None
     trim_every_s: float = 3600.0
     dropped: int = 0
+    """Records and decisions dropped past ``max_buffer`` (also counted as
+    ``router_audit_dropped_total`` when ``stats`` is given)."""
+    stats: Stats | None = None
+    _unreported: int = 0
+    """Dropped since the last flush logged it (one warning per flush, not per request)."""
     _buffer: list[tuple[str, Mapping[str, Any], datetime]] = field(default_factory=list)
     _groups: dict[SharedDecision, _DecisionGroup] = field(default_factory=dict)
     _grouped: int = 0
@@ -691,9 +697,10 @@ class AuditWriter:
         """Queue ``decision_notes``' decisions, grouped by their shared part (see the class)."""
         moment = self.log.clock()
         groups = self._groups
+        dropped = 0
         for shared, event in notes:
             if self._grouped >= self.max_buffer:
-                self.dropped += 1
+                dropped += 1
                 continue
             group = groups.get(shared)  # by identity (a C-level hash): see _merged_groups
             if group is None:
@@ -701,15 +708,29 @@ class AuditWriter:
             group.last = moment
             group.events.append(event)
             self._grouped += 1
+        if dropped:
+            self._dropped(dropped)
 
     def _bound(self) -> None:
         if len(self._buffer) > self.max_buffer:
             excess = len(self._buffer) - self.max_buffer
             del self._buffer[:excess]
-            self.dropped += excess
+            self._dropped(excess)
+
+    def _dropped(self, count: int) -> None:
+        """Count what the bounded buffer could not keep: the audit trail misses it."""
+        self.dropped += count
+        self._unreported += count
+        if self.stats is not None:
+            self.stats.add("router_audit_dropped_total", amount=count)
 
     async def flush(self) -> int:
         """Append what is buffered; the count of records appended."""
+        if self._unreported:
+            log.warning(
+                "audit records dropped: the buffer was full", extra={"count": self._unreported}
+            )
+            self._unreported = 0
         if self._groups:
             groups, self._groups, self._grouped = self._groups, {}, 0
             for group in sorted(_merged_groups(groups), key=lambda g: g.first):

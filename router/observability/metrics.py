@@ -25,6 +25,7 @@ COUNTER_NAMES: Final = (
     "router_aggregate_releases_total",
     "router_anomalies_total",
     "router_anomaly_alerts_total",
+    "router_audit_dropped_total",
     "router_consent_writes_total",
     "router_deliveries_exhausted_total",
     "router_delivery_retries_total",

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from datetime import UTC, datetime
+
+import pytest
 
 from consent.model import ConsentState, Signal
 from router.compliance.audit_chain import (
@@ -38,6 +41,7 @@ from router.core.outcomes import Decision
 from router.core.plan import plan
 from router.core.sanitize import Event
 from router.core.schema import EventType
+from router.observability.metrics import Stats
 from tests.conftest import routing_from
 
 AT = "2026-11-22T10:00:00.000+00:00"
@@ -354,3 +358,27 @@ def test_interleaved_lanes_verify_and_a_witness_must_match() -> None:
     ahead = chain(GENESIS_ANCHOR, [(AT, "hold", {})], lane=2, witness={**seen, "seq": 9})
     failed = verify_records([*one, ahead[0]])
     assert "witnessed lane 1 record 9, which is missing" in failed.reason
+
+
+async def test_what_the_bounded_buffer_drops_is_counted_and_logged_once_per_flush(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Past ``max_buffer`` decisions and records are dropped: counted on the writer and as
+    ``router_audit_dropped_total``, and logged once at the next flush (not once per request)."""
+    stats = Stats()
+    writer = AuditWriter(AuditLog(client=None, key=b"k"), max_buffer=3, stats=stats)
+    analytics = frozenset({"analytics", "necessary"})
+    for index in range(3):
+        writer.record_decisions(_decisions(f"d{index}", 5, analytics))  # 2 decisions each
+    assert writer.dropped == 3
+    writer.record_many([(AuditKind.RELEASE, {"destination": f"r{i}"}) for i in range(5)])
+    assert writer.dropped == 5
+    assert stats.get("router_audit_dropped_total") == 5
+    writer._groups.clear()  # nothing to append: this flush only reports
+    writer._buffer.clear()
+    with caplog.at_level(logging.WARNING):
+        assert await writer.flush() == 0
+        assert await writer.flush() == 0
+    warnings = [r for r in caplog.records if "audit records dropped" in r.getMessage()]
+    assert len(warnings) == 1
+    assert getattr(warnings[0], "count", None) == 5
