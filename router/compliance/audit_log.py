@@ -198,6 +198,24 @@ one go, and one of a second's worth of decisions (21,000 under single-event load
 ingest's enqueues and lookups behind it long enough to be its p99."""
 
 
+class _Pacer:
+    """When a long encoding or hashing loop yields to the event loop: after every
+    ``YIELD_AFTER_S`` of work, until ``until`` (a ``time.monotonic()``; 0: never)."""
+
+    __slots__ = ("started", "until")
+
+    def __init__(self, until: float) -> None:
+        self.until = until
+        self.started = time.perf_counter()
+
+    def due(self) -> bool:
+        """Whether to yield now (the next slice of work starts either way)."""
+        if not self.until or time.perf_counter() - self.started < YIELD_AFTER_S:
+            return False
+        self.started = time.perf_counter()
+        return time.monotonic() < self.until
+
+
 def _part_end(batch: Sequence[tuple[str, Mapping[str, Any], datetime]], start: int) -> int:
     """Where the flush's part that begins at ``start`` ends (``FLUSH_PART_EVENTS``)."""
     weight, end = 0, start
@@ -286,8 +304,8 @@ class _Pending:
 
     entries: list[tuple[str, str, dict[str, Any], str]]
     done: asyncio.Future[list[AuditRecord]]
-    yield_until: float | None = None
-    """``append_many``'s (a ``time.monotonic()``): the append may yield until then."""
+    yield_until: float = 0.0
+    """``append_many``'s (a ``time.monotonic()``; 0: never): the append may yield until then."""
 
 
 @dataclass(slots=True)
@@ -333,14 +351,15 @@ class AuditLog:
         items: Sequence[tuple[AuditKind | str, Mapping[str, Any]]],
         *,
         at: datetime | Sequence[datetime] | None = None,
-        yield_until: float | None = None,
+        yield_until: float = 0.0,
     ) -> list[AuditRecord]:
         """Append records in order, atomically, onto this writer's lane. Raises ``RedisError``
         or ``OSError`` when Redis cannot be reached (nothing, or all of them, was written).
 
-        ``yield_until`` (a ``time.monotonic()``): until then, encoding and hashing the records
-        yields to the event loop every ``YIELD_AFTER_S`` of CPU (the audit writer's flush,
-        whose deadline is half its interval: past it, the rest is done in one go)."""
+        ``yield_until`` (a ``time.monotonic()``; 0, the default: never): until then, encoding
+        and hashing the records yields to the event loop every ``YIELD_AFTER_S`` of CPU (the
+        audit writer's flush, whose deadline is half its interval: past it, the rest is done
+        in one go)."""
         if not items:
             return []
         if isinstance(at, Sequence):
@@ -350,13 +369,11 @@ class AuditLog:
             times = [_now_text(at or self.clock())] * len(items)
         # Each record's data is encoded once; a big append lets requests run between slices.
         entries: list[tuple[str, str, dict[str, Any], str]] = []
-        started = time.perf_counter()
+        pacer = _Pacer(yield_until)
         for t, (kind, data) in zip(times, items, strict=True):
             entries.append((t, str(kind), dict(data), canonical(data).decode()))
-            if yield_until is not None and time.perf_counter() - started >= YIELD_AFTER_S:
-                if time.monotonic() < yield_until:
-                    await asyncio.sleep(0)
-                started = time.perf_counter()
+            if pacer.due():
+                await asyncio.sleep(0)
         pending = _Pending(entries, asyncio.get_running_loop().create_future(), yield_until)
         self._pending.append(pending)
         if self._drain is None or self._drain.done():
@@ -375,10 +392,9 @@ class AuditLog:
                 size += len(self._pending[0].entries)
                 group.append(self._pending.pop(0))
             try:
-                deadlines = [p.yield_until for p in group]
                 records = await self._append_group(
                     [e for p in group for e in p.entries],
-                    yield_until=None if None in deadlines else min(deadlines),  # type: ignore[type-var]
+                    yield_until=min(p.yield_until for p in group),  # 0 if a caller has none
                 )
             except asyncio.CancelledError:
                 for pending in group + self._pending:
@@ -428,7 +444,7 @@ class AuditLog:
         self,
         entries: Sequence[tuple[str, str, dict[str, Any], str]],
         *,
-        yield_until: float | None = None,
+        yield_until: float = 0.0,
     ) -> list[AuditRecord]:
         for _ in range(self.max_attempts):
             if self._lane is None:
@@ -440,12 +456,10 @@ class AuditLog:
             keys = [self.stream, audit_key(self.stream, "heads"), audit_key(self.stream, "last")]
             positions: tuple[dict[str, str], dict[str, str]] = ({}, {})
             seq, prev = head.seq, head.hash
-            started = time.perf_counter()
+            pacer = _Pacer(yield_until)
             for moment, kind, data, data_json in entries:
-                if yield_until is not None and time.perf_counter() - started >= YIELD_AFTER_S:
-                    if time.monotonic() < yield_until:
-                        await asyncio.sleep(0)  # only this task appends to the lane
-                    started = time.perf_counter()
+                if pacer.due():
+                    await asyncio.sleep(0)  # only this task appends to the lane: nothing moves
                 seq += 1
                 digest = sealed_hash(
                     seq, moment, kind, data_json, prev, lane=lane, witness_json=witness
