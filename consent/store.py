@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -284,7 +284,9 @@ class ConsentStore:
         """Hashed subject -> (its record or None, whether it is suppressed)."""
         self._live = asyncio.Event()
         self._generation = 0
-        self._reading: Counter[str] = Counter()
+        self._reading: dict[str, int] = {}
+        """Hashed subject -> how many reads of it are in flight (a plain dict: Counter's
+        methods are Python, and a batch of new people brings hundreds of misses)."""
         self._dirty: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -337,7 +339,7 @@ class ConsentStore:
     def invalidate(self, subject: str) -> None:
         """Forget a subject here (a read in flight for it will not be cached)."""
         self._cache.pop(subject, None)
-        if self._reading[subject]:
+        if subject in self._reading:
             self._dirty.add(subject)
 
     def _go_live(self) -> None:
@@ -456,7 +458,9 @@ class ConsentStore:
         if not misses:
             return found, suppressed
         generation = self._generation
-        self._reading.update(misses)
+        reading = self._reading
+        for subject in misses:
+            reading[subject] = reading.get(subject, 0) + 1
         try:
             if self._group_lookups:
                 read = await self._read_grouped(misses)
@@ -464,10 +468,12 @@ class ConsentStore:
                 read = await self._read(misses)
             fresh = {s for s in misses if s not in self._dirty}
         finally:
-            self._reading.subtract(misses)
             for subject in misses:
-                if not self._reading[subject]:
-                    del self._reading[subject]
+                left = reading[subject] - 1
+                if left:
+                    reading[subject] = left
+                else:
+                    del reading[subject]
                     self._dirty.discard(subject)
         keep = live and self.live and generation == self._generation
         cache = self._cache

@@ -304,7 +304,7 @@ def _index(plan: RequestPlan) -> list[Any]:
     """The subject index positions (``router.compliance.subject_tokens``) of a plan's
     decisions, as ``decision`` records and as one ``decisions`` record per shared part."""
     keys_: list[str] = []
-    positions: tuple[dict[str, str], dict[str, str]] = ({}, {})
+    positions: tuple[dict[str, int], dict[str, int]] = ({}, {})
     records: list[tuple[str, dict[str, Any]]] = [
         (str(kind), data) for kind, data in plan.decision_records()
     ]

@@ -2,8 +2,9 @@
 
 ``index_tokens``: the subject tokens a record names (and those whose opt-out it honours);
 ``index_positions``: the same as the ``KEYS`` positions of their index sets in one append
-script call (``router.compliance.audit_log``; the index is described in
-``router.compliance.subject_index``). Compiled in the compiled build: the audit flush runs it
+script call; ``index_members``: the records of the append that go into each set
+(``router.compliance.audit_log``; the index is described in
+``router.compliance.subject_index``). Compiled in the compiled build: the audit flush runs them
 for every event of every ``decisions`` record.
 """
 
@@ -53,14 +54,14 @@ def index_positions(
     kind: str,
     data: Mapping[str, Any],
     keys: list[str],
-    positions: tuple[dict[str, str], dict[str, str]],
-) -> str:
+    positions: tuple[dict[str, int], dict[str, int]],
+) -> list[int]:
     """The ``KEYS`` positions (1-based, added to ``keys`` when new) of the subject index sets
-    a record goes into, space-separated: its ``index_tokens``' subject sets, then their opt-out
-    sets. ``positions``: the position of each token's subject set and opt-out set already in
+    a record goes into: its ``index_tokens``' subject sets, then their opt-out sets.
+    ``positions``: the position of each token's subject set and opt-out set already in
     ``keys`` (the records of one append share subjects)."""
     subjects, honoured = index_tokens(kind, data)
-    out: list[str] = []
+    out: list[int] = []
     for key_of, tokens, known in (
         (subject_index_key, subjects, positions[0]),
         (optout_index_key, honoured, positions[1]),
@@ -69,6 +70,25 @@ def index_positions(
             position = known.get(token)
             if position is None:
                 keys.append(key_of(stream, token))
-                position = known[token] = str(len(keys))
+                position = known[token] = len(keys)
             out.append(position)
-    return " ".join(out)
+    return out
+
+
+def index_members(
+    stream: str,
+    kind: str,
+    data: Mapping[str, Any],
+    keys: list[str],
+    positions: tuple[dict[str, int], dict[str, int]],
+    *,
+    members: list[list[str]],
+    ordinal: str,
+) -> None:
+    """Add a record's ``ordinal`` in its append to the lists in ``members`` (by ``KEYS``
+    position) of the index sets it goes into (``index_positions``): one list per set, so the
+    append script adds each set's records of the append in one ``ZADD``."""
+    for position in index_positions(stream, kind, data, keys, positions):
+        while len(members) <= position:
+            members.append([])
+        members[position].append(ordinal)

@@ -138,7 +138,7 @@ def fast_pack(encoder: Any, args: tuple[Any, ...]) -> list[bytes] | None:
         and name.isalpha()
         and encoder.encoding == "utf-8"
         and encoder.encoding_errors == "strict"
-        and all(type(arg) in _PLAIN_ARGS for arg in args)
+        and _PLAIN_ARGS.issuperset(map(type, args))
     ):
         return [_hiredis_pack(args)]
     return None

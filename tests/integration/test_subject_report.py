@@ -294,6 +294,38 @@ async def test_index_follows_the_audit_retention(redis_client: aioredis.Redis) -
     assert (await log.verify()).ok is False  # the deleted record is still noticed by verify
 
 
+async def test_one_append_indexes_every_record_of_each_set(redis_client: aioredis.Redis) -> None:
+    """The append script adds each set's records of the append in chunks of ZADDs: every
+    record naming a subject is in its set (700: more than one chunk), scored by its id's
+    milliseconds, and a record honouring an opt-out is in that set too."""
+    log = AuditLog(redis_client, key=AUDIT_KEY.encode())
+    items = [
+        (
+            "decisions",
+            _decisions(
+                "ads-hook" if i % 7 == 0 else "ga4",
+                "skip" if i % 7 == 0 else "deliver",
+                "gpc_opt_out" if i % 7 == 0 else "consent_granted",
+                [(f"e{i}", "u-1"), (f"f{i}", f"other-{i % 3}")],
+            ),
+        )
+        for i in range(700)
+    ]
+    await log.append_many(items)
+    ids = [entry_id.decode() for entry_id, _ in await redis_client.xrange(AUDIT, count=1000)]
+    assert len(ids) == 700
+    indexed = await redis_client.zrange(
+        subject_index_key(AUDIT, token("u-1")), 0, -1, withscores=True
+    )
+    assert sorted((m.decode(), int(score)) for m, score in indexed) == sorted(
+        (entry_id, int(entry_id.split("-")[0])) for entry_id in ids
+    )
+    others = subject_index_key(AUDIT, token("other-1"))
+    assert {m.decode() for m in await redis_client.zrange(others, 0, -1)} == set(ids[1::3])
+    optout = optout_index_key(AUDIT, token("u-1"))
+    assert {m.decode() for m in await redis_client.zrange(optout, 0, -1)} == set(ids[::7])
+
+
 async def test_lookup_cost_follows_the_person_not_the_trail(
     redis_client: aioredis.Redis,
 ) -> None:

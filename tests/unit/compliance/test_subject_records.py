@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from router.compliance.audit_chain import GENESIS, seal
 from router.compliance.subject_report import report_from
-from router.compliance.subject_tokens import index_positions, index_tokens
+from router.compliance.subject_tokens import index_members, index_positions, index_tokens
 from router.queue.keys import optout_index_key, subject_index_key
 
 JSON = st.recursive(
@@ -93,16 +93,38 @@ def test_index_positions_name_each_set_once_per_append(
     (an earlier record of the append) keeps its position; opt-out sets follow the subject
     sets."""
     keys = ["rt:{audit}", "heads", "last"]
-    positions: tuple[dict[str, str], dict[str, str]] = ({}, {})
+    positions: tuple[dict[str, int], dict[str, int]] = ({}, {})
     for kind, data in records:
         subjects, honoured = index_tokens(kind, data)
         listed = index_positions("rt:{audit}", kind, data, keys, positions)
-        named = [keys[int(p) - 1] for p in listed.split()]
+        named = [keys[p - 1] for p in listed]
         assert named == [subject_index_key("rt:{audit}", t) for t in subjects] + [
             optout_index_key("rt:{audit}", t) for t in honoured
         ]
     assert len(keys) == len(set(keys))
     assert len(keys) == 3 + len(positions[0]) + len(positions[1])
+
+
+@given(st.lists(st.tuples(KINDS, FIELDS), max_size=5))
+def test_index_members_list_each_sets_records(records: list[tuple[str, dict[str, Any]]]) -> None:
+    """``members`` lists, by KEYS position, the ordinals of the records whose index sets are
+    at that position, in order; every position from 4 on has its list (the script reads one
+    argument per set)."""
+    keys = ["rt:{audit}", "heads", "last"]
+    positions: tuple[dict[str, int], dict[str, int]] = ({}, {})
+    members: list[list[str]] = []
+    expected: dict[int, list[str]] = {}
+    for ordinal, (kind, data) in enumerate(records, 1):
+        listed = index_positions(
+            "rt:{audit}", kind, data, list(keys), (dict(positions[0]), dict(positions[1]))
+        )
+        index_members(
+            "rt:{audit}", kind, data, keys, positions, members=members, ordinal=str(ordinal)
+        )
+        for position in listed:
+            expected.setdefault(position, []).append(str(ordinal))
+    assert len(members[4:]) == len(keys) - 3
+    assert {p: m for p, m in enumerate(members) if m} == expected
 
 
 def decisions_record(
