@@ -238,18 +238,25 @@ def build_name(module: ModuleType | None = None) -> str:
     return "compiled" if path.endswith(tuple(EXTENSION_SUFFIXES)) else "pure"
 
 
-GC_THRESHOLDS: Final = (200_000, 20, 50)
-"""The collector's thresholds once serving: a young collection once 200,000 more container
+GC_THRESHOLDS: Final = (500_000, 20, 50)
+"""The collector's thresholds once serving: a young collection once 500,000 more container
 objects are alive than at the last one, instead of 700. A batch of 100 events holds tens of
 thousands of objects until it is enqueued, and under load several batches are in flight: at
 the former 20,000 they crossed the threshold every request or two and the collector walked
 them (and promoted them, to walk them again later) before reference counting freed them.
 Measured in process (bench/inproc.py's distinct100 with each request built when it is sent,
 the collector's time taken from ``gc.callbacks``): 66 -> 34 young collections per 8,000
-events, 24.5 -> 15.7 us of collection per event; batch100 unchanged (130 -> 133 ms in all).
-HTTP runs (``python -m bench --quick``, three rounds alternating the two values) moved more
-from round to round than that. The cycles requests leave (exceptions with tracebacks,
-asyncio futures) are still collected: at most 200,000 objects of them wait for a collection
+events, 24.5 -> 15.7 us of collection per event at 200,000; batch100 unchanged.
+
+500,000 rather than 200,000: a young collection walks every object alive since the last one
+(the 64 batches in flight, about 700,000 containers under distinct people's load), so each
+one took 35-160 ms, and the in-flight set's swings crossed 200,000 every second or two.
+``router serve`` over HTTP with distinct100 for 10 s (``gc.callbacks``): 420-460 ms of
+collections at 200,000, 60-75 ms at 500,000 (of which ~37 ms are start-up's full
+collections), the longest pause 105-160 ms -> 24-27 ms, 2-3 % more events/s. Single events
+leave almost no cycles (141 objects for ``gc.collect`` after 70,000 requests) and never
+reach either threshold. The cycles requests leave (exceptions with tracebacks, asyncio
+futures) are still collected: at most 500,000 objects of them wait for a collection
 (tests/unit/router/test_gc.py)."""
 
 
