@@ -26,19 +26,29 @@ def tokens_in(value: Any) -> list[str]:
     return [t for t in value if isinstance(t, str) and t]
 
 
+def _add_tokens(seen: dict[str, None], value: Any) -> None:
+    """``tokens_in(value)`` added to ``seen`` (no list of them made: the audit flush runs this
+    for every event of every ``decisions`` record)."""
+    if isinstance(value, list):
+        for token in value:
+            if isinstance(token, str) and token:
+                seen[token] = None
+
+
 def index_tokens(kind: str, data: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """The subject tokens a record names, and those among them whose opt-out it honours.
 
     A record names its ``subjects`` (``decision``, ``consent_written``, ``erasure``) and the
     ``subjects`` of each of its ``events`` (``decisions``): their ``tokens_in``, each once, in
     order."""
-    found = tokens_in(data.get("subjects"))
+    seen: dict[str, None] = {}
+    _add_tokens(seen, data.get("subjects"))
     events = data.get("events")
     if isinstance(events, list):
         for event in events:
             if type(event) is dict or isinstance(event, Mapping):  # dict: no ABC check
-                found += tokens_in(event.get("subjects"))
-    subjects = list(dict.fromkeys(found))
+                _add_tokens(seen, event.get("subjects"))
+    subjects = list(seen)
     reason = data.get("reason")
     honoured = (
         kind in {"decision", "decisions"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 
 import pytest
@@ -72,3 +73,31 @@ async def test_immediately_steps_at_start_and_close_never_steps_twice() -> None:
     await asyncio.wait_for(started.wait(), 5)
     await asyncio.wait_for(periodic.close(), 5)
     assert calls == ["step", "final"]
+
+
+async def test_steps_start_a_period_apart_and_a_long_one_is_followed_at_once() -> None:
+    """The wait after a step is what is left of the period: a step that took 60 % of it is
+    followed 40 % later, one that outlasted it at once (not a whole period later)."""
+    loop = asyncio.get_running_loop()
+    period = 0.2
+    starts: list[float] = []
+    durations = [0.12, 0.3, 0.0, 0.0]
+    done = asyncio.Event()
+
+    async def step() -> None:
+        starts.append(loop.time())
+        if len(starts) > len(durations):
+            done.set()
+            return
+        await asyncio.sleep(durations[len(starts) - 1])
+
+    periodic = Periodic("t", step, period, (), logging.getLogger("t"), "failed")
+    periodic.start()
+    await asyncio.wait_for(done.wait(), 5)
+    await periodic.close()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    # 0.12 s of work, then 0.08 s of wait (a wait of a whole period made it 0.32)
+    assert period - 0.01 <= gaps[0] < 0.29
+    # outlasted the period: the next at once (0.5 with a whole period's wait)
+    assert 0.3 - 0.01 <= gaps[1] < 0.45
+    assert period - 0.01 <= gaps[2] < 0.29
