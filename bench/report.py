@@ -335,8 +335,11 @@ def targets(
     delivery_rate: float | None,
     rss_drift: float | None,
     connections: int,
+    *,
+    audit_dropped: int | None = None,
 ) -> list[tuple[str, str, str]]:
-    """(target, measured, met?) for each target of the issue."""
+    """(target, measured, met?) for each target of the issue. ``audit_dropped``: the build's
+    ``router_audit_dropped_total`` over its ingest runs (None: not read)."""
     rows: list[tuple[str, str, str]] = []
 
     def met(ok: bool | None) -> str:
@@ -392,6 +395,14 @@ def targets(
         lost = all(d.passed for d in deliveries)
         rows.append(
             ("zero loss", "every destination PASS" if lost else "see FAIL above", met(lost))
+        )
+    if audit_dropped is not None:
+        rows.append(
+            (
+                "audit: a decision per event, none dropped under load",
+                f"{audit_dropped:,} dropped",
+                met(audit_dropped == 0),
+            )
         )
     return rows
 

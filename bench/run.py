@@ -317,6 +317,9 @@ class Bench:
     scaling: list[dict[str, Any]] = field(default_factory=list)
     profiles: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    audit_dropped: dict[str, int] = field(default_factory=dict)
+    """``router_audit_dropped_total`` summed over a build's ingest runs: audit decisions the
+    writer could not keep (a router that keeps up under a saturating load drops none)."""
     meta: dict[str, Any] = field(default_factory=dict)
     _runs: int = 0
 
@@ -558,6 +561,18 @@ class Bench:
                 return last
         self.notes.append(f"the accepted count on port {port} still moved after {timeout_s:g}s")
         return last
+
+    def count_audit_dropped(self, port: int, build: str, label: str) -> None:
+        """Add a router's ``router_audit_dropped_total`` (read after its load) to its build's
+        count, with a note when it dropped any."""
+        _, body = http_get(f"http://127.0.0.1:{port}/metrics")
+        dropped = metric_sum(parse_metrics(body.decode()), "router_audit_dropped_total")
+        self.audit_dropped[build] = self.audit_dropped.get(build, 0) + dropped
+        if dropped:
+            self.notes.append(
+                f"{label} ({build}): the audit writer dropped {dropped:,} decisions "
+                "(router_audit_dropped_total): it did not keep up"
+            )
 
     def skipped(self, port: int, destination: str) -> int:
         """``router_events_skipped_total`` at ingest for one destination."""
@@ -910,6 +925,7 @@ class Bench:
                     self.note(self.router_name(build), workload.name, measured)
                     accepted = self.settled_accepted(port)
                     accepted_total += accepted
+                    self.count_audit_dropped(port, build, name)
                     denied = self.skipped(port, "ads-hook")
                     if denied != accepted:
                         self.notes.append(
@@ -968,6 +984,7 @@ class Bench:
                 )
                 self.note(self.router_name(build), "single+workers", measured)
                 accepted = self.settled_accepted(port)
+                self.count_audit_dropped(port, build, "single+workers")
                 drained, waited, window = self.drain("serve+workers", router)
                 delivery = self.check(
                     "one process (serve + workers)", accepted, drained, waited, {}
@@ -1401,7 +1418,12 @@ def _print_summary(bench: Bench) -> None:
         drift = bench.soak["drift"] if bench.soak else None
         scenarios = [s for s in bench.scenarios if s.build in ("", bench.build)]
         rows = targets(
-            scenarios, bench.deliveries, bench.delivery_rate, drift, bench.opts.connections
+            scenarios,
+            bench.deliveries,
+            bench.delivery_rate,
+            drift,
+            bench.opts.connections,
+            audit_dropped=bench.audit_dropped.get(bench.build),
         )
         print(f"\n== targets (printed, not asserted; {bench.build} build)\n")
         print(render_targets(rows))
