@@ -152,18 +152,29 @@ class DestinationWorker:
         return queue_key(self.destination.id, self.partition)
 
     async def run(self) -> None:
-        """Loop until ``stopping`` is set; Redis outages are waited out, never fatal."""
+        """Loop until ``stopping`` is set; Redis outages are waited out, never fatal.
+
+        The consumer group is created at the start and again after any Redis error (a Redis
+        restarted without its data, or a stream deleted by hand, answers ``NOGROUP``), not
+        before every read: ``XGROUP CREATE`` on an existing group is an error reply, and each
+        one cost a round trip and left an exception with its traceback (a reference cycle)
+        for the garbage collector: ~140 a second under single-event load with in-process
+        workers, the process's RSS growing until a collection ran."""
         stream = self.stream
+        grouped = False
         while not self.stopping.is_set():
             try:
                 if self.gate is not None and await self.gate.held(self.destination.id):
                     await self._sleep(1.0)
                     continue
-                await ensure_group(self.client, stream)
+                if not grouped:
+                    await ensure_group(self.client, stream)
+                    grouped = True
                 entries = await self._read(stream)
                 if entries:
                     await self.process(entries)
             except (RedisError, OSError) as exc:
+                grouped = False
                 log.warning(
                     "redis unavailable in worker",
                     extra={"destination": self.destination.id, "error": type(exc).__name__},

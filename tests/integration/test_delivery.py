@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from router.edge.state import STATE
-from router.queue.keys import dlq_key, outbox_key, queue_key, subject_hash
+from router.queue.keys import GROUP, dlq_key, outbox_key, queue_key, subject_hash
 from router.queue.streams import suppress
 from tests.conftest import (
     BACKENDS,
@@ -118,6 +118,33 @@ async def test_without_granted_consent_only_the_no_consent_destination_receives(
     assert (
         stats.get("router_events_skipped_total", destination="analytics-hook", reason=reason) == 1
     )
+
+
+async def test_workers_create_their_group_once_and_again_when_it_is_gone(
+    make_router: AppFactory, receiver: tuple[WebhookReceiver, str], redis_client: aioredis.Redis
+) -> None:
+    """Each worker creates its consumer group when it starts, not before every read (an
+    existing group answers XGROUP CREATE with an error: a round trip and an exception with its
+    traceback per read); a group that disappears (a Redis restarted without its data) is
+    created again and delivery goes on."""
+    state, url = receiver
+    router = await make_router(routing_from(hook_url=url))
+    workers = sum(1 for task in asyncio.all_tasks() if task.get_name().startswith("worker:"))
+    assert workers > 0
+    for index in range(20):
+        response = await router.post(
+            "/v1/batch", json={"batch": [order(f"g{index}")]}, headers=AUTH
+        )
+        assert response.status == 200
+        await wait_for(lambda index=index: f"g{index}" in by_id(state))
+    stats = await redis_client.info("commandstats")
+    assert 0 < stats["cmdstat_xgroup|create"]["calls"] <= workers
+    stream = queue_key("analytics-hook")
+    await redis_client.xgroup_destroy(stream, GROUP)
+    response = await router.post("/v1/batch", json={"batch": [order("after")]}, headers=AUTH)
+    assert response.status == 200
+    await wait_for(lambda: len(by_id(state).get("after", [])) == 2)
+    assert [g["name"] for g in await redis_client.xinfo_groups(stream)] == [GROUP.encode()]
 
 
 async def test_retry_after_500_keeps_the_same_webhook_id(
