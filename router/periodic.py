@@ -59,22 +59,19 @@ class Periodic:
     async def _run(self) -> None:
         # Stopped by the event, never by cancelling: a cancellation swallowed inside a client
         # library (redis-py has had such bugs) would leave a loop running that close waits for.
-        loop = asyncio.get_running_loop()
-        wait = self.every_s
-        if self.immediately:
-            began = loop.time()
-            await self._step()
-            wait = max(0.0, self.every_s - (loop.time() - began))
+        wait = await self._step() if self.immediately else self.every_s
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), wait)
             if not self._stopping.is_set():  # close runs the last one (``final``)
-                began = loop.time()
-                await self._step()
-                wait = max(0.0, self.every_s - (loop.time() - began))
+                wait = await self._step()
 
-    async def _step(self) -> None:
+    async def _step(self) -> float:
+        """Run one step; what is left of its period (the wait before the next one)."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         try:
             await self.step()
         except self.errors as exc:
             self.logger.warning(self.failure, extra={"error": type(exc).__name__})
+        return max(0.0, self.every_s - (loop.time() - began))

@@ -202,9 +202,9 @@ return redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. string.format('%d', to
 MAX_RECORDS_PER_APPEND: Final = 1000
 YIELD_AFTER_S: Final = 0.004
 """CPU time an append spends encoding or hashing records before it yields to the event loop
-once, until its ``yield_until``. The audit writer's flush writes a second's worth of
-decisions in one round trip (21,000 under single-event load: encoding and hashing them in one
-go held the loop for 10 ms, the ingest's p99), and yields until half its interval has passed.
+once, until its ``yield_until``. The audit writer's flush holds a second's worth of decisions
+(21,000 under single-event load: encoding and hashing them in one go held the loop for 10 ms,
+the ingest's p99), and yields until half its interval has passed.
 Under a saturating load each yield waits for a whole turn of the loop (10-20 ms of other
 requests' work): a flush that kept yielding (or that took several round trips) fell behind
 and the writer dropped decisions past ``max_buffer``; past the deadline it finishes in one
