@@ -49,6 +49,17 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection
 from redis.exceptions import RedisError
 
+from consent.cache import (
+    begin_reads,
+    end_reads,
+    evict,
+    read_keys,
+    record_key,
+    remember,
+    split_replies,
+    suppressed_key,
+    take_cached,
+)
 from consent.ids import normalize_id, subject_key
 from consent.model import StoredConsent
 from consent.records import ConsentRecord, UnreadableRecordError, merge_records, millis
@@ -60,19 +71,9 @@ HISTORY_MAX = 100
 CACHE_SIZE = 50_000
 
 
-def record_key(subject: str) -> str:
-    """The record of a hashed subject."""
-    return f"rt:consent:{{{subject}}}"
-
-
 def history_key(subject: str) -> str:
     """The change history of a hashed subject."""
     return f"rt:consent-log:{{{subject}}}"
-
-
-def suppressed_key(prefix: str, subject: str) -> str:
-    """The erasure mark of a hashed subject (``prefix``: ``rt:suppressed``)."""
-    return f"{prefix}:{{{subject}}}"
 
 
 async def read_many(client: aioredis.Redis, keys: Sequence[str]) -> list[bytes | None]:
@@ -441,70 +442,40 @@ class ConsentStore:
         now = datetime.now(UTC)
         found: dict[str, ConsentRecord | None] = {}
         suppressed: set[str] = set()
-        misses: list[str] = []
-        live = self.live
-        for subject in dict.fromkeys(subjects):
-            hit = self._cache.get(subject) if live else None
-            if hit is not None and hit[0] is not None and hit[0].expires_at <= now:
-                self._cache.pop(subject, None)
-                hit = None
-            if hit is None:
-                misses.append(subject)
-                continue
-            self._cache.move_to_end(subject)
-            found[subject] = hit[0]
-            if hit[1]:
-                suppressed.add(subject)
+        if self.live:
+            misses = take_cached(self._cache, subjects, now, found, suppressed)
+        else:
+            misses = list(dict.fromkeys(subjects))
         if not misses:
             return found, suppressed
         generation = self._generation
-        reading = self._reading
-        for subject in misses:
-            reading[subject] = reading.get(subject, 0) + 1
+        begin_reads(self._reading, misses)
         try:
             if self._group_lookups:
                 read = await self._read_grouped(misses)
             else:
                 read = await self._read(misses)
-            fresh = {s for s in misses if s not in self._dirty}
         finally:
-            for subject in misses:
-                left = reading[subject] - 1
-                if left:
-                    reading[subject] = left
-                else:
-                    del reading[subject]
-                    self._dirty.discard(subject)
-        keep = live and self.live and generation == self._generation
-        cache = self._cache
-        for subject in misses:
-            raw, flag = read[subject]
-            record = None if raw is None else _decode(raw, now)
-            if record is not None and record.expires_at <= now:
-                record = None
-            found[subject] = record
-            if flag:
-                suppressed.add(subject)
-            if keep and subject in fresh:
-                # remembered (the most recently used at the end), evicted below once for all the
-                # misses (a batch of new people brings hundreds)
-                if subject in cache:
-                    cache.move_to_end(subject)
-                cache[subject] = (record, bool(flag))
-        for _ in range(len(cache) - self._cache_size):
-            cache.popitem(last=False)
+            fresh = end_reads(self._reading, self._dirty, misses)
+        keep = fresh if self.live and generation == self._generation else set()
+        remember(
+            self._cache,
+            misses,
+            read,
+            now,
+            decode=_decode,
+            found=found,
+            suppressed=suppressed,
+            keep=keep,
+        )
+        evict(self._cache, self._cache_size)
         return found, suppressed
 
     async def _read(self, subjects: Sequence[str]) -> dict[str, tuple[bytes | None, int]]:
         """Raw records and suppression flags of ``subjects``: one round trip."""
-        keys = [record_key(s) for s in subjects]
-        if self._suppressed_key is not None:
-            keys += [suppressed_key(self._suppressed_key, s) for s in subjects]
-        replies = await read_many(self._client, keys)
-        records = replies[: len(subjects)]
-        marks = replies[len(subjects) :] if self._suppressed_key is not None else []
-        flags = [int(m is not None) for m in marks] or [0] * len(subjects)
-        return {s: (raw, flag) for s, raw, flag in zip(subjects, records, flags, strict=True)}
+        marks = self._suppressed_key
+        replies = await read_many(self._client, read_keys(subjects, marks))
+        return split_replies(subjects, replies, marks is not None)
 
     async def _read_grouped(self, subjects: Sequence[str]) -> dict[str, tuple[bytes | None, int]]:
         """``_read``, shared with the concurrent requests that miss too (group lookup)."""

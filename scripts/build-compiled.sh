@@ -26,7 +26,8 @@ OUT=build/compiled
 # Also router/routing.py (pydantic models, which read their annotations),
 # router/compliance/audit_log.py (async generators, which mypyc does not implement),
 # consent/store.py (compiled, its invalidation listener did not resume after a lost connection
-# and aclose let its task's CancelledError through: three integration tests failed).
+# and aclose let its task's CancelledError through: three integration tests failed; its
+# per-subject bookkeeping is consent/cache.py, compiled).
 # (destinations/dlp.py compiles because _scan_number says ``int | float``: with ``float``,
 # mypyc refused every integer, which the corpus and the DLP tests caught; likewise
 # router/observability/metrics.py's _sample. mypyc drops the cause of ``raise ... from``:
@@ -38,7 +39,7 @@ MODULES=(
   consent/tcf.py consent/tcf_bits.py consent/gpp.py consent/usp.py consent/onetrust.py
   consent/iab.py consent/signals.py consent/resolve.py consent/policy.py
   destinations/fields.py destinations/dlp.py destinations/hashing.py
-  consent/ids.py consent/memo.py consent/records.py
+  consent/ids.py consent/memo.py consent/records.py consent/cache.py
   router/queue/keys.py router/queue/items.py router/queue/enqueuer.py
   router/observability/metrics.py router/edge/ingest.py
 )

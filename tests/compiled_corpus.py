@@ -18,16 +18,19 @@ import argparse
 import dataclasses
 import random
 import sys
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 
+from consent import cache as cache_ops
+from consent.cache import record_key
 from consent.ids import hmac_sha256, keyed, normalize_id, subject_key
 from consent.memo import BoundedMemo, Unkeyable, frozen
 from consent.records import ConsentRecord, UnreadableRecordError, merge_records, narrow
-from consent.store import history_key, record_key
-from router.compliance.subject_tokens import index_positions
+from consent.store import history_key
+from router.compliance.subject_tokens import IndexGroups, group_for_index, index_arguments
 from router.core import jsonscan
 from router.core.explain import explain
 from router.core.outcomes import Rejection
@@ -58,6 +61,7 @@ COMPILED = (
     "consent.gpp",
     "consent.ids",
     "consent.memo",
+    "consent.cache",
     "consent.records",
     "router.queue.keys",
     "router.queue.items",
@@ -300,11 +304,67 @@ def _records(rng: random.Random) -> list[Any]:
     return out
 
 
+def _cache(rng: random.Random) -> list[Any]:
+    """The consent store's cache bookkeeping (``consent.cache``): lookups, reads in flight
+    invalidated or not, expiry, eviction, keys and replies."""
+    out: list[Any] = []
+    cache: OrderedDict[str, cache_ops.Entry] = OrderedDict()
+    reading: dict[str, int] = {}
+    dirty: set[str] = set()
+    names = [f"s{n}" for n in range(12)]
+    for step in range(150):
+        now = NOW + timedelta(hours=step)
+        subjects = [rng.choice(names) for _ in range(rng.randrange(6))]
+        found: dict[str, ConsentRecord | None] = {}
+        suppressed: set[str] = set()
+        misses = cache_ops.take_cached(cache, subjects, now, found, suppressed)
+        cache_ops.begin_reads(reading, misses)
+        if misses and rng.random() < 0.3:
+            dirty.add(rng.choice(misses))
+        marks = rng.choice([None, "rt:suppressed"])
+        keys = cache_ops.read_keys(misses, marks)
+        replies: list[bytes | None] = [
+            ConsentRecord.build(
+                {"C1": True}, source="api", updated_at=now, received_at=now, max_age_days=1
+            )
+            .encode()
+            .encode()
+            if record and rng.random() < 0.6
+            else (b"1" if not record and rng.random() < 0.3 else None)
+            for record in (key.startswith("rt:consent:") for key in keys)
+        ]
+        read = cache_ops.split_replies(misses, replies, marks is not None)
+        fresh = cache_ops.end_reads(reading, dirty, misses)
+        cache_ops.remember(
+            cache,
+            misses,
+            read,
+            now,
+            decode=lambda raw, _: ConsentRecord.decode(raw),
+            found=found,
+            suppressed=suppressed,
+            keep=fresh,
+        )
+        cache_ops.evict(cache, rng.randrange(3, 9))
+        out.append(
+            [
+                "cache",
+                misses,
+                keys,
+                {s: None if r is None else r.encode() for s, r in sorted(found.items())},
+                sorted(suppressed),
+                sorted(fresh),
+                list(cache),
+                sorted(reading),
+                sorted(dirty),
+            ]
+        )
+    return out
+
+
 def _index(plan: RequestPlan) -> list[Any]:
     """The subject index positions (``router.compliance.subject_tokens``) of a plan's
     decisions, as ``decision`` records and as one ``decisions`` record per shared part."""
-    keys_: list[str] = []
-    positions: tuple[dict[str, int], dict[str, int]] = ({}, {})
     records: list[tuple[str, dict[str, Any]]] = [
         (str(kind), data) for kind, data in plan.decision_records()
     ]
@@ -312,8 +372,12 @@ def _index(plan: RequestPlan) -> list[Any]:
     for shared, part in plan.decision_audit:
         groups.setdefault(shared.key, {**shared.data, "events": []})["events"].append(part)
     records += [("decisions", data) for data in groups.values()]
-    out = [["index", index_positions("rt:{audit}", k, d, keys_, positions)] for k, d in records]
-    return [*out, ["index keys", keys_]]
+    index: IndexGroups = {}
+    for ordinal, (kind, data) in enumerate(records, 1):
+        group_for_index(kind, data, index, str(ordinal))
+    keys_, args = index_arguments("rt:{audit}", index)
+    listed = [[*tokens, honoured, ordinals] for (tokens, honoured), ordinals in index.items()]
+    return [["index groups", listed], ["index keys", keys_, args]]
 
 
 def _keys_and_items(rng: random.Random, plan: RequestPlan) -> list[Any]:
@@ -435,6 +499,7 @@ def corpus(count: int) -> list[Any]:
     out += _ids(rng)
     out += _memo(rng, [msgspec.to_builtins(e.data) for e in events[:200]])
     out += _records(rng)
+    out += _cache(rng)
     out += _metrics(rng)
     return out
 

@@ -80,7 +80,7 @@ from router.compliance.audit_chain import (
     sealed_hash,
 )
 from router.compliance.subject_index import unindex
-from router.compliance.subject_tokens import index_members
+from router.compliance.subject_tokens import IndexGroups, group_for_index, index_arguments
 from router.core.audit_records import AuditKind, DecisionNote, SharedDecision, subject_token
 from router.errors import AuditConflictError
 from router.observability.metrics import Stats
@@ -130,19 +130,22 @@ for r = 1, tonumber(ARGV[3]) do
   i = i + 7
 end
 local last = i - 7
-for k = 4, #KEYS do
+local k = 4
+while i < #ARGV do
   local members, m = {}, 0
-  for r in string.gmatch(ARGV[i + k - 4], '%d+') do
+  for r in string.gmatch(ARGV[i], '%d+') do
     r = tonumber(r)
     members[m + 1] = scores[r]
     members[m + 2] = ids[r]
     m = m + 2
-    if m == 1000 then
-      redis.call('ZADD', KEYS[k], unpack(members))
-      members, m = {}, 0
-    end
   end
-  if m > 0 then redis.call('ZADD', KEYS[k], unpack(members, 1, m)) end
+  for _ = 1, tonumber(ARGV[i + 1]) do
+    for c = 1, m, 1000 do
+      redis.call('ZADD', KEYS[k], unpack(members, c, math.min(c + 999, m)))
+    end
+    k = k + 1
+  end
+  i = i + 2
 end
 redis.call('HSET', KEYS[2], lane, ARGV[last] .. ' ' .. ARGV[last + 5])
 redis.call('HSET', KEYS[3], 'lane', lane, 'seq', ARGV[last], 'hash', ARGV[last + 5])
@@ -152,11 +155,13 @@ return {1, before[1] or '', before[2] or '', before[3] or ''}
 writers share the lane); returns the newest record of any lane before them (the next witness).
 
 Arguments: lane, head, the number of records, seven per record (seq, at, kind, data, prev,
-hash, witness), then one per subject index set (``router.compliance.subject_index``) from
-``KEYS[4]`` on: the space-separated ordinals (1-based) of the records that go into it. Each set
-gets one ``ZADD`` of all its records of the append, in the same atomic step (a ``ZADD`` per
-record and set was 6 calls per event under distinct users' load: two subjects, three
-destinations' records each)."""
+hash, witness), then two per group of records naming the same subjects
+(``router.compliance.subject_tokens.index_arguments``): the records' ordinals (1-based,
+space-separated) and how many subject index sets (``router.compliance.subject_index``) of
+``KEYS`` from the 4th on, in order, are the group's. Each set gets one ``ZADD`` of the group's
+records (in chunks of 500), in the same atomic step; the members are built once per group (the
+destinations' records of a request name the same people: under distinct users' load a set per
+record and subject, each parsing its own ordinals, was a third of the script's time)."""
 
 _STATE = """
 return {redis.call('GET', KEYS[1]) or '', redis.call('HGETALL', KEYS[2]),
@@ -474,8 +479,7 @@ class AuditLog:
             records: list[AuditRecord] = []
             args: list[str | int] = [str(lane), f"{head.seq} {head.hash}", len(entries)]
             keys = [self.stream, audit_key(self.stream, "heads"), audit_key(self.stream, "last")]
-            positions: tuple[dict[str, int], dict[str, int]] = ({}, {})
-            members: list[list[str]] = []  # records by KEYS position of their index set
+            groups: IndexGroups = {}
             seq, prev = head.seq, head.hash
             pacer = _Pacer(yield_until)
             for ordinal, (moment, kind, data, data_json) in enumerate(entries, 1):
@@ -488,12 +492,12 @@ class AuditLog:
                 parsed = json.loads(witness) if witness is not None else None
                 records.append(AuditRecord(seq, moment, kind, data, prev, digest, lane, parsed))
                 args += [str(seq), moment, kind, data_json, prev, digest, witness or ""]
-                index_members(
-                    self.stream, kind, data, keys, positions, members=members, ordinal=str(ordinal)
-                )
+                group_for_index(kind, data, groups, str(ordinal))
                 prev = digest
                 witness = None
-            args += [" ".join(listed) for listed in members[4:]]
+            index_keys, index_args = index_arguments(self.stream, groups)
+            keys += index_keys
+            args += index_args
             result = await run_script(self.client, _APPEND, keys=keys, args=args)
             if int(result[0]) == 1:
                 self._head = Anchor(seq, prev)

@@ -35,9 +35,10 @@ from typing import Final
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from consent.cache import record_key
+from consent.cache import suppressed_key as mark_key
 from consent.ids import keyed
-from consent.store import history_key, record_key
-from consent.store import suppressed_key as mark_key
+from consent.store import history_key
 
 log = logging.getLogger("router.subjects")
 MARKER: Final = "rt:subject-key"

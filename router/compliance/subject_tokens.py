@@ -1,8 +1,8 @@
 """Which subjects an audit record names, and where they go in the subject index. Pure.
 
 ``index_tokens``: the subject tokens a record names (and those whose opt-out it honours);
-``index_positions``: the same as the ``KEYS`` positions of their index sets in one append
-script call; ``index_members``: the records of the append that go into each set
+``group_for_index`` and ``index_arguments``: the records of one append grouped by the index sets
+they go into, and those groups as the append script's keys and arguments
 (``router.compliance.audit_log``; the index is described in
 ``router.compliance.subject_index``). Compiled in the compiled build: the audit flush runs them
 for every event of every ``decisions`` record.
@@ -59,46 +59,29 @@ def index_tokens(kind: str, data: Mapping[str, Any]) -> tuple[list[str], list[st
     return subjects, subjects if honoured else []
 
 
-def index_positions(
-    stream: str,
-    kind: str,
-    data: Mapping[str, Any],
-    keys: list[str],
-    positions: tuple[dict[str, int], dict[str, int]],
-) -> list[int]:
-    """The ``KEYS`` positions (1-based, added to ``keys`` when new) of the subject index sets
-    a record goes into: its ``index_tokens``' subject sets, then their opt-out sets.
-    ``positions``: the position of each token's subject set and opt-out set already in
-    ``keys`` (the records of one append share subjects)."""
+IndexGroups = dict[tuple[tuple[str, ...], bool], list[str]]
+"""The records of one append by the index sets they go into: (their ``index_tokens``' subject
+tokens, whether their opt-out sets too) -> the records' ordinals in the append."""
+
+
+def group_for_index(kind: str, data: Mapping[str, Any], groups: IndexGroups, ordinal: str) -> None:
+    """Add a record (its ``ordinal`` in its append) to ``groups``: records naming the same
+    subjects share a group (the destinations' records of one request do)."""
     subjects, honoured = index_tokens(kind, data)
-    out: list[int] = []
-    for key_of, tokens, known in (
-        (subject_index_key, subjects, positions[0]),
-        (optout_index_key, honoured, positions[1]),
-    ):
-        for token in tokens:
-            position = known.get(token)
-            if position is None:
-                keys.append(key_of(stream, token))
-                position = known[token] = len(keys)
-            out.append(position)
-    return out
+    if subjects:
+        groups.setdefault((tuple(subjects), bool(honoured)), []).append(ordinal)
 
 
-def index_members(
-    stream: str,
-    kind: str,
-    data: Mapping[str, Any],
-    keys: list[str],
-    positions: tuple[dict[str, int], dict[str, int]],
-    *,
-    members: list[list[str]],
-    ordinal: str,
-) -> None:
-    """Add a record's ``ordinal`` in its append to the lists in ``members`` (by ``KEYS``
-    position) of the index sets it goes into (``index_positions``): one list per set, so the
-    append script adds each set's records of the append in one ``ZADD``."""
-    for position in index_positions(stream, kind, data, keys, positions):
-        while len(members) <= position:
-            members.append([])
-        members[position].append(ordinal)
+def index_arguments(stream: str, groups: IndexGroups) -> tuple[list[str], list[str]]:
+    """The append script's index sets and arguments for ``groups``: per group, its sets'
+    keys (its tokens' subject sets, then their opt-out sets) go into ``KEYS``, and two
+    arguments, its space-separated ordinals and how many of those keys are its own. A set
+    of several groups is named once per group."""
+    keys: list[str] = []
+    args: list[str] = []
+    for (tokens, honoured), ordinals in groups.items():
+        keys += [subject_index_key(stream, t) for t in tokens]
+        if honoured:
+            keys += [optout_index_key(stream, t) for t in tokens]
+        args += [" ".join(ordinals), str(len(tokens) * (2 if honoured else 1))]
+    return keys, args

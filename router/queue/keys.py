@@ -50,11 +50,11 @@ from __future__ import annotations
 import re
 from typing import Final, Literal
 
+from consent.cache import record_key as consent_key
+from consent.cache import suppressed_key
 from consent.ids import subject_key
 from consent.store import CHANNEL as CONSENT_CHANNEL
 from consent.store import history_key as consent_history_key
-from consent.store import record_key as consent_key
-from consent.store import suppressed_key
 
 __all__ = [
     "ANOMALIES",

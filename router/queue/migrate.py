@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from consent.store import history_key, record_key, suppressed_key
+from consent.cache import record_key, suppressed_key
+from consent.store import history_key
 from router.queue.keys import AUDIT as AUDIT_STREAM
 from router.queue.keys import SUPPRESSED, dlq_key, outbox_key, queue_key
 

@@ -295,9 +295,10 @@ async def test_index_follows_the_audit_retention(redis_client: aioredis.Redis) -
 
 
 async def test_one_append_indexes_every_record_of_each_set(redis_client: aioredis.Redis) -> None:
-    """The append script adds each set's records of the append in chunks of ZADDs: every
-    record naming a subject is in its set (700: more than one chunk), scored by its id's
-    milliseconds, and a record honouring an opt-out is in that set too."""
+    """The append script adds each group's records to each of its sets in chunks of ZADDs:
+    every record naming a subject is in its set, scored by its id's milliseconds, whichever
+    group it is in (``other-9``'s 500-odd records: more than one chunk), and a record
+    honouring an opt-out is in that set too."""
     log = AuditLog(redis_client, key=AUDIT_KEY.encode())
     items = [
         (
@@ -306,7 +307,7 @@ async def test_one_append_indexes_every_record_of_each_set(redis_client: aioredi
                 "ads-hook" if i % 7 == 0 else "ga4",
                 "skip" if i % 7 == 0 else "deliver",
                 "gpc_opt_out" if i % 7 == 0 else "consent_granted",
-                [(f"e{i}", "u-1"), (f"f{i}", f"other-{i % 3}")],
+                [(f"e{i}", "u-1"), (f"f{i}", f"other-{i % 3}" if i < 90 else "other-9")],
             ),
         )
         for i in range(700)
@@ -321,7 +322,9 @@ async def test_one_append_indexes_every_record_of_each_set(redis_client: aioredi
         (entry_id, int(entry_id.split("-")[0])) for entry_id in ids
     )
     others = subject_index_key(AUDIT, token("other-1"))
-    assert {m.decode() for m in await redis_client.zrange(others, 0, -1)} == set(ids[1::3])
+    assert {m.decode() for m in await redis_client.zrange(others, 0, -1)} == set(ids[1:90:3])
+    many = subject_index_key(AUDIT, token("other-9"))
+    assert {m.decode() for m in await redis_client.zrange(many, 0, -1)} == set(ids[90:])
     optout = optout_index_key(AUDIT, token("u-1"))
     assert {m.decode() for m in await redis_client.zrange(optout, 0, -1)} == set(ids[::7])
 

@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 
 from router.compliance.audit_chain import GENESIS, seal
 from router.compliance.subject_report import report_from
-from router.compliance.subject_tokens import index_members, index_positions, index_tokens
+from router.compliance.subject_tokens import (
+    IndexGroups,
+    group_for_index,
+    index_arguments,
+    index_tokens,
+)
 from router.queue.keys import optout_index_key, subject_index_key
 
 JSON = st.recursive(
@@ -85,46 +90,43 @@ def test_index_tokens_are_those_of_the_reference(kind: str, data: dict[str, Any]
     assert index_tokens(kind, data) == _reference_index_tokens(kind, data)
 
 
-@given(st.lists(st.tuples(KINDS, FIELDS), max_size=5))
-def test_index_positions_name_each_set_once_per_append(
+@given(st.lists(st.tuples(KINDS, FIELDS), max_size=6))
+def test_index_arguments_put_each_record_in_the_sets_of_its_tokens(
     records: list[tuple[str, dict[str, Any]]],
 ) -> None:
-    """Every record's index sets are listed by their KEYS position; a set already in ``keys``
-    (an earlier record of the append) keeps its position; opt-out sets follow the subject
-    sets."""
-    keys = ["rt:{audit}", "heads", "last"]
-    positions: tuple[dict[str, int], dict[str, int]] = ({}, {})
-    for kind, data in records:
-        subjects, honoured = index_tokens(kind, data)
-        listed = index_positions("rt:{audit}", kind, data, keys, positions)
-        named = [keys[p - 1] for p in listed]
-        assert named == [subject_index_key("rt:{audit}", t) for t in subjects] + [
-            optout_index_key("rt:{audit}", t) for t in honoured
-        ]
-    assert len(keys) == len(set(keys))
-    assert len(keys) == 3 + len(positions[0]) + len(positions[1])
-
-
-@given(st.lists(st.tuples(KINDS, FIELDS), max_size=5))
-def test_index_members_list_each_sets_records(records: list[tuple[str, dict[str, Any]]]) -> None:
-    """``members`` lists, by KEYS position, the ordinals of the records whose index sets are
-    at that position, in order; every position from 4 on has its list (the script reads one
-    argument per set)."""
-    keys = ["rt:{audit}", "heads", "last"]
-    positions: tuple[dict[str, int], dict[str, int]] = ({}, {})
-    members: list[list[str]] = []
-    expected: dict[int, list[str]] = {}
+    """Read back as the append script reads them (per group: its ordinals, then how many of
+    the keys in order are its sets), the arguments put each record in the subject sets of its
+    ``index_tokens`` and in their opt-out sets, and in no other set; records naming the same
+    subjects share a group."""
+    groups: IndexGroups = {}
     for ordinal, (kind, data) in enumerate(records, 1):
-        listed = index_positions(
-            "rt:{audit}", kind, data, list(keys), (dict(positions[0]), dict(positions[1]))
-        )
-        index_members(
-            "rt:{audit}", kind, data, keys, positions, members=members, ordinal=str(ordinal)
-        )
-        for position in listed:
-            expected.setdefault(position, []).append(str(ordinal))
-    assert len(members[4:]) == len(keys) - 3
-    assert {p: m for p, m in enumerate(members) if m} == expected
+        group_for_index(kind, data, groups, str(ordinal))
+    keys, args = index_arguments("rt:{audit}", groups)
+    assert len(args) == 2 * len(groups)
+    placed: dict[str, set[int]] = {}
+    position = 0
+    for start in range(0, len(args), 2):
+        ordinals = [int(o) for o in args[start].split()]
+        for key in keys[position : position + int(args[start + 1])]:
+            placed.setdefault(key, set()).update(ordinals)
+        position += int(args[start + 1])
+    assert position == len(keys)
+    expected: dict[str, set[int]] = {}
+    for ordinal, (kind, data) in enumerate(records, 1):
+        subjects, honoured = index_tokens(kind, data)
+        for key in [subject_index_key("rt:{audit}", t) for t in subjects] + [
+            optout_index_key("rt:{audit}", t) for t in honoured
+        ]:
+            expected.setdefault(key, set()).add(ordinal)
+    assert placed == expected
+    signatures = [tuple(index_tokens(k, d)[0]) for k, d in records]
+    assert len(groups) == len(
+        {
+            (s, bool(index_tokens(k, d)[1]))
+            for s, (k, d) in zip(signatures, records, strict=True)
+            if s
+        }
+    )
 
 
 def decisions_record(
