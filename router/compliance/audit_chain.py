@@ -109,6 +109,23 @@ def canonical(value: Any) -> bytes:
     ).encode()
 
 
+def canonical_with(fields: Mapping[str, Any], name: str, items_json: Sequence[bytes]) -> bytes:
+    """``canonical({**fields, name: items})`` from each item's ``canonical`` bytes: the same
+    bytes (both of ``canonical``'s writers write a member as ``"key":value`` in the keys'
+    order, whatever its neighbours), without walking the items again. The audit writer encodes
+    a decision's event part once, when it is made, for every ``decisions`` record it joins
+    (walking them again at the flush, out of the CPU's caches, was 5 % of a batch's CPU)."""
+    if name in fields:
+        raise ValueError(f"{name!r} is one of the fields")
+    lower = {k: v for k, v in fields.items() if k < name}
+    upper = {k: v for k, v in fields.items() if k > name}
+    members = [canonical(lower)[1:-1]] if lower else []
+    members.append(canonical(name) + b":[" + b",".join(items_json) + b"]")
+    if upper:
+        members.append(canonical(upper)[1:-1])
+    return b"{" + b",".join(members) + b"}"
+
+
 def plain_json(value: Any, max_depth: int = PLAIN_DEPTH) -> bool:
     """Whether ``value`` holds only exact dicts with string keys, lists, tuples, ints, bools,
     None and strings of ASCII without DEL, at most ``max_depth`` containers deep. Native when

@@ -76,11 +76,17 @@ from router.compliance.audit_chain import (
     TrailVerifier,
     VerifyResult,
     canonical,
+    canonical_with,
     record_name,
     sealed_hash,
 )
 from router.compliance.subject_index import unindex
-from router.compliance.subject_tokens import IndexGroups, group_for_index, index_arguments
+from router.compliance.subject_tokens import (
+    IndexGroups,
+    add_tokens,
+    group_for_index,
+    index_arguments,
+)
 from router.core.audit_records import AuditKind, DecisionNote, SharedDecision, subject_token
 from router.errors import AuditConflictError
 from router.observability.metrics import Stats
@@ -241,7 +247,21 @@ class _Pacer:
         return time.monotonic() < self.until
 
 
-def _part_end(batch: Sequence[tuple[str, Mapping[str, Any], datetime]], start: int) -> int:
+Prepared = tuple[bytes, list[str] | None]
+"""What an append would otherwise compute from a record's data, known already: its
+``canonical`` JSON and the subject tokens it names (``index_tokens``; None: not known)."""
+
+_Entry = tuple[str, str, dict[str, Any], str, list[str] | None]
+"""A record waiting for its append: at, kind, data, data JSON, subject tokens (None: to be
+found in the data)."""
+
+
+_Buffered = tuple[str, Mapping[str, Any], datetime, Prepared | None]
+"""A record waiting for the writer's flush: kind, data, time, and its JSON and subject tokens
+when they are known already (``decisions`` records)."""
+
+
+def _part_end(batch: Sequence[_Buffered], start: int) -> int:
     """Where the flush's part that begins at ``start`` ends (``FLUSH_PART_EVENTS``)."""
     weight, end = 0, start
     while end < len(batch) and end - start < MAX_RECORDS_PER_APPEND:
@@ -327,7 +347,7 @@ def _lane_anchors(fields: Mapping[bytes, bytes]) -> dict[int, Anchor]:
 class _Pending:
     """Records waiting for the next append of the lane: (at, kind, data, data JSON)."""
 
-    entries: list[tuple[str, str, dict[str, Any], str]]
+    entries: list[_Entry]
     done: asyncio.Future[list[AuditRecord]]
     yield_until: float = 0.0
     """``append_many``'s (a ``time.monotonic()``; 0: never): the append may yield until then."""
@@ -377,6 +397,7 @@ class AuditLog:
         *,
         at: datetime | Sequence[datetime] | None = None,
         yield_until: float = 0.0,
+        prepared: Sequence[Prepared | None] = (),
     ) -> list[AuditRecord]:
         """Append records in order, atomically, onto this writer's lane. Raises ``RedisError``
         or ``OSError`` when Redis cannot be reached (nothing, or all of them, was written).
@@ -384,7 +405,9 @@ class AuditLog:
         ``yield_until`` (a ``time.monotonic()``; 0, the default: never): until then, encoding
         and hashing the records yields to the event loop every ``YIELD_AFTER_S`` of CPU (the
         audit writer's flush, whose deadline is half its interval: past it, the rest is done
-        in one go)."""
+        in one go). ``prepared``: per record (by position; none past its end), its
+        ``Prepared`` JSON and subject tokens when the caller has them (the audit writer's
+        ``decisions`` records)."""
         if not items:
             return []
         if isinstance(at, Sequence):
@@ -393,10 +416,15 @@ class AuditLog:
         else:
             times = [_now_text(at or self.clock())] * len(items)
         # Each record's data is encoded once; a big append lets requests run between slices.
-        entries: list[tuple[str, str, dict[str, Any], str]] = []
+        entries: list[_Entry] = []
         pacer = _Pacer(yield_until)
-        for t, (kind, data) in zip(times, items, strict=True):
-            entries.append((t, str(kind), dict(data), canonical(data).decode()))
+        known = len(prepared)
+        for i, (t, (kind, data)) in enumerate(zip(times, items, strict=True)):
+            ready = prepared[i] if i < known else None
+            if ready is None:
+                entries.append((t, str(kind), dict(data), canonical(data).decode(), None))
+            else:
+                entries.append((t, str(kind), dict(data), ready[0].decode(), ready[1]))
             if pacer.due():
                 await asyncio.sleep(0)
         pending = _Pending(entries, asyncio.get_running_loop().create_future(), yield_until)
@@ -467,7 +495,7 @@ class AuditLog:
 
     async def _append_group(
         self,
-        entries: Sequence[tuple[str, str, dict[str, Any], str]],
+        entries: Sequence[_Entry],
         *,
         yield_until: float = 0.0,
     ) -> list[AuditRecord]:
@@ -482,7 +510,7 @@ class AuditLog:
             groups: IndexGroups = {}
             seq, prev = head.seq, head.hash
             pacer = _Pacer(yield_until)
-            for ordinal, (moment, kind, data, data_json) in enumerate(entries, 1):
+            for ordinal, (moment, kind, data, data_json, subjects) in enumerate(entries, 1):
                 if pacer.due():
                     await asyncio.sleep(0)  # only this task appends to the lane: nothing moves
                 seq += 1
@@ -492,7 +520,7 @@ class AuditLog:
                 parsed = json.loads(witness) if witness is not None else None
                 records.append(AuditRecord(seq, moment, kind, data, prev, digest, lane, parsed))
                 args += [str(seq), moment, kind, data_json, prev, digest, witness or ""]
-                group_for_index(kind, data, groups, str(ordinal))
+                group_for_index(kind, data, groups, str(ordinal), subjects)
                 prev = digest
                 witness = None
             index_keys, index_args = index_arguments(self.stream, groups)
@@ -650,15 +678,34 @@ class _DecisionGroup:
     last: datetime
     events: list[dict[str, Any]] = field(default_factory=list)
     """The decisions' event parts (``decision_notes``), in order."""
+    encoded: list[bytes] = field(default_factory=list)
+    """Each event part's ``canonical`` JSON, made when it arrived."""
+    tokens: list[dict[str, None]] | None = field(default_factory=list)
+    """The subject tokens of each record to be (``MAX_EVENTS_PER_RECORD`` events each), in
+    order, collected as the events arrived; None after a merge (found in the records then)."""
 
-    def records(self) -> list[tuple[str, dict[str, Any], datetime]]:
-        """``decisions`` records of at most ``MAX_EVENTS_PER_RECORD`` events each."""
-        out: list[tuple[str, dict[str, Any], datetime]] = []
+    def add(self, event: dict[str, Any], encoded: bytes) -> None:
+        """One more decision: its event part and the part's JSON."""
+        if self.tokens is not None:
+            if len(self.events) % MAX_EVENTS_PER_RECORD == 0:
+                self.tokens.append({})
+            add_tokens(self.tokens[-1], event.get("subjects"))
+        self.events.append(event)
+        self.encoded.append(encoded)
+
+    def records(self) -> list[_Buffered]:
+        """``decisions`` records of at most ``MAX_EVENTS_PER_RECORD`` events each, with their
+        JSON (put together from the parts') and subject tokens."""
+        out: list[_Buffered] = []
         window = {"from": _now_text(self.first), "to": _now_text(self.last)}
-        for start in range(0, len(self.events), MAX_EVENTS_PER_RECORD):
-            events = self.events[start : start + MAX_EVENTS_PER_RECORD]
-            data = {**self.shared, **window, "count": len(events), "events": events}
-            out.append((AuditKind.DECISIONS.value, data, self.last))
+        for number, start in enumerate(range(0, len(self.events), MAX_EVENTS_PER_RECORD)):
+            end = start + MAX_EVENTS_PER_RECORD
+            events = self.events[start:end]
+            fields = {**self.shared, **window, "count": len(events)}
+            data_json = canonical_with(fields, "events", self.encoded[start:end])
+            subjects = None if self.tokens is None else list(self.tokens[number])
+            data = {**fields, "events": events}
+            out.append((AuditKind.DECISIONS.value, data, self.last, (data_json, subjects)))
         return out
 
 
@@ -671,7 +718,9 @@ def _merged_groups(groups: Mapping[SharedDecision, _DecisionGroup]) -> list[_Dec
     for shared, group in groups.items():
         known = merged.setdefault(shared.key, group)
         if known is not group:
+            known.tokens = None  # its records' tokens are no longer those collected
             known.events += group.events
+            known.encoded += group.encoded
             known.first = min(known.first, group.first)
             known.last = max(known.last, group.last)
     return list(merged.values())
@@ -707,7 +756,7 @@ class AuditWriter:
     stats: Stats | None = None
     _unreported: int = 0
     """Dropped since the last flush logged it (one warning per flush, not per request)."""
-    _buffer: list[tuple[str, Mapping[str, Any], datetime]] = field(default_factory=list)
+    _buffer: list[_Buffered] = field(default_factory=list)
     _groups: dict[SharedDecision, _DecisionGroup] = field(default_factory=dict)
     _grouped: int = 0
     _last_trim: float | None = None
@@ -726,13 +775,13 @@ class AuditWriter:
 
     def record(self, kind: AuditKind | str, data: Mapping[str, Any]) -> None:
         """Queue one record for the next flush."""
-        self._buffer.append((str(kind), data, self.log.clock()))
+        self._buffer.append((str(kind), data, self.log.clock(), None))
         self._bound()
 
     def record_many(self, entries: Iterable[tuple[AuditKind | str, Mapping[str, Any]]]) -> None:
         """Queue several records (``decision_entries``' output), all with the same time."""
         moment = self.log.clock()
-        self._buffer.extend((str(kind), data, moment) for kind, data in entries)
+        self._buffer.extend((str(kind), data, moment, None) for kind, data in entries)
         self._bound()
 
     def record_decisions(self, notes: Iterable[DecisionNote]) -> None:
@@ -740,6 +789,8 @@ class AuditWriter:
         moment = self.log.clock()
         groups = self._groups
         dropped = 0
+        part: dict[str, Any] | None = None
+        encoded = b""
         for shared, event in notes:
             if self._grouped >= self.max_buffer:
                 dropped += 1
@@ -748,7 +799,9 @@ class AuditWriter:
             if group is None:
                 group = groups[shared] = _DecisionGroup(shared.data, moment, moment)
             group.last = moment
-            group.events.append(event)
+            if event is not part:  # an event's destinations share its part: encoded once
+                part, encoded = event, canonical(event)
+            group.add(event, encoded)
             self._grouped += 1
         if dropped:
             self._dropped(dropped)
@@ -794,9 +847,10 @@ class AuditWriter:
                     end = min(done + MAX_RECORDS_PER_APPEND, len(batch))
                 part = batch[done:end]
                 await self.log.append_many(
-                    [(kind, data) for kind, data, _ in part],
-                    at=[t for _, _, t in part],
+                    [(kind, data) for kind, data, _, _ in part],
+                    at=[t for _, _, t, _ in part],
                     yield_until=deadline,
+                    prepared=[ready for _, _, _, ready in part],
                 )
                 done = end
         except (RedisError, OSError, AuditConflictError):

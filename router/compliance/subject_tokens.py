@@ -26,8 +26,8 @@ def tokens_in(value: Any) -> list[str]:
     return [t for t in value if isinstance(t, str) and t]
 
 
-def _add_tokens(seen: dict[str, None], value: Any) -> None:
-    """``tokens_in(value)`` added to ``seen`` (no list of them made: the audit flush runs this
+def add_tokens(seen: dict[str, None], value: Any) -> None:
+    """``tokens_in(value)`` added to ``seen`` (no list of them made: the audit writer runs this
     for every event of every ``decisions`` record)."""
     if isinstance(value, list):
         for token in value:
@@ -42,21 +42,26 @@ def index_tokens(kind: str, data: Mapping[str, Any]) -> tuple[list[str], list[st
     ``subjects`` of each of its ``events`` (``decisions``): their ``tokens_in``, each once, in
     order."""
     seen: dict[str, None] = {}
-    _add_tokens(seen, data.get("subjects"))
+    add_tokens(seen, data.get("subjects"))
     events = data.get("events")
     if isinstance(events, list):
         for event in events:
             if type(event) is dict or isinstance(event, Mapping):  # dict: no ABC check
-                _add_tokens(seen, event.get("subjects"))
+                add_tokens(seen, event.get("subjects"))
     subjects = list(seen)
+    return subjects, subjects if honours_opt_out(kind, data) else []
+
+
+def honours_opt_out(kind: str, data: Mapping[str, Any]) -> bool:
+    """Whether a record proves that its subjects' opt-out was honoured: a ``decision`` or
+    ``decisions`` record skipping a destination for an opt-out signal."""
     reason = data.get("reason")
-    honoured = (
+    return (
         kind in {"decision", "decisions"}
         and data.get("decision") == "skip"
         and isinstance(reason, str)
         and reason in OPT_OUT_REASONS
     )
-    return subjects, subjects if honoured else []
 
 
 IndexGroups = dict[tuple[tuple[str, ...], bool], list[str]]
@@ -64,12 +69,21 @@ IndexGroups = dict[tuple[tuple[str, ...], bool], list[str]]
 tokens, whether their opt-out sets too) -> the records' ordinals in the append."""
 
 
-def group_for_index(kind: str, data: Mapping[str, Any], groups: IndexGroups, ordinal: str) -> None:
+def group_for_index(
+    kind: str,
+    data: Mapping[str, Any],
+    groups: IndexGroups,
+    ordinal: str,
+    subjects: list[str] | None = None,
+) -> None:
     """Add a record (its ``ordinal`` in its append) to ``groups``: records naming the same
-    subjects share a group (the destinations' records of one request do)."""
-    subjects, honoured = index_tokens(kind, data)
+    subjects share a group (the destinations' records of one request do). ``subjects``: the
+    record's ``index_tokens`` when the caller collected them already (the audit writer does,
+    as decisions arrive)."""
+    if subjects is None:
+        subjects = index_tokens(kind, data)[0]
     if subjects:
-        groups.setdefault((tuple(subjects), bool(honoured)), []).append(ordinal)
+        groups.setdefault((tuple(subjects), honours_opt_out(kind, data)), []).append(ordinal)
 
 
 def index_arguments(stream: str, groups: IndexGroups) -> tuple[list[str], list[str]]:

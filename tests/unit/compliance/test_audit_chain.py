@@ -29,6 +29,7 @@ from router.compliance.audit_log import (
     AuditWriter,
     _merged_groups,
 )
+from router.compliance.subject_tokens import index_tokens
 from router.core import audit_records
 from router.core.audit_records import (
     AuditKind,
@@ -237,7 +238,7 @@ def test_decisions_of_same_shaped_events_share_one_record() -> None:
     writer.record_decisions(_decisions("m3", 5, frozenset({"necessary"})))  # analytics: skip
     writer.record_decisions(_decisions("m4", {"nested": 1}, analytics))  # other paths sent
     records = [r for g in writer._groups.values() for r in g.records()]
-    shapes = sorted((d["destination"], d["decision"], d["count"]) for _, d, _ in records)
+    shapes = sorted((d["destination"], d["decision"], d["count"]) for _, d, _, _ in records)
     assert shapes == [
         ("analytics-hook", "deliver", 1),
         ("analytics-hook", "deliver", 3),
@@ -245,16 +246,16 @@ def test_decisions_of_same_shaped_events_share_one_record() -> None:
         ("ops-hook", "deliver", 1),
         ("ops-hook", "deliver", 4),
     ]
-    assert {kind for kind, _, _ in records} == {AuditKind.DECISIONS.value}
+    assert {kind for kind, _, _, _ in records} == {AuditKind.DECISIONS.value}
     group = next(
-        d for _, d, _ in records if d["destination"] == "analytics-hook" and d["count"] == 3
+        d for _, d, _, _ in records if d["destination"] == "analytics-hook" and d["count"] == 3
     )
     assert group["reason"] == "consent_granted"
     assert group["removed"] == ["properties.order_id"]
     assert "properties.revenue" in group["sent"]
     nested = next(
         d
-        for _, d, _ in records
+        for _, d, _, _ in records
         if d["destination"] == "analytics-hook" and d["count"] == 1 and d["decision"] == "deliver"
     )
     assert "properties.revenue.nested" in nested["sent"]
@@ -268,7 +269,26 @@ def test_decisions_of_same_shaped_events_share_one_record() -> None:
     for index in range(MAX_EVENTS_PER_RECORD + 1):
         big.record_decisions(_decisions(f"n{index}", 5, analytics)[:1])
     (only,) = big._groups.values()
-    assert [d["count"] for _, d, _ in only.records()] == [MAX_EVENTS_PER_RECORD, 1]
+    assert [d["count"] for _, d, _, _ in only.records()] == [MAX_EVENTS_PER_RECORD, 1]
+
+
+def test_decisions_records_come_with_their_json_and_subjects() -> None:
+    """A ``decisions`` record's JSON, put together from its events' parts encoded as they
+    arrived, is its ``canonical`` JSON (what its hash covers), and the subject tokens
+    collected as they arrived are its ``index_tokens``, record by record past
+    ``MAX_EVENTS_PER_RECORD`` events."""
+    writer = AuditWriter(AuditLog(client=None, key=b"k"))
+    analytics = frozenset({"analytics", "necessary"})
+    for index in range(MAX_EVENTS_PER_RECORD + 3):
+        granted = analytics if index % 5 else frozenset({"necessary"})
+        writer.record_decisions(_decisions(f"m{index % 450}-{index}", index % 3, granted))
+    records = [r for g in writer._groups.values() for r in g.records()]
+    assert len(records) > len(writer._groups)  # some group spans two records
+    for kind, data, _, ready in records:
+        assert ready is not None
+        data_json, subjects = ready
+        assert data_json == canonical(data)
+        assert subjects == index_tokens(kind, data)[0]
 
 
 def test_equal_shared_parts_made_twice_still_share_one_record() -> None:
@@ -289,7 +309,9 @@ def test_equal_shared_parts_made_twice_still_share_one_record() -> None:
     assert len(merged) == len(first)
     tokens = [subject_token("a1", b"k"), subject_token("a2", b"k")]
     for group in merged:
-        ((_, data, _),) = group.records()
+        ((_, data, _, ready),) = group.records()
+        assert ready is not None
+        assert ready == (canonical(data), None)  # merged: tokens found in the record
         assert data["count"] == 2
         assert [e["event"] for e in data["events"]] == tokens
 
@@ -311,7 +333,7 @@ def test_a_decisions_record_holds_exactly_its_decision_records() -> None:
         writer.record_decisions(notes)
     joined = []
     for group in writer._groups.values():
-        for _, data, _ in group.records():
+        for _, data, _, _ in group.records():
             shared = {k: v for k, v in data.items() if k not in {"from", "to", "count", "events"}}
             for event in data["events"]:
                 joined.append(

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.compliance import audit_chain
-from router.compliance.audit_chain import canonical, plain_json, pure_plain_json
+from router.compliance.audit_chain import canonical, canonical_with, plain_json, pure_plain_json
 
 
 def reference(value: Any) -> bytes:
@@ -140,3 +140,26 @@ def test_a_decisions_record_takes_the_fast_path() -> None:
     }
     assert plain_json(record)
     assert canonical(record) == reference(record)
+
+
+@settings(max_examples=500)
+@given(
+    st.dictionaries(KEYS.filter(lambda k: k != "events"), JSON, max_size=6),
+    st.lists(PLAIN | JSON, max_size=5),
+)
+def test_canonical_with_writes_what_canonical_writes(
+    fields: dict[str, Any], items: list[Any]
+) -> None:
+    """A record put together from its items' canonical bytes is the record's canonical bytes,
+    whichever writer any part takes (floats, non-ASCII, DEL; keys on both sides of
+    ``events``), and fails as ``canonical`` fails (NaN)."""
+
+    def joined(_: Any) -> bytes:
+        return canonical_with(fields, "events", [canonical(i) for i in items])
+
+    assert outcome(joined, None) == outcome(canonical, {**fields, "events": items})
+
+
+def test_canonical_with_refuses_a_field_of_the_items_name() -> None:
+    with pytest.raises(ValueError, match="events"):
+        canonical_with({"events": 1}, "events", [])
