@@ -345,7 +345,7 @@ def _lane_anchors(fields: Mapping[bytes, bytes]) -> dict[int, Anchor]:
 
 @dataclass(slots=True)
 class _Pending:
-    """Records waiting for the next append of the lane: (at, kind, data, data JSON)."""
+    """Records waiting for the next append of the lane (``_Entry``)."""
 
     entries: list[_Entry]
     done: asyncio.Future[list[AuditRecord]]
