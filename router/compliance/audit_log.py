@@ -251,7 +251,7 @@ Prepared = tuple[bytes, list[str] | None]
 """What an append would otherwise compute from a record's data, known already: its
 ``canonical`` JSON and the subject tokens it names (``index_tokens``; None: not known)."""
 
-_Entry = tuple[str, str, dict[str, Any], str, list[str] | None]
+_Entry = tuple[str, str, dict[str, Any], bytes, list[str] | None]
 """A record waiting for its append: at, kind, data, data JSON, subject tokens (None: to be
 found in the data)."""
 
@@ -422,9 +422,9 @@ class AuditLog:
         for i, (t, (kind, data)) in enumerate(zip(times, items, strict=True)):
             ready = prepared[i] if i < known else None
             if ready is None:
-                entries.append((t, str(kind), dict(data), canonical(data).decode(), None))
+                entries.append((t, str(kind), dict(data), canonical(data), None))
             else:
-                entries.append((t, str(kind), dict(data), ready[0].decode(), ready[1]))
+                entries.append((t, str(kind), dict(data), ready[0], ready[1]))
             if pacer.due():
                 await asyncio.sleep(0)
         pending = _Pending(entries, asyncio.get_running_loop().create_future(), yield_until)
@@ -505,7 +505,7 @@ class AuditLog:
             assert self._lane is not None
             lane, head, witness = self._lane, self._head, self._witness
             records: list[AuditRecord] = []
-            args: list[str | int] = [str(lane), f"{head.seq} {head.hash}", len(entries)]
+            args: list[str | bytes | int] = [str(lane), f"{head.seq} {head.hash}", len(entries)]
             keys = [self.stream, audit_key(self.stream, "heads"), audit_key(self.stream, "last")]
             groups: IndexGroups = {}
             seq, prev = head.seq, head.hash
