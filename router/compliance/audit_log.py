@@ -249,7 +249,7 @@ class _Pacer:
 
 Prepared = tuple[bytes, list[str] | None]
 """What an append would otherwise compute from a record's data, known already: its
-``canonical`` JSON and the subject tokens it names (``index_tokens``; None: not known)."""
+``canonical`` JSON and the subject tokens it names (``named_tokens``; None: not known)."""
 
 _Entry = tuple[str, str, dict[str, Any], bytes, list[str] | None]
 """A record waiting for its append: at, kind, data, data JSON, subject tokens (None: to be

@@ -1,9 +1,9 @@
 """Which subjects an audit record names, and where they go in the subject index. Pure.
 
-``index_tokens``: the subject tokens a record names (and those whose opt-out it honours);
-``group_for_index`` and ``index_arguments``: the records of one append grouped by the index sets
-they go into, and those groups as the append script's keys and arguments
-(``router.compliance.audit_log``; the index is described in
+``named_tokens``: the subject tokens a record names; ``index_tokens``: the same and those whose
+opt-out it honours; ``group_for_index`` and ``index_arguments``: the records of one append
+grouped by the index sets they go into, and those groups as the append script's keys and
+arguments (``router.compliance.audit_log``; the index is described in
 ``router.compliance.subject_index``). Compiled in the compiled build: the audit flush runs them
 for every event of every ``decisions`` record.
 """
@@ -36,11 +36,16 @@ def add_tokens(seen: dict[str, None], value: Any) -> None:
 
 
 def index_tokens(kind: str, data: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    """The subject tokens a record names, and those among them whose opt-out it honours.
+    """The subject tokens a record names (``named_tokens``), and those among them whose
+    opt-out it honours."""
+    subjects = named_tokens(data)
+    return subjects, subjects if honours_opt_out(kind, data) else []
 
-    A record names its ``subjects`` (``decision``, ``consent_written``, ``erasure``) and the
-    ``subjects`` of each of its ``events`` (``decisions``): their ``tokens_in``, each once, in
-    order."""
+
+def named_tokens(data: Mapping[str, Any]) -> list[str]:
+    """The subject tokens a record names: its ``subjects`` (``decision``, ``consent_written``,
+    ``erasure``) and the ``subjects`` of each of its ``events`` (``decisions``), their
+    ``tokens_in``, each once, in order."""
     seen: dict[str, None] = {}
     add_tokens(seen, data.get("subjects"))
     events = data.get("events")
@@ -48,8 +53,7 @@ def index_tokens(kind: str, data: Mapping[str, Any]) -> tuple[list[str], list[st
         for event in events:
             if type(event) is dict or isinstance(event, Mapping):  # dict: no ABC check
                 add_tokens(seen, event.get("subjects"))
-    subjects = list(seen)
-    return subjects, subjects if honours_opt_out(kind, data) else []
+    return list(seen)
 
 
 def honours_opt_out(kind: str, data: Mapping[str, Any]) -> bool:
@@ -65,7 +69,7 @@ def honours_opt_out(kind: str, data: Mapping[str, Any]) -> bool:
 
 
 IndexGroups = dict[tuple[tuple[str, ...], bool], list[str]]
-"""The records of one append by the index sets they go into: (their ``index_tokens``' subject
+"""The records of one append by the index sets they go into: (their ``named_tokens``' subject
 tokens, whether their opt-out sets too) -> the records' ordinals in the append."""
 
 
@@ -78,10 +82,10 @@ def group_for_index(
 ) -> None:
     """Add a record (its ``ordinal`` in its append) to ``groups``: records naming the same
     subjects share a group (the destinations' records of one request do). ``subjects``: the
-    record's ``index_tokens`` when the caller collected them already (the audit writer does,
+    record's ``named_tokens`` when the caller collected them already (the audit writer does,
     as decisions arrive)."""
     if subjects is None:
-        subjects = index_tokens(kind, data)[0]
+        subjects = named_tokens(data)
     if subjects:
         groups.setdefault((tuple(subjects), honours_opt_out(kind, data)), []).append(ordinal)
 
