@@ -219,14 +219,16 @@ the ingest's p99), and yields until half its interval has passed.
 Under a saturating load each yield waits for a whole turn of the loop (10-20 ms of other
 requests' work): a flush that kept yielding (or that took several round trips) fell behind
 and the writer dropped decisions past ``max_buffer``; past the deadline it finishes in one
-go, as it always did."""
+go."""
 
-
-FLUSH_PART_EVENTS: Final = 2000
-"""A flush on schedule appends parts of about this many decisions (a ``decisions`` record
-weighs its events, any other record one), one round trip each: Redis runs an append script in
-one go, and one of a second's worth of decisions (21,000 under single-event load) held the
-ingest's enqueues and lookups behind it long enough to be its p99."""
+PART_EVENTS: Final = 1000
+"""An append script holds records of about this many decisions at most (a ``decisions``
+record weighs its events, any other record one; a heavier record goes alone); a bigger append
+is several scripts sent in one pipeline, one round trip. Redis runs a script in one go but
+reads a pipeline's big arguments a read at a time, serving its other clients in between, so
+the ingest's lookups and enqueues wait for one part at most. Under distinct users' load one
+script of a flush's decisions held Redis for 100-440 ms, every request of the router waited
+on a lookup or an enqueue behind it, and the router stood idle 12 % of its time."""
 
 
 class _Pacer:
@@ -259,18 +261,6 @@ found in the data)."""
 _Buffered = tuple[str, Mapping[str, Any], datetime, Prepared | None]
 """A record waiting for the writer's flush: kind, data, time, and its JSON and subject tokens
 when they are known already (``decisions`` records)."""
-
-
-def _part_end(batch: Sequence[_Buffered], start: int) -> int:
-    """Where the flush's part that begins at ``start`` ends (``FLUSH_PART_EVENTS``)."""
-    weight, end = 0, start
-    while end < len(batch) and end - start < MAX_RECORDS_PER_APPEND:
-        events = batch[end][1].get("events")
-        weight += 1 + (len(events) if isinstance(events, list) else 0)
-        end += 1
-        if weight >= FLUSH_PART_EVENTS:
-            break
-    return end
 
 
 def _utc_now() -> datetime:
@@ -341,6 +331,36 @@ def _lane_anchors(fields: Mapping[bytes, bytes]) -> dict[int, Anchor]:
         except ValueError:
             continue  # not a lane: verification reports the lane as missing, if it is one
     return out
+
+
+def _weight(data: Mapping[str, Any]) -> int:
+    """A record's weight in an append's part (``PART_EVENTS``): 1, plus its events."""
+    events = data.get("events")
+    return 1 + (len(events) if isinstance(events, list) else 0)
+
+
+@dataclass(slots=True)
+class _Part:
+    """One append script of an append: its records, and its keys and arguments (``_APPEND``:
+    the index's come last, added by ``close``)."""
+
+    lane: int
+    seq: int
+    """The seq and hash of the head the part follows."""
+    prev: str
+    records: list[AuditRecord] = field(default_factory=list)
+    args: list[str | bytes | int] = field(default_factory=list)
+    groups: IndexGroups = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)
+    weight: int = 0
+
+    def close(self, stream: str) -> _Part:
+        """The part with its header and index arguments in place."""
+        index_keys, index_args = index_arguments(stream, self.groups)
+        self.keys = [stream, audit_key(stream, "heads"), audit_key(stream, "last"), *index_keys]
+        self.args = [str(self.lane), f"{self.seq} {self.prev}", len(self.records), *self.args]
+        self.args += index_args
+        return self
 
 
 @dataclass(slots=True)
@@ -499,46 +519,87 @@ class AuditLog:
         *,
         yield_until: float = 0.0,
     ) -> list[AuditRecord]:
+        """Append ``entries`` in parts (``PART_EVENTS``), one script each, in one round trip.
+
+        Each part is atomic, and checks that the lane's head is the one it follows: after a
+        part fails, so do the parts after it. A part that landed although its reply was lost
+        (the connection broke) is found at the next append of the same entries (the flush
+        puts them back first): the lane's head is then one of their records, same seq and
+        hash, and the append goes on after it instead of writing them twice."""
+        written: list[AuditRecord] = []
         for _ in range(self.max_attempts):
             if self._lane is None:
                 await self._open()
             assert self._lane is not None
-            lane, head, witness = self._lane, self._head, self._witness
-            records: list[AuditRecord] = []
-            args: list[str | bytes | int] = [str(lane), f"{head.seq} {head.hash}", len(entries)]
-            keys = [self.stream, audit_key(self.stream, "heads"), audit_key(self.stream, "last")]
-            groups: IndexGroups = {}
-            seq, prev = head.seq, head.hash
-            pacer = _Pacer(yield_until)
-            for ordinal, (moment, kind, data, data_json, subjects) in enumerate(entries, 1):
-                if pacer.due():
-                    await asyncio.sleep(0)  # only this task appends to the lane: nothing moves
-                seq += 1
-                digest = sealed_hash(
-                    seq, moment, kind, data_json, prev, lane=lane, witness_json=witness
-                )
-                parsed = json.loads(witness) if witness is not None else None
-                records.append(AuditRecord(seq, moment, kind, data, prev, digest, lane, parsed))
-                args += [str(seq), moment, kind, data_json, prev, digest, witness or ""]
-                group_for_index(kind, data, groups, str(ordinal), subjects)
-                prev = digest
-                witness = None
-            index_keys, index_args = index_arguments(self.stream, groups)
-            keys += index_keys
-            args += index_args
-            result = await run_script(self.client, _APPEND, keys=keys, args=args)
-            if int(result[0]) == 1:
-                self._head = Anchor(seq, prev)
-                self._witness = self._witness_of(result[1], result[2], result[3])
-                return records
-            current = _text(result[1])
+            parts = await self._parts(self._lane, entries[len(written) :], yield_until)
+            results = await self._run(parts)
+            failed = len(parts)
+            for number, (part, result) in enumerate(zip(parts, results, strict=True)):
+                if int(result[0]) != 1:
+                    failed = number
+                    break
+                written += part.records
+                self._head = Anchor(part.records[-1].seq, part.records[-1].hash)
+                # The newest record of another lane before the part (the next witness).
+                seen = self._witness_of(result[1], result[2], result[3])
+                if seen is not None or number == 0:
+                    self._witness = seen
+            if failed == len(parts):
+                return written
+            current = _text(results[failed][1])
+            rest = [f"{r.seq} {r.hash}" for part in parts[failed:] for r in part.records]
+            if current in rest:
+                # An earlier append of these entries landed up to there, its reply lost.
+                landed = rest.index(current) + 1
+                written += [r for part in parts[failed:] for r in part.records][:landed]
+                self._head = _lane_anchor(current)
+                self._witness = None
+                continue
             if current:
                 # Another writer holds this lane (a copied AuditLog): chain onto its head.
                 self._head = _lane_anchor(current)
             else:
                 self._lane = None  # the lane is gone from the registry: open a new one
-            log.warning("audit lane head moved; appending again", extra={"lane": lane})
+            log.warning("audit lane head moved; appending again", extra={"lane": self._lane})
         raise AuditConflictError("could not append to the audit lane")
+
+    async def _parts(self, lane: int, entries: Sequence[_Entry], yield_until: float) -> list[_Part]:
+        """The append scripts' records, keys and arguments for ``entries`` (``_APPEND``),
+        chained onto this writer's head; the witness goes on the first record."""
+        parts: list[_Part] = []
+        seq, prev, witness = self._head.seq, self._head.hash, self._witness
+        pacer = _Pacer(yield_until)
+        part = _Part(lane, seq, prev)
+        for moment, kind, data, data_json, subjects in entries:
+            if pacer.due():
+                await asyncio.sleep(0)  # only this task appends to the lane: nothing moves
+            weight = _weight(data)
+            if part.records and part.weight + weight > PART_EVENTS:
+                parts.append(part.close(self.stream))
+                part = _Part(lane, seq, prev)
+            seq += 1
+            digest = sealed_hash(
+                seq, moment, kind, data_json, prev, lane=lane, witness_json=witness
+            )
+            parsed = json.loads(witness) if witness is not None else None
+            part.records.append(AuditRecord(seq, moment, kind, data, prev, digest, lane, parsed))
+            part.args += [str(seq), moment, kind, data_json, prev, digest, witness or ""]
+            group_for_index(kind, data, part.groups, str(len(part.records)), subjects)
+            part.weight += weight
+            prev = digest
+            witness = None
+        if part.records:
+            parts.append(part.close(self.stream))
+        return parts
+
+    async def _run(self, parts: Sequence[_Part]) -> list[Any]:
+        """Each part's script reply: one script, or a pipeline of them (one round trip)."""
+        if len(parts) == 1:
+            return [await run_script(self.client, _APPEND, keys=parts[0].keys, args=parts[0].args)]
+        pipe = self.client.pipeline(transaction=False)
+        for part in parts:
+            pipe.eval(_APPEND, len(part.keys), *part.keys, *part.args)
+        return list(await pipe.execute())
 
     async def head(self) -> Anchor:
         """This writer's last record's seq and hash (genesis before its first append)."""
@@ -835,24 +896,20 @@ class AuditWriter:
             return 0
         batch, self._buffer = self._buffer, []
         done = 0
-        # Until half the interval has passed: parts of about FLUSH_PART_EVENTS decisions, one
-        # round trip each, requests running between slices of their encoding and hashing;
-        # then the rest in one go, so that a flush keeps up with a saturating load.
+        # Until half the interval has passed, requests run between slices of the encoding and
+        # hashing; then the rest is done in one go, so that a flush keeps up with a saturating
+        # load. The log sends a big append in parts (``PART_EVENTS``), in one round trip.
         deadline = time.monotonic() + self.flush_every_s / 2
         try:
             while done < len(batch):
-                if time.monotonic() < deadline:
-                    end = _part_end(batch, done)
-                else:
-                    end = min(done + MAX_RECORDS_PER_APPEND, len(batch))
-                part = batch[done:end]
+                part = batch[done : done + MAX_RECORDS_PER_APPEND]
                 await self.log.append_many(
                     [(kind, data) for kind, data, _, _ in part],
                     at=[t for _, _, t, _ in part],
                     yield_until=deadline,
                     prepared=[ready for _, _, _, ready in part],
                 )
-                done = end
+                done += len(part)
         except (RedisError, OSError, AuditConflictError):
             self._buffer[:0] = batch[done:]
             raise

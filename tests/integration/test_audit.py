@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from router.compliance import audit_log
 from router.compliance.audit_chain import (
@@ -24,8 +25,8 @@ from router.compliance.audit_chain import (
     verify_records,
 )
 from router.compliance.audit_log import (
-    FLUSH_PART_EVENTS,
     MAX_EVENTS_PER_RECORD,
+    PART_EVENTS,
     STREAM,
     AuditKind,
     AuditLog,
@@ -33,6 +34,7 @@ from router.compliance.audit_log import (
     export,
     verify,
 )
+from router.queue.keys import subject_index_key
 from tests.conftest import BACKENDS
 from tests.redis_server import RedisServer
 
@@ -337,31 +339,35 @@ async def test_buffered_writer_appends_on_flush(redis_client: aioredis.Redis) ->
     assert (await log.verify()).ok
 
 
-async def test_a_big_flush_on_schedule_goes_in_parts_and_slices_late_in_one_go(
-    redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A flush holding many decisions appends parts of about ``FLUSH_PART_EVENTS``, and other
-    tasks run while it encodes and hashes them (here after every record: ``YIELD_AFTER_S``
-    0); every record lands, in order, and the chain verifies. Past half its interval (here at
-    once: ``flush_every_s`` 0) a flush appends the rest in one round trip without yielding,
-    so that it keeps up under a saturating load."""
-    log = AuditLog(redis_client)
-    writer = AuditWriter(log)
+def _big_flush_entries() -> list[tuple[AuditKind, dict[str, Any]]]:
+    """Twelve ``decisions`` records of ``MAX_EVENTS_PER_RECORD`` events (subjects s0, s1...),
+    each followed by a ``release`` record."""
     events = [{"event": f"e{i}", "subjects": [f"s{i}"]} for i in range(MAX_EVENTS_PER_RECORD)]
-    entries = []
+    entries: list[tuple[AuditKind, dict[str, Any]]] = []
     for index in range(12):
         entries.append((AuditKind.DECISIONS, {"destination": f"d{index}", "events": events}))
         entries.append((AuditKind.RELEASE, {"destination": f"r{index}"}))
+    return entries
+
+
+async def test_a_big_flush_goes_in_parts_in_one_round_trip_and_slices_until_late(
+    redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush holding many decisions is one append, sent as scripts of about
+    ``PART_EVENTS`` decisions each in one round trip (Redis serves its other clients between
+    them), and other tasks run while it encodes and hashes (here after every record:
+    ``YIELD_AFTER_S`` 0); every record lands, in order, indexed, and the chain verifies. Past
+    half its interval (here at once: ``flush_every_s`` 0) a flush does not yield, so that it
+    keeps up under a saturating load."""
+    log = AuditLog(redis_client)
+    writer = AuditWriter(log)
+    entries = _big_flush_entries()
     writer.record_many(entries)
     ticks = 0
     encoded: list[int] = []
     hashed: list[int] = []
-    appends: list[int] = []
-    real_canonical, real_hash, real_append = (
-        audit_log.canonical,
-        audit_log.sealed_hash,
-        AuditLog.append_many,
-    )
+    trips: list[list[int]] = []
+    real_canonical, real_hash, real_run = audit_log.canonical, audit_log.sealed_hash, AuditLog._run
 
     def canonical(value: Any) -> bytes:
         encoded.append(ticks)
@@ -371,9 +377,9 @@ async def test_a_big_flush_on_schedule_goes_in_parts_and_slices_late_in_one_go(
         hashed.append(ticks)
         return real_hash(*args, **kwargs)
 
-    async def append_many(self: AuditLog, items: Any, **kwargs: Any) -> list[AuditRecord]:
-        appends.append(sum(1 + len(data.get("events", ())) for _, data in items))
-        return await real_append(self, items, **kwargs)
+    async def run(self: AuditLog, parts: Any) -> list[Any]:
+        trips.append([sum(1 + len(r.data.get("events", ())) for r in p.records) for p in parts])
+        return await real_run(self, parts)
 
     async def ticker(stop: asyncio.Event) -> None:
         nonlocal ticks
@@ -384,16 +390,20 @@ async def test_a_big_flush_on_schedule_goes_in_parts_and_slices_late_in_one_go(
     monkeypatch.setattr(audit_log, "YIELD_AFTER_S", 0.0)
     monkeypatch.setattr(audit_log, "canonical", canonical)
     monkeypatch.setattr(audit_log, "sealed_hash", sealed_hash)
-    monkeypatch.setattr(AuditLog, "append_many", append_many)
+    monkeypatch.setattr(AuditLog, "_run", run)
     stop = asyncio.Event()
     task = asyncio.create_task(ticker(stop))
+    before = (await redis_client.info("commandstats")).get("cmdstat_eval", {}).get("calls", 0)
     assert await writer.flush() == len(entries)
     stop.set()
     await task
     total = 12 * (MAX_EVENTS_PER_RECORD + 2)
-    assert sum(appends) == total
-    assert len(appends) > 1  # on schedule: parts of about FLUSH_PART_EVENTS decisions
-    assert all(weight < FLUSH_PART_EVENTS + MAX_EVENTS_PER_RECORD + 2 for weight in appends)
+    assert len(trips) == 1  # one round trip
+    assert sum(trips[0]) == total
+    assert len(trips[0]) > 1
+    assert all(weight <= PART_EVENTS for weight in trips[0])
+    evals = (await redis_client.info("commandstats"))["cmdstat_eval"]["calls"] - before
+    assert evals == 1 + len(trips[0])  # the lane's opening, then one script per part
     # a yield after each record, while encoding and while hashing
     assert len(set(encoded)) == len(set(hashed)) == len(entries)
     assert encoded == sorted(encoded)
@@ -401,15 +411,17 @@ async def test_a_big_flush_on_schedule_goes_in_parts_and_slices_late_in_one_go(
     records = [parse_record(line) async for line in log.export()]
     assert [r.data["destination"] for r in records] == [d["destination"] for _, d in entries]
     assert (await log.verify()).ok
-    # Late: one append, no yield.
+    for subject in ("s0", f"s{MAX_EVENTS_PER_RECORD - 1}"):  # each part indexed its records
+        assert await redis_client.zcard(subject_index_key(STREAM, subject)) == 12
+    # Late: no yield while encoding or hashing.
     late = AuditWriter(log, flush_every_s=0.0)
     late.record_many(entries)
-    appends.clear()
+    trips.clear()
     encoded.clear()
     hashed.clear()
     task = asyncio.create_task(ticker(stop := asyncio.Event()))
     assert await late.flush() == len(entries)
-    assert appends == [total]
+    assert len(trips) == 1
     # The same for an append past its deadline, or without one.
     await log.append_many(entries, yield_until=time.monotonic() - 1)
     await log.append_many(entries)
@@ -418,6 +430,46 @@ async def test_a_big_flush_on_schedule_goes_in_parts_and_slices_late_in_one_go(
     assert len(encoded) == len(hashed) == 3 * len(entries)
     assert len(set(encoded)) <= 3  # one tick per append: no yield while encoding
     assert len(set(hashed)) <= 3
+    assert (await log.verify()).ok
+
+
+@pytest.mark.parametrize("landed", [0, 3, "all"])
+@pytest.mark.parametrize("redis_backend", BACKENDS)
+async def test_parts_that_landed_when_their_reply_was_lost_are_not_written_twice(
+    redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch, landed: int | str
+) -> None:
+    """The connection breaks after some parts of a flush's append ran (none, three, all): the
+    flush fails and keeps its records; the next flush finds the lane's head among them and
+    appends only the rest, once each, and the chain verifies."""
+    log = AuditLog(redis_client)
+    await log.append(AuditKind.RELEASE, {"destination": "first"})
+    writer = AuditWriter(log)
+    entries = _big_flush_entries()
+    writer.record_many(entries)
+    real_run = AuditLog._run
+    broken = [True]
+
+    async def run(self: AuditLog, parts: Any) -> list[Any]:
+        if not broken[0]:
+            return await real_run(self, parts)
+        broken[0] = False
+        count = len(parts) if landed == "all" else int(landed)
+        if count:
+            await real_run(self, parts[:count])
+        raise RedisConnectionError("connection lost")
+
+    monkeypatch.setattr(AuditLog, "_run", run)
+    with pytest.raises(RedisConnectionError):
+        await writer.flush()
+    assert await writer.flush() == len(entries)
+    records = [parse_record(line) async for line in log.export()]
+    assert [r.data["destination"] for r in records] == ["first"] + [
+        d["destination"] for _, d in entries
+    ]
+    assert [r.seq for r in records] == list(range(1, len(entries) + 2))
+    assert (await log.verify()).ok
+    following = await log.append(AuditKind.RELEASE, {"destination": "next"})
+    assert following.seq == len(entries) + 2
     assert (await log.verify()).ok
 
 
