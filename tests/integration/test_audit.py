@@ -34,6 +34,7 @@ from router.compliance.audit_log import (
     export,
     verify,
 )
+from router.core.audit_records import SharedDecision
 from router.queue.keys import subject_index_key
 from tests.conftest import BACKENDS
 from tests.redis_server import RedisServer
@@ -431,6 +432,43 @@ async def test_a_big_flush_goes_in_parts_in_one_round_trip_and_slices_until_late
     assert len(set(encoded)) <= 3  # one tick per append: no yield while encoding
     assert len(set(hashed)) <= 3
     assert (await log.verify()).ok
+
+
+async def test_a_flush_puts_the_destinations_records_of_the_same_events_side_by_side(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Three destinations decide on the same 1,200 events: the flush writes their records
+    column by column (each destination's first 500 events, then the next 500...), a part holds
+    a column even past ``PART_EVENTS``, and the subject index gets one ``ZADD`` per person and
+    part, naming the three records, not one per record."""
+    log = AuditLog(redis_client)
+    writer = AuditWriter(log)
+    shared = [
+        SharedDecision(
+            ("d", name),
+            {"stage": "ingest", "destination": name, "consent": {"sources": []},
+             "decision": "deliver", "reason": "consent_granted", "sent": ["event"],
+             "removed": [], "transformed": []},
+        )
+        for name in ("ga4", "amplitude", "hook")
+    ]  # fmt: skip
+    events = [
+        {"event": f"e{i}", "subjects": [f"u{i}", f"a{i}"], "consent_at": None} for i in range(1200)
+    ]
+    writer.record_decisions((decision, event) for event in events for decision in shared)
+    await redis_client.config_resetstat()
+    assert await writer.flush() == 9
+    records = [parse_record(line) async for line in log.export()]
+    assert [(r.data["destination"], r.data["count"]) for r in records] == [
+        ("ga4", 500), ("amplitude", 500), ("hook", 500),
+        ("ga4", 500), ("amplitude", 500), ("hook", 500),
+        ("ga4", 200), ("amplitude", 200), ("hook", 200),
+    ]  # fmt: skip
+    assert (await log.verify()).ok
+    zadd = (await redis_client.info("commandstats"))["cmdstat_zadd"]["calls"]
+    assert zadd == 2 * len(events)  # a user id and an anonymous id per event
+    for subject in ("u0", "a699", "u1199"):
+        assert await redis_client.zcard(subject_index_key(STREAM, subject)) == 3
 
 
 @pytest.mark.parametrize("landed", [0, 3, "all"])
