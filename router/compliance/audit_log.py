@@ -553,11 +553,11 @@ class AuditLog:
             if failed == len(parts):
                 return written
             current = _text(results[failed][1])
-            rest = [f"{r.seq} {r.hash}" for part in parts[failed:] for r in part.records]
-            if current in rest:
+            rest = [r for part in parts[failed:] for r in part.records]
+            heads = [f"{r.seq} {r.hash}" for r in rest]
+            if current in heads:
                 # An earlier append of these entries landed up to there, its reply lost.
-                landed = rest.index(current) + 1
-                written += [r for part in parts[failed:] for r in part.records][:landed]
+                written += rest[: heads.index(current) + 1]
                 self._head = _lane_anchor(current)
                 self._witness = None
                 continue
