@@ -425,8 +425,10 @@ class AuditLog:
         yield_until: float = 0.0,
         prepared: Sequence[Prepared | None] = (),
     ) -> list[AuditRecord]:
-        """Append records in order, atomically, onto this writer's lane. Raises ``RedisError``
-        or ``OSError`` when Redis cannot be reached (nothing, or all of them, was written).
+        """Append records in order onto this writer's lane: atomically up to ``PART_EVENTS``
+        decisions, in atomic parts beyond. Raises ``RedisError`` or ``OSError`` when Redis
+        cannot be reached: then none, all, or the first parts were written, and appending the
+        same records again writes only the rest (``_append_group``).
 
         ``yield_until`` (a ``time.monotonic()``; 0, the default: never): until then, encoding
         and hashing the records yields to the event loop every ``YIELD_AFTER_S`` of CPU (the
