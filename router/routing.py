@@ -33,7 +33,6 @@ from destinations.aggregate import AggregateSettings, settings_problems
 from destinations.base import Connector
 from destinations.fields import Allowlist, Transform, compile_allowlist, parse_path
 from destinations.registry import DESTINATION_TYPES
-from router.core.schema import EventType
 from router.errors import ConfigError
 
 
@@ -217,14 +216,6 @@ class CompiledDestination:
     events: frozenset[str] | None
     identifiers: Mapping[str, str]
     """Connector-declared and configured identifier fields, for the PII safety net."""
-
-    def wants(self, event_type: EventType, name: str | None) -> bool:
-        """Whether the ``events`` filter lets this event through."""
-        if self.events is None:
-            return True
-        return event_type in self.events or (  # a StrEnum: hashed and compared as its value
-            event_type is EventType.TRACK and name is not None and name in self.events
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,8 @@ OUT=build/compiled
 # consent/gpp_sections.py (dataclass field order under mypyc), consent/gcm.py (a map with a
 # non-string key raises TypeError instead of ConsentModeError: typed arguments are checked).
 # Also router/routing.py (pydantic models, which read their annotations),
-# router/compliance/audit_log.py (async generators, which mypyc does not implement),
+# router/compliance/audit_log.py (async generators, which mypyc does not implement; its
+# per-decision bookkeeping is router/compliance/audit_groups.py, compiled),
 # consent/store.py (compiled, its invalidation listener did not resume after a lost connection
 # and aclose let its task's CancelledError through: three integration tests failed; its
 # per-subject bookkeeping is consent/cache.py, compiled).
@@ -35,6 +36,7 @@ OUT=build/compiled
 MODULES=(
   router/core/paths.py router/core/jsonscan.py router/core/sanitize.py router/core/plan.py
   router/core/audit_records.py router/core/explain.py router/compliance/subject_tokens.py
+  router/compliance/audit_groups.py router/compliance/audit_chain.py
   router/core/signals.py
   consent/tcf.py consent/tcf_bits.py consent/gpp.py consent/usp.py consent/onetrust.py
   consent/iab.py consent/signals.py consent/resolve.py consent/policy.py

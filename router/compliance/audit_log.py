@@ -76,14 +76,20 @@ from router.compliance.audit_chain import (
     TrailVerifier,
     VerifyResult,
     canonical,
-    canonical_with,
     record_name,
     sealed_hash,
+)
+from router.compliance.audit_groups import (
+    Buffered,
+    DecisionGroup,
+    Prepared,
+    flush_records,
+    group_decisions,
+    now_text,
 )
 from router.compliance.subject_index import unindex
 from router.compliance.subject_tokens import (
     IndexGroups,
-    add_tokens,
     group_for_index,
     index_arguments,
 )
@@ -255,26 +261,13 @@ class _Pacer:
         return time.monotonic() < self.until
 
 
-Prepared = tuple[bytes, list[str] | None]
-"""What an append would otherwise compute from a record's data, known already: its
-``canonical`` JSON and the subject tokens it names (``named_tokens``; None: not known)."""
-
 _Entry = tuple[str, str, dict[str, Any], bytes, list[str] | None]
 """A record waiting for its append: at, kind, data, data JSON, subject tokens (None: to be
 found in the data)."""
 
 
-_Buffered = tuple[str, Mapping[str, Any], datetime, Prepared | None]
-"""A record waiting for the writer's flush: kind, data, time, and its JSON and subject tokens
-when they are known already (``decisions`` records)."""
-
-
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _now_text(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def _text(value: Any) -> str:
@@ -440,9 +433,9 @@ class AuditLog:
             return []
         if isinstance(at, Sequence):
             texts: dict[datetime, str] = {}  # records of one request share their time
-            times = [texts[t] if t in texts else texts.setdefault(t, _now_text(t)) for t in at]
+            times = [texts[t] if t in texts else texts.setdefault(t, now_text(t)) for t in at]
         else:
-            times = [_now_text(at or self.clock())] * len(items)
+            times = [now_text(at or self.clock())] * len(items)
         # Each record's data is encoded once; a big append lets requests run between slices.
         entries: list[_Entry] = []
         pacer = _Pacer(yield_until)
@@ -739,75 +732,6 @@ async def export(client: aioredis.Redis, stream: str = STREAM) -> AsyncIterator[
         yield line
 
 
-MAX_EVENTS_PER_RECORD: Final = 500
-
-
-@dataclass(slots=True)
-class _DecisionGroup:
-    shared: dict[str, Any]
-    """A ``SharedDecision``'s data (shared: nobody may change it)."""
-    first: datetime
-    last: datetime
-    events: list[dict[str, Any]] = field(default_factory=list)
-    """The decisions' event parts (``decision_notes``), in order."""
-    encoded: list[bytes] = field(default_factory=list)
-    """Each event part's ``canonical`` JSON, made when it arrived."""
-    tokens: list[dict[str, None]] | None = field(default_factory=list)
-    """The subject tokens of each record to be (``MAX_EVENTS_PER_RECORD`` events each), in
-    order, collected as the events arrived; None after a merge (found in the records then)."""
-
-    def add(self, event: dict[str, Any], encoded: bytes) -> None:
-        """One more decision: its event part and the part's JSON."""
-        if self.tokens is not None:
-            if len(self.events) % MAX_EVENTS_PER_RECORD == 0:
-                self.tokens.append({})
-            add_tokens(self.tokens[-1], event.get("subjects"))
-        self.events.append(event)
-        self.encoded.append(encoded)
-
-    def records(self) -> list[_Buffered]:
-        """``decisions`` records of at most ``MAX_EVENTS_PER_RECORD`` events each, with their
-        JSON (put together from the parts') and subject tokens."""
-        out: list[_Buffered] = []
-        window = {"from": _now_text(self.first), "to": _now_text(self.last)}
-        for number, start in enumerate(range(0, len(self.events), MAX_EVENTS_PER_RECORD)):
-            end = start + MAX_EVENTS_PER_RECORD
-            events = self.events[start:end]
-            fields = {**self.shared, **window, "count": len(events)}
-            data_json = canonical_with(fields, "events", self.encoded[start:end])
-            subjects = None if self.tokens is None else list(self.tokens[number])
-            data = {**fields, "events": events}
-            out.append((AuditKind.DECISIONS.value, data, self.last, (data_json, subjects)))
-        return out
-
-
-def _interleaved(rows: Sequence[list[_Buffered]]) -> list[_Buffered]:
-    """The records of each group (one row per group), the first of every row, then the
-    second...: the destinations' records of the same events (a request's events go to every
-    destination's group in the same order) come next to each other, for the subject index."""
-    out: list[_Buffered] = []
-    for column in range(max((len(row) for row in rows), default=0)):
-        out += [row[column] for row in rows if column < len(row)]
-    return out
-
-
-def _merged_groups(groups: Mapping[SharedDecision, _DecisionGroup]) -> list[_DecisionGroup]:
-    """The groups of one flush, those of equal shared parts as one. ``record_decisions``
-    groups by the ``SharedDecision`` object (hashing its key, a tuple of every path, cost more
-    than the rest of a decision's bookkeeping); equal ones are distinct objects only after
-    ``decision_notes``' memo started again, and are merged here, once per flush."""
-    merged: dict[tuple[Any, ...], _DecisionGroup] = {}
-    for shared, group in groups.items():
-        known = merged.setdefault(shared.key, group)
-        if known is not group:
-            known.tokens = None  # its records' tokens are no longer those collected
-            known.events += group.events
-            known.encoded += group.encoded
-            known.first = min(known.first, group.first)
-            known.last = max(known.last, group.last)
-    return list(merged.values())
-
-
 @dataclass(slots=True)
 class AuditWriter:
     """Buffers records from the hot path and appends them once per ``flush_every_s``.
@@ -838,8 +762,8 @@ class AuditWriter:
     stats: Stats | None = None
     _unreported: int = 0
     """Dropped since the last flush logged it (one warning per flush, not per request)."""
-    _buffer: list[_Buffered] = field(default_factory=list)
-    _groups: dict[SharedDecision, _DecisionGroup] = field(default_factory=dict)
+    _buffer: list[Buffered] = field(default_factory=list)
+    _groups: dict[SharedDecision, DecisionGroup] = field(default_factory=dict)
     _grouped: int = 0
     _last_trim: float | None = None
     _flusher: Periodic = field(init=False)
@@ -868,23 +792,10 @@ class AuditWriter:
 
     def record_decisions(self, notes: Iterable[DecisionNote]) -> None:
         """Queue ``decision_notes``' decisions, grouped by their shared part (see the class)."""
-        moment = self.log.clock()
-        groups = self._groups
-        dropped = 0
-        part: dict[str, Any] | None = None
-        encoded = b""
-        for shared, event in notes:
-            if self._grouped >= self.max_buffer:
-                dropped += 1
-                continue
-            group = groups.get(shared)  # by identity (a C-level hash): see _merged_groups
-            if group is None:
-                group = groups[shared] = _DecisionGroup(shared.data, moment, moment)
-            group.last = moment
-            if event is not part:  # an event's destinations share its part: encoded once
-                part, encoded = event, canonical(event)
-            group.add(event, encoded)
-            self._grouped += 1
+        added, dropped = group_decisions(
+            self._groups, notes, self.log.clock(), self.max_buffer - self._grouped
+        )
+        self._grouped += added
         if dropped:
             self._dropped(dropped)
 
@@ -910,9 +821,7 @@ class AuditWriter:
             self._unreported = 0
         if self._groups:
             groups, self._groups, self._grouped = self._groups, {}, 0
-            self._buffer += _interleaved(
-                [g.records() for g in sorted(_merged_groups(groups), key=lambda g: g.first)]
-            )
+            self._buffer += flush_records(groups)
             self._bound()
         if not self._buffer:
             return 0

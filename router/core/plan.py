@@ -26,10 +26,11 @@ from consent.resolve import RequestSignals, carries_signals, region_of, resolve_
 from destinations.base import ConsentFacts, DeliveryOf
 from destinations.dlp import allowlisted
 from router.core.audit_records import AuditKind, DecisionNote, decision_notes, written_out
-from router.core.consent_input import consent_update
+from router.core.consent_input import RESERVED_EVENTS, consent_update
 from router.core.outcomes import Decision, Deliver, QueueItem, QueueItemOf, Skip, SkipReason
 from router.core.paths import field_paths
 from router.core.sanitize import Event
+from router.core.schema import EventType
 from router.routing import CompiledDestination, Routing
 
 
@@ -49,6 +50,14 @@ def consent_facts(state: ConsentState, policy: ConsentPolicy) -> ConsentFacts:
         us_opt_out=state.us_opt_out,
         ad_user_data=google("ad_user_data", "advertising"),
         ad_personalization=google("ad_personalization", "personalization"),
+    )
+
+
+def listed(events: frozenset[str], event_type: EventType, name: str | None) -> bool:
+    """Whether a destination's ``events`` filter lets an event of this type and name (track
+    events are listed by name, the others by type) through."""
+    return event_type in events or (  # a StrEnum: hashed and compared as its value
+        event_type is EventType.TRACK and name is not None and name in events
     )
 
 
@@ -143,7 +152,8 @@ def _decide(
         return Skip(destination, SkipReason.DESTINATION_DISABLED)
     if suppressed:
         return Skip(destination, SkipReason.SUPPRESSED, "the subject asked for erasure")
-    if not destination.wants(event.type, event.name):
+    events = destination.events
+    if events is not None and not listed(events, event.type, event.name):
         return Skip(destination, SkipReason.EVENT_NOT_LISTED)
     if integrations is not None and not integrations_allow(integrations, destination):
         return Skip(destination, SkipReason.INTEGRATIONS_DISABLED, "integrations object")
@@ -299,7 +309,9 @@ class RequestPlanner:
         for event, hashes in zip(events, subjects, strict=True):
             is_suppressed = bool(suppressed) and not suppressed.isdisjoint(hashes)
             consent = self._consent(event, hashes)
-            update = None if is_suppressed else consent_update(event, routing.policy)
+            update = None
+            if event.name in RESERVED_EVENTS and not is_suppressed:  # no other carries one
+                update = consent_update(event, routing.policy)
             if update is not None:
                 self._store(hashes, update)
                 out.update_ids.append(event.subject_ids)

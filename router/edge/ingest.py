@@ -353,6 +353,14 @@ async def _accept(
         )
         _count_plan(state, plan)
         writes.extend(_deliveries(plan, state.routing.partitions))
+        queued = {d: len(routed) for d, routed in plan.deliveries.items()}
+        accepted = len(events)
+        # Free the decoded events and the queue items now, while the CPU's caches hold them:
+        # after the enqueue's await other requests have run, and freeing them then took
+        # about a tenth of a distinct-people batch's CPU.
+        plan.deliveries.clear()
+        events.clear()
+        parsed.items.clear()
         consent_audit: list[tuple[AuditKind, dict[str, Any]]] = []
         with stage_span(tracer, "enqueue", parent=span):
             if plan.updates and state.consent is not None:
@@ -366,12 +374,10 @@ async def _accept(
             "the event queue is unavailable; retry later",
             retry_after=state.settings.retry_after_s,
         ) from exc
-    state.stats.add(
-        "router_events_accepted_total", amount=len(events), source=source.id, route=route
-    )
-    _observe(state, source.id, len(events), plan, consent_audit)
+    state.stats.add("router_events_accepted_total", amount=accepted, source=source.id, route=route)
+    _observe(state, source.id, plan, consent_audit, events=accepted, queued=queued)
 
-    if events or not rejected:
+    if accepted or not rejected:
         body_out: dict[str, Any] = {"success": True}
         if rejected:
             body_out["rejected"] = rejected
@@ -487,13 +493,15 @@ async def _write_consent(
 def _observe(
     state: AppState,
     source_id: str,
-    events: int,
     plan: RequestPlan,
     consent_audit: list[tuple[AuditKind, dict[str, Any]]],
+    *,
+    events: int,
+    queued: dict[str, int],
 ) -> None:
-    """Tell the monitor and the audit trail about an accepted request (memory only)."""
+    """Tell the monitor and the audit trail about an accepted request (memory only):
+    ``events`` accepted, ``queued`` per destination."""
     if state.monitor is not None:
-        queued = {d: len(routed) for d, routed in plan.deliveries.items()}
         state.monitor.observe(source_id, queued, plan.paths, events=events)
         for destination_id, kinds in plan.pii.items():
             state.monitor.observe_pii(destination_id, kinds)

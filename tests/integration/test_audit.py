@@ -24,8 +24,8 @@ from router.compliance.audit_chain import (
     seal,
     verify_records,
 )
+from router.compliance.audit_groups import MAX_EVENTS_PER_RECORD
 from router.compliance.audit_log import (
-    MAX_EVENTS_PER_RECORD,
     PART_EVENTS,
     STREAM,
     AuditKind,

@@ -544,16 +544,17 @@ async def test_a_big_batch_is_planned_in_slices_that_let_other_tasks_run(
 ) -> None:
     """Between two slices of PLAN_SLICE events the handler yields to the event loop, so a
     2,500-event batch does not hold every other request for its whole plan step. Seen from
-    ``CompiledDestination.wants`` (called per event and destination, through Python attribute
-    lookup also from the compiled planner): the ticks of another task it sees change from
-    slice to slice and never within one."""
+    ``CompiledDestination.events`` (read per event and destination, through Python attribute
+    lookup also by the compiled planner): the ticks of another task it sees change from slice
+    to slice and never within one."""
     ticks = 0
     seen: list[int] = []
-    real = CompiledDestination.wants
+    slot = CompiledDestination.__dict__["events"]  # the slot's descriptor
 
-    def recording(destination: CompiledDestination, *args: Any) -> bool:
+    def recording(destination: CompiledDestination) -> frozenset[str] | None:
         seen.append(ticks)
-        return real(destination, *args)
+        events: frozenset[str] | None = slot.__get__(destination, CompiledDestination)
+        return events
 
     async def ticker(stop: asyncio.Event) -> None:
         nonlocal ticks
@@ -561,7 +562,7 @@ async def test_a_big_batch_is_planned_in_slices_that_let_other_tasks_run(
             ticks += 1
             await asyncio.sleep(0)
 
-    monkeypatch.setattr(CompiledDestination, "wants", recording)
+    monkeypatch.setattr(CompiledDestination, "events", property(recording))
     stop = asyncio.Event()
     task = asyncio.create_task(ticker(stop))
     batch = [{"type": "track", **_track(messageId=f"s{i}")} for i in range(1000)]

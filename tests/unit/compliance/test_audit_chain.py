@@ -23,12 +23,8 @@ from router.compliance.audit_chain import (
     sealed_hash,
     verify_records,
 )
-from router.compliance.audit_log import (
-    MAX_EVENTS_PER_RECORD,
-    AuditLog,
-    AuditWriter,
-    _merged_groups,
-)
+from router.compliance.audit_groups import MAX_EVENTS_PER_RECORD, merged_groups
+from router.compliance.audit_log import AuditLog, AuditWriter
 from router.compliance.subject_tokens import index_tokens
 from router.core import audit_records
 from router.core.audit_records import (
@@ -305,7 +301,7 @@ def test_equal_shared_parts_made_twice_still_share_one_record() -> None:
     writer.record_decisions(first)
     writer.record_decisions(second)
     assert len(writer._groups) == 2 * len(first)
-    merged = _merged_groups(writer._groups)
+    merged = merged_groups(writer._groups)
     assert len(merged) == len(first)
     tokens = [subject_token("a1", b"k"), subject_token("a2", b"k")]
     for group in merged:
