@@ -85,9 +85,18 @@ class KeyProbe(msgspec.Struct, rename="camel"):
     write_key: str | None = None
 
 
+class IdProbe(msgspec.Struct, rename="camel"):
+    """Just the subject ids of an event: the handler reads a batch's people from the raw
+    events to look them up before it decodes the events themselves."""
+
+    user_id: Id = None
+    anonymous_id: Id = None
+
+
 WIRE_EVENT_DECODER = msgspec.json.Decoder(WireEvent)
 BATCH_DECODER = msgspec.json.Decoder(BatchEnvelope)
 KEY_DECODER = msgspec.json.Decoder(KeyProbe)
+ID_PROBE_DECODER = msgspec.json.Decoder(IdProbe)
 
 
 def error_path(message: str) -> str:

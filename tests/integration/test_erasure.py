@@ -361,3 +361,31 @@ async def test_erasure_and_withdrawal_of_unnormalized_ids_apply_to_their_events(
     assert stats.get("router_events_skipped_total", reason="suppressed", stage="ingest") == 4
     assert stats.get("router_events_skipped_total", reason="category_denied", stage="ingest") == 1
     assert await redis_client.xlen(queue_key("analytics-hook")) == 0
+
+
+@pytest.mark.parametrize("redis_backend", BACKENDS)
+async def test_a_batchs_numeric_ids_get_their_erasure_and_stored_choice(
+    make_router: AppFactory, redis_client: aioredis.Redis
+) -> None:
+    """The handler reads a batch's people from its raw events to look them up before it
+    decodes them, and reads only string ids there: ids sent as numbers (12345, 678.0) are
+    looked up once their events are sanitized, before they are planned. The erased 12345 is
+    suppressed and 678's stored withdrawal denies, next to a string id of the same batch."""
+    router = await make_router(routing_from(), workers=False, operator_token=TOKEN)
+    response = await router.post("/admin/erase", json={"userId": "12345"}, headers=OPERATOR)
+    assert response.status == 200
+    withdrawal = {"userId": "678", "categories": {"C0002": False}}
+    assert (await router.post("/v1/consent", json=withdrawal, headers=AUTH)).status == 200
+    batch = [
+        order("n1", "x") | {"userId": 12345, "anonymousId": None},
+        order("n2", "x") | {"userId": 678.0, "anonymousId": None, "context": {}},
+        order("s1", "someone-else"),
+    ]
+    response = await router.post("/v1/batch", json={"batch": batch}, headers=AUTH)
+    assert response.status == 200
+    stats = router.server.app[STATE].stats
+    assert stats.get("router_events_skipped_total", reason="suppressed", stage="ingest") == 2
+    assert stats.get("router_events_skipped_total", reason="category_denied", stage="ingest") == 1
+    queued = await redis_client.xrange(queue_key("analytics-hook"))
+    assert len(queued) == 1
+    assert "s1" in str(queued)

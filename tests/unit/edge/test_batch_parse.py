@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -11,11 +12,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consent.ids import normalize_id
 from router.core import jsonscan
 from router.core.outcomes import Rejection
+from router.core.sanitize import sanitize
 from router.core.schema import WireEvent
 from router.edge.http import HttpError
-from router.edge.ingest import parse_body
+from router.edge.ingest import _subject_hashes, decoded, parse_body
+from router.queue.keys import subject_hash
+
+NOW = datetime(2026, 12, 8, tzinfo=UTC)
 
 names = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=8)
 scalars = (
@@ -122,3 +128,41 @@ def test_valid_json_has_no_defect(value: Any) -> None:
 def test_defect_names_the_kind_and_path(body: bytes, expected: tuple[str, str] | None) -> None:
     """The first defective value is named with its field path."""
     assert jsonscan.defect(body) == expected
+
+
+ids = st.none() | st.text(max_size=12) | st.integers(-(10**6), 10**6) | st.booleans()
+
+
+@given(user=ids, anonymous=ids, properties=st.dictionaries(names, values, max_size=3))
+def test_the_people_read_from_a_raw_event_are_those_sanitizing_finds(
+    user: Any, anonymous: Any, properties: dict[str, Any]
+) -> None:
+    """``_subject_hashes`` reads the ids of an undecoded event as sanitizing gives them: every
+    subject hash of the sanitized event that comes from a string id is among them, and none
+    is of an id the event does not carry (numbers are left to the lookup after sanitizing)."""
+    event = {"type": "track", "event": "E", "userId": user, "anonymousId": anonymous}
+    raw = json.dumps(event | {"properties": properties}).encode("utf-8", "surrogatepass")
+    parsed = parse_body(b'{"batch": [' + raw + b"]}", None, 32_000, 2_500, decode=False)
+    assert [item for _, item in parsed.items] == [None]
+    known = _subject_hashes(parsed.items, b"secret")
+    wire = decoded(*parsed.items[0])
+    if isinstance(wire, Rejection):  # a boolean id: the decoding rejects it
+        assert isinstance(user, bool) or isinstance(anonymous, bool)
+        return
+    outcome = sanitize(wire, route_type=None, received_at=NOW, new_id=lambda: "generated")
+    if isinstance(outcome, Rejection):
+        return
+    strings = [v for v in (user, anonymous) if isinstance(v, str)]
+    expected = {i: subject_hash(i, b"secret") for i in outcome.subject_ids if i in known}
+    assert expected == {i: known[i] for i in expected}
+    assert set(known) <= set(outcome.subject_ids)
+    assert {i for i in outcome.subject_ids if any(normalize_id(s) == i for s in strings)} <= set(
+        known
+    )
+
+
+@given(st.binary(max_size=200))
+def test_reading_the_people_of_garbage_finds_nobody_and_raises_nothing(data: bytes) -> None:
+    """An undecodable raw event gives no id (its decoding rejects it later)."""
+    found = _subject_hashes([(data, None)], b"")
+    assert all(len(h) == 64 for h in found.values())
