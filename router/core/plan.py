@@ -191,7 +191,8 @@ class RequestPlan:
     the counts are plain dicts (a ``Counter`` costs 1.8 us to make)."""
 
     deliveries: dict[str, list[QueueItem]]
-    """Per destination id, in event order."""
+    """Per destination id, in event order (the ingest handler encodes and removes them after
+    each slice of events it plans)."""
     skipped: dict[tuple[str, SkipReason], int]
     """(destination id, reason) -> events skipped."""
     detections: dict[PiiDetection, int]
