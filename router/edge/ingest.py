@@ -1,8 +1,9 @@
 """The ingest handler: ``POST /v1/{type}`` and ``/v1/batch`` (Segment-compatible).
 
-decode -> authenticate -> validate and sanitize each event -> resolve consent -> plan ->
-enqueue every delivery (and every rejection to quarantine) in one group-committed pipeline ->
-answer. The 200 is sent only after Redis has the writes.
+authenticate -> split the body into raw events -> look up the people they name (stored
+consent, erasure marks) -> per slice of events: decode, validate and sanitize, resolve
+consent, plan, encode -> enqueue every delivery (and every rejection to quarantine) in one
+group-committed pipeline -> answer. The 200 is sent only after Redis has the writes.
 """
 
 from __future__ import annotations
