@@ -507,8 +507,7 @@ async def _plan(
     secret = state.subject_secret
     with stage_span(state.tracer, "consent", parent=span):
         known = _subject_hashes(intake.parsed.items, secret)
-        looked_up = set(known.values())
-        suppressed, records = await _lookups(state, sorted(looked_up))
+        suppressed, records = await _lookups(state, sorted(known.values()))
     with stage_span(state.tracer, "plan", parent=span):
         planner = RequestPlanner(
             state.routing,  # one configuration for the whole request, even across a reload
@@ -524,19 +523,33 @@ async def _plan(
             if start:
                 await asyncio.sleep(0)  # let other requests run between slices of a big batch
             events = intake.take(start, start + PLAN_SLICE)
-            subjects = [
-                tuple([known.get(i) or subject_hash(i, secret) for i in e.subject_ids])
-                for e in events
-            ]
-            missing = {h for hashes in subjects for h in hashes} - looked_up
+            subjects, missing = _subjects_of(events, known, secret)
             if missing:
                 more_suppressed, more_records = await _lookups(state, sorted(missing))
                 suppressed |= more_suppressed
                 records.update(more_records)
-                looked_up |= missing
             planner.add(events, subjects)
             intake.keep(planner.plan)
     return planner.plan
+
+
+def _subjects_of(
+    events: Sequence[Event], known: dict[str, str], secret: bytes
+) -> tuple[list[tuple[str, ...]], set[str]]:
+    """Each event's subject hashes, by id from ``known`` (the ids looked up already); those
+    of the ids it did not hold are added to it and returned apart, to be looked up."""
+    subjects: list[tuple[str, ...]] = []
+    missing: set[str] = set()
+    for event in events:
+        hashes: list[str] = []
+        for identifier in event.subject_ids:
+            found = known.get(identifier)
+            if found is None:
+                found = known[identifier] = subject_hash(identifier, secret)
+                missing.add(found)
+            hashes.append(found)
+        subjects.append(tuple(hashes))
+    return subjects, missing
 
 
 def _count_plan(state: AppState, plan: RequestPlan) -> None:
